@@ -1,0 +1,69 @@
+"""archc: a declarative architecture-spec compiler for convolutional networks.
+
+The public API mirrors the command line::
+
+    spec = archcompiler.load_spec("specs/googlenet.yaml", overrides={"num_classes": 2})
+    graph = archcompiler.lower(spec)             # networkx DiGraph of primitive ops
+    report = archcompiler.analyze(spec)          # what `archc flops --format json` prints
+    problems = archcompiler.check(spec)          # what `archc check` reports
+    model = archcompiler.build(spec, seed=0)     # torch.nn.Module   (imports torch)
+    dot = archcompiler.draw(spec, "net.svg")     # graphviz diagram  (imports graphviz)
+
+torch and graphviz are imported only by the functions that need them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .errors import ArchcError, BackendError, Diagnostic, GraphError, Location, SpecError
+from .ir import lower
+from .passes import analyze
+from .spec import Spec, load_spec
+
+__version__ = "0.1.0"
+
+
+def check(spec_or_path: Spec | str | Path, overrides: dict | list | None = None,
+          tolerance: float = 0.02) -> list[Diagnostic]:
+    """Compare every claim of the spec with the computed value; return the mismatches."""
+    from .passes import annotated_graph, check_claims, rows
+
+    spec = load_spec(spec_or_path, overrides)
+    g = annotated_graph(spec)
+    return check_claims(spec, rows(g, spec), tolerance)
+
+
+def build(spec_or_path: Spec | str | Path, overrides: dict | list | None = None, seed: int | None = None,
+          weights: str | Path | None = None, drop_missing: bool = False) -> Any:
+    """Compile the spec into a ``torch.nn.Module`` (see :mod:`archcompiler.backends.torch`)."""
+    from .backends.torch import build as _build
+
+    return _build(load_spec(spec_or_path, overrides), seed=seed, weights=weights, drop_missing=drop_missing)
+
+
+def load_model(path: str | Path) -> Any:
+    """Reload a module saved by ``archc build -o model.pt`` (the spec is inside the file)."""
+    from .backends.torch import load_model as _load
+
+    return _load(path)
+
+
+def draw(spec_or_path: Spec | str | Path, output: str | Path | None = None, **options: Any) -> Any:
+    """Render the architecture diagram (see :mod:`archcompiler.backends.dot`)."""
+    from .backends.dot import draw as _draw
+
+    return _draw(spec_or_path, output, **options)
+
+
+def diff(a: Spec | str | Path, b: Spec | str | Path, overrides_a: dict | list | None = None,
+         overrides_b: dict | list | None = None) -> dict[str, Any]:
+    """Row-by-row differences between two specs (see :mod:`archcompiler.passes.diff`)."""
+    from .passes.diff import diff as _diff
+
+    return _diff(load_spec(a, overrides_a), load_spec(b, overrides_b))
+
+
+__all__ = ["load_spec", "lower", "analyze", "check", "build", "load_model", "draw", "diff", "Spec",
+           "SpecError", "GraphError", "BackendError", "ArchcError", "Diagnostic", "Location", "__version__"]

@@ -1,0 +1,325 @@
+"""The diagram backend: the architecture as a graphviz picture, drawn from the spec's graph.
+
+- expanded view: one node per spec layer (a conv's BatchNorm and ReLU are shown in its label),
+  each block instance a cluster labelled with its name and its row of the table;
+- ``collapse=True`` (or ``depth=N``): block instances below that depth become single nodes with
+  their input / output shapes, params and MACs;
+- edges carry tensor shapes (C x H x W); training-only heads are dashed and labelled;
+- ``color='flops'|'params'``: nodes shaded by their share of the cost, with a legend.
+
+Output is deterministic (stable ids, declaration order), so DOT text can be diffed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+
+from ..errors import BackendError, Location, error
+from ..io import write_bytes, write_text
+from ..ir import OPS, schedule
+from ..passes import annotated_graph
+from ..spec import Spec, load_spec
+
+FORMATS = ("svg", "png", "pdf", "dot")
+PALETTE = ["#ffffff", "#fff5eb", "#fee6ce", "#fdd0a2", "#fdae6b", "#fd8d3c", "#f16913", "#d94801", "#a63603"]
+FONT = "Helvetica"
+_STYLE = {   # drawing style per spec op (the backend's own small table)
+    "conv": ("box", "#dbe9f6"), "linear": ("box", "#d9f0d3"), "max_pool": ("box", "#fde0c5"),
+    "avg_pool": ("box", "#fde0c5"), "adaptive_avg_pool": ("box", "#fde0c5"),
+    "global_avg_pool": ("box", "#fde0c5"), "concat": ("ellipse", "#eeeeee"), "add": ("circle", "#eeeeee"),
+    "lrn": ("box", "#f2e6f7"), "batch_norm": ("box", "#f2e6f7"), "dropout": ("box", "#f5f5f5"),
+    "softmax": ("box", "#f5f5f5"), "flatten": ("box", "#f5f5f5"), "identity": ("box", "#f5f5f5"),
+    "input": ("box", "#ffffff"), "block": ("box3d", "#dbe9f6"),
+}
+
+
+@dataclass
+class Drawing:
+    source: str                 # DOT text
+    path: Path | None           # the file written
+    format: str
+    rendered: bool              # False when `dot` was missing and only DOT text was written
+
+
+def _id(name: str) -> str:
+    return "n_" + re.sub(r"\W", "_", name) + ("_" + format(abs(hash_stable(name)) % 4096, "x")
+                                              if re.search(r"\W", name) else "")
+
+
+def hash_stable(text: str) -> int:
+    h = 0
+    for ch in text:
+        h = (h * 131 + ord(ch)) % (1 << 31)
+    return h
+
+
+def _esc(text: str) -> str:
+    """Escape user text for a graphviz label (backslashes would be escape sequences)."""
+    return str(text).replace("\\", "\\\\").replace("\n", " ")
+
+
+def _shape(s: tuple[int, ...]) -> str:
+    return "x".join(map(str, s))
+
+
+def _human(n: float) -> str:
+    for suffix, p in (("G", 9), ("M", 6), ("K", 3)):
+        if n >= 10 ** p:
+            return f"{n / 10 ** p:.3g}{suffix}"
+    return str(int(n))
+
+
+def _layer_label(g: nx.DiGraph, nodes: list[str], spec: Spec) -> str:
+    main = next((n for n in nodes if g.nodes[n]["role"] in ("main", "conv")), nodes[0])
+    d = g.nodes[main]
+    name = d["layer"].rsplit("/", 1)[-1]
+    op = d["spec_op"]
+    parts = [op.replace("_", " ")]
+    patch = OPS[d["op"]].patch(d["attrs"])
+    if patch:
+        parts.append(patch)
+    if d["op"] == "conv2d":
+        parts.append(str(d["attrs"]["out_channels"]))
+    if d["op"] == "linear":
+        parts.append(str(d["attrs"]["out_features"]))
+    if d["op"] == "dropout":
+        parts.append(f"{d['attrs']['p']:g}")
+    extras = [g.nodes[n]["role"] for n in nodes if g.nodes[n]["role"] not in ("main", "conv", "flatten")]
+    extras = ["BN" if e == "bn" else ("ReLU" if e == "relu" else e) for e in extras]
+    line2 = " ".join(parts) + (" + " + " + ".join(extras) if extras else "")
+    return f"{_esc(name)}\\n{_esc(line2)}"
+
+
+def _instance_depth(spec: Spec, name: str) -> int:
+    depth, inst = 1, spec.instances[name]
+    while inst.parent:
+        depth += 1
+        inst = spec.instances[inst.parent]
+    return depth
+
+
+def build_dot(spec: Spec, collapse: bool = False, depth: int | None = None, color: str = "none",
+              rankdir: str = "TB", g: nx.DiGraph | None = None) -> Any:
+    """A ``graphviz.Digraph`` for ``spec``."""
+    import graphviz
+
+    g = g if g is not None else annotated_graph(spec)
+    limit = 0 if collapse and depth is None else depth    # instances deeper than this collapse
+    if collapse and depth is not None:
+        limit = depth - 1
+
+    # which drawn node each IR node belongs to: a spec layer, or a collapsed block instance
+    def unit(n: str) -> str:
+        data = g.nodes[n]
+        group = data["group"]
+        chain: list[str] = []
+        while group:
+            chain.append(group)
+            group = spec.instances[group].parent
+        chain.reverse()                               # outermost first
+        if limit is not None:
+            for inst in chain:
+                if _instance_depth(spec, inst) > limit:
+                    return inst
+        return data["layer"]
+
+    order = [n for n in schedule(g)]
+    units: dict[str, list[str]] = {}
+    for n in order:
+        units.setdefault(unit(n), []).append(n)
+    collapsed = {u for u in units if u in spec.instances}
+
+    total_cost = {"flops": sum(g.nodes[n]["macs"] for n in g.nodes),
+                  "params": sum(g.nodes[n]["params"].total for n in g.nodes)}
+
+    def cost(u: str) -> int:
+        key = "macs" if color == "flops" else "params"
+        return sum(g.nodes[n][key] if key == "macs" else g.nodes[n]["params"].total for n in units[u])
+
+    def out_node(u: str) -> str:
+        if u in spec.instances:
+            return g.graph["layer_output"][spec.instances[u].output]
+        return units[u][-1]
+
+    dot = graphviz.Digraph(name=spec.name, format="svg")
+    dot.attr(rankdir=rankdir, fontname=FONT, fontsize="11", nodesep="0.25", ranksep="0.35",
+             label=_esc(f"{spec.name}: {spec.description}" if spec.description else spec.name),
+             labelloc="t", fontcolor="#333333", newrank="true")
+    dot.attr("node", fontname=FONT, fontsize="10", style="rounded,filled", shape="box", margin="0.12,0.04",
+             color="#555555", penwidth="0.8")
+    dot.attr("edge", fontname=FONT, fontsize="8", color="#777777", fontcolor="#555555", arrowsize="0.6")
+
+    def node_attrs(u: str) -> dict[str, str]:
+        nodes = units[u]
+        training = all(g.nodes[n]["training_only"] for n in nodes)
+        if u in collapsed:
+            inst = spec.instances[u]
+            first_inputs = [i for n in nodes for i in g.nodes[n]["inputs"] if i not in nodes]
+            in_shape = _shape(g.nodes[first_inputs[0]]["shape"]) if first_inputs else ""
+            params = sum(g.nodes[n]["params"].total for n in nodes)
+            macs = sum(g.nodes[n]["macs"] for n in nodes)
+            label = (f"{_esc(u.rsplit('/', 1)[-1])}\\n{_esc(inst.block)}\\n{in_shape} -> "
+                     f"{_shape(g.nodes[out_node(u)]['shape'])}\\n{_human(params)} params, {_human(macs)} MACs")
+            shape, fill = _STYLE["block"]
+        elif u == "input":
+            label = f"input\\n{_shape(g.nodes['input']['shape'])}"
+            shape, fill = _STYLE["input"]
+        else:
+            label = _layer_label(g, nodes, spec)
+            shape, fill = _STYLE.get(g.nodes[nodes[0]]["spec_op"], ("box", "#ffffff"))
+        if color in ("flops", "params") and u != "input":
+            total = total_cost[color] or 1
+            share = cost(u) / total
+            fill = PALETTE[min(len(PALETTE) - 1, int(share * 100 / 2.5) + (1 if share > 0 else 0))]
+        attrs = {"label": label, "shape": shape, "fillcolor": fill}
+        if training:
+            attrs["style"] = "rounded,filled,dashed"
+            attrs["fontcolor"] = "#666666"
+        return attrs
+
+    # clusters for expanded block instances (nested as the instances are)
+    def cluster_path(u: str) -> list[str]:
+        data = g.nodes[units[u][0]]
+        group = data["group"] if u not in collapsed else spec.instances[u].parent
+        chain = []
+        while group:
+            if group not in collapsed:
+                chain.append(group)
+            group = spec.instances[group].parent
+        return list(reversed(chain))
+
+    tree: dict[tuple, list[str]] = {}
+    for u in units:
+        tree.setdefault(tuple(cluster_path(u)), []).append(u)
+
+    def cluster_label(inst_name: str) -> str:
+        inst = spec.instances[inst_name]
+        label = _esc(inst_name.rsplit("/", 1)[-1])
+        if inst.from_table and inst.args:
+            cells = "  ".join(f"#{_esc(k)} {_esc(v)}" for k, v in inst.args.items())
+            label += f"\\n{cells}"
+        else:
+            label += f" ({_esc(inst.block)})"
+        if all(g.nodes[n]["training_only"] for n in g.nodes if g.nodes[n]["group"] and
+               (g.nodes[n]["group"] == inst_name or g.nodes[n]["group"].startswith(inst_name + "/"))):
+            label += "\\ntraining only"
+        return label
+
+    def emit(container: Any, path: tuple) -> None:
+        for u in tree.get(path, []):
+            container.node(_id(u), **node_attrs(u))
+        children = sorted({p[: len(path) + 1] for p in tree if len(p) > len(path) and p[: len(path)] == path},
+                          key=lambda p: g.nodes[units[next(u for q, us in tree.items() if q[:len(p)] == p
+                                                           for u in us)][0]]["order"])
+        for child in children:
+            inst = child[-1]
+            training = spec.instances[inst] and all(
+                g.nodes[n]["training_only"] for q, us in tree.items() if q[:len(child)] == child
+                for u in us for n in units[u])
+            with container.subgraph(name="cluster_" + _id(inst)) as sub:
+                sub.attr(label=cluster_label(inst), style="rounded,dashed" if training else "rounded",
+                         color="#999999", fontsize="10", labeljust="l", margin="10", fontname=FONT)
+                emit(sub, child)
+
+    emit(dot, ())
+
+    edges = []
+    for u, nodes in units.items():
+        member = set(nodes)
+        for n in nodes:
+            for i in g.nodes[n]["inputs"]:
+                if i in member:
+                    continue
+                src = unit(i)
+                edges.append((src, u, g.nodes[i]["shape"], g.nodes[n]["training_only"]))
+    seen = set()
+    for src, dst, shape, training in edges:
+        if (src, dst) in seen:
+            continue
+        seen.add((src, dst))
+        attrs = {"label": " " + _shape(shape)}
+        if training:
+            attrs["style"] = "dashed"
+        dot.edge(_id(src), _id(dst), **attrs)
+
+    if color in ("flops", "params"):
+        with dot.subgraph(name="cluster_legend") as legend:
+            what = "MACs" if color == "flops" else "params"
+            legend.attr(label=f"share of {what}", fontsize="10", style="rounded", color="#bbbbbb")
+            steps = [("0%", 0), ("< 2.5%", 1), ("2.5-5%", 2), ("5-10%", 4), ("10-15%", 6), ("> 17.5%", 8)]
+            prev = None
+            for text, k in steps:
+                nid = f"legend_{k}"
+                legend.node(nid, label=text, fillcolor=PALETTE[k], shape="box", fontsize="9")
+                if prev:
+                    legend.edge(prev, nid, style="invis")
+                prev = nid
+    return dot
+
+
+def draw(spec_or_path: Spec | str | Path, output: str | Path | None = None, format: str | None = None,
+         collapse: bool = False, depth: int | None = None, color: str = "none", rankdir: str = "TB",
+         overrides: dict | list | None = None) -> Drawing:
+    """Render the diagram to ``output`` (format from its extension unless given; default
+    ``<spec name>.svg`` in the current folder).  Without the ``dot`` binary, the DOT text is
+    written beside the requested file and :class:`BackendError` says how to install graphviz."""
+    import graphviz
+
+    spec = _spec(spec_or_path, overrides)
+    if format is None:
+        suffix = Path(output).suffix.lstrip(".").lower() if output else "svg"
+        format = suffix if suffix in FORMATS else "svg"
+        if output and suffix not in FORMATS and suffix != "gv":
+            raise BackendError([error(f"cannot tell the format from {output!r}", "--format",
+                                      hint=f"use one of .{', .'.join(FORMATS)} or give --format")])
+    if format not in FORMATS:
+        raise BackendError([error(f"unknown format {format!r}", "--format", hint=f"one of {', '.join(FORMATS)}")])
+    path = Path(output) if output else Path(f"{spec.name}.{format}")
+    dot = build_dot(spec, collapse=collapse, depth=depth, color=color, rankdir=rankdir)
+    source = dot.source
+    if format == "dot":
+        write_text(path, source)
+        return Drawing(source, path, format, rendered=False)
+    try:
+        data = dot.pipe(format=format)
+    except graphviz.ExecutableNotFound:
+        fallback = path.with_suffix(".dot")
+        write_text(fallback, source)
+        raise BackendError([error(
+            f"the graphviz 'dot' program is not installed, so no {format.upper()} was made; "
+            f"the DOT source was written to {fallback}", "draw", Location(str(fallback)),
+            hint="install graphviz: 'apt-get install graphviz' (Debian/Ubuntu), 'brew install graphviz' "
+                 "(macOS), or render later with 'dot -T" + format + f" {fallback} -o {path}'")]) from None
+    except graphviz.CalledProcessError as exc:
+        raise BackendError([error(f"dot failed: {exc.stderr.decode(errors='replace')[:500] if exc.stderr else exc}",
+                                  "draw")]) from None
+    write_bytes(path, data)
+    return Drawing(source, path, format, rendered=True)
+
+
+def _spec(spec_or_path: Spec | str | Path, overrides: dict | list | None) -> Spec:
+    if isinstance(spec_or_path, (str, Path)) and str(spec_or_path).endswith(".pt"):
+        return spec_from_model_file(spec_or_path, overrides)
+    return load_spec(spec_or_path, overrides)
+
+
+def spec_from_model_file(path: str | Path, overrides: dict | list | None = None) -> Spec:
+    """The spec embedded in a file written by ``archc build -o`` (reading it needs torch)."""
+    import yaml
+
+    try:
+        import torch
+
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise BackendError([error(f"no such model file: {path}", "", Location(str(path)))]) from None
+    except Exception as exc:
+        raise BackendError([error(f"cannot read {path}: {exc}", "", Location(str(path)))]) from None
+    if not isinstance(payload, dict) or "spec" not in payload:
+        raise BackendError([error(f"{path} was not written by 'archc build -o'", "", Location(str(path)))])
+    return load_spec(yaml.safe_dump(payload["spec"], sort_keys=False), overrides)

@@ -1,0 +1,6 @@
+"""The torch backend: a runnable nn.Module, standalone source, TorchScript and ONNX exports."""
+
+from .build import build, load_model, load_weights, save_model
+from .codegen import generate
+
+__all__ = ["build", "load_model", "load_weights", "save_model", "generate"]

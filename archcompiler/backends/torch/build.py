@@ -1,0 +1,154 @@
+"""Building, saving and loading torch modules from specs."""
+
+from __future__ import annotations
+
+import linecache
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from ... import __version__
+from ...errors import BackendError, Location, error
+from ...passes import annotated_graph
+from ...spec import Spec, load_spec
+from ...spec.source import plain
+from .codegen import Generated, generate
+
+_counter = 0
+
+
+def compile_source(gen: Generated, filename: str) -> type:
+    """Execute generated source as a real module (registered with linecache, so tracebacks,
+    ``inspect`` and TorchScript can read it) and return its class."""
+    global _counter
+    _counter += 1
+    module_name = f"archc_generated_{_counter}"
+    lines = gen.source.splitlines(keepends=True)
+    linecache.cache[filename] = (len(gen.source), None, lines, filename)
+    module = types.ModuleType(module_name)
+    module.__file__ = filename
+    sys.modules[module_name] = module
+    exec(compile(gen.source, filename, "exec"), module.__dict__)
+    return getattr(module, gen.class_name)
+
+
+def build(spec: Spec, seed: int | None = None, weights: str | Path | None = None,
+          drop_missing: bool = False, heads: bool | None = None) -> torch.nn.Module:
+    """A ``torch.nn.Module`` for ``spec``.
+
+    - eval mode: ``forward`` returns the main logits ``(N, num_classes)``;
+    - training mode with training-only heads: a named tuple, main output first, then each head;
+    - ``model.loss(outputs, target)``, ``model.predict_proba(x)``, ``model.code`` (the source);
+    - ``seed`` makes initialisation reproducible; ``weights`` loads a state_dict or a file saved
+      by ``archc build -o``; ``heads=False`` (or ``drop_missing=True`` with weights that lack
+      them) builds without the training-only heads.
+    """
+    state = _read_weights(weights) if weights is not None else None
+    if heads is None:
+        heads = True
+        if drop_missing and state is not None:
+            heads = False
+    g = annotated_graph(spec)
+    filename = f"<archc:{spec.name}:{_counter + 1}>"
+    gen = generate(g, spec, heads=heads)
+    cls = compile_source(gen, filename)
+    if seed is not None:
+        torch.manual_seed(seed)
+    model = cls()
+    model.code = gen.source
+    model.archc_spec = plain(spec.document)
+    model.archc_module_paths = gen.module_paths
+    model.archc_heads = heads
+    if state is not None:
+        load_weights(model, state, g, spec, str(weights))
+    return model
+
+
+def _read_weights(path: str | Path | dict) -> dict[str, torch.Tensor]:
+    if isinstance(path, dict):
+        return path
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise BackendError([error(f"no such weights file: {path}", "--weights", Location(str(path)))]) from None
+    except Exception as exc:
+        raise BackendError([error(f"cannot read weights from {path}: {exc}", "--weights",
+                                  Location(str(path)))]) from None
+    if isinstance(data, dict) and "state_dict" in data and isinstance(data["state_dict"], dict):
+        data = data["state_dict"]
+    if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
+        raise BackendError([error(f"{path} holds no state_dict (a mapping of names to tensors)", "--weights",
+                                  Location(str(path)))])
+    return data
+
+
+def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], g: Any, spec: Spec,
+                 source: str = "weights") -> None:
+    """Load ``state`` strictly; a mismatch is reported as located lists of missing keys,
+    unexpected keys and shape mismatches, each with the spec layer it belongs to."""
+    own = model.state_dict()
+    layer_of = {path: g.nodes[node]["layer"] for node, path in model.archc_module_paths.items()}
+    locs = {path: g.nodes[node]["loc"] for node, path in model.archc_module_paths.items()}
+
+    def owner(key: str) -> tuple[str, Location | None]:
+        prefix = key.rsplit(".", 1)[0]
+        return layer_of.get(prefix, "?"), locs.get(prefix)
+
+    problems = []
+    for key in own:
+        if key not in state:
+            layer, loc = owner(key)
+            problems.append(error(f"missing key {key} (layer {layer})", "weights", loc or Location(source),
+                                  hint="the checkpoint lacks this tensor"))
+        elif tuple(state[key].shape) != tuple(own[key].shape):
+            layer, loc = owner(key)
+            problems.append(error(f"shape mismatch for {key} (layer {layer}): checkpoint "
+                                  f"{tuple(state[key].shape)}, model {tuple(own[key].shape)}", "weights",
+                                  loc or Location(source)))
+    for key in state:
+        if key not in own:
+            problems.append(error(f"unexpected key {key}", "weights", Location(source),
+                                  hint="the model has no such tensor; wrong spec or rename rules?"))
+    if problems:
+        if any("aux" in p.message for p in problems if p.message.startswith("missing")):
+            problems.append(error("a checkpoint without the training-only heads loads with "
+                                  "--drop-training-heads (drop_missing=True)", "weights", Location(source)))
+        raise BackendError(problems)
+    model.load_state_dict(state, strict=True)
+
+
+def save_model(model: torch.nn.Module, path: str | Path) -> Path:
+    """Weights and the resolved spec in one file, reloadable with :func:`load_model`."""
+    from ...io import atomic_path
+
+    payload = {"archc": __version__, "spec": model.archc_spec, "heads": model.archc_heads,
+               "state_dict": model.state_dict()}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return Path(path)
+
+
+def load_model(path: str | Path) -> torch.nn.Module:
+    """Rebuild the module saved in ``path`` (no YAML file needed) and load its weights."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise BackendError([error(f"no such model file: {path}", "", Location(str(path)))]) from None
+    except Exception as exc:
+        raise BackendError([error(f"cannot read {path}: {exc}", "", Location(str(path)))]) from None
+    if not isinstance(payload, dict) or "spec" not in payload or "state_dict" not in payload:
+        raise BackendError([error(f"{path} was not written by 'archc build -o'", "", Location(str(path)),
+                                  hint="it needs the embedded spec; a plain state_dict loads with --weights")])
+    spec = spec_from_model_file(payload, str(path))
+    model = build(spec, heads=payload.get("heads", True))
+    model.load_state_dict(payload["state_dict"], strict=True)
+    return model
+
+
+def spec_from_model_file(payload: dict, path: str) -> Spec:
+    text = yaml.safe_dump(payload["spec"], sort_keys=False)
+    return load_spec(text.replace("\n", "\n") if "\n" in text else text + "\n")

@@ -1,0 +1,373 @@
+"""Generating PyTorch source from the annotated IR.
+
+The result is one standalone Python module that depends only on torch: a class whose submodules
+are named as the spec names its layers, whose ``forward`` runs the graph in schedule order with a
+``# N x C x H x W`` comment after every op (the style of torchvision's googlenet.py), plus the
+spec's losses, initialisation and ``predict_proba``.  ``archc build`` executes this same source,
+so what ``--emit python`` writes is exactly what runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import networkx as nx
+
+from ...ir import schedule
+from ...spec import Spec
+from .naming import attr_expr, identifier, module_path
+
+# ----------------------------------------------------------------------------- the op table
+# kind -> (constructor of the module, or None for a functional op) and the call expression.
+
+
+def _t(pair: Any) -> str:
+    return f"({pair[0]}, {pair[1]})"
+
+
+def _conv_module(a: dict, ins: list, out: tuple) -> str:
+    pad = f'"{a["padding"]}"' if isinstance(a["padding"], str) else _t(a["padding"])
+    extra = ""
+    if tuple(a["dilation"]) != (1, 1):
+        extra += f", dilation={_t(a['dilation'])}"
+    if a["groups"] != 1:
+        extra += f", groups={a['groups']}"
+    return (f"nn.Conv2d({ins[0][0]}, {a['out_channels']}, kernel_size={_t(a['kernel'])}, "
+            f"stride={_t(a['stride'])}, padding={pad}{extra}, bias={a['bias']})")
+
+
+def _pool_call(fn: str) -> Callable[..., str]:
+    def call(a: dict, x: list[str], mod: str, inplace: bool) -> str:
+        extra = ", ceil_mode=True" if a["ceil_mode"] else ""
+        if fn == "avg_pool2d" and not a.get("count_include_pad", True):
+            extra += ", count_include_pad=False"
+        return (f"F.{fn}({x[0]}, kernel_size={_t(a['kernel'])}, stride={_t(a['stride'])}, "
+                f"padding={_t(a['padding'])}{extra})")
+    return call
+
+
+_ACT = {
+    "relu": "F.relu({x}, inplace={inplace})", "relu6": "F.relu6({x}, inplace={inplace})",
+    "leaky_relu": "F.leaky_relu({x}, inplace={inplace})", "sigmoid": "torch.sigmoid({x})",
+    "tanh": "torch.tanh({x})", "gelu": "F.gelu({x})", "silu": "F.silu({x}, inplace={inplace})",
+}
+
+
+@dataclass(frozen=True)
+class TorchOp:
+    module: Callable[[dict, list, tuple], str] | None
+    call: Callable[[dict, list[str], str, bool], str]
+
+
+TORCH_OPS: dict[str, TorchOp] = {
+    "conv2d": TorchOp(_conv_module, lambda a, x, m, ip: f"{m}({x[0]})"),
+    "batch_norm2d": TorchOp(lambda a, ins, out: f"nn.BatchNorm2d({out[0]}, eps={a['eps']}, momentum={a['momentum']})",
+                            lambda a, x, m, ip: f"{m}({x[0]})"),
+    "linear": TorchOp(lambda a, ins, out: f"nn.Linear({ins[0][0]}, {a['out_features']}, bias={a['bias']})",
+                      lambda a, x, m, ip: f"{m}({x[0]})"),
+    "activation": TorchOp(None, lambda a, x, m, ip: _ACT[a["kind"]].format(x=x[0], inplace=ip)),
+    "max_pool2d": TorchOp(None, _pool_call("max_pool2d")),
+    "avg_pool2d": TorchOp(None, _pool_call("avg_pool2d")),
+    "adaptive_avg_pool2d": TorchOp(None, lambda a, x, m, ip: f"F.adaptive_avg_pool2d({x[0]}, {_t(a['output'])})"),
+    "lrn": TorchOp(None, lambda a, x, m, ip: f"F.local_response_norm({x[0]}, size={a['size']}, "
+                                             f"alpha={a['alpha']!r}, beta={a['beta']!r}, k={a['k']!r})"),
+    "dropout": TorchOp(None, lambda a, x, m, ip: f"F.dropout({x[0]}, p={a['p']!r}, training=self.training)"),
+    "flatten": TorchOp(None, lambda a, x, m, ip: f"torch.flatten({x[0]}, 1)"),
+    "softmax": TorchOp(None, lambda a, x, m, ip: f"F.softmax({x[0]}, dim=1)"),
+    "concat": TorchOp(None, lambda a, x, m, ip: f"torch.cat([{', '.join(x)}], 1)"),
+    "add": TorchOp(None, lambda a, x, m, ip: " + ".join(x)),
+    "identity": TorchOp(None, lambda a, x, m, ip: x[0]),
+}
+INPLACE = {"activation"}
+
+
+def shape_comment(shape: tuple[int, ...]) -> str:
+    return "# N x " + " x ".join(str(d) for d in shape)
+
+
+# ----------------------------------------------------------------------------- the class
+
+
+@dataclass
+class Generated:
+    source: str
+    class_name: str
+    module_paths: dict[str, str]       # IR node -> module path (parametrised nodes)
+
+
+def class_name(spec: Spec) -> str:
+    if spec.torch.class_name:
+        return spec.torch.class_name
+    return "".join(p[:1].upper() + p[1:] for p in identifier(spec.name).split("_") if p) or "Net"
+
+
+def _order(g: nx.DiGraph, heads: bool) -> list[str]:
+    """Inference nodes in schedule order; training-only nodes right after their inputs are ready
+    (as torchvision computes aux1 right after inception4a), so no tensor is kept alive longer."""
+    base = [n for n in schedule(g) if n != "input" and not g.nodes[n]["training_only"]]
+    if not heads:
+        return base
+    extra = [n for n in schedule(g) if g.nodes[n]["training_only"]]
+    order = list(base)
+    for n in extra:
+        after = max(order.index(i) if i in order else -1 for i in g.nodes[n]["inputs"])
+        order.insert(after + 1, n)
+    return order
+
+
+def generate(g: nx.DiGraph, spec: Spec, heads: bool = True, source_name: str = "") -> Generated:
+    """PyTorch source for the annotated graph ``g`` (with ``heads=False`` the training-only
+    heads are left out entirely)."""
+    name = class_name(spec)
+    outputs = {k: v for k, v in g.graph["outputs"].items() if heads or not v["training_only"]}
+    order = _order(g, heads)
+    final_softmax = {k: g.nodes[v["node"]]["op"] == "softmax" for k, v in outputs.items()}
+    # a final softmax is the probability output: forward returns the logits before it
+    skip = {v["node"] for k, v in outputs.items() if final_softmax[k]}
+    result_of = {k: (g.nodes[v["node"]]["inputs"][0] if final_softmax[k] else v["node"]) for k, v in outputs.items()}
+    order = [n for n in order if n not in skip]
+
+    # ---- modules, registered in declaration order (this fixes the state_dict order)
+    paths: dict[str, str] = {}
+    init_lines: list[str] = []
+    containers: set[str] = set()
+    taken: dict[str, str] = {}
+    for n in sorted((n for n in g.nodes if n in set(order)), key=lambda n: g.nodes[n]["order"]):
+        data = g.nodes[n]
+        op = TORCH_OPS[data["op"]]
+        if op.module is None:
+            continue
+        path = module_path(spec, n)
+        if path in taken or any(p == path or p.startswith(path + ".") for p in containers):
+            from ...errors import BackendError, error
+            raise BackendError([error(f"two layers map to the module path {path!r} "
+                                      f"({taken.get(path, 'a container')} and {n})", n, data["loc"],
+                                      hint="check the spec's torch.rename rules")])
+        parts = path.split(".")
+        for i in range(1, len(parts)):
+            prefix = ".".join(parts[:i])
+            if prefix in taken:
+                from ...errors import BackendError, error
+                raise BackendError([error(f"module path {path!r} would nest inside layer {taken[prefix]!r}",
+                                          n, data["loc"], hint="check the spec's torch.rename rules")])
+            if prefix not in containers:
+                containers.add(prefix)
+                init_lines.append(_assign(prefix, "nn.Module()"))
+        ins = [g.nodes[i]["shape"] for i in data["inputs"]]
+        init_lines.append(_assign(path, op.module(data["attrs"], ins, data["shape"])))
+        paths[n] = path
+        taken[path] = n
+
+    # ---- forward
+    consumers: dict[str, list[int]] = {n: [] for n in order}
+    position = {n: i for i, n in enumerate(order)}
+    for n in order:
+        for i in g.nodes[n]["inputs"]:
+            if i in consumers:
+                consumers[i].append(position[n])
+    result_nodes = set(result_of.values())
+    last_use = {n: max(c, default=len(order)) if n not in result_nodes else len(order) + 1
+                for n, c in consumers.items()}
+    var: dict[str, str] = {"input": "x"}
+    holder: dict[str, str] = {"x": "input"}
+    input_last = max([position[s] for s in g.successors("input") if s in position], default=0)
+    last_use["input"] = input_last
+
+    body: list[str] = []
+    c, h, w = spec.input
+    body.append(f"        # N x {c} x {h} x {w}")
+    open_training = False
+    for i, n in enumerate(order):
+        data = g.nodes[n]
+        training = data["training_only"]
+        if training != open_training:
+            if training:
+                body.append("        if self.training:")
+            open_training = training
+        indent = " " * (12 if training else 8)
+        xs = [var[p] for p in data["inputs"]]
+        ins = [g.nodes[p]["shape"] for p in data["inputs"]]
+        if data["op"] == "identity" or (data["op"] == "flatten" and len(ins[0]) == 1):
+            var[n] = xs[0]          # nothing to compute: the value passes through
+            continue
+        # in-place is safe when this op is the input's only consumer and it is no model output
+        single = all(len(consumers.get(p, [])) == 1 and p not in result_nodes for p in data["inputs"])
+        out = _choose_var(n, g, spec, i, var, holder, last_use, result_of)
+        expr = TORCH_OPS[data["op"]].call(data["attrs"], xs,
+                                          attr_expr("self", paths[n]) if n in paths else "",
+                                          single and data["op"] in INPLACE)
+        body.append(f"{indent}{out} = {expr}  {shape_comment(data['shape'])}")
+        var[n] = out
+        holder[out] = n
+    tuple_name = f"{name}Outputs"
+    main_names = [k for k, v in outputs.items() if not v["training_only"]]
+    ret_main = var[result_of[main_names[0]]]
+    if any(v["training_only"] for v in outputs.values()) or len(outputs) > 1:
+        fields = ", ".join(f"{k}={var[result_of[k]]}" for k in outputs)
+        if any(v["training_only"] for v in outputs.values()):
+            body.append("        if self.training:")
+            body.append(f"            return {tuple_name}({fields})")
+            body.append(f"        return {ret_main}")
+        else:
+            body.append(f"        return {tuple_name}({fields})")
+    else:
+        body.append(f"        return {ret_main}")
+
+    losses = {k: (v["loss"], v["weight"], "softmax" if final_softmax[k] else
+                  g.nodes[v["node"]]["op"]) for k, v in outputs.items()}
+    init_rules = {kind: rule.model_dump() for kind, rule in spec.init.items()}
+    src = _TEMPLATE.format(
+        source=source_name or spec.file, spec=spec.name, name=name, tuple_name=tuple_name,
+        fields=list(outputs), init="\n".join(init_lines) or "        pass",
+        body="\n".join(body), losses=losses, init_rules=init_rules, main=main_names[0],
+        num_outputs=len(outputs), input_shape=list(spec.input),
+        proba="F.softmax(logits, dim=1)" if final_softmax[main_names[0]] else "logits",
+        loss_helpers=_LOSS_HELPERS,
+    )
+    return Generated(src, name, paths)
+
+
+def _assign(path: str, value: str) -> str:
+    parent, _, leaf = path.rpartition(".")
+    base = attr_expr("self", parent) if parent else "self"
+    if leaf.isidentifier():
+        return f"        {base}.{leaf} = {value}"
+    return f'        {base}.add_module("{leaf}", {value})'
+
+
+def _choose_var(n: str, g: nx.DiGraph, spec: Spec, i: int, var: dict, holder: dict,
+                last_use: dict, result_of: dict) -> str:
+    """``x`` for the main stream, the layer's own name inside blocks and heads; another name only
+    when the preferred one still holds a tensor that is needed later."""
+    data = g.nodes[n]
+    layer = data["layer"]
+    outputs_of = {v: k for k, v in result_of.items()}
+    instance = spec.instances.get(data["group"]) if data["group"] else None
+    if n in outputs_of and outputs_of[n] != next(iter(result_of)) and data["training_only"]:
+        preferred = identifier(outputs_of[n])
+    elif data["training_only"]:
+        preferred = identifier(data["row"])
+    elif data["group"] is None or (instance is not None and instance.output == layer and instance.parent is None):
+        preferred = "x"
+    else:
+        preferred = identifier(layer.rsplit("/", 1)[-1])
+    for candidate in (preferred, identifier(layer), identifier(n)):
+        current = holder.get(candidate)
+        if current is None or current in data["inputs"] and last_use.get(current, 0) <= i \
+                or last_use.get(current, 0) < i:
+            return candidate
+    k = 2
+    while holder.get(f"{identifier(n)}_{k}") is not None:
+        k += 1
+    return f"{identifier(n)}_{k}"
+
+
+_LOSS_HELPERS = '''
+def _log1m_softmax(z: Tensor) -> Tensor:
+    """log(1 - softmax(z)) without cancellation: for the largest logit the sum over the other
+    classes is taken directly; for the others 1 - p_i >= p_max >= 1/K, so nothing cancels."""
+    m = z.max(dim=1, keepdim=True).values
+    e = torch.exp(z - m)
+    rest = torch.log((e.sum(dim=1, keepdim=True) - e).clamp_min(1e-38)) + m
+    top = z.argmax(dim=1, keepdim=True)
+    others = z.scatter(1, top, float("-inf"))
+    rest = rest.scatter(1, top, torch.logsumexp(others, dim=1, keepdim=True))
+    return rest - torch.logsumexp(z, dim=1, keepdim=True)
+
+
+def spec_loss(kind: str, final: str, logits: Tensor, target: Tensor) -> Tensor:
+    """One output's loss, computed stably from its logits (never softmax followed by log)."""
+    if kind == "cross_entropy":
+        return F.cross_entropy(logits, target)
+    if target.dtype in (torch.int64, torch.int32) and (logits.shape[1] > 1):
+        target = F.one_hot(target, logits.shape[1]).to(logits.dtype)
+    target = target.reshape(logits.shape).to(logits.dtype)
+    if final == "softmax":
+        # binary cross-entropy of the softmax probabilities (the original 2-class GoogLeNet's
+        # loss), averaged over units and batch
+        log_p = F.log_softmax(logits, dim=1)
+        return -(target * log_p + (1 - target) * _log1m_softmax(logits)).mean()
+    return F.binary_cross_entropy_with_logits(logits, target)
+'''
+
+_TEMPLATE = '''"""{spec}: PyTorch module generated by archc from {source}.
+
+Do not edit: change the spec and run `archc build` again.
+"""
+
+from collections import namedtuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+{tuple_name} = namedtuple("{tuple_name}", {fields!r})
+{loss_helpers}
+
+class {name}(nn.Module):
+    """Outputs: {fields!r}; the training-only ones exist in training mode only."""
+
+    LOSSES = {losses!r}   # output -> (loss, weight, final op)
+    INIT = {init_rules!r}
+    INPUT_SHAPE = {input_shape!r}
+
+    def __init__(self) -> None:
+        super().__init__()
+{init}
+        self.init_weights()
+
+    def forward(self, x: Tensor):
+{body}
+
+    def loss(self, outputs, target: Tensor) -> Tensor:
+        """The spec's losses: each output's loss times its weight, summed."""
+        if isinstance(outputs, Tensor):
+            outputs = {{"{main}": outputs}}
+        else:
+            outputs = outputs._asdict()
+        total = None
+        for name, logits in outputs.items():
+            kind, weight, final = self.LOSSES[name]
+            term = weight * spec_loss(kind, final, logits, target)
+            total = term if total is None else total + term
+        return total
+
+    @torch.no_grad()
+    def predict_proba(self, x: Tensor) -> Tensor:
+        """Class probabilities: the spec's final softmax applied to the main output, in eval mode."""
+        was_training = self.training
+        self.eval()
+        try:
+            logits = self(x)
+        finally:
+            self.train(was_training)
+        return {proba}
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """Initialise weights as the spec's `init` section says (PyTorch's defaults otherwise)."""
+        kinds = {{nn.Conv2d: "conv", nn.Linear: "linear", nn.BatchNorm2d: "batch_norm"}}
+        for module in self.modules():
+            rule = self.INIT.get(kinds.get(type(module), ""))
+            if rule is None or rule["kind"] == "default":
+                continue
+            w = module.weight
+            if rule["kind"] == "trunc_normal":
+                nn.init.trunc_normal_(w, mean=rule["mean"], std=rule["std"], a=rule["a"], b=rule["b"])
+            elif rule["kind"] == "normal":
+                nn.init.normal_(w, mean=rule["mean"], std=rule["std"])
+            elif rule["kind"] == "xavier_uniform":
+                nn.init.xavier_uniform_(w)
+            elif rule["kind"] == "xavier_normal":
+                nn.init.xavier_normal_(w)
+            elif rule["kind"] == "kaiming_normal":
+                nn.init.kaiming_normal_(w, mode="fan_out", nonlinearity="relu")
+            elif rule["kind"] == "kaiming_uniform":
+                nn.init.kaiming_uniform_(w, mode="fan_out", nonlinearity="relu")
+            elif rule["kind"] == "constant":
+                nn.init.constant_(w, rule["value"])
+            if module.bias is not None and rule["bias"] is not None:
+                nn.init.constant_(module.bias, rule["bias"])
+'''

@@ -1,0 +1,77 @@
+"""archc build SPEC : compile the spec into a PyTorch module; save, emit source, TorchScript, ONNX."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    from . import add_set
+    p = sub.add_parser("build", help="compile the spec into a PyTorch module",
+                       description="Build the torch.nn.Module the spec describes and print its layer tree. "
+                       "With -o, save it: weights plus the resolved spec (model.pt), or with --emit the "
+                       "standalone PyTorch source, TorchScript or ONNX.")
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("-o", "--output", metavar="FILE", help="where to write (default for --emit: SPEC_NAME.py/.ts/.onnx)")
+    p.add_argument("--emit", choices=["model", "python", "torchscript", "onnx"], default="model",
+                   help="model: weights + spec, reloadable with archcompiler.load_model (default); "
+                        "python: standalone source; torchscript; onnx")
+    p.add_argument("--weights", metavar="FILE", help="load a state_dict (strict; mismatches are listed)")
+    p.add_argument("--drop-training-heads", action="store_true",
+                   help="build without training-only heads (to load checkpoints that lack them)")
+    p.add_argument("--seed", type=int, default=None, help="seed for reproducible initialisation")
+    p.add_argument("--quiet", "-q", action="store_true", help="do not print the layer tree")
+    add_set(p)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..passes import analyze
+    from ..spec import load_spec
+    from .tables import human, size
+
+    spec = load_spec(args.spec, args.set)
+    report = analyze(spec)
+    fine = analyze(spec, depth=2)
+    print(f"building {spec.name} (importing torch)...", file=sys.stderr)
+    from ..backends.torch import build, save_model
+
+    heads = not args.drop_training_heads
+    model = build(spec, seed=args.seed, weights=args.weights, heads=heads)
+    n_params = sum(p.numel() for p in model.parameters())
+    expected = report["total"]["with_training_heads"]["params"] if heads else report["total"]["params"]
+    if not args.quiet:
+        children: dict[str, list[dict]] = {}
+        for r in fine["rows"]:
+            children.setdefault(r["name"].split("/")[0], []).append(r)
+        print(f"{spec.name}  input {size([spec.input[0], spec.input[1], spec.input[2]])}")
+        for r in report["rows"]:
+            if r["training_only"] and not heads:
+                continue
+            tag = "  (training only)" if r["training_only"] else ""
+            print(f"  {r['name']:<16} {r['type']:<16} {size(r['output']):>12} {human(r['params']):>8}{tag}")
+            subs = children.get(r["name"], [])
+            if len(subs) > 1 or (subs and subs[0]["name"] != r["name"]):
+                for s in subs:
+                    leaf = s["name"].split("/", 1)[-1]
+                    print(f"    {leaf:<14} {s['type']:<16} {size(s['output']):>12} {human(s['params']):>8}")
+    same = "equals" if n_params == expected else "DIFFERS FROM"
+    print(f"parameters: {n_params:,} (torch); {same} archc flops' total {expected:,}")
+    if n_params != expected:
+        return 1
+    if args.output is None and args.emit == "model":
+        return 0
+    out = Path(args.output or f"{spec.name}.{ {'model': 'pt', 'python': 'py', 'torchscript': 'ts', 'onnx': 'onnx'}[args.emit]}")
+    if args.emit == "model":
+        save_model(model, out)
+    elif args.emit == "python":
+        from ..io import write_text
+        write_text(out, model.code)
+    else:
+        from ..backends.torch.export import export
+        print(f"exporting {args.emit}...", file=sys.stderr)
+        export(model, spec, args.emit, out)
+    print(f"wrote {out}")
+    return 0

@@ -1,0 +1,44 @@
+"""archc check SPEC : compare the paper's claims in the spec with computed values."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    from . import add_set
+    p = sub.add_parser("check", help="compare the paper's claims (output size, params, ops) with the spec",
+                       description="Every claim in the spec is compared with the computed value. A wrong "
+                       "output size is an error (exit 1); params / ops further off than the tolerance "
+                       "are warnings (exit 0, or 1 with --strict).")
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("--tolerance", type=float, default=0.02, metavar="FRACTION",
+                   help="relative tolerance for params and ops (default 0.02 = 2%%)")
+    p.add_argument("--strict", action="store_true", help="warnings fail the check too")
+    p.add_argument("--format", choices=["text", "json"], default="text")
+    add_set(p)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import check
+    from ..spec import load_spec
+
+    spec = load_spec(args.spec, args.set)
+    found = check(spec, tolerance=args.tolerance)
+    errors = [d for d in found if d.severity == "error"]
+    warnings = [d for d in found if d.severity == "warning"]
+    failed = bool(errors) or (args.strict and bool(warnings))
+    n_claims = sum(1 for r in spec.rows if spec.row_claims(r) is not None)
+    if args.format == "json":
+        print(json.dumps({"ok": not failed, "spec": spec.name, "rows_with_claims": n_claims,
+                          "errors": [d.to_json() for d in errors],
+                          "warnings": [d.to_json() for d in warnings]}, indent=2))
+    else:
+        for d in found:
+            print(d.format())
+        verdict = "FAILED" if failed else "ok"
+        print(f"{verdict}: {spec.name}: {n_claims} rows with claims, {len(errors)} error(s), "
+              f"{len(warnings)} warning(s) (tolerance {args.tolerance:.0%})")
+    return 1 if failed else 0

@@ -1,0 +1,33 @@
+"""archc draw SPEC : the architecture as a diagram (SVG, PNG, PDF or DOT)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    from . import add_set
+    from .flops import positive
+    p = sub.add_parser("draw", help="draw the architecture (graphviz)",
+                       description="Draw the network from the spec (or from a model.pt written by "
+                       "'archc build -o'). Block instances are clusters labelled with their table row; "
+                       "edges carry tensor shapes; training-only heads are dashed.")
+    p.add_argument("spec", metavar="SPEC", help="a spec, or a model file written by 'archc build -o'")
+    p.add_argument("-o", "--output", metavar="FILE", help="output file (default: SPEC_NAME.svg here)")
+    p.add_argument("--format", choices=["svg", "png", "pdf", "dot"], help="default: from the file extension")
+    p.add_argument("--collapse", action="store_true", help="one node per block instance")
+    p.add_argument("--depth", type=positive, metavar="N", help="expand block instances down to depth N")
+    p.add_argument("--color", choices=["none", "flops", "params"], default="none",
+                   help="shade nodes by their share of the cost")
+    p.add_argument("--rankdir", choices=["TB", "LR"], default="TB", help="top-to-bottom or left-to-right")
+    add_set(p)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..backends.dot import draw
+
+    result = draw(args.spec, args.output, format=args.format, collapse=args.collapse, depth=args.depth,
+                  color=args.color, rankdir=args.rankdir, overrides=args.set)
+    print(f"wrote {result.path}")
+    return 0

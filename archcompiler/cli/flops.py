@@ -1,0 +1,97 @@
+"""archc flops SPEC : the paper's table regenerated from the spec (never imports torch)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from typing import Any
+
+from .tables import human, render, size
+
+
+def parse_input(text: str) -> tuple[int, int, int]:
+    m = re.fullmatch(r"\s*(\d+)\s*[xX,]\s*(\d+)\s*[xX,]\s*(\d+)\s*", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"{text!r} is not CxHxW, e.g. 3x299x299")
+    return tuple(int(g) for g in m.groups())  # type: ignore[return-value]
+
+
+def positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    from . import add_set
+    p = sub.add_parser("flops", help="params, MACs/FLOPs, shapes and depth per row (the paper's table)",
+                       description="Regenerate the paper's table from the spec: per row the type, patch "
+                       "size/stride, output size, depth, the block's columns, params and ops; then totals. "
+                       "1 MAC = 1 multiply-add, FLOPs = 2 x MACs.")
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("--depth", type=positive, default=1, metavar="N",
+                   help="1: one line per row of the spec; 2: the layers inside each block; ...")
+    p.add_argument("--units", choices=["macs", "flops"], default="macs", help="the 'ops' column")
+    p.add_argument("--format", choices=["table", "json", "csv", "markdown"], default="table")
+    p.add_argument("--input", type=parse_input, metavar="CxHxW", help="input size, e.g. 3x299x299")
+    p.add_argument("--batch", type=positive, default=1, metavar="N")
+    add_set(p)
+    p.set_defaults(run=run)
+
+
+def table_rows(report: dict[str, Any], units: str) -> tuple[list[str], list[list[Any]], set[int]]:
+    arg_columns: list[str] = []
+    for r in report["rows"]:
+        for c in r["columns"]:
+            if c not in arg_columns:
+                arg_columns.append(c)
+    headers = ["name", "type", "patch size/stride", "output size", "depth", *[f"#{c}" for c in arg_columns],
+               "params", "ops" if units == "macs" else "FLOPs"]
+    rows = []
+    for r in report["rows"]:
+        ops = r["macs"] if units == "macs" else r["flops"]
+        mark = " *" if r["training_only"] else ""
+        rows.append([r["name"] + mark, r["type"], r["patch"], size(r["output"]), r["depth"],
+                     *[r["columns"].get(c, "") for c in arg_columns],
+                     human(r["params"]) if r["params"] else "", human(ops) if ops else ""])
+    right = {4, *range(5, 5 + len(arg_columns)), len(headers) - 2, len(headers) - 1}
+    return headers, rows, right
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..passes import analyze
+
+    report = analyze(args.spec, args.set, batch=args.batch, depth=args.depth, input=args.input)
+    if args.format == "json":
+        print(json.dumps(report, indent=2))
+        return 0
+    headers, rows, right = table_rows(report, args.units)
+    if args.format == "csv":
+        exact = [[*r[:-2], x["params"], x["macs"] if args.units == "macs" else x["flops"]]
+                 for r, x in zip(rows, report["rows"])]
+        print(render(headers, exact, "csv"), end="")
+        return 0
+    print(render(headers, rows, args.format, right), end="")
+    t, tt = report["total"], report["total"]["with_training_heads"]
+    unit = "multiply-adds (MACs)" if args.units == "macs" else "FLOPs"
+    ops, ops_t = (t["macs"], tt["macs"]) if args.units == "macs" else (t["flops"], tt["flops"])
+    c, h, w = report["input"]
+    lines = [
+        f"input {c}x{h}x{w}, batch {report['batch']}",
+        f"total (inference):        {t['params']:,} params, {ops:,} {unit}",
+        f"total (with training-only heads *): {tt['params']:,} params, {ops_t:,} {unit}",
+        f"depth: {report['depth']['with_params']} layers with parameters, "
+        f"{report['depth']['with_pooling']} with pooling",
+        f"peak activation memory (inference, float32): {human(report['peak_activation_bytes'], 1024)}B",
+        f"receptive field of {report['receptive_field']['layer']}: "
+        f"{report['receptive_field']['size'][0]}x{report['receptive_field']['size'][1]} pixels",
+        f"convention: {report['convention']}",
+    ]
+    sep = "\n" if args.format == "table" else "  \n"
+    print(("\n" if args.format == "table" else "\n") + sep.join(lines))
+    return 0

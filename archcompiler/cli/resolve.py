@@ -1,0 +1,31 @@
+"""archc resolve SPEC : the fully resolved spec, each value with the file:line it came from."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    from . import add_set
+    p = sub.add_parser("resolve", help="print the spec after extends, edits and --set, with origins",
+                       description="Print the spec as archc sees it once 'extends', 'edits' and --set "
+                       "are applied; each value is followed by the file:line it came from.")
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("--format", choices=["yaml", "json"], default="yaml")
+    p.add_argument("--no-origins", action="store_true", help="plain YAML, without origin comments")
+    add_set(p)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..spec import load_spec
+    from ..spec.origins import annotated_yaml, origins
+    from ..spec.source import plain
+
+    spec = load_spec(args.spec, args.set)       # validates: a resolved spec is a valid one
+    if args.format == "json":
+        print(json.dumps({"spec": plain(spec.document), "origins": origins(spec.document)}, indent=2))
+    else:
+        print(annotated_yaml(spec.document, with_origins=not args.no_origins), end="")
+    return 0

@@ -1,0 +1,121 @@
+"""Located diagnostics: every problem archc reports is a value with a place in a file.
+
+A :class:`Diagnostic` names the file, line and column, the logical path of the value
+(``layers.inception_4b.5x5_reduce``), the offending value and a hint.  :class:`SpecError`
+carries all diagnostics found in one go, so a user sees every error in a file at once.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Location:
+    """A place in a source: a file (or ``<string>``, ``--set ...``) and a 1-based line and column."""
+
+    file: str = "<string>"
+    line: int = 0
+    column: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}" if self.line else self.file
+
+
+NOWHERE = Location("<unknown>")
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """One problem (or, with ``severity='warning'``, one remark) at one place."""
+
+    message: str
+    path: str = ""
+    location: Location = NOWHERE
+    hint: str | None = None
+    value: Any = None
+    severity: str = "error"
+
+    @property
+    def file(self) -> str:
+        return self.location.file
+
+    @property
+    def line(self) -> int:
+        return self.location.line
+
+    @property
+    def column(self) -> int:
+        return self.location.column
+
+    def format(self) -> str:
+        where = f"{self.location}: " if self.location is not NOWHERE else ""
+        what = f"{self.path}: " if self.path else ""
+        kind = "" if self.severity == "error" else f"{self.severity}: "
+        hint = f" ({self.hint})" if self.hint else ""
+        return f"{where}{kind}{what}{self.message}{hint}"
+
+    def to_json(self) -> dict[str, Any]:
+        data = {
+            "severity": self.severity,
+            "file": self.file,
+            "line": self.line,
+            "column": self.column,
+            "path": self.path,
+            "message": self.message,
+            "hint": self.hint,
+        }
+        if self.value is not None:
+            try:
+                json.dumps(self.value)
+                data["value"] = self.value
+            except (TypeError, ValueError):
+                data["value"] = repr(self.value)
+        return data
+
+    def at(self, location: Location) -> Diagnostic:
+        return replace(self, location=location)
+
+    def __str__(self) -> str:
+        return self.format()
+
+
+class ArchcError(Exception):
+    """Base class of every error archc raises on purpose for bad input."""
+
+    def __init__(self, errors: list[Diagnostic]):
+        self.errors = list(errors)
+        super().__init__("\n".join(d.format() for d in self.errors))
+
+
+class SpecError(ArchcError):
+    """A spec (or an override of it) is invalid; ``.errors`` lists every located problem."""
+
+
+class GraphError(ArchcError):
+    """The spec is well-formed but the network it describes is not (shapes, references)."""
+
+
+class BackendError(ArchcError):
+    """A backend could not do what was asked (missing tool, weights that do not fit, ...)."""
+
+
+def error(message: str, path: str = "", location: Location = NOWHERE, hint: str | None = None,
+          value: Any = None) -> Diagnostic:
+    return Diagnostic(message=message, path=path, location=location, hint=hint, value=value)
+
+
+def warning(message: str, path: str = "", location: Location = NOWHERE, hint: str | None = None,
+            value: Any = None) -> Diagnostic:
+    return Diagnostic(message=message, path=path, location=location, hint=hint, value=value,
+                      severity="warning")
+
+
+def sort_key(d: Diagnostic) -> tuple:
+    return (d.file, d.line, d.column, d.path, d.message)
+
+
+__all__ = ["Location", "NOWHERE", "Diagnostic", "ArchcError", "SpecError", "GraphError",
+           "BackendError", "error", "warning"]

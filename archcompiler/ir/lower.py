@@ -1,0 +1,121 @@
+"""Lowering: a resolved :class:`~archcompiler.spec.Spec` becomes a networkx DiGraph of primitive ops.
+
+One node per primitive op, named hierarchically after the spec (``inception_4b/3x3_reduce``).
+A spec layer may become several primitives; the rule for their names is:
+
+- the layer's main op takes the layer's name (``conv1``, ``fc``);
+- with a norm, a conv becomes ``<name>/conv`` and ``<name>/bn`` (as torchvision's BasicConv2d);
+- an activation is ``<name>/relu`` (``/sigmoid``, ...), a linear's implicit flatten ``<name>/flatten``.
+
+Node data: ``op`` (kind in :data:`~archcompiler.ir.ops.OPS`), ``attrs``, ``inputs`` (ordered
+node ids), ``layer`` (spec layer), ``row`` (top-level row: table row or layer), ``group``
+(innermost block instance), ``loc`` (source location), ``order`` (declaration order) and
+``training_only``.  Edges are tensors; :func:`archcompiler.passes.shapes.infer_shapes` puts
+their shapes on them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import networkx as nx
+
+from ..spec import Spec
+from ..spec import layers as L
+from ..spec.layers import pair
+
+INPUT = "input"
+Prim = tuple[str, str, dict[str, Any]]       # (name suffix or "", op kind, attrs)
+
+
+def _act(kind: str) -> list[Prim]:
+    return [] if kind == "none" else [(f"/{kind}", "activation", {"kind": kind})]
+
+
+def _conv(s: L.Conv) -> list[Prim]:
+    pad = s.padding if isinstance(s.padding, str) else pair(s.padding)
+    conv = {"out_channels": s.out, "kernel": pair(s.kernel), "stride": pair(s.stride), "padding": pad,
+            "dilation": pair(s.dilation), "groups": s.groups, "bias": s.has_bias()}
+    norm = s.norm_spec()
+    if norm is None:
+        return [("", "conv2d", conv), *_act(s.act)]
+    return [("/conv", "conv2d", conv),
+            ("/bn", "batch_norm2d", {"eps": norm.eps, "momentum": norm.momentum}), *_act(s.act)]
+
+
+def _pool(kind: str) -> Callable[[Any], list[Prim]]:
+    def lower(s: Any) -> list[Prim]:
+        attrs = {"kernel": pair(s.kernel), "stride": s.stride_pair(), "padding": pair(s.padding),
+                 "ceil_mode": s.ceil_mode}
+        if kind == "avg_pool2d":
+            attrs["count_include_pad"] = s.count_include_pad
+        return [("", kind, attrs)]
+    return lower
+
+
+LOWERINGS: dict[type, Callable[[Any], list[Prim]]] = {
+    L.Conv: _conv,
+    L.MaxPool: _pool("max_pool2d"),
+    L.AvgPool: _pool("avg_pool2d"),
+    L.AdaptiveAvgPool: lambda s: [("", "adaptive_avg_pool2d", {"output": pair(s.output)})],
+    L.GlobalAvgPool: lambda s: [("", "adaptive_avg_pool2d", {"output": (1, 1)})],
+    L.LRN: lambda s: [("", "lrn", {"size": s.size, "alpha": s.alpha, "beta": s.beta, "k": s.k})],
+    L.BatchNorm: lambda s: [("", "batch_norm2d", {"eps": s.eps, "momentum": s.momentum})],
+    L.Act: lambda s: [("", "activation", {"kind": s.op})],
+    L.Dropout: lambda s: [("", "dropout", {"p": s.p})],
+    L.Flatten: lambda s: [("", "flatten", {})],
+    L.Linear: lambda s: [("/flatten", "flatten", {"implicit": True}),
+                         ("", "linear", {"out_features": s.out, "bias": s.bias}), *_act(s.act)],
+    L.Softmax: lambda s: [("", "softmax", {})],
+    L.Concat: lambda s: [("", "concat", {})],
+    L.Add: lambda s: [("", "add", {}), *_act(s.act)],
+    L.Identity: lambda s: [("", "identity", {})],
+}
+
+
+def lower(spec: Spec) -> nx.DiGraph:
+    """The IR graph of ``spec`` (shapes not yet inferred: see :func:`archcompiler.analyze`)."""
+    g = nx.DiGraph(name=spec.name, input=tuple(spec.input), spec=spec)
+    g.add_node(INPUT, op="input", attrs={"shape": tuple(spec.input)}, inputs=[], layer=INPUT,
+               row=INPUT, group=None, loc=None, order=0, role="input", spec_op="input")
+    last: dict[str, str] = {INPUT: INPUT}     # spec layer -> the node holding its output
+    order = 1
+    for layer in spec.layers:
+        prims = LOWERINGS[type(layer.spec)](layer.spec)
+        prev = [last[i] for i in layer.inputs]
+        for suffix, kind, attrs in prims:
+            if kind == "flatten" and attrs.get("implicit"):
+                attrs = {}
+            node = layer.name + suffix
+            g.add_node(node, op=kind, attrs=attrs, inputs=list(prev), layer=layer.name, row=layer.row,
+                       group=layer.group, loc=layer.loc, order=order,
+                       role=suffix.lstrip("/") or "main", spec_op=layer.op)
+            order += 1
+            for p in prev:
+                g.add_edge(p, node)
+            prev = [node]
+        last[layer.name] = prev[0]
+    g.graph["layer_output"] = last
+    outputs = {}
+    for out in spec.outputs.values():
+        outputs[out.name] = {"node": last[out.layer], "layer": out.layer, "loss": out.loss,
+                             "weight": out.weight, "training_only": out.training_only}
+    g.graph["outputs"] = outputs
+    _mark_training_only(g)
+    return g
+
+
+def _mark_training_only(g: nx.DiGraph) -> None:
+    """A node is training-only when no inference output depends on it."""
+    needed: set[str] = set()
+    for out in g.graph["outputs"].values():
+        if not out["training_only"]:
+            needed |= nx.ancestors(g, out["node"]) | {out["node"]}
+    for node, data in g.nodes(data=True):
+        data["training_only"] = node not in needed
+
+
+def schedule(g: nx.DiGraph) -> list[str]:
+    """The execution order used everywhere: topological, ties broken by declaration order."""
+    return list(nx.lexicographical_topological_sort(g, key=lambda n: g.nodes[n]["order"]))

@@ -1,0 +1,157 @@
+"""All static analysis in one call: the regenerated Table 1, totals, depth, memory, claims.
+
+This is what ``archc flops`` prints and ``archcompiler.analyze`` returns.  Nothing here imports
+torch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+
+from ..ir import OPS, lower, schedule
+from ..spec import Spec, load_spec
+from .cost import annotate_cost
+from .depth import network_depth
+from .memory import annotate_memory
+from .receptive_field import annotate_receptive_field
+from .shapes import infer_shapes
+
+CONVENTION = ("1 MAC = one multiply-add; FLOPs = 2 x MACs (as torch.utils.flop_counter.FlopCounterMode "
+              "counts conv and linear); pooling, normalisation, activation, concat and add are "
+              "counted apart as element operations; params = weights + biases (BatchNorm's affine "
+              "weights included), buffers apart")
+
+
+def annotated_graph(spec: Spec) -> nx.DiGraph:
+    """The IR of ``spec`` with shapes, cost and receptive fields on every node."""
+    g = lower(spec)
+    infer_shapes(g)
+    annotate_cost(g)
+    annotate_receptive_field(g)
+    return g
+
+
+def row_key(g: nx.DiGraph, node: str, depth: int) -> str:
+    return "/".join(g.nodes[node]["layer"].split("/")[:depth])
+
+
+def rows(g: nx.DiGraph, spec: Spec, batch: int = 1, depth: int = 1) -> list[dict[str, Any]]:
+    """One entry per row of the spec (``depth=1``), or per finer level (``depth=2``: the layers
+    inside each block instance, ...), in the order of the graph's schedule."""
+    groups: dict[str, list[str]] = {}
+    for n in schedule(g):
+        if n == "input":
+            continue
+        groups.setdefault(row_key(g, n, depth), []).append(n)
+    out = []
+    for name, nodes in groups.items():
+        instance = spec.instances.get(name)
+        last = nodes[-1]
+        if instance is not None:
+            last = g.graph["layer_output"][instance.output]
+        first = g.nodes[nodes[0]]
+        kinds = {g.nodes[n]["spec_op"] for n in nodes}
+        if instance is not None:
+            kind = instance.block
+        elif name in g.graph["layer_output"]:
+            kind = first["spec_op"]
+        else:
+            kind = "/".join(sorted(kinds))
+        patch = ""
+        if instance is None or not instance.from_table:
+            windows = [n for n in nodes if OPS[g.nodes[n]["op"]].patch(g.nodes[n]["attrs"])]
+            if windows:
+                w = g.nodes[windows[-1]]
+                patch = OPS[w["op"]].patch(w["attrs"])
+        params = [g.nodes[n]["params"] for n in nodes]
+        macs = sum(g.nodes[n]["macs"] for n in nodes)
+        entry = {
+            "name": name,
+            "type": kind,
+            "patch": patch,
+            "output": list(g.nodes[last]["shape"]),
+            "depth": network_depth(g, nodes=set(nodes)) if not first["training_only"]
+            else _depth_any(g, nodes),
+            "params": sum(p.total for p in params),
+            "weights": sum(p.weights for p in params),
+            "biases": sum(p.biases for p in params),
+            "buffers": sum(p.buffers for p in params),
+            "macs": macs * batch,
+            "macs_per_sample": macs,
+            "flops": 2 * macs * batch,
+            "elementwise": sum(g.nodes[n]["elementwise"] for n in nodes) * batch,
+            "training_only": all(g.nodes[n]["training_only"] for n in nodes),
+            "columns": dict(instance.args) if instance is not None and instance.from_table else {},
+            "receptive_field": list(g.nodes[last]["rf"]["size"]),
+        }
+        out.append(entry)
+    return out
+
+
+def _depth_any(g: nx.DiGraph, nodes: list[str]) -> int:
+    """Depth of a training-only row (the inference depth skips such nodes)."""
+    best: dict[str, int] = {}
+    member = set(nodes)
+    for n in nodes:
+        here = 1 if OPS[g.nodes[n]["op"]].depth == "params" else 0
+        best[n] = here + max([best[i] for i in g.nodes[n]["inputs"] if i in member], default=0)
+    return max(best.values(), default=0)
+
+
+def totals(g: nx.DiGraph, batch: int = 1, training: bool = False) -> dict[str, int]:
+    nodes = [d for _, d in g.nodes(data=True) if training or not d["training_only"]]
+    macs = sum(d["macs"] for d in nodes) * batch
+    return {
+        "params": sum(d["params"].total for d in nodes),
+        "weights": sum(d["params"].weights for d in nodes),
+        "biases": sum(d["params"].biases for d in nodes),
+        "buffers": sum(d["params"].buffers for d in nodes),
+        "macs": macs,
+        "flops": 2 * macs,
+        "elementwise": sum(d["elementwise"] for d in nodes) * batch,
+    }
+
+
+def analyze(spec_or_path: Spec | str | Path, overrides: dict | list | None = None, batch: int = 1,
+            depth: int = 1, input: tuple[int, int, int] | None = None) -> dict[str, Any]:
+    """Everything ``archc flops --format json`` prints, as a dict.
+
+    Keys: ``spec``, ``input`` [C, H, W], ``batch``, ``convention``, ``rows`` (``name``, ``type``,
+    ``patch``, ``output`` [C, H, W], ``params``, ``macs``, ``flops``, ``depth``, ...), ``total``
+    (inference: ``params``, ``macs``, ``flops``; and ``with_training_heads``), ``depth``
+    (``with_params``, ``with_pooling``), ``peak_activation_bytes``, ``receptive_field``.
+    """
+    overrides = _with_input(overrides, input)
+    spec = load_spec(spec_or_path, overrides)
+    g = annotated_graph(spec)
+    peak = annotate_memory(g, batch=batch)
+    main = g.graph["outputs"]
+    final = next((o["node"] for o in main.values() if not o["training_only"]), None)
+    rf = g.nodes[final]["rf"] if final else None
+    total = totals(g, batch)
+    total["with_training_heads"] = totals(g, batch, training=True)
+    return {
+        "spec": spec.name,
+        "file": spec.file,
+        "input": list(spec.input),
+        "batch": batch,
+        "convention": CONVENTION,
+        "rows": rows(g, spec, batch, depth),
+        "total": total,
+        "depth": {"with_params": network_depth(g), "with_pooling": network_depth(g, with_pooling=True)},
+        "peak_activation_bytes": peak,
+        "schedule": "topological order, ties broken by declaration order; float32; no in-place ops",
+        "receptive_field": {"layer": final, "size": list(rf["size"]), "jump": list(rf["jump"]),
+                            "start": list(rf["start"])} if rf else None,
+    }
+
+
+def _with_input(overrides: dict | list | None, input: tuple[int, int, int] | None) -> dict | list | None:
+    if input is None:
+        return overrides
+    if isinstance(overrides, list):
+        return [*overrides, f"input=[{', '.join(map(str, input))}]"]
+    return {**(overrides or {}), "input": list(input)}

@@ -1,0 +1,73 @@
+"""Checking the paper's claims (output size, params, ops, depth) against computed values.
+
+A wrong output size is an error; params / ops further off than the tolerance, or a different
+depth, are warnings: papers round, and some cells are simply inconsistent.  Nothing is hidden or
+"fixed": every mismatch is reported with both numbers and the spec line of the claim.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import Diagnostic, error, warning
+from ..spec import Spec
+from ..spec.layers import parse_quantity
+
+
+def _base(kind: str) -> int:
+    return 1024 if kind == "binary" else 1000
+
+
+def check_claims(spec: Spec, rows: list[dict[str, Any]], tolerance: float = 0.02) -> list[Diagnostic]:
+    """Compare each row's claims with its computed values (``rows`` from :func:`analyze`)."""
+    found: list[Diagnostic] = []
+    by_name = {r["name"]: r for r in rows}
+    for name in spec.rows:
+        claims = spec.row_claims(name)
+        row = by_name.get(name)
+        if claims is None or row is None:
+            continue
+        loc = spec.instances[name].loc if name in spec.instances else spec.layer(name).loc
+        chw = claims.output_chw()
+        computed_chw = tuple(row["output"]) + (1, 1) if len(row["output"]) == 1 else tuple(row["output"])
+        if chw is not None and tuple(chw) != computed_chw:
+            c, h, w = computed_chw
+            found.append(error(f"output size: the paper says {claims.output}, the spec computes {h}x{w}x{c}",
+                               name, loc, hint="check kernel, stride, padding and ceil_mode"))
+        for key, computed, base in (("params", row["params"], _base(spec.claim_units.params)),
+                                    ("ops", row["macs_per_sample"], _base(spec.claim_units.ops))):
+            text = getattr(claims, key)
+            if text is None:
+                continue
+            claimed = parse_quantity(text, base)
+            off = abs(computed - claimed) / claimed if claimed else float("inf") if computed else 0.0
+            if off > tolerance and not _same_when_printed(computed, str(text), base):
+                unit = "parameters" if key == "params" else "multiply-adds"
+                found.append(warning(
+                    f"{key}: the paper says {text} ({claimed:,.0f} {unit}), the spec computes "
+                    f"{computed:,} ({_human(computed, base)}), {100 * off:.1f}% off", name, loc))
+        if claims.depth is not None and claims.depth != row["depth"]:
+            found.append(warning(f"depth: the paper says {claims.depth}, the spec computes {row['depth']}",
+                                 name, loc))
+    return found
+
+
+def _human(n: float, base: int) -> str:
+    for suffix, power in (("G", 3), ("M", 2), ("K", 1)):
+        if n >= base ** power:
+            return f"{n / base ** power:.4g}{suffix}"
+    return str(int(n))
+
+
+def _same_when_printed(computed: float, text: str, base: int) -> bool:
+    """True when ``computed``, printed with the claim's prefix and precision, reads as the claim
+    (the paper's "1M" for 1,024,000 multiply-adds is rounding, not an error)."""
+    text = text.strip()
+    prefix = text[-1].lower() if text and text[-1].isalpha() else ""
+    digits = text.rstrip("kKmMgGtT")
+    decimals = len(digits.split(".")[1]) if "." in digits else 0
+    power = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}[prefix]
+    try:
+        return round(computed / base ** power, decimals) == float(digits)
+    except ValueError:
+        return False

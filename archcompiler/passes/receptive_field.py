@@ -1,0 +1,38 @@
+"""Receptive fields, the standard way (Araujo, Norris and Sim, "Computing Receptive Fields of
+Convolutional Neural Networks", Distill 2019).
+
+Per node and per axis: ``size`` r (input pixels one output pixel sees), ``jump`` j (input pixels
+between neighbouring output pixels, the effective stride) and ``start`` (centre of the first
+output pixel's field, in input pixels; negative inside the padding).  For a window op with kernel
+k, stride s, padding p and dilation d:  r' = r + (k - 1) d j,  j' = j s,
+start' = start + ((k - 1) d / 2 - p) j.  Where paths meet (concat, add) the largest field is kept.
+"""
+
+from __future__ import annotations
+
+import networkx as nx
+
+from ..ir import OPS, schedule
+
+
+def annotate_receptive_field(g: nx.DiGraph) -> nx.DiGraph:
+    for n in schedule(g):
+        data = g.nodes[n]
+        if data["op"] == "input":
+            data["rf"] = {"size": (1, 1), "jump": (1, 1), "start": (0.0, 0.0)}
+            continue
+        fields = [g.nodes[i]["rf"] for i in data["inputs"]]
+        base = max(fields, key=lambda f: f["size"][0] * f["size"][1])
+        win = OPS[data["op"]].window(data["attrs"], [g.nodes[i]["shape"] for i in data["inputs"]])
+        if win is None:
+            data["rf"] = base
+            continue
+        size, jump, start = [], [], []
+        for ax in (0, 1):
+            r, j, st = base["size"][ax], base["jump"][ax], base["start"][ax]
+            k, s, p, d = win.kernel[ax], win.stride[ax], win.pad[ax], win.dilation[ax]
+            size.append(r + (k - 1) * d * j)
+            jump.append(j * s)
+            start.append(st + ((k - 1) * d / 2 - p) * j)
+        data["rf"] = {"size": tuple(size), "jump": tuple(jump), "start": tuple(start)}
+    return g

@@ -1,0 +1,161 @@
+"""The top level of a spec file: header, parameters, blocks, layers, outputs, options.
+
+Layer entries are checked here only for their outer form (a mapping with ``op``, ``use`` or
+``table``); each concrete layer is validated by its op's model in :mod:`.layers` once
+parameters, block arguments and defaults are substituted.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import Field, field_validator
+
+from .base import Strict
+from .layers import AnyLayer, Name, PosInt
+
+LossKind = Literal["cross_entropy", "binary_cross_entropy"]
+Scalar = Union[bool, int, float, str]
+
+
+class Paper(Strict):
+    title: str | None = None
+    authors: str | None = None
+    venue: str | None = None
+    year: int | None = None
+    url: str | None = None
+    table: str | int | None = Field(None, description="the table of the paper this spec transcribes")
+
+
+class BlockDef(Strict):
+    """A reusable group of layers with named arguments (an inception module)."""
+
+    doc: str | None = None
+    args: list[str] | dict[str, Scalar] = Field(
+        default_factory=list, description="argument names, or a mapping of names to defaults")
+    layers: Annotated[list[dict[str, Any]], Field(min_length=1)]
+    output: str | None = Field(None, description="the layer whose result the block returns; default: the last")
+
+    def arg_defaults(self) -> dict[str, Any]:
+        return {} if isinstance(self.args, list) else dict(self.args)
+
+    def arg_names(self) -> list[str]:
+        return list(self.args)
+
+
+class BlockUse(Strict):
+    """``{name: aux1, use: aux_classifier, input: inception_4a, args: {...}}``"""
+
+    name: Name
+    use: str
+    input: str | None = None
+    args: dict[str, Scalar] = Field(default_factory=dict)
+    claims: dict[str, Any] | None = None
+    doc: str | None = None
+
+
+class Table(Strict):
+    """Rows of block instances, one per line, with the paper's columns."""
+
+    use: str = Field(description="the block each list row instantiates")
+    columns: Annotated[list[str], Field(min_length=1)] = Field(
+        description="'name', the block's arguments, and claim columns output / params / ops / depth")
+    rows: Annotated[list[list[Scalar] | dict[str, Any]], Field(min_length=1)] = Field(
+        description="a list per block instance, in column order; a mapping is an ordinary layer")
+
+    @field_validator("columns")
+    @classmethod
+    def _has_name(cls, v: list[str]) -> list[str]:
+        if "name" not in v:
+            raise ValueError("a table needs a 'name' column")
+        if len(set(v)) != len(v):
+            raise ValueError("column names must be unique")
+        return v
+
+
+class TableItem(Strict):
+    table: Table
+
+
+class OutputDef(Strict):
+    """A model output with its loss: ``{layer: prob, loss: cross_entropy, weight: 1}``."""
+
+    layer: str
+    loss: LossKind | None = Field(None, description="default: the spec's 'loss'")
+    weight: Annotated[float, Field(ge=0)] = 1.0
+    training_only: bool = Field(False, description="computed in training mode only (auxiliary heads)")
+
+
+class InitRule(Strict):
+    """How the weights of one op kind are initialised (``conv``, ``linear``, ``batch_norm``)."""
+
+    kind: Literal["default", "normal", "trunc_normal", "xavier_uniform", "xavier_normal",
+                  "kaiming_normal", "kaiming_uniform", "constant"] = "default"
+    mean: float = 0.0
+    std: Annotated[float, Field(gt=0)] = 0.01
+    a: float = Field(-2.0, description="trunc_normal: lower cut-off")
+    b: float = Field(2.0, description="trunc_normal: upper cut-off")
+    value: float = Field(1.0, description="constant: the weight value")
+    bias: float | None = Field(None, description="constant bias; default: the op's own default")
+
+
+class ClaimUnits(Strict):
+    """What the paper's K / M / G mean: 1000 (decimal) or 1024 (binary)."""
+
+    params: Literal["decimal", "binary"] = "decimal"
+    ops: Literal["decimal", "binary"] = "decimal"
+
+
+class TorchOptions(Strict):
+    class_name: str | None = Field(None, description="name of the generated nn.Module class")
+    rename: list[Annotated[list[str], Field(min_length=2, max_length=2)]] = Field(
+        default_factory=list,
+        description="[regex, replacement] pairs applied in order to each layer's path "
+                    "(inception_3a/1x1) to give its module path in state_dict")
+
+
+class Edit(Strict):
+    """One change to an inherited spec's layers (or, with ``block``, to a block's layers)."""
+
+    block: str | None = Field(None, description="edit this block's layers instead of the spec's")
+    layer: str | None = Field(None, description="with 'set': the layer (or table row) to change")
+    set: dict[str, Any] | None = Field(None, description="keys to change in 'layer'")
+    delete: str | None = Field(None, description="remove this layer (or table row)")
+    replace: str | None = Field(None, description="replace this layer by 'layers'")
+    insert_before: str | None = None
+    insert_after: str | None = None
+    layers: list[dict[str, Any]] | None = Field(None, description="layers to insert / replace with")
+
+    def action(self) -> str:
+        given = [k for k in ("set", "delete", "replace", "insert_before", "insert_after")
+                 if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("an edit does exactly one of: set (with layer), delete, replace, "
+                             "insert_before, insert_after")
+        return given[0]
+
+
+class Document(Strict):
+    """A spec file (after ``extends`` and overrides are merged in)."""
+
+    name: Name
+    description: str = ""
+    paper: Paper | None = None
+    extends: str | None = Field(None, description="path of the spec this one changes (relative to this file)")
+    edits: list[Edit] = Field(default_factory=list, description="changes to the inherited layers, in order")
+    input: Annotated[list[PosInt], Field(min_length=3, max_length=3)] = Field(description="C, H, W")
+    params: dict[str, Scalar] = Field(default_factory=dict)
+    defaults: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-op default fields")
+    blocks: dict[str, BlockDef] = Field(default_factory=dict)
+    layers: Annotated[list[dict[str, Any]], Field(min_length=1)]
+    outputs: dict[str, OutputDef] = Field(default_factory=dict, description="default: the last layer, as 'main'")
+    loss: LossKind = "cross_entropy"
+    init: dict[str, InitRule] = Field(default_factory=dict)
+    claim_units: ClaimUnits = Field(default_factory=ClaimUnits)
+    torch: TorchOptions = Field(default_factory=TorchOptions)
+
+
+class SchemaDocument(Document):
+    """Only for ``archc schema``: the layer list spelled out so editors can complete it."""
+
+    layers: list[AnyLayer | BlockUse | TableItem]  # type: ignore[assignment]

@@ -1,0 +1,249 @@
+"""The layer vocabulary of the spec language: one pydantic model per ``op``.
+
+These models validate *concrete* layers, after parameters, block arguments, table cells and
+defaults have been substituted (see :mod:`archcompiler.spec.resolve`).  Each model's fields are
+the YAML keys of that op, so the JSON Schema of the format is generated from them.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, ClassVar, Literal, Union
+
+from pydantic import Field, field_validator, model_validator
+
+from .base import Strict
+
+PosInt = Annotated[int, Field(ge=1)]
+NonNegInt = Annotated[int, Field(ge=0)]
+Pair = Union[PosInt, Annotated[list[PosInt], Field(min_length=2, max_length=2)]]
+NonNegPair = Union[NonNegInt, Annotated[list[NonNegInt], Field(min_length=2, max_length=2)]]
+Name = Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")]
+
+Activation = Literal["relu", "relu6", "leaky_relu", "sigmoid", "tanh", "gelu", "silu", "none"]
+ACTIVATIONS: tuple[str, ...] = ("relu", "relu6", "leaky_relu", "sigmoid", "tanh", "gelu", "silu")
+
+_SIZE = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
+_QTY = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kKmMgGtT]?)\s*$")
+_PREFIX = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}
+
+
+def pair(value: int | list[int] | tuple[int, int]) -> tuple[int, int]:
+    """``3`` -> ``(3, 3)``; ``[3, 5]`` -> ``(3, 5)``."""
+    if isinstance(value, (list, tuple)):
+        return int(value[0]), int(value[1])
+    return int(value), int(value)
+
+
+def parse_quantity(text: str | int | float, base: int = 1000) -> float:
+    """``'159K'`` -> 159 * base, ``'1.5G'`` -> 1.5 * base**3; plain numbers pass through."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        return float(text)
+    m = _QTY.match(str(text))
+    if not m:
+        raise ValueError(f"{text!r} is not a quantity like 159K, 34M or 1.5G")
+    return float(m.group(1)) * base ** _PREFIX[m.group(2).lower()]
+
+
+class Claims(Strict):
+    """What the paper says about a row: checked by ``archc check`` against computed values."""
+
+    output: str | None = Field(None, description="output size as the paper prints it: HxWxC, e.g. 28x28x256")
+    params: str | int | None = Field(None, description="parameters, e.g. 159K")
+    ops: str | int | None = Field(None, description="multiply-adds, e.g. 128M")
+    depth: NonNegInt | None = Field(None, description="layers with parameters in the row")
+
+    @field_validator("output")
+    @classmethod
+    def _size(cls, v: str | None) -> str | None:
+        if v is not None and not _SIZE.match(v):
+            raise ValueError(f"{v!r} is not an output size like 28x28x256 (H x W x C)")
+        return v
+
+    @field_validator("params", "ops")
+    @classmethod
+    def _qty(cls, v: str | int | None) -> str | int | None:
+        if v is not None:
+            parse_quantity(v)
+        return v
+
+    def output_chw(self) -> tuple[int, int, int] | None:
+        if self.output is None:
+            return None
+        h, w, c = (int(g) for g in _SIZE.match(self.output).groups())
+        return c, h, w
+
+
+class BatchNormSpec(Strict):
+    kind: Literal["batch_norm"] = "batch_norm"
+    eps: Annotated[float, Field(gt=0)] = 1e-5
+    momentum: Annotated[float, Field(ge=0, le=1)] = 0.1
+
+
+class LayerBase(Strict):
+    """Fields every layer has."""
+
+    op: str
+    name: Name = Field(description="unique name; other layers refer to it")
+    input: str | None = Field(None, description="the layer this one reads; default: the previous one")
+    claims: Claims | None = None
+    doc: str | None = Field(None, description="free text, shown in tables and diagrams")
+
+    n_inputs: ClassVar[str] = "one"  # "one" or "many"
+
+    def input_names(self) -> list[str] | None:
+        return None if self.input is None else [self.input]
+
+
+class ManyInputs(LayerBase):
+    n_inputs: ClassVar[str] = "many"
+    inputs: Annotated[list[str], Field(min_length=2)] = Field(description="the layers to combine")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_single_input(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "input" in data:
+            raise ValueError("this op combines several layers: use 'inputs: [a, b, ...]', not 'input'")
+        return data
+
+    def input_names(self) -> list[str]:
+        return list(self.inputs)
+
+
+class Conv(LayerBase):
+    """2-D convolution, optionally followed by a normalisation and an activation."""
+
+    op: Literal["conv"]
+    out: PosInt = Field(description="output channels")
+    kernel: Pair
+    stride: Pair = 1
+    padding: NonNegPair | Literal["same", "valid"] = 0
+    dilation: Pair = 1
+    groups: PosInt = 1
+    bias: bool | None = Field(None, description="default: true, false when 'norm' is set")
+    norm: Literal["batch_norm"] | BatchNormSpec | None = None
+    act: Activation = "none"
+
+    @model_validator(mode="after")
+    def _same_stride(self) -> Conv:
+        if self.padding == "same" and pair(self.stride) != (1, 1):
+            raise ValueError("padding 'same' needs stride 1 (as in PyTorch); give the padding as a number")
+        return self
+
+    def norm_spec(self) -> BatchNormSpec | None:
+        if self.norm is None:
+            return None
+        return BatchNormSpec() if isinstance(self.norm, str) else self.norm
+
+    def has_bias(self) -> bool:
+        return self.norm is None if self.bias is None else self.bias
+
+
+class _Pool(LayerBase):
+    kernel: Pair
+    stride: Pair | None = Field(None, description="default: the kernel size")
+    padding: NonNegPair = 0
+    ceil_mode: bool = False
+
+    @model_validator(mode="after")
+    def _pad_le_half_kernel(self) -> _Pool:
+        k, p = pair(self.kernel), pair(self.padding)
+        if p[0] > k[0] // 2 or p[1] > k[1] // 2:
+            raise ValueError(f"padding {self.padding} is more than half the kernel {self.kernel} "
+                             "(PyTorch refuses this)")
+        return self
+
+    def stride_pair(self) -> tuple[int, int]:
+        return pair(self.kernel if self.stride is None else self.stride)
+
+
+class MaxPool(_Pool):
+    op: Literal["max_pool"]
+
+
+class AvgPool(_Pool):
+    op: Literal["avg_pool"]
+    count_include_pad: bool = True
+
+
+class AdaptiveAvgPool(LayerBase):
+    op: Literal["adaptive_avg_pool"]
+    output: Pair = Field(description="output height and width")
+
+
+class GlobalAvgPool(LayerBase):
+    op: Literal["global_avg_pool"]
+
+
+class LRN(LayerBase):
+    """Local response normalisation across channels (AlexNet, GoogLeNet)."""
+
+    op: Literal["lrn"]
+    size: PosInt = 5
+    alpha: float = 1e-4
+    beta: float = 0.75
+    k: float = 1.0
+
+
+class BatchNorm(LayerBase):
+    op: Literal["batch_norm"]
+    eps: Annotated[float, Field(gt=0)] = 1e-5
+    momentum: Annotated[float, Field(ge=0, le=1)] = 0.1
+
+
+class Act(LayerBase):
+    """A stand-alone activation: ``op: relu`` (or sigmoid, tanh, ...)."""
+
+    op: Literal["relu", "relu6", "leaky_relu", "sigmoid", "tanh", "gelu", "silu"]
+
+
+class Dropout(LayerBase):
+    op: Literal["dropout"]
+    p: Annotated[float, Field(ge=0, lt=1)] = Field(0.5, description="drop probability, in [0, 1)")
+
+
+class Flatten(LayerBase):
+    op: Literal["flatten"]
+
+
+class Linear(LayerBase):
+    """Fully connected layer; a C x H x W input is flattened first."""
+
+    op: Literal["linear"]
+    out: PosInt = Field(description="output features")
+    bias: bool = True
+    act: Activation = "none"
+
+
+class Softmax(LayerBase):
+    """Softmax over channels. A final softmax is the model's probability output: the torch
+    backend applies it in ``predict_proba`` and trains on the logits before it."""
+
+    op: Literal["softmax"]
+
+
+class Concat(ManyInputs):
+    """Concatenation along channels (an inception module's output)."""
+
+    op: Literal["concat"]
+
+
+class Add(ManyInputs):
+    """Element-wise sum (a residual connection), optionally followed by an activation."""
+
+    op: Literal["add"]
+    act: Activation = "none"
+
+
+class Identity(LayerBase):
+    op: Literal["identity"]
+
+
+OPS: dict[str, type[LayerBase]] = {}
+for _model in (Conv, MaxPool, AvgPool, AdaptiveAvgPool, GlobalAvgPool, LRN, BatchNorm, Act, Dropout,
+               Flatten, Linear, Softmax, Concat, Add, Identity):
+    for _op in _model.model_fields["op"].annotation.__args__:
+        OPS[_op] = _model
+
+AnyLayer = Union[Conv, MaxPool, AvgPool, AdaptiveAvgPool, GlobalAvgPool, LRN, BatchNorm, Act, Dropout,
+                 Flatten, Linear, Softmax, Concat, Add, Identity]

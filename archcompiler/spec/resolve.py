@@ -1,0 +1,509 @@
+"""From a merged document to a :class:`~.resolved.Spec`: evaluate parameters, expand blocks and
+table rows, substitute expressions and defaults, validate every concrete layer, and resolve
+references by name.  All problems are collected and raised together as one :class:`SpecError`.
+"""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from ..errors import Diagnostic, Location, SpecError, error
+from . import expr
+from .base import suggest
+from .document import BlockDef, BlockUse, Document, Table
+from .layers import OPS, Claims, LayerBase
+from .resolved import Instance, Layer, Output, Spec
+from .source import YDict, YList, locate, plain
+
+BLOCK_INPUT = "in"          # inside a block, the block's input
+NET_INPUT = "input"         # at top level, the network's input image
+CLAIM_COLUMNS = ("output", "params", "ops", "depth")
+_RAW_FIELDS = {"name", "op", "input", "inputs", "doc", "claims"}
+
+
+def pydantic_errors(exc: ValidationError, data: Any, base_path: str, prefix: tuple = ()) -> list[Diagnostic]:
+    """Located diagnostics for a pydantic error raised validating ``data``."""
+    out = []
+    errs = [(_data_path(data, tuple(e["loc"]), prefix), e) for e in exc.errors(include_url=False)]
+    paths = {p for p, _ in errs}
+    seen: set[tuple] = set()
+    for loc_path, e in errs:
+        # one message per value, not one per member of a Union; the most specific one wins
+        if loc_path in seen or any(len(q) > len(loc_path) and q[:len(loc_path)] == loc_path for q in paths):
+            continue
+        seen.add(loc_path)
+        is_key = e["type"] == "unknown_key"
+        where = locate(data, prefix + loc_path, key=is_key)
+        shown = ".".join(str(p) for p in loc_path)
+        path = f"{base_path}.{shown}" if base_path and shown else (base_path or shown)
+        msg = e["msg"]
+        value = e.get("input")
+        if e["type"] not in ("unknown_key", "missing") and not isinstance(value, (dict, list)):
+            msg = f"{msg} (got {value!r})"
+        out.append(error(msg, path, where, value=value if not isinstance(value, (dict, list)) else None))
+    return out
+
+
+def _data_path(data: Any, loc: tuple, prefix: tuple = ()) -> tuple:
+    """Drop pydantic's union-member tags ('constrained-int', 'list[int]', ...) from a loc."""
+    node: Any = data
+    for part in prefix:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            node = None
+    out = []
+    for part in loc:
+        if isinstance(node, dict):
+            out.append(part)
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int):
+            out.append(part)
+            node = node[part] if part < len(node) else None
+        elif node is None and not out:
+            out.append(part)
+    return tuple(out)
+
+
+def _string_fields(model: type[LayerBase]) -> dict[str, set[str] | None]:
+    """Fields that may hold a literal string: name -> allowed words (None: any string)."""
+    out: dict[str, set[str] | None] = {}
+
+    def words(tp: Any) -> set[str] | None | bool:
+        origin = typing.get_origin(tp)
+        if tp is str:
+            return None
+        if origin is typing.Literal:
+            return {a for a in typing.get_args(tp) if isinstance(a, str)}
+        if origin in (typing.Union, typing.Annotated) or str(origin) == "<class 'types.UnionType'>":
+            found: set[str] | None | bool = False
+            for arg in typing.get_args(tp):
+                w = words(arg)
+                if w is None:
+                    return None
+                if w is not False:
+                    found = (found or set()) | w
+            return found
+        return False
+
+    for name, info in model.model_fields.items():
+        w = words(info.annotation)
+        if w is not False:
+            out[name] = w
+    return out
+
+
+_STRINGS = {op: _string_fields(model) for op, model in OPS.items()}
+
+
+@dataclass
+class _Scope:
+    """Names visible while expanding one list of layers (the top level or one block instance)."""
+
+    prefix: str                              # "" or "inception_3a/"
+    values: dict[str, Any]                   # params (+ block args) for expressions
+    value_src: dict[str, tuple[Location, str]]  # where each arg came from (cell location, path)
+    block_input: str | None = None           # full name of the block's input (in blocks)
+    local: dict[str, str] = field(default_factory=dict)  # local name -> full name of its output
+    local_loc: dict[str, Location] = field(default_factory=dict)
+    stack: tuple[str, ...] = ()              # blocks being expanded (for recursion)
+    group: str | None = None
+    row: str | None = None
+
+
+class Resolver:
+    def __init__(self, doc: YDict, file: str):
+        self.doc = doc
+        self.file = file
+        self.errors: list[Diagnostic] = []
+        self.layers: list[Layer] = []
+        self.instances: dict[str, Instance] = {}
+        self.rows: list[str] = []
+        self.pending: list[tuple[int, int, str, _Scope, Location, str]] = []
+        self.model: Document | None = None
+
+    # ------------------------------------------------------------------ driver
+    def run(self) -> Spec:
+        try:
+            self.model = Document.model_validate(self.doc)
+        except ValidationError as exc:
+            raise SpecError(pydantic_errors(exc, self.doc, "")) from None
+        params = self._params()
+        top = _Scope("", params, {})
+        self._items(self.doc["layers"], ("layers",), top, default_input=NET_INPUT, top_level=True)
+        self._resolve_refs()
+        outputs = self._outputs(top)
+        if self.errors:
+            raise SpecError(self.errors)
+        m = self.model
+        return Spec(
+            name=m.name, description=m.description, paper=m.paper, input=tuple(m.input),
+            params=params, layers=self.layers, instances=self.instances, rows=self.rows,
+            outputs=outputs, loss=m.loss, init=m.init, claim_units=m.claim_units, torch=m.torch,
+            file=self.file, document=self.doc, blocks=m.blocks)
+
+    def _params(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        raw = self.doc.get("params") or {}
+        for name, value in raw.items():
+            if not name.isidentifier():
+                self.errors.append(error(f"parameter name {name!r} is not a valid name", f"params.{name}",
+                                         locate(self.doc, ("params", name), key=True),
+                                         hint="use letters, digits and _ (not starting with a digit)"))
+                continue
+            if isinstance(value, str):
+                try:
+                    value = expr.evaluate(value, values)
+                except expr.ExprError as exc:
+                    self.errors.append(error(str(exc), f"params.{name}", locate(self.doc, ("params", name))))
+                    continue
+            values[name] = value
+        return values
+
+    # ------------------------------------------------------------------ lists of layers
+    def _items(self, items: list, path: tuple, scope: _Scope, default_input: str, top_level: bool) -> str:
+        """Expand ``items``; return the full name of the last one's output."""
+        previous = default_input
+        for i, item in enumerate(items):
+            ipath = path + (i,)
+            where = items.where(i) if isinstance(items, YList) else Location(self.file)
+            if not isinstance(item, dict):
+                self.errors.append(error("a layer is a mapping with 'op', 'use' or 'table'",
+                                         _logical(ipath), where, value=item))
+                continue
+            if "table" in item:
+                previous = self._table(item, ipath, scope, previous, top_level)
+            elif "use" in item:
+                try:
+                    use = BlockUse.model_validate(item)
+                except ValidationError as exc:
+                    self.errors += pydantic_errors(exc, item, _logical(ipath))
+                    continue
+                previous = self._instance(use.name, use.use, dict(item.get("args") or {}),
+                                          item.get("args"), use.input, item.get("claims"), item, ipath,
+                                          scope, previous, top_level, from_table=False)
+            elif "op" in item:
+                previous = self._layer(item, ipath, scope, previous, top_level)
+            else:
+                self.errors.append(error("a layer needs 'op' (a layer), 'use' (a block) or 'table'",
+                                         _logical(ipath), where,
+                                         hint=f"keys given: {', '.join(map(str, item)) or 'none'}"))
+        return previous
+
+    def _claim_name(self, name: str, scope: _Scope, where: Location, path: str) -> str | None:
+        if scope.block_input is not None and name == BLOCK_INPUT:
+            self.errors.append(error(f"{BLOCK_INPUT!r} names the block's input; a layer cannot use it",
+                                     path, where))
+            return None
+        if scope.block_input is None and name == NET_INPUT:
+            self.errors.append(error(f"{NET_INPUT!r} names the network's input; a layer cannot use it",
+                                     path, where))
+            return None
+        if "/" in name:
+            self.errors.append(error(f"layer name {name!r} may not contain '/'", path, where))
+            return None
+        if name in scope.local:
+            first = scope.local_loc[name]
+            self.errors.append(error(f"duplicate layer name {name!r} (first defined at line {first.line})",
+                                     path, where, value=name, hint="every layer needs its own name"))
+            return None
+        return scope.prefix + name
+
+    # ------------------------------------------------------------------ one layer
+    def _layer(self, item: dict, ipath: tuple, scope: _Scope, previous: str, top_level: bool) -> str:
+        where = getattr(item, "loc", Location(self.file))
+        op = item.get("op")
+        name = item.get("name")
+        logical = f"{_logical(ipath[:-1])}.{name}" if name else _logical(ipath)
+        if scope.prefix:
+            logical = f"{scope.prefix}{name}" if name else logical
+        model = OPS.get(op) if isinstance(op, str) else None
+        if model is None:
+            self.errors.append(error(f"unknown op {op!r}", f"{logical}.op", locate(item, ("op",)),
+                                     value=op, hint=suggest(str(op), set(OPS))))
+            return previous
+        data: dict[str, Any] = dict((self.doc.get("defaults") or {}).get(op) or {})
+        field_locs: dict[str, Location] = {k: locate(self.doc, ("defaults", op, k)) for k in data}
+        field_paths: dict[str, str] = {}
+        for key, value in item.items():
+            field_locs[key] = locate(item, (key,))
+            if key in _RAW_FIELDS or key not in model.model_fields:
+                data[key] = plain(value)
+                continue
+            try:
+                data[key], src = self._substitute(value, key, op, scope)
+            except expr.ExprError as exc:
+                self.errors.append(error(str(exc), f"{logical}.{key}", locate(item, (key,)), value=value))
+                return previous
+            if src is not None:
+                field_locs[key], field_paths[key] = src
+        for key in data:
+            field_locs.setdefault(key, where)
+        try:
+            spec = model.model_validate(data)
+        except ValidationError as exc:
+            for d in pydantic_errors(exc, item, logical):
+                key = d.path[len(logical) + 1:].split(".")[0] if d.path.startswith(logical + ".") else ""
+                if key in field_paths:
+                    d = error(d.message, field_paths[key], field_locs[key], value=d.value,
+                              hint=f"used as {key!r} of {logical}")
+                elif key in field_locs and d.location == getattr(item, "loc", None):
+                    d = d.at(field_locs[key])
+                self.errors.append(d)
+            return previous
+        full = self._claim_name(spec.name, scope, where, logical)
+        if full is None:
+            return previous
+        scope.local[spec.name] = full
+        scope.local_loc[spec.name] = where
+        refs = spec.input_names()
+        index = len(self.layers)
+        row = scope.row if scope.row is not None else full
+        self.layers.append(Layer(full, spec, (), scope.group, row, where, field_locs))
+        if top_level and scope.row is None:
+            self.rows.append(full)
+        if refs is None:
+            self.pending.append((index, 0, previous, scope, where, "<previous>"))
+        else:
+            key = "inputs" if spec.n_inputs == "many" else "input"
+            for k, ref in enumerate(refs):
+                loc = locate(item, (key, k)) if key == "inputs" else locate(item, (key,))
+                self.pending.append((index, k, ref, scope, loc, f"{logical}.{key}"))
+        return full
+
+    def _substitute(self, value: Any, key: str, op: str, scope: _Scope) -> tuple[Any, Any]:
+        """Evaluate expressions in a field value; also say where a bare argument came from."""
+        if isinstance(value, list):
+            return [self._substitute(v, key, op, scope)[0] for v in value], None
+        if not isinstance(value, str):
+            return plain(value), None
+        text = value.strip()
+        words = _STRINGS.get(op, {}).get(key, False)
+        if words is not False:
+            if words is None or text in words:
+                return value, None
+            try:
+                if not expr.names(text) <= set(scope.values):
+                    return value, None        # a word, left for pydantic to judge
+            except expr.ExprError:
+                return value, None
+        result = expr.evaluate(text, scope.values)
+        return result, scope.value_src.get(text)
+
+    # ------------------------------------------------------------------ blocks
+    def _instance(self, name: str, block_name: str, args: dict, args_node: Any, input_ref: str | None,
+                  claims: Any, item: Any, ipath: tuple, scope: _Scope, previous: str, top_level: bool,
+                  from_table: bool, arg_src: dict[str, tuple[Location, str]] | None = None) -> str:
+        where = getattr(item, "loc", Location(self.file))
+        logical = f"{scope.prefix}{name}" if scope.prefix else f"{_logical(ipath[:-1])}.{name}"
+        blocks: dict[str, BlockDef] = self.model.blocks
+        if block_name not in blocks:
+            self.errors.append(error(f"unknown block {block_name!r}", f"{logical}.use",
+                                     locate(item, ("use",)) if isinstance(item, dict) else where,
+                                     value=block_name, hint=suggest(block_name, set(blocks)) or
+                                     "define it under 'blocks:'"))
+            return previous
+        if block_name in scope.stack:
+            chain = " -> ".join((*scope.stack, block_name))
+            self.errors.append(error(f"block {block_name!r} uses itself ({chain})", logical, where,
+                                     hint="blocks cannot be recursive"))
+            return previous
+        block = blocks[block_name]
+        declared = block.arg_names()
+        values = dict(block.arg_defaults())
+        arg_src = dict(arg_src or {})
+        ok = True
+        for arg, value in args.items():
+            aloc = arg_src.get(arg, (locate(args_node, (arg,)), f"{logical}.{arg}"))
+            if arg not in declared:
+                self.errors.append(error(f"block {block_name!r} has no argument {arg!r}", aloc[1], aloc[0],
+                                         value=arg, hint=suggest(arg, set(declared))))
+                ok = False
+                continue
+            if isinstance(value, str):
+                try:
+                    value = expr.evaluate(value, scope.values)
+                except expr.ExprError as exc:
+                    self.errors.append(error(str(exc), aloc[1], aloc[0], value=value))
+                    ok = False
+                    continue
+            values[arg] = plain(value)
+            arg_src[arg] = aloc
+        missing = [a for a in declared if a not in values]
+        if missing:
+            self.errors.append(error(f"block {block_name!r} needs argument(s) {', '.join(missing)}",
+                                     logical, where, hint=f"arguments: {', '.join(declared)}"))
+            ok = False
+        full = self._claim_name(name, scope, where, logical)
+        if not ok or full is None:
+            return previous
+        claim_model = None
+        if claims:
+            try:
+                claim_model = Claims.model_validate(claims)
+            except ValidationError as exc:
+                self.errors += pydantic_errors(exc, claims, f"{logical}.claims")
+        block_input = f"@{full}"              # placeholder, resolved below
+        inner = _Scope(full + "/", {**scope.values, **values},
+                       {a: (loc, path) for a, (loc, path) in arg_src.items()},
+                       block_input=block_input, stack=(*scope.stack, block_name), group=full,
+                       row=scope.row if scope.row is not None else full)
+        last = self._items(block.layers, ("blocks", block_name, "layers"), inner,
+                           default_input=block_input, top_level=False)
+        output = last
+        if block.output is not None:
+            if block.output not in inner.local:
+                self.errors.append(error(f"block {block_name!r} has no layer {block.output!r} to return",
+                                         f"blocks.{block_name}.output",
+                                         locate(self.doc, ("blocks", block_name, "output")),
+                                         hint=suggest(block.output, set(inner.local))))
+            else:
+                output = inner.local[block.output]
+        scope.local[name] = output
+        scope.local_loc[name] = where
+        self.instances[full] = Instance(full, block_name, values, output, claim_model, where,
+                                        scope.group, from_table)
+        if top_level and scope.row is None:
+            self.rows.append(full)
+        # the block's own input reference is resolved in the outer scope
+        ref = input_ref if input_ref is not None else previous
+        kind = "<previous>" if input_ref is None else f"{logical}.input"
+        iloc = locate(item, ("input",)) if isinstance(item, dict) and "input" in item else where
+        self.pending.append((-1, 0, ref, scope, iloc, kind + "|" + block_input))
+        return output
+
+    def _table(self, item: dict, ipath: tuple, scope: _Scope, previous: str, top_level: bool) -> str:
+        raw = item["table"]
+        try:
+            table = Table.model_validate(raw)
+        except ValidationError as exc:
+            self.errors += pydantic_errors(exc, raw, f"{_logical(ipath)}.table")
+            return previous
+        columns = table.columns
+        rows = raw["rows"]
+        for j, row in enumerate(rows):
+            rpath = ipath + ("table", "rows", j)
+            rloc = rows.where(j) if isinstance(rows, YList) else Location(self.file)
+            if isinstance(row, dict):
+                if "use" in row:
+                    previous = self._items_one(row, rpath, scope, previous, top_level)
+                else:
+                    previous = self._layer(row, rpath, scope, previous, top_level)
+                continue
+            if len(row) != len(columns):
+                self.errors.append(error(
+                    f"row has {len(row)} cells but the table has {len(columns)} columns "
+                    f"({', '.join(columns)})", _logical(rpath), rloc, hint="one cell per column, in order"))
+                continue
+            cells = dict(zip(columns, row))
+            name = str(cells["name"])
+            row_path = f"{_logical(ipath[:-1])}.{name}"
+            cell_src = {c: (row.where(k) if isinstance(row, YList) else rloc, f"{row_path}.{c}")
+                        for k, c in enumerate(columns)}
+            claims = {c: cells[c] for c in CLAIM_COLUMNS if c in cells and cells[c] is not None}
+            args = {c: v for c, v in cells.items() if c != "name" and c not in CLAIM_COLUMNS}
+            claims_node = YDict(loc=rloc)
+            for c, v in claims.items():
+                claims_node.put(c, v, cell_src[c][0])
+            previous = self._instance(name, table.use, args, None, None, claims_node or None, row, rpath,
+                                      scope, previous, top_level, from_table=True, arg_src=cell_src)
+        return previous
+
+    def _items_one(self, row: dict, rpath: tuple, scope: _Scope, previous: str, top_level: bool) -> str:
+        try:
+            use = BlockUse.model_validate(row)
+        except ValidationError as exc:
+            self.errors += pydantic_errors(exc, row, _logical(rpath))
+            return previous
+        return self._instance(use.name, use.use, dict(row.get("args") or {}), row.get("args"), use.input,
+                              row.get("claims"), row, rpath, scope, previous, top_level, from_table=False)
+
+    # ------------------------------------------------------------------ references
+    def _resolve_refs(self) -> None:
+        block_inputs: dict[str, str] = {}
+        # block inputs first: their targets may be layers of the outer scope
+        for index, _k, ref, scope, loc, kind in self.pending:
+            if index == -1:
+                what, placeholder = kind.split("|", 1)
+                target = ref if what == "<previous>" else self._lookup(ref, scope, loc, what)
+                if target is not None:
+                    block_inputs[placeholder] = target
+        def follow(name: str) -> str | None:
+            seen = set()
+            while name.startswith("@"):
+                if name in seen or name not in block_inputs:
+                    return None
+                seen.add(name)
+                name = block_inputs[name]
+            return name
+
+        inputs: dict[int, list[str | None]] = {}
+        for index, _k, ref, scope, loc, kind in self.pending:
+            if index == -1:
+                continue
+            target = ref if kind == "<previous>" else self._lookup(ref, scope, loc, kind)
+            if target is None:
+                inputs.setdefault(index, []).append(None)
+                continue
+            inputs.setdefault(index, []).append(follow(target) if target.startswith("@") else target)
+        for index, names in inputs.items():
+            if any(n is None for n in names):
+                continue
+            layer = self.layers[index]
+            object.__setattr__(layer, "inputs", tuple(names))
+
+    def _lookup(self, ref: str, scope: _Scope, loc: Location, path: str) -> str | None:
+        if ref.startswith("@"):
+            return ref
+        if scope.block_input is not None and ref == BLOCK_INPUT:
+            return scope.block_input
+        if scope.block_input is None and ref == NET_INPUT:
+            return NET_INPUT
+        if ref in scope.local:
+            return scope.local[ref]
+        if scope.block_input is None:
+            known = {layer.name for layer in self.layers}
+            if ref in known:
+                return ref
+            if ref in self.instances:
+                return self.instances[ref].output
+        choices = set(scope.local) | {BLOCK_INPUT if scope.block_input else NET_INPUT}
+        self.errors.append(error(f"reference to undefined layer {ref!r}", path, loc, value=ref,
+                                 hint=suggest(ref, choices)))
+        return None
+
+    # ------------------------------------------------------------------ outputs
+    def _outputs(self, top: _Scope) -> dict[str, Output]:
+        m = self.model
+        outs: dict[str, Output] = {}
+        if not self.layers:
+            return outs
+        if not m.outputs:
+            return {"main": Output("main", self.layers[-1].name, m.loss, 1.0, False, self.doc.loc)}
+        for name, out in m.outputs.items():
+            loc = locate(self.doc, ("outputs", name, "layer"))
+            target = self._lookup(out.layer, top, loc, f"outputs.{name}.layer")
+            if target is None:
+                continue
+            outs[name] = Output(name, target, out.loss or m.loss, out.weight, out.training_only, loc)
+        if outs and all(o.training_only for o in outs.values()):
+            self.errors.append(error("every output is training_only: nothing is left for inference",
+                                     "outputs", locate(self.doc, ("outputs",)),
+                                     hint="mark the main output training_only: false"))
+        return outs
+
+
+def _logical(path: tuple) -> str:
+    """A readable path: ``('layers', 3)`` -> ``layers[3]``."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (("." if out else "") + str(part))
+    return out
+
+
+def resolve(doc: YDict, file: str) -> Spec:
+    return Resolver(doc, file).run()

@@ -1,0 +1,98 @@
+"""The resolved spec: what the rest of the pipeline consumes.
+
+Every block and table row is expanded into concrete, validated layers with hierarchical names
+(``inception_3a/3x3_reduce``); parameters and expressions are evaluated; every layer keeps the
+source location it came from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import Location
+from .document import ClaimUnits, InitRule, Paper, TorchOptions
+from .layers import Claims, LayerBase
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One concrete layer of the network."""
+
+    name: str                      # hierarchical: "inception_3a/3x3_reduce"
+    spec: LayerBase                # the validated op model (Conv, MaxPool, ...)
+    inputs: tuple[str, ...]        # hierarchical names of the layers it reads ("input" = the image)
+    group: str | None              # innermost block instance ("inception_3a"), None at top level
+    row: str                       # the top-level row it belongs to ("inception_3a", "conv1")
+    loc: Location
+    field_locs: dict[str, Location] = field(default_factory=dict, compare=False)
+
+    @property
+    def op(self) -> str:
+        return self.spec.op
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One use of a block: a table row or a ``use:`` layer."""
+
+    name: str
+    block: str
+    args: dict[str, Any]
+    output: str                    # hierarchical name of the layer it returns
+    claims: Claims | None
+    loc: Location
+    parent: str | None = None
+    from_table: bool = False
+
+
+@dataclass(frozen=True)
+class Output:
+    name: str
+    layer: str                     # hierarchical name
+    loss: str
+    weight: float
+    training_only: bool
+    loc: Location
+
+
+@dataclass
+class Spec:
+    """A fully resolved, validated spec."""
+
+    name: str
+    description: str
+    paper: Paper | None
+    input: tuple[int, int, int]
+    params: dict[str, Any]
+    layers: list[Layer]
+    instances: dict[str, Instance]
+    rows: list[str]                # top-level row names, in the order written
+    outputs: dict[str, Output]
+    loss: str
+    init: dict[str, InitRule]
+    claim_units: ClaimUnits
+    torch: TorchOptions
+    file: str
+    document: Any = field(repr=False, default=None)   # the merged YAML data (YDict), for resolve / embedding
+    blocks: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def layer(self, name: str) -> Layer:
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(name)
+
+    def row_claims(self, row: str) -> Claims | None:
+        if row in self.instances:
+            return self.instances[row].claims
+        try:
+            return self.layer(row).spec.claims
+        except KeyError:
+            return None
+
+    def summary(self) -> str:
+        n_conv = sum(1 for layer in self.layers if layer.op in ("conv", "linear"))
+        c, h, w = self.input
+        return (f"{self.name}: {len(self.layers)} layers ({n_conv} conv/linear) in {len(self.rows)} rows, "
+                f"input {c}x{h}x{w}, outputs: {', '.join(self.outputs)}")

@@ -106,6 +106,35 @@ def set_in_layer(holder: Any, index: int, columns: list[str] | None, changes: di
         holder.locs[index] = holder.where(index)
 
 
+CLAIM_COLUMNS = ("output", "params", "ops", "depth")
+
+
+def strip_claims(doc: Any) -> None:
+    """Remove every claim (layer ``claims`` and table claim columns) from a document."""
+    def layers(items: Any) -> None:
+        for item in items if isinstance(items, list) else []:
+            if not isinstance(item, dict):
+                continue
+            item.pop("claims", None)
+            table = item.get("table")
+            if isinstance(table, dict) and isinstance(table.get("columns"), list):
+                columns = table["columns"]
+                drop = [i for i, c in enumerate(columns) if c in CLAIM_COLUMNS]
+                for row in table.get("rows") or []:
+                    if isinstance(row, list):
+                        for i in reversed(drop):
+                            if i < len(row):
+                                _remove(row, i)
+                    elif isinstance(row, dict):
+                        row.pop("claims", None)
+                for i in reversed(drop):
+                    _remove(columns, i)
+    layers(doc.get("layers"))
+    for block in (doc.get("blocks") or {}).values():
+        if isinstance(block, dict):
+            layers(block.get("layers"))
+
+
 # ----------------------------------------------------------------------------- edits
 
 def apply_edits(doc: YDict, edits: Any) -> None:
@@ -304,9 +333,11 @@ def load_document(source: str | Path, overrides: dict[str, Any] | list[str] | No
             raise SpecError([error(f"'extends' names a missing file: {parent_ref}", "extends", loc,
                                    hint=f"looked for {parent_path}")])
         parent, _ = load_document(parent_path, None, (*_chain, str(Path(file).resolve())))
+        if not data.get("keep_claims"):
+            strip_claims(parent)        # the paper's numbers describe the parent, not the variant
         child = YDict(loc=data.loc)
         for k, v in data.items():
-            if k not in ("extends", "edits"):
+            if k not in ("extends", "edits", "keep_claims"):
                 child.put(k, v, data.where(k), data.where(k, True))
         merged = merge(parent, child)
         merged.loc = data.loc

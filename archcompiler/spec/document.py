@@ -143,6 +143,8 @@ class Document(Strict):
     paper: Paper | None = None
     extends: str | None = Field(None, description="path of the spec this one changes (relative to this file)")
     edits: list[Edit] = Field(default_factory=list, description="changes to the inherited layers, in order")
+    keep_claims: bool = Field(False, description="with extends: keep the parent's claims (by default a "
+                                                 "variant drops them: they describe the paper)")
     input: Annotated[list[PosInt], Field(min_length=3, max_length=3)] = Field(description="C, H, W")
     params: dict[str, Scalar] = Field(default_factory=dict)
     defaults: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-op default fields")

@@ -138,7 +138,7 @@ class Resolver:
         self._resolve_refs()
         outputs = self._outputs(top)
         if self.errors:
-            raise SpecError(self.errors)
+            raise SpecError(_dedupe(self.errors))
         m = self.model
         return Spec(
             name=m.name, description=m.description, paper=m.paper, input=tuple(m.input),
@@ -237,7 +237,11 @@ class Resolver:
             try:
                 data[key], src = self._substitute(value, key, op, scope)
             except expr.ExprError as exc:
-                self.errors.append(error(str(exc), f"{logical}.{key}", locate(item, (key,)), value=value))
+                hint = None
+                if "never closed" in str(exc) or "unmatched" in str(exc):
+                    hint = "inside { } or [ ] YAML splits at commas: quote the expression"
+                self.errors.append(error(str(exc), f"{logical}.{key}", locate(item, (key,)), value=value,
+                                         hint=hint))
                 return previous
             if src is not None:
                 field_locs[key], field_paths[key] = src
@@ -352,7 +356,8 @@ class Resolver:
                        {a: (loc, path) for a, (loc, path) in arg_src.items()},
                        block_input=block_input, stack=(*scope.stack, block_name), group=full,
                        row=scope.row if scope.row is not None else full)
-        last = self._items(block.layers, ("blocks", block_name, "layers"), inner,
+        raw_layers = self.doc["blocks"][block_name]["layers"]      # keeps source locations
+        last = self._items(raw_layers, ("blocks", block_name, "layers"), inner,
                            default_input=block_input, top_level=False)
         output = last
         if block.output is not None:
@@ -495,6 +500,17 @@ class Resolver:
                                      "outputs", locate(self.doc, ("outputs",)),
                                      hint="mark the main output training_only: false"))
         return outs
+
+
+def _dedupe(errors: list[Diagnostic]) -> list[Diagnostic]:
+    """A mistake inside a block shows once, not once per use of the block."""
+    out, seen = [], set()
+    for d in errors:
+        key = (d.location, d.message) if d.location.line else (d.path, d.message)
+        if key not in seen:
+            seen.add(key)
+            out.append(d)
+    return out
 
 
 def _logical(path: tuple) -> str:

@@ -41,6 +41,8 @@ def pydantic_errors(exc: ValidationError, data: Any, base_path: str, prefix: tup
         shown = ".".join(str(p) for p in loc_path)
         path = f"{base_path}.{shown}" if base_path and shown else (base_path or shown)
         msg = e["msg"]
+        if e["type"] == "missing" and loc_path:
+            msg = f"missing required key {str(loc_path[-1])!r}"
         value = e.get("input")
         if e["type"] not in ("unknown_key", "missing") and not isinstance(value, (dict, list)):
             msg = f"{msg} (got {value!r})"
@@ -97,7 +99,17 @@ def _string_fields(model: type[LayerBase]) -> dict[str, set[str] | None]:
     return out
 
 
+def _numeric_fields(model: type[LayerBase]) -> set[str]:
+    """Fields that take numbers (where a string is an expression to evaluate)."""
+    def numeric(tp: Any) -> bool:
+        if tp in (int, float):
+            return True
+        return any(numeric(a) for a in typing.get_args(tp) if a is not bool)
+    return {name for name, info in model.model_fields.items() if numeric(info.annotation)}
+
+
 _STRINGS = {op: _string_fields(model) for op, model in OPS.items()}
+_NUMERIC = {op: _numeric_fields(model) for op, model in OPS.items()}
 
 
 @dataclass
@@ -286,6 +298,8 @@ class Resolver:
         if not isinstance(value, str):
             return plain(value), None
         text = value.strip()
+        if key not in _NUMERIC.get(op, set()) and text not in scope.values:
+            return value, None              # not a number field: pydantic judges the string
         words = _STRINGS.get(op, {}).get(key, False)
         if words is not False:
             if words is None or text in words:
@@ -322,7 +336,7 @@ class Resolver:
         arg_src = dict(arg_src or {})
         ok = True
         for arg, value in args.items():
-            aloc = arg_src.get(arg, (locate(args_node, (arg,)), f"{logical}.{arg}"))
+            aloc = arg_src.get(arg, (locate(args_node, (arg,), key=True), f"{logical}.{arg}"))
             if arg not in declared:
                 self.errors.append(error(f"block {block_name!r} has no argument {arg!r}", aloc[1], aloc[0],
                                          value=arg, hint=suggest(arg, set(declared))))

@@ -1,0 +1,109 @@
+"""Every op of the vocabulary, in random small configurations, against torch itself:
+inferred shape vs a real forward, params vs numel(), 2 x MACs vs FlopCounterMode."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+import archcompiler
+from archcompiler.spec.layers import pair
+
+
+def _conv(r: random.Random) -> tuple[dict, tuple]:
+    groups = r.choice([1, 1, 2, 4])
+    cin = groups * r.randint(1, 4)
+    k = r.choice([1, 2, 3, 5, [3, 1], [1, 5]])
+    pad = r.choice([0, 1, 2, "same", "valid", [1, 0]])
+    stride = 1 if pad == "same" else r.choice([1, 2, 3, [2, 1]])
+    kh, kw = pair(k)
+    if isinstance(pad, list) or isinstance(pad, int):
+        ph, pw = pair(pad) if pad != 0 else (0, 0)
+        pad = [min(ph, kh // 2), min(pw, kw // 2)] if isinstance(pad, list) else min(pad, min(kh, kw) // 2)
+    layer = {"op": "conv", "out": groups * r.randint(1, 5), "kernel": k, "stride": stride, "padding": pad,
+             "dilation": r.choice([1, 1, 2]), "groups": groups, "act": r.choice(["none", "relu", "sigmoid"]),
+             "norm": r.choice([None, "batch_norm"]), "bias": r.choice([None, True, False])}
+    return layer, (cin, r.randint(9, 20), r.randint(9, 20))
+
+
+def _pool(op: str):
+    def make(r: random.Random) -> tuple[dict, tuple]:
+        k = r.choice([2, 3, 5, [3, 2]])
+        kh, kw = pair(k)
+        layer = {"op": op, "kernel": k, "stride": r.choice([None, 1, 2, 3]),
+                 "padding": r.randint(0, min(kh, kw) // 2), "ceil_mode": r.choice([True, False])}
+        if op == "avg_pool":
+            layer["count_include_pad"] = r.choice([True, False])
+        return layer, (r.randint(1, 4), r.randint(7, 17), r.randint(7, 17))
+    return make
+
+
+GENERATORS = {
+    "conv": _conv,
+    "max_pool": _pool("max_pool"),
+    "avg_pool": _pool("avg_pool"),
+    "adaptive_avg_pool": lambda r: ({"op": "adaptive_avg_pool", "output": r.choice([1, 2, 3, [2, 4]])},
+                                    (3, r.randint(4, 12), r.randint(4, 12))),
+    "global_avg_pool": lambda r: ({"op": "global_avg_pool"}, (5, r.randint(1, 9), r.randint(1, 9))),
+    "lrn": lambda r: ({"op": "lrn", "size": r.choice([1, 3, 5]), "alpha": 1e-3, "beta": 0.75, "k": 2.0},
+                      (r.randint(1, 8), 6, 7)),
+    "batch_norm": lambda r: ({"op": "batch_norm", "eps": 1e-3}, (r.randint(1, 8), 5, 4)),
+    "relu": lambda r: ({"op": r.choice(["relu", "sigmoid", "tanh", "gelu", "silu", "relu6", "leaky_relu"])},
+                       (3, 4, 5)),
+    "dropout": lambda r: ({"op": "dropout", "p": r.choice([0.0, 0.3, 0.5])}, (3, 4, 5)),
+    "flatten": lambda r: ({"op": "flatten"}, (r.randint(1, 4), r.randint(1, 4), r.randint(1, 4))),
+    "linear": lambda r: ({"op": "linear", "out": r.randint(1, 30), "bias": r.choice([True, False]),
+                          "act": r.choice(["none", "relu"])}, (r.randint(1, 5), r.randint(1, 4), r.randint(1, 4))),
+    "softmax": lambda r: ({"op": "softmax"}, (r.randint(2, 9), 1, 1)),
+    "identity": lambda r: ({"op": "identity"}, (2, 3, 3)),
+}
+
+
+def _spec(layer: dict, shape: tuple, extra: str = "") -> str:
+    fields = ", ".join(f"{k}: {_yaml(v)}" for k, v in layer.items() if v is not None)
+    return (f"name: t\ninput: [{', '.join(map(str, shape))}]\nlayers:\n  - {{name: x, {fields}}}\n{extra}"
+            "  - {name: out, op: identity}\n")
+
+
+def _yaml(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, list):
+        return "[" + ", ".join(map(str, v)) + "]"
+    return str(v)
+
+
+def _compare(text: str, shape: tuple) -> None:
+    report = archcompiler.analyze(text)
+    model = archcompiler.build(text, seed=0).eval()
+    x = torch.randn(2, *shape)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        y = model(x)
+    assert tuple(y.shape[1:]) == tuple(report["rows"][-1]["output"]), text
+    assert sum(p.numel() for p in model.parameters()) == report["total"]["params"], text
+    assert counter.get_total_flops() == 2 * 2 * report["total"]["macs"], text   # batch of 2
+
+
+@pytest.mark.parametrize("kind", sorted(GENERATORS))
+def test_op_agrees_with_torch(kind):
+    r = random.Random(kind)
+    for _ in range(12):
+        layer, shape = GENERATORS[kind](r)
+        _compare(_spec(layer, shape), shape)
+
+
+@pytest.mark.parametrize("op", ["concat", "add"])
+def test_combining_ops_agree_with_torch(op):
+    r = random.Random(op)
+    for _ in range(6):
+        c = r.randint(1, 6)
+        n = r.randint(2, 4)
+        lines = "".join(f"  - {{name: b{i}, op: conv, out: {c if op == 'add' else r.randint(1, 6)}, kernel: 3, "
+                        f"padding: 1, input: input}}\n" for i in range(n))
+        act = ", act: relu" if op == "add" else ""
+        text = (f"name: t\ninput: [3, 8, 8]\nlayers:\n{lines}"
+                f"  - {{name: x, op: {op}, inputs: [{', '.join(f'b{i}' for i in range(n))}]{act}}}\n")
+        _compare(text, (3, 8, 8))

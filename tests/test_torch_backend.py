@@ -1,0 +1,293 @@
+"""The torch backend: built modules agree with the analysis, train, round-trip, and load
+torchvision's weights."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+import archcompiler
+from archcompiler import BackendError
+from conftest import ALL_SPECS, SPECS, run_archc
+
+HEADED = [s for s in ALL_SPECS if s.name.startswith("googlenet")]
+SMALL = SPECS / "googlenet-small.yaml"
+
+
+def small_input(spec, n: int = 2) -> torch.Tensor:
+    return torch.randn(n, *spec.input)
+
+
+@pytest.fixture(scope="module")
+def fixture(reference):
+    return torch.load(reference / "torchvision_googlenet_seed0.pt", weights_only=True)
+
+
+# ----------------------------------------------------------------------------- torchvision
+
+
+def test_torchvision_state_dict_keys_order_and_shapes(reference):
+    expected = json.loads((reference / "torchvision_googlenet_state_dict.json").read_text())
+    model = archcompiler.build(SPECS / "googlenet-torchvision.yaml")
+    got = [{"key": k, "shape": list(v.shape), "dtype": str(v.dtype).replace("torch.", "")}
+           for k, v in model.state_dict().items()]
+    assert got == expected
+
+
+def test_torchvision_weights_reproduce_the_reference_logits(fixture):
+    model = archcompiler.build(SPECS / "googlenet-torchvision.yaml")
+    model.load_state_dict(fixture["state_dict"])
+    model.eval()
+    with torch.no_grad():
+        logits = model(fixture["input"])
+    assert logits.shape == (2, 1000)
+    assert (logits - fixture["logits"]).abs().max().item() <= 1e-4
+
+
+def test_weights_option_loads_the_fixture(fixture, reference):
+    model = archcompiler.build(SPECS / "googlenet-torchvision.yaml", weights=reference / "torchvision_googlenet_seed0.pt")
+    with torch.no_grad():
+        assert torch.allclose(model.eval()(fixture["input"]), fixture["logits"], atol=1e-4)
+
+
+def test_checkpoint_without_aux_heads_loads_when_asked(fixture):
+    state = {k: v for k, v in fixture["state_dict"].items() if not k.startswith("aux")}
+    with pytest.raises(BackendError) as info:
+        archcompiler.build(SPECS / "googlenet-torchvision.yaml", weights=state)
+    assert any("missing key aux1.conv.conv.weight (layer aux1/conv)" in d.message for d in info.value.errors)
+    model = archcompiler.build(SPECS / "googlenet-torchvision.yaml", weights=state, drop_missing=True)
+    assert not any(k.startswith("aux") for k in model.state_dict())
+    with torch.no_grad():
+        assert torch.allclose(model.eval()(fixture["input"]), fixture["logits"], atol=1e-4)
+
+
+def test_mismatched_weights_are_listed_by_layer(fixture):
+    with pytest.raises(BackendError) as info:
+        archcompiler.build(SPECS / "googlenet.yaml", weights=fixture["state_dict"])
+    messages = [d.message for d in info.value.errors]
+    assert any(m.startswith("missing key conv1.weight (layer conv1)") for m in messages)
+    assert any(m.startswith("unexpected key conv1.conv.weight") for m in messages)
+    assert any("shape mismatch for fc.weight" not in m for m in messages)
+    located = next(d for d in info.value.errors if d.message.startswith("missing key conv1.weight"))
+    assert located.file.endswith("googlenet.yaml") and located.line > 0
+
+
+def test_shape_mismatch_is_reported(fixture):
+    with pytest.raises(BackendError) as info:
+        archcompiler.build(SPECS / "googlenet-torchvision.yaml", overrides={"num_classes": 10},
+                           weights=fixture["state_dict"])
+    assert any(d.message.startswith("shape mismatch for fc.weight (layer fc): checkpoint (1000, 1024), "
+                                    "model (10, 1024)") for d in info.value.errors)
+
+
+def test_torchvision_init_is_truncated_normal():
+    model = archcompiler.build(SPECS / "googlenet-torchvision.yaml", seed=0)
+    w = model.inception3a.branch1.conv.weight
+    assert abs(w.std().item() - 0.01) < 0.001 and w.abs().max().item() <= 2.0
+    bn = model.inception3a.branch1.bn
+    assert torch.all(bn.weight == 1) and torch.all(bn.bias == 0)
+
+
+# ----------------------------------------------------------------------------- every spec
+
+
+@pytest.mark.parametrize("path", ALL_SPECS, ids=lambda p: p.stem)
+def test_built_module_agrees_with_the_analysis(path):
+    spec = archcompiler.load_spec(path)
+    report = archcompiler.analyze(spec)
+    model = archcompiler.build(spec, seed=0).eval()
+    assert sum(p.numel() for p in model.parameters()) == report["total"]["with_training_heads"]["params"]
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.randn(1, *spec.input))
+    assert counter.get_total_flops() == report["total"]["flops"]
+
+
+@pytest.mark.parametrize("path", ALL_SPECS, ids=lambda p: p.stem)
+def test_every_intermediate_shape_equals_the_inferred_one(path):
+    """Run forward under a line tracer: after every line of generated code carrying a
+    '# N x C x H x W' comment (the inferred shape), the tensor it assigned has that shape."""
+    spec = archcompiler.load_spec(path)
+    model = archcompiler.build(spec, seed=0)
+    code = model.forward.__code__
+    lines = model.code.splitlines()
+    expect = {}
+    for number, line in enumerate(lines, start=1):
+        m = re.match(r"\s+(\w+) = .*# N x ([\d x]+)$", line)
+        if m:
+            expect[number] = (m.group(1), tuple(int(d) for d in m.group(2).split(" x ")))
+    seen: list[tuple] = []
+    pending: list = []
+
+    def tracer(frame, event, arg):
+        if frame.f_code is not code:
+            return None
+
+        def local(frame, event, arg):
+            if pending:
+                var, shape, lineno = pending.pop()
+                seen.append((lineno, var, tuple(frame.f_locals[var].shape[1:]), shape))
+            if event == "line" and frame.f_lineno in expect:
+                var, shape = expect[frame.f_lineno]
+                pending.append((var, shape, frame.f_lineno))
+            return local
+        return local
+
+    for mode in ("eval", "train"):
+        getattr(model, mode)()
+        sys.settrace(tracer)
+        try:
+            with torch.no_grad():
+                model(torch.randn(2, *spec.input))
+        finally:
+            sys.settrace(None)
+    checked = {s[0] for s in seen}
+    assert checked == set(expect), "every shape comment was checked"
+    assert [s for s in seen if s[2] != s[3]] == []
+
+
+@pytest.mark.parametrize("path", HEADED, ids=lambda p: p.stem)
+def test_a_training_step_runs(path):
+    spec = archcompiler.load_spec(path)
+    model = archcompiler.build(spec, seed=0).train()
+    x = torch.randn(2, *spec.input)
+    target = torch.tensor([0, 1])
+    outputs = model(x)
+    assert outputs._fields == ("main", "aux1", "aux2")
+    loss = model.loss(outputs, target)
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+    before = [p.detach().clone() for p in model.parameters()]
+    torch.optim.SGD(model.parameters(), lr=0.1).step()
+    assert all(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
+    model.eval()
+    with torch.no_grad():
+        out = model(x)
+    assert isinstance(out, torch.Tensor) and out.shape == (2, spec.params["num_classes"])
+
+
+def test_loss_weights_auxiliary_heads_by_0_3():
+    model = archcompiler.build(SMALL, seed=0).train()
+    outputs = model(torch.randn(3, 3, 64, 64))
+    target = torch.tensor([1, 2, 3])
+    expected = (F.cross_entropy(outputs.main, target) + 0.3 * F.cross_entropy(outputs.aux1, target)
+                + 0.3 * F.cross_entropy(outputs.aux2, target))
+    assert torch.allclose(model.loss(outputs, target), expected)
+
+
+def test_two_class_binary_cross_entropy_is_stable():
+    model = archcompiler.build(SPECS / "googlenet-2class.yaml", seed=0)
+    assert model.LOSSES["main"] == ("binary_cross_entropy", 1.0, "softmax")
+    assert model.LOSSES["aux1"] == ("binary_cross_entropy", 0.3, "softmax")
+    logits = torch.tensor([[2.0, -1.0], [0.5, 0.25], [-3.0, 4.0]])
+    target = torch.tensor([0, 1, 1])
+    naive = F.binary_cross_entropy(F.softmax(logits, 1), F.one_hot(target, 2).float())
+    assert torch.allclose(model.loss(logits, target), naive, atol=1e-6)
+    # the same model, but logits far beyond where softmax-then-log overflows
+    extreme = torch.tensor([[200.0, -200.0], [-150.0, 150.0]])
+    loss = model.loss(extreme, torch.tensor([1, 1]))
+    assert torch.isfinite(loss) and loss.item() == pytest.approx(200.0, rel=1e-4)
+    # softmax followed by log would saturate: torch clamps log(0) to -100, a wrong loss of 100
+    naive = F.binary_cross_entropy(F.softmax(extreme, 1), torch.tensor([[0.0, 1.0]] * 2))
+    assert naive.item() == pytest.approx(100.0)
+
+
+def test_predict_proba_applies_the_final_softmax():
+    model = archcompiler.build(SMALL, seed=0).train()
+    p = model.predict_proba(torch.randn(4, 3, 64, 64))
+    assert p.shape == (4, 10) and torch.allclose(p.sum(1), torch.ones(4)) and model.training
+
+
+def test_seed_makes_initialisation_reproducible():
+    a = archcompiler.build(SMALL, seed=3).state_dict()
+    b = archcompiler.build(SMALL, seed=3).state_dict()
+    c = archcompiler.build(SMALL, seed=4).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_module_names_follow_the_spec():
+    model = archcompiler.build(SPECS / "googlenet.yaml")
+    keys = list(model.state_dict())
+    assert keys[:2] == ["conv1.weight", "conv1.bias"]
+    assert "inception_4b.n5x5_reduce.weight" in keys and "aux1.fc2.weight" in keys
+    assert "def forward" in model.code and "# N x 832 x 7 x 7" in model.code
+
+
+def test_generated_source_runs_in_a_fresh_process(tmp_path):
+    model_py = tmp_path / "googlenet_small.py"
+    result = run_archc("build", str(SMALL), "--emit", "python", "-o", str(model_py), "--quiet")
+    assert result.returncode == 0, result.stderr
+    source = model_py.read_text()
+    assert "archcompiler" not in source.split('"""', 2)[2]          # depends on torch alone
+    model = archcompiler.build(SMALL, seed=1).eval()
+    torch.save(model.state_dict(), tmp_path / "w.pt")
+    x = torch.randn(2, 3, 64, 64)
+    torch.save(x, tmp_path / "x.pt")
+    with torch.no_grad():
+        torch.save(model(x), tmp_path / "y.pt")
+    script = (
+        "import importlib.util, sys, torch\n"
+        f"spec = importlib.util.spec_from_file_location('m', {str(model_py)!r})\n"
+        "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
+        "assert 'archcompiler' not in sys.modules\n"
+        "net = m.GooglenetSmall(); net.load_state_dict(torch.load(sys.argv[1])); net.eval()\n"
+        "x = torch.load(sys.argv[2]); y = torch.load(sys.argv[3])\n"
+        "with torch.no_grad(): out = net(x)\n"
+        "assert torch.equal(out, y), (out - y).abs().max()\n"
+        "print('identical')\n")
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "w.pt"), str(tmp_path / "x.pt"),
+                           str(tmp_path / "y.pt")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "identical" in done.stdout
+
+
+def test_load_model_round_trip(tmp_path):
+    path = tmp_path / "model.pt"
+    result = run_archc("build", str(SMALL), "-o", str(path), "--seed", "5", "--quiet")
+    assert result.returncode == 0, result.stderr
+    model = archcompiler.load_model(path).eval()
+    again = archcompiler.build(SMALL, seed=5).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model(x), again(x))
+
+
+def test_exports_work_on_the_generated_module():
+    spec = archcompiler.load_spec(SMALL)
+    model = archcompiler.build(spec, seed=0).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        ref = model(x)
+        traced = torch.jit.trace(model, x)
+        assert torch.allclose(traced(x), ref, atol=1e-5)
+        exported = torch.export.export(model, (x,))
+        assert torch.allclose(exported.module()(x), ref, atol=1e-5)
+
+
+def test_torch_compile_works_on_a_small_spec():
+    text = ("name: tiny\ninput: [3, 16, 16]\nlayers:\n"
+            "  - {name: c, op: conv, out: 4, kernel: 3, norm: batch_norm, act: relu}\n"
+            "  - {name: p, op: max_pool, kernel: 2, ceil_mode: true}\n"
+            "  - {name: fc, op: linear, out: 3}\n")
+    model = archcompiler.build(text, seed=0).eval()
+    x = torch.randn(2, 3, 16, 16)
+    compiled = torch.compile(model, backend="eager")
+    with torch.no_grad():
+        assert torch.allclose(compiled(x), model(x))
+
+
+def test_outputs_are_written_atomically(tmp_path):
+    target = tmp_path / "model.pt"
+    target.write_bytes(b"old")
+    result = run_archc("build", str(SPECS / "googlenet.yaml"), "-o", str(target), "--weights", "missing.pt")
+    assert result.returncode == 1 and "no such weights file" in result.stderr
+    assert target.read_bytes() == b"old"
+    assert list(tmp_path.iterdir()) == [target]

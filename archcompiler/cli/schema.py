@@ -32,11 +32,13 @@ def schema_text() -> str:
 def _allow_expressions(node: object) -> None:
     """Numbers in layer fields may be written as expressions: let editors accept strings there."""
     if isinstance(node, dict):
-        if node.get("type") in ("integer", "number") and "enum" not in node:
-            node.pop("type")
-            node["anyOf"] = [{"type": "number"}, {"type": "string", "description": "an expression"}]
         for value in list(node.values()):
             _allow_expressions(value)
+        if node.get("type") in ("integer", "number") and "enum" not in node:
+            kind = node.pop("type")
+            bounds = {k: node.pop(k) for k in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+                      if k in node}
+            node["anyOf"] = [{"type": kind, **bounds}, {"type": "string", "description": "an expression"}]
     elif isinstance(node, list):
         for value in node:
             _allow_expressions(value)

@@ -1,0 +1,176 @@
+"""The command line as users type it: exit codes, formats, errors without tracebacks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import ALL_SPECS, SPECS, run_archc
+
+PAPER = str(SPECS / "googlenet.yaml")
+
+
+def test_validate_all_shipped_specs():
+    result = run_archc("validate", *map(str, ALL_SPECS))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("ok ") == len(ALL_SPECS)
+
+
+def test_validate_reports_every_error_and_exits_1(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: t\ninput: [3, 32, 32]\nlayers:\n  - {name: c, op: conv, out: 0, kernel: 3}\n"
+                   "  - {name: d, op: dropout, p: 3}\n")
+    result = run_archc("validate", str(bad))
+    assert result.returncode == 1
+    assert f"{bad}:4:" in result.stderr and f"{bad}:5:" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    js = run_archc("validate", str(bad), "--format", "json")
+    data = json.loads(js.stdout)
+    assert data[0]["valid"] is False and {e["line"] for e in data[0]["errors"]} == {4, 5}
+    assert {"file", "line", "column", "path", "message", "hint"} <= set(data[0]["errors"][0])
+
+
+def test_usage_errors_exit_2():
+    assert run_archc("flops").returncode == 2
+    assert run_archc("nonsense").returncode == 2
+    assert run_archc("flops", PAPER, "--batch", "0").returncode == 2
+
+
+def test_missing_file_is_a_located_error_not_a_traceback():
+    result = run_archc("flops", "specs/nope.yaml")
+    assert result.returncode == 1 and "no such spec file" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_flops_prints_the_regenerated_table():
+    result = run_archc("flops", PAPER)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "inception_4b" in out and "14x14x512" in out and "#5x5_reduce" in out
+    assert "1,582,671,872 multiply-adds" in out
+    assert "22 layers with parameters, 27 with pooling" in out
+    line = next(li for li in out.splitlines() if li.startswith("inception_3a"))
+    assert line.split()[2:9] == ["28x28x256", "2", "64", "96", "128", "16", "32"]
+
+
+def test_flops_json_contract():
+    data = json.loads(run_archc("flops", PAPER, "--format", "json").stdout)
+    assert {"spec", "input", "convention", "rows", "total", "depth", "peak_activation_bytes"} <= set(data)
+    assert data["input"] == [3, 224, 224]
+    row = data["rows"][0]
+    assert {"name", "type", "output", "params", "macs", "depth"} <= set(row)
+    assert row["name"] == "conv1" and row["output"] == [64, 112, 112] and row["params"] == 9472
+    total = data["total"]
+    assert total["flops"] == 2 * total["macs"] and isinstance(total["macs"], int)
+    assert total["with_training_heads"]["params"] > total["params"]
+    assert data["depth"] == {"with_params": 22, "with_pooling": 27}
+    assert data["peak_activation_bytes"] > 0
+
+
+def test_flops_options():
+    data = json.loads(run_archc("flops", str(SPECS / "googlenet-torchvision.yaml"), "--input", "3x299x299",
+                                "--batch", "4", "--format", "json").stdout)
+    assert data["input"] == [3, 299, 299] and data["batch"] == 4
+    one = json.loads(run_archc("flops", str(SPECS / "googlenet-torchvision.yaml"), "--input", "3x299x299",
+                               "--format", "json").stdout)
+    assert data["total"]["macs"] == 4 * one["total"]["macs"]
+    fine = json.loads(run_archc("flops", PAPER, "--depth", "2", "--format", "json").stdout)
+    assert "inception_3a/3x3_reduce" in {r["name"] for r in fine["rows"]}
+    csv = run_archc("flops", PAPER, "--format", "csv", "--units", "flops").stdout.splitlines()
+    assert csv[0].startswith("name,type,") and csv[0].endswith(",params,FLOPs")
+    assert csv[1].split(",")[-2:] == ["9472", str(2 * 118013952)]
+    md = run_archc("flops", PAPER, "--format", "markdown").stdout
+    assert md.startswith("| name | type |")
+
+
+def test_check_reports_errata_as_warnings_and_strict_fails():
+    result = run_archc("check", PAPER)
+    assert result.returncode == 0
+    assert "conv1: params: the paper says 2.7K" in result.stdout
+    assert "5 warning(s)" in result.stdout
+    assert run_archc("check", PAPER, "--strict").returncode == 1
+    data = json.loads(run_archc("check", PAPER, "--format", "json").stdout)
+    assert len(data["warnings"]) == 5 and data["errors"] == []
+
+
+def test_check_fails_on_a_wrong_output_size():
+    result = run_archc("check", PAPER, "--set", "pool3.padding=0")
+    assert result.returncode == 1
+    assert "pool3: output size: the paper says 14x14x480, the spec computes 13x13x480" in result.stdout
+
+
+def test_set_overrides_reach_every_command():
+    data = json.loads(run_archc("flops", PAPER, "--set", "num_classes=2", "--format", "json").stdout)
+    assert data["rows"][-1]["output"] == [2]
+    result = run_archc("flops", PAPER, "--set", "num_clases=2")
+    assert result.returncode == 1 and "did you mean 'num_classes'" in result.stderr
+
+
+def test_schema_is_json_schema():
+    data = json.loads(run_archc("schema").stdout)
+    assert data["title"] == "archc spec" and "layers" in data["properties"]
+    assert "Conv" in data["$defs"]
+
+
+def test_internal_errors_never_show_a_traceback(monkeypatch):
+    from archcompiler import cli
+
+    def boom(args):
+        raise RuntimeError("kaput")
+    parser = cli.parser()
+    args = parser.parse_args(["schema"])
+    monkeypatch.setattr(cli, "parser", lambda: type("P", (), {"parse_args": lambda self, a: args})())
+    args.run = boom
+    assert cli.main(["schema"]) == 3
+
+
+@pytest.mark.parametrize("command", ["validate", "flops", "check"])
+def test_analysis_commands_never_import_torch(command):
+    import subprocess
+    import sys
+    code = ("import sys\nfrom archcompiler.cli import main\n"
+            f"rc = main([{command!r}, {PAPER!r}])\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n"
+            "assert 'graphviz' not in sys.modules\n"
+            "sys.exit(rc)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+def test_load_spec_and_analyze_never_import_torch():
+    import subprocess
+    import sys
+    code = ("import sys, archcompiler\nspec = archcompiler.load_spec(sys.argv[1])\n"
+            "archcompiler.analyze(spec); archcompiler.check(spec)\n"
+            "assert 'torch' not in sys.modules\n")
+    result = subprocess.run([sys.executable, "-c", code, PAPER], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+def test_build_prints_the_tree_and_totals():
+    result = run_archc("build", PAPER)
+    assert result.returncode == 0, result.stderr
+    assert "inception_4a" in result.stdout and "3x3_reduce" in result.stdout
+    assert "parameters: 13,378,280 (torch); equals archc flops' total 13,378,280" in result.stdout
+
+
+def test_onnx_without_its_packages_says_what_to_install(tmp_path):
+    import importlib.util
+    if importlib.util.find_spec("onnxscript") and importlib.util.find_spec("onnx"):
+        result = run_archc("build", str(SPECS / "googlenet-small.yaml"), "--emit", "onnx", "-o",
+                           str(tmp_path / "m.onnx"), "-q")
+        assert result.returncode == 0 and (tmp_path / "m.onnx").stat().st_size > 0
+    else:
+        result = run_archc("build", str(SPECS / "googlenet-small.yaml"), "--emit", "onnx", "-o",
+                           str(tmp_path / "m.onnx"), "-q")
+        assert result.returncode == 1 and "pip install 'archcompiler[onnx]'" in result.stderr
+        assert not (tmp_path / "m.onnx").exists()
+
+
+def test_emit_torchscript(tmp_path):
+    import torch
+    out = tmp_path / "m.ts"
+    result = run_archc("build", str(SPECS / "googlenet-small.yaml"), "--emit", "torchscript", "-o", str(out), "-q")
+    assert result.returncode == 0, result.stderr
+    loaded = torch.jit.load(str(out))
+    assert loaded(torch.randn(1, 3, 64, 64)).shape == (1, 10)

@@ -28,6 +28,7 @@ from ..spec import Spec, load_spec
 FORMATS = ("svg", "png", "pdf", "dot")
 PALETTE = ["#ffffff", "#fff5eb", "#fee6ce", "#fdd0a2", "#fdae6b", "#fd8d3c", "#f16913", "#d94801", "#a63603"]
 FONT = "Helvetica"
+LEGEND = ["0", "&lt; 2.5%", "2.5-5%", "5-7.5%", "7.5-10%", "10-12.5%", "12.5-15%", "15-17.5%", "&#8805; 17.5%"]
 _STYLE = {   # drawing style per spec op (the backend's own small table)
     "conv": ("box", "#dbe9f6"), "linear": ("box", "#d9f0d3"), "max_pool": ("box", "#fde0c5"),
     "avg_pool": ("box", "#fde0c5"), "adaptive_avg_pool": ("box", "#fde0c5"),
@@ -109,9 +110,8 @@ def build_dot(spec: Spec, collapse: bool = False, depth: int | None = None, colo
     import graphviz
 
     g = g if g is not None else annotated_graph(spec)
-    limit = 0 if collapse and depth is None else depth    # instances deeper than this collapse
-    if collapse and depth is not None:
-        limit = depth - 1
+    # block instances nested deeper than `limit` are drawn as one node (None: expand everything)
+    limit = depth if depth is not None else (0 if collapse else None)
 
     # which drawn node each IR node belongs to: a spec layer, or a collapsed block instance
     def unit(n: str) -> str:
@@ -175,7 +175,7 @@ def build_dot(spec: Spec, collapse: bool = False, depth: int | None = None, colo
         if color in ("flops", "params") and u != "input":
             total = total_cost[color] or 1
             share = cost(u) / total
-            fill = PALETTE[min(len(PALETTE) - 1, int(share * 100 / 2.5) + (1 if share > 0 else 0))]
+            fill = PALETTE[0 if share == 0 else min(len(PALETTE) - 1, int(share * 100 / 2.5) + 1)]
         attrs = {"label": label, "shape": shape, "fillcolor": fill}
         if training:
             attrs["style"] = "rounded,filled,dashed"
@@ -211,8 +211,17 @@ def build_dot(spec: Spec, collapse: bool = False, depth: int | None = None, colo
         return label
 
     def emit(container: Any, path: tuple) -> None:
-        for u in tree.get(path, []):
+        here = tree.get(path, [])
+        for u in here:
             container.node(_id(u), **node_attrs(u))
+        if path:     # inside a block: the first layer of every branch on one line
+            members = {n for u in here for n in units[u]}
+            entries = [u for u in here if all(i not in members for n in units[u] for i in g.nodes[n]["inputs"])]
+            if len(entries) > 1:
+                with container.subgraph() as same:
+                    same.attr(rank="same")
+                    for u in entries:
+                        same.node(_id(u))
         children = sorted({p[: len(path) + 1] for p in tree if len(p) > len(path) and p[: len(path)] == path},
                           key=lambda p: g.nodes[units[next(u for q, us in tree.items() if q[:len(p)] == p
                                                            for u in us)][0]]["order"])
@@ -248,17 +257,11 @@ def build_dot(spec: Spec, collapse: bool = False, depth: int | None = None, colo
         dot.edge(_id(src), _id(dst), **attrs)
 
     if color in ("flops", "params"):
-        with dot.subgraph(name="cluster_legend") as legend:
-            what = "MACs" if color == "flops" else "params"
-            legend.attr(label=f"share of {what}", fontsize="10", style="rounded", color="#bbbbbb")
-            steps = [("0%", 0), ("< 2.5%", 1), ("2.5-5%", 2), ("5-10%", 4), ("10-15%", 6), ("> 17.5%", 8)]
-            prev = None
-            for text, k in steps:
-                nid = f"legend_{k}"
-                legend.node(nid, label=text, fillcolor=PALETTE[k], shape="box", fontsize="9")
-                if prev:
-                    legend.edge(prev, nid, style="invis")
-                prev = nid
+        what = "multiply-adds" if color == "flops" else "parameters"
+        cells = "".join(f'<TD BGCOLOR="{PALETTE[k]}">{text}</TD>' for k, text in enumerate(LEGEND))
+        dot.node("legend", shape="plaintext", style="", fontsize="9", label=(
+            f'<<TABLE BORDER="0" CELLBORDER="1" CELLSPACING="0" CELLPADDING="4">'
+            f'<TR><TD COLSPAN="{len(LEGEND)}">share of the network\'s {what}</TD></TR><TR>{cells}</TR></TABLE>>'))
     return dot
 
 

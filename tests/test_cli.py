@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import ALL_SPECS, SPECS, run_archc
 
 PAPER = str(SPECS / "googlenet.yaml")

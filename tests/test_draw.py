@@ -11,11 +11,11 @@ import struct
 import xml.etree.ElementTree as ET
 
 import pytest
+from conftest import GOLDEN, SPECS, run_archc
 
 import archcompiler
 from archcompiler import BackendError
 from archcompiler.backends.dot import build_dot
-from conftest import GOLDEN, SPECS, run_archc
 
 PAPER = SPECS / "googlenet.yaml"
 MODULES = ["inception_3a", "inception_3b", "inception_4a", "inception_4b", "inception_4c", "inception_4d",

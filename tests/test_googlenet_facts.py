@@ -4,9 +4,9 @@ torchvision reference numbers (../shared/reference/README.md)."""
 from __future__ import annotations
 
 import pytest
+from conftest import SPECS
 
 from archcompiler import analyze, check, load_spec
-from conftest import SPECS
 
 PAPER = SPECS / "googlenet.yaml"
 TORCHVISION = SPECS / "googlenet-torchvision.yaml"

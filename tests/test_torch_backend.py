@@ -11,11 +11,11 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import ALL_SPECS, SPECS, run_archc
 from torch.utils.flop_counter import FlopCounterMode
 
 import archcompiler
 from archcompiler import BackendError
-from conftest import ALL_SPECS, SPECS, run_archc
 
 HEADED = [s for s in ALL_SPECS if s.name.startswith("googlenet")]
 SMALL = SPECS / "googlenet-small.yaml"

@@ -177,6 +177,8 @@ def build_dot(spec: Spec, collapse: bool = False, depth: int | None = None, colo
             share = cost(u) / total
             fill = PALETTE[0 if share == 0 else min(len(PALETTE) - 1, int(share * 100 / 2.5) + 1)]
         attrs = {"label": label, "shape": shape, "fillcolor": fill}
+        if fill in PALETTE[6:]:
+            attrs["fontcolor"] = "white"          # readable on the darkest shades
         if training:
             attrs["style"] = "rounded,filled,dashed"
             attrs["fontcolor"] = "#666666"

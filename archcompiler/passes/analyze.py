@@ -68,10 +68,13 @@ def rows(g: nx.DiGraph, spec: Spec, batch: int = 1, depth: int = 1) -> list[dict
                 patch = OPS[w["op"]].patch(w["attrs"])
         params = [g.nodes[n]["params"] for n in nodes]
         macs = sum(g.nodes[n]["macs"] for n in nodes)
+        member = set(nodes)
+        external = [i for n in nodes for i in g.nodes[n]["inputs"] if i not in member]
         entry = {
             "name": name,
             "type": kind,
             "patch": patch,
+            "input": list(g.nodes[external[0]]["shape"]) if external else None,
             "output": list(g.nodes[last]["shape"]),
             "depth": network_depth(g, nodes=set(nodes)) if not first["training_only"]
             else _depth_any(g, nodes),

@@ -52,6 +52,8 @@ def diff(a: Spec, b: Spec) -> dict[str, Any]:
             fa, fb = _layer_fields(a, name), _layer_fields(b, name)
             changes = {k: [fa.get(k), fb.get(k)] for k in list(fa) + [k for k in fb if k not in fa]
                        if fa.get(k) != fb.get(k)}
+            if x["input"] != y["input"]:
+                changes["input"] = ["x".join(map(str, x["input"] or [])), "x".join(map(str, y["input"] or []))]
             entry["type"] = y["type"] if x["type"] == y["type"] else f"{x['type']} -> {y['type']}"
             entry["output"] = [x["output"], y["output"]]
             entry["changes"] = changes

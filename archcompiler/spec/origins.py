@@ -95,5 +95,5 @@ def _is_small(v: Any) -> bool:
     if isinstance(v, list):
         return all(not isinstance(x, (dict, list)) for x in v)
     if isinstance(v, dict):
-        return "op" in v or "use" in v or all(not isinstance(x, (dict, list)) for x in v.values()) and len(v) <= 4
+        return "op" in v or "use" in v
     return True

@@ -145,7 +145,7 @@ class Resolver:
         except ValidationError as exc:
             raise SpecError(pydantic_errors(exc, self.doc, "")) from None
         params = self._params()
-        top = _Scope("", params, {})
+        top = _Scope("", params, {name: (locate(self.doc, ("params", name)), f"params.{name}") for name in params})
         self._items(self.doc["layers"], ("layers",), top, default_input=NET_INPUT, top_level=True)
         self._resolve_refs()
         outputs = self._outputs(top)

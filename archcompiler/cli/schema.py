@@ -16,10 +16,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def schema_text() -> str:
-    from ..spec.document import SchemaDocument
+    from ..spec.document import schema_model
     from ..spec.expr import FUNCTIONS
 
-    schema = SchemaDocument.model_json_schema()
+    schema = schema_model().model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "archc spec"
     schema["description"] = ("An archc architecture spec. Numeric fields also take expressions over "

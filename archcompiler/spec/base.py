@@ -26,7 +26,8 @@ class Strict(BaseModel):
     """Unknown keys are errors ("did you mean ...?"), reported together with every other field
     error of the same mapping, so one run shows all problems."""
 
-    model_config = ConfigDict(frozen=True, populate_by_name=True, protected_namespaces=())
+    # defer_build: a model's validator is built when first used, so start-up stays fast
+    model_config = ConfigDict(frozen=True, populate_by_name=True, protected_namespaces=(), defer_build=True)
 
     @classmethod
     def allowed_keys(cls) -> set[str]:

@@ -157,7 +157,11 @@ class Document(Strict):
     torch: TorchOptions = Field(default_factory=TorchOptions)
 
 
-class SchemaDocument(Document):
-    """Only for ``archc schema``: the layer list spelled out so editors can complete it."""
+def schema_model() -> type[Document]:
+    """Only for ``archc schema``: the document with its layer list spelled out, so editors can
+    complete it (built on demand: building it compiles every layer model)."""
 
-    layers: list[AnyLayer | BlockUse | TableItem]  # type: ignore[assignment]
+    class SchemaDocument(Document):
+        layers: list[Union[AnyLayer, BlockUse, TableItem]]  # type: ignore[assignment]
+
+    return SchemaDocument

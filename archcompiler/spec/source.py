@@ -23,6 +23,9 @@ _SAFE_TAGS = {
 }
 
 
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)   # libyaml when present: same nodes, faster
+
+
 class YDict(dict):
     """A mapping that knows where it, each key and each value stand in their source."""
 
@@ -180,7 +183,7 @@ class _Builder:
 def parse_yaml(text: str, file: str = "<string>") -> Any:
     """Parse ``text`` into located data; raise :class:`SpecError` with every problem found."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=_LOADER)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         loc = Location(file, mark.line + 1, mark.column + 1) if mark else Location(file, 1, 1)

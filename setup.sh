@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what archc needs on a fresh Debian machine (idempotent; skips what is already there):
+#   - graphviz's `dot` binary (Debian package graphviz), for `archc draw`;
+#   - PyTorch's CPU build (torch==2.13.0; installing it first keeps pip from pulling a CUDA build);
+#   - archc itself, editable, with its test dependencies.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+if ! command -v dot >/dev/null 2>&1; then
+  echo "setup: installing graphviz (dot)..." >&2
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq graphviz >/dev/null
+fi
+
+PY="${PYTHON:-python3}"
+if ! "$PY" -c "import torch" >/dev/null 2>&1; then
+  echo "setup: installing torch (CPU build)..." >&2
+  "$PY" -m pip install -q "torch==2.13.0"
+fi
+
+if ! "$PY" -c "import archcompiler, pytest, graphviz" >/dev/null 2>&1 || ! command -v archc >/dev/null 2>&1; then
+  echo "setup: installing archc..." >&2
+  "$PY" -m pip install -q -e ".[dev]"
+  command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
+fi
+echo "setup: ready ($("$PY" -c 'import torch; print("torch", torch.__version__)'), $(dot -V 2>&1))" >&2

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable
 
 from ..errors import ArchcError
+from ..util import paused_gc
 from . import build, check, diff, draw, flops, resolve, schema, validate
 
 COMMANDS = [validate, flops, check, build, draw, resolve, diff, schema]
@@ -51,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     run: Callable[[argparse.Namespace], int] = args.run
     try:
-        return run(args)
+        with paused_gc():
+            return run(args)
     except ArchcError as exc:
         print_errors(exc, getattr(args, "format", "text"))
         return 1

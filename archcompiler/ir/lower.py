@@ -118,10 +118,14 @@ def _mark_training_only(g: nx.DiGraph) -> None:
 
 def schedule(g: nx.DiGraph) -> list[str]:
     """The execution order used everywhere: topological, ties broken by declaration order
-    (cached on the graph until its nodes or edges change)."""
-    key = (g.number_of_nodes(), g.number_of_edges())
+    (cached on the graph; a pass that rewires edges calls :func:`invalidate_schedule`)."""
+    key = g.number_of_nodes()
     cached = g.graph.get("_schedule")
     if cached is None or cached[0] != key:
         order = list(nx.lexicographical_topological_sort(g, key=lambda n: g.nodes[n]["order"]))
         g.graph["_schedule"] = cached = (key, order)
     return list(cached[1])
+
+
+def invalidate_schedule(g: nx.DiGraph) -> None:
+    g.graph.pop("_schedule", None)

@@ -13,6 +13,7 @@ import networkx as nx
 
 from ..ir import OPS, lower, schedule
 from ..spec import Spec, load_spec
+from ..util import without_gc
 from .cost import annotate_cost
 from .depth import network_depth
 from .memory import annotate_memory
@@ -42,10 +43,16 @@ def rows(g: nx.DiGraph, spec: Spec, batch: int = 1, depth: int = 1) -> list[dict
     """One entry per row of the spec (``depth=1``), or per finer level (``depth=2``: the layers
     inside each block instance, ...), in the order of the graph's schedule."""
     groups: dict[str, list[str]] = {}
+    key_of: dict[str, str] = {}
+    local_depth: dict[str, int] = {}       # layers with parameters on the longest path inside the row
     for n in schedule(g):
         if n == "input":
             continue
-        groups.setdefault(row_key(g, n, depth), []).append(n)
+        key = key_of[n] = row_key(g, n, depth)
+        groups.setdefault(key, []).append(n)
+        here = 1 if OPS[g.nodes[n]["op"]].depth == "params" else 0
+        local_depth[n] = here + max([local_depth[i] for i in g.nodes[n]["inputs"] if key_of.get(i) == key],
+                                    default=0)
     out = []
     for name, nodes in groups.items():
         instance = spec.instances.get(name)
@@ -76,8 +83,7 @@ def rows(g: nx.DiGraph, spec: Spec, batch: int = 1, depth: int = 1) -> list[dict
             "patch": patch,
             "input": list(g.nodes[external[0]]["shape"]) if external else None,
             "output": list(g.nodes[last]["shape"]),
-            "depth": network_depth(g, nodes=set(nodes)) if not first["training_only"]
-            else _depth_any(g, nodes),
+            "depth": max(local_depth[n] for n in nodes),
             "params": sum(p.total for p in params),
             "weights": sum(p.weights for p in params),
             "biases": sum(p.biases for p in params),
@@ -94,16 +100,6 @@ def rows(g: nx.DiGraph, spec: Spec, batch: int = 1, depth: int = 1) -> list[dict
     return out
 
 
-def _depth_any(g: nx.DiGraph, nodes: list[str]) -> int:
-    """Depth of a training-only row (the inference depth skips such nodes)."""
-    best: dict[str, int] = {}
-    member = set(nodes)
-    for n in nodes:
-        here = 1 if OPS[g.nodes[n]["op"]].depth == "params" else 0
-        best[n] = here + max([best[i] for i in g.nodes[n]["inputs"] if i in member], default=0)
-    return max(best.values(), default=0)
-
-
 def totals(g: nx.DiGraph, batch: int = 1, training: bool = False) -> dict[str, int]:
     nodes = [d for _, d in g.nodes(data=True) if training or not d["training_only"]]
     macs = sum(d["macs"] for d in nodes) * batch
@@ -118,6 +114,7 @@ def totals(g: nx.DiGraph, batch: int = 1, training: bool = False) -> dict[str, i
     }
 
 
+@without_gc
 def analyze(spec_or_path: Spec | str | Path, overrides: dict | list | None = None, batch: int = 1,
             depth: int = 1, input: tuple[int, int, int] | None = None) -> dict[str, Any]:
     """Everything ``archc flops --format json`` prints, as a dict.

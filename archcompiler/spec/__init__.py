@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..util import without_gc
 from .compose import load_document, parse_override
 from .resolve import resolve
 from .resolved import Instance, Layer, Output, Spec
 
 
+@without_gc
 def load_spec(source: str | Path | Spec, overrides: dict[str, Any] | list[str] | None = None) -> Spec:
     """Load, merge (``extends``), override (``--set``) and validate a spec.
 

@@ -137,6 +137,7 @@ class Resolver:
         self.rows: list[str] = []
         self.pending: list[tuple[int, int, str, _Scope, Location, str]] = []
         self.model: Document | None = None
+        self._known: set[str] | None = None      # every layer name, once expansion is done
 
     # ------------------------------------------------------------------ driver
     def run(self) -> Spec:
@@ -485,8 +486,9 @@ class Resolver:
         if ref in scope.local:
             return scope.local[ref]
         if scope.block_input is None:
-            known = {layer.name for layer in self.layers}
-            if ref in known:
+            if self._known is None:
+                self._known = {layer.name for layer in self.layers}
+            if ref in self._known:
                 return ref
             if ref in self.instances:
                 return self.instances[ref].output

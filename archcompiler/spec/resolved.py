@@ -78,10 +78,10 @@ class Spec:
     blocks: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def layer(self, name: str) -> Layer:
-        for layer in self.layers:
-            if layer.name == name:
-                return layer
-        raise KeyError(name)
+        index = self.__dict__.get("_index")
+        if index is None or len(index) != len(self.layers):
+            index = self.__dict__["_index"] = {layer.name: layer for layer in self.layers}
+        return index[name]
 
     def row_claims(self, row: str) -> Claims | None:
         if row in self.instances:

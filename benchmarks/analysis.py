@@ -1,0 +1,87 @@
+"""How fast is the static analysis?  Run:  python benchmarks/analysis.py
+
+1. `archc flops specs/googlenet.yaml` as a whole process, against the torch route to the same
+   number (a process that imports torch, builds the model and counts with FlopCounterMode).
+   Targets: archc <= 0.5 s median, and >= 5x faster than the torch route.
+2. Scaling: synthetic specs of 100, 1,000 and 10,000 layers analysed in-process (load + lower +
+   shapes + cost + report). Targets: time per layer stays flat; 10,000 layers in <= 3 s.
+3. `archc draw specs/googlenet.yaml` (SVG, real `dot`) as a whole process. Target: <= 2 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timing import interleave, machine, median, process  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+SPEC = str(ROOT / "specs" / "googlenet.yaml")
+TORCH_ROUTE = f"""
+import torch, archcompiler
+from torch.utils.flop_counter import FlopCounterMode
+model = archcompiler.build({SPEC!r}).eval()
+with torch.no_grad(), FlopCounterMode(display=False) as counter:
+    model(torch.randn(1, 3, 224, 224))
+print(counter.get_total_flops())
+"""
+
+
+def synthetic(n_layers: int) -> str:
+    """A plain chain of n conv / relu / batch_norm layers on a small input (shapes stay valid)."""
+    lines = ["name: synthetic", "input: [8, 16, 16]", "layers:"]
+    kinds = ["{name: c%d, op: conv, out: 8, kernel: 3, padding: 1}", "{name: r%d, op: relu}",
+             "{name: b%d, op: batch_norm}"]
+    lines += ["  - " + kinds[i % 3] % i for i in range(n_layers)]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args()
+    print(f"machine: {machine()}\n")
+
+    # 1. whole process: archc flops vs the torch route
+    times = interleave({"archc flops": process("-m", "archcompiler", "flops", SPEC),
+                        "torch route": process("-c", TORCH_ROUTE)}, args.repeats)
+    a, t = median(times["archc flops"]), median(times["torch route"])
+    print(f"1. GoogLeNet FLOPs, whole process (median of {args.repeats}, interleaved)")
+    print(f"   archc flops specs/googlenet.yaml   {a:6.3f} s   target <= 0.5 s: {'met' if a <= 0.5 else 'MISSED'}")
+    print(f"   import torch + build + FlopCounter {t:6.3f} s")
+    print(f"   speed-up                           {t / a:6.1f} x   target >= 5x: {'met' if t / a >= 5 else 'MISSED'}\n")
+
+    # 2. scaling with the number of layers
+    import archcompiler
+    print("2. analysis time vs spec size (in-process, median of 3)")
+    per_layer = {}
+    archcompiler.analyze(synthetic(10))        # warm up: pydantic builds its validators on first use
+    for n in (100, 1000, 10000):
+        text = synthetic(n)
+        runs = []
+        for _ in range(3):
+            start = time.perf_counter()
+            archcompiler.analyze(text)
+            runs.append(time.perf_counter() - start)
+        per_layer[n] = median(runs) / n
+        print(f"   {n:6d} layers  {median(runs):7.3f} s   {1e6 * per_layer[n]:7.1f} us/layer")
+    flat = per_layer[10000] / per_layer[100]
+    total = per_layer[10000] * 10000
+    print(f"   per-layer time 10,000 vs 100 layers: {flat:.2f}x (flat = about 1)")
+    print(f"   10,000 layers in {total:.2f} s   target <= 3 s: {'met' if total <= 3 else 'MISSED'}\n")
+
+    # 3. draw
+    out = ROOT / "out"
+    out.mkdir(exist_ok=True)
+    draw = interleave({"draw": process("-m", "archcompiler", "draw", SPEC, "-o", str(out / "googlenet.svg"))},
+                      max(3, args.repeats // 2))
+    d = median(draw["draw"])
+    print("3. archc draw specs/googlenet.yaml (SVG, whole process)")
+    print(f"   {d:6.3f} s   target <= 2 s: {'met' if d <= 2 else 'MISSED'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"ok   {r['file']}: {r['summary']}")
             else:
                 n = len(r["errors"])
-                print(f"FAIL {r['file']}: {n} error{'s' if n != 1 else ''}")
+                print(f"FAIL {r['file']}: {n} error{'s' if n != 1 else ''}", file=sys.stderr)
                 for d in r["_exc"].errors:
                     print(f"  {d.format()}", file=sys.stderr)
     return 1 if failed else 0

@@ -173,3 +173,11 @@ def test_emit_torchscript(tmp_path):
     assert result.returncode == 0, result.stderr
     loaded = torch.jit.load(str(out))
     assert loaded(torch.randn(1, 3, 64, 64)).shape == (1, 10)
+
+
+def test_the_committed_editor_schema_is_current():
+    from conftest import ROOT
+
+    from archcompiler.cli.schema import schema_text
+    assert (ROOT / "schema" / "archc.schema.json").read_text() == schema_text(), \
+        "run: archc schema -o schema/archc.schema.json"

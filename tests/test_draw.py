@@ -122,3 +122,10 @@ def test_draw_from_a_built_model(tmp_path):
 def test_bad_output_extension():
     with pytest.raises(BackendError):
         archcompiler.draw(PAPER, "g.jpeg2000")
+
+
+@pytest.mark.parametrize("path", sorted(SPECS.glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_spec_draws(path, tmp_path):
+    result = archcompiler.draw(path, tmp_path / "d.svg", collapse="resnet" in path.name)
+    assert result.rendered
+    ET.parse(tmp_path / "d.svg")

@@ -111,3 +111,12 @@ def test_lowering_names_and_locations():
     assert node["loc"].file.endswith("googlenet.yaml") and node["loc"].line > 0
     assert g.nodes["inception_4b/3x3_reduce/bn"]["op"] == "batch_norm2d"
     assert node["inputs"] == ["inception_4a/output"]
+
+
+def test_totals_per_op_kind_add_up():
+    report = archcompiler.analyze(SPECS / "googlenet.yaml")
+    kinds = report["by_op"]
+    assert kinds["conv2d"]["count"] == 57 + 0 and kinds["linear"]["count"] == 1
+    assert sum(k["macs"] for k in kinds.values()) == report["total"]["macs"]
+    assert sum(k["params"] for k in kinds.values()) == report["total"]["params"]
+    assert list(kinds)[0] == "conv2d"

@@ -22,6 +22,7 @@ import networkx as nx
 from ..errors import BackendError, Location, error
 from ..io import write_bytes, write_text
 from ..ir import OPS, schedule
+from ..modelfile import embedded_spec, read_model_file
 from ..passes import annotated_graph
 from ..spec import Spec, load_spec
 
@@ -309,22 +310,5 @@ def draw(spec_or_path: Spec | str | Path, output: str | Path | None = None, form
 
 def _spec(spec_or_path: Spec | str | Path, overrides: dict | list | None) -> Spec:
     if isinstance(spec_or_path, (str, Path)) and str(spec_or_path).endswith(".pt"):
-        return spec_from_model_file(spec_or_path, overrides)
+        return embedded_spec(read_model_file(spec_or_path), overrides)
     return load_spec(spec_or_path, overrides)
-
-
-def spec_from_model_file(path: str | Path, overrides: dict | list | None = None) -> Spec:
-    """The spec embedded in a file written by ``archc build -o`` (reading it needs torch)."""
-    import yaml
-
-    try:
-        import torch
-
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise BackendError([error(f"no such model file: {path}", "", Location(str(path)))]) from None
-    except Exception as exc:
-        raise BackendError([error(f"cannot read {path}: {exc}", "", Location(str(path)))]) from None
-    if not isinstance(payload, dict) or "spec" not in payload:
-        raise BackendError([error(f"{path} was not written by 'archc build -o'", "", Location(str(path)))])
-    return load_spec(yaml.safe_dump(payload["spec"], sort_keys=False), overrides)

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+EXTENSIONS = {"model": "pt", "python": "py", "torchscript": "ts", "onnx": "onnx"}
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from . import add_set
@@ -63,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     if args.output is None and args.emit == "model":
         return 0
-    out = Path(args.output or f"{spec.name}.{ {'model': 'pt', 'python': 'py', 'torchscript': 'ts', 'onnx': 'onnx'}[args.emit]}")
+    out = Path(args.output or f"{spec.name}.{EXTENSIONS[args.emit]}")
     if args.emit == "model":
         save_model(model, out)
     elif args.emit == "python":

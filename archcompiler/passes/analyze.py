@@ -115,13 +115,28 @@ def totals(g: nx.DiGraph, batch: int = 1, training: bool = False) -> dict[str, i
 
 
 @without_gc
+def by_op(g: nx.DiGraph, batch: int = 1) -> dict[str, dict[str, int]]:
+    """Inference totals per primitive op kind (conv2d, linear, max_pool2d, ...)."""
+    out: dict[str, dict[str, int]] = {}
+    for n, d in g.nodes(data=True):
+        if d["training_only"] or n == "input":
+            continue
+        entry = out.setdefault(d["op"], {"count": 0, "params": 0, "macs": 0, "elementwise": 0})
+        entry["count"] += 1
+        entry["params"] += d["params"].total
+        entry["macs"] += d["macs"] * batch
+        entry["elementwise"] += d["elementwise"] * batch
+    return dict(sorted(out.items(), key=lambda kv: (-kv[1]["macs"], -kv[1]["elementwise"], kv[0])))
+
+
 def analyze(spec_or_path: Spec | str | Path, overrides: dict | list | None = None, batch: int = 1,
             depth: int = 1, input: tuple[int, int, int] | None = None) -> dict[str, Any]:
     """Everything ``archc flops --format json`` prints, as a dict.
 
     Keys: ``spec``, ``input`` [C, H, W], ``batch``, ``convention``, ``rows`` (``name``, ``type``,
     ``patch``, ``output`` [C, H, W], ``params``, ``macs``, ``flops``, ``depth``, ...), ``total``
-    (inference: ``params``, ``macs``, ``flops``; and ``with_training_heads``), ``depth``
+    (inference: ``params``, ``macs``, ``flops``; and ``with_training_heads``), ``by_op`` (totals per
+    primitive op kind), ``depth``
     (``with_params``, ``with_pooling``), ``peak_activation_bytes``, ``receptive_field``.
     """
     overrides = _with_input(overrides, input)
@@ -141,6 +156,7 @@ def analyze(spec_or_path: Spec | str | Path, overrides: dict | list | None = Non
         "convention": CONVENTION,
         "rows": rows(g, spec, batch, depth),
         "total": total,
+        "by_op": by_op(g, batch),
         "depth": {"with_params": network_depth(g), "with_pooling": network_depth(g, with_pooling=True)},
         "peak_activation_bytes": peak,
         "schedule": "topological order, ties broken by declaration order; float32; no in-place ops",

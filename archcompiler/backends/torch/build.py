@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from ... import __version__
 from ...errors import BackendError, Location, error
+from ...modelfile import embedded_spec, read_model_file
 from ...passes import annotated_graph
-from ...spec import Spec, load_spec
+from ...spec import Spec
 from ...spec.source import plain
 from .codegen import Generated, generate
 
@@ -134,21 +134,7 @@ def save_model(model: torch.nn.Module, path: str | Path) -> Path:
 
 def load_model(path: str | Path) -> torch.nn.Module:
     """Rebuild the module saved in ``path`` (no YAML file needed) and load its weights."""
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise BackendError([error(f"no such model file: {path}", "", Location(str(path)))]) from None
-    except Exception as exc:
-        raise BackendError([error(f"cannot read {path}: {exc}", "", Location(str(path)))]) from None
-    if not isinstance(payload, dict) or "spec" not in payload or "state_dict" not in payload:
-        raise BackendError([error(f"{path} was not written by 'archc build -o'", "", Location(str(path)),
-                                  hint="it needs the embedded spec; a plain state_dict loads with --weights")])
-    spec = spec_from_model_file(payload, str(path))
-    model = build(spec, heads=payload.get("heads", True))
+    payload = read_model_file(path)
+    model = build(embedded_spec(payload), heads=payload.get("heads", True))
     model.load_state_dict(payload["state_dict"], strict=True)
     return model
-
-
-def spec_from_model_file(payload: dict, path: str) -> Spec:
-    text = yaml.safe_dump(payload["spec"], sort_keys=False)
-    return load_spec(text.replace("\n", "\n") if "\n" in text else text + "\n")

@@ -1,0 +1,36 @@
+"""Files written by ``archc build -o``: weights plus the resolved spec, in one ``torch.save`` file.
+
+Both the torch backend (``load_model``) and the diagram backend (``archc draw model.pt``) read them;
+reading needs torch, which is imported only here, only when such a file is opened.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import BackendError, Location, error
+from .spec import Spec, load_spec
+
+
+def read_model_file(path: str | Path) -> dict[str, Any]:
+    """The saved payload: ``{"archc": version, "spec": {...}, "heads": bool, "state_dict": {...}}``."""
+    import torch
+
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise BackendError([error(f"no such model file: {path}", "", Location(str(path)))]) from None
+    except Exception as exc:
+        raise BackendError([error(f"cannot read {path}: {exc}", "", Location(str(path)))]) from None
+    if not isinstance(payload, dict) or "spec" not in payload or "state_dict" not in payload:
+        raise BackendError([error(f"{path} was not written by 'archc build -o'", "", Location(str(path)),
+                                  hint="it needs the embedded spec; a plain state_dict loads with --weights")])
+    return payload
+
+
+def embedded_spec(payload: dict[str, Any], overrides: dict | list | None = None) -> Spec:
+    """The spec saved in a model file, validated again like any spec."""
+    return load_spec(yaml.safe_dump(payload["spec"], sort_keys=False), overrides)

@@ -14,12 +14,16 @@ if ! command -v dot >/dev/null 2>&1; then
 fi
 
 PY="${PYTHON:-python3}"
+export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1
 if ! "$PY" -c "import torch" >/dev/null 2>&1; then
   echo "setup: installing torch (CPU build)..." >&2
   "$PY" -m pip install -q "torch==2.13.0"
 fi
 
-if ! "$PY" -c "import archcompiler, pytest, graphviz" >/dev/null 2>&1 || ! command -v archc >/dev/null 2>&1; then
+# (re)install when archc is missing or installed from another checkout than this one
+here="$(pwd)/archcompiler"
+installed="$(cd / && "$PY" -c "import archcompiler, pytest, graphviz, os; print(os.path.dirname(archcompiler.__file__))" 2>/dev/null || true)"
+if [ "$installed" != "$here" ] || ! command -v archc >/dev/null 2>&1; then
   echo "setup: installing archc..." >&2
   "$PY" -m pip install -q -e ".[dev]"
   command -v pyenv >/dev/null 2>&1 && pyenv rehash || true

@@ -113,9 +113,5 @@ def warning(message: str, path: str = "", location: Location = NOWHERE, hint: st
                       severity="warning")
 
 
-def sort_key(d: Diagnostic) -> tuple:
-    return (d.file, d.line, d.column, d.path, d.message)
-
-
 __all__ = ["Location", "NOWHERE", "Diagnostic", "ArchcError", "SpecError", "GraphError",
            "BackendError", "error", "warning"]

@@ -291,3 +291,11 @@ def test_outputs_are_written_atomically(tmp_path):
     assert result.returncode == 1 and "no such weights file" in result.stderr
     assert target.read_bytes() == b"old"
     assert list(tmp_path.iterdir()) == [target]
+
+
+def test_torchscript_scripting_works_without_training_only_heads():
+    model = archcompiler.build(SPECS / "resnet18.yaml", seed=0).eval()
+    scripted = torch.jit.script(model)
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.allclose(scripted(x), model(x), atol=1e-5)

@@ -195,7 +195,7 @@ def test_diff_paper_vs_torchvision_cli():
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "norm1" in out and "removed" in out
-    assert "5x5.kernel: 5 -> 3" in out
+    assert "kernel: 5 -> 3  [5x5]" in out and "norm: none -> batch_norm(eps=0.001, momentum=0.1)" in out
     assert "params: 6,998,552 -> 6,624,904" in out
     md = run_archc("diff", str(PAPER), str(PAPER), "--set-b", "inception_4b.5x5=96", "--format", "markdown")
     row = next(li for li in md.stdout.splitlines() if li.startswith("| inception_4b | changed |"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -29,6 +30,46 @@ def _signed(n: int) -> str:
     return ("+" if n > 0 else "-") + human(abs(n))
 
 
+def _value(v: Any) -> str:
+    if v is None:
+        return "none"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, dict):
+        inner = ", ".join(f"{k}={_value(x)}" for k, x in v.items() if k != "kind")
+        return f"{v.get('kind', '')}({inner})"
+    if isinstance(v, list):
+        return "x".join(map(str, v)) if all(isinstance(x, int) for x in v) else str(v)
+    return str(v)
+
+
+def describe(changes: dict[str, list]) -> list[str]:
+    """Readable lines for a row's changes: a changed op shows the layer before and after; the
+    same change in several layers of a block is listed once, with the layers it applies to."""
+    per_layer: dict[str, dict[str, list]] = {}
+    plain: list[str] = []
+    for key, (a, b) in changes.items():
+        if key.startswith("#") or key == "input":
+            plain.append(f"{key}: {_value(a)} -> {_value(b)}")
+            continue
+        layer, _, field = key.rpartition(".")
+        per_layer.setdefault(layer, {})[field] = [a, b]
+    grouped: dict[tuple, list[str]] = {}
+    for layer, fields in per_layer.items():
+        if "op" in fields:
+            def show(i: int, fields: dict = fields) -> str:
+                args = ", ".join(f"{k}={_value(v[i])}" for k, v in fields.items() if k != "op" and v[i] is not None)
+                return f"{fields['op'][i]}({args})"
+            plain.append(f"{layer + ': ' if layer else ''}{show(0)} -> {show(1)}")
+            continue
+        for field, (a, b) in fields.items():
+            grouped.setdefault((field, _value(a), _value(b)), []).append(layer)
+    for (field, a, b), layers in grouped.items():
+        where = f"  [{', '.join(layers)}]" if any(layers) else ""
+        plain.append(f"{field}: {a} -> {b}{where}")
+    return plain
+
+
 def run(args: argparse.Namespace) -> int:
     from ..passes.diff import diff
     from ..spec import load_spec
@@ -40,24 +81,31 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps(result, indent=2))
         return 0
-    headers = ["row", "status", "changes", "output A", "output B", "params Δ", "MACs Δ"]
-    rows = []
-    for r in result["rows"]:
-        if r["status"] == "same" and not args.all:
-            continue
-        changes = "; ".join(f"{k}: {v[0]} -> {v[1]}" for k, v in r["changes"].items())
-        out_a, out_b = (size(o) if o else "-" for o in r["output"])
-        name = r["name"] + (" *" if r["training_only"] else "")
-        rows.append([name, r["status"], changes, out_a, out_b, _signed(r["params"]["delta"]),
-                     _signed(r["macs"]["delta"])])
+    shown = [r for r in result["rows"] if r["status"] != "same" or args.all]
     print(f"A: {result['a']} ({result['a_file']})\nB: {result['b']} ({result['b_file']})\n")
-    if rows:
-        print(render(headers, rows, args.format if args.format == "markdown" else "table", {5, 6}), end="")
-    else:
+    if not shown:
         print("no differences in any row")
+    elif args.format == "markdown":
+        headers = ["row", "status", "changes", "output A", "output B", "params Δ", "MACs Δ"]
+        rows = [[r["name"] + (" *" if r["training_only"] else ""), r["status"], "<br>".join(describe(r["changes"])),
+                 *(size(o) if o else "-" for o in r["output"]), _signed(r["params"]["delta"]),
+                 _signed(r["macs"]["delta"])] for r in shown]
+        print(render(headers, rows, "markdown", {5, 6}), end="")
+    else:
+        headers = ["row", "status", "output A", "output B", "params Δ", "MACs Δ"]
+        rows = [[r["name"] + (" *" if r["training_only"] else ""), r["status"],
+                 *(size(o) if o else "-" for o in r["output"]), _signed(r["params"]["delta"]),
+                 _signed(r["macs"]["delta"])] for r in shown]
+        table = render(headers, rows, "table", {4, 5}).splitlines()
+        print("\n".join(table[:2]))
+        for line, r in zip(table[2:], shown):
+            print(line)
+            for change in describe(r["changes"]):
+                print(f"    {change}")
     t = result["total"]
     print()
-    for key, label in (("params", "params"), ("macs", "MACs"), ("params_with_training_heads", "params (with training-only heads *)")):
+    for key, label in (("params", "params"), ("macs", "MACs"),
+                       ("params_with_training_heads", "params (with training-only heads *)")):
         v = t[key]
         print(f"{label}: {v['a']:,} -> {v['b']:,} ({_signed(v['delta'])}, {human(v['a'])} -> {human(v['b'])})")
     return 0

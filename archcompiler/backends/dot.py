@@ -205,13 +205,13 @@ def build_dot(spec: Spec, collapse: bool = False, depth: int | None = None, colo
         label = _esc(inst_name.rsplit("/", 1)[-1])
         if inst.from_table and inst.args:
             cells = "  ".join(f"#{_esc(k)} {_esc(v)}" for k, v in inst.args.items())
-            label += f"\\n{cells}"
+            label += f"\\l{cells}"
         else:
             label += f" ({_esc(inst.block)})"
         if all(g.nodes[n]["training_only"] for n in g.nodes if g.nodes[n]["group"] and
                (g.nodes[n]["group"] == inst_name or g.nodes[n]["group"].startswith(inst_name + "/"))):
-            label += "\\ntraining only"
-        return label
+            label += "\\ltraining only"
+        return label + "\\l"          # left-justified lines
 
     def emit(container: Any, path: tuple) -> None:
         here = tree.get(path, [])
@@ -219,7 +219,7 @@ def build_dot(spec: Spec, collapse: bool = False, depth: int | None = None, colo
             container.node(_id(u), **node_attrs(u))
         if path:     # inside a block: the first layer of every branch on one line
             members = {n for u in here for n in units[u]}
-            entries = [u for u in here if all(i not in members for n in units[u] for i in g.nodes[n]["inputs"])]
+            entries = [u for u in here if any(i not in members for n in units[u] for i in g.nodes[n]["inputs"])]
             if len(entries) > 1:
                 with container.subgraph() as same:
                     same.attr(rank="same")

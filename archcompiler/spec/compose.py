@@ -13,6 +13,7 @@ Merge rules (documented in the README):
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -332,7 +333,8 @@ def load_document(source: str | Path, overrides: dict[str, Any] | list[str] | No
         if not parent_path.is_file():
             raise SpecError([error(f"'extends' names a missing file: {parent_ref}", "extends", loc,
                                    hint=f"looked for {parent_path}")])
-        parent, _ = load_document(parent_path, None, (*_chain, str(Path(file).resolve())))
+        shown = Path(os.path.normpath(base / parent_ref))    # as the user would write it, for messages
+        parent, _ = load_document(shown, None, (*_chain, str(Path(file).resolve())))
         if not data.get("keep_claims"):
             strip_claims(parent)        # the paper's numbers describe the parent, not the variant
         child = YDict(loc=data.loc)

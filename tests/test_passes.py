@@ -120,3 +120,14 @@ def test_totals_per_op_kind_add_up():
     assert sum(k["macs"] for k in kinds.values()) == report["total"]["macs"]
     assert sum(k["params"] for k in kinds.values()) == report["total"]["params"]
     assert list(kinds)[0] == "conv2d"
+
+
+def test_totals_per_stage_follow_the_resolutions():
+    report = archcompiler.analyze(SPECS / "googlenet.yaml")
+    stages = {s["resolution"]: s for s in report["stages"]}
+    assert stages["28x28"]["rows"] == ["pool2", "inception_3a", "inception_3b"]
+    assert stages["14x14"]["rows"] == ["pool3", "inception_4a", "inception_4b", "inception_4c", "inception_4d",
+                                        "inception_4e"]
+    assert sum(s["macs"] for s in report["stages"]) == report["total"]["macs"]
+    rows = {r["name"]: r for r in report["rows"]}
+    assert rows["inception_3a"]["activation_bytes"] == 4 * 256 * 28 * 28

@@ -92,6 +92,9 @@ def run(args: argparse.Namespace) -> int:
         f"{report['receptive_field']['size'][0]}x{report['receptive_field']['size'][1]} pixels",
         f"convention: {report['convention']}",
     ]
+    stage_text = ", ".join(f"{st['resolution']} {human(st['macs'] if args.units == 'macs' else st['flops'])}"
+                           for st in report["stages"])
+    lines.insert(3, f"by stage (output resolution: {'MACs' if args.units == 'macs' else 'FLOPs'}): {stage_text}")
     sep = "\n" if args.format == "table" else "  \n"
     print(("\n" if args.format == "table" else "\n") + sep.join(lines))
     return 0

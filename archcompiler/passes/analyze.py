@@ -95,6 +95,7 @@ def rows(g: nx.DiGraph, spec: Spec, batch: int = 1, depth: int = 1) -> list[dict
             "training_only": all(g.nodes[n]["training_only"] for n in nodes),
             "columns": dict(instance.args) if instance is not None and instance.from_table else {},
             "receptive_field": list(g.nodes[last]["rf"]["size"]),
+            "activation_bytes": g.nodes[last].get("activation_bytes"),
         }
         out.append(entry)
     return out
@@ -115,6 +116,23 @@ def totals(g: nx.DiGraph, batch: int = 1, training: bool = False) -> dict[str, i
 
 
 @without_gc
+def stages(row_list: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Inference rows grouped into stages: consecutive rows at one spatial resolution (GoogLeNet's
+    stages 3, 4 and 5 are its 28x28, 14x14 and 7x7 rows)."""
+    out: list[dict[str, Any]] = []
+    for r in row_list:
+        if r["training_only"]:
+            continue
+        size = "x".join(map(str, r["output"][1:])) if len(r["output"]) == 3 else "flat"
+        if not out or out[-1]["resolution"] != size:
+            out.append({"resolution": size, "rows": [], "params": 0, "macs": 0, "flops": 0})
+        stage = out[-1]
+        stage["rows"].append(r["name"])
+        for key in ("params", "macs", "flops"):
+            stage[key] += r[key]
+    return out
+
+
 def by_op(g: nx.DiGraph, batch: int = 1) -> dict[str, dict[str, int]]:
     """Inference totals per primitive op kind (conv2d, linear, max_pool2d, ...)."""
     out: dict[str, dict[str, int]] = {}
@@ -135,8 +153,8 @@ def analyze(spec_or_path: Spec | str | Path, overrides: dict | list | None = Non
 
     Keys: ``spec``, ``input`` [C, H, W], ``batch``, ``convention``, ``rows`` (``name``, ``type``,
     ``patch``, ``output`` [C, H, W], ``params``, ``macs``, ``flops``, ``depth``, ...), ``total``
-    (inference: ``params``, ``macs``, ``flops``; and ``with_training_heads``), ``by_op`` (totals per
-    primitive op kind), ``depth``
+    (inference: ``params``, ``macs``, ``flops``; and ``with_training_heads``), ``stages`` (totals
+    per spatial resolution), ``by_op`` (totals per primitive op kind), ``depth``
     (``with_params``, ``with_pooling``), ``peak_activation_bytes``, ``receptive_field``.
     """
     overrides = _with_input(overrides, input)
@@ -146,6 +164,7 @@ def analyze(spec_or_path: Spec | str | Path, overrides: dict | list | None = Non
     main = g.graph["outputs"]
     final = next((o["node"] for o in main.values() if not o["training_only"]), None)
     rf = g.nodes[final]["rf"] if final else None
+    row_list = rows(g, spec, batch, depth)
     total = totals(g, batch)
     total["with_training_heads"] = totals(g, batch, training=True)
     return {
@@ -154,7 +173,8 @@ def analyze(spec_or_path: Spec | str | Path, overrides: dict | list | None = Non
         "input": list(spec.input),
         "batch": batch,
         "convention": CONVENTION,
-        "rows": rows(g, spec, batch, depth),
+        "rows": row_list,
+        "stages": stages(rows(g, spec, batch, 1) if depth != 1 else row_list),
         "total": total,
         "by_op": by_op(g, batch),
         "depth": {"with_params": network_depth(g), "with_pooling": network_depth(g, with_pooling=True)},

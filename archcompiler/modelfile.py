@@ -24,7 +24,9 @@ def read_model_file(path: str | Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise BackendError([error(f"no such model file: {path}", "", Location(str(path)))]) from None
     except Exception as exc:
-        raise BackendError([error(f"cannot read {path}: {exc}", "", Location(str(path)))]) from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BackendError([error(f"cannot read {path}: {first}", "", Location(str(path)),
+                                  hint="a model file is written by 'archc build -o'")]) from None
     if not isinstance(payload, dict) or "spec" not in payload or "state_dict" not in payload:
         raise BackendError([error(f"{path} was not written by 'archc build -o'", "", Location(str(path)),
                                   hint="it needs the embedded spec; a plain state_dict loads with --weights")])

@@ -76,14 +76,23 @@ def _read_weights(path: str | Path | dict) -> dict[str, torch.Tensor]:
     except FileNotFoundError:
         raise BackendError([error(f"no such weights file: {path}", "--weights", Location(str(path)))]) from None
     except Exception as exc:
-        raise BackendError([error(f"cannot read weights from {path}: {exc}", "--weights",
-                                  Location(str(path)))]) from None
+        raise BackendError([error(f"cannot read weights from {path}: {_first_line(exc)}", "--weights",
+                                  Location(str(path)),
+                                  hint="archc reads torch.save files of tensors (weights_only=True): a "
+                                       "state_dict, or a dict holding one under 'state_dict'")]) from None
     if isinstance(data, dict) and "state_dict" in data and isinstance(data["state_dict"], dict):
         data = data["state_dict"]
     if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
         raise BackendError([error(f"{path} holds no state_dict (a mapping of names to tensors)", "--weights",
                                   Location(str(path)))])
     return data
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if "Weights only load failed" in text:
+        return "not a file of tensors that loads safely"
+    return text
 
 
 def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], g: Any, spec: Spec,

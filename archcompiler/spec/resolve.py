@@ -127,6 +127,18 @@ class _Scope:
     row: str | None = None
 
 
+@dataclass
+class _Ref:
+    """A reference waiting to be resolved once every name is known (forward references work)."""
+
+    layer: int | None            # index of the layer that reads it; None: a block instance's input
+    name: str                    # as written, or the previous layer's full name when path is None
+    scope: _Scope
+    loc: Location
+    path: str | None             # logical path for messages; None: `name` is already a full name
+    placeholder: str | None = None   # for a block instance's input: the "@instance" name it defines
+
+
 class Resolver:
     def __init__(self, doc: YDict, file: str):
         self.doc = doc
@@ -135,7 +147,7 @@ class Resolver:
         self.layers: list[Layer] = []
         self.instances: dict[str, Instance] = {}
         self.rows: list[str] = []
-        self.pending: list[tuple[int, int, str, _Scope, Location, str]] = []
+        self.pending: list[_Ref] = []
         self.model: Document | None = None
         self._known: set[str] | None = None      # every layer name, once expansion is done
 
@@ -284,12 +296,12 @@ class Resolver:
         if top_level and scope.row is None:
             self.rows.append(full)
         if refs is None:
-            self.pending.append((index, 0, previous, scope, where, "<previous>"))
+            self.pending.append(_Ref(index, previous, scope, where, None))
         else:
             key = "inputs" if spec.n_inputs == "many" else "input"
             for k, ref in enumerate(refs):
                 loc = locate(item, (key, k)) if key == "inputs" else locate(item, (key,))
-                self.pending.append((index, k, ref, scope, loc, f"{logical}.{key}"))
+                self.pending.append(_Ref(index, ref, scope, loc, f"{logical}.{key}"))
         return full
 
     def _substitute(self, value: Any, key: str, op: str, scope: _Scope) -> tuple[Any, Any]:
@@ -390,10 +402,11 @@ class Resolver:
         if top_level and scope.row is None:
             self.rows.append(full)
         # the block's own input reference is resolved in the outer scope
-        ref = input_ref if input_ref is not None else previous
-        kind = "<previous>" if input_ref is None else f"{logical}.input"
         iloc = locate(item, ("input",)) if isinstance(item, dict) and "input" in item else where
-        self.pending.append((-1, 0, ref, scope, iloc, kind + "|" + block_input))
+        if input_ref is None:
+            self.pending.append(_Ref(None, previous, scope, iloc, None, block_input))
+        else:
+            self.pending.append(_Ref(None, input_ref, scope, iloc, f"{logical}.input", block_input))
         return output
 
     def _table(self, item: dict, ipath: tuple, scope: _Scope, previous: str, top_level: bool) -> str:
@@ -446,12 +459,12 @@ class Resolver:
     def _resolve_refs(self) -> None:
         block_inputs: dict[str, str] = {}
         # block inputs first: their targets may be layers of the outer scope
-        for index, _k, ref, scope, loc, kind in self.pending:
-            if index == -1:
-                what, placeholder = kind.split("|", 1)
-                target = ref if what == "<previous>" else self._lookup(ref, scope, loc, what)
+        for ref in self.pending:
+            if ref.placeholder is not None:
+                target = self._target(ref)
                 if target is not None:
-                    block_inputs[placeholder] = target
+                    block_inputs[ref.placeholder] = target
+
         def follow(name: str) -> str | None:
             seen = set()
             while name.startswith("@"):
@@ -462,19 +475,22 @@ class Resolver:
             return name
 
         inputs: dict[int, list[str | None]] = {}
-        for index, _k, ref, scope, loc, kind in self.pending:
-            if index == -1:
+        for ref in self.pending:
+            if ref.layer is None:
                 continue
-            target = ref if kind == "<previous>" else self._lookup(ref, scope, loc, kind)
-            if target is None:
-                inputs.setdefault(index, []).append(None)
-                continue
-            inputs.setdefault(index, []).append(follow(target) if target.startswith("@") else target)
+            target = self._target(ref)
+            if target is not None and target.startswith("@"):
+                target = follow(target)
+            inputs.setdefault(ref.layer, []).append(target)
         for index, names in inputs.items():
             if any(n is None for n in names):
                 continue
             layer = self.layers[index]
             object.__setattr__(layer, "inputs", tuple(names))
+
+    def _target(self, ref: _Ref) -> str | None:
+        """The full name a reference resolves to (the previous layer's needs no lookup)."""
+        return ref.name if ref.path is None else self._lookup(ref.name, ref.scope, ref.loc, ref.path)
 
     def _lookup(self, ref: str, scope: _Scope, loc: Location, path: str) -> str | None:
         if ref.startswith("@"):

@@ -15,6 +15,7 @@ from typing import Any
 
 import networkx as nx
 
+from ...errors import BackendError, error
 from ...ir import schedule
 from ...spec import Spec
 from .naming import attr_expr, identifier, module_path
@@ -141,7 +142,6 @@ def generate(g: nx.DiGraph, spec: Spec, heads: bool = True, source_name: str = "
             continue
         path = module_path(spec, n)
         if path in taken or any(p == path or p.startswith(path + ".") for p in containers):
-            from ...errors import BackendError, error
             raise BackendError([error(f"two layers map to the module path {path!r} "
                                       f"({taken.get(path, 'a container')} and {n})", n, data["loc"],
                                       hint="check the spec's torch.rename rules")])
@@ -149,7 +149,6 @@ def generate(g: nx.DiGraph, spec: Spec, heads: bool = True, source_name: str = "
         for i in range(1, len(parts)):
             prefix = ".".join(parts[:i])
             if prefix in taken:
-                from ...errors import BackendError, error
                 raise BackendError([error(f"module path {path!r} would nest inside layer {taken[prefix]!r}",
                                           n, data["loc"], hint="check the spec's torch.rename rules")])
             if prefix not in containers:
@@ -245,7 +244,7 @@ def _choose_var(n: str, g: nx.DiGraph, spec: Spec, i: int, var: dict, holder: di
     layer = data["layer"]
     outputs_of = {v: k for k, v in result_of.items()}
     instance = spec.instances.get(data["group"]) if data["group"] else None
-    if n in outputs_of and outputs_of[n] != next(iter(result_of)) and data["training_only"]:
+    if data["training_only"] and n in outputs_of:
         preferred = identifier(outputs_of[n])
     elif data["training_only"]:
         preferred = identifier(data["row"])

@@ -200,7 +200,12 @@ def build_dot(spec: Spec, collapse: bool = False, depth: int | None = None, colo
     for u in units:
         tree.setdefault(tuple(cluster_path(u)), []).append(u)
 
-    def cluster_label(inst_name: str) -> str:
+    inside: dict[tuple, list[str]] = {}       # cluster path -> every IR node drawn inside it
+    for path, us in tree.items():
+        for k in range(1, len(path) + 1):
+            inside.setdefault(path[:k], []).extend(n for u in us for n in units[u])
+
+    def cluster_label(inst_name: str, training: bool) -> str:
         inst = spec.instances[inst_name]
         label = _esc(inst_name.rsplit("/", 1)[-1])
         if inst.from_table and inst.args:
@@ -208,8 +213,7 @@ def build_dot(spec: Spec, collapse: bool = False, depth: int | None = None, colo
             label += f"\\l{cells}"
         else:
             label += f" ({_esc(inst.block)})"
-        if all(g.nodes[n]["training_only"] for n in g.nodes if g.nodes[n]["group"] and
-               (g.nodes[n]["group"] == inst_name or g.nodes[n]["group"].startswith(inst_name + "/"))):
+        if training:
             label += "\\ltraining only"
         return label + "\\l"          # left-justified lines
 
@@ -225,16 +229,12 @@ def build_dot(spec: Spec, collapse: bool = False, depth: int | None = None, colo
                     same.attr(rank="same")
                     for u in entries:
                         same.node(_id(u))
-        children = sorted({p[: len(path) + 1] for p in tree if len(p) > len(path) and p[: len(path)] == path},
-                          key=lambda p: g.nodes[units[next(u for q, us in tree.items() if q[:len(p)] == p
-                                                           for u in us)][0]]["order"])
+        children = sorted((p for p in inside if len(p) == len(path) + 1 and p[:len(path)] == path),
+                          key=lambda p: min(g.nodes[n]["order"] for n in inside[p]))
         for child in children:
-            inst = child[-1]
-            training = spec.instances[inst] and all(
-                g.nodes[n]["training_only"] for q, us in tree.items() if q[:len(child)] == child
-                for u in us for n in units[u])
-            with container.subgraph(name="cluster_" + _id(inst)) as sub:
-                sub.attr(label=cluster_label(inst), style="rounded,dashed" if training else "rounded",
+            training = all(g.nodes[n]["training_only"] for n in inside[child])
+            with container.subgraph(name="cluster_" + _id(child[-1])) as sub:
+                sub.attr(label=cluster_label(child[-1], training), style="rounded,dashed" if training else "rounded",
                          color="#999999", fontsize="10", labeljust="l", margin="10", fontname=FONT)
                 emit(sub, child)
 

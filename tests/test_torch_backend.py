@@ -293,9 +293,18 @@ def test_outputs_are_written_atomically(tmp_path):
     assert list(tmp_path.iterdir()) == [target]
 
 
-def test_torchscript_scripting_works_without_training_only_heads():
+def test_torchscript_scripting():
     model = archcompiler.build(SPECS / "resnet18.yaml", seed=0).eval()
-    scripted = torch.jit.script(model)
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
-        assert torch.allclose(scripted(x), model(x), atol=1e-5)
+        assert torch.allclose(torch.jit.script(model)(x), model(x), atol=1e-5)
+    # with training-only heads a scripted model always returns the named tuple (as torchvision's
+    # scripted GoogLeNet does); the heads are None in eval mode
+    model = archcompiler.build(SMALL, seed=0).eval()
+    scripted = torch.jit.script(model)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        out = scripted(x)
+        assert torch.allclose(out.main, model(x), atol=1e-5) and out.aux1 is None
+    scripted.train()
+    assert scripted(x).aux1.shape == (2, 10)

@@ -174,52 +174,69 @@ def generate(g: nx.DiGraph, spec: Spec, heads: bool = True, source_name: str = "
     input_last = max([position[s] for s in g.successors("input") if s in position], default=0)
     last_use["input"] = input_last
 
+    heads = {k: f"{identifier(k)}_logits" for k, v in outputs.items() if v["training_only"]}
+    head_of = {result_of[k]: holder_var for k, holder_var in heads.items()}
     body: list[str] = []
     c, h, w = spec.input
     body.append(f"        # N x {c} x {h} x {w}")
-    open_training = False
+    for holder_var in heads.values():          # typed for TorchScript: set in training mode only
+        body.append(f"        {holder_var}: Optional[Tensor] = None")
+    open_training, block_start = False, 0
+
+    def close_block() -> None:
+        if open_training and len(body) == block_start:
+            body.append("            pass")
+
     for i, n in enumerate(order):
         data = g.nodes[n]
         training = data["training_only"]
         if training != open_training:
+            close_block()
             if training:
                 body.append("        if self.training:")
+                block_start = len(body)
             open_training = training
         indent = " " * (12 if training else 8)
         xs = [var[p] for p in data["inputs"]]
         ins = [g.nodes[p]["shape"] for p in data["inputs"]]
         if data["op"] == "identity" or (data["op"] == "flatten" and len(ins[0]) == 1):
             var[n] = xs[0]          # nothing to compute: the value passes through
-            continue
-        # in-place is safe when this op is the input's only consumer and it is no model output
-        single = all(len(consumers.get(p, [])) == 1 and p not in result_nodes for p in data["inputs"])
-        out = _choose_var(n, g, spec, i, var, holder, last_use, result_of)
-        expr = TORCH_OPS[data["op"]].call(data["attrs"], xs,
-                                          attr_expr("self", paths[n]) if n in paths else "",
-                                          single and data["op"] in INPLACE)
-        body.append(f"{indent}{out} = {expr}  {shape_comment(data['shape'])}")
-        var[n] = out
-        holder[out] = n
+        else:
+            # in-place is safe when this op is the input's only consumer and it is no model output
+            single = all(len(consumers.get(p, [])) == 1 and p not in result_nodes for p in data["inputs"])
+            out = _choose_var(n, g, spec, i, var, holder, last_use, result_of)
+            expr = TORCH_OPS[data["op"]].call(data["attrs"], xs,
+                                              attr_expr("self", paths[n]) if n in paths else "",
+                                              single and data["op"] in INPLACE)
+            body.append(f"{indent}{out} = {expr}  {shape_comment(data['shape'])}")
+            var[n] = out
+            holder[out] = n
+        if n in head_of:
+            body.append(f"{indent}{head_of[n]} = {var[n]}")
+    close_block()
     tuple_name = f"{name}Outputs"
     main_names = [k for k, v in outputs.items() if not v["training_only"]]
     ret_main = var[result_of[main_names[0]]]
-    if any(v["training_only"] for v in outputs.values()) or len(outputs) > 1:
-        fields = ", ".join(f"{k}={var[result_of[k]]}" for k in outputs)
-        if any(v["training_only"] for v in outputs.values()):
-            body.append("        if self.training:")
-            body.append(f"            return {tuple_name}({fields})")
-            body.append(f"        return {ret_main}")
-        else:
-            body.append(f"        return {tuple_name}({fields})")
+    fields = ", ".join(f"{k}={heads.get(k) or var[result_of[k]]}" for k in outputs)
+    if heads:
+        body += ["        if torch.jit.is_scripting():   # TorchScript needs one return type, as torchvision's",
+                 f"            return {tuple_name}({fields})",
+                 "        else:",
+                 "            if self.training:",
+                 f"                return {tuple_name}({fields})",
+                 f"            return {ret_main}"]
+    elif len(outputs) > 1:
+        body.append(f"        return {tuple_name}({fields})")
     else:
         body.append(f"        return {ret_main}")
+    field_types = "\n".join(f"    {k}: {'Optional[Tensor]' if k in heads else 'Tensor'}" for k in outputs)
 
     losses = {k: (v["loss"], v["weight"], "softmax" if final_softmax[k] else
                   g.nodes[v["node"]]["op"]) for k, v in outputs.items()}
     init_rules = {kind: rule.model_dump() for kind, rule in spec.init.items()}
     src = _TEMPLATE.format(
         source=source_name or spec.file, spec=spec.name, name=name, tuple_name=tuple_name,
-        fields=list(outputs), init="\n".join(init_lines) or "        pass",
+        fields=list(outputs), field_types=field_types, init="\n".join(init_lines) or "        pass",
         body="\n".join(body), losses=losses, init_rules=init_rules, main=main_names[0],
         num_outputs=len(outputs), input_shape=list(spec.input),
         proba="F.softmax(logits, dim=1)" if final_softmax[main_names[0]] else "logits",
@@ -296,13 +313,18 @@ _TEMPLATE = '''"""{spec}: PyTorch module generated by archc from {source}.
 Do not edit: change the spec and run `archc build` again.
 """
 
-from collections import namedtuple
+from typing import NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-{tuple_name} = namedtuple("{tuple_name}", {fields!r})
+
+
+class {tuple_name}(NamedTuple):
+    """The model's outputs in training mode, the main one first."""
+
+{field_types}
 {loss_helpers}
 
 class {name}(nn.Module):

@@ -234,7 +234,3 @@ OPS: dict[str, OpDef] = {op.kind: op for op in [
     OpDef("add", shape=_add_shape, elementwise=lambda a, i, o: (len(i) - 1) * math.prod(o)),
     OpDef("identity", shape=_same("identity"), elementwise=lambda a, i, o: 0),
 ]}
-
-
-def opdef(kind: str) -> OpDef:
-    return OPS[kind]

@@ -8,12 +8,12 @@ import networkx as nx
 from ..ir import OPS, schedule
 
 
-def network_depth(g: nx.DiGraph, with_pooling: bool = False, nodes: set[str] | None = None) -> int:
+def network_depth(g: nx.DiGraph, with_pooling: bool = False) -> int:
     counted = {"params", "pooling"} if with_pooling else {"params"}
     best: dict[str, int] = {}
     for n in schedule(g):
         data = g.nodes[n]
-        if data["training_only"] or (nodes is not None and n not in nodes):
+        if data["training_only"]:
             continue
         here = 1 if OPS[data["op"]].depth in counted else 0
         before = [best[i] for i in data["inputs"] if i in best]

@@ -75,7 +75,6 @@ class Spec:
     torch: TorchOptions
     file: str
     document: Any = field(repr=False, default=None)   # the merged YAML data (YDict), for resolve / embedding
-    blocks: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def layer(self, name: str) -> Layer:
         index = self.__dict__.get("_index")

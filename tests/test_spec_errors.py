@@ -209,3 +209,19 @@ def test_groups_must_divide_channels():
     with pytest.raises(GraphError) as info:
         analyze(HEADER + "layers:\n  - {name: g, op: conv, out: 8, kernel: 3, groups: 2}\n")
     assert "groups=2" in info.value.errors[0].message
+
+
+def test_a_layer_that_feeds_no_output_is_located():
+    from archcompiler import GraphError, analyze
+    text = HEADER + textwrap.dedent("""\
+        layers:
+          - {name: a, op: conv, out: 4, kernel: 3}
+          - {name: stray, op: conv, out: 4, kernel: 1, input: input}
+          - {name: b, op: relu, input: a}
+        outputs:
+          main: {layer: b}
+        """)
+    with pytest.raises(GraphError) as info:
+        analyze(text)
+    d = info.value.errors[0]
+    assert d.message == "layer 'stray' feeds no output" and d.line == 5 and "outputs" in d.hint

@@ -21,6 +21,7 @@ from typing import Any
 
 import networkx as nx
 
+from ..errors import GraphError, error
 from ..spec import Spec
 from ..spec import layers as L
 from ..spec.layers import pair
@@ -102,8 +103,25 @@ def lower(spec: Spec) -> nx.DiGraph:
         outputs[out.name] = {"node": last[out.layer], "layer": out.layer, "loss": out.loss,
                              "weight": out.weight, "training_only": out.training_only}
     g.graph["outputs"] = outputs
+    _refuse_unused_layers(g)
     _mark_training_only(g)
     return g
+
+
+def _refuse_unused_layers(g: nx.DiGraph) -> None:
+    """A layer that no output depends on is almost always a wiring mistake: say where."""
+    used: set[str] = {INPUT}
+    for out in g.graph["outputs"].values():
+        used |= nx.ancestors(g, out["node"]) | {out["node"]}
+    unused: dict[str, Any] = {}
+    for node, data in g.nodes(data=True):
+        if node not in used:
+            unused.setdefault(data["layer"], data["loc"])
+    if unused:
+        names = ", ".join(g.graph["outputs"])
+        raise GraphError([error(f"layer {layer!r} feeds no output", layer, loc,
+                                hint=f"connect it to a later layer, or list it under 'outputs' (now: {names})")
+                          for layer, loc in unused.items()])
 
 
 def _mark_training_only(g: nx.DiGraph) -> None:

@@ -183,3 +183,13 @@ def test_the_committed_editor_schema_is_current():
     from archcompiler.cli.schema import schema_text
     assert (ROOT / "schema" / "archc.schema.json").read_text() == schema_text(), \
         "run: archc schema -o schema/archc.schema.json"
+
+
+def test_build_json(tmp_path):
+    out = tmp_path / "m.py"
+    result = run_archc("build", str(SPECS / "googlenet-small.yaml"), "--emit", "python", "-o", str(out),
+                       "--format", "json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["parameters"] == data["analysis_parameters"] == 477_006
+    assert data["written"] == str(out) and out.read_text().startswith('"""googlenet_small')

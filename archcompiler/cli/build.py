@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -25,6 +26,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="build without training-only heads (to load checkpoints that lack them)")
     p.add_argument("--seed", type=int, default=None, help="seed for reproducible initialisation")
     p.add_argument("--quiet", "-q", action="store_true", help="do not print the layer tree")
+    p.add_argument("--format", choices=["text", "json"], default="text",
+                   help="json: the layer tree, parameter counts and the file written, as data")
     add_set(p)
     p.set_defaults(run=run)
 
@@ -38,12 +41,18 @@ def run(args: argparse.Namespace) -> int:
     report = analyze(spec)
     fine = analyze(spec, depth=2)
     print(f"building {spec.name} (importing torch)...", file=sys.stderr)
-    from ..backends.torch import build, save_model
+    from ..backends.torch import build
 
     heads = not args.drop_training_heads
     model = build(spec, seed=args.seed, weights=args.weights, heads=heads)
     n_params = sum(p.numel() for p in model.parameters())
     expected = report["total"]["with_training_heads"]["params"] if heads else report["total"]["params"]
+    if args.format == "json":
+        out = _write(args, spec, model) if args.output or args.emit != "model" else None
+        print(json.dumps({"spec": spec.name, "parameters": n_params, "analysis_parameters": expected,
+                          "training_heads": heads, "rows": fine["rows"], "written": str(out) if out else None},
+                         indent=2))
+        return 0 if n_params == expected else 1
     if not args.quiet:
         children: dict[str, list[dict]] = {}
         for r in fine["rows"]:
@@ -65,6 +74,13 @@ def run(args: argparse.Namespace) -> int:
         return 1
     if args.output is None and args.emit == "model":
         return 0
+    print(f"wrote {_write(args, spec, model)}")
+    return 0
+
+
+def _write(args: argparse.Namespace, spec, model) -> Path:
+    from ..backends.torch import save_model
+
     out = Path(args.output or f"{spec.name}.{EXTENSIONS[args.emit]}")
     if args.emit == "model":
         save_model(model, out)
@@ -75,5 +91,4 @@ def run(args: argparse.Namespace) -> int:
         from ..backends.torch.export import export
         print(f"exporting {args.emit}...", file=sys.stderr)
         export(model, spec, args.emit, out)
-    print(f"wrote {out}")
-    return 0
+    return out

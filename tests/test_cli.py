@@ -155,17 +155,37 @@ def test_build_prints_the_tree_and_totals():
     assert "parameters: 13,378,280 (torch); equals archc flops' total 13,378,280" in result.stdout
 
 
-def test_onnx_without_its_packages_says_what_to_install(tmp_path):
+def test_onnx_export_matches_torch(tmp_path):
+    import numpy as np
+    import onnxruntime
+    import torch
+
+    import archcompiler
+    out = tmp_path / "m.onnx"
+    result = run_archc("build", str(SPECS / "googlenet-small.yaml"), "--emit", "onnx", "-o", str(out), "-q",
+                       "--seed", "3")
+    assert result.returncode == 0, result.stderr
+    model = archcompiler.build(SPECS / "googlenet-small.yaml", seed=3).eval()
+    x = torch.randn(1, 3, 64, 64)
+    session = onnxruntime.InferenceSession(str(out))
+    (y,) = session.run(None, {"image": x.numpy()})
+    with torch.no_grad():
+        assert np.abs(y - model(x).numpy()).max() < 1e-4
+
+
+def test_onnx_without_its_packages_says_what_to_install(tmp_path, monkeypatch):
     import importlib.util
-    if importlib.util.find_spec("onnxscript") and importlib.util.find_spec("onnx"):
-        result = run_archc("build", str(SPECS / "googlenet-small.yaml"), "--emit", "onnx", "-o",
-                           str(tmp_path / "m.onnx"), "-q")
-        assert result.returncode == 0 and (tmp_path / "m.onnx").stat().st_size > 0
-    else:
-        result = run_archc("build", str(SPECS / "googlenet-small.yaml"), "--emit", "onnx", "-o",
-                           str(tmp_path / "m.onnx"), "-q")
-        assert result.returncode == 1 and "pip install 'archcompiler[onnx]'" in result.stderr
-        assert not (tmp_path / "m.onnx").exists()
+
+    import archcompiler
+    from archcompiler.backends.torch.export import export
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxscript" else real(name, *a))
+    spec = archcompiler.load_spec(SPECS / "googlenet-small.yaml")
+    with pytest.raises(archcompiler.BackendError) as info:
+        export(archcompiler.build(spec), spec, "onnx", tmp_path / "m.onnx")
+    assert "onnxscript" in info.value.errors[0].message
+    assert "pip install 'archcompiler[onnx]'" in info.value.errors[0].hint
+    assert not (tmp_path / "m.onnx").exists()
 
 
 def test_emit_torchscript(tmp_path):

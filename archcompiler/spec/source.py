@@ -204,7 +204,10 @@ def parse_yaml(text: str, file: str = "<string>") -> Any:
 def looks_like_path(source: str | Path) -> bool:
     if isinstance(source, Path):
         return True
-    return "\n" not in source and (source.endswith((".yaml", ".yml", ".pt")) or Path(source).is_file())
+    if "\n" in source:
+        return False
+    # one line: a file name, unless it is inline YAML (a spec needs at least one 'key: value')
+    return source.endswith((".yaml", ".yml", ".pt")) or Path(source).is_file() or ":" not in source
 
 
 def read_text(path: Path) -> str:

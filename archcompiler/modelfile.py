@@ -15,6 +15,14 @@ from .errors import BackendError, Location, error
 from .spec import Spec, load_spec
 
 
+def first_line(exc: Exception) -> str:
+    """What torch.load said, in one line (its weights-only refusal is a page long)."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if "Weights only load failed" in text:
+        return "not a file of tensors that loads safely"
+    return text
+
+
 def read_model_file(path: str | Path) -> dict[str, Any]:
     """The saved payload: ``{"archc": version, "spec": {...}, "heads": bool, "state_dict": {...}}``."""
     import torch
@@ -24,8 +32,7 @@ def read_model_file(path: str | Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise BackendError([error(f"no such model file: {path}", "", Location(str(path)))]) from None
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BackendError([error(f"cannot read {path}: {first}", "", Location(str(path)),
+        raise BackendError([error(f"cannot read {path}: {first_line(exc)}", "", Location(str(path)),
                                   hint="a model file is written by 'archc build -o'")]) from None
     if not isinstance(payload, dict) or "spec" not in payload or "state_dict" not in payload:
         raise BackendError([error(f"{path} was not written by 'archc build -o'", "", Location(str(path)),

@@ -33,32 +33,32 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..passes import analyze
+    from ..passes import annotated_graph, rows, totals
     from ..spec import load_spec
     from .tables import human, size
 
     spec = load_spec(args.spec, args.set)
-    report = analyze(spec)
-    fine = analyze(spec, depth=2)
+    g = annotated_graph(spec)
+    top, fine = rows(g, spec), rows(g, spec, depth=2)
     print(f"building {spec.name} (importing torch)...", file=sys.stderr)
     from ..backends.torch import build
 
     heads = not args.drop_training_heads
     model = build(spec, seed=args.seed, weights=args.weights, heads=heads)
     n_params = sum(p.numel() for p in model.parameters())
-    expected = report["total"]["with_training_heads"]["params"] if heads else report["total"]["params"]
+    expected = totals(g, training=heads)["params"]
     if args.format == "json":
         out = _write(args, spec, model) if args.output or args.emit != "model" else None
         print(json.dumps({"spec": spec.name, "parameters": n_params, "analysis_parameters": expected,
-                          "training_heads": heads, "rows": fine["rows"], "written": str(out) if out else None},
+                          "training_heads": heads, "rows": fine, "written": str(out) if out else None},
                          indent=2))
         return 0 if n_params == expected else 1
     if not args.quiet:
         children: dict[str, list[dict]] = {}
-        for r in fine["rows"]:
+        for r in fine:
             children.setdefault(r["name"].split("/")[0], []).append(r)
-        print(f"{spec.name}  input {size([spec.input[0], spec.input[1], spec.input[2]])}")
-        for r in report["rows"]:
+        print(f"{spec.name}  input {size(spec.input)}")
+        for r in top:
             if r["training_only"] and not heads:
                 continue
             tag = "  (training only)" if r["training_only"] else ""

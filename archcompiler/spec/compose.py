@@ -250,7 +250,7 @@ def _apply_override(doc: YDict, key: str, value: Any, loc: Location) -> None:
         _set_path(doc, parts, from_plain(value, loc), loc, key)
         return
     if parts[0] in params and len(parts) == 1:
-        params.put(parts[0], value, loc) if isinstance(params, YDict) else params.__setitem__(parts[0], value)
+        _put(params, parts[0], value, loc)
         return
     found = find_layer(doc.get("layers"), parts[0])
     if found is not None:
@@ -266,6 +266,14 @@ def _apply_override(doc: YDict, key: str, value: Any, loc: Location) -> None:
     choices = set(params) | set(layer_names(doc.get("layers"))) | top
     raise SpecError([error(f"--set {key}: {parts[0]!r} is neither a parameter, a layer nor a "
                            "top-level key", key, loc, hint=suggest(parts[0], choices))])
+
+
+def _put(node: dict, key: str, value: Any, loc: Location) -> None:
+    """``node[key] = value``, recording ``loc`` where the mapping keeps locations."""
+    if isinstance(node, YDict):
+        node.put(key, value, loc)
+    else:
+        node[key] = value
 
 
 def _set_path(node: Any, parts: list[str], value: Any, loc: Location, key: str) -> None:
@@ -294,11 +302,11 @@ def _set_path(node: Any, parts: list[str], value: Any, loc: Location, key: str) 
         if not isinstance(node, dict):
             raise SpecError([error(f"cannot set {part!r} inside a {type(node).__name__}", key, loc)])
         if last:
-            node.put(part, value, loc) if isinstance(node, YDict) else node.__setitem__(part, value)
+            _put(node, part, value, loc)
         else:
             if part not in node or not isinstance(node[part], (dict, list)):
                 new = YDict(loc=loc)
-                node.put(part, new, loc) if isinstance(node, YDict) else node.__setitem__(part, new)
+                _put(node, part, new, loc)
             node = node[part]
 
 

@@ -12,7 +12,7 @@ import torch
 
 from ... import __version__
 from ...errors import BackendError, Location, error
-from ...modelfile import embedded_spec, read_model_file
+from ...modelfile import embedded_spec, first_line, read_model_file
 from ...passes import annotated_graph
 from ...spec import Spec
 from ...spec.source import plain
@@ -76,7 +76,7 @@ def _read_weights(path: str | Path | dict) -> dict[str, torch.Tensor]:
     except FileNotFoundError:
         raise BackendError([error(f"no such weights file: {path}", "--weights", Location(str(path)))]) from None
     except Exception as exc:
-        raise BackendError([error(f"cannot read weights from {path}: {_first_line(exc)}", "--weights",
+        raise BackendError([error(f"cannot read weights from {path}: {first_line(exc)}", "--weights",
                                   Location(str(path)),
                                   hint="archc reads torch.save files of tensors (weights_only=True): a "
                                        "state_dict, or a dict holding one under 'state_dict'")]) from None
@@ -86,13 +86,6 @@ def _read_weights(path: str | Path | dict) -> dict[str, torch.Tensor]:
         raise BackendError([error(f"{path} holds no state_dict (a mapping of names to tensors)", "--weights",
                                   Location(str(path)))])
     return data
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    if "Weights only load failed" in text:
-        return "not a file of tensors that loads safely"
-    return text
 
 
 def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], g: Any, spec: Spec,

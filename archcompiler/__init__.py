@@ -27,8 +27,12 @@ __version__ = "0.1.0"
 
 def check(spec_or_path: Spec | str | Path, overrides: dict | list | None = None,
           tolerance: float = 0.02) -> list[Diagnostic]:
-    """Compare every claim of the spec with the computed value; return the mismatches."""
+    """Compare every claim of the spec with the computed value; return the mismatches.
+    ``tolerance`` is the relative difference allowed for params and ops, in [0, 1)."""
     from .passes import annotated_graph, check_claims, rows
+
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 <= tolerance < 1:
+        raise SpecError([Diagnostic(f"tolerance must be a number in [0, 1), got {tolerance!r}", "tolerance")])
 
     spec = load_spec(spec_or_path, overrides)
     g = annotated_graph(spec)
@@ -36,11 +40,15 @@ def check(spec_or_path: Spec | str | Path, overrides: dict | list | None = None,
 
 
 def build(spec_or_path: Spec | str | Path, overrides: dict | list | None = None, seed: int | None = None,
-          weights: str | Path | None = None, drop_missing: bool = False) -> Any:
-    """Compile the spec into a ``torch.nn.Module`` (see :mod:`archcompiler.backends.torch`)."""
+          weights: str | Path | None = None, drop_missing: bool = False, check_memory: bool = True) -> Any:
+    """Compile the spec into a ``torch.nn.Module`` (see :mod:`archcompiler.backends.torch`).
+
+    ``check_memory=False`` builds even when the parameters and activations would not fit in the
+    memory this machine has free (by default that is refused before anything is allocated)."""
     from .backends.torch import build as _build
 
-    return _build(load_spec(spec_or_path, overrides), seed=seed, weights=weights, drop_missing=drop_missing)
+    return _build(load_spec(spec_or_path, overrides), seed=seed, weights=weights, drop_missing=drop_missing,
+                  check_memory=check_memory)
 
 
 def load_model(path: str | Path) -> Any:

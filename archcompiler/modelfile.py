@@ -40,6 +40,20 @@ def read_model_file(path: str | Path) -> dict[str, Any]:
     return payload
 
 
-def embedded_spec(payload: dict[str, Any], overrides: dict | list | None = None) -> Spec:
-    """The spec saved in a model file, validated again like any spec."""
-    return load_spec(yaml.safe_dump(payload["spec"], sort_keys=False), overrides)
+def embedded_spec(payload: dict[str, Any], overrides: dict | list | None = None, file: str = "<model file>") -> Spec:
+    """The spec saved in a model file: untrusted data, validated exactly like a YAML file (and it may
+    not ``extends:`` another file: a saved spec is complete)."""
+    data = payload["spec"]
+    where = Location(f"{file} (embedded spec)", 1, 1)
+    if not isinstance(data, dict):
+        raise BackendError([error("the embedded spec is not a mapping", "spec", where)])
+    if "extends" in data or "edits" in data:
+        raise BackendError([error("the embedded spec may not use 'extends' or 'edits'", "spec", where,
+                                  hint="a saved spec is complete; this file was not written by archc")])
+    if not isinstance(payload.get("heads", True), bool):
+        raise BackendError([error("'heads' in the model file is not true or false", "heads", where)])
+    try:
+        text = yaml.safe_dump(data, sort_keys=False)
+    except (yaml.YAMLError, RecursionError, TypeError, ValueError) as exc:
+        raise BackendError([error(f"the embedded spec is not plain data: {first_line(exc)}", "spec", where)]) from None
+    return load_spec(text, overrides)

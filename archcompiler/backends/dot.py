@@ -148,7 +148,7 @@ def build_dot(spec: Spec, collapse: bool = False, depth: int | None = None, colo
         return units[u][-1]
 
     dot = graphviz.Digraph(name=spec.name, format="svg")
-    dot.attr(rankdir=rankdir, fontname=FONT, fontsize="11", nodesep="0.25", ranksep="0.35",
+    dot.attr(comment="drawn by archc", rankdir=rankdir, fontname=FONT, fontsize="11", nodesep="0.25", ranksep="0.35",
              label=_esc(f"{spec.name}: {spec.description}" if spec.description else spec.name),
              labelloc="t", fontcolor="#333333", newrank="true")
     dot.attr("node", fontname=FONT, fontsize="10", style="rounded,filled", shape="box", margin="0.12,0.04",
@@ -270,11 +270,15 @@ def build_dot(spec: Spec, collapse: bool = False, depth: int | None = None, colo
 
 def draw(spec_or_path: Spec | str | Path, output: str | Path | None = None, format: str | None = None,
          collapse: bool = False, depth: int | None = None, color: str = "none", rankdir: str = "TB",
-         overrides: dict | list | None = None) -> Drawing:
+         overrides: dict | list | None = None, force: bool = False) -> Drawing:
     """Render the diagram to ``output`` (format from its extension unless given; default
     ``<spec name>.svg`` in the current folder).  Without the ``dot`` binary, the DOT text is
-    written beside the requested file and :class:`BackendError` says how to install graphviz."""
+    written beside the requested file and :class:`BackendError` says how to install graphviz.
+    The output never replaces the input, and a default name never replaces a file archc did not
+    write unless ``force`` is given."""
     import graphviz
+
+    from ..io import check_default_output, refuse_inputs
 
     spec = _spec(spec_or_path, overrides)
     if format is None:
@@ -286,6 +290,10 @@ def draw(spec_or_path: Spec | str | Path, output: str | Path | None = None, form
     if format not in FORMATS:
         raise BackendError([error(f"unknown format {format!r}", "--format", hint=f"one of {', '.join(FORMATS)}")])
     path = Path(output) if output else Path(f"{spec.name}.{format}")
+    if isinstance(spec_or_path, (str, Path)):
+        refuse_inputs(path, [spec_or_path])
+    if not output:
+        check_default_output(path, force)
     dot = build_dot(spec, collapse=collapse, depth=depth, color=color, rankdir=rankdir)
     source = dot.source
     if format == "dot":
@@ -310,5 +318,5 @@ def draw(spec_or_path: Spec | str | Path, output: str | Path | None = None, form
 
 def _spec(spec_or_path: Spec | str | Path, overrides: dict | list | None) -> Spec:
     if isinstance(spec_or_path, (str, Path)) and str(spec_or_path).endswith(".pt"):
-        return embedded_spec(read_model_file(spec_or_path), overrides)
+        return embedded_spec(read_model_file(spec_or_path), overrides, file=str(spec_or_path))
     return load_spec(spec_or_path, overrides)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable
 
 from ..errors import ArchcError
@@ -48,9 +50,15 @@ def print_errors(exc: ArchcError, fmt: str = "text") -> None:
             print(d.format(), file=sys.stderr)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     run: Callable[[argparse.Namespace], int] = args.run
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)     # `kill` cleans up like Ctrl-C: no temporary files left
     try:
         with paused_gc():
             return run(args)

@@ -25,6 +25,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--drop-training-heads", action="store_true",
                    help="build without training-only heads (to load checkpoints that lack them)")
     p.add_argument("--seed", type=int, default=None, help="seed for reproducible initialisation")
+    p.add_argument("--no-memory-check", dest="memory_check", action="store_false",
+                   help="build even when the parameters and activations would not fit in free memory")
+    p.add_argument("--force", action="store_true",
+                   help="replace the default output file (--emit without -o) even when archc did not write it")
     p.add_argument("--quiet", "-q", action="store_true", help="do not print the layer tree")
     p.add_argument("--format", choices=["text", "json"], default="text",
                    help="json: the layer tree, parameter counts and the file written, as data")
@@ -33,6 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..io import check_default_output, refuse_inputs
     from ..passes import annotated_graph, rows, totals
     from ..spec import load_spec
     from .tables import human, size
@@ -44,13 +49,18 @@ def run(args: argparse.Namespace) -> int:
     from ..backends.torch import build
 
     heads = not args.drop_training_heads
-    model = build(spec, seed=args.seed, weights=args.weights, heads=heads)
+    out = Path(args.output or f"{spec.name}.{EXTENSIONS[args.emit]}") if args.output or args.emit != "model" else None
+    if out is not None:       # refuse a bad output before the (slow) build
+        refuse_inputs(out, [p for p in (args.spec, args.weights) if p])
+        if not args.output:
+            check_default_output(out, args.force)
+    model = build(spec, seed=args.seed, weights=args.weights, heads=heads, check_memory=args.memory_check)
     n_params = sum(p.numel() for p in model.parameters())
     expected = totals(g, training=heads)["params"]
     if args.format == "json":
-        out = _write(args, spec, model) if args.output or args.emit != "model" else None
+        written = _write(out, args, spec, model) if out is not None else None
         print(json.dumps({"spec": spec.name, "parameters": n_params, "analysis_parameters": expected,
-                          "training_heads": heads, "rows": fine, "written": str(out) if out else None},
+                          "training_heads": heads, "rows": fine, "written": str(written) if written else None},
                          indent=2))
         return 0 if n_params == expected else 1
     if not args.quiet:
@@ -72,16 +82,15 @@ def run(args: argparse.Namespace) -> int:
     print(f"parameters: {n_params:,} (torch); {same} archc flops' total {expected:,}")
     if n_params != expected:
         return 1
-    if args.output is None and args.emit == "model":
+    if out is None:
         return 0
-    print(f"wrote {_write(args, spec, model)}")
+    print(f"wrote {_write(out, args, spec, model)}")
     return 0
 
 
-def _write(args: argparse.Namespace, spec, model) -> Path:
+def _write(out: Path, args: argparse.Namespace, spec, model) -> Path:
     from ..backends.torch import save_model
 
-    out = Path(args.output or f"{spec.name}.{EXTENSIONS[args.emit]}")
     if args.emit == "model":
         save_model(model, out)
     elif args.emit == "python":

@@ -6,6 +6,17 @@ import argparse
 import json
 
 
+def fraction(text: str) -> float:
+    """A tolerance: a finite number in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < 1:          # NaN fails this too
+        raise argparse.ArgumentTypeError(f"{text} is not in [0, 1) (0.02 means 2%)")
+    return value
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from . import add_set
     p = sub.add_parser("check", help="compare the paper's claims (output size, params, ops) with the spec",
@@ -13,7 +24,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        "output size is an error (exit 1); params / ops further off than the tolerance "
                        "are warnings (exit 0, or 1 with --strict).")
     p.add_argument("spec", metavar="SPEC")
-    p.add_argument("--tolerance", type=float, default=0.02, metavar="FRACTION",
+    p.add_argument("--tolerance", type=fraction, default=0.02, metavar="FRACTION",
                    help="relative tolerance for params and ops (default 0.02 = 2%%)")
     p.add_argument("--strict", action="store_true", help="warnings fail the check too")
     p.add_argument("--format", choices=["text", "json"], default="text")

@@ -81,10 +81,10 @@ def lower(spec: Spec) -> nx.DiGraph:
     g.add_node(INPUT, op="input", attrs={"shape": tuple(spec.input)}, inputs=[], layer=INPUT,
                row=INPUT, group=None, loc=None, order=0, role="input", spec_op="input")
     last: dict[str, str] = {INPUT: INPUT}     # spec layer -> the node holding its output
-    order = 1
-    for layer in spec.layers:
+    for index, layer in _dependency_order(spec):
         prims = LOWERINGS[type(layer.spec)](layer.spec)
         prev = [last[i] for i in layer.inputs]
+        order = index * 8 + 1                 # declaration order (a layer has at most 4 primitives)
         for suffix, kind, attrs in prims:
             if kind == "flatten" and attrs.get("implicit"):
                 attrs = {}
@@ -106,6 +106,48 @@ def lower(spec: Spec) -> nx.DiGraph:
     _refuse_unused_layers(g)
     _mark_training_only(g)
     return g
+
+
+def _dependency_order(spec: Spec) -> list[tuple[int, Any]]:
+    """Layers in an order where each comes after the layers it reads (a layer may name a later one
+    as its input), declaration order otherwise; a cycle is a located error."""
+    import heapq
+
+    index = {layer.name: i for i, layer in enumerate(spec.layers)}
+    waiting = {i: {index[n] for n in layer.inputs if n != INPUT} for i, layer in enumerate(spec.layers)}
+    readers: dict[int, list[int]] = {}
+    for i, needs in waiting.items():
+        for j in needs:
+            readers.setdefault(j, []).append(i)
+    ready = [i for i, needs in waiting.items() if not needs]
+    heapq.heapify(ready)
+    out = []
+    while ready:
+        i = heapq.heappop(ready)
+        out.append((i, spec.layers[i]))
+        for r in readers.get(i, []):
+            waiting[r].discard(i)
+            if not waiting[r]:
+                heapq.heappush(ready, r)
+    if len(out) < len(spec.layers):
+        done = {i for i, _ in out}
+        stuck = [i for i in range(len(spec.layers)) if i not in done]
+        cycle = _find_cycle(stuck, waiting)
+        names = " -> ".join(spec.layers[i].name for i in [*cycle, cycle[0]])
+        first = spec.layers[cycle[0]]
+        raise GraphError([error(f"layers read each other in a cycle: {names}", first.name, first.loc,
+                                hint="a layer's input must be computed before it; check the 'input' fields")])
+    return out
+
+
+def _find_cycle(stuck: list[int], waiting: dict[int, set[int]]) -> list[int]:
+    """One cycle among layers that wait on each other (walk back until a layer repeats)."""
+    path, seen, node = [], {}, stuck[0]
+    while node not in seen:
+        seen[node] = len(path)
+        path.append(node)
+        node = min(waiting[node])
+    return path[seen[node]:]
 
 
 def _refuse_unused_layers(g: nx.DiGraph) -> None:

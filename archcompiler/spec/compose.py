@@ -32,9 +32,16 @@ def merge(parent: Any, child: Any) -> Any:
     if not (isinstance(parent, dict) and isinstance(child, dict)):
         return clone(child)
     out = clone(parent)
-    for key in child.get(DELETE) or []:
-        if key in out:
-            del out[key]
+    doomed = child.get(DELETE)
+    if doomed is not None:
+        if not isinstance(doomed, list) or not all(isinstance(k, str) for k in doomed):
+            where = child.where(DELETE) if isinstance(child, YDict) else Location()
+            raise SpecError([error("'_delete' takes a list of key names", DELETE, where,
+                                   value=doomed if not isinstance(doomed, (dict, list)) else None,
+                                   hint="e.g. _delete: [norm1, dropout]")])
+        for key in doomed:
+            if key in out:
+                del out[key]
     for key, value in child.items():
         if key == DELETE:
             continue
@@ -242,8 +249,14 @@ def apply_overrides(doc: YDict, overrides: dict[str, Any] | list[str] | None) ->
         raise SpecError(errors)
 
 
+LOAD_TIME_KEYS = ("extends", "edits", "keep_claims")   # read while the file loads, before --set applies
+
+
 def _apply_override(doc: YDict, key: str, value: Any, loc: Location) -> None:
     parts = key.split(".")
+    if parts[0] in LOAD_TIME_KEYS:
+        raise SpecError([error(f"--set cannot change {parts[0]!r}: it is applied while the file loads", key, loc,
+                               hint=f"write '{parts[0]}' in a spec file (a variant that extends this one)")])
     top = set(Document.model_fields)
     params = doc.get("params") if isinstance(doc.get("params"), dict) else {}
     if parts[0] in top:

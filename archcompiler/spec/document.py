@@ -7,12 +7,19 @@ parameters, block arguments and defaults are substituted.
 
 from __future__ import annotations
 
+import keyword
+import re
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from .base import Strict
-from .layers import AnyLayer, Name, PosInt
+from .layers import AnyLayer, Bool, Float, Name, NonNegFloat, PosFloat, PosInt
+from .limits import MAX_NAME_CHARS
+
+# Names the generated PyTorch source defines itself: a class may not take one of them.
+GENERATED_NAMES = frozenset({"torch", "nn", "F", "Tensor", "Optional", "NamedTuple", "spec_loss",
+                             "_log1m_softmax", "self", "x"})
 
 LossKind = Literal["cross_entropy", "binary_cross_entropy"]
 Scalar = Union[bool, int, float, str]
@@ -82,8 +89,8 @@ class OutputDef(Strict):
 
     layer: str
     loss: LossKind | None = Field(None, description="default: the spec's 'loss'")
-    weight: Annotated[float, Field(ge=0)] = 1.0
-    training_only: bool = Field(False, description="computed in training mode only (auxiliary heads)")
+    weight: NonNegFloat = 1.0
+    training_only: Bool = Field(False, description="computed in training mode only (auxiliary heads)")
 
 
 class InitRule(Strict):
@@ -91,12 +98,18 @@ class InitRule(Strict):
 
     kind: Literal["default", "normal", "trunc_normal", "xavier_uniform", "xavier_normal",
                   "kaiming_normal", "kaiming_uniform", "constant"] = "default"
-    mean: float = 0.0
-    std: Annotated[float, Field(gt=0)] = 0.01
-    a: float = Field(-2.0, description="trunc_normal: lower cut-off")
-    b: float = Field(2.0, description="trunc_normal: upper cut-off")
-    value: float = Field(1.0, description="constant: the weight value")
-    bias: float | None = Field(None, description="constant bias; default: the op's own default")
+    mean: Float = 0.0
+    std: PosFloat = 0.01
+    a: Float = Field(-2.0, description="trunc_normal: lower cut-off")
+    b: Float = Field(2.0, description="trunc_normal: upper cut-off")
+    value: Float = Field(1.0, description="constant: the weight value")
+    bias: Float | None = Field(None, description="constant bias; default: the op's own default")
+
+    @model_validator(mode="after")
+    def _cut_offs(self) -> InitRule:
+        if self.kind == "trunc_normal" and not self.a < self.b:
+            raise ValueError(f"trunc_normal needs a < b (got a={self.a}, b={self.b})")
+        return self
 
 
 class ClaimUnits(Strict):
@@ -107,11 +120,31 @@ class ClaimUnits(Strict):
 
 
 class TorchOptions(Strict):
-    class_name: str | None = Field(None, description="name of the generated nn.Module class")
+    class_name: str | None = Field(None, description="name of the generated nn.Module class (a Python "
+                                   "identifier)")
     rename: list[Annotated[list[str], Field(min_length=2, max_length=2)]] = Field(
         default_factory=list,
         description="[regex, replacement] pairs applied in order to each layer's path "
                     "(inception_3a/1x1) to give its module path in state_dict")
+
+    @field_validator("class_name")
+    @classmethod
+    def _class_name(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", v) or len(v) > MAX_NAME_CHARS or keyword.iskeyword(v):
+            raise ValueError(f"{v[:60]!r} is not a class name: use letters, digits and _, starting with a letter")
+        if v in GENERATED_NAMES:
+            raise ValueError(f"{v!r} is a name the generated code uses itself; choose another")
+        return v
+
+    @field_validator("rename")
+    @classmethod
+    def _patterns(cls, v: list[list[str]]) -> list[list[str]]:
+        from .rename import check_pattern
+        for pattern, replacement in v:
+            check_pattern(pattern, replacement)
+        return v
 
 
 class Edit(Strict):
@@ -143,7 +176,7 @@ class Document(Strict):
     paper: Paper | None = None
     extends: str | None = Field(None, description="path of the spec this one changes (relative to this file)")
     edits: list[Edit] = Field(default_factory=list, description="changes to the inherited layers, in order")
-    keep_claims: bool = Field(False, description="with extends: keep the parent's claims (by default a "
+    keep_claims: Bool = Field(False, description="with extends: keep the parent's claims (by default a "
                                                  "variant drops them: they describe the paper)")
     input: Annotated[list[PosInt], Field(min_length=3, max_length=3)] = Field(description="C, H, W")
     params: dict[str, Scalar] = Field(default_factory=dict)

@@ -16,9 +16,16 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from .limits import MAX_EXPR_CHARS, MAX_EXPR_DEPTH, MAX_EXPR_NODES, MAX_INT_BITS
+
 
 class ExprError(ValueError):
-    """An expression is malformed or refers to something unknown; the message says which."""
+    """An expression is malformed or refers to something unknown; the message says which
+    (``unknown`` is the unknown name, when that is the problem)."""
+
+    def __init__(self, message: str, unknown: str | None = None):
+        super().__init__(message)
+        self.unknown = unknown
 
 
 def round_to(value: float, multiple: int = 8, min_value: int | None = None) -> int:
@@ -27,6 +34,9 @@ def round_to(value: float, multiple: int = 8, min_value: int | None = None) -> i
     multiple = int(multiple)
     if multiple < 1:
         raise ExprError("round_to: multiple must be >= 1")
+    if value <= 0:
+        # rounding must never turn a zero or negative channel count into a valid-looking one
+        raise ExprError(f"round_to: the value must be positive, got {value!r}")
     floor = multiple if min_value is None else int(min_value)
     out = max(floor, int(value + multiple / 2) // multiple * multiple)
     if out < 0.9 * value:
@@ -62,12 +72,38 @@ def _unmangle(name: str) -> str:
     return name[len(_MANGLE):] if name.startswith(_MANGLE) and name[len(_MANGLE):][:1].isdigit() else name
 
 
+def _short(text: str) -> str:
+    return repr(text if len(text) <= 60 else text[:57] + "...")
+
+
+def _depth(node: ast.AST, limit: int) -> int:
+    """The nesting depth of ``node``'s tree, computed without recursion (stops past ``limit``)."""
+    deepest, stack = 0, [(node, 1)]
+    while stack:
+        current, d = stack.pop()
+        deepest = max(deepest, d)
+        if deepest > limit:
+            break
+        stack.extend((child, d + 1) for child in ast.iter_child_nodes(current))
+    return deepest
+
+
 def parse(text: str) -> ast.Expression:
-    """Parse ``text``; raise :class:`ExprError` for syntax outside the language."""
+    """Parse ``text``; raise :class:`ExprError` for syntax outside the language or past its bounds."""
+    if len(text) > MAX_EXPR_CHARS:
+        raise ExprError(f"expression {_short(text)} is {len(text)} characters long; at most "
+                        f"{MAX_EXPR_CHARS} are allowed")
     try:
         tree = ast.parse(_mangle(text.strip()), mode="eval")
     except SyntaxError as exc:
-        raise ExprError(f"cannot parse expression {text!r}: {exc.msg}") from None
+        raise ExprError(f"cannot parse expression {_short(text)}: {exc.msg}") from None
+    except (RecursionError, MemoryError):
+        raise ExprError(f"expression {_short(text)} is nested too deeply") from None
+    nodes = sum(1 for _ in ast.walk(tree))
+    if nodes > MAX_EXPR_NODES:
+        raise ExprError(f"expression {_short(text)} has {nodes} parts; at most {MAX_EXPR_NODES} are allowed")
+    if _depth(tree, MAX_EXPR_DEPTH) > MAX_EXPR_DEPTH:
+        raise ExprError(f"expression {_short(text)} is nested more than {MAX_EXPR_DEPTH} levels deep")
     for node in ast.walk(tree):
         if isinstance(node, (ast.Attribute, ast.Subscript, ast.Lambda, ast.ListComp, ast.DictComp,
                              ast.SetComp, ast.GeneratorExp, ast.Starred, ast.NamedExpr, ast.Await,
@@ -88,9 +124,11 @@ def names(text: str) -> set[str]:
             if isinstance(n, ast.Name) and n.id not in FUNCTIONS}
 
 
-def evaluate(text: str, scope: Mapping[str, Any]) -> Any:
-    """Evaluate ``text`` with the names in ``scope``."""
+def evaluate(text: str, scope: Mapping[str, Any], used: set[str] | None = None) -> Any:
+    """Evaluate ``text`` with the names in ``scope`` (each name it mentions is added to ``used``)."""
     tree = parse(text)
+    if used is not None:
+        used.update(_unmangle(n.id) for n in ast.walk(tree) if isinstance(n, ast.Name))
 
     def ev(node: ast.AST) -> Any:
         if isinstance(node, ast.Expression):
@@ -106,14 +144,16 @@ def evaluate(text: str, scope: Mapping[str, Any]) -> Any:
             if node.id in ("True", "False", "None"):
                 return {"True": True, "False": False, "None": None}[node.id]
             known = ", ".join(sorted(scope)) or "none"
-            raise ExprError(f"unknown name {name!r} in {text!r} (known names: {known})")
+            raise ExprError(f"unknown name {name!r} in {_short(text)} (known names: {known})", unknown=name)
         if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
             left, right = ev(node.left), ev(node.right)
             _numbers(text, left, right)
+            if isinstance(node.op, ast.Pow):
+                _check_power(text, left, right)
             try:
-                return _BINOPS[type(node.op)](left, right)
+                return _bounded(text, _BINOPS[type(node.op)](left, right))
             except (ZeroDivisionError, OverflowError) as exc:
-                raise ExprError(f"{exc} in {text!r}") from None
+                raise ExprError(f"{exc} in {_short(text)}") from None
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd, ast.Not)):
             value = ev(node.operand)
             if isinstance(node.op, ast.Not):
@@ -127,23 +167,29 @@ def evaluate(text: str, scope: Mapping[str, Any]) -> Any:
             left = ev(node.left)
             for op, comp in zip(node.ops, node.comparators):
                 right = ev(comp)
-                if not _CMPOPS[type(op)](left, right):
-                    return False
+                try:
+                    if not _CMPOPS[type(op)](left, right):
+                        return False
+                except TypeError:
+                    raise ExprError(f"cannot compare {left!r} with {right!r} in {_short(text)}") from None
                 left = right
             return True
         if isinstance(node, ast.IfExp):
             return ev(node.body) if ev(node.test) else ev(node.orelse)
         if isinstance(node, ast.Call):
             args = [ev(a) for a in node.args]
+            _numbers(text, *args)
             try:
-                return FUNCTIONS[node.func.id](*args)
+                return _bounded(text, FUNCTIONS[node.func.id](*args))
             except (TypeError, ValueError, OverflowError) as exc:
-                raise ExprError(f"{node.func.id}(): {exc} in {text!r}") from None
+                raise ExprError(f"{node.func.id}(): {exc} in {_short(text)}") from None
         if isinstance(node, (ast.Tuple, ast.List)):
             return [ev(e) for e in node.elts]
         raise ExprError(f"{type(node).__name__} is not allowed in expressions ({text!r})")
 
     value = ev(tree)
+    if isinstance(value, (int, float)):
+        value = _bounded(text, value)
     if isinstance(value, float) and value.is_integer() and _is_integral_expr(tree):
         return int(value)
     return value
@@ -152,7 +198,28 @@ def evaluate(text: str, scope: Mapping[str, Any]) -> Any:
 def _numbers(text: str, *values: Any) -> None:
     for v in values:
         if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise ExprError(f"arithmetic on non-number {v!r} in {text!r}")
+            raise ExprError(f"arithmetic on non-number {v!r} in {_short(text)}")
+
+
+def _check_power(text: str, base: float, exponent: float) -> None:
+    """Refuse ``base ** exponent`` before computing it when the result could not be a spec value
+    (``9**9**9`` would otherwise take minutes and gigabytes)."""
+    if abs(base) > 1 and exponent > 0 and exponent * math.log2(abs(base)) > MAX_INT_BITS:
+        raise ExprError(f"{base!r} ** {exponent!r} is too large in {_short(text)} "
+                        f"(results stay below 2**{MAX_INT_BITS})")
+
+
+def _bounded(text: str, value: Any) -> Any:
+    """Every number an expression computes is finite and below 2**MAX_INT_BITS."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value.bit_length() > MAX_INT_BITS:
+        raise ExprError(f"a value in {_short(text)} is too large (results stay below 2**{MAX_INT_BITS})")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ExprError(f"{_short(text)} is not a finite number")
+    if isinstance(value, float) and abs(value) >= 2.0 ** MAX_INT_BITS:
+        raise ExprError(f"a value in {_short(text)} is too large (results stay below 2**{MAX_INT_BITS})")
+    return value
 
 
 def _is_integral_expr(tree: ast.AST) -> bool:

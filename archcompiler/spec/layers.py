@@ -10,15 +10,30 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, StrictBool, field_validator, model_validator
 
 from .base import Strict
+from .limits import MAX_DIM, MAX_NAME_CHARS
 
-PosInt = Annotated[int, Field(ge=1)]
-NonNegInt = Annotated[int, Field(ge=0)]
+
+def _not_bool(value: Any) -> Any:
+    """YAML's ``true`` is not the number 1: a boolean where a number belongs is an error."""
+    if isinstance(value, bool):
+        raise ValueError(f"{str(value).lower()} is a boolean; a number is needed here")
+    return value
+
+
+# Numbers: never booleans; whole numbers within what torch can index; floats finite.
+PosInt = Annotated[int, BeforeValidator(_not_bool), Field(ge=1, le=MAX_DIM)]
+NonNegInt = Annotated[int, BeforeValidator(_not_bool), Field(ge=0, le=MAX_DIM)]
+Float = Annotated[float, BeforeValidator(_not_bool), Field(allow_inf_nan=False)]
+PosFloat = Annotated[float, BeforeValidator(_not_bool), Field(gt=0, allow_inf_nan=False)]
+NonNegFloat = Annotated[float, BeforeValidator(_not_bool), Field(ge=0, allow_inf_nan=False)]
+Bool = StrictBool
 Pair = Union[PosInt, Annotated[list[PosInt], Field(min_length=2, max_length=2)]]
 NonNegPair = Union[NonNegInt, Annotated[list[NonNegInt], Field(min_length=2, max_length=2)]]
-Name = Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")]
+NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$"
+Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME_CHARS, pattern=NAME_PATTERN)]
 
 Activation = Literal["relu", "relu6", "leaky_relu", "sigmoid", "tanh", "gelu", "silu", "none"]
 ACTIVATIONS: tuple[str, ...] = ("relu", "relu6", "leaky_relu", "sigmoid", "tanh", "gelu", "silu")
@@ -49,8 +64,8 @@ class Claims(Strict):
     """What the paper says about a row: checked by ``archc check`` against computed values."""
 
     output: str | None = Field(None, description="output size as the paper prints it: HxWxC, e.g. 28x28x256")
-    params: str | int | None = Field(None, description="parameters, e.g. 159K")
-    ops: str | int | None = Field(None, description="multiply-adds, e.g. 128M")
+    params: str | NonNegInt | None = Field(None, description="parameters, e.g. 159K")
+    ops: str | NonNegInt | None = Field(None, description="multiply-adds, e.g. 128M")
     depth: NonNegInt | None = Field(None, description="layers with parameters in the row")
 
     @field_validator("output")
@@ -76,8 +91,8 @@ class Claims(Strict):
 
 class BatchNormSpec(Strict):
     kind: Literal["batch_norm"] = "batch_norm"
-    eps: Annotated[float, Field(gt=0)] = 1e-5
-    momentum: Annotated[float, Field(ge=0, le=1)] = 0.1
+    eps: PosFloat = 1e-5
+    momentum: Annotated[float, BeforeValidator(_not_bool), Field(ge=0, le=1)] = 0.1
 
 
 class LayerBase(Strict):
@@ -120,7 +135,7 @@ class Conv(LayerBase):
     padding: NonNegPair | Literal["same", "valid"] = 0
     dilation: Pair = 1
     groups: PosInt = 1
-    bias: bool | None = Field(None, description="default: true, false when 'norm' is set")
+    bias: Bool | None = Field(None, description="default: true, false when 'norm' is set")
     norm: Literal["batch_norm"] | BatchNormSpec | None = None
     act: Activation = "none"
 
@@ -143,7 +158,7 @@ class _Pool(LayerBase):
     kernel: Pair
     stride: Pair | None = Field(None, description="default: the kernel size")
     padding: NonNegPair = 0
-    ceil_mode: bool = False
+    ceil_mode: Bool = False
 
     @model_validator(mode="after")
     def _pad_le_half_kernel(self) -> _Pool:
@@ -163,7 +178,7 @@ class MaxPool(_Pool):
 
 class AvgPool(_Pool):
     op: Literal["avg_pool"]
-    count_include_pad: bool = True
+    count_include_pad: Bool = True
 
 
 class AdaptiveAvgPool(LayerBase):
@@ -180,15 +195,15 @@ class LRN(LayerBase):
 
     op: Literal["lrn"]
     size: PosInt = 5
-    alpha: float = 1e-4
-    beta: float = 0.75
-    k: float = 1.0
+    alpha: Float = 1e-4
+    beta: Float = 0.75
+    k: PosFloat = Field(1.0, description="additive constant, > 0")
 
 
 class BatchNorm(LayerBase):
     op: Literal["batch_norm"]
-    eps: Annotated[float, Field(gt=0)] = 1e-5
-    momentum: Annotated[float, Field(ge=0, le=1)] = 0.1
+    eps: PosFloat = 1e-5
+    momentum: Annotated[float, BeforeValidator(_not_bool), Field(ge=0, le=1)] = 0.1
 
 
 class Act(LayerBase):
@@ -199,7 +214,8 @@ class Act(LayerBase):
 
 class Dropout(LayerBase):
     op: Literal["dropout"]
-    p: Annotated[float, Field(ge=0, lt=1)] = Field(0.5, description="drop probability, in [0, 1)")
+    p: Annotated[float, BeforeValidator(_not_bool), Field(ge=0, lt=1)] = Field(
+        0.5, description="drop probability, in [0, 1)")
 
 
 class Flatten(LayerBase):
@@ -211,7 +227,7 @@ class Linear(LayerBase):
 
     op: Literal["linear"]
     out: PosInt = Field(description="output features")
-    bias: bool = True
+    bias: Bool = True
     act: Activation = "none"
 
 

@@ -5,6 +5,8 @@ references by name.  All problems are collected and raised together as one :clas
 
 from __future__ import annotations
 
+import keyword
+import re
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,7 +17,8 @@ from ..errors import Diagnostic, Location, SpecError, error
 from . import expr
 from .base import suggest
 from .document import BlockDef, BlockUse, Document, Table
-from .layers import OPS, Claims, LayerBase
+from .layers import NAME_PATTERN, OPS, Claims, LayerBase
+from .limits import MAX_BLOCK_NESTING, MAX_LAYERS, MAX_NAME_CHARS
 from .resolved import Instance, Layer, Output, Spec
 from .source import YDict, YList, locate, plain
 
@@ -40,12 +43,13 @@ def pydantic_errors(exc: ValidationError, data: Any, base_path: str, prefix: tup
         where = locate(data, prefix + loc_path, key=is_key)
         shown = ".".join(str(p) for p in loc_path)
         path = f"{base_path}.{shown}" if base_path and shown else (base_path or shown)
-        msg = e["msg"]
+        msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "missing" and loc_path:
             msg = f"missing required key {str(loc_path[-1])!r}"
         value = e.get("input")
         if e["type"] not in ("unknown_key", "missing") and not isinstance(value, (dict, list)):
-            msg = f"{msg} (got {value!r})"
+            shown = repr(value)
+            msg = f"{msg} (got {shown if len(shown) <= 60 else shown[:57] + '...'})"
         out.append(error(msg, path, where, value=value if not isinstance(value, (dict, list)) else None))
     return out
 
@@ -108,8 +112,38 @@ def _numeric_fields(model: type[LayerBase]) -> set[str]:
     return {name for name, info in model.model_fields.items() if numeric(info.annotation)}
 
 
+def _integer_fields(model: type[LayerBase]) -> set[str]:
+    """Fields that take whole numbers only (channels, kernels, strides, ...)."""
+    def ints(tp: Any) -> bool:
+        args = [a for a in typing.get_args(tp) if a is not bool]
+        if tp is int:
+            return True
+        if tp is float or any(a is float for a in args):
+            return False
+        return any(ints(a) for a in args)
+    return {name for name, info in model.model_fields.items() if ints(info.annotation)}
+
+
 _STRINGS = {op: _string_fields(model) for op, model in OPS.items()}
 _NUMERIC = {op: _numeric_fields(model) for op, model in OPS.items()}
+_INTEGER = {op: _integer_fields(model) for op, model in OPS.items()}
+_NOT_DEFAULTS = {"name", "op", "input", "inputs", "claims"}     # fields a default cannot give
+INIT_KINDS = ("conv", "linear", "batch_norm")
+_OUTPUT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+
+
+class _Located(Exception):
+    """A problem found while substituting a value, already located (at the table cell)."""
+
+    def __init__(self, diagnostic: Diagnostic):
+        self.diagnostic = diagnostic
+
+
+class _Stop(Exception):
+    """Expansion stopped at a bound; the diagnostic says which."""
+
+    def __init__(self, diagnostic: Diagnostic):
+        self.diagnostic = diagnostic
 
 
 @dataclass
@@ -125,6 +159,7 @@ class _Scope:
     stack: tuple[str, ...] = ()              # blocks being expanded (for recursion)
     group: str | None = None
     row: str | None = None
+    args: frozenset[str] = frozenset()       # the block's argument names (table cells)
 
 
 @dataclass
@@ -150,6 +185,8 @@ class Resolver:
         self.pending: list[_Ref] = []
         self.model: Document | None = None
         self._known: set[str] | None = None      # every layer name, once expansion is done
+        self.used: set[str] = set()              # names that expressions mention
+        self.failed_params: set[str] = set()     # parameters whose own value was an error
 
     # ------------------------------------------------------------------ driver
     def run(self) -> Spec:
@@ -158,10 +195,16 @@ class Resolver:
         except ValidationError as exc:
             raise SpecError(pydantic_errors(exc, self.doc, "")) from None
         params = self._params()
+        self._check_defaults()
         top = _Scope("", params, {name: (locate(self.doc, ("params", name)), f"params.{name}") for name in params})
-        self._items(self.doc["layers"], ("layers",), top, default_input=NET_INPUT, top_level=True)
+        try:
+            self._items(self.doc["layers"], ("layers",), top, default_input=NET_INPUT, top_level=True)
+        except _Stop as stop:
+            raise SpecError([*_dedupe(self.errors)[:20], stop.diagnostic]) from None
         self._resolve_refs()
         outputs = self._outputs(top)
+        if not self.errors:
+            self._check_unused_params(params)
         if self.errors:
             raise SpecError(_dedupe(self.errors))
         m = self.model
@@ -182,12 +225,52 @@ class Resolver:
                 continue
             if isinstance(value, str):
                 try:
-                    value = expr.evaluate(value, values)
+                    value = expr.evaluate(value, values, self.used)
                 except expr.ExprError as exc:
-                    self.errors.append(error(str(exc), f"params.{name}", locate(self.doc, ("params", name))))
+                    later = [n for n in raw if n not in values and n != name]
+                    hint = None
+                    if any(f"unknown name {n!r}" in str(exc) for n in later):
+                        hint = "a parameter can use only the parameters written before it"
+                    self.failed_params.add(name)
+                    if exc.unknown not in self.failed_params:
+                        self.errors.append(error(str(exc), f"params.{name}", locate(self.doc, ("params", name)),
+                                                 hint=hint))
                     continue
             values[name] = value
         return values
+
+    def _check_defaults(self) -> None:
+        """``defaults:`` names ops and their fields, ``init:`` op kinds: a typo is an error, not
+        a silently ignored entry."""
+        for op, fields in (self.doc.get("defaults") or {}).items():
+            if op not in OPS:
+                self.errors.append(error(f"unknown op {op!r}", f"defaults.{op}",
+                                         locate(self.doc, ("defaults", op), key=True),
+                                         hint=suggest(op, set(OPS))))
+                continue
+            allowed = set(OPS[op].model_fields) - _NOT_DEFAULTS
+            for key in fields or {}:
+                if key not in allowed:
+                    self.errors.append(error(f"{op} has no field {key!r}", f"defaults.{op}.{key}",
+                                             locate(self.doc, ("defaults", op, key), key=True),
+                                             hint=suggest(key, allowed)))
+        for kind in self.doc.get("init") or {}:
+            if kind not in INIT_KINDS:
+                self.errors.append(error(f"init applies to {', '.join(INIT_KINDS)}, not {kind!r}", f"init.{kind}",
+                                         locate(self.doc, ("init", kind), key=True),
+                                         hint=suggest(kind, set(INIT_KINDS))))
+
+    def _check_unused_params(self, params: dict[str, Any]) -> None:
+        """A parameter nothing reads is almost always a misspelling (``num_clases: 2`` in a variant
+        would silently keep the parent's class count)."""
+        for name in params:
+            if name in self.used:
+                continue
+            others = sorted(set(params) - {name})
+            close = suggest(name, [o for o in others if o not in self.used] or others)
+            hint = close if close.startswith("did you mean") else "remove it, or use it in a layer"
+            self.errors.append(error(f"parameter {name!r} is not used by any layer", f"params.{name}",
+                                     locate(self.doc, ("params", name), key=True), value=name, hint=hint))
 
     # ------------------------------------------------------------------ lists of layers
     def _items(self, items: list, path: tuple, scope: _Scope, default_input: str, top_level: bool) -> str:
@@ -196,6 +279,11 @@ class Resolver:
         for i, item in enumerate(items):
             ipath = path + (i,)
             where = items.where(i) if isinstance(items, YList) else Location(self.file)
+            if len(self.layers) > MAX_LAYERS:
+                raise _Stop(error(f"the spec expands to more than {MAX_LAYERS:,} layers", _logical(ipath), where,
+                                  hint="blocks that use blocks multiply; is a block used more often than meant?"))
+            if len(self.errors) > 500:
+                raise _Stop(error("stopped after 500 errors", _logical(ipath), where))
             if not isinstance(item, dict):
                 self.errors.append(error("a layer is a mapping with 'op', 'use' or 'table'",
                                          _logical(ipath), where, value=item))
@@ -261,7 +349,12 @@ class Resolver:
                 continue
             try:
                 data[key], src = self._substitute(value, key, op, scope)
+            except _Located as exc:
+                self.errors.append(exc.diagnostic)
+                return previous
             except expr.ExprError as exc:
+                if exc.unknown in self.failed_params:
+                    return previous          # the parameter's own error says it once
                 hint = None
                 if "never closed" in str(exc) or "unmatched" in str(exc):
                     hint = "inside { } or [ ] YAML splits at commas: quote the expression"
@@ -322,7 +415,16 @@ class Resolver:
                     return value, None        # a word, left for pydantic to judge
             except expr.ExprError:
                 return value, None
-        result = expr.evaluate(text, scope.values)
+        used: set[str] = set()
+        result = expr.evaluate(text, scope.values, used)
+        self.used |= used
+        if key in _INTEGER.get(op, set()):
+            for name in sorted(used & scope.args):
+                arg = scope.values.get(name)
+                if isinstance(arg, float) and not arg.is_integer():
+                    loc, path = scope.value_src.get(name, (None, name))
+                    raise _Located(error(f"{arg!r} is not a whole number", path, loc or Location(self.file),
+                                         value=arg, hint=f"it is used as {key!r}, which counts whole things"))
         return result, scope.value_src.get(text)
 
     # ------------------------------------------------------------------ blocks
@@ -337,6 +439,9 @@ class Resolver:
                                      locate(item, ("use",)) if isinstance(item, dict) else where,
                                      value=block_name, hint=suggest(block_name, set(blocks)) or
                                      "define it under 'blocks:'"))
+            return previous
+        if len(scope.stack) >= MAX_BLOCK_NESTING:
+            self.errors.append(error(f"blocks are nested more than {MAX_BLOCK_NESTING} deep", logical, where))
             return previous
         if block_name in scope.stack:
             chain = " -> ".join((*scope.stack, block_name))
@@ -357,9 +462,10 @@ class Resolver:
                 continue
             if isinstance(value, str):
                 try:
-                    value = expr.evaluate(value, scope.values)
+                    value = expr.evaluate(value, scope.values, self.used)
                 except expr.ExprError as exc:
-                    self.errors.append(error(str(exc), aloc[1], aloc[0], value=value))
+                    if exc.unknown not in self.failed_params:
+                        self.errors.append(error(str(exc), aloc[1], aloc[0], value=value))
                     ok = False
                     continue
             values[arg] = plain(value)
@@ -379,10 +485,11 @@ class Resolver:
             except ValidationError as exc:
                 self.errors += pydantic_errors(exc, claims, f"{logical}.claims")
         block_input = f"@{full}"              # placeholder, resolved below
+        inherited = {k: v for k, v in scope.value_src.items() if k not in values}   # params used bare inside
         inner = _Scope(full + "/", {**scope.values, **values},
-                       {a: (loc, path) for a, (loc, path) in arg_src.items()},
+                       {**inherited, **{a: (loc, path) for a, (loc, path) in arg_src.items()}},
                        block_input=block_input, stack=(*scope.stack, block_name), group=full,
-                       row=scope.row if scope.row is not None else full)
+                       row=scope.row if scope.row is not None else full, args=frozenset(values))
         raw_layers = self.doc["blocks"][block_name]["layers"]      # keeps source locations
         last = self._items(raw_layers, ("blocks", block_name, "layers"), inner,
                            default_input=block_input, top_level=False)
@@ -435,6 +542,12 @@ class Resolver:
             cells = dict(zip(columns, row))
             name = str(cells["name"])
             row_path = f"{_logical(ipath[:-1])}.{name}"
+            if not isinstance(cells["name"], str) or len(name) > MAX_NAME_CHARS or not re.match(NAME_PATTERN, name):
+                k = columns.index("name")
+                self.errors.append(error(f"{name[:60]!r} is not a layer name", f"{_logical(rpath)}.name",
+                                         row.where(k) if isinstance(row, YList) else rloc, value=name,
+                                         hint="use letters, digits, '_', '.' and '-'"))
+                continue
             cell_src = {c: (row.where(k) if isinstance(row, YList) else rloc, f"{row_path}.{c}")
                         for k, c in enumerate(columns)}
             claims = {c: cells[c] for c in CLAIM_COLUMNS if c in cells and cells[c] is not None}
@@ -522,6 +635,12 @@ class Resolver:
         if not m.outputs:
             return {"main": Output("main", self.layers[-1].name, m.loss, 1.0, False, self.doc.loc)}
         for name, out in m.outputs.items():
+            if not _OUTPUT_NAME.fullmatch(name) or keyword.iskeyword(name) or len(name) > MAX_NAME_CHARS:
+                self.errors.append(error(f"output name {name[:60]!r} is not a Python identifier", f"outputs.{name}",
+                                         locate(self.doc, ("outputs", name), key=True), value=name,
+                                         hint="outputs are fields of the model's named tuple: use letters, "
+                                              "digits and _, starting with a letter"))
+                continue
             loc = locate(self.doc, ("outputs", name, "layer"))
             target = self._lookup(out.layer, top, loc, f"outputs.{name}.layer")
             if target is None:

@@ -9,12 +9,14 @@ overrides, so ``archc resolve`` can say where each value came from.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from ..errors import Diagnostic, Location, SpecError, error
+from .limits import MAX_INT_BITS, MAX_SPEC_BYTES, MAX_YAML_DEPTH, MAX_YAML_NODES
 
 _SAFE_TAGS = {
     "tag:yaml.org,2002:str", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float",
@@ -134,14 +136,43 @@ def _loc(file: str, node: yaml.Node) -> Location:
     return Location(file, node.start_mark.line + 1, node.start_mark.column + 1)
 
 
+class _TooBig(Exception):
+    """Raised inside the builder when the document passes a bound; carries the diagnostic."""
+
+    def __init__(self, diagnostic: Diagnostic):
+        self.diagnostic = diagnostic
+
+
 class _Builder:
     def __init__(self, file: str):
         self.file = file
         self.errors: list[Diagnostic] = []
         self._scalars = yaml.SafeLoader("")
+        self.count = 0
 
-    def build(self, node: yaml.Node, path: str) -> Any:
+    def scalar(self, node: yaml.Node, path: str) -> Any:
         loc = _loc(self.file, node)
+        try:
+            value = self._scalars.construct_object(node)
+        except (yaml.YAMLError, ValueError, OverflowError) as exc:
+            self.errors.append(error(f"bad value: {str(exc).splitlines()[0]}", path, loc))
+            return None
+        if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > MAX_INT_BITS:
+            self.errors.append(error(f"the number {str(node.value)[:30]}... is too large", path, loc,
+                                     hint=f"whole numbers in a spec stay below 2**{MAX_INT_BITS}"))
+            return None
+        return value
+
+    def build(self, node: yaml.Node, path: str, depth: int = 0) -> Any:
+        loc = _loc(self.file, node)
+        self.count += 1
+        if self.count > MAX_YAML_NODES:
+            raise _TooBig(error(f"the spec has more than {MAX_YAML_NODES:,} values once YAML aliases are "
+                                "expanded", path, loc, hint="an alias that repeats an alias grows "
+                                "exponentially; write the values out or use a block"))
+        if depth > MAX_YAML_DEPTH:
+            raise _TooBig(error(f"values are nested more than {MAX_YAML_DEPTH} levels deep", path, loc,
+                                hint="a spec needs only a few levels of nesting"))
         if node.tag not in _SAFE_TAGS:
             self.errors.append(error(
                 f"YAML tag {node.tag!r} is not allowed", path, loc,
@@ -155,9 +186,12 @@ class _Builder:
                     self.errors.append(error("YAML merge keys (<<) are not supported", path, key_loc,
                                              hint="use a block or 'extends' to reuse layers"))
                     continue
-                key = self._scalars.construct_object(key_node) if isinstance(key_node, yaml.ScalarNode) else None
+                key = None
+                if isinstance(key_node, yaml.ScalarNode) and key_node.tag in _SAFE_TAGS:
+                    key = self.scalar(key_node, path)
                 if key is None or isinstance(key, bool) or not isinstance(key, (str, int, float)):
-                    self.errors.append(error("mapping keys must be plain names", path, key_loc))
+                    self.errors.append(error("mapping keys must be plain names", path, key_loc,
+                                             hint="no tags, lists or mappings as keys"))
                     continue
                 key = str(key)
                 sub = f"{path}.{key}" if path else key
@@ -167,35 +201,62 @@ class _Builder:
                         f"duplicate key {key!r} (first defined at line {first.line})", sub, key_loc,
                         value=key, hint="YAML would silently keep only the last one; remove or rename one"))
                     continue
-                value = self.build(value_node, sub)
+                value = self.build(value_node, sub, depth + 1)
                 out.put(key, value, _loc(self.file, value_node), key_loc)
             return out
         if isinstance(node, yaml.SequenceNode):
-            items = [self.build(item, f"{path}[{i}]") for i, item in enumerate(node.value)]
+            items = [self.build(item, f"{path}[{i}]", depth + 1) for i, item in enumerate(node.value)]
             return YList(items, loc, [_loc(self.file, item) for item in node.value])
-        try:
-            return self._scalars.construct_object(node)
-        except yaml.YAMLError as exc:
-            self.errors.append(error(f"bad scalar: {exc}", path, loc))
-            return None
+        return self.scalar(node, path)
+
+
+def position(text: str, offset: int, file: str) -> Location:
+    """The line and column of a character offset in ``text``."""
+    line = text.count("\n", 0, offset) + 1
+    column = offset - (text.rfind("\n", 0, offset) + 1) + 1
+    return Location(file, line, column)
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffe\uffff]")
+
+
+def _check_text(text: str, file: str) -> None:
+    """Refuse, with a location, what YAML itself reports without one: size and control characters."""
+    if len(text) > MAX_SPEC_BYTES:
+        raise SpecError([error(f"the spec is {len(text):,} characters; at most {MAX_SPEC_BYTES:,} are read",
+                               "", Location(file, 1, 1), hint="a spec is a small file; is this the right one?")])
+    bad = _CONTROL.search(text)
+    if bad:
+        raise SpecError([error(f"control character {bad.group()!r} is not allowed in a spec", "",
+                               position(text, bad.start(), file), hint="remove it (an editor can show it)")])
 
 
 def parse_yaml(text: str, file: str = "<string>") -> Any:
     """Parse ``text`` into located data; raise :class:`SpecError` with every problem found."""
+    _check_text(text, file)
     try:
         node = yaml.compose(text, Loader=_LOADER)
+    except RecursionError:
+        raise SpecError([error("values are nested too deeply", "", Location(file, 1, 1),
+                               hint=f"a spec needs only a few levels of nesting (at most {MAX_YAML_DEPTH})")]) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         loc = Location(file, mark.line + 1, mark.column + 1) if mark else Location(file, 1, 1)
         raise SpecError([error(f"YAML syntax error: {exc.problem or exc}", "", loc,
                                hint=exc.context or "check indentation and quoting")]) from None
     except yaml.YAMLError as exc:
-        raise SpecError([error(f"YAML error: {exc}", "", Location(file, 1, 1))]) from None
+        offset = getattr(exc, "position", None)           # a reader error: a character YAML refuses
+        loc = position(text, offset, file) if isinstance(offset, int) else Location(file, 1, 1)
+        reason = getattr(exc, "reason", None) or str(exc).splitlines()[0]
+        raise SpecError([error(f"YAML error: {reason}", "", loc)]) from None
     if node is None:
         raise SpecError([error("the spec is empty", "", Location(file, 1, 1),
                                hint="a spec needs at least 'name', 'input' and 'layers'")])
     builder = _Builder(file)
-    data = builder.build(node, "")
+    try:
+        data = builder.build(node, "")
+    except _TooBig as exc:
+        raise SpecError([exc.diagnostic]) from None
     if builder.errors:
         raise SpecError(builder.errors)
     return data
@@ -211,10 +272,25 @@ def looks_like_path(source: str | Path) -> bool:
 
 
 def read_text(path: Path) -> str:
+    """A spec file's text; a missing, unreadable, oversized or non-UTF-8 file is a located error."""
+    file = str(path)
     try:
-        return path.read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            data = f.read(MAX_SPEC_BYTES + 1)
     except FileNotFoundError:
-        raise SpecError([error(f"no such spec file: {path}", "", Location(str(path)),
+        raise SpecError([error(f"no such spec file: {path}", "", Location(file),
                                hint="check the path")]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError([error(f"cannot read {path}: {exc}", "", Location(str(path)))]) from None
+    except IsADirectoryError:
+        raise SpecError([error(f"{path} is a folder, not a spec file", "", Location(file))]) from None
+    except OSError as exc:
+        raise SpecError([error(f"cannot read {path}: {exc.strerror or exc}", "", Location(file))]) from None
+    if len(data) > MAX_SPEC_BYTES:
+        raise SpecError([error(f"the spec is larger than {MAX_SPEC_BYTES:,} bytes", "", Location(file, 1, 1),
+                               hint="a spec is a small file; is this the right one?")])
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        good = data[:exc.start].decode("utf-8", errors="replace")
+        raise SpecError([error(f"byte 0x{data[exc.start]:02x} is not UTF-8 text", "",
+                               position(good, len(good), file),
+                               hint="save the file as UTF-8")]) from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import linecache
+import os
 import sys
 import types
 from pathlib import Path
@@ -36,8 +37,41 @@ def compile_source(gen: Generated, filename: str) -> type:
     return getattr(module, gen.class_name)
 
 
+def available_memory() -> int:
+    """Bytes of memory this process can still take (MemAvailable on Linux; total memory elsewhere)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 2**63
+
+
+def _check_memory(g: Any, spec: Spec, heads: bool) -> None:
+    """Refuse, before anything is allocated, a module whose parameters, buffers and activations
+    (one image, float32) would not fit in the memory this machine has free."""
+    from ...passes import annotate_memory, totals
+
+    t = totals(g, training=heads)
+    weights = 4 * (t["params"] + t["buffers"])
+    activations = annotate_memory(g, batch=1, training=heads)
+    need, have = weights + activations, available_memory()
+    if need > have:
+        gib = 1024 ** 3
+        raise BackendError([error(
+            f"the model needs about {need / gib:.1f} GiB ({weights / gib:.1f} GiB of weights, "
+            f"{activations / gib:.1f} GiB of activations for one image), more than the {have / gib:.1f} GiB free",
+            "build", Location(spec.file), hint="check the channel counts and input size; to build anyway, "
+            "pass --no-memory-check (check_memory=False)")])
+
+
 def build(spec: Spec, seed: int | None = None, weights: str | Path | None = None,
-          drop_missing: bool = False, heads: bool | None = None) -> torch.nn.Module:
+          drop_missing: bool = False, heads: bool | None = None, check_memory: bool = True) -> torch.nn.Module:
     """A ``torch.nn.Module`` for ``spec``.
 
     - eval mode: ``forward`` returns the main logits ``(N, num_classes)``;
@@ -53,6 +87,8 @@ def build(spec: Spec, seed: int | None = None, weights: str | Path | None = None
         if drop_missing and state is not None:
             heads = False
     g = annotated_graph(spec)
+    if check_memory:
+        _check_memory(g, spec, heads)
     filename = f"<archc:{spec.name}:{_counter + 1}>"
     gen = generate(g, spec, heads=heads)
     cls = compile_source(gen, filename)
@@ -70,6 +106,9 @@ def build(spec: Spec, seed: int | None = None, weights: str | Path | None = None
 
 def _read_weights(path: str | Path | dict) -> dict[str, torch.Tensor]:
     if isinstance(path, dict):
+        if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in path.items()):
+            raise BackendError([error("the weights are not a state_dict (a mapping of names to tensors)",
+                                      "--weights")])
         return path
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
@@ -137,6 +176,7 @@ def save_model(model: torch.nn.Module, path: str | Path) -> Path:
 def load_model(path: str | Path) -> torch.nn.Module:
     """Rebuild the module saved in ``path`` (no YAML file needed) and load its weights."""
     payload = read_model_file(path)
-    model = build(embedded_spec(payload), heads=payload.get("heads", True))
-    model.load_state_dict(payload["state_dict"], strict=True)
-    return model
+    state = payload["state_dict"]
+    if not isinstance(state, dict):
+        raise BackendError([error(f"{path} holds no state_dict", "state_dict", Location(str(path)))])
+    return build(embedded_spec(payload, file=str(path)), heads=payload.get("heads", True), weights=state)

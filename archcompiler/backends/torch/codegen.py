@@ -9,6 +9,7 @@ so what ``--emit python`` writes is exactly what runs.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +19,7 @@ import networkx as nx
 from ...errors import BackendError, error
 from ...ir import schedule
 from ...spec import Spec
-from .naming import attr_expr, identifier, module_path
+from .naming import RESERVED_VARIABLES, attr_expr, identifier, module_path, variable
 
 # ----------------------------------------------------------------------------- the op table
 # kind -> (constructor of the module, or None for a functional op) and the call expression.
@@ -99,9 +100,17 @@ class Generated:
 
 
 def class_name(spec: Spec) -> str:
+    """The generated class's name: ``torch.class_name`` (validated as an identifier), or the spec's
+    name in CamelCase; never a name the generated module already uses."""
     if spec.torch.class_name:
         return spec.torch.class_name
-    return "".join(p[:1].upper() + p[1:] for p in identifier(spec.name).split("_") if p) or "Net"
+    name = "".join(p[:1].upper() + p[1:] for p in identifier(spec.name).split("_") if p) or "Net"
+    return name + "Net" if name in RESERVED_VARIABLES or name[0].isdigit() else name
+
+
+def _docstring_text(text: str) -> str:
+    """Text that is safe inside the generated module's docstring (a file name may hold anything)."""
+    return re.sub(r"[^A-Za-z0-9 _.,:/+=@()\[\]-]", "?", text)[:200]
 
 
 def _order(g: nx.DiGraph, heads: bool) -> list[str]:
@@ -174,7 +183,7 @@ def generate(g: nx.DiGraph, spec: Spec, heads: bool = True, source_name: str = "
     input_last = max([position[s] for s in g.successors("input") if s in position], default=0)
     last_use["input"] = input_last
 
-    heads = {k: f"{identifier(k)}_logits" for k, v in outputs.items() if v["training_only"]}
+    heads = {k: f"{variable(k)}_logits" for k, v in outputs.items() if v["training_only"]}
     head_of = {result_of[k]: holder_var for k, holder_var in heads.items()}
     body: list[str] = []
     c, h, w = spec.input
@@ -235,14 +244,54 @@ def generate(g: nx.DiGraph, spec: Spec, heads: bool = True, source_name: str = "
                   g.nodes[v["node"]]["op"]) for k, v in outputs.items()}
     init_rules = {kind: rule.model_dump() for kind, rule in spec.init.items()}
     src = _TEMPLATE.format(
-        source=source_name or spec.file, spec=spec.name, name=name, tuple_name=tuple_name,
+        source=_docstring_text(source_name or spec.file), spec=_docstring_text(spec.name), name=name, tuple_name=tuple_name,
         fields=list(outputs), field_types=field_types, init="\n".join(init_lines) or "        pass",
         body="\n".join(body), losses=losses, init_rules=init_rules, main=main_names[0],
         num_outputs=len(outputs), input_shape=list(spec.input),
         proba="F.softmax(logits, dim=1)" if final_softmax[main_names[0]] else "logits",
         loss_helpers=_LOSS_HELPERS,
     )
+    check_source(src, {name, tuple_name})
     return Generated(src, name, paths)
+
+
+_FORBIDDEN_CALLS = {"eval", "exec", "compile", "__import__", "open", "globals", "locals", "vars",
+                    "breakpoint", "input", "setattr", "delattr"}
+
+
+def check_source(source: str, classes: set[str]) -> None:
+    """Parse the generated source and check its shape before anything runs it: imports only of
+    typing and torch, at the top; only the expected classes and helper functions; no call of
+    eval-like builtins; no dunder attributes. Spec strings reach the source only as validated
+    identifiers or through ``repr``, so this never fails unless archc itself has a bug."""
+    import ast
+
+    def refuse(why: str) -> None:
+        raise BackendError([error(f"generated code refused: {why}", "codegen",
+                                  hint="this is a bug in archc; please report it with the spec")])
+
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as exc:
+        refuse(f"it does not parse ({exc.msg}, line {exc.lineno})")
+    allowed_top = classes | {"_log1m_softmax", "spec_loss"}
+    for node in tree.body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            modules = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            if not all(m.split(".")[0] in ("typing", "torch") for m in modules):
+                refuse(f"it imports {', '.join(modules)}")
+        elif isinstance(node, (ast.ClassDef, ast.FunctionDef)):
+            if node.name not in allowed_top:
+                refuse(f"unexpected definition {node.name!r}")
+        elif not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)):
+            refuse(f"unexpected top-level statement at line {node.lineno}")
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Import, ast.ImportFrom)) and node not in tree.body:
+            refuse(f"an import inside a definition at line {node.lineno}")
+        if isinstance(node, ast.Name) and node.id in _FORBIDDEN_CALLS:
+            refuse(f"it uses {node.id!r} at line {node.lineno}")
+        if isinstance(node, ast.Attribute) and node.attr.startswith("__") and node.attr != "__init__":
+            refuse(f"it reaches {node.attr!r} at line {node.lineno}")
 
 
 def _assign(path: str, value: str) -> str:
@@ -262,22 +311,25 @@ def _choose_var(n: str, g: nx.DiGraph, spec: Spec, i: int, var: dict, holder: di
     outputs_of = {v: k for k, v in result_of.items()}
     instance = spec.instances.get(data["group"]) if data["group"] else None
     if data["training_only"] and n in outputs_of:
-        preferred = identifier(outputs_of[n])
+        preferred = variable(outputs_of[n])
     elif data["training_only"]:
-        preferred = identifier(data["row"])
+        preferred = variable(data["row"])
     elif data["group"] is None or (instance is not None and instance.output == layer and instance.parent is None):
         preferred = "x"
     else:
-        preferred = identifier(layer.rsplit("/", 1)[-1])
-    for candidate in (preferred, identifier(layer), identifier(n)):
+        preferred = variable(layer.rsplit("/", 1)[-1])
+    heads = {f"{variable(k)}_logits" for k, v in g.graph["outputs"].items() if v["training_only"]}
+    for candidate in (preferred, variable(layer), variable(n)):
         current = holder.get(candidate)
+        if candidate in heads:
+            continue
         if current is None or current in data["inputs"] and last_use.get(current, 0) <= i \
                 or last_use.get(current, 0) < i:
             return candidate
     k = 2
-    while holder.get(f"{identifier(n)}_{k}") is not None:
+    while holder.get(f"{variable(n)}_{k}") is not None:
         k += 1
-    return f"{identifier(n)}_{k}"
+    return f"{variable(n)}_{k}"
 
 
 _LOSS_HELPERS = '''
@@ -345,7 +397,7 @@ class {name}(nn.Module):
     def loss(self, outputs, target: Tensor) -> Tensor:
         """The spec's losses: each output's loss times its weight, summed."""
         if isinstance(outputs, Tensor):
-            outputs = {{"{main}": outputs}}
+            outputs = {{{main!r}: outputs}}
         else:
             outputs = outputs._asdict()
         total = None

@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import builtins
+import functools
 import keyword
 import re
 
 from ...errors import BackendError, error
 from ...spec import Spec
+from ...spec.document import GENERATED_NAMES
+
+# Local variables of forward() never take these: the generated module's own names and Python's.
+RESERVED_VARIABLES = frozenset(GENERATED_NAMES - {"x"}) | frozenset(dir(builtins))
+# Submodules never take these: attributes of nn.Module and of the generated class.
+MODULE_ATTRIBUTES = frozenset({
+    "forward", "training", "loss", "predict_proba", "init_weights", "code", "LOSSES", "INIT", "INPUT_SHAPE",
+    "T_destination", "dump_patches", "call_super_init",
+})
 
 
 def identifier(text: str) -> str:
     """A Python identifier for a spec name: '1x1' -> 'n1x1', 'conv-a' -> 'conv_a'."""
-    out = re.sub(r"\W", "_", text)
+    out = re.sub(r"[^A-Za-z0-9_]", "_", text)
     if not out or out[0].isdigit():
         out = "n" + out
     if keyword.iskeyword(out):
@@ -19,10 +30,35 @@ def identifier(text: str) -> str:
     return out
 
 
+def variable(text: str) -> str:
+    """A local variable name for a spec name: an identifier that shadows nothing the generated
+    code uses ('torch' -> 'torch_', 'self' -> 'self_')."""
+    out = identifier(text)
+    while out in RESERVED_VARIABLES or out.startswith("__"):
+        out += "_"
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def _module_attributes() -> frozenset[str]:
+    import torch
+
+    return MODULE_ATTRIBUTES | {a for a in dir(torch.nn.Module) if not a.startswith("__")}
+
+
 def segment(text: str) -> str:
     """A module-path segment: digits stay (Sequential style, as in 'branch2.0'), other names
-    become identifiers."""
-    return text if text.isdigit() else identifier(text)
+    become identifiers that no attribute of nn.Module or of the generated class has
+    ('forward' -> 'forward_')."""
+    if text.isdigit():
+        return text
+    out = identifier(text)
+    if out.startswith("_"):
+        out = "m" + out
+    taken = _module_attributes()
+    while out in taken:
+        out += "_"
+    return out
 
 
 def module_path(spec: Spec, node: str) -> str:

@@ -1,0 +1,76 @@
+"""``torch.rename`` patterns are regular expressions from a spec, and so untrusted: a pattern such as
+``(a+)+$`` backtracks exponentially and would hang archc on a long layer name.
+
+Python's ``re`` has no time limit, so the patterns themselves are bounded instead: a short pattern,
+no repetition inside a repetition, no back-references, and at most :data:`MAX_REPEATS` unbounded
+repetitions. What stays (the rules in ``specs/googlenet-torchvision.yaml`` use one ``\\w+`` each)
+matches a layer path in time polynomial in its length, and layer paths are short.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+try:                                    # Python 3.11+
+    from re import _constants as C
+    from re import _parser as P
+except ImportError:                     # pragma: no cover - Python 3.10
+    import sre_constants as C  # type: ignore[no-redef]
+    import sre_parse as P  # type: ignore[no-redef]
+
+from .limits import MAX_REGEX_CHARS
+
+MAX_REPEATS = 2
+_REPEATS = {C.MAX_REPEAT, C.MIN_REPEAT} | ({C.POSSESSIVE_REPEAT} if hasattr(C, "POSSESSIVE_REPEAT") else set())
+
+
+def _walk(parsed: Any, inside_repeat: bool, counts: list[int]) -> str | None:
+    """A reason to refuse the parsed pattern, or None."""
+    for op, av in parsed:
+        if op in _REPEATS:
+            low, high, sub = av
+            unbounded = high == C.MAXREPEAT or high > 100
+            if inside_repeat and high > 1:
+                return "a repetition inside a repetition (like (a+)+) can take exponential time"
+            counts[0] += unbounded
+            reason = _walk(sub, inside_repeat or high > 1, counts)
+            if reason:
+                return reason
+        elif op == C.SUBPATTERN:
+            reason = _walk(av[-1], inside_repeat, counts)
+            if reason:
+                return reason
+        elif op == C.BRANCH:
+            for branch in av[1]:
+                reason = _walk(branch, inside_repeat, counts)
+                if reason:
+                    return reason
+        elif op in (C.ASSERT, C.ASSERT_NOT):
+            reason = _walk(av[1], inside_repeat, counts)
+            if reason:
+                return reason
+        elif op in (C.GROUPREF, getattr(C, "GROUPREF_EXISTS", None)):
+            return "back-references are not supported"
+    return None
+
+
+def check_pattern(pattern: str, replacement: str) -> None:
+    """Raise ``ValueError`` (a located spec error once pydantic reports it) for a pattern archc
+    will not run."""
+    if len(pattern) > MAX_REGEX_CHARS or len(replacement) > MAX_REGEX_CHARS:
+        raise ValueError(f"rename rules are at most {MAX_REGEX_CHARS} characters long")
+    try:
+        compiled = re.compile(pattern)
+        compiled.sub(replacement, "")
+        parsed = P.parse(pattern)
+    except (re.error, RecursionError, OverflowError) as exc:
+        raise ValueError(f"bad rename pattern {pattern[:60]!r}: {exc}") from None
+    counts = [0]
+    reason = _walk(parsed, False, counts)
+    if reason is None and counts[0] > MAX_REPEATS:
+        reason = f"more than {MAX_REPEATS} unbounded repetitions (*, +, {{n,}})"
+    if reason:
+        raise ValueError(f"rename pattern {pattern[:60]!r} refused: {reason}")
+    if compiled.groups < max((int(g) for g in re.findall(r"\\(\d+)", replacement)), default=0):
+        raise ValueError(f"replacement {replacement[:60]!r} names a group the pattern does not have")

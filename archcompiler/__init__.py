@@ -51,6 +51,14 @@ def build(spec_or_path: Spec | str | Path, overrides: dict | list | None = None,
                   check_memory=check_memory)
 
 
+def save_model(model: Any, path: str | Path) -> Path:
+    """Save a module built by archc: its weights and the resolved spec in one file, written
+    atomically, which :func:`load_model` (and ``archc draw``) read back without the YAML."""
+    from .backends.torch import save_model as _save
+
+    return _save(model, path)
+
+
 def load_model(path: str | Path) -> Any:
     """Reload a module saved by ``archc build -o model.pt`` (the spec is inside the file)."""
     from .backends.torch import load_model as _load
@@ -73,5 +81,5 @@ def diff(a: Spec | str | Path, b: Spec | str | Path, overrides_a: dict | list | 
     return _diff(load_spec(a, overrides_a), load_spec(b, overrides_b))
 
 
-__all__ = ["load_spec", "lower", "analyze", "check", "build", "load_model", "draw", "diff", "Spec",
+__all__ = ["load_spec", "lower", "analyze", "check", "build", "save_model", "load_model", "draw", "diff", "Spec",
            "SpecError", "GraphError", "BackendError", "ArchcError", "Diagnostic", "Location", "__version__"]

@@ -345,14 +345,19 @@ def load_document(source: str | Path, overrides: dict[str, Any] | list[str] | No
         loc = data.where("extends")
         if not isinstance(parent_ref, str):
             raise SpecError([error("'extends' takes a file path", "extends", loc, value=parent_ref)])
-        parent_path = (base / parent_ref).resolve()
+        try:
+            parent_path = (base / parent_ref).resolve()
+            exists = parent_path.is_file()
+        except (OSError, ValueError):           # a name too long, a NUL byte, ...
+            raise SpecError([error("'extends' does not name a readable file", "extends", loc,
+                                   value=parent_ref[:80])]) from None
         key = str(parent_path)
         if key in _chain or str(Path(file).resolve()) == key:
             cycle = " -> ".join([*(Path(c).name for c in _chain), Path(file).name, parent_path.name])
             raise SpecError([error(f"'extends' makes a cycle: {cycle}", "extends", loc,
                                    hint="a spec cannot extend itself, directly or through others")])
-        if not parent_path.is_file():
-            raise SpecError([error(f"'extends' names a missing file: {parent_ref}", "extends", loc,
+        if not exists:
+            raise SpecError([error(f"'extends' names a missing file: {parent_ref[:200]}", "extends", loc,
                                    hint=f"looked for {parent_path}")])
         shown = Path(os.path.normpath(base / parent_ref))    # as the user would write it, for messages
         parent, _ = load_document(shown, None, (*_chain, str(Path(file).resolve())))

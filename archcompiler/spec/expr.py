@@ -33,10 +33,10 @@ def round_to(value: float, multiple: int = 8, min_value: int | None = None) -> i
     (the usual channel rounding of width-scaled networks, e.g. MobileNet's make_divisible)."""
     multiple = int(multiple)
     if multiple < 1:
-        raise ExprError("round_to: multiple must be >= 1")
+        raise ExprError("the multiple must be >= 1")
     if value <= 0:
         # rounding must never turn a zero or negative channel count into a valid-looking one
-        raise ExprError(f"round_to: the value must be positive, got {value!r}")
+        raise ExprError(f"the value must be positive, got {value!r}")
     floor = multiple if min_value is None else int(min_value)
     out = max(floor, int(value + multiple / 2) // multiple * multiple)
     if out < 0.9 * value:

@@ -28,10 +28,13 @@ CLAIM_COLUMNS = ("output", "params", "ops", "depth")
 _RAW_FIELDS = {"name", "op", "input", "inputs", "doc", "claims"}
 
 
-def pydantic_errors(exc: ValidationError, data: Any, base_path: str, prefix: tuple = ()) -> list[Diagnostic]:
+def pydantic_errors(exc: ValidationError, data: Any, base_path: str, prefix: tuple = (),
+                    fallback: Location | None = None) -> list[Diagnostic]:
     """Located diagnostics for a pydantic error raised validating ``data``."""
     out = []
     errs = [(_data_path(data, tuple(e["loc"]), prefix), e) for e in exc.errors(include_url=False)]
+    # several members of a Union fail on one value: the error about its value beats one about its type
+    errs.sort(key=lambda pe: _TYPE_ERRORS.get(pe[1]["type"], 0))
     paths = {p for p, _ in errs}
     seen: set[tuple] = set()
     for loc_path, e in errs:
@@ -41,6 +44,8 @@ def pydantic_errors(exc: ValidationError, data: Any, base_path: str, prefix: tup
         seen.add(loc_path)
         is_key = e["type"] == "unknown_key"
         where = locate(data, prefix + loc_path, key=is_key)
+        if not where.line and fallback is not None:
+            where = fallback            # the value itself carries no position (a scalar): its holder's
         shown = ".".join(str(p) for p in loc_path)
         path = f"{base_path}.{shown}" if base_path and shown else (base_path or shown)
         msg = e["msg"].removeprefix("Value error, ")
@@ -54,6 +59,12 @@ def pydantic_errors(exc: ValidationError, data: Any, base_path: str, prefix: tup
     return out
 
 
+_TYPE_ERRORS = {"literal_error": 2, "string_type": 2, "model_type": 2, "list_type": 2, "dict_type": 2,
+                "none_required": 2, "int_type": 1, "float_type": 1, "bool_type": 1, "model_attributes_type": 2}
+_UNION_TAG = re.compile(r"^(?:[a-z]+(?:-[a-z]+)*\[.*\]|constrained-\w+|lax-\w+|strict-\w+|[A-Z]\w*|str|int|"
+                        r"float|bool|none|list|dict)$")
+
+
 def _data_path(data: Any, loc: tuple, prefix: tuple = ()) -> tuple:
     """Drop pydantic's union-member tags ('constrained-int', 'list[int]', ...) from a loc."""
     node: Any = data
@@ -65,6 +76,8 @@ def _data_path(data: Any, loc: tuple, prefix: tuple = ()) -> tuple:
     out = []
     for part in loc:
         if isinstance(node, dict):
+            if part not in node and isinstance(part, str) and _UNION_TAG.match(part):
+                continue                       # a union member's tag, not a key of the data
             out.append(part)
             node = node.get(part)
         elif isinstance(node, list) and isinstance(part, int):
@@ -215,28 +228,49 @@ class Resolver:
             file=self.file, document=self.doc)
 
     def _params(self) -> dict[str, Any]:
+        """Evaluate the parameters; one may use another written before or after it (they are
+        evaluated in dependency order), but not itself, directly or through others."""
         values: dict[str, Any] = {}
         raw = self.doc.get("params") or {}
+        pending: dict[str, str] = {}
         for name, value in raw.items():
-            if not name.isidentifier():
+            if not name.isidentifier() or keyword.iskeyword(name):
                 self.errors.append(error(f"parameter name {name!r} is not a valid name", f"params.{name}",
                                          locate(self.doc, ("params", name), key=True),
                                          hint="use letters, digits and _ (not starting with a digit)"))
-                continue
-            if isinstance(value, str):
+                self.failed_params.add(name)
+            elif isinstance(value, str):
+                pending[name] = value
+            else:
+                values[name] = value
+        while pending:
+            progress = False
+            for name, text in list(pending.items()):
                 try:
-                    value = expr.evaluate(value, values, self.used)
+                    needs = expr.names(text)
+                except expr.ExprError:
+                    needs = set()
+                if needs & set(pending) - {name} and not needs & self.failed_params:
+                    continue                    # wait for the parameters it uses
+                del pending[name]
+                progress = True
+                try:
+                    values[name] = expr.evaluate(text, values, self.used)
                 except expr.ExprError as exc:
-                    later = [n for n in raw if n not in values and n != name]
-                    hint = None
-                    if any(f"unknown name {n!r}" in str(exc) for n in later):
-                        hint = "a parameter can use only the parameters written before it"
                     self.failed_params.add(name)
-                    if exc.unknown not in self.failed_params:
-                        self.errors.append(error(str(exc), f"params.{name}", locate(self.doc, ("params", name)),
-                                                 hint=hint))
-                    continue
-            values[name] = value
+                    if exc.unknown is not None and exc.unknown in self.failed_params - {name}:
+                        continue                # the parameter it uses already has its error
+                    hint = "a parameter cannot use itself" if exc.unknown == name else None
+                    self.errors.append(error(str(exc), f"params.{name}", locate(self.doc, ("params", name)),
+                                             hint=hint))
+            if not progress:                    # the rest use each other in a cycle
+                cycle = ", ".join(pending)
+                for name in pending:
+                    self.failed_params.add(name)
+                    self.errors.append(error(f"parameters {cycle} use each other in a cycle", f"params.{name}",
+                                             locate(self.doc, ("params", name)),
+                                             hint="give one of them a number"))
+                break
         return values
 
     def _check_defaults(self) -> None:
@@ -416,8 +450,17 @@ class Resolver:
             except expr.ExprError:
                 return value, None
         used: set[str] = set()
-        result = expr.evaluate(text, scope.values, used)
-        self.used |= used
+        try:
+            result = expr.evaluate(text, scope.values, used)
+        except expr.ExprError as exc:
+            cells = [n for n in sorted(used & scope.args) if n in scope.value_src]
+            if exc.unknown is None and cells:    # the value came from a table cell or argument: point there
+                loc, path = scope.value_src[cells[0]]
+                raise _Located(error(str(exc), path, loc, value=scope.values.get(cells[0]),
+                                     hint=f"{cells[0]} = {scope.values.get(cells[0])!r} is used in {key!r}: {text}")) from None
+            raise
+        finally:
+            self.used |= used
         if key in _INTEGER.get(op, set()):
             for name in sorted(used & scope.args):
                 arg = scope.values.get(name)
@@ -483,7 +526,7 @@ class Resolver:
             try:
                 claim_model = Claims.model_validate(claims)
             except ValidationError as exc:
-                self.errors += pydantic_errors(exc, claims, f"{logical}.claims")
+                self.errors += pydantic_errors(exc, claims, f"{logical}.claims", fallback=where)
         block_input = f"@{full}"              # placeholder, resolved below
         inherited = {k: v for k, v in scope.value_src.items() if k not in values}   # params used bare inside
         inner = _Scope(full + "/", {**scope.values, **values},
@@ -521,7 +564,7 @@ class Resolver:
         try:
             table = Table.model_validate(raw)
         except ValidationError as exc:
-            self.errors += pydantic_errors(exc, raw, f"{_logical(ipath)}.table")
+            self.errors += pydantic_errors(exc, raw, f"{_logical(ipath)}.table", fallback=locate(item, ("table",)))
             return previous
         columns = table.columns
         rows = raw["rows"]

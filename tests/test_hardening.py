@@ -1,0 +1,325 @@
+"""A spec (and the spec inside a model file) is untrusted data: it never runs code, never hangs,
+never exhausts memory, and every rejection is located.
+
+- ``corpus/bad/*.yaml``: one file per failure kind, each ending in ``# expect: LINE:COL: message``;
+- ``corpus/inject/*.yaml``: attempts to run code through every string that reaches generated code;
+  none may create its marker file, through ``build``, ``--emit python``, ``load_model`` or ``draw``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import CORPUS, ROOT, SPECS, run_archc
+
+import archcompiler
+from archcompiler import ArchcError, BackendError, SpecError
+from archcompiler.cli import main
+from archcompiler.passes import infer_shapes
+
+BAD = sorted((CORPUS / "bad").glob("*.yaml"))
+INJECT = sorted((CORPUS / "inject").glob("*.yaml"))
+EXPECT = re.compile(rb"^# expect: (\d+):(\d+): (.*)$", re.M)
+
+
+def archc(*args: str) -> tuple[int, str]:
+    """The CLI in this process (fast), with everything it prints."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as exc:          # argparse's usage errors
+            code = exc.code
+    return code, out.getvalue() + err.getvalue()
+
+
+def test_the_corpus_covers_every_failure_kind():
+    assert len(BAD) >= 50
+    assert all(EXPECT.search(p.read_bytes()) for p in BAD), "every corpus file ends in '# expect: L:C: message'"
+
+
+@pytest.mark.parametrize("path", BAD, ids=lambda p: p.stem)
+def test_bad_spec_is_refused_at_its_place(path):
+    line, column, message = EXPECT.search(path.read_bytes()).groups()
+    start = time.perf_counter()
+    with pytest.raises(ArchcError) as caught:
+        infer_shapes(archcompiler.lower(archcompiler.load_spec(path)))
+    assert time.perf_counter() - start < 5, "refused, but not at once"
+    found = [(d.line, d.column, d.message) for d in caught.value.errors]
+    assert any(d.line == int(line) and d.column == int(column) and message.decode() in d.message
+               for d in caught.value.errors), found
+
+
+@pytest.mark.parametrize("path", BAD, ids=lambda p: p.stem)
+def test_bad_spec_exits_1_with_a_located_message(path):
+    code, text = archc("validate", str(path))
+    line, column, _ = EXPECT.search(path.read_bytes()).groups()
+    assert code == 1
+    assert f"{path}:{int(line)}:{int(column)}:" in text
+    assert "internal error" not in text and "Traceback" not in text
+
+
+# ----------------------------------------------------------------------------- code injection
+
+def _no_marker(tmp_path: Path) -> None:
+    assert not list(tmp_path.glob("PWNED*")), "code from a spec was executed"
+
+
+@pytest.mark.parametrize("path", INJECT, ids=lambda p: p.stem)
+def test_injection_through_build_and_emit(path, tmp_path):
+    text = path.read_text().replace("MARKER", str(tmp_path / "PWNED"))
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(text)
+    try:
+        model = archcompiler.build(spec_file)
+    except ArchcError:
+        pass
+    else:           # accepted: every string was made safe; the module must still run
+        import torch
+        model.eval()
+        model(torch.randn(1, *model.INPUT_SHAPE))
+    code, out = archc("build", str(spec_file), "--emit", "python", "-o", str(tmp_path / "m.py"), "-q")
+    assert code in (0, 1) and "internal error" not in out
+    if code == 0:   # the emitted file runs without side effects too
+        subprocess.run([sys.executable, str(tmp_path / "m.py")], check=True, timeout=120)
+    _no_marker(tmp_path)
+
+
+def _edited_model_file(tmp_path: Path, edit) -> Path:
+    """A genuine model file whose embedded spec was then edited by hand."""
+    import torch
+
+    path = tmp_path / "model.pt"
+    model = archcompiler.build(SPECS / "googlenet-small.yaml", seed=0)
+    archcompiler.save_model(model, path)
+    payload = torch.load(path, weights_only=True)
+    edit(payload["spec"])
+    torch.save(payload, path)
+    return path
+
+
+@pytest.mark.parametrize("edit", [
+    lambda s: s.setdefault("torch", {}).update(class_name="X(nn.Module): pass\nimport os\nos.system('touch MARKER')\nclass Y"),
+    lambda s: s["outputs"].update({"main=__import__('os').system('touch MARKER'),x": {"layer": "prob"}}),
+    lambda s: s.update(extends="/etc/passwd"),
+    lambda s: s["params"].update(num_classes="__import__('os').system('touch MARKER')"),
+    lambda s: s["layers"][0]["table"]["rows"][0].update(name="a');import os;os.system('touch MARKER');('"),
+    lambda s: s.update(name="x\"\"\"\nimport os; os.system('touch MARKER')\n\"\"\""),
+], ids=["class_name", "output_name", "extends", "expression", "layer_name", "spec_name"])
+def test_injection_through_an_edited_model_file(edit, tmp_path):
+    marker = str(tmp_path / "PWNED")
+
+    def edit_with_marker(spec):
+        edit(spec)
+        text = yaml.safe_dump(spec).replace("MARKER", marker)
+        spec.clear()
+        spec.update(yaml.safe_load(text))
+
+    path = _edited_model_file(tmp_path, edit_with_marker)
+    with pytest.raises(ArchcError):
+        archcompiler.load_model(path)
+    code, out = archc("draw", str(path), "-o", str(tmp_path / "d.dot"))
+    assert code == 1 and "internal error" not in out
+    _no_marker(tmp_path)
+
+
+def test_generated_code_is_checked_before_it_runs():
+    from archcompiler.backends.torch.codegen import check_source
+
+    ok = "import torch\nclass Net:\n    def f(self):\n        return torch.cat([self.a], 1)\n"
+    check_source(ok, {"Net"})
+    for bad in ("import os\n", "class Net:\n    x = eval('1')\n", "class Evil: pass\n", "x = 1\n",
+                "class Net:\n    def f(self):\n        return self.__class__\n", "class Net(:\n"):
+        with pytest.raises(BackendError, match="generated code refused"):
+            check_source(bad, {"Net"})
+
+
+def test_layers_named_like_the_generated_code_still_build(tmp_path):
+    """Names the generated code uses itself are mangled, not refused: the module runs and keeps them."""
+    import torch
+
+    layers = [{"name": n, "op": "conv", "out": 4, "kernel": 3, "padding": 1} for n in ("self", "torch", "F")]
+    layers += [{"name": n, "op": "relu"} for n in ("forward", "training", "loss", "x", "nn", "getattr")]
+    spec = yaml.safe_dump({"name": "Tensor", "input": [3, 8, 8], "layers": layers})
+    model = archcompiler.build(spec, seed=0)
+    model.eval()
+    assert model(torch.randn(2, 3, 8, 8)).shape == (2, 4, 8, 8)
+    assert {"self.weight", "torch.weight", "F.weight"} <= set(model.state_dict())
+    assert type(model).__name__ == "TensorNet"
+
+
+# ----------------------------------------------------------------------------- bounds
+
+def test_bombs_are_refused_at_once(tmp_path):
+    cases = {
+        "9**9**9": ["--set", "num_classes=9**9**9"],
+        "10**10**10 via a param": ["--set", "params.width=10**10**10"],
+        "huge int": ["--set", "num_classes=99999999999999999999999999999"],
+    }
+    for name, args in cases.items():
+        start = time.perf_counter()
+        code, text = archc("validate", str(SPECS / "googlenet.yaml"), *args)
+        assert code == 1 and "too large" in text or "less than or equal" in text, (name, text)
+        assert time.perf_counter() - start < 2, name
+    big = tmp_path / "big.yaml"
+    big.write_text("name: x\ninput: [3, 8, 8]\ndoc: '" + "a" * 3_000_000 + "'\nlayers: []\n")
+    start = time.perf_counter()
+    code, text = archc("validate", str(big))
+    assert code == 1 and "larger than" in text and time.perf_counter() - start < 2
+
+
+def test_a_module_too_large_for_memory_is_refused_before_allocating():
+    spec = yaml.safe_dump({"name": "huge", "input": [3, 64, 64],
+                           "layers": [{"name": "c", "op": "conv", "out": 10**9, "kernel": 3}]})
+    start = time.perf_counter()
+    with pytest.raises(BackendError, match="more than the .* GiB free") as caught:
+        archcompiler.build(spec)
+    assert "--no-memory-check" in caught.value.errors[0].hint
+    assert time.perf_counter() - start < 10
+
+
+def test_sizes_torch_cannot_index_are_refused_in_validation():
+    spec = yaml.safe_dump({"name": "x", "input": [3, 2**31, 8], "layers": [{"name": "r", "op": "relu"}]})
+    with pytest.raises(SpecError, match="less than or equal to 2147483647"):
+        archcompiler.load_spec(spec)
+
+
+def test_a_parameter_may_use_one_written_after_it():
+    spec = archcompiler.load_spec(yaml.safe_dump({
+        "name": "x", "input": [3, 8, 8], "params": {"a": "b * 2", "b": 2},
+        "layers": [{"name": "c", "op": "conv", "out": "a", "kernel": 1}]}))
+    assert spec.params["a"] == 4
+
+
+def test_a_layer_may_read_one_declared_after_it():
+    spec = archcompiler.load_spec(yaml.safe_dump({
+        "name": "x", "input": [3, 8, 8],
+        "layers": [{"name": "head", "op": "conv", "out": 2, "kernel": 1, "input": "stem"},
+                   {"name": "stem", "op": "conv", "out": 4, "kernel": 3, "padding": 1, "input": "input"}],
+        "outputs": {"main": {"layer": "head"}}}))
+    report = archcompiler.analyze(spec)
+    assert [r["name"] for r in report["rows"]] == ["stem", "head"]
+
+
+def test_a_bad_set_value_is_reported_once():
+    code, text = archc("validate", str(SPECS / "googlenet.yaml"), "--set", "num_classes=9**9**9")
+    assert code == 1 and text.count("\n  ") == 1 and "unknown name" not in text
+    code, text = archc("validate", str(SPECS / "googlenet.yaml"), "--set", "num_classes=0")
+    assert code == 1 and text.count("\n  ") == 1
+
+
+@pytest.mark.parametrize("key", ["extends=other.yaml", "edits=[]", "keep_claims=true"])
+def test_set_refuses_keys_read_while_loading(key):
+    code, text = archc("validate", str(SPECS / "googlenet-2class.yaml"), "--set", key)
+    assert code == 1 and "--set cannot change" in text
+
+
+@pytest.mark.parametrize("value", ["nan", "-0.1", "1", "inf", "x"])
+def test_tolerance_must_be_a_fraction(value):
+    code, text = archc("check", str(SPECS / "googlenet.yaml"), "--tolerance", value)
+    assert code == 2 and "--tolerance" in text
+
+
+# ----------------------------------------------------------------------------- files
+
+def test_an_output_never_replaces_the_input_spec(tmp_path):
+    spec = tmp_path / "net.yaml"
+    spec.write_text((SPECS / "googlenet-small.yaml").read_text().replace("extends: googlenet.yaml",
+                                                                          f"extends: {SPECS / 'googlenet.yaml'}"))
+    before = spec.read_bytes()
+    for args in (["build", str(spec), "--emit", "python", "-o", str(spec)],
+                 ["build", str(spec), "-o", str(spec)],
+                 ["draw", str(spec), "-o", str(spec), "--format", "dot"]):
+        code, text = archc(*args)
+        assert code == 1 and "is an input of this command" in text, args
+    assert spec.read_bytes() == before
+
+
+def test_a_default_output_name_never_replaces_a_file_archc_did_not_write(tmp_path):
+    mine = tmp_path / "googlenet_small.py"
+    mine.write_text("my own work\n")
+    result = run_archc("build", str(SPECS / "googlenet-small.yaml"), "--emit", "python", "-q", cwd=tmp_path)
+    assert result.returncode == 1 and "not written by archc" in result.stderr and "--force" in result.stderr
+    assert mine.read_text() == "my own work\n"
+    # a file archc wrote itself is replaced; --force replaces anything
+    result = run_archc("build", str(SPECS / "googlenet-small.yaml"), "--emit", "python", "-q", "--force",
+                       cwd=tmp_path)
+    assert result.returncode == 0 and "archc" in mine.read_text()
+    result = run_archc("build", str(SPECS / "googlenet-small.yaml"), "--emit", "python", "-q", cwd=tmp_path)
+    assert result.returncode == 0
+    (tmp_path / "googlenet_small.svg").write_text("<svg>mine</svg>")
+    result = run_archc("draw", str(SPECS / "googlenet-small.yaml"), cwd=tmp_path)
+    assert result.returncode == 1 and (tmp_path / "googlenet_small.svg").read_text() == "<svg>mine</svg>"
+    (tmp_path / "googlenet_small.svg").unlink()
+    for _ in range(2):      # its own drawing it replaces
+        assert run_archc("draw", str(SPECS / "googlenet-small.yaml"), cwd=tmp_path).returncode == 0
+
+
+def test_outputs_to_a_folder_or_an_unwritable_place_give_one_line(tmp_path):
+    code, text = archc("draw", str(SPECS / "vgg16.yaml"), "-o", str(tmp_path), "--format", "dot")
+    assert code == 1 and "is a folder" in text and len(text.strip().splitlines()) == 1
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):
+            pytest.skip("running as a user who can write anywhere")
+        code, text = archc("draw", str(SPECS / "vgg16.yaml"), "-o", str(locked / "x.dot"))
+        assert code == 1 and "cannot write" in text and len(text.strip().splitlines()) == 1
+    finally:
+        locked.chmod(0o700)
+
+
+def test_temporary_files_never_stay(tmp_path):
+    from archcompiler.io import TEMP_TAG, atomic_path, write_text
+
+    target = tmp_path / "out.txt"
+    with pytest.raises(KeyboardInterrupt), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []
+    # what a killed process (SIGKILL: no clean-up possible) left is removed by the next write
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    stale = tmp_path / f".out.txt{TEMP_TAG}{dead}-abc.tmp"
+    stale.write_text("left behind")
+    write_text(target, "done")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]
+
+
+def test_sigterm_during_a_write_leaves_no_temporary_file(tmp_path):
+    script = (
+        "import sys, time\n"
+        "from archcompiler.cli import main\n"
+        "import archcompiler.io as io\n"
+        "real = io.atomic_path\n"
+        "def slow(path):\n"
+        "    cm = real(path)\n"
+        "    class Slow:\n"
+        "        def __enter__(self):\n"
+        "            t = cm.__enter__(); print('writing', flush=True); time.sleep(30); return t\n"
+        "        def __exit__(self, *a): return cm.__exit__(*a)\n"
+        "    return Slow()\n"
+        "io.atomic_path = slow\n"
+        f"sys.exit(main(['draw', {str(SPECS / 'vgg16.yaml')!r}, '-o', {str(tmp_path / 'v.dot')!r}]))\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "writing"
+    proc.terminate()
+    proc.wait(timeout=30)
+    assert proc.returncode == 130
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_exit_codes_are_documented():
+    readme = (ROOT / "README.md").read_text()
+    for code in ("0", "1", "2", "3"):
+        assert re.search(rf"`{code}`", readme), code

@@ -11,6 +11,19 @@ from typing import TypeVar
 F = TypeVar("F", bound=Callable)
 
 
+def shape_text(shape: tuple[int, ...] | list[int]) -> str:
+    """A per-sample shape as people read it everywhere in archc, the paper's way: H x W x C
+    (``(256, 28, 28)`` -> ``28x28x256``); a flat ``(F,)`` -> ``1x1xF``, as Table 1 prints the
+    classifier. JSON keeps ``[C, H, W]``; generated code comments keep torch's ``N x C x H x W``."""
+    shape = tuple(shape)
+    if len(shape) == 3:
+        c, h, w = shape
+        return f"{h}x{w}x{c}"
+    if len(shape) == 1:
+        return f"1x1x{shape[0]}"
+    return "x".join(map(str, shape))
+
+
 @contextmanager
 def paused_gc() -> Iterator[None]:
     """Pause Python's cyclic garbage collector while a spec is compiled.

@@ -1,7 +1,10 @@
-"""Shared fixtures: paths of the shipped specs and of the team's reference data."""
+"""Shared fixtures: paths of the shipped specs, and torchvision's reference data (a copy in
+``tests/data``: the tests read nothing outside the repository)."""
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import subprocess
 import sys
@@ -13,15 +16,48 @@ ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"
 CORPUS = Path(__file__).resolve().parent / "corpus"
 GOLDEN = Path(__file__).resolve().parent / "golden"
-REFERENCE = Path(os.environ.get("ARCHC_REFERENCE", ROOT.parent / "shared" / "reference"))
+DATA = Path(__file__).resolve().parent / "data"
 ALL_SPECS = sorted(SPECS.glob("*.yaml"))
+# torchvision model -> the shipped spec that claims its layout
+TORCHVISION_SPECS = {"googlenet": "googlenet-torchvision.yaml", "resnet18": "resnet18.yaml", "vgg16": "vgg16.yaml"}
 
 
 @pytest.fixture(scope="session")
-def reference() -> Path:
-    if not (REFERENCE / "torchvision_googlenet_state_dict.json").is_file():
-        pytest.fail(f"reference data not found in {REFERENCE} (set ARCHC_REFERENCE to its folder)")
-    return REFERENCE
+def torchvision_reference() -> dict[str, dict]:
+    """torchvision's keys, parameter counts and logits under the recipe weights, by model name
+    (``tests/data/torchvision_recipe_logits.json``, recorded with torchvision 0.29.1)."""
+    data = json.loads((DATA / "torchvision_recipe_logits.json").read_text())
+    return {ref["model"].split("(")[0].rsplit(".", 1)[-1]: ref for ref in data["references"]}
+
+
+def recipe_weights(keys: list) -> dict:
+    """The reference weights, regenerated with torch alone: for the key at position i, a generator
+    seeded 1000 + i (the recipe of tests/data/README.md)."""
+    import torch
+
+    out = {}
+    for i, (key, shape) in enumerate(keys):
+        g = torch.Generator().manual_seed(1000 + i)
+        if key.endswith("num_batches_tracked"):
+            t = torch.zeros(shape, dtype=torch.int64)
+        elif key.endswith("running_var"):
+            t = torch.rand(shape, generator=g) + 0.5
+        elif key.endswith("running_mean"):
+            t = torch.randn(shape, generator=g) * 0.1
+        elif len(shape) >= 2:
+            t = torch.randn(shape, generator=g) / math.sqrt(math.prod(shape[1:]))
+        elif key.endswith("weight"):
+            t = torch.rand(shape, generator=g) + 0.5
+        else:
+            t = torch.randn(shape, generator=g) * 0.1
+        out[key] = t
+    return out
+
+
+def recipe_input():
+    import torch
+
+    return torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
 
 
 def run_archc(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -45,7 +45,9 @@ def test_expanded_view_groups_modules_and_marks_training_heads():
         assert f"cluster_n_{module}" in source
     assert "#1x1 64  #3x3_reduce 96  #3x3 128  #5x5_reduce 16  #5x5 32  #pool_proj 32" in source
     assert "training only" in source and "dashed" in source
-    assert 'label=" 256x28x28"' in source        # edge shapes, C x H x W
+    assert 'label=" 28x28x256"' in source        # edge shapes, H x W x C as everywhere a person reads
+    half = build_dot(archcompiler.load_spec(PAPER, {"width": 0.5})).source
+    assert "#1x1 32  #3x3_reduce 48  #3x3 64  #5x5_reduce 8  #5x5 16  #pool_proj 16" in half   # built, not paper
 
 
 def test_svg_renders_with_every_module_and_its_output_shape(tmp_path):
@@ -59,7 +61,7 @@ def test_svg_renders_with_every_module_and_its_output_shape(tmp_path):
     for module in MODULES:
         assert module in text
         c, h, w = by_name[module]["output"]
-        assert f"{c}x{h}x{w}" in text
+        assert f"{h}x{w}x{c}" in text
 
 
 def test_png_has_a_sane_size(tmp_path):

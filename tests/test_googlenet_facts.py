@@ -1,5 +1,5 @@
 """The shipped GoogLeNet specs against independent sources: the paper's Table 1 and the team's
-torchvision reference numbers (../shared/reference/README.md)."""
+torchvision reference numbers (tests/data/README.md)."""
 
 from __future__ import annotations
 
@@ -103,13 +103,13 @@ def test_check_reports_the_papers_inconsistent_cells_and_nothing_else():
     assert "2.7K" in conv1.message and "9,472" in conv1.message and conv1.line > 0
 
 
-def test_torchvision_parameter_counts(reference):
+def test_torchvision_parameter_counts(torchvision_reference):
     report = analyze(TORCHVISION)
     assert report["total"]["params"] == 6_624_904
-    assert report["total"]["with_training_heads"]["params"] == 13_004_888
+    assert report["total"]["with_training_heads"]["params"] == 13_004_888 == torchvision_reference["googlenet"]["params"]
 
 
-def test_torchvision_flops_equal_flopcountermode_reference(reference):
+def test_torchvision_flops_equal_flopcountermode_reference():
     assert analyze(TORCHVISION)["total"]["flops"] == 2_996_752_384
 
 

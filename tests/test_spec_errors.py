@@ -5,6 +5,7 @@ from __future__ import annotations
 import textwrap
 
 import pytest
+from conftest import SPECS
 
 from archcompiler import SpecError, load_spec
 
@@ -193,8 +194,25 @@ def test_concat_shape_mismatch_lists_inputs():
     with pytest.raises(GraphError) as info:
         infer_shapes(lower(spec))
     d = info.value.errors[0]
-    assert "same height and width" in d.message and "8x30x30" in d.message and "8x32x32" in d.message
-    assert d.line == 6 and d.path == "cat"
+    assert d.message == "b gives 32x32x8, but the other inputs of concat cat are 30x30"
+    assert d.line == 5 and d.path == "b" and "kernel, stride and padding" in d.hint
+
+
+def test_a_branch_of_the_wrong_size_is_reported_in_every_module():
+    """A 5x5 branch padded by 1 instead of 2 shrinks the feature map: each inception module says so
+    at the 5x5 layer's line, with its size and the size the other branches have."""
+    from archcompiler import GraphError, lower
+    from archcompiler.passes import infer_shapes
+
+    text = (SPECS / "googlenet.yaml").read_text().replace("kernel: 5, padding: 2", "kernel: 5, padding: 1")
+    with pytest.raises(GraphError) as info:
+        infer_shapes(lower(load_spec(text)))
+    errors = info.value.errors
+    assert [d.path for d in errors] == [f"inception_{m}/5x5" for m in
+                                        ("3a", "3b", "4a", "4b", "4c", "4d", "4e", "5a", "5b")]
+    line = next(i for i, t in enumerate(text.splitlines(), 1) if "name: 5x5," in t)
+    assert all(d.line == line for d in errors)
+    assert errors[0].message == "inception_3a/5x5 gives 26x26x32, but the other inputs of concat inception_3a/output are 28x28"
 
 
 def test_spatial_size_reaching_zero_is_located():

@@ -3,7 +3,6 @@ torchvision's weights."""
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import sys
@@ -11,7 +10,7 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import ALL_SPECS, SPECS, run_archc
+from conftest import ALL_SPECS, SPECS, TORCHVISION_SPECS, recipe_input, recipe_weights, run_archc
 from torch.utils.flop_counter import FlopCounterMode
 
 import archcompiler
@@ -26,35 +25,29 @@ def small_input(spec, n: int = 2) -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def fixture(reference):
-    return torch.load(reference / "torchvision_googlenet_seed0.pt", weights_only=True)
+def fixture(torchvision_reference):
+    """torchvision GoogLeNet's recipe weights, input and logits (tests/data)."""
+    ref = torchvision_reference["googlenet"]
+    return {"state_dict": recipe_weights(ref["keys"]), "input": recipe_input(), "logits": torch.tensor(ref["logits"])}
 
 
 # ----------------------------------------------------------------------------- torchvision
 
 
-def test_torchvision_state_dict_keys_order_and_shapes(reference):
-    expected = json.loads((reference / "torchvision_googlenet_state_dict.json").read_text())
-    model = archcompiler.build(SPECS / "googlenet-torchvision.yaml")
-    got = [{"key": k, "shape": list(v.shape), "dtype": str(v.dtype).replace("torch.", "")}
-           for k, v in model.state_dict().items()]
-    assert got == expected
-
-
-def test_torchvision_weights_reproduce_the_reference_logits(fixture):
-    model = archcompiler.build(SPECS / "googlenet-torchvision.yaml")
-    model.load_state_dict(fixture["state_dict"])
-    model.eval()
+@pytest.mark.parametrize("net", sorted(TORCHVISION_SPECS))
+def test_torchvision_keys_order_shapes_and_logits(net, torchvision_reference, tmp_path):
+    """Each spec that claims torchvision's layout loads torchvision's state_dict strictly, under
+    torchvision's key names and order, and gives torchvision's logits."""
+    ref = torchvision_reference[net]
+    model = archcompiler.build(SPECS / TORCHVISION_SPECS[net])
+    assert [[k, list(v.shape)] for k, v in model.state_dict().items()] == ref["keys"]
+    assert sum(p.numel() for p in model.parameters()) == ref["params"]
+    weights = tmp_path / "torchvision.pth"          # a checkpoint file, as torchvision publishes them
+    torch.save(recipe_weights(ref["keys"]), weights)
+    model = archcompiler.build(SPECS / TORCHVISION_SPECS[net], weights=weights)
     with torch.no_grad():
-        logits = model(fixture["input"])
-    assert logits.shape == (2, 1000)
-    assert (logits - fixture["logits"]).abs().max().item() <= 1e-4
-
-
-def test_weights_option_loads_the_fixture(fixture, reference):
-    model = archcompiler.build(SPECS / "googlenet-torchvision.yaml", weights=reference / "torchvision_googlenet_seed0.pt")
-    with torch.no_grad():
-        assert torch.allclose(model.eval()(fixture["input"]), fixture["logits"], atol=1e-4)
+        logits = model.eval()(recipe_input())
+    assert (logits - torch.tensor(ref["logits"])).abs().max().item() <= 1e-4
 
 
 def test_checkpoint_without_aux_heads_loads_when_asked(fixture):

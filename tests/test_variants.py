@@ -200,7 +200,7 @@ def test_diff_paper_vs_torchvision_cli():
     md = run_archc("diff", str(PAPER), str(PAPER), "--set-b", "inception_4b.5x5=96", "--format", "markdown")
     row = next(li for li in md.stdout.splitlines() if li.startswith("| inception_4b | changed |"))
     assert "#5x5: 64 -> 96" in row and "14x14x544" in row
-    assert "input: 512x14x14 -> 544x14x14" in md.stdout
+    assert "input: 14x14x512 -> 14x14x544" in md.stdout
     js = json.loads(run_archc("diff", str(PAPER), str(PAPER), "--format", "json").stdout)
     assert all(r["status"] == "same" for r in js["rows"])
 

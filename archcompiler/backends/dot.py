@@ -25,6 +25,7 @@ from ..ir import OPS, schedule
 from ..modelfile import embedded_spec, read_model_file
 from ..passes import annotated_graph
 from ..spec import Spec, load_spec
+from ..util import shape_text
 
 FORMATS = ("svg", "png", "pdf", "dot")
 PALETTE = ["#ffffff", "#fff5eb", "#fee6ce", "#fdd0a2", "#fdae6b", "#fd8d3c", "#f16913", "#d94801", "#a63603"]
@@ -66,7 +67,7 @@ def _esc(text: str) -> str:
 
 
 def _shape(s: tuple[int, ...]) -> str:
-    return "x".join(map(str, s))
+    return shape_text(s)
 
 
 def _human(n: float) -> str:
@@ -209,7 +210,7 @@ def build_dot(spec: Spec, collapse: bool = False, depth: int | None = None, colo
         inst = spec.instances[inst_name]
         label = _esc(inst_name.rsplit("/", 1)[-1])
         if inst.from_table and inst.args:
-            cells = "  ".join(f"#{_esc(k)} {_esc(v)}" for k, v in inst.args.items())
+            cells = "  ".join(f"#{_esc(k)} {_esc(v)}" for k, v in spec.built_columns(inst.name).items())
             label += f"\\l{cells}"
         else:
             label += f" ({_esc(inst.block)})"

@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     ops, ops_t = (t["macs"], tt["macs"]) if args.units == "macs" else (t["flops"], tt["flops"])
     c, h, w = report["input"]
     lines = [
-        f"input {c}x{h}x{w}, batch {report['batch']}",
+        f"input {size(report['input'])}, batch {report['batch']}",
         f"total (inference):        {t['params']:,} params, {ops:,} {unit}",
         f"total (with training-only heads *): {tt['params']:,} params, {ops_t:,} {unit}",
         f"depth: {report['depth']['with_params']} layers with parameters, "

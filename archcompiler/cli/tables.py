@@ -7,6 +7,8 @@ import io
 from collections.abc import Sequence
 from typing import Any
 
+from ..util import shape_text
+
 
 def human(n: float, base: int = 1000) -> str:
     """1234567 -> '1.23M' (decimal prefixes, as the analysis states)."""
@@ -21,10 +23,7 @@ def human(n: float, base: int = 1000) -> str:
 
 def size(shape: Sequence[int]) -> str:
     """[C, H, W] -> '28x28x256' (as the paper prints it); [F] -> '1x1xF'."""
-    if len(shape) == 1:
-        return f"1x1x{shape[0]}"
-    c, h, w = shape
-    return f"{h}x{w}x{c}"
+    return shape_text(shape)
 
 
 def render(headers: list[str], rows: list[list[Any]], fmt: str, right: set[int] | None = None) -> str:

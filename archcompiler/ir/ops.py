@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..util import shape_text
+
 Shape = tuple[int, ...]
 Attrs = dict[str, Any]
 
@@ -64,12 +66,12 @@ def _image(kind: str, shapes: list[Shape]) -> Shape:
         raise ShapeError(f"{kind} takes one input, got {len(shapes)}")
     s = shapes[0]
     if len(s) != 3:
-        raise ShapeError(f"{kind} needs a C x H x W input, got {_fmt(s)}")
+        raise ShapeError(f"{kind} needs an image (H x W x C) input, got a flat {_fmt(s)}")
     return s
 
 
 def _fmt(shape: Shape) -> str:
-    return "x".join(str(d) for d in shape)
+    return shape_text(shape)
 
 
 def conv_padding(a: Attrs) -> tuple[tuple[int, int], tuple[int, int]]:

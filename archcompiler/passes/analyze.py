@@ -93,7 +93,8 @@ def rows(g: nx.DiGraph, spec: Spec, batch: int = 1, depth: int = 1) -> list[dict
             "flops": 2 * macs * batch,
             "elementwise": sum(g.nodes[n]["elementwise"] for n in nodes) * batch,
             "training_only": all(g.nodes[n]["training_only"] for n in nodes),
-            "columns": dict(instance.args) if instance is not None and instance.from_table else {},
+            "columns": spec.built_columns(name) if instance is not None and instance.from_table else {},
+            "args": dict(instance.args) if instance is not None and instance.from_table else {},
             "receptive_field": list(g.nodes[last]["rf"]["size"]),
             "activation_bytes": g.nodes[last].get("activation_bytes"),
         }

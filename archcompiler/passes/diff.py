@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..spec import Spec
+from ..util import shape_text
 from .analyze import annotated_graph, rows, totals
 
 _IGNORE = {"claims", "doc", "input", "inputs", "name"}
@@ -53,7 +54,7 @@ def diff(a: Spec, b: Spec) -> dict[str, Any]:
             changes = {k: [fa.get(k), fb.get(k)] for k in list(fa) + [k for k in fb if k not in fa]
                        if fa.get(k) != fb.get(k)}
             if x["input"] != y["input"]:
-                changes["input"] = ["x".join(map(str, x["input"] or [])), "x".join(map(str, y["input"] or []))]
+                changes["input"] = [shape_text(x["input"] or []), shape_text(y["input"] or [])]
             entry["type"] = y["type"] if x["type"] == y["type"] else f"{x['type']} -> {y['type']}"
             entry["output"] = [x["output"], y["output"]]
             entry["changes"] = changes

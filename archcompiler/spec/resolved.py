@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import Location
+from ..util import shape_text
 from .document import ClaimUnits, InitRule, Paper, TorchOptions
 from .layers import Claims, LayerBase
 
@@ -82,6 +83,22 @@ class Spec:
             index = self.__dict__["_index"] = {layer.name: layer for layer in self.layers}
         return index[name]
 
+    def built_columns(self, instance: str) -> dict[str, Any]:
+        """A table row's columns as built: a column named like a layer of the block (``1x1``,
+        ``3x3_reduce``, ``pool_proj``) shows that layer's channel count after expressions such as
+        ``round_to(1x1 * width, 8)``; other columns show the value written. (The paper's own
+        numbers stay in the spec and in its claims.)"""
+        inst = self.instances[instance]
+        out: dict[str, Any] = {}
+        for arg, value in inst.args.items():
+            try:
+                layer = self.layer(f"{instance}/{arg}")
+            except KeyError:
+                out[arg] = value
+                continue
+            out[arg] = getattr(layer.spec, "out", value)
+        return out
+
     def row_claims(self, row: str) -> Claims | None:
         if row in self.instances:
             return self.instances[row].claims
@@ -92,6 +109,5 @@ class Spec:
 
     def summary(self) -> str:
         n_conv = sum(1 for layer in self.layers if layer.op in ("conv", "linear"))
-        c, h, w = self.input
         return (f"{self.name}: {len(self.layers)} layers ({n_conv} conv/linear) in {len(self.rows)} rows, "
-                f"input {c}x{h}x{w}, outputs: {', '.join(self.outputs)}")
+                f"input {shape_text(self.input)}, outputs: {', '.join(self.outputs)}")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 from conftest import ALL_SPECS, SPECS, run_archc
@@ -118,7 +120,7 @@ def test_internal_errors_never_show_a_traceback(monkeypatch):
         raise RuntimeError("kaput")
     parser = cli.parser()
     args = parser.parse_args(["schema"])
-    monkeypatch.setattr(cli, "parser", lambda: type("P", (), {"parse_args": lambda self, a: args})())
+    monkeypatch.setattr(cli, "parser", lambda: type("P", (), {"parse_known_args": lambda self, a: (args, [])})())
     args.run = boom
     assert cli.main(["schema"]) == 3
 
@@ -213,3 +215,50 @@ def test_build_json(tmp_path):
     data = json.loads(result.stdout)
     assert data["parameters"] == data["analysis_parameters"] == 477_006
     assert data["written"] == str(out) and out.read_text().startswith('"""googlenet_small')
+
+
+# ----------------------------------------------------------------------------- help that teaches
+
+def _subcommands():
+    import argparse
+
+    from archcompiler.cli import parser
+
+    action = next(a for a in parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices
+
+
+@pytest.mark.parametrize("name", sorted(_subcommands()))
+def test_help_describes_every_argument_and_ends_with_examples(name):
+    from archcompiler.cli import EXAMPLES
+
+    sub = _subcommands()[name]
+    for action in sub._actions:
+        assert action.help, f"archc {name}: {action.option_strings or action.dest} has no help"
+    text = sub.format_help()
+    assert "examples:" in text and "exit codes:" in text
+    assert 2 <= len(EXAMPLES[name]) <= 3 and all(e in text for e in EXAMPLES[name])
+
+
+@pytest.fixture(scope="module")
+def example_dir(tmp_path_factory):
+    import shutil
+
+    folder = tmp_path_factory.mktemp("examples")
+    shutil.copytree(SPECS, folder / "specs")
+    return folder
+
+
+@pytest.mark.parametrize("example", [e for examples in __import__("archcompiler.cli", fromlist=["EXAMPLES"])
+                                     .EXAMPLES.values() for e in examples])
+def test_every_help_example_runs(example, example_dir):
+    """Each example in the help runs as shown, from a folder holding specs/."""
+    cmd = example.replace("archc ", f"{sys.executable} -m archcompiler ", 1)
+    result = subprocess.run(cmd, shell=True, cwd=example_dir, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, f"{example}\n{result.stderr[-2000:]}"
+
+
+def test_an_unknown_flag_prints_that_commands_usage():
+    result = run_archc("flops", str(SPECS / "googlenet.yaml"), "--bogus")
+    assert result.returncode == 2
+    assert result.stderr.startswith("usage: archc flops") and "unrecognized arguments: --bogus" in result.stderr

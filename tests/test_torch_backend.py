@@ -301,3 +301,28 @@ def test_torchscript_scripting():
         assert torch.allclose(out.main, model(x), atol=1e-5) and out.aux1 is None
     scripted.train()
     assert scripted(x).aux1.shape == (2, 10)
+
+
+# ----------------------------------------------------------------------------- at run time
+
+def test_an_input_of_the_wrong_size_says_what_to_do():
+    model = archcompiler.build(SPECS / "googlenet.yaml").eval()
+    with pytest.raises(ValueError) as info:
+        model(torch.randn(1, 3, 256, 256))
+    message = str(info.value)
+    assert "takes images of 224x224x3" in message and "(1, 3, 256, 256)" in message
+    assert "--set input=[C,H,W]" in message
+    # and the advice works: built for 256x256, it takes 256x256
+    bigger = archcompiler.build(SPECS / "googlenet.yaml", overrides={"input": [3, 256, 256]}).eval()
+    with torch.no_grad():
+        assert bigger(torch.randn(1, 3, 256, 256)).shape == (1, 1000)
+
+
+@pytest.mark.parametrize("loss", ["binary_cross_entropy", "cross_entropy"])
+def test_losses_take_indices_and_one_hot_targets(loss):
+    model = archcompiler.build(SMALL, overrides={"num_classes": 2, "loss": loss}, seed=0).train()
+    outputs = model(torch.randn(4, 3, 64, 64))
+    indices = torch.tensor([0, 1, 1, 0])
+    one_hot = F.one_hot(indices, 2)
+    values = [model.loss(outputs, t).item() for t in (indices, one_hot, one_hot.float(), one_hot.to(torch.int32))]
+    assert max(values) - min(values) < 1e-6, values

@@ -4,6 +4,7 @@ variant and classic specs."""
 from __future__ import annotations
 
 import json
+import re
 import textwrap
 
 import pytest
@@ -246,3 +247,13 @@ def test_variants_validate_and_check(name):
     for command in ("validate", "check"):
         result = run_archc(command, str(SPECS / name))
         assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_resolve_prints_one_line_per_table_row():
+    result = run_archc("resolve", str(SPECS / "googlenet-small.yaml"))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert max(len(li) for li in lines) < 200
+    row = next(li for li in lines if li.strip().startswith("- [inception_4b,"))
+    assert row.strip().startswith("- [inception_4b, 160, 112, 224, 24, 64, 64]")     # the paper's numbers
+    assert re.search(r"googlenet\.yaml:83:\d+$", row)                                 # and where they stand

@@ -22,11 +22,46 @@ from . import build, check, diff, draw, flops, resolve, schema, validate
 COMMANDS = [validate, flops, check, build, draw, resolve, diff, schema]
 
 
+EXIT_CODES = ("exit codes: 0 success; 1 invalid input or a failed check (file:line:col: message); "
+              "2 usage error; 3 internal error (a bug in archc)")
+
+# The examples every command's --help ends with; tests/test_cli.py runs each of them.
+EXAMPLES: dict[str, list[str]] = {
+    "validate": ["archc validate specs/*.yaml",
+                 "archc validate specs/googlenet.yaml --set num_classes=2 --format json"],
+    "flops": ["archc flops specs/googlenet.yaml",
+              "archc flops specs/googlenet.yaml --depth 2 --units flops --batch 8",
+              "archc flops specs/googlenet-torchvision.yaml --input 3x299x299 --format json"],
+    "check": ["archc check specs/googlenet.yaml",
+              "archc check specs/googlenet-torchvision.yaml --tolerance 0.05 --format json"],
+    "build": ["archc build specs/googlenet.yaml",
+              "archc build specs/googlenet-small.yaml -o small.pt --seed 0",
+              "archc build specs/googlenet-small.yaml --emit python -o small.py -q"],
+    "draw": ["archc draw specs/googlenet.yaml",
+             "archc draw specs/googlenet.yaml --collapse --color flops -o googlenet-collapsed.svg",
+             "archc draw specs/resnet18.yaml --rankdir LR --format dot -o resnet18.dot"],
+    "resolve": ["archc resolve specs/googlenet-2class.yaml",
+                "archc resolve specs/googlenet.yaml --set width=0.5 --format json"],
+    "diff": ["archc diff specs/googlenet.yaml specs/googlenet-torchvision.yaml",
+             "archc diff specs/googlenet.yaml specs/googlenet.yaml --set-b num_classes=2 --format markdown"],
+    "schema": ["archc schema -o archc.schema.json", "archc schema"],
+}
+
+
+def command(sub: argparse._SubParsersAction, name: str, help: str, description: str) -> argparse.ArgumentParser:
+    """A subcommand whose --help ends with its examples and the exit codes."""
+    examples = "\n".join(f"  {e}" for e in EXAMPLES[name])
+    return sub.add_parser(name, help=help, description=description,
+                          epilog=f"examples:\n{examples}\n\n{EXIT_CODES}",
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="archc", description="Compile architecture specs (YAML, written like a paper's table) into "
         "analyses, PyTorch modules and diagrams.",
-        epilog="Run 'archc COMMAND --help' for a command's options.")
+        epilog=f"Run 'archc COMMAND --help' for a command's options and examples.\n{EXIT_CODES}",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     from .. import __version__
     p.add_argument("--version", action="version", version=f"archc {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -55,7 +90,11 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    top = parser()
+    args, extra = top.parse_known_args(argv)
+    if extra:       # said by the command it was given to, with that command's usage
+        commands = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction)).choices
+        commands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     run: Callable[[argparse.Namespace], int] = args.run
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _interrupt)     # `kill` cleans up like Ctrl-C: no temporary files left

@@ -11,12 +11,12 @@ EXTENSIONS = {"model": "pt", "python": "py", "torchscript": "ts", "onnx": "onnx"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from . import add_set
-    p = sub.add_parser("build", help="compile the spec into a PyTorch module",
+    from . import add_set, command
+    p = command(sub, "build", help="compile the spec into a PyTorch module",
                        description="Build the torch.nn.Module the spec describes and print its layer tree. "
                        "With -o, save it: weights plus the resolved spec (model.pt), or with --emit the "
                        "standalone PyTorch source, TorchScript or ONNX.")
-    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("spec", metavar="SPEC", help="the spec file (YAML)")
     p.add_argument("-o", "--output", metavar="FILE", help="where to write (default for --emit: SPEC_NAME.py/.ts/.onnx)")
     p.add_argument("--emit", choices=["model", "python", "torchscript", "onnx"], default="model",
                    help="model: weights + spec, reloadable with archcompiler.load_model (default); "

@@ -18,16 +18,17 @@ def fraction(text: str) -> float:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from . import add_set
-    p = sub.add_parser("check", help="compare the paper's claims (output size, params, ops) with the spec",
+    from . import add_set, command
+    p = command(sub, "check", help="compare the paper's claims (output size, params, ops) with the spec",
                        description="Every claim in the spec is compared with the computed value. A wrong "
                        "output size is an error (exit 1); params / ops further off than the tolerance "
                        "are warnings (exit 0, or 1 with --strict).")
-    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("spec", metavar="SPEC", help="the spec file (YAML)")
     p.add_argument("--tolerance", type=fraction, default=0.02, metavar="FRACTION",
                    help="relative tolerance for params and ops (default 0.02 = 2%%)")
     p.add_argument("--strict", action="store_true", help="warnings fail the check too")
-    p.add_argument("--format", choices=["text", "json"], default="text")
+    p.add_argument("--format", choices=["text", "json"], default="text",
+                   help="text: one line per mismatch (default); json: errors and warnings as data")
     add_set(p)
     p.set_defaults(run=run)
 

@@ -8,14 +8,15 @@ from typing import Any
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from . import add_set
-    p = sub.add_parser("diff", help="compare two specs (or one spec with overrides) row by row",
+    from . import add_set, command
+    p = command(sub, "diff", help="compare two specs (or one spec with overrides) row by row",
                        description="Per row: changed attributes, output shape changes, params and MACs "
                        "deltas; then totals. Compare a spec with a variant of itself with --set-b, e.g. "
                        "'archc diff specs/googlenet.yaml specs/googlenet.yaml --set-b num_classes=2'.")
     p.add_argument("a", metavar="A", help="the first spec")
     p.add_argument("b", metavar="B", help="the second spec")
-    p.add_argument("--format", choices=["table", "json", "markdown"], default="table")
+    p.add_argument("--format", choices=["table", "json", "markdown"], default="table",
+                   help="table (default), json or markdown")
     p.add_argument("--all", action="store_true", help="list unchanged rows too")
     add_set(p, what=" in both specs")
     add_set(p, "--set-a", "set_a", " in A only")

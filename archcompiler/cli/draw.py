@@ -6,9 +6,9 @@ import argparse
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from . import add_set
+    from . import add_set, command
     from .flops import positive
-    p = sub.add_parser("draw", help="draw the architecture (graphviz)",
+    p = command(sub, "draw", help="draw the architecture (graphviz)",
                        description="Draw the network from the spec (or from a model.pt written by "
                        "'archc build -o'). Block instances are clusters labelled with their table row; "
                        "edges carry tensor shapes; training-only heads are dashed.")

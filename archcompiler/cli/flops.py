@@ -7,7 +7,7 @@ import json
 import re
 from typing import Any
 
-from .tables import human, render, size
+from .tables import human, mib, render, size
 
 
 def parse_input(text: str) -> tuple[int, int, int]:
@@ -28,18 +28,21 @@ def positive(text: str) -> int:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from . import add_set
-    p = sub.add_parser("flops", help="params, MACs/FLOPs, shapes and depth per row (the paper's table)",
+    from . import add_set, command
+    p = command(sub, "flops", help="params, MACs/FLOPs, shapes and depth per row (the paper's table)",
                        description="Regenerate the paper's table from the spec: per row the type, patch "
                        "size/stride, output size, depth, the block's columns, params and ops; then totals. "
                        "1 MAC = 1 multiply-add, FLOPs = 2 x MACs.")
-    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("spec", metavar="SPEC", help="the spec file (YAML)")
     p.add_argument("--depth", type=positive, default=1, metavar="N",
                    help="1: one line per row of the spec; 2: the layers inside each block; ...")
-    p.add_argument("--units", choices=["macs", "flops"], default="macs", help="the 'ops' column")
-    p.add_argument("--format", choices=["table", "json", "csv", "markdown"], default="table")
+    p.add_argument("--units", choices=["macs", "flops"], default="macs",
+                   help="the 'ops' column in multiply-adds (default, as the paper) or FLOPs (2 per multiply-add)")
+    p.add_argument("--format", choices=["table", "json", "csv", "markdown"], default="table",
+                   help="table (default), json (exact integers, [C, H, W] shapes), csv or markdown")
     p.add_argument("--input", type=parse_input, metavar="CxHxW", help="input size, e.g. 3x299x299")
-    p.add_argument("--batch", type=positive, default=1, metavar="N")
+    p.add_argument("--batch", type=positive, default=1, metavar="N",
+                   help="images per batch: multiplies ops and activation memory (default 1)")
     add_set(p)
     p.set_defaults(run=run)
 
@@ -87,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         f"total (with training-only heads *): {tt['params']:,} params, {ops_t:,} {unit}",
         f"depth: {report['depth']['with_params']} layers with parameters, "
         f"{report['depth']['with_pooling']} with pooling",
-        f"peak activation memory (inference, float32): {human(report['peak_activation_bytes'], 1024)}B",
+        f"peak activation memory (inference, float32): {mib(report['peak_activation_bytes'])}",
         f"receptive field of {report['receptive_field']['layer']}: "
         f"{report['receptive_field']['size'][0]}x{report['receptive_field']['size'][1]} pixels",
         f"convention: {report['convention']}",

@@ -7,12 +7,13 @@ import json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from . import add_set
-    p = sub.add_parser("resolve", help="print the spec after extends, edits and --set, with origins",
+    from . import add_set, command
+    p = command(sub, "resolve", help="print the spec after extends, edits and --set, with origins",
                        description="Print the spec as archc sees it once 'extends', 'edits' and --set "
                        "are applied; each value is followed by the file:line it came from.")
-    p.add_argument("spec", metavar="SPEC")
-    p.add_argument("--format", choices=["yaml", "json"], default="yaml")
+    p.add_argument("spec", metavar="SPEC", help="the spec file (YAML)")
+    p.add_argument("--format", choices=["yaml", "json"], default="yaml",
+                   help="yaml: the spec with a '# file:line' comment per value (default); json: spec and origins")
     p.add_argument("--no-origins", action="store_true", help="plain YAML, without origin comments")
     add_set(p)
     p.set_defaults(run=run)

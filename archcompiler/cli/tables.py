@@ -21,6 +21,14 @@ def human(n: float, base: int = 1000) -> str:
     return f"{n:g}"
 
 
+def mib(n_bytes: float) -> str:
+    """Bytes in binary units, labelled as such: 6.12 MiB (1 MiB = 1024 x 1024 bytes)."""
+    for suffix, power in (("GiB", 3), ("MiB", 2), ("KiB", 1)):
+        if n_bytes >= 1024 ** power:
+            return f"{n_bytes / 1024 ** power:.3g} {suffix}"
+    return f"{n_bytes:g} bytes"
+
+
 def size(shape: Sequence[int]) -> str:
     """[C, H, W] -> '28x28x256' (as the paper prints it); [F] -> '1x1xF'."""
     return shape_text(shape)

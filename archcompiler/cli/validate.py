@@ -8,12 +8,13 @@ import sys
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from . import add_set
-    p = sub.add_parser("validate", help="check that specs are valid",
+    from . import add_set, command
+    p = command(sub, "validate", help="check that specs are valid",
                        description="Validate specs: structure, values, references, shapes. Exit 0 when "
                                    "all are valid, 1 otherwise.")
     p.add_argument("specs", nargs="+", metavar="SPEC", help="spec file(s)")
-    p.add_argument("--format", choices=["text", "json"], default="text")
+    p.add_argument("--format", choices=["text", "json"], default="text",
+                   help="text: one line per spec and per error (default); json: the same as data")
     add_set(p)
     p.set_defaults(run=run)
 

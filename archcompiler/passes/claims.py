@@ -33,7 +33,7 @@ def check_claims(spec: Spec, rows: list[dict[str, Any]], tolerance: float = 0.02
         if chw is not None and tuple(chw) != computed_chw:
             c, h, w = computed_chw
             found.append(error(f"output size: the paper says {claims.output}, the spec computes {h}x{w}x{c}",
-                               name, loc, hint="check kernel, stride, padding and ceil_mode"))
+                               name, loc, hint=_size_hint(spec, name, tuple(chw), computed_chw)))
         for key, computed, base in (("params", row["params"], _base(spec.claim_units.params)),
                                     ("ops", row["macs_per_sample"], _base(spec.claim_units.ops))):
             text = getattr(claims, key)
@@ -50,6 +50,23 @@ def check_claims(spec: Spec, rows: list[dict[str, Any]], tolerance: float = 0.02
             found.append(warning(f"depth: the paper says {claims.depth}, the spec computes {row['depth']}",
                                  name, loc))
     return found
+
+
+def _size_hint(spec: Spec, name: str, claimed: tuple[int, int, int], computed: tuple[int, int, int]) -> str:
+    """What to check, for what differs: channels come from channel counts, height and width from
+    kernels, strides and padding."""
+    hints = []
+    if claimed[0] != computed[0]:
+        if name in spec.instances:
+            hints.append(f"the channels ({computed[0]}, the paper {claimed[0]}) are the sum of the branches' "
+                         "output channels: check the row's columns and the block's 'out' fields")
+        else:
+            hints.append(f"the channels ({computed[0]}, the paper {claimed[0]}) come from 'out' of this layer "
+                         "or of the layer before it")
+    if claimed[1:] != computed[1:]:
+        hints.append(f"the height and width ({computed[1]}x{computed[2]}, the paper {claimed[1]}x{claimed[2]}) "
+                     "follow from kernel, stride, padding and ceil_mode here and before")
+    return "; ".join(hints)
 
 
 def _human(n: float, base: int) -> str:

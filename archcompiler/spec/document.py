@@ -18,8 +18,8 @@ from .layers import AnyLayer, Bool, Float, Name, NonNegFloat, PosFloat, PosInt
 from .limits import MAX_NAME_CHARS
 
 # Names the generated PyTorch source defines itself: a class may not take one of them.
-GENERATED_NAMES = frozenset({"torch", "nn", "F", "Tensor", "Optional", "NamedTuple", "spec_loss",
-                             "_log1m_softmax", "self", "x"})
+GENERATED_NAMES = frozenset({"torch", "nn", "F", "Tensor", "Optional", "NamedTuple", "List", "spec_loss",
+                             "_log1m_softmax", "check_input", "self", "x"})
 
 LossKind = Literal["cross_entropy", "binary_cross_entropy"]
 Scalar = Union[bool, int, float, str]

@@ -91,9 +91,10 @@ def annotated_yaml(data: Any, with_origins: bool = True) -> str:
 
 
 def _is_small(v: Any) -> bool:
-    """Layers and table rows stay on one line, as they are written."""
+    """Layers and table rows stay on one line, as they are written; a table (which has ``use``
+    too) spreads over one line per row, each with its own origin."""
     if isinstance(v, list):
         return all(not isinstance(x, (dict, list)) for x in v)
     if isinstance(v, dict):
-        return "op" in v or "use" in v
+        return ("op" in v or "use" in v) and "rows" not in v
     return True

@@ -145,6 +145,23 @@ INIT_KINDS = ("conv", "linear", "batch_norm")
 _OUTPUT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
 
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_POOLS = ("max_pool", "avg_pool")
+
+
+def _word_message(op: str, key: str, word: str, scope: _Scope) -> tuple[str, str, Location, str]:
+    """(message, path, location, hint) for a word where a number belongs."""
+    known = sorted(scope.values)
+    if op in _POOLS and key == "padding" and word in ("same", "valid"):
+        return (f"{op} padding takes a number of pixels (or [h, w]), not {word!r}", key, Location(),
+                "'valid' is padding 0; PyTorch's pooling has no 'same': with stride 1 and an odd kernel "
+                "it is (kernel - 1) / 2, e.g. kernel 3, padding 1")
+    close = suggest(word, known) if known else ""
+    hint = close if close.startswith("did you mean") else (
+        f"parameters here: {', '.join(known)}" if known else "define it under 'params:'")
+    return f"{key!r} takes a number; {word!r} is not a parameter", key, Location(), hint
+
+
 class _Located(Exception):
     """A problem found while substituting a value, already located (at the table cell)."""
 
@@ -384,7 +401,10 @@ class Resolver:
             try:
                 data[key], src = self._substitute(value, key, op, scope)
             except _Located as exc:
-                self.errors.append(exc.diagnostic)
+                d = exc.diagnostic
+                if not d.location.line:       # located at the field itself
+                    d = error(d.message, f"{logical}.{key}", locate(item, (key,)), hint=d.hint, value=d.value)
+                self.errors.append(d)
                 return previous
             except expr.ExprError as exc:
                 if exc.unknown in self.failed_params:
@@ -449,6 +469,8 @@ class Resolver:
                     return value, None        # a word, left for pydantic to judge
             except expr.ExprError:
                 return value, None
+        if _WORD.fullmatch(text) and expr._mangle(text) == text and text not in scope.values:
+            raise _Located(error(*_word_message(op, key, text, scope), value=text))
         used: set[str] = set()
         try:
             result = expr.evaluate(text, scope.values, used)

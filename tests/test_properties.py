@@ -151,9 +151,11 @@ def test_random_valid_specs_match_torch(spec):
         assert got == graph.nodes[node]["shape"], (node, text)
     final = graph.graph["outputs"]["main"]["node"]
     assert tuple(y.shape[1:]) == graph.nodes[final]["shape"]
-    report = archcompiler.analyze(loaded)
+    report = archcompiler.analyze(loaded, batch=2)
     assert report["total"]["params"] == sum(p.numel() for p in model.parameters())
-    assert 2 * report["total"]["macs"] * 2 == counter.get_total_flops()   # batch 2
+    assert 2 * report["total"]["macs"] == counter.get_total_flops()
+    from archcompiler.backends.torch.measure import measure_peak_activation_bytes
+    assert report["peak_activation_bytes"] == measure_peak_activation_bytes(model, x), text
 
 
 # ----------------------------------------------------------------------------- 2. mutations

@@ -57,6 +57,9 @@ class OpDef:
     macs: Callable[[Attrs, list[Shape], Shape], int] = lambda a, i, o: 0
     elementwise: Callable[[Attrs, list[Shape], Shape], int] = lambda a, i, o: math.prod(o)
     window: Callable[[Attrs, list[Shape]], Window | None] = lambda a, i: None
+    # transient memory while the op runs, beyond its inputs and output, in float32 elements
+    # (what PyTorch's kernel allocates and frees again: measured, see tests/test_memory.py)
+    workspace: Callable[[Attrs, list[Shape], Shape], int] = lambda a, i, o: 0
     depth: str | None = None            # "params" (conv, linear) or "pooling": counted in depth
     patch: Callable[[Attrs], str] = lambda a: ""   # Table 1's "patch size/stride" column
 
@@ -209,6 +212,14 @@ def _linear_params(a: Attrs, i: list[Shape], o: Shape) -> Params:
     return Params(i[0][0] * a["out_features"], a["out_features"] if a["bias"] else 0)
 
 
+def _lrn_workspace(a: Attrs, i: list[Shape], o: Shape) -> int:
+    """F.local_response_norm holds, besides its input and output, at most two full-size
+    temporaries ((k + alpha * avg)^beta is built in steps) or x^2 with its channel-padded copy
+    (C + size - 1 channels), whichever is larger."""
+    c, h, w = o
+    return max(2 * c, c + a["size"] - 1) * h * w
+
+
 def _kxs(a: Attrs) -> str:
     (kh, kw), (sh, _) = a["kernel"], a["stride"]
     return f"{kh}x{kw}/{sh}"
@@ -221,12 +232,14 @@ OPS: dict[str, OpDef] = {op.kind: op for op in [
     OpDef("batch_norm2d", shape=_channels_same("batch_norm"), params=_bn_params),
     OpDef("activation", shape=_same("activation")),
     OpDef("max_pool2d", shape=_pool_shape, window=_pool_window, depth="pooling", patch=_kxs,
-          elementwise=lambda a, i, o: math.prod(o) * a["kernel"][0] * a["kernel"][1]),
+          elementwise=lambda a, i, o: math.prod(o) * a["kernel"][0] * a["kernel"][1],
+          workspace=lambda a, i, o: 2 * math.prod(o)),        # int64 indices, dropped at once
     OpDef("avg_pool2d", shape=_pool_shape, window=_pool_window, depth="pooling", patch=_kxs,
           elementwise=lambda a, i, o: math.prod(o) * a["kernel"][0] * a["kernel"][1]),
     OpDef("adaptive_avg_pool2d", shape=_adaptive_shape, window=_adaptive_window, depth="pooling",
           elementwise=lambda a, i, o: math.prod(i[0])),
-    OpDef("lrn", shape=_channels_same("lrn"), elementwise=lambda a, i, o: math.prod(o) * a["size"]),
+    OpDef("lrn", shape=_channels_same("lrn"), elementwise=lambda a, i, o: math.prod(o) * a["size"],
+          workspace=_lrn_workspace),
     OpDef("dropout", shape=_same("dropout")),
     OpDef("flatten", shape=_flatten_shape, window=_flatten_window, elementwise=lambda a, i, o: 0),
     OpDef("linear", shape=_linear_shape, params=_linear_params, depth="params",

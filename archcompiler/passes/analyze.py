@@ -180,7 +180,9 @@ def analyze(spec_or_path: Spec | str | Path, overrides: dict | list | None = Non
         "by_op": by_op(g, batch),
         "depth": {"with_params": network_depth(g), "with_pooling": network_depth(g, with_pooling=True)},
         "peak_activation_bytes": peak,
-        "schedule": "topological order, ties broken by declaration order; float32; no in-place ops",
+        "schedule": ("the generated forward(): topological order, ties broken by declaration order; float32; "
+                     "the input held throughout; views, eval-mode dropout and in-place activations share "
+                     "memory; each op's transient workspace; a tensor freed after its last use"),
         "receptive_field": {"layer": final, "size": list(rf["size"]), "jump": list(rf["jump"]),
                             "start": list(rf["start"])} if rf else None,
     }

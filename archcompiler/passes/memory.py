@@ -1,8 +1,11 @@
 """Activation memory: bytes per node, and the peak of live activations during one pass.
 
-Schedule: the graph's topological order with ties broken by declaration order (the order the
-generated forward() runs in).  A tensor is live from the op that makes it until its last
-consumer has run; the input image counts; nothing is computed in place.
+The pass follows the plan the generated ``forward()`` runs (:func:`archcompiler.ir.plan.plan`):
+the same order; the input, which the caller holds, alive throughout; views, pass-throughs, dropout
+in eval mode and in-place activations sharing their input's memory; each op's transient workspace
+from the op table (LRN's temporaries, max pooling's indices); and every other tensor freed after
+its last reader. ``tests/test_memory.py`` checks the figure against the live tensors of a real
+forward pass.
 """
 
 from __future__ import annotations
@@ -11,28 +14,49 @@ import math
 
 import networkx as nx
 
-from ..ir import schedule
+from ..ir import OPS
+from ..ir.lower import INPUT
+from ..ir.plan import plan
 
 
 def annotate_memory(g: nx.DiGraph, batch: int = 1, bytes_per_element: int = 4,
                     training: bool = False) -> int:
     """Set ``activation_bytes`` on each node; return the peak live bytes of an inference
     (``training=False``: training-only nodes are skipped) or training forward pass."""
-    order = [n for n in schedule(g) if training or not g.nodes[n]["training_only"]]
     for n in g.nodes:
         g.nodes[n]["activation_bytes"] = batch * bytes_per_element * math.prod(g.nodes[n]["shape"])
-    outputs = {o["node"] for o in g.graph["outputs"].values() if training or not o["training_only"]}
-    position = {n: i for i, n in enumerate(order)}
-    last_use = {n: max([position[s] for s in g.successors(n) if s in position], default=position[n])
-                for n in order}
-    live = peak = 0
-    freeing: dict[int, list[str]] = {}
-    for n, i in last_use.items():
-        if n not in outputs:
-            freeing.setdefault(i, []).append(n)
+    run = plan(g, heads=True)
+    order = run.order          # in eval mode the training-only nodes are skipped, but a tensor they
+    alias = dict(run.alias)    # read lives until they would have run (the generated code's `del`)
+    if training:        # dropout makes a new tensor in training mode
+        alias = {n: src for n, src in alias.items() if g.nodes[n]["op"] != "dropout"}
+
+    def buffer(n: str) -> str:
+        while n in alias:
+            n = alias[n]
+        return n
+
+    end = len(order)
+    last: dict[str, int] = {INPUT: end}                          # the caller holds the input
     for i, n in enumerate(order):
-        live += g.nodes[n]["activation_bytes"]
-        peak = max(peak, live)
+        last[buffer(n)] = max(last.get(buffer(n), i), i)
+        for src in g.nodes[n]["inputs"]:
+            last[buffer(src)] = max(last.get(buffer(src), i), i)
+    for name in run.result_of.values():                          # returned: alive to the end
+        last[buffer(name)] = end
+    freeing: dict[int, list[str]] = {}
+    for b, i in last.items():
+        freeing.setdefault(i, []).append(b)
+    live = peak = g.nodes[INPUT]["activation_bytes"]
+    for i, n in enumerate(order):
+        data = g.nodes[n]
+        runs = training or not data["training_only"]
+        if buffer(n) == n and runs:
+            live += data["activation_bytes"]
+        ins = [g.nodes[p]["shape"] for p in data["inputs"]]
+        work = batch * bytes_per_element * OPS[data["op"]].workspace(data["attrs"], ins, data["shape"])
+        peak = max(peak, live + work if runs else live)
         for done in freeing.get(i, []):
-            live -= g.nodes[done]["activation_bytes"]
+            if training or not g.nodes[done]["training_only"]:
+                live -= g.nodes[done]["activation_bytes"]
     return peak

@@ -470,6 +470,8 @@ class Resolver:
             except expr.ExprError:
                 return value, None
         if _WORD.fullmatch(text) and expr._mangle(text) == text and text not in scope.values:
+            if text in self.failed_params:      # its own error says it once
+                raise expr.ExprError(f"parameter {text!r} has an error", unknown=text)
             raise _Located(error(*_word_message(op, key, text, scope), value=text))
         used: set[str] = set()
         try:

@@ -17,7 +17,7 @@ from typing import Any
 import networkx as nx
 
 from ...errors import BackendError, error
-from ...ir import schedule
+from ...ir.plan import plan
 from ...spec import Spec
 from .naming import RESERVED_VARIABLES, attr_expr, identifier, module_path, variable
 
@@ -82,7 +82,6 @@ TORCH_OPS: dict[str, TorchOp] = {
     "add": TorchOp(None, lambda a, x, m, ip: " + ".join(x)),
     "identity": TorchOp(None, lambda a, x, m, ip: x[0]),
 }
-INPLACE = {"activation"}
 
 
 def shape_comment(shape: tuple[int, ...]) -> str:
@@ -113,31 +112,14 @@ def _docstring_text(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9 _.,:/+=@()\[\]-]", "?", text)[:200]
 
 
-def _order(g: nx.DiGraph, heads: bool) -> list[str]:
-    """Inference nodes in schedule order; training-only nodes right after their inputs are ready
-    (as torchvision computes aux1 right after inception4a), so no tensor is kept alive longer."""
-    base = [n for n in schedule(g) if n != "input" and not g.nodes[n]["training_only"]]
-    if not heads:
-        return base
-    extra = [n for n in schedule(g) if g.nodes[n]["training_only"]]
-    order = list(base)
-    for n in extra:
-        after = max(order.index(i) if i in order else -1 for i in g.nodes[n]["inputs"])
-        order.insert(after + 1, n)
-    return order
-
-
 def generate(g: nx.DiGraph, spec: Spec, heads: bool = True, source_name: str = "") -> Generated:
     """PyTorch source for the annotated graph ``g`` (with ``heads=False`` the training-only
     heads are left out entirely)."""
     name = class_name(spec)
     outputs = {k: v for k, v in g.graph["outputs"].items() if heads or not v["training_only"]}
-    order = _order(g, heads)
     final_softmax = {k: g.nodes[v["node"]]["op"] == "softmax" for k, v in outputs.items()}
-    # a final softmax is the probability output: forward returns the logits before it
-    skip = {v["node"] for k, v in outputs.items() if final_softmax[k]}
-    result_of = {k: (g.nodes[v["node"]]["inputs"][0] if final_softmax[k] else v["node"]) for k, v in outputs.items()}
-    order = [n for n in order if n not in skip]
+    run = plan(g, heads)          # order, results and in-place ops: shared with the memory pass
+    order, result_of = run.order, run.result_of
 
     # ---- modules, registered in declaration order (this fixes the state_dict order)
     paths: dict[str, str] = {}
@@ -169,19 +151,31 @@ def generate(g: nx.DiGraph, spec: Spec, heads: bool = True, source_name: str = "
         taken[path] = n
 
     # ---- forward
-    consumers: dict[str, list[int]] = {n: [] for n in order}
-    position = {n: i for i, n in enumerate(order)}
-    for n in order:
-        for i in g.nodes[n]["inputs"]:
-            if i in consumers:
-                consumers[i].append(position[n])
     result_nodes = set(result_of.values())
     last_use = {n: max(c, default=len(order)) if n not in result_nodes else len(order) + 1
-                for n, c in consumers.items()}
+                for n, c in run.consumers.items()}
+    last_use["input"] = max(run.consumers["input"], default=0)
     var: dict[str, str] = {"input": "x"}
     holder: dict[str, str] = {"x": "input"}
-    input_last = max([position[s] for s in g.successors("input") if s in position], default=0)
-    last_use["input"] = input_last
+    bound: dict[str, set[str]] = {"x": {"input"}}        # variable -> the nodes whose value it holds
+    pending: list[str] = []                              # variables to delete before the next statement
+
+    def dead(v: str, i: int) -> bool:
+        """Whether variable ``v`` holds nothing that is read after position ``i`` (and was bound by
+        code that runs in eval mode too, so deleting it is always valid)."""
+        nodes = bound.get(v, set())
+        return bool(nodes) and all(last_use.get(m, 0) <= i and not g.nodes[m]["training_only"] for m in nodes)
+
+    def flush(i: int) -> None:
+        """Free tensors right after their last use: a block's branch outputs would otherwise stay
+        alive in their variables until the next block reuses the names."""
+        names = sorted({v for v in pending if dead(v, i)})
+        pending.clear()
+        if names:
+            body.append(f"        del {', '.join(names)}")
+            for v in names:
+                bound.pop(v, None)
+                holder.pop(v, None)
 
     heads = {k: f"{variable(k)}_logits" for k, v in outputs.items() if v["training_only"]}
     head_of = {result_of[k]: holder_var for k, holder_var in heads.items()}
@@ -206,20 +200,23 @@ def generate(g: nx.DiGraph, spec: Spec, heads: bool = True, source_name: str = "
                 block_start = len(body)
             open_training = training
         indent = " " * (12 if training else 8)
+        if not training:
+            flush(i - 1)
         xs = [var[p] for p in data["inputs"]]
         ins = [g.nodes[p]["shape"] for p in data["inputs"]]
         if data["op"] == "identity" or (data["op"] == "flatten" and len(ins[0]) == 1):
             var[n] = xs[0]          # nothing to compute: the value passes through
+            bound[xs[0]].add(n)
         else:
-            # in-place is safe when this op is the input's only consumer and it is no model output
-            single = all(len(consumers.get(p, [])) == 1 and p not in result_nodes for p in data["inputs"])
             out = _choose_var(n, g, spec, i, var, holder, last_use, result_of)
             expr = TORCH_OPS[data["op"]].call(data["attrs"], xs,
                                               attr_expr("self", paths[n]) if n in paths else "",
-                                              single and data["op"] in INPLACE)
+                                              n in run.inplace)
             body.append(f"{indent}{out} = {expr}  {shape_comment(data['shape'])}")
             var[n] = out
             holder[out] = n
+            bound[out] = {n}
+        pending.extend(v for v in xs if v != var[n])
         if n in head_of:
             body.append(f"{indent}{head_of[n]} = {var[n]}")
     close_block()

@@ -1,0 +1,67 @@
+"""How a network runs: the order of its ops, what it returns, which ops reuse their input's memory.
+
+The torch backend generates ``forward()`` from this plan, and the memory pass predicts peak memory
+from the same plan, so the prediction describes the code that really runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import networkx as nx
+
+from .lower import INPUT, schedule
+
+# Activations that PyTorch computes in place (relu_, relu6 via hardtanh_, leaky_relu_, silu_).
+INPLACE_ACTIVATIONS = frozenset({"relu", "relu6", "leaky_relu", "silu"})
+
+
+@dataclass(frozen=True)
+class Plan:
+    order: list[str]                 # nodes forward() computes, in order (training-only ones included
+                                     # when the module has its heads; they run in training mode only)
+    result_of: dict[str, str]        # output name -> the node whose value forward() returns for it
+    consumers: dict[str, list[int]]  # node -> positions in `order` of the nodes that read it
+    inplace: frozenset[str]          # activations computed in place, over their input
+    alias: dict[str, str]            # node -> the node whose tensor it returns or shares (no new memory)
+
+
+def _order(g: nx.DiGraph, heads: bool) -> list[str]:
+    """Inference nodes in schedule order; training-only nodes right after their inputs are ready
+    (as torchvision computes aux1 right after inception4a), so no tensor is kept alive longer."""
+    base = [n for n in schedule(g) if n != INPUT and not g.nodes[n]["training_only"]]
+    if not heads:
+        return base
+    order = list(base)
+    for n in (n for n in schedule(g) if g.nodes[n]["training_only"]):
+        after = max(order.index(i) if i in order else -1 for i in g.nodes[n]["inputs"])
+        order.insert(after + 1, n)
+    return order
+
+
+def plan(g: nx.DiGraph, heads: bool = True) -> Plan:
+    """The plan of ``g`` (annotated with shapes); ``heads=False`` leaves the training-only heads out."""
+    outputs = {k: v for k, v in g.graph["outputs"].items() if heads or not v["training_only"]}
+    # a final softmax is the probability output: forward() returns the logits before it
+    final_softmax = {k: v["node"] for k, v in outputs.items() if g.nodes[v["node"]]["op"] == "softmax"}
+    result_of = {k: g.nodes[final_softmax[k]]["inputs"][0] if k in final_softmax else v["node"]
+                 for k, v in outputs.items()}
+    skipped = set(final_softmax.values())
+    order = [n for n in _order(g, heads) if n not in skipped]
+    position = {n: i for i, n in enumerate(order)}
+    consumers: dict[str, list[int]] = {n: [] for n in [INPUT, *order]}
+    for n in order:
+        for i in g.nodes[n]["inputs"]:
+            consumers[i].append(position[n])
+    results = set(result_of.values())
+    inplace, alias = set(), {}
+    for n in order:
+        data = g.nodes[n]
+        ins = data["inputs"]
+        if data["op"] in ("identity", "flatten", "dropout"):
+            alias[n] = ins[0]            # a view, or (dropout in eval mode) the input itself
+        elif data["op"] == "activation" and data["attrs"]["kind"] in INPLACE_ACTIVATIONS and \
+                all(i != INPUT and len(consumers[i]) == 1 and i not in results for i in ins):
+            inplace.add(n)               # the input's only reader, and no model output: safe
+            alias[n] = ins[0]
+    return Plan(order, result_of, consumers, frozenset(inplace), alias)

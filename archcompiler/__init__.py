@@ -73,6 +73,30 @@ def draw(spec_or_path: Spec | str | Path, output: str | Path | None = None, **op
     return _draw(spec_or_path, output, **options)
 
 
+def train(spec_or_path: Spec | str | Path, data: str | Path, **options: Any) -> Any:
+    """Train on an image folder with the spec's recipe; ``archc train``'s options as keywords
+    (``epochs``, ``batch_size``, ``lr``, ``val``, ``val_split``, ``device``, ``workers``, ``amp``,
+    ``out``, ``resume``, ``weights``, ``strict``, ``overrides``). Returns a result with ``.model``
+    (trained, in eval mode), ``.history`` (one dict per epoch) and ``.run_dir``."""
+    from .training import train as _train
+
+    return _train(spec_or_path, data, **options)
+
+
+def evaluate(spec_or_checkpoint: Spec | str | Path, data: str | Path, **options: Any) -> dict[str, Any]:
+    """Accuracy, per-class accuracy and confusion matrix on an image folder (``archc evaluate``)."""
+    from .training import evaluate as _evaluate
+
+    return _evaluate(spec_or_checkpoint, data, **options)
+
+
+def predict(spec_or_checkpoint: Spec | str | Path, images: list[str | Path], **options: Any) -> list[dict[str, Any]]:
+    """The top classes of each image with their probabilities (``archc predict``)."""
+    from .training import predict as _predict
+
+    return _predict(spec_or_checkpoint, images, **options)
+
+
 def diff(a: Spec | str | Path, b: Spec | str | Path, overrides_a: dict | list | None = None,
          overrides_b: dict | list | None = None) -> dict[str, Any]:
     """Row-by-row differences between two specs (see :mod:`archcompiler.passes.diff`)."""
@@ -81,5 +105,6 @@ def diff(a: Spec | str | Path, b: Spec | str | Path, overrides_a: dict | list | 
     return _diff(load_spec(a, overrides_a), load_spec(b, overrides_b))
 
 
-__all__ = ["load_spec", "lower", "analyze", "check", "build", "save_model", "load_model", "draw", "diff", "Spec",
+__all__ = ["load_spec", "lower", "analyze", "check", "build", "save_model", "load_model", "train", "evaluate",
+           "predict", "draw", "diff", "Spec",
            "SpecError", "GraphError", "BackendError", "ArchcError", "Diagnostic", "Location", "__version__"]

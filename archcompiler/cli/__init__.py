@@ -17,9 +17,9 @@ from collections.abc import Callable
 
 from ..errors import ArchcError
 from ..util import paused_gc
-from . import build, check, diff, draw, flops, resolve, schema, validate
+from . import build, check, diff, draw, evaluate, flops, predict, resolve, schema, train, validate
 
-COMMANDS = [validate, flops, check, build, draw, resolve, diff, schema]
+COMMANDS = [validate, flops, check, build, draw, resolve, diff, schema, train, evaluate, predict]
 
 
 EXIT_CODES = ("exit codes: 0 success; 1 invalid input or a failed check (file:line:col: message); "
@@ -45,7 +45,17 @@ EXAMPLES: dict[str, list[str]] = {
     "diff": ["archc diff specs/googlenet.yaml specs/googlenet-torchvision.yaml",
              "archc diff specs/googlenet.yaml specs/googlenet.yaml --set-b num_classes=2 --format markdown"],
     "schema": ["archc schema -o archc.schema.json", "archc schema"],
+    "train": ["archc train specs/googlenet-small.yaml --data digits/ --set num_classes=2 --epochs 2 --out runs/small",
+              "archc train specs/googlenet-small.yaml --data digits/ --set num_classes=2 --epochs 3 --out runs/small "
+              "--resume"],
+    "evaluate": ["archc evaluate specs/googlenet-small.yaml --set num_classes=2 --weights runs/small/best.pt "
+                 "--data digits/",
+                 "archc evaluate runs/small/best.pt --data digits/ --format json --plot none"],
+    "predict": ["archc predict runs/small/best.pt digits/0/0.png digits/1/0.png --top 2",
+                "archc predict runs/small/best.pt digits/1/7.png --format json"],
 }
+# examples that need a folder of images (tests/test_training.py runs them on one it writes)
+NEEDS_IMAGES = {"train", "evaluate", "predict"}
 
 
 def command(sub: argparse._SubParsersAction, name: str, help: str, description: str) -> argparse.ArgumentParser:

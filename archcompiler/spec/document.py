@@ -147,6 +147,44 @@ class TorchOptions(Strict):
         return v
 
 
+class TrainOptions(Strict):
+    """The training recipe (``archc train``): every field is a default that a flag overrides."""
+
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: PosFloat = Field(0.01, description="learning rate")
+    momentum: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = Field(0.9, description="sgd only")
+    nesterov: Bool = Field(False, description="sgd only")
+    weight_decay: NonNegFloat = 0.0
+    schedule: Literal["none", "step", "cosine"] = Field(
+        "none", description="step: lr x step_factor every step_every epochs (the paper: 0.96 every 8); "
+                            "cosine: to 0 over the epochs")
+    step_every: PosInt = Field(8, description="epochs between steps of the 'step' schedule")
+    step_factor: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = Field(
+        0.96, description="lr multiplier at each step (0.96: 'decrease the learning rate by 4%')")
+    epochs: Annotated[PosInt, Field(le=100_000)] = 10
+    batch_size: Annotated[PosInt, Field(le=1_000_000)] = 32
+    label_smoothing: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = 0.0
+    seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0
+
+
+class DataOptions(Strict):
+    """Preprocessing and augmentation of images (what timm calls a pretrained config); saved with
+    every checkpoint, so ``archc predict`` prepares images exactly as training did."""
+
+    resize: PosInt | None = Field(None, description="shorter side before the center crop; default: crop / 0.875")
+    crop: PosInt | None = Field(None, description="square crop fed to the network; default: the spec's input size")
+    mean: Annotated[list[Float], Field(min_length=1, max_length=4)] = Field(
+        default_factory=lambda: [0.485, 0.456, 0.406], description="per channel, for pixels in [0, 1]")
+    std: Annotated[list[PosFloat], Field(min_length=1, max_length=4)] = Field(
+        default_factory=lambda: [0.229, 0.224, 0.225])
+    interpolation: Literal["bilinear", "bicubic", "nearest"] = "bilinear"
+    random_resized_crop: Bool = Field(True, description="training: a random crop of 8%-100% of the area, "
+                                      "aspect ratio 3/4-4/3 (as the paper's 'various sized patches')")
+    min_scale: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = Field(
+        0.08, description="the smallest crop area for random_resized_crop")
+    horizontal_flip: Bool = Field(True, description="training: flip half the images")
+
+
 class Edit(Strict):
     """One change to an inherited spec's layers (or, with ``block``, to a block's layers)."""
 
@@ -188,6 +226,8 @@ class Document(Strict):
     init: dict[str, InitRule] = Field(default_factory=dict)
     claim_units: ClaimUnits = Field(default_factory=ClaimUnits)
     torch: TorchOptions = Field(default_factory=TorchOptions)
+    train: TrainOptions = Field(default_factory=TrainOptions, description="the training recipe (archc train)")
+    data: DataOptions = Field(default_factory=DataOptions, description="image preprocessing and augmentation")
 
 
 def schema_model() -> type[Document]:

@@ -242,7 +242,7 @@ class Resolver:
             name=m.name, description=m.description, paper=m.paper, input=tuple(m.input),
             params=params, layers=self.layers, instances=self.instances, rows=self.rows,
             outputs=outputs, loss=m.loss, init=m.init, claim_units=m.claim_units, torch=m.torch,
-            file=self.file, document=self.doc)
+            file=self.file, train=m.train, data=m.data, document=self.doc)
 
     def _params(self) -> dict[str, Any]:
         """Evaluate the parameters; one may use another written before or after it (they are

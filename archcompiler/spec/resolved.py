@@ -12,7 +12,7 @@ from typing import Any
 
 from ..errors import Location
 from ..util import shape_text
-from .document import ClaimUnits, InitRule, Paper, TorchOptions
+from .document import ClaimUnits, DataOptions, InitRule, Paper, TorchOptions, TrainOptions
 from .layers import Claims, LayerBase
 
 
@@ -75,6 +75,8 @@ class Spec:
     claim_units: ClaimUnits
     torch: TorchOptions
     file: str
+    train: TrainOptions = field(default_factory=TrainOptions)
+    data: DataOptions = field(default_factory=DataOptions)
     document: Any = field(repr=False, default=None)   # the merged YAML data (YDict), for resolve / embedding
 
     def layer(self, name: str) -> Layer:

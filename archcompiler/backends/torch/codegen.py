@@ -342,17 +342,19 @@ def _log1m_softmax(z: Tensor) -> Tensor:
     return rest - torch.logsumexp(z, dim=1, keepdim=True)
 
 
-def spec_loss(kind: str, final: str, logits: Tensor, target: Tensor) -> Tensor:
+def spec_loss(kind: str, final: str, logits: Tensor, target: Tensor, label_smoothing: float = 0.0) -> Tensor:
     """One output's loss, computed stably from its logits (never softmax followed by log).
     Targets: class indices (N,), or one-hot / probabilities (N, K), float or integer."""
     integer = not torch.is_floating_point(target)
     if kind == "cross_entropy":
         if target.dim() == logits.dim() and integer:      # integer one-hot
             target = target.to(logits.dtype)
-        return F.cross_entropy(logits, target)
+        return F.cross_entropy(logits, target, label_smoothing=label_smoothing)
     if integer and target.dim() == 1 and logits.shape[1] > 1:   # class indices
         target = F.one_hot(target.long(), logits.shape[1])
     target = target.reshape(logits.shape).to(logits.dtype)
+    if label_smoothing > 0:
+        target = target * (1 - label_smoothing) + 0.5 * label_smoothing
     if final == "softmax":
         # binary cross-entropy of the softmax probabilities (the original 2-class GoogLeNet's
         # loss), averaged over units and batch
@@ -410,7 +412,7 @@ class {name}(nn.Module):
                 check_input(x, self.INPUT_SHAPE, {spec_repr})
 {body}
 
-    def loss(self, outputs, target: Tensor) -> Tensor:
+    def loss(self, outputs, target: Tensor, label_smoothing: float = 0.0) -> Tensor:
         """The spec's losses: each output's loss times its weight, summed."""
         if isinstance(outputs, Tensor):
             outputs = {{{main!r}: outputs}}
@@ -419,7 +421,7 @@ class {name}(nn.Module):
         total = None
         for name, logits in outputs.items():
             kind, weight, final = self.LOSSES[name]
-            term = weight * spec_loss(kind, final, logits, target)
+            term = weight * spec_loss(kind, final, logits, target, label_smoothing)
             total = term if total is None else total + term
         return total
 

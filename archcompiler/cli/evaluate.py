@@ -1,0 +1,49 @@
+"""archc evaluate SPEC --weights CKPT --data DIR : accuracy, per-class accuracy, confusion matrix."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    from . import add_set, command
+
+    p = command(sub, "evaluate", help="accuracy and confusion matrix of a trained network on an image folder",
+                description="Evaluate trained weights on a folder laid out like the training data (DIR/CLASS/*.jpg), "
+                "with the preprocessing saved in the checkpoint. Prints accuracy, per-class accuracy and the "
+                "confusion matrix, and draws the matrix to a PNG.")
+    p.add_argument("spec", metavar="SPEC", help="the spec file, or a checkpoint written by archc train")
+    p.add_argument("--weights", metavar="CKPT", help="the checkpoint (runs/NAME/best.pt) or a state_dict")
+    p.add_argument("--data", required=True, metavar="DIR", help="images: DIR/CLASS/*.jpg")
+    p.add_argument("--plot", metavar="FILE", default="confusion.png",
+                   help="where to draw the confusion matrix (default confusion.png; 'none' for no picture)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where to run (default cpu)")
+    p.add_argument("--batch-size", type=int, default=64, metavar="N", help="images per batch (default 64)")
+    p.add_argument("--format", choices=["text", "json"], default="text", help="text (default) or json")
+    add_set(p)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..training import evaluate
+
+    report = evaluate(args.spec, args.data, weights=args.weights, overrides=args.set, device=args.device,
+                      batch_size=args.batch_size, plot=None if args.plot == "none" else args.plot)
+    if args.format == "json":
+        print(json.dumps(report, indent=2))
+        return 0
+    classes = report["classes"]
+    print(f"{report['spec']}: accuracy {report['accuracy']:.4f} on {report['images']} images"
+          + (f" ({report['skipped']} unreadable, skipped)" if report["skipped"] else ""))
+    width = max(8, *(len(c) for c in classes))
+    for c in classes:
+        acc = report["per_class_accuracy"][c]
+        print(f"  {c:<{width}} {'-' if acc is None else f'{acc:.4f}'}")
+    print("confusion matrix (rows: true class, columns: predicted):")
+    print("  " + " " * width + " ".join(f"{c[:8]:>8}" for c in classes))
+    for c, row in zip(classes, report["confusion"]):
+        print(f"  {c:<{width}}" + " ".join(f"{v:>8}" for v in row))
+    if "plot" in report:
+        print(f"wrote {report['plot']}")
+    return 0

@@ -1,0 +1,38 @@
+"""archc predict SPEC --weights CKPT IMAGE... : the most likely classes of each image."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    from . import add_set, command
+    from .flops import positive
+
+    p = command(sub, "predict", help="the top classes of images, with probabilities",
+                description="Classify images with trained weights, prepared with the preprocessing saved in the "
+                "checkpoint; prints the top-k classes and their probabilities.")
+    p.add_argument("spec", metavar="SPEC", help="the spec file, or a checkpoint written by archc train")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    p.add_argument("--weights", metavar="CKPT", help="the checkpoint (runs/NAME/best.pt) or a state_dict")
+    p.add_argument("--top", type=positive, default=5, metavar="K", help="how many classes per image (default 5)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where to run (default cpu)")
+    p.add_argument("--format", choices=["text", "json"], default="text", help="text (default) or json")
+    add_set(p)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..training import predict
+
+    results = predict(args.spec, args.images, weights=args.weights, overrides=args.set, top=args.top,
+                      device=args.device)
+    if args.format == "json":
+        print(json.dumps(results, indent=2))
+        return 0
+    for r in results:
+        print(r["image"])
+        for t in r["top"]:
+            print(f"  {t['probability']:7.2%}  {t['class']}")
+    return 0

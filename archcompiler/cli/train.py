@@ -1,0 +1,51 @@
+"""archc train SPEC --data DIR : the spec's recipe on a folder of images (torchrun for several processes)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    from . import add_set, command
+    from .flops import positive
+
+    p = command(sub, "train", help="train on a folder of images (one sub-folder per class)",
+                description="Train the spec's network with its recipe (the spec's train: and data: sections; "
+                "every flag overrides its field). Writes a run folder: spec.yaml, args.json, metrics.csv, "
+                "curves.png, last.pt (resumable) and best.pt. Several processes: "
+                "torchrun --nproc-per-node N -m archcompiler train ...")
+    p.add_argument("spec", metavar="SPEC", help="the spec file (YAML)")
+    p.add_argument("--data", required=True, metavar="DIR", help="training images: DIR/CLASS/*.jpg, one folder per class")
+    p.add_argument("--val", metavar="DIR", help="validation images, laid out like --data (default: --val-split)")
+    p.add_argument("--val-split", type=float, default=0.1, metavar="FRACTION",
+                   help="hold out this fraction of each class for validation when --val is not given (default 0.1; 0: none)")
+    p.add_argument("--epochs", type=positive, metavar="N", help="train.epochs")
+    p.add_argument("--batch-size", type=positive, metavar="N", help="train.batch_size (the global batch)")
+    p.add_argument("--lr", type=float, metavar="X", help="train.lr")
+    p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto", help="where to train (default auto)")
+    p.add_argument("--workers", type=int, metavar="N", help="data-loading processes (default: up to 4)")
+    p.add_argument("--amp", action="store_true", help="mixed precision (float16 on CUDA, bfloat16 on CPU)")
+    p.add_argument("--out", metavar="DIR", help="the run folder (default: runs/SPEC_NAME-N, a new one per run)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out (default: the latest) exactly where it stopped; --epochs may extend it")
+    p.add_argument("--weights", metavar="FILE", help="start from these weights (a checkpoint or a state_dict)")
+    p.add_argument("--strict", action="store_true", help="an unreadable image is an error (default: skipped and counted)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    add_set(p)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..training import summary, train
+
+    result = train(args.spec, args.data, overrides=args.set, val=args.val,
+                   val_split=args.val_split if args.val is None and args.val_split else None,
+                   epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, device=args.device,
+                   workers=args.workers, amp=args.amp, out=args.out, resume=args.resume, weights=args.weights,
+                   strict=args.strict, progress=not args.quiet)
+    import os
+
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(summary(result, result.model.archc_spec.get("name", "")), file=sys.stderr if args.quiet else sys.stdout)
+    return 130 if result.interrupted else 0

@@ -1,0 +1,184 @@
+"""Images from a folder, as the spec's ``data:`` section says to prepare them.
+
+The layout is ImageFolder's: one sub-folder per class (``train/cats/*.jpg``, ``train/dogs/*.jpg``),
+class names sorted. Images are decoded with Pillow (grayscale, palette and RGBA images become RGB)
+and turned into tensors with torch alone. Every random choice of augmentation is drawn from a
+generator seeded by (seed, epoch, image index), so a run gives the same batches whatever the number
+of worker processes, whether it was resumed, and on one process or many.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import Location, SpecError, error
+
+EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+
+
+def _fail(message: str, where: str | Path, hint: str | None = None) -> SpecError:
+    return SpecError([error(message, "--data", Location(str(where)), hint=hint)])
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How an image becomes the network's input; saved in checkpoints (``as_dict``)."""
+
+    size: int                       # the square crop fed to the network
+    resize: int                     # shorter side before the center crop (evaluation)
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    interpolation: str = "bilinear"
+    random_resized_crop: bool = True
+    min_scale: float = 0.08
+    horizontal_flip: bool = True
+
+    @classmethod
+    def from_spec(cls, spec: Any) -> Preprocess:
+        c, h, w = spec.input
+        d = spec.data
+        crop = d.crop or h
+        where = Location(spec.file)
+        if h != w or crop != h:
+            raise SpecError([error(f"the network takes {h}x{w}x{c} images but data.crop is {crop}", "data.crop",
+                                   where, hint=f"crop to the spec's size (data.crop={h}), or build the network "
+                                               f"for {crop}x{crop} with --set input=[{c},{crop},{crop}]")])
+        if c not in (1, 3):
+            raise SpecError([error(f"images have 1 or 3 channels; the spec's input has {c}", "input", where)])
+        if len(d.mean) != c or len(d.std) != c:
+            raise SpecError([error(f"data.mean and data.std need {c} values, one per channel", "data.mean", where)])
+        return cls(size=crop, resize=d.resize or round(crop / 0.875), mean=tuple(d.mean), std=tuple(d.std),
+                   interpolation=d.interpolation, random_resized_crop=d.random_resized_crop,
+                   min_scale=d.min_scale, horizontal_flip=d.horizontal_flip)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Preprocess:
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+    # ------------------------------------------------------------------ the transforms
+    def _resample(self) -> Any:
+        from PIL import Image
+
+        return {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}[self.interpolation]
+
+    def _to_tensor(self, img: Any) -> torch.Tensor:
+        channels = len(self.mean)
+        img = img.convert("RGB" if channels == 3 else "L")
+        data = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
+        x = data.view(img.height, img.width, channels).permute(2, 0, 1).float().div_(255)
+        mean = torch.tensor(self.mean).view(-1, 1, 1)
+        std = torch.tensor(self.std).view(-1, 1, 1)
+        return (x - mean) / std
+
+    def evaluation(self, img: Any) -> torch.Tensor:
+        """Resize the shorter side to ``resize``, crop the center ``size`` square."""
+        w, h = img.size
+        scale = self.resize / min(w, h)
+        nw, nh = max(self.size, round(w * scale)), max(self.size, round(h * scale))
+        img = img.resize((nw, nh), self._resample())
+        left, top = (nw - self.size) // 2, (nh - self.size) // 2
+        return self._to_tensor(img.crop((left, top, left + self.size, top + self.size)))
+
+    def training(self, img: Any, rng: random.Random) -> torch.Tensor:
+        """A random crop of ``min_scale``-100% of the area and aspect ratio 3/4-4/3, resized to
+        ``size``; then a horizontal flip with probability 1/2."""
+        from PIL import Image
+
+        if not self.random_resized_crop:
+            x = self.evaluation(img)
+            return torch.flip(x, dims=[2]) if self.horizontal_flip and rng.random() < 0.5 else x
+        w, h = img.size
+        area = w * h
+        box = None
+        for _ in range(10):
+            target = area * rng.uniform(self.min_scale, 1.0)
+            ratio = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
+            cw, ch = round(math.sqrt(target * ratio)), round(math.sqrt(target / ratio))
+            if 0 < cw <= w and 0 < ch <= h:
+                left, top = rng.randint(0, w - cw), rng.randint(0, h - ch)
+                box = (left, top, left + cw, top + ch)
+                break
+        if box is None:                  # fall back to the central square
+            side = min(w, h)
+            box = ((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side)
+        img = img.resize((self.size, self.size), self._resample(), box=box)
+        if self.horizontal_flip and rng.random() < 0.5:
+            img = img.transpose(Image.FLIP_LEFT_RIGHT)
+        return self._to_tensor(img)
+
+
+def scan(folder: str | Path) -> tuple[list[str], list[tuple[Path, int]]]:
+    """Class names (sorted sub-folders) and (image path, class index) pairs of an ImageFolder."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise _fail(f"no such folder: {root}", root, hint="--data takes a folder with one sub-folder per class")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    samples = []
+    for index, name in enumerate(classes):
+        for path in sorted((root / name).rglob("*")):
+            if path.suffix.lower() in EXTENSIONS and path.is_file():
+                samples.append((path, index))
+    return classes, samples
+
+
+class ImageFolder(torch.utils.data.Dataset):
+    """Samples of one split; ``__getitem__`` gives ``(image, label, index)`` or, for an image Pillow
+    cannot read, ``(None, label, index)``, which :func:`collate` drops and counts."""
+
+    def __init__(self, samples: list[tuple[Path, int]], preprocess: Preprocess, train: bool, seed: int):
+        self.samples = samples
+        self.preprocess = preprocess
+        self.train = train
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor | None, int, int]:
+        from PIL import Image, UnidentifiedImageError
+
+        path, label = self.samples[index]
+        try:
+            with Image.open(path) as img:
+                img.load()
+                if self.train:
+                    rng = random.Random(hash((self.seed, self.epoch, index)))
+                    return self.preprocess.training(img, rng), label, index
+                return self.preprocess.evaluation(img), label, index
+        except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError):
+            return None, label, index
+
+
+def collate(batch: list[tuple[torch.Tensor | None, int, int]]) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """Stack the readable images; the indices of unreadable ones come along, to be counted."""
+    good = [(x, y) for x, y, _ in batch if x is not None]
+    bad = [i for x, _, i in batch if x is None]
+    if not good:
+        return torch.empty(0), torch.empty(0, dtype=torch.long), bad
+    return torch.stack([x for x, _ in good]), torch.tensor([y for _, y in good]), bad
+
+
+def split(samples: list[tuple[Path, int]], fraction: float, seed: int) -> tuple[list, list]:
+    """A validation split of ``fraction`` of every class (at least one image each), chosen by ``seed``."""
+    rng = random.Random(seed)
+    by_class: dict[int, list] = {}
+    for s in samples:
+        by_class.setdefault(s[1], []).append(s)
+    train, val = [], []
+    for label in sorted(by_class):
+        items = list(by_class[label])
+        rng.shuffle(items)
+        k = max(1, round(len(items) * fraction)) if len(items) > 1 else 0
+        val += items[:k]
+        train += items[k:]
+    return sorted(train, key=lambda s: str(s[0])), sorted(val, key=lambda s: str(s[0]))

@@ -1,0 +1,480 @@
+"""``archc train``: the spec's recipe on a folder of images, one process or many (torchrun).
+
+A run folder holds everything about the run: ``spec.yaml`` (resolved) and ``args.json``;
+``metrics.csv`` (one row per epoch); ``last.pt`` (resumable: model, optimizer, schedule, epoch,
+random states) and ``best.pt`` (best validation accuracy), both loadable by
+``archcompiler.load_model`` and ``archc draw``; and ``curves.png``, redrawn every epoch.
+
+Launched by ``torchrun --nproc-per-node N -m archcompiler train ...`` it trains with
+DistributedDataParallel (gloo on CPU, nccl on GPU): each process takes ``batch_size / N`` images of
+every global batch, so the result equals one process with the same global batch (for networks
+without BatchNorm, whose statistics are per process, and with the same dropout draws); only rank 0
+writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from .. import __version__
+from ..errors import ArchcError, Location, SpecError, error
+from ..io import atomic_path, write_text
+from ..spec import Spec, load_spec
+from ..spec.source import plain
+from .data import ImageFolder, Preprocess, collate, scan, split
+
+METRICS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "images_per_s", "seconds",
+           "skipped"]
+
+
+@dataclass
+class TrainResult:
+    model: torch.nn.Module
+    history: list[dict[str, Any]]
+    run_dir: Path | None
+    classes: list[str]
+    skipped: int = 0
+    interrupted: bool = False
+    best: dict[str, Any] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- processes
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _world(device: torch.device) -> World:
+    """One process, or the torchrun group this process belongs to (joined here)."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size <= 1:
+        return World()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SpecError([error("--device cuda, but torch sees no CUDA device", "--device",
+                               hint="use --device cpu (or auto)")])
+    if name == "cuda" and "LOCAL_RANK" in os.environ:
+        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    return torch.device(name)
+
+
+# ----------------------------------------------------------------------------- recipe
+
+def _optimizer(spec: Spec, params: Any) -> torch.optim.Optimizer:
+    t = spec.train
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, nesterov=t.nesterov and t.momentum > 0,
+                               weight_decay=t.weight_decay)
+    cls = torch.optim.Adam if t.optimizer == "adam" else torch.optim.AdamW
+    return cls(params, lr=t.lr, weight_decay=t.weight_decay)
+
+
+def lr_factor(spec: Spec, epoch: int) -> float:
+    """The schedule: the learning rate of ``epoch`` (0-based) over the base rate."""
+    t = spec.train
+    if t.schedule == "step":
+        return t.step_factor ** (epoch // t.step_every)
+    if t.schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * min(epoch, t.epochs) / t.epochs))
+    return 1.0
+
+
+def _main_units(spec: Spec) -> int:
+    from ..passes import annotated_graph
+
+    g = annotated_graph(spec)
+    main = next(o for o in g.graph["outputs"].values() if not o["training_only"])
+    return g.nodes[main["node"]]["shape"][0]
+
+
+def _check_classes(spec: Spec, classes: list[str], where: str) -> None:
+    if len(classes) < 2:
+        raise SpecError([error(f"{where} has {len(classes)} class folder(s); training needs at least 2",
+                               "--data", Location(where), hint="one sub-folder per class: train/cats, train/dogs")])
+    units = _main_units(spec)
+    if units != len(classes) and not (units == 1 and len(classes) == 2):
+        hint = f"--set num_classes={len(classes)}" if "num_classes" in spec.params else \
+            f"give the spec's last layer {len(classes)} outputs"
+        raise SpecError([error(f"the data has {len(classes)} classes ({', '.join(classes[:6])}"
+                               f"{', ...' if len(classes) > 6 else ''}) but the spec's main output has {units} units",
+                               "--data", Location(where), hint=hint)])
+
+
+# ----------------------------------------------------------------------------- progress
+
+class Progress:
+    """A bar per epoch on a terminal (tqdm); a plain line per epoch elsewhere (logs, CI)."""
+
+    def __init__(self, enabled: bool, stream: Any = None):
+        self.enabled = enabled
+        self.stream = stream or sys.stderr
+        self.tty = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.bar: Any = None
+
+    def start(self, epoch: int, epochs: int, batches: int) -> None:
+        if self.tty:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=batches, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=True, file=self.stream,
+                            dynamic_ncols=True)
+
+    def update(self, loss: float, accuracy: float, images_per_s: float) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{loss:.4f}", acc=f"{accuracy:.3f}", img_s=f"{images_per_s:.0f}")
+            self.bar.update(1)
+
+    def end(self, row: dict[str, Any], epochs: int) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        if self.enabled:
+            val = f", val acc {row['val_accuracy']:.3f}" if row["val_accuracy"] is not None else ""
+            print(f"epoch {row['epoch']}/{epochs}: loss {row['train_loss']:.4f}, acc {row['train_accuracy']:.3f}"
+                  f"{val}, lr {row['lr']:.3g}, {row['images_per_s']:.0f} img/s, {row['seconds']:.1f} s",
+                  file=self.stream, flush=True)
+
+
+# ----------------------------------------------------------------------------- run folder
+
+def _new_run_dir(spec: Spec) -> Path:
+    base = Path("runs")
+    n = 1
+    while (base / f"{spec.name}-{n}").exists():
+        n += 1
+    return base / f"{spec.name}-{n}"
+
+
+def _latest_run_dir(spec: Spec) -> Path | None:
+    runs = sorted(Path("runs").glob(f"{spec.name}-*"), key=lambda p: p.stat().st_mtime)
+    return runs[-1] if runs else None
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def write_metrics(path: Path, history: list[dict[str, Any]]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=METRICS, lineterminator="\n")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in METRICS})
+    write_text(path, buf.getvalue())
+
+
+def plot_curves(path: Path, history: list[dict[str, Any]], title: str) -> None:
+    """Loss and accuracy per epoch, as a picture (redrawn after every epoch)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    epochs = [r["epoch"] for r in history]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    ax1.plot(epochs, [r["train_loss"] for r in history], "o-", label="train")
+    if any(r.get("val_loss") is not None for r in history):
+        ax1.plot(epochs, [r.get("val_loss") for r in history], "s-", label="validation (main output only)")
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("loss (weighted sum of the spec's losses)")
+    ax1.legend()
+    ax1.grid(alpha=0.3)
+    ax2.plot(epochs, [r["train_accuracy"] for r in history], "o-", label="train")
+    if any(r.get("val_accuracy") is not None for r in history):
+        ax2.plot(epochs, [r.get("val_accuracy") for r in history], "s-", label="validation")
+    for ax in (ax1, ax2):
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("accuracy (main output)")
+    ax2.set_ylim(0, 1.02)
+    ax2.legend()
+    ax2.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- the loop
+
+def _loader(dataset: ImageFolder, batch: int, world: World, shuffle: bool, workers: int, seed: int) -> Any:
+    # one ordering for one process or many: a permutation seeded by (seed, epoch), of which each
+    # process takes every world.size-th image (so the global batches are the same)
+    sampler = torch.utils.data.DistributedSampler(dataset, num_replicas=world.size, rank=world.rank,
+                                                  shuffle=shuffle, seed=seed, drop_last=False)
+    return torch.utils.data.DataLoader(dataset, batch_size=batch, sampler=sampler, num_workers=workers,
+                                       collate_fn=collate, persistent_workers=False, pin_memory=False)
+
+
+def _sum(values: list[float], world: World, device: torch.device) -> list[float]:
+    if world.size == 1:
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def evaluate_loader(model: torch.nn.Module, loader: Any, device: torch.device, n_classes: int,
+                    amp: bool = False) -> dict[str, Any]:
+    """Loss, accuracy and the confusion matrix (rows: true class, columns: predicted) of the main output."""
+    model.eval()
+    confusion = torch.zeros(n_classes, n_classes, dtype=torch.long)
+    loss_sum, count, skipped = 0.0, 0, 0
+    with torch.no_grad():
+        for x, y, bad in loader:
+            skipped += len(bad)
+            if len(y) == 0:
+                continue
+            x, y = x.to(device), y.to(device)
+            with _autocast(device, amp):
+                logits = model(x)
+            loss_sum += float(model.loss(logits, y)) * len(y) if hasattr(model, "loss") else 0.0
+            pred = _predicted(logits, n_classes)
+            for t, p in zip(y.tolist(), pred.tolist()):
+                confusion[t, p] += 1
+            count += len(y)
+    return {"loss": loss_sum / count if count else None, "accuracy": confusion.diag().sum().item() / count
+            if count else None, "confusion": confusion, "count": count, "skipped": skipped}
+
+
+def _predicted(logits: torch.Tensor, n_classes: int) -> torch.Tensor:
+    if logits.shape[1] == 1 and n_classes == 2:          # one unit: the probability of class 1
+        return (logits[:, 0] > 0).long()
+    return logits.argmax(1)
+
+
+def _autocast(device: torch.device, amp: bool) -> Any:
+    if not amp:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.float16 if device.type == "cuda" else torch.bfloat16)
+
+
+def train(spec_or_path: Spec | str | Path, data: str | Path, *, overrides: dict | list | None = None,
+          val: str | Path | None = None, val_split: float | None = 0.1, epochs: int | None = None,
+          batch_size: int | None = None, lr: float | None = None, device: str = "auto", workers: int | None = None,
+          amp: bool = False, out: str | Path | None = None, resume: bool = False, weights: str | Path | None = None,
+          strict: bool = False, progress: bool = True, write: bool = True) -> TrainResult:
+    """Train the network of a spec on an image folder with the spec's recipe (``train:``, ``data:``);
+    the arguments override the recipe's fields. Returns the trained module and its history."""
+    flags = {"train.epochs": epochs, "train.batch_size": batch_size, "train.lr": lr}
+    extra = [f"{k}={v}" for k, v in flags.items() if v is not None]
+    if isinstance(overrides, dict):
+        overrides = [*(f"{k}={json.dumps(v)}" for k, v in overrides.items()), *extra]
+    else:
+        overrides = [*(overrides or []), *extra]
+    spec = load_spec(spec_or_path, overrides)
+    if val_split is not None and not 0 < val_split < 1:
+        raise SpecError([error(f"--val-split is a fraction in (0, 1), got {val_split}", "--val-split")])
+    dev = _device(device)
+    world = _world(dev)
+    t = spec.train
+    if t.batch_size % world.size:
+        raise SpecError([error(f"the batch of {t.batch_size} does not split over {world.size} processes",
+                               "--batch-size", hint=f"use a multiple of {world.size}")])
+    pre = Preprocess.from_spec(spec)
+
+    # ---- data
+    classes, samples = scan(data)
+    _check_classes(spec, classes, str(data))
+    if val is not None:
+        val_classes, val_samples = scan(val)
+        if val_classes != classes:
+            raise SpecError([error(f"the validation folder's classes ({', '.join(val_classes)}) differ from the "
+                                   f"training folder's ({', '.join(classes)})", "--val", Location(str(val)))])
+        train_samples = samples
+    elif val_split:
+        train_samples, val_samples = split(samples, val_split, t.seed)
+    else:
+        train_samples, val_samples = samples, []
+    if not train_samples:
+        raise SpecError([error(f"no images to train on in {data}", "--data", Location(str(data)),
+                               hint=f"images end in {', '.join(sorted(['.jpg', '.png', '.bmp', '.webp']))} ...")])
+    if val is not None and not val_samples:
+        raise SpecError([error(f"no images in the validation folder {val}", "--val", Location(str(val)))])
+    train_set = ImageFolder(train_samples, pre, train=True, seed=t.seed)
+    val_set = ImageFolder(val_samples, pre, train=False, seed=t.seed)
+    workers = min(4, os.cpu_count() or 1) if workers is None else workers
+    loader = _loader(train_set, t.batch_size // world.size, world, True, workers, t.seed)
+    val_loader = _loader(val_set, t.batch_size, World(), False, workers, t.seed) if val_samples else None
+
+    # ---- model and recipe
+    from ..backends.torch import build
+
+    model = build(spec, seed=t.seed, weights=weights).to(dev)
+    optimizer = _optimizer(spec, model.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(spec, e))
+    scaler = torch.amp.GradScaler("cuda") if amp and dev.type == "cuda" else None
+    net = torch.nn.parallel.DistributedDataParallel(model) if world.size > 1 else model
+
+    # ---- run folder
+    run_dir: Path | None = None
+    history: list[dict[str, Any]] = []
+    start = 0
+    best: dict[str, Any] = {}
+    if resume:
+        run_dir = Path(out) if out else _latest_run_dir(spec)
+        if run_dir is None or not (run_dir / "last.pt").is_file():
+            raise SpecError([error(f"nothing to resume: no last.pt in {run_dir or 'runs/'}", "--resume",
+                                   hint="give the run folder with --out runs/NAME")])
+        state = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=True)
+        model.load_state_dict(state["state_dict"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        history, start, best = list(state["history"]), int(state["epoch"]), dict(state.get("best") or {})
+        if state.get("classes") != classes:
+            raise SpecError([error("the data's classes differ from the run being resumed", "--resume",
+                                   Location(str(run_dir)))])
+    elif write and world.main:
+        run_dir = Path(out) if out else _new_run_dir(spec)
+        run_dir.mkdir(parents=True, exist_ok=True)
+    if write and world.main and run_dir is not None:
+        from ..spec.origins import annotated_yaml
+
+        write_text(run_dir / "spec.yaml", annotated_yaml(spec.document, with_origins=False))
+        write_text(run_dir / "args.json", json.dumps({
+            "spec": str(spec.file), "data": str(data), "val": str(val) if val else None, "val_split": val_split,
+            "device": str(dev), "workers": workers, "amp": amp, "processes": world.size, "overrides": overrides,
+            "train": spec.train.model_dump(), "data_options": spec.data.model_dump(), "classes": classes}, indent=2))
+
+    def payload(epoch: int, full: bool) -> dict[str, Any]:
+        out = {"archc": __version__, "spec": plain(spec.document), "heads": True, "state_dict": model.state_dict(),
+               "classes": classes, "preprocess": pre.as_dict(), "epoch": epoch, "history": history, "best": best}
+        if full:
+            out.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                       rng={"torch": torch.get_rng_state(), "python": list(random.getstate()[1])})
+        return out
+
+    if write and world.main and run_dir is not None and not resume:
+        save_checkpoint(run_dir / "last.pt", payload(0, True))      # resumable from the start
+
+    show = Progress(progress and world.main)
+    skipped_total = 0
+    interrupted = False
+    try:
+        for epoch in range(start, t.epochs):
+            torch.manual_seed(t.seed * 100_003 + epoch)      # dropout draws: the same when resumed
+            train_set.epoch = epoch
+            loader.sampler.set_epoch(epoch)
+            net.train()
+            show.start(epoch + 1, t.epochs, len(loader))
+            began = time.perf_counter()
+            loss_sum = correct = count = skipped = 0.0
+            for x, y, bad in loader:
+                skipped += len(bad)
+                if strict and bad:
+                    raise SpecError([error(f"unreadable image {train_samples[bad[0]][0]}", "--strict",
+                                           Location(str(train_samples[bad[0]][0])),
+                                           hint="without --strict, unreadable images are skipped and counted")])
+                if len(y) == 0:
+                    continue
+                x, y = x.to(dev), y.to(dev)
+                with _autocast(dev, amp):
+                    outputs = net(x)
+                    loss = model.loss(outputs, y, label_smoothing=t.label_smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    loss.backward()
+                    optimizer.step()
+                main = outputs[0] if isinstance(outputs, tuple) else outputs
+                loss_sum += float(loss.detach()) * len(y)
+                correct += (_predicted(main.detach(), len(classes)) == y).sum().item()
+                count += len(y)
+                elapsed = time.perf_counter() - began
+                show.update(loss_sum / count, correct / count, count * world.size / max(elapsed, 1e-9))
+            loss_sum, correct, count, skipped = _sum([loss_sum, correct, count, skipped], world, dev)
+            seconds = time.perf_counter() - began
+            skipped_total += int(skipped)
+            row: dict[str, Any] = {
+                "epoch": epoch + 1, "train_loss": loss_sum / count if count else float("nan"),
+                "train_accuracy": correct / count if count else 0.0, "val_loss": None, "val_accuracy": None,
+                "lr": optimizer.param_groups[0]["lr"], "images_per_s": count / seconds if seconds else 0.0,
+                "seconds": seconds, "skipped": int(skipped)}
+            scheduler.step()
+            if val_loader is not None and world.main:
+                result = evaluate_loader(model, val_loader, dev, len(classes), amp)
+                row["val_loss"], row["val_accuracy"] = result["loss"], result["accuracy"]
+                skipped_total += result["skipped"]
+            history.append(row)
+            if world.main and row["val_accuracy"] is not None and row["val_accuracy"] > best.get("val_accuracy", -1):
+                best = {"epoch": row["epoch"], "val_accuracy": row["val_accuracy"]}
+                if write and run_dir is not None:
+                    save_checkpoint(run_dir / "best.pt", payload(epoch + 1, False))
+            if write and world.main and run_dir is not None:
+                save_checkpoint(run_dir / "last.pt", payload(epoch + 1, True))
+                write_metrics(run_dir / "metrics.csv", history)
+                plot_curves(run_dir / "curves.png", history, f"{spec.name} on {Path(data).name}")
+                if val_loader is None:
+                    save_checkpoint(run_dir / "best.pt", payload(epoch + 1, False))
+            show.end(row, t.epochs)
+            if world.size > 1:
+                dist.barrier()
+    except KeyboardInterrupt:
+        interrupted = True
+        if show.bar is not None:
+            show.bar.close()
+        if world.main:
+            done = history[-1]["epoch"] if history else 0
+            where = f" --out {run_dir}" if run_dir is not None else ""
+            print(f"\ninterrupted: {run_dir / 'last.pt' if run_dir else 'the run'} holds epoch {done}; "
+                  f"continue with: archc train {spec.file} --data {data}{where} --resume", file=sys.stderr)
+    finally:
+        if world.size > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+    model.eval()
+    return TrainResult(model, history, run_dir, classes, skipped_total, interrupted, best)
+
+
+def summary(result: TrainResult, spec_name: str) -> str:
+    """The one-screen summary at the end of a run."""
+    h = result.history
+    lines = [f"{spec_name}: {len(h)} epoch(s) on {len(result.classes)} classes ({', '.join(result.classes[:8])})"]
+    if h:
+        last = h[-1]
+        lines.append(f"last epoch: train loss {last['train_loss']:.4f}, train accuracy {last['train_accuracy']:.3f}"
+                     + (f", validation accuracy {last['val_accuracy']:.3f}" if last["val_accuracy"] is not None else ""))
+        lines.append(f"speed: {sum(r['images_per_s'] for r in h) / len(h):.0f} images/s; "
+                     f"time: {sum(r['seconds'] for r in h):.1f} s")
+    if result.best:
+        lines.append(f"best: validation accuracy {result.best['val_accuracy']:.3f} at epoch {result.best['epoch']}")
+    lines.append(f"unreadable images skipped: {result.skipped}" if result.skipped else "unreadable images: none")
+    if result.run_dir is not None:
+        names = [n for n in ("metrics.csv", "curves.png", "last.pt", "best.pt") if (result.run_dir / n).exists()]
+        lines.append(f"run folder: {result.run_dir} ({', '.join(names)})")
+    return "\n".join(lines)
+
+
+__all__ = ["train", "summary", "TrainResult", "evaluate_loader", "lr_factor", "ArchcError"]

@@ -1,0 +1,142 @@
+"""``archc evaluate`` and ``archc predict``: a trained checkpoint on a folder or on single images.
+
+A checkpoint written by ``archc train`` carries its spec, the class names and the preprocessing it
+was trained with, so images are prepared exactly as in training. A plain ``state_dict`` (a
+published checkpoint) works too: the spec's ``data:`` section says how to prepare images, and
+class names come from the folder (or are numbered).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import Location, SpecError, error
+from ..spec import Spec, load_spec
+from .data import ImageFolder, Preprocess, collate, scan
+
+
+def _checkpoint(path: str | Path) -> dict[str, Any]:
+    from ..backends.torch.build import _read_weights
+    from ..modelfile import read_model_file
+
+    try:
+        return read_model_file(path)
+    except Exception:                      # a plain state_dict: weights without a spec
+        return {"state_dict": _read_weights(path)}
+
+
+def load_trained(spec_or_checkpoint: Spec | str | Path, weights: str | Path | None = None,
+                 overrides: dict | list | None = None, device: str = "cpu") -> tuple[Any, Spec, list[str] | None, Preprocess]:
+    """The trained module, its spec, its class names (if the checkpoint has them) and preprocessing."""
+    from ..backends.torch import build
+    from ..modelfile import embedded_spec
+
+    if weights is None:
+        if not str(spec_or_checkpoint).endswith(".pt"):
+            raise SpecError([error("which weights? give --weights CHECKPOINT (or a checkpoint instead of SPEC)",
+                                   "--weights", hint="archc train writes runs/NAME/best.pt")])
+        payload = _checkpoint(spec_or_checkpoint)
+        if "spec" not in payload:
+            raise SpecError([error(f"{spec_or_checkpoint} holds weights but no spec", "SPEC",
+                                   Location(str(spec_or_checkpoint)), hint="give the spec and --weights FILE")])
+        spec = embedded_spec(payload, overrides, file=str(spec_or_checkpoint))
+    else:
+        payload = _checkpoint(weights)
+        spec = load_spec(spec_or_checkpoint, overrides)
+    state = payload["state_dict"]
+    heads = any(k.startswith(("aux",)) for k in state) if "heads" not in payload else payload["heads"]
+    model = build(spec, weights=state, heads=heads if heads in (True, False) else True, drop_missing=True)
+    model.to(torch.device(device)).eval()
+    pre = Preprocess.from_dict(payload["preprocess"]) if "preprocess" in payload else Preprocess.from_spec(spec)
+    classes = list(payload["classes"]) if "classes" in payload else None
+    return model, spec, classes, pre
+
+
+def evaluate(spec_or_checkpoint: Spec | str | Path, data: str | Path, weights: str | Path | None = None,
+             overrides: dict | list | None = None, device: str = "cpu", batch_size: int = 64, workers: int = 0,
+             plot: str | Path | None = None) -> dict[str, Any]:
+    """Accuracy, per-class accuracy and the confusion matrix of a trained network on an image folder
+    (``plot``: also draw the confusion matrix to that PNG file)."""
+    from .loop import evaluate_loader
+
+    model, spec, classes, pre = load_trained(spec_or_checkpoint, weights, overrides, device)
+    folder_classes, samples = scan(data)
+    classes = classes or folder_classes
+    unknown = [c for c in folder_classes if c not in classes]
+    if unknown:
+        raise SpecError([error(f"the folder has classes the model was not trained on: {', '.join(unknown)}",
+                               "--data", Location(str(data)), hint=f"the model knows: {', '.join(classes)}")])
+    if not samples:
+        raise SpecError([error(f"no images in {data}", "--data", Location(str(data)))])
+    index = {c: i for i, c in enumerate(classes)}
+    samples = [(p, index[folder_classes[label]]) for p, label in samples]
+    loader = torch.utils.data.DataLoader(ImageFolder(samples, pre, train=False, seed=0), batch_size=batch_size,
+                                         num_workers=workers, collate_fn=collate)
+    result = evaluate_loader(model, loader, torch.device(device), len(classes))
+    confusion = result["confusion"]
+    per_class = {c: (confusion[i, i].item() / confusion[i].sum().item()) if confusion[i].sum() else None
+                 for i, c in enumerate(classes)}
+    report = {"spec": spec.name, "images": result["count"], "skipped": result["skipped"],
+              "accuracy": result["accuracy"], "per_class_accuracy": per_class, "classes": classes,
+              "confusion": confusion.tolist()}
+    if plot is not None:
+        plot_confusion(Path(plot), classes, confusion, f"{spec.name}: accuracy {result['accuracy']:.3f}")
+        report["plot"] = str(plot)
+    return report
+
+
+def plot_confusion(path: Path, classes: list[str], confusion: torch.Tensor, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..io import atomic_path
+
+    n = len(classes)
+    fig, ax = plt.subplots(figsize=(2 + 0.6 * n, 1.6 + 0.6 * n))
+    ax.imshow(confusion.numpy() if hasattr(confusion, "numpy") else confusion, cmap="Blues")
+    ax.set_xticks(range(n), classes, rotation=45, ha="right")
+    ax.set_yticks(range(n), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    top = confusion.max().item() if n else 0
+    for i in range(n):
+        for j in range(n):
+            v = confusion[i, j].item()
+            ax.text(j, i, str(v), ha="center", va="center", color="white" if v > top / 2 else "black")
+    ax.set_title(title)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def predict(spec_or_checkpoint: Spec | str | Path, images: list[str | Path], weights: str | Path | None = None,
+            overrides: dict | list | None = None, top: int = 5, device: str = "cpu") -> list[dict[str, Any]]:
+    """The ``top`` classes with their probabilities for each image, prepared as in training."""
+    from PIL import Image, UnidentifiedImageError
+
+    model, spec, classes, pre = load_trained(spec_or_checkpoint, weights, overrides, device)
+    results = []
+    for path in images:
+        try:
+            with Image.open(path) as img:
+                img.load()
+                x = pre.evaluation(img).unsqueeze(0)
+        except FileNotFoundError:
+            raise SpecError([error(f"no such image: {path}", "IMAGE", Location(str(path)))]) from None
+        except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
+            raise SpecError([error(f"cannot read {path} as an image: {exc}", "IMAGE", Location(str(path)))]) from None
+        probs = model.predict_proba(x.to(torch.device(device)))[0]
+        if probs.numel() == 1:            # one sigmoid unit: P(class 1)
+            probs = torch.cat([1 - torch.sigmoid(probs), torch.sigmoid(probs)])
+        names = classes or [str(i) for i in range(probs.numel())]
+        k = min(top, probs.numel())
+        values, idx = probs.topk(k)
+        results.append({"image": str(path), "top": [{"class": names[i], "probability": float(v)}
+                                                    for v, i in zip(values.tolist(), idx.tolist())]})
+    return results

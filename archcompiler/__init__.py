@@ -40,15 +40,19 @@ def check(spec_or_path: Spec | str | Path, overrides: dict | list | None = None,
 
 
 def build(spec_or_path: Spec | str | Path, overrides: dict | list | None = None, seed: int | None = None,
-          weights: str | Path | None = None, drop_missing: bool = False, check_memory: bool = True) -> Any:
+          weights: str | Path | None = None, drop_missing: bool = False, check_memory: bool = True,
+          optimize: bool = False, compile: bool = False) -> Any:
     """Compile the spec into a ``torch.nn.Module`` (see :mod:`archcompiler.backends.torch`).
 
-    ``check_memory=False`` builds even when the parameters and activations would not fit in the
-    memory this machine has free (by default that is refused before anything is allocated)."""
+    ``optimize=True`` gives the inference module (BatchNorm folded into the convolutions, ReLU
+    fused, dropout and auxiliary heads removed, channels-last); ``weights`` load into the ordinary
+    layout first, so published checkpoints work with it. ``compile=True`` wraps the result in
+    ``torch.compile`` where a compiler is available. ``check_memory=False`` builds even when the
+    parameters and activations would not fit in free memory (refused by default, before allocating)."""
     from .backends.torch import build as _build
 
     return _build(load_spec(spec_or_path, overrides), seed=seed, weights=weights, drop_missing=drop_missing,
-                  check_memory=check_memory)
+                  check_memory=check_memory, optimize=optimize, compile=compile)
 
 
 def save_model(model: Any, path: str | Path) -> Path:
@@ -59,11 +63,12 @@ def save_model(model: Any, path: str | Path) -> Path:
     return _save(model, path)
 
 
-def load_model(path: str | Path) -> Any:
-    """Reload a module saved by ``archc build -o model.pt`` (the spec is inside the file)."""
+def load_model(path: str | Path, optimize: bool = False, compile: bool = False) -> Any:
+    """Reload a module saved by ``archc build -o model.pt`` or ``archc train`` (the spec is inside
+    the file); ``optimize=True`` for the inference module."""
     from .backends.torch import load_model as _load
 
-    return _load(path)
+    return _load(path, optimize=optimize, compile=compile)
 
 
 def draw(spec_or_path: Spec | str | Path, output: str | Path | None = None, **options: Any) -> Any:

@@ -271,7 +271,7 @@ def build_dot(spec: Spec, collapse: bool = False, depth: int | None = None, colo
 
 def draw(spec_or_path: Spec | str | Path, output: str | Path | None = None, format: str | None = None,
          collapse: bool = False, depth: int | None = None, color: str = "none", rankdir: str = "TB",
-         overrides: dict | list | None = None, force: bool = False) -> Drawing:
+         overrides: dict | list | None = None, force: bool = False, optimized: bool = False) -> Drawing:
     """Render the diagram to ``output`` (format from its extension unless given; default
     ``<spec name>.svg`` in the current folder).  Without the ``dot`` binary, the DOT text is
     written beside the requested file and :class:`BackendError` says how to install graphviz.
@@ -295,7 +295,12 @@ def draw(spec_or_path: Spec | str | Path, output: str | Path | None = None, form
         refuse_inputs(path, [spec_or_path])
     if not output:
         check_default_output(path, force)
-    dot = build_dot(spec, collapse=collapse, depth=depth, color=color, rankdir=rankdir)
+    graph = None
+    if optimized:
+        from ..passes.optimize import optimize
+
+        graph = optimize(annotated_graph(spec))
+    dot = build_dot(spec, collapse=collapse, depth=depth, color=color, rankdir=rankdir, g=graph)
     source = dot.source
     if format == "dot":
         write_text(path, source)

@@ -25,6 +25,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--drop-training-heads", action="store_true",
                    help="build without training-only heads (to load checkpoints that lack them)")
     p.add_argument("--seed", type=int, default=None, help="seed for reproducible initialisation")
+    p.add_argument("--optimize", action="store_true",
+                   help="the inference module: BatchNorm folded, ReLU fused, dropout and auxiliary heads removed, "
+                        "channels-last (with --emit python: its source)")
+    p.add_argument("--compile", action="store_true",
+                   help="wrap the module in torch.compile where a compiler is available (a message says when not)")
     p.add_argument("--no-memory-check", dest="memory_check", action="store_false",
                    help="build even when the parameters and activations would not fit in free memory")
     p.add_argument("--force", action="store_true",
@@ -50,12 +55,24 @@ def run(args: argparse.Namespace) -> int:
 
     heads = not args.drop_training_heads
     out = Path(args.output or f"{spec.name}.{EXTENSIONS[args.emit]}") if args.output or args.emit != "model" else None
+    if args.optimize and out is not None and args.emit == "model":
+        from ..errors import BackendError, error
+        raise BackendError([error("a model file keeps the ordinary module; optimise when you load it: "
+                                  "archcompiler.load_model(path, optimize=True)", "--optimize",
+                                  hint="with --optimize, write --emit python, torchscript or onnx")])
     if out is not None:       # refuse a bad output before the (slow) build
         refuse_inputs(out, [p for p in (args.spec, args.weights) if p])
         if not args.output:
             check_default_output(out, args.force)
-    model = build(spec, seed=args.seed, weights=args.weights, heads=heads, check_memory=args.memory_check)
+    model = build(spec, seed=args.seed, weights=args.weights, heads=heads, check_memory=args.memory_check,
+                  optimize=args.optimize, compile=args.compile)
     n_params = sum(p.numel() for p in model.parameters())
+    if args.optimize:
+        from ..passes.optimize import optimize
+
+        g = optimize(g)
+        top, fine = rows(g, spec), rows(g, spec, depth=2)
+        heads = False
     expected = totals(g, training=heads)["params"]
     if args.format == "json":
         written = _write(out, args, spec, model) if out is not None else None

@@ -20,6 +20,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--color", choices=["none", "flops", "params"], default="none",
                    help="shade nodes by their share of the cost")
     p.add_argument("--rankdir", choices=["TB", "LR"], default="TB", help="top-to-bottom or left-to-right")
+    p.add_argument("--optimized", action="store_true",
+                   help="draw the graph after the inference passes (BatchNorm folded, ReLU fused, heads removed)")
     p.add_argument("--force", action="store_true",
                    help="replace the default output file even when archc did not write it")
     add_set(p)
@@ -30,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from ..backends.dot import draw
 
     result = draw(args.spec, args.output, format=args.format, collapse=args.collapse, depth=args.depth,
-                  color=args.color, rankdir=args.rankdir, overrides=args.set, force=args.force)
+                  color=args.color, rankdir=args.rankdir, overrides=args.set, force=args.force,
+                  optimized=args.optimized)
     print(f"wrote {result.path}")
     return 0

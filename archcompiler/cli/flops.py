@@ -41,6 +41,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=["table", "json", "csv", "markdown"], default="table",
                    help="table (default), json (exact integers, [C, H, W] shapes), csv or markdown")
     p.add_argument("--input", type=parse_input, metavar="CxHxW", help="input size, e.g. 3x299x299")
+    p.add_argument("--optimized", action="store_true",
+                   help="the graph after the inference passes (what archc build --optimize runs), with what they removed")
     p.add_argument("--batch", type=positive, default=1, metavar="N",
                    help="images per batch: multiplies ops and activation memory (default 1)")
     add_set(p)
@@ -69,7 +71,8 @@ def table_rows(report: dict[str, Any], units: str) -> tuple[list[str], list[list
 def run(args: argparse.Namespace) -> int:
     from ..passes import analyze
 
-    report = analyze(args.spec, args.set, batch=args.batch, depth=args.depth, input=args.input)
+    report = analyze(args.spec, args.set, batch=args.batch, depth=args.depth, input=args.input,
+                     optimized=args.optimized)
     if args.format == "json":
         print(json.dumps(report, indent=2))
         return 0
@@ -95,6 +98,16 @@ def run(args: argparse.Namespace) -> int:
         f"{report['receptive_field']['size'][0]}x{report['receptive_field']['size'][1]} pixels",
         f"convention: {report['convention']}",
     ]
+    if args.optimized:
+        opt = report["optimized"]
+        kinds = {"eval_only": "training-only or dropout", "fold_batch_norm": "BatchNorm folded into convolutions",
+                 "fuse_activation": "ReLU fused into convolutions"}
+        done = [f"{len(p['removed'])} {p.get('what', kinds.get(p['pass'], p['pass']))}" for p in opt["passes"]
+                if p.get("removed")]
+        layout = [p["memory_format"] for p in opt["passes"] if p.get("memory_format")]
+        lines.insert(3, f"optimized: nodes removed: {', '.join(done) or 'none'}; removed {opt['elementwise']:,} "
+                        f"element operations and {opt['macs']:,} MACs; params {-opt['params']:+,}"
+                        + (f"; layout {layout[0]}" if layout else ""))
     stage_text = ", ".join(f"{st['resolution']} {human(st['macs'] if args.units == 'macs' else st['flops'])}"
                            for st in report["stages"])
     lines.insert(3, f"by stage (output resolution: {'MACs' if args.units == 'macs' else 'FLOPs'}): {stage_text}")

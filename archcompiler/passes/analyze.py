@@ -149,7 +149,7 @@ def by_op(g: nx.DiGraph, batch: int = 1) -> dict[str, dict[str, int]]:
 
 
 def analyze(spec_or_path: Spec | str | Path, overrides: dict | list | None = None, batch: int = 1,
-            depth: int = 1, input: tuple[int, int, int] | None = None) -> dict[str, Any]:
+            depth: int = 1, input: tuple[int, int, int] | None = None, optimized: bool = False) -> dict[str, Any]:
     """Everything ``archc flops --format json`` prints, as a dict.
 
     Keys: ``spec``, ``input`` [C, H, W], ``batch``, ``convention``, ``rows`` (``name``, ``type``,
@@ -161,6 +161,16 @@ def analyze(spec_or_path: Spec | str | Path, overrides: dict | list | None = Non
     overrides = _with_input(overrides, input)
     spec = load_spec(spec_or_path, overrides)
     g = annotated_graph(spec)
+    removed = None
+    if optimized:
+        from .optimize import optimize
+
+        before = totals(g, batch)
+        g = optimize(g)
+        after = totals(g, batch)
+        removed = {"passes": g.graph.get("optimizations", []),
+                   "macs": before["macs"] - after["macs"], "elementwise": before["elementwise"] - after["elementwise"],
+                   "params": before["params"] - after["params"]}
     peak = annotate_memory(g, batch=batch)
     main = g.graph["outputs"]
     final = next((o["node"] for o in main.values() if not o["training_only"]), None)
@@ -185,6 +195,7 @@ def analyze(spec_or_path: Spec | str | Path, overrides: dict | list | None = Non
                      "memory; each op's transient workspace; a tensor freed after its last use"),
         "receptive_field": {"layer": final, "size": list(rf["size"]), "jump": list(rf["jump"]),
                             "start": list(rf["start"])} if rf else None,
+        **({"optimized": removed} if optimized else {}),
     }
 
 

@@ -71,7 +71,8 @@ def _check_memory(g: Any, spec: Spec, heads: bool) -> None:
 
 
 def build(spec: Spec, seed: int | None = None, weights: str | Path | None = None,
-          drop_missing: bool = False, heads: bool | None = None, check_memory: bool = True) -> torch.nn.Module:
+          drop_missing: bool = False, heads: bool | None = None, check_memory: bool = True,
+          optimize: bool = False, compile: bool = False) -> torch.nn.Module:
     """A ``torch.nn.Module`` for ``spec``.
 
     - eval mode: ``forward`` returns the main logits ``(N, num_classes)``;
@@ -101,6 +102,14 @@ def build(spec: Spec, seed: int | None = None, weights: str | Path | None = None
     model.archc_heads = heads
     if state is not None:
         load_weights(model, state, g, spec, str(weights))
+    if optimize:
+        from .optimized import optimize_module
+
+        model = optimize_module(model, g, spec)
+    if compile:
+        from .optimized import compile_module
+
+        model = compile_module(model)
     return model
 
 
@@ -173,10 +182,12 @@ def save_model(model: torch.nn.Module, path: str | Path) -> Path:
     return Path(path)
 
 
-def load_model(path: str | Path) -> torch.nn.Module:
-    """Rebuild the module saved in ``path`` (no YAML file needed) and load its weights."""
+def load_model(path: str | Path, optimize: bool = False, compile: bool = False) -> torch.nn.Module:
+    """Rebuild the module saved in ``path`` (no YAML file needed) and load its weights;
+    ``optimize=True`` gives the inference module built from them."""
     payload = read_model_file(path)
     state = payload["state_dict"]
     if not isinstance(state, dict):
         raise BackendError([error(f"{path} holds no state_dict", "state_dict", Location(str(path)))])
-    return build(embedded_spec(payload, file=str(path)), heads=payload.get("heads", True), weights=state)
+    return build(embedded_spec(payload, file=str(path)), heads=payload.get("heads", True), weights=state,
+                 optimize=optimize, compile=compile)

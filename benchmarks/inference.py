@@ -6,6 +6,7 @@ every variant (the script first checks they agree):
 - hand-tuned: the same, BatchNorm folded with torch.fx.experimental.optimization.fuse, channels_last
   (the input converted inside the timed call, as archc's module does);
 - archc: the module `archc build` makes; archc --optimize: `archcompiler.build(spec, optimize=True)`;
+  +siblings: the same with the fuse_siblings pass (horizontal fusion of the 1x1 convolutions);
 - with --compile: torch.compile of the hand-tuned module against `build(spec, optimize=True, compile=True)`
   (batch 8 only: each compile takes about a minute on 2 cores).
 Batches 1, 8, 32; interleaved repetitions, the order rotated every round; min and median.
@@ -82,6 +83,8 @@ def main() -> None:
     tuned.load_state_dict(fuse(plain).state_dict())
     tuned = tuned.to(memory_format=torch.channels_last).eval()
     optimized = archcompiler.build(SPEC, weights=state, optimize=True)
+    siblings = archcompiler.build(SPEC, weights=state, optimize=["eval_only", "fold_batch_norm", "fuse_activation",
+                                                                  "fuse_siblings", "choose_layout"])
 
     def hand_tuned(x: torch.Tensor, model=tuned) -> torch.Tensor:
         return model(x.contiguous(memory_format=torch.channels_last))
@@ -89,11 +92,12 @@ def main() -> None:
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
         expected = plain(x)
-        for name, fn in (("archc", archc), ("hand-tuned", hand_tuned), ("archc --optimize", optimized)):
+        for name, fn in (("archc", archc), ("hand-tuned", hand_tuned), ("archc --optimize", optimized),
+                         ("+ fuse_siblings", siblings)):
             err = (fn(x) - expected).abs().max().item() / expected.abs().max().item()
             assert err < 1e-4, f"{name} disagrees with the plain module ({err})"
     variants = {"plain (eager, NCHW)": plain, "hand-tuned (fuse + NHWC)": hand_tuned, "archc": archc,
-                "archc --optimize": optimized}
+                "archc --optimize": optimized, "archc --optimize +siblings": siblings}
     for batch in args.batches:
         times = rotated(variants, torch.randn(batch, 3, 224, 224), args.repeats)
         report(f"batch {batch} (median of {args.repeats}):", times, "plain (eager, NCHW)", "hand-tuned (fuse + NHWC)")
@@ -115,7 +119,7 @@ def main() -> None:
             return tuned_compiled(x.contiguous(memory_format=torch.channels_last))
 
         times = rotated({"torch.compile(hand-tuned)": hand_compiled, "archc --optimize --compile": archc_compiled,
-                         "archc --optimize": optimized}, x8, args.repeats)
+                         "archc --optimize": optimized, "archc --optimize +siblings": siblings}, x8, args.repeats)
         report(f"batch 8, compiled (median of {args.repeats}):", times, "torch.compile(hand-tuned)",
                "torch.compile(hand-tuned)")
 

@@ -183,3 +183,47 @@ def test_optimized_model_loads_from_a_model_file(tmp_path):
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         assert torch.allclose(fast(x), model.eval()(x), atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- horizontal fusion
+
+FUSED = ["eval_only", "fold_batch_norm", "fuse_activation", "fuse_siblings", "choose_layout"]
+
+
+def test_fuse_siblings_fires_on_each_inception_module():
+    from archcompiler.passes.optimize import fuse_siblings
+
+    g = fuse_siblings(optimize(annotated_graph(archcompiler.load_spec(SPECS / "googlenet-torchvision.yaml"))))
+    widths = [g.nodes[n]["attrs"]["out_channels"] for n in g.nodes if n.endswith("+siblings")]
+    assert widths == [176, 288, 304, 296, 280, 288, 448, 448, 624]       # #1x1 + #3x3 reduce + #5x5 reduce
+    assert sum(1 for _, d in g.nodes(data=True) if d["op"] == "channel_slice") == 27
+
+
+@pytest.mark.parametrize("second", [
+    {"name": "b", "op": "conv", "out": 2, "kernel": 1, "input": "a"},               # reads another tensor
+    {"name": "b", "op": "conv", "out": 2, "kernel": 1, "stride": 2, "input": "input"},   # another stride
+    {"name": "b", "op": "conv", "out": 2, "kernel": 3, "padding": 1, "input": "input"},  # 3x3 with padding
+    {"name": "b", "op": "conv", "out": 2, "kernel": 1, "act": "relu", "input": "input"},  # another activation
+])
+def test_fuse_siblings_does_not_fire_for_unlike_convolutions(second):
+    from archcompiler.passes.optimize import fuse_siblings
+
+    layers = [{"name": "a", "op": "conv", "out": 3, "kernel": 1},
+              second, {"name": "p", "op": "global_avg_pool", "input": "b"},
+              {"name": "q", "op": "global_avg_pool", "input": "a"}, {"name": "cat", "op": "concat", "inputs": ["p", "q"]}]
+    g = fuse_siblings(fuse_activation(graph(layers)))      # a fused ReLU makes convolutions unlike
+    assert "channel_slice" not in ops(g)
+
+
+@pytest.mark.parametrize("path", [SPECS / "googlenet.yaml", SPECS / "googlenet-torchvision.yaml",
+                                  SPECS / "googlenet-v2.yaml"], ids=lambda p: p.stem)
+def test_fused_siblings_module_equals_the_ordinary_one(path):
+    spec = archcompiler.load_spec(path)
+    base = archcompiler.build(spec, seed=0)
+    _randomise_batch_norm(base)
+    fast = archcompiler.build(spec, weights=base.state_dict(), optimize=FUSED)
+    base.eval()
+    x = torch.randn(2, *spec.input)
+    with torch.no_grad():
+        expected, got = base(x), fast(x)
+    assert (got - expected).abs().max().item() <= 1e-4 * expected.abs().max().item()

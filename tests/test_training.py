@@ -224,3 +224,12 @@ def test_ctrl_c_keeps_a_resumable_state_and_says_how_to_resume(few, tmp_path):
                         "--epochs", str(state["epoch"] + 1), "--workers", "0", "--out", str(run), "--resume", "-q")
     assert resumed.returncode == 0, resumed.stderr
     assert len(_metrics(run)) == state["epoch"] + 1
+
+
+def test_amp_and_starting_weights(few, tmp_path):
+    """--amp trains in bfloat16 on CPU (float16 on CUDA); --weights starts from a checkpoint."""
+    first = _train(few, tmp_path / "first", 1)
+    result = archcompiler.train(SMALL, few, overrides=[*TWO, "width=0.125"], epochs=1, batch_size=16, workers=0,
+                                amp=True, weights=tmp_path / "first" / "best.pt", out=tmp_path / "amp", progress=False)
+    assert len(result.history) == 1 and result.history[0]["train_loss"] == result.history[0]["train_loss"]  # not NaN
+    assert first.history[0]["epoch"] == 1

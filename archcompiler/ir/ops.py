@@ -220,6 +220,13 @@ def _lrn_workspace(a: Attrs, i: list[Shape], o: Shape) -> int:
     return max(2 * c, c + a["size"] - 1) * h * w
 
 
+def _channel_slice_shape(a: Attrs, shapes: list[Shape]) -> Shape:
+    c, h, w = _image("channel_slice", shapes)
+    if not 0 <= a["start"] < a["end"] <= c:
+        raise ShapeError(f"channels {a['start']}:{a['end']} are not within the input's {c}")
+    return (a["end"] - a["start"], h, w)
+
+
 def _kxs(a: Attrs) -> str:
     (kh, kw), (sh, _) = a["kernel"], a["stride"]
     return f"{kh}x{kw}/{sh}"
@@ -248,4 +255,6 @@ OPS: dict[str, OpDef] = {op.kind: op for op in [
     OpDef("concat", shape=_concat_shape),
     OpDef("add", shape=_add_shape, elementwise=lambda a, i, o: (len(i) - 1) * math.prod(o)),
     OpDef("identity", shape=_same("identity"), elementwise=lambda a, i, o: 0),
+    # made by the fuse_siblings pass only: channels [start, end) of its input, a view
+    OpDef("channel_slice", shape=_channel_slice_shape, elementwise=lambda a, i, o: 0),
 ]}

@@ -58,7 +58,7 @@ def plan(g: nx.DiGraph, heads: bool = True) -> Plan:
     for n in order:
         data = g.nodes[n]
         ins = data["inputs"]
-        if data["op"] in ("identity", "flatten", "dropout"):
+        if data["op"] in ("identity", "flatten", "dropout", "channel_slice"):
             alias[n] = ins[0]            # a view, or (dropout in eval mode) the input itself
         elif data["op"] == "activation" and data["attrs"]["kind"] in INPLACE_ACTIVATIONS and \
                 all(i != INPUT and len(consumers[i]) == 1 and i not in results for i in ins):

@@ -72,7 +72,7 @@ def _check_memory(g: Any, spec: Spec, heads: bool) -> None:
 
 def build(spec: Spec, seed: int | None = None, weights: str | Path | None = None,
           drop_missing: bool = False, heads: bool | None = None, check_memory: bool = True,
-          optimize: bool = False, compile: bool = False) -> torch.nn.Module:
+          optimize: bool | list[str] = False, compile: bool = False) -> torch.nn.Module:
     """A ``torch.nn.Module`` for ``spec``.
 
     - eval mode: ``forward`` returns the main logits ``(N, num_classes)``;
@@ -105,7 +105,7 @@ def build(spec: Spec, seed: int | None = None, weights: str | Path | None = None
     if optimize:
         from .optimized import optimize_module
 
-        model = optimize_module(model, g, spec)
+        model = optimize_module(model, g, spec, None if optimize is True else list(optimize))
     if compile:
         from .optimized import compile_module
 

@@ -82,6 +82,7 @@ TORCH_OPS: dict[str, TorchOp] = {
     "concat": TorchOp(None, lambda a, x, m, ip: f"torch.cat([{', '.join(x)}], 1)"),
     "add": TorchOp(None, lambda a, x, m, ip: " + ".join(x)),
     "identity": TorchOp(None, lambda a, x, m, ip: x[0]),
+    "channel_slice": TorchOp(None, lambda a, x, m, ip: f"{x[0]}[:, {a['start']}:{a['end']}]"),
 }
 
 

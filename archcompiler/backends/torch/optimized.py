@@ -16,11 +16,22 @@ from ...passes.optimize import fold_weights, optimize
 from .codegen import generate
 
 
-def optimize_module(base: torch.nn.Module, g: Any, spec: Any) -> torch.nn.Module:
+def _weights(base: torch.nn.Module, source: dict[str, str], node: str, attrs: dict) -> tuple:
+    """A convolution's weight and bias in the optimised module (BatchNorm folded in where it was)."""
+    module = base.get_submodule(source[node])
+    folded = attrs.get("folded_bn")
+    if not folded:
+        return module.weight, module.bias
+    bn = base.get_submodule(source[folded["node"]])
+    return fold_weights(module.weight, module.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var,
+                        folded["eps"])
+
+
+def optimize_module(base: torch.nn.Module, g: Any, spec: Any, passes: Any = None) -> torch.nn.Module:
     """The optimised twin of ``base`` (built from ``spec``, whose annotated graph is ``g``)."""
     from .build import compile_source
 
-    og = optimize(g)
+    og = optimize(g, passes)
     gen = generate(og, spec, heads=False)
     cls = compile_source(gen, f"<archc:{spec.name}:optimized>")
     with torch.random.fork_rng():
@@ -29,16 +40,16 @@ def optimize_module(base: torch.nn.Module, g: Any, spec: Any) -> torch.nn.Module
     state = {}
     with torch.no_grad():
         for node, path in gen.module_paths.items():
-            module = base.get_submodule(source[node])
             attrs = og.nodes[node]["attrs"]
-            folded = attrs.get("folded_bn")
-            if folded:
-                bn = base.get_submodule(source[folded["node"]])
-                weight, bias = fold_weights(module.weight, module.bias, bn.weight, bn.bias, bn.running_mean,
-                                            bn.running_var, folded["eps"])
-                state[f"{path}.weight"], state[f"{path}.bias"] = weight, bias
+            if attrs.get("siblings"):           # fused siblings: their weights side by side
+                parts = [_weights(base, source, s["node"], s["attrs"]) for s in attrs["siblings"]]
+                state[f"{path}.weight"] = torch.cat([w for w, _ in parts])
+                if attrs["bias"]:
+                    state[f"{path}.bias"] = torch.cat([b for _, b in parts])
+            elif attrs.get("folded_bn"):
+                state[f"{path}.weight"], state[f"{path}.bias"] = _weights(base, source, node, attrs)
             else:
-                for key, value in module.state_dict().items():
+                for key, value in base.get_submodule(source[node]).state_dict().items():
                     state[f"{path}.{key}"] = value
     model.load_state_dict(state, strict=True)
     model.eval()

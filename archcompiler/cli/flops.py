@@ -43,6 +43,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input", type=parse_input, metavar="CxHxW", help="input size, e.g. 3x299x299")
     p.add_argument("--optimized", action="store_true",
                    help="the graph after the inference passes (what archc build --optimize runs), with what they removed")
+    p.add_argument("--train-memory", action="store_true",
+                   help="memory of a training step: parameters, gradients, optimizer state, saved activations "
+                        "per row, and the peak")
+    p.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], default="sgd",
+                   help="with --train-memory: SGD with momentum (one state tensor per parameter) or Adam (two)")
     p.add_argument("--batch", type=positive, default=1, metavar="N",
                    help="images per batch: multiplies ops and activation memory (default 1)")
     add_set(p)
@@ -72,11 +77,17 @@ def run(args: argparse.Namespace) -> int:
     from ..passes import analyze
 
     report = analyze(args.spec, args.set, batch=args.batch, depth=args.depth, input=args.input,
-                     optimized=args.optimized)
+                     optimized=args.optimized, train_memory=args.optimizer if args.train_memory else None)
     if args.format == "json":
         print(json.dumps(report, indent=2))
         return 0
     headers, rows, right = table_rows(report, args.units)
+    if args.train_memory:
+        saved = report["train_memory"]["rows"]
+        headers.append("saved for backward")
+        for r, x in zip(rows, report["rows"]):
+            r.append(mib(saved.get(x["name"], 0)) if saved.get(x["name"]) else "")
+        right.add(len(headers) - 1)
     if args.format == "csv":
         exact = [[*r[:-2], x["params"], x["macs"] if args.units == "macs" else x["flops"]]
                  for r, x in zip(rows, report["rows"])]
@@ -108,6 +119,12 @@ def run(args: argparse.Namespace) -> int:
         lines.insert(3, f"optimized: nodes removed: {', '.join(done) or 'none'}; removed {opt['elementwise']:,} "
                         f"element operations and {opt['macs']:,} MACs; params {-opt['params']:+,}"
                         + (f"; layout {layout[0]}" if layout else ""))
+    if args.train_memory:
+        tm = report["train_memory"]
+        lines.insert(len(lines) - 1, f"training step ({tm['optimizer']}, batch {tm['batch']}, float32): parameters "
+                     f"{mib(tm['params'])}, gradients {mib(tm['gradients'])}, optimizer state "
+                     f"{mib(tm['optimizer_state'])}, activations saved for backward {mib(tm['saved_activations'])}; "
+                     f"peak {mib(tm['peak'])}")
     stage_text = ", ".join(f"{st['resolution']} {human(st['macs'] if args.units == 'macs' else st['flops'])}"
                            for st in report["stages"])
     lines.insert(3, f"by stage (output resolution: {'MACs' if args.units == 'macs' else 'FLOPs'}): {stage_text}")

@@ -60,6 +60,9 @@ class OpDef:
     # transient memory while the op runs, beyond its inputs and output, in float32 elements
     # (what PyTorch's kernel allocates and frees again: measured, see tests/test_memory.py)
     workspace: Callable[[Attrs, list[Shape], Shape], int] = lambda a, i, o: 0
+    # what autograd keeps for the backward pass in training: "input" and/or "output" (the tensors
+    # themselves, shared with the forward) and extra float32 elements (indices, masks, temporaries)
+    saves: Callable[[Attrs, list[Shape], Shape], tuple[tuple[str, ...], int]] = lambda a, i, o: ((), 0)
     depth: str | None = None            # "params" (conv, linear) or "pooling": counted in depth
     patch: Callable[[Attrs], str] = lambda a: ""   # Table 1's "patch size/stride" column
 
@@ -227,6 +230,16 @@ def _channel_slice_shape(a: Attrs, shapes: list[Shape]) -> Shape:
     return (a["end"] - a["start"], h, w)
 
 
+def _saves_activation(a: Attrs, i: list[Shape], o: Shape) -> tuple[tuple[str, ...], int]:
+    # relu, relu6, leaky_relu, sigmoid and tanh differentiate from their result; gelu and silu from the input
+    return (("input",) if a["kind"] in ("gelu", "silu") else ("output",)), 0
+
+
+def _saves_lrn(a: Attrs, i: list[Shape], o: Shape) -> tuple[tuple[str, ...], int]:
+    c, h, w = o        # x^2 padded by size - 1 channels, its window average, (k + alpha * avg)^beta
+    return ("input",), (c + a["size"] - 1) * h * w + 2 * c * h * w
+
+
 def _kxs(a: Attrs) -> str:
     (kh, kw), (sh, _) = a["kernel"], a["stride"]
     return f"{kh}x{kw}/{sh}"
@@ -235,22 +248,27 @@ def _kxs(a: Attrs) -> str:
 OPS: dict[str, OpDef] = {op.kind: op for op in [
     OpDef("input", shape=lambda a, i: tuple(a["shape"]), elementwise=lambda a, i, o: 0),
     OpDef("conv2d", shape=_conv_shape, params=_conv_params, macs=_conv_macs,
-          elementwise=lambda a, i, o: 0, window=_conv_window, depth="params", patch=_kxs),
-    OpDef("batch_norm2d", shape=_channels_same("batch_norm"), params=_bn_params),
-    OpDef("activation", shape=_same("activation")),
+          elementwise=lambda a, i, o: 0, window=_conv_window, depth="params", patch=_kxs,
+          saves=lambda a, i, o: (("input",), 0)),
+    OpDef("batch_norm2d", shape=_channels_same("batch_norm"), params=_bn_params,
+          saves=lambda a, i, o: (("input",), 2 * o[0])),
+    OpDef("activation", shape=_same("activation"), saves=_saves_activation),
     OpDef("max_pool2d", shape=_pool_shape, window=_pool_window, depth="pooling", patch=_kxs,
           elementwise=lambda a, i, o: math.prod(o) * a["kernel"][0] * a["kernel"][1],
-          workspace=lambda a, i, o: 2 * math.prod(o)),        # int64 indices, dropped at once
+          workspace=lambda a, i, o: 2 * math.prod(o),         # int64 indices, dropped at once in eval
+          saves=lambda a, i, o: (("input",), 2 * math.prod(o))),   # ... kept for backward in training
     OpDef("avg_pool2d", shape=_pool_shape, window=_pool_window, depth="pooling", patch=_kxs,
-          elementwise=lambda a, i, o: math.prod(o) * a["kernel"][0] * a["kernel"][1]),
+          elementwise=lambda a, i, o: math.prod(o) * a["kernel"][0] * a["kernel"][1],
+          saves=lambda a, i, o: (("input",), 0)),
     OpDef("adaptive_avg_pool2d", shape=_adaptive_shape, window=_adaptive_window, depth="pooling",
-          elementwise=lambda a, i, o: math.prod(i[0])),
+          elementwise=lambda a, i, o: math.prod(i[0]), saves=lambda a, i, o: (("input",), 0)),
     OpDef("lrn", shape=_channels_same("lrn"), elementwise=lambda a, i, o: math.prod(o) * a["size"],
-          workspace=_lrn_workspace),
-    OpDef("dropout", shape=_same("dropout")),
+          workspace=_lrn_workspace, saves=_saves_lrn),
+    OpDef("dropout", shape=_same("dropout"), saves=lambda a, i, o: ((), math.prod(o))),   # the mask
     OpDef("flatten", shape=_flatten_shape, window=_flatten_window, elementwise=lambda a, i, o: 0),
     OpDef("linear", shape=_linear_shape, params=_linear_params, depth="params",
-          macs=lambda a, i, o: i[0][0] * a["out_features"], elementwise=lambda a, i, o: 0),
+          macs=lambda a, i, o: i[0][0] * a["out_features"], elementwise=lambda a, i, o: 0,
+          saves=lambda a, i, o: (("input",), 0)),
     OpDef("softmax", shape=_same("softmax"), elementwise=lambda a, i, o: 3 * math.prod(o)),
     OpDef("concat", shape=_concat_shape),
     OpDef("add", shape=_add_shape, elementwise=lambda a, i, o: (len(i) - 1) * math.prod(o)),

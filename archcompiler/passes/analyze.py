@@ -149,7 +149,8 @@ def by_op(g: nx.DiGraph, batch: int = 1) -> dict[str, dict[str, int]]:
 
 
 def analyze(spec_or_path: Spec | str | Path, overrides: dict | list | None = None, batch: int = 1,
-            depth: int = 1, input: tuple[int, int, int] | None = None, optimized: bool = False) -> dict[str, Any]:
+            depth: int = 1, input: tuple[int, int, int] | None = None, optimized: bool = False,
+            train_memory: str | None = None) -> dict[str, Any]:
     """Everything ``archc flops --format json`` prints, as a dict.
 
     Keys: ``spec``, ``input`` [C, H, W], ``batch``, ``convention``, ``rows`` (``name``, ``type``,
@@ -171,6 +172,11 @@ def analyze(spec_or_path: Spec | str | Path, overrides: dict | list | None = Non
         removed = {"passes": g.graph.get("optimizations", []),
                    "macs": before["macs"] - after["macs"], "elementwise": before["elementwise"] - after["elementwise"],
                    "params": before["params"] - after["params"]}
+    training = None
+    if train_memory is not None:
+        from .memory import training_memory
+
+        training = training_memory(g, batch=batch, optimizer=train_memory)
     peak = annotate_memory(g, batch=batch)
     main = g.graph["outputs"]
     final = next((o["node"] for o in main.values() if not o["training_only"]), None)
@@ -196,6 +202,7 @@ def analyze(spec_or_path: Spec | str | Path, overrides: dict | list | None = Non
         "receptive_field": {"layer": final, "size": list(rf["size"]), "jump": list(rf["jump"]),
                             "start": list(rf["start"])} if rf else None,
         **({"optimized": removed} if optimized else {}),
+        **({"train_memory": training} if training is not None else {}),
     }
 
 

@@ -60,3 +60,115 @@ def annotate_memory(g: nx.DiGraph, batch: int = 1, bytes_per_element: int = 4,
             if training or not g.nodes[done]["training_only"]:
                 live -= g.nodes[done]["activation_bytes"]
     return peak
+
+
+# What an optimizer keeps per parameter, in parameter sizes: SGD's momentum, Adam's two moments.
+OPTIMIZER_STATE = {"sgd": 1.0, "adam": 2.0, "adamw": 2.0}
+
+
+def _step_extra(optimizer: str, tensors: list[int]) -> int:
+    """Bytes the optimizer's step allocates on top of its state (measured on torch's CPU code, which
+    updates one parameter tensor at a time): SGD with momentum works in place; Adam builds sqrt(v)
+    and its quotient for each tensor while the previous tensor's quotient is still referenced."""
+    if optimizer == "sgd" or not tensors:
+        return 0
+    pairs = [tensors[i] + 2 * tensors[i + 1] for i in range(len(tensors) - 1)]
+    return max([2 * tensors[0], *pairs])
+NO_GRAD_MEMORY = {"concat", "add", "identity", "flatten", "channel_slice"}   # backward passes views through
+
+
+def training_memory(g: nx.DiGraph, batch: int = 1, optimizer: str = "sgd", bytes_per_element: int = 4) -> dict:
+    """Memory of one training step (forward with the training-only heads, backward, optimizer step),
+    following the plan the generated code runs: the parameters, their gradients, the optimizer's state,
+    and the activations autograd saves for the backward pass (per the op table's ``saves``), freed as
+    the backward pass goes; the peak is the most that is live at once. Returns ``params``,
+    ``gradients``, ``optimizer_state``, ``saved_activations`` (at the end of the forward pass),
+    ``rows`` (saved bytes per spec row) and ``peak`` (bytes)."""
+    run = plan(g, heads=True)
+    order = run.order
+    for n in g.nodes:
+        g.nodes[n]["activation_bytes"] = batch * bytes_per_element * math.prod(g.nodes[n]["shape"])
+    alias = {n: src for n, src in run.alias.items() if g.nodes[n]["op"] != "dropout"}   # dropout: new tensor
+
+    def buffer(n: str) -> str:
+        while n in alias:
+            n = alias[n]
+        return n
+
+    size = {n: g.nodes[n]["activation_bytes"] for n in g.nodes}
+    params = sum(d["params"].total for d in g.nodes.values()) * bytes_per_element
+    state = OPTIMIZER_STATE[optimizer] * params
+    # forward: who keeps which tensor for the backward pass
+    saved_by: dict[str, set[str]] = {}
+    extra: dict[str, int] = {}
+    rows: dict[str, int] = {}
+    for n in order:
+        d = g.nodes[n]
+        ins = [g.nodes[p]["shape"] for p in d["inputs"]]
+        kinds, elements = OPS[d["op"]].saves(d["attrs"], ins, d["shape"])
+        extra[n] = batch * bytes_per_element * elements
+        keep = ([buffer(p) for p in d["inputs"]] if "input" in kinds else []) + ([buffer(n)] if "output" in kinds else [])
+        for b in keep:
+            saved_by.setdefault(b, set()).add(n)
+        rows[d["row"]] = rows.get(d["row"], 0) + extra[n]
+    last = {INPUT: len(order)}
+    for i, n in enumerate(order):
+        last[buffer(n)] = max(last.get(buffer(n), i), i)
+        for p in g.nodes[n]["inputs"]:
+            last[buffer(p)] = max(last.get(buffer(p), i), i)
+    for name in run.result_of.values():
+        last[buffer(name)] = len(order)
+    fixed = params + state
+    live = size[INPUT]
+    peak = fixed + live
+    allocated: set[str] = {INPUT}
+    for i, n in enumerate(order):
+        if buffer(n) == n:
+            live += size[n]
+            allocated.add(n)
+        live += extra[n]
+        peak = max(peak, fixed + live)
+        for b in [b for b in allocated if last.get(b, -1) == i and b not in saved_by and b != INPUT]:
+            live -= size[b]
+            allocated.discard(b)
+    saved_total = sum(size[b] for b in allocated if b in saved_by) + sum(extra.values())
+    for b in allocated:
+        if b in saved_by:
+            rows[g.nodes[b]["row"] if b != INPUT else INPUT] = rows.get(g.nodes[b]["row"] if b != INPUT else INPUT, 0) \
+                + size[b]
+    # backward, in reverse: gradients of activations and of parameters appear, saved tensors go
+    grads: dict[str, int] = {run.result_of[k]: size[run.result_of[k]] for k in run.result_of}
+    live += sum(grads.values())
+    param_grads = 0
+    for n in reversed(order):
+        d = g.nodes[n]
+        if d["op"] in NO_GRAD_MEMORY:       # the gradient passes through as a view
+            for p in d["inputs"]:
+                if p != INPUT and p not in grads:
+                    grads[p] = 0
+            owned = grads.pop(n, 0)
+            if d["inputs"] and d["inputs"][0] != INPUT:
+                grads[d["inputs"][0]] = grads.get(d["inputs"][0], 0) + owned
+        else:
+            for p in d["inputs"]:
+                if p != INPUT and p not in grads:
+                    grads[p] = size[p]
+                    live += size[p]
+            grow = d["params"].total * bytes_per_element
+            param_grads += grow
+            live += grow
+            peak = max(peak, fixed + live)
+            live -= grads.pop(n, 0)
+        live -= extra[n]
+        for b, keepers in list(saved_by.items()):
+            keepers.discard(n)
+            if not keepers and b in allocated:
+                live -= size[b]
+                allocated.discard(b)
+                del saved_by[b]
+    tensors = [bytes_per_element * t for _, d in sorted(g.nodes(data=True), key=lambda nd: nd[1]["order"])
+               for t in (d["params"].weights, d["params"].biases) if t]
+    step = _step_extra(optimizer, tensors)
+    peak = max(peak, fixed + param_grads + size[INPUT] + step)
+    return {"params": params, "gradients": params, "optimizer_state": state, "saved_activations": saved_total,
+            "rows": rows, "peak": int(peak), "optimizer": optimizer, "batch": batch}

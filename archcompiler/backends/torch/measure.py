@@ -56,6 +56,31 @@ class LiveTensors(TorchDispatchMode):
         return out
 
 
+def measure_training_peak_bytes(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor,
+                                optimizer: str = "sgd") -> int:
+    """The peak of live bytes during one training step (forward with the auxiliary heads, the spec's
+    losses, backward, optimizer step) in steady state: the parameters, the optimizer's state (made by
+    a first step) and the input count; gradients start unset (``zero_grad(set_to_none=True)``)."""
+    model.train()
+    params = list(model.parameters())
+    opt = torch.optim.SGD(params, lr=1e-3, momentum=0.9) if optimizer == "sgd" else \
+        torch.optim.Adam(params, lr=1e-3) if optimizer == "adam" else torch.optim.AdamW(params, lr=1e-3)
+    loss = model.loss(model(x), target)
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    del loss
+    state = [t for s in opt.state.values() for t in s.values() if isinstance(t, torch.Tensor) and t.dim() > 0]
+    with LiveTensors() as tracker:
+        for t in [*params, *model.buffers(), *state, x]:
+            tracker.hold(t)
+        loss = model.loss(model(x), target)
+        loss.backward()
+        opt.step()
+    opt.zero_grad(set_to_none=True)
+    return tracker.peak
+
+
 def measure_peak_activation_bytes(model: torch.nn.Module, x: torch.Tensor) -> int:
     """The peak of live activation bytes of one inference forward pass of ``model`` on ``x``
     (eval mode, no autograd), the input included."""

@@ -17,9 +17,9 @@ from collections.abc import Callable
 
 from ..errors import ArchcError
 from ..util import paused_gc
-from . import build, check, diff, draw, evaluate, flops, predict, resolve, schema, train, validate
+from . import build, calibrate, check, diff, draw, evaluate, flops, predict, profile, resolve, schema, train, validate
 
-COMMANDS = [validate, flops, check, build, draw, resolve, diff, schema, train, evaluate, predict]
+COMMANDS = [validate, flops, check, build, draw, resolve, diff, schema, train, evaluate, predict, calibrate, profile]
 
 
 EXIT_CODES = ("exit codes: 0 success; 1 invalid input or a failed check (file:line:col: message); "
@@ -51,6 +51,9 @@ EXAMPLES: dict[str, list[str]] = {
     "evaluate": ["archc evaluate specs/googlenet-small.yaml --set num_classes=2 --weights runs/small/best.pt "
                  "--data digits/",
                  "archc evaluate runs/small/best.pt --data digits/ --format json --plot none"],
+    "calibrate": ["archc calibrate --quick -o machine.json", "archc calibrate"],
+    "profile": ["archc profile specs/googlenet-small.yaml --machine machine.json --repeats 3",
+                "archc profile specs/googlenet-small.yaml --machine machine.json --batch 8 --optimize --format json"],
     "predict": ["archc predict runs/small/best.pt digits/0/0.png digits/1/0.png --top 2",
                 "archc predict runs/small/best.pt digits/1/7.png --format json"],
 }

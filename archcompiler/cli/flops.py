@@ -43,6 +43,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input", type=parse_input, metavar="CxHxW", help="input size, e.g. 3x299x299")
     p.add_argument("--optimized", action="store_true",
                    help="the graph after the inference passes (what archc build --optimize runs), with what they removed")
+    p.add_argument("--latency", action="store_true",
+                   help="predicted time per row, arithmetic intensity and compute/memory bound, from the machine "
+                        "profile (archc calibrate); still without torch")
+    p.add_argument("--machine", metavar="FILE", help="with --latency: the machine profile (default: archc calibrate's)")
     p.add_argument("--train-memory", action="store_true",
                    help="memory of a training step: parameters, gradients, optimizer state, saved activations "
                         "per row, and the peak")
@@ -76,12 +80,23 @@ def table_rows(report: dict[str, Any], units: str) -> tuple[list[str], list[list
 def run(args: argparse.Namespace) -> int:
     from ..passes import analyze
 
+    machine = None
+    if args.latency:
+        from ..passes.latency import load_profile
+
+        machine = load_profile(args.machine)
     report = analyze(args.spec, args.set, batch=args.batch, depth=args.depth, input=args.input,
-                     optimized=args.optimized, train_memory=args.optimizer if args.train_memory else None)
+                     optimized=args.optimized, train_memory=args.optimizer if args.train_memory else None,
+                     latency=machine)
     if args.format == "json":
         print(json.dumps(report, indent=2))
         return 0
     headers, rows, right = table_rows(report, args.units)
+    if args.latency:
+        headers += ["predicted ms", "FLOP/byte", "bound"]
+        for r, x in zip(rows, report["rows"]):
+            r += [f"{x['predicted_ms']:.3f}", f"{x['intensity']:.1f}", x["bound"]]
+        right |= {len(headers) - 3, len(headers) - 2}
     if args.train_memory:
         saved = report["train_memory"]["rows"]
         headers.append("saved for backward")
@@ -119,6 +134,10 @@ def run(args: argparse.Namespace) -> int:
         lines.insert(3, f"optimized: nodes removed: {', '.join(done) or 'none'}; removed {opt['elementwise']:,} "
                         f"element operations and {opt['macs']:,} MACs; params {-opt['params']:+,}"
                         + (f"; layout {layout[0]}" if layout else ""))
+    if args.latency:
+        lat = report["latency"]
+        lines.insert(len(lines) - 1, f"predicted latency: {lat['predicted_ms']:.2f} ms at batch {report['batch']} on "
+                     f"{lat['machine']} ({lat['threads']} threads)")
     if args.train_memory:
         tm = report["train_memory"]
         lines.insert(len(lines) - 1, f"training step ({tm['optimizer']}, batch {tm['batch']}, float32): parameters "

@@ -150,7 +150,7 @@ def by_op(g: nx.DiGraph, batch: int = 1) -> dict[str, dict[str, int]]:
 
 def analyze(spec_or_path: Spec | str | Path, overrides: dict | list | None = None, batch: int = 1,
             depth: int = 1, input: tuple[int, int, int] | None = None, optimized: bool = False,
-            train_memory: str | None = None) -> dict[str, Any]:
+            train_memory: str | None = None, latency: dict[str, Any] | None = None) -> dict[str, Any]:
     """Everything ``archc flops --format json`` prints, as a dict.
 
     Keys: ``spec``, ``input`` [C, H, W], ``batch``, ``convention``, ``rows`` (``name``, ``type``,
@@ -177,11 +177,20 @@ def analyze(spec_or_path: Spec | str | Path, overrides: dict | list | None = Non
         from .memory import training_memory
 
         training = training_memory(g, batch=batch, optimizer=train_memory)
+    predicted = None
+    if latency is not None:
+        from .latency import predict_rows
+
+        predicted = predict_rows(g, latency, batch, depth)
     peak = annotate_memory(g, batch=batch)
     main = g.graph["outputs"]
     final = next((o["node"] for o in main.values() if not o["training_only"]), None)
     rf = g.nodes[final]["rf"] if final else None
     row_list = rows(g, spec, batch, depth)
+    if predicted is not None:
+        for r in row_list:
+            p = predicted.get(r["name"], {"ms": 0.0, "intensity": 0.0, "bound": ""})
+            r.update(predicted_ms=p["ms"], intensity=p["intensity"], bound=p["bound"])
     total = totals(g, batch)
     total["with_training_heads"] = totals(g, batch, training=True)
     return {
@@ -203,6 +212,8 @@ def analyze(spec_or_path: Spec | str | Path, overrides: dict | list | None = Non
                             "start": list(rf["start"])} if rf else None,
         **({"optimized": removed} if optimized else {}),
         **({"train_memory": training} if training is not None else {}),
+        **({"latency": {"machine": latency["name"], "threads": latency["threads"],
+                        "predicted_ms": sum(p["ms"] for p in predicted.values())}} if predicted is not None else {}),
     }
 
 

@@ -72,7 +72,7 @@ def _check_memory(g: Any, spec: Spec, heads: bool) -> None:
 
 def build(spec: Spec, seed: int | None = None, weights: str | Path | None = None,
           drop_missing: bool = False, heads: bool | None = None, check_memory: bool = True,
-          optimize: bool | list[str] = False, compile: bool = False) -> torch.nn.Module:
+          optimize: bool | list[str] = False, compile: bool = False, profile: bool = False) -> torch.nn.Module:
     """A ``torch.nn.Module`` for ``spec``.
 
     - eval mode: ``forward`` returns the main logits ``(N, num_classes)``;
@@ -91,7 +91,7 @@ def build(spec: Spec, seed: int | None = None, weights: str | Path | None = None
     if check_memory:
         _check_memory(g, spec, heads)
     filename = f"<archc:{spec.name}:{_counter + 1}>"
-    gen = generate(g, spec, heads=heads)
+    gen = generate(g, spec, heads=heads, profile=profile and not optimize)
     cls = compile_source(gen, filename)
     if seed is not None:
         torch.manual_seed(seed)
@@ -105,7 +105,7 @@ def build(spec: Spec, seed: int | None = None, weights: str | Path | None = None
     if optimize:
         from .optimized import optimize_module
 
-        model = optimize_module(model, g, spec, None if optimize is True else list(optimize))
+        model = optimize_module(model, g, spec, None if optimize is True else list(optimize), profile=profile)
     if compile:
         from .optimized import compile_module
 

@@ -114,9 +114,10 @@ def _docstring_text(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9 _.,:/+=@()\[\]-]", "?", text)[:200]
 
 
-def generate(g: nx.DiGraph, spec: Spec, heads: bool = True, source_name: str = "") -> Generated:
+def generate(g: nx.DiGraph, spec: Spec, heads: bool = True, source_name: str = "", profile: bool = False) -> Generated:
     """PyTorch source for the annotated graph ``g`` (with ``heads=False`` the training-only
-    heads are left out entirely)."""
+    heads are left out entirely; with ``profile=True`` forward() calls ``self.archc_mark(row)``
+    after each statement, for ``archc profile``)."""
     name = class_name(spec)
     outputs = {k: v for k, v in g.graph["outputs"].items() if heads or not v["training_only"]}
     final_softmax = {k: g.nodes[v["node"]]["op"] == "softmax" for k, v in outputs.items()}
@@ -215,6 +216,8 @@ def generate(g: nx.DiGraph, spec: Spec, heads: bool = True, source_name: str = "
                                               attr_expr("self", paths[n]) if n in paths else "",
                                               n in run.inplace)
             body.append(f"{indent}{out} = {expr}  {shape_comment(data['shape'])}")
+            if profile and not training:
+                body.append(f"{indent}self.archc_mark({n!r})")
             var[n] = out
             holder[out] = n
             bound[out] = {n}

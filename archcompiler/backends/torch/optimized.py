@@ -27,12 +27,13 @@ def _weights(base: torch.nn.Module, source: dict[str, str], node: str, attrs: di
                         folded["eps"])
 
 
-def optimize_module(base: torch.nn.Module, g: Any, spec: Any, passes: Any = None) -> torch.nn.Module:
+def optimize_module(base: torch.nn.Module, g: Any, spec: Any, passes: Any = None,
+                    profile: bool = False) -> torch.nn.Module:
     """The optimised twin of ``base`` (built from ``spec``, whose annotated graph is ``g``)."""
     from .build import compile_source
 
     og = optimize(g, passes)
-    gen = generate(og, spec, heads=False)
+    gen = generate(og, spec, heads=False, profile=profile)
     cls = compile_source(gen, f"<archc:{spec.name}:optimized>")
     with torch.random.fork_rng():
         model = cls()

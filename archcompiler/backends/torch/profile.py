@@ -1,0 +1,71 @@
+"""``archc profile``: the module's time per spec row, measured, beside the prediction.
+
+The module is generated with a mark after each statement (``self.archc_mark(row)``); a timer
+attributes the time since the previous mark to that row (synchronising the GPU first on CUDA).
+After warm-up runs, each row's time is the median over the repetitions.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+import torch
+
+from ...spec import Spec
+from .build import build
+
+
+class RowTimer:
+    def __init__(self, device: torch.device):
+        self.sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+        self.rows: dict[str, float] = {}
+        self.last = 0.0
+
+    def start(self) -> None:
+        self.sync()
+        self.rows = {}
+        self.last = time.perf_counter()
+
+    def __call__(self, row: str) -> None:
+        self.sync()
+        now = time.perf_counter()
+        self.rows[row] = self.rows.get(row, 0.0) + now - self.last
+        self.last = now
+
+
+def measure_rows(spec: Spec, batch: int = 1, device: str = "cpu", optimize: bool = False, repeats: int = 10,
+                 warmup: int = 2) -> dict[str, Any]:
+    """Measured milliseconds per IR node and per top-level row (medians over ``repeats``) and of the
+    whole forward pass (median, measured without the marks)."""
+    dev = torch.device(device)
+    from ...passes import annotated_graph
+
+    marked = build(spec, seed=0, optimize=optimize, profile=True, check_memory=False).to(dev).eval()
+    row_of = {n: d["row"] for n, d in annotated_graph(spec).nodes(data=True)}
+    plain = build(spec, seed=0, optimize=optimize, check_memory=False).to(dev).eval()
+    timer = RowTimer(dev)
+    marked.archc_mark = timer
+    x = torch.randn(batch, *spec.input, device=dev)
+    per_row: dict[str, list[float]] = {}
+    totals = []
+    with torch.no_grad():
+        for i in range(warmup + repeats):
+            timer.start()
+            marked(x)
+            if i >= warmup:
+                for row, seconds in timer.rows.items():
+                    per_row.setdefault(row, []).append(seconds)
+            timer.sync()
+            start = time.perf_counter()
+            plain(x)
+            timer.sync()
+            if i >= warmup:
+                totals.append(time.perf_counter() - start)
+    nodes = {node: 1e3 * statistics.median(v) for node, v in per_row.items()}
+    rows: dict[str, float] = {}
+    for node, ms in nodes.items():
+        row = row_of.get(node, node)
+        rows[row] = rows.get(row, 0.0) + ms
+    return {"rows": rows, "nodes": nodes, "total_ms": 1e3 * statistics.median(totals)}

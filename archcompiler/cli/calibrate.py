@@ -1,0 +1,36 @@
+"""archc calibrate : measure this machine for latency prediction (a machine profile)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    from . import command
+
+    p = command(sub, "calibrate", help="measure this machine for latency prediction",
+                description="Time the kernels networks are made of (convolutions 1x1 to 7x7 and depthwise, "
+                "fully connected layers, pooling, normalisation, concatenation) on a grid of shapes, in both "
+                "memory layouts, and measure memory bandwidth and per-statement overhead. Writes a machine "
+                "profile (JSON) that archc flops --latency and archc profile read. About 45 s on 2 cores.")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="the device to measure (default cpu)")
+    p.add_argument("-o", "--output", metavar="FILE",
+                   help="where to write the profile (default: ~/.cache/archc/machine-DEVICE.json)")
+    p.add_argument("--quick", action="store_true", help="one shape per kind: a few seconds, a rough profile")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..backends.torch.calibrate import calibrate, main_progress, summarize
+    from ..io import write_text
+    from ..passes.latency import default_profile_path
+
+    print(f"calibrating {args.device} ({'quick' if args.quick else 'about 45 s'})...", file=sys.stderr)
+    profile = calibrate(args.device, progress=main_progress, quick=args.quick)
+    path = args.output or default_profile_path(args.device)
+    write_text(path, json.dumps(profile, indent=1))
+    print(summarize(profile))
+    print(f"wrote {path}")
+    return 0

@@ -1,0 +1,151 @@
+"""Predicted latency from a machine profile (``archc calibrate``), without torch.
+
+Each op's time is what the profile measured for its kind of kernel on this machine, for the work
+the op table counts: time = work x seconds_per_unit + overhead, where work is multiply-adds for
+convolutions and linear layers (a linear layer at a small batch is bound by reading its weights,
+so it takes the larger of that and its compute) and element operations otherwise. Views
+(flatten, dropout in eval mode, channel slices) cost one call. The layout is the module's: NCHW for
+the ordinary module, channels-last (with fused ReLU) after ``--optimize``. Each op is also placed
+on the roofline: its arithmetic intensity (FLOPs per byte moved) against the machine's ridge point
+(peak FLOP/s over bandwidth) says whether it is compute- or memory-bound.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+
+from ..errors import Location, SpecError, error
+from ..ir.plan import plan
+
+VIEWS = {"flatten", "dropout", "identity", "channel_slice"}
+
+
+def default_profile_path(device: str = "cpu") -> Path:
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "archc" / f"machine-{device}.json"
+
+
+def load_profile(path: str | Path | None = None, device: str = "cpu") -> dict[str, Any]:
+    """The machine profile at ``path`` (default: the one ``archc calibrate`` saved for ``device``)."""
+    where = Path(path) if path is not None else default_profile_path(device)
+    try:
+        data = json.loads(where.read_text())
+    except FileNotFoundError:
+        raise SpecError([error(f"no machine profile at {where}", "--machine", Location(str(where)),
+                               hint="measure this machine first: archc calibrate (about 5 s)")]) from None
+    except (OSError, ValueError) as exc:
+        raise SpecError([error(f"cannot read the machine profile {where}: {exc}", "--machine",
+                               Location(str(where)))]) from None
+    if not isinstance(data, dict) or "kernels" not in data or not isinstance(data["kernels"], dict):
+        raise SpecError([error(f"{where} is not a machine profile written by archc calibrate", "--machine",
+                               Location(str(where)))])
+    return data
+
+
+def _conv_kind(attrs: dict, in_channels: int) -> str:
+    k = max(attrs["kernel"])
+    if attrs["groups"] > 1 and attrs["groups"] == in_channels:
+        return "depthwise"
+    if k >= 7 or (k >= 5 and max(attrs["stride"]) > 1):
+        return "conv7x7s2"
+    return {1: "conv1x1", 2: "conv3x3", 3: "conv3x3", 4: "conv5x5"}.get(k, "conv5x5")
+
+
+def _kernel(g: nx.DiGraph, n: str, layout: str, batch: int) -> tuple[str | None, list[float], float]:
+    """(profile kernel key, features [batch, in, out, size], work) of node ``n``."""
+    d = g.nodes[n]
+    op, attrs, shape = d["op"], d["attrs"], d["shape"]
+    ins = [g.nodes[p]["shape"] for p in d["inputs"]]
+    if op == "conv2d":
+        c, h, _ = ins[0]
+        return f"{_conv_kind(attrs, c)}/{layout}", [batch, c, attrs["out_channels"], h], batch * d["macs"]
+    if op == "linear":
+        return "linear", [batch, ins[0][0], attrs["out_features"], 1], batch * d["macs"]
+    if len(shape) != 3:
+        return None, [], 0.0
+    c, h, _ = ins[0] if op == "adaptive_avg_pool2d" else shape
+    elements = math.prod(shape)
+    key, work = {
+        "activation": ("relu", elements), "batch_norm2d": ("batch_norm", elements),
+        "max_pool2d": ("max_pool" if max(attrs.get("stride", (1, 1))) == 1 else "max_pool_s2", d["elementwise"]),
+        "avg_pool2d": ("avg_pool", d["elementwise"]), "adaptive_avg_pool2d": ("adaptive_pool", math.prod(ins[0])),
+        "lrn": ("lrn", d["elementwise"]), "concat": ("concat", elements), "add": ("add", elements),
+    }.get(op, (None, 0))
+    if op == "max_pool2d" and max(attrs["stride"]) > 1:
+        h = ins[0][1]            # the calibration's strided pool is indexed by its input size
+    return (f"{key}/{layout}" if key else None), [batch, c, c, h], batch * work
+
+
+def _lookup(points: list[list[float]], features: list[float], work: float) -> float:
+    """Seconds for ``work`` from the measured shapes nearest to ``features`` (distance in log
+    space), each scaled by the ratio of work: nearby kernels run at nearby speeds."""
+    def distance(p: list[float]) -> float:
+        return sum((math.log(max(a, 1)) - math.log(max(b, 1))) ** 2 for a, b in zip(p[:4], features))
+    nearest = sorted(points, key=distance)[:2]
+    weights = [1 / (distance(p) + 1e-3) for p in nearest]
+    estimates = [p[5] * work / p[4] for p in nearest]
+    return sum(w * e for w, e in zip(weights, estimates)) / sum(weights)
+
+
+def predict(g: nx.DiGraph, profile: dict[str, Any], batch: int = 1) -> dict[str, dict[str, Any]]:
+    """Per node of the inference forward pass: ``seconds``, ``flops``, ``bytes``, ``intensity``
+    (FLOPs per byte) and ``bound`` ("compute" or "memory")."""
+    layout = "nhwc" if g.graph.get("memory_format") == "channels_last" else "nchw"
+    kernels = profile["kernels"]
+    bandwidth = profile["bandwidth_bytes_per_s"]
+    call = profile["call_overhead_s"]
+    peak = max(2 * p[4] / p[5] for k, v in kernels.items() if k.startswith(("conv", "depthwise", "linear")) for p in v)
+    ridge = peak / bandwidth
+    run = plan(g, heads=False)
+    out: dict[str, dict[str, Any]] = {}
+    for n in run.order:
+        d = g.nodes[n]
+        if d["training_only"]:
+            continue
+        ins = [g.nodes[p]["shape"] for p in d["inputs"]]
+        weight_bytes = 4 * d["params"].total
+        moved = 4 * batch * (sum(math.prod(s) for s in ins) + math.prod(d["shape"])) + weight_bytes
+        flops = 2 * batch * d["macs"] if d["macs"] else batch * d["elementwise"]
+        if d["op"] in VIEWS:
+            passes = d["op"] == "identity" or (d["op"] == "flatten" and len(ins[0]) == 1)
+            seconds = 0.0 if passes else call
+        else:
+            key, features, work = _kernel(g, n, layout, batch)
+            points = kernels.get(key) if key else None
+            if not points or not work:      # a kind the profile lacks: at memory speed
+                seconds = moved / bandwidth + call
+            else:
+                seconds = _lookup(points, features, work) + call
+        intensity = flops / moved if moved else 0.0
+        out[n] = {"seconds": seconds, "flops": flops, "bytes": moved, "intensity": intensity,
+                  "bound": "compute" if intensity >= ridge else "memory"}
+    return out
+
+
+def predict_rows(g: nx.DiGraph, profile: dict[str, Any], batch: int = 1, depth: int = 1) -> dict[str, dict[str, Any]]:
+    """Per spec row (``depth`` as in ``rows``): predicted ``ms``, FLOPs, bytes, intensity and the
+    bound of most of its time."""
+    nodes = predict(g, profile, batch)
+    rows: dict[str, dict[str, Any]] = {}
+    for n, p in nodes.items():
+        key = "/".join(g.nodes[n]["layer"].split("/")[:depth])
+        r = rows.setdefault(key, {"ms": 0.0, "flops": 0, "bytes": 0, "compute_ms": 0.0})
+        r["ms"] += 1e3 * p["seconds"]
+        r["flops"] += p["flops"]
+        r["bytes"] += p["bytes"]
+        if p["bound"] == "compute":
+            r["compute_ms"] += 1e3 * p["seconds"]
+    for r in rows.values():
+        r["intensity"] = r["flops"] / r["bytes"] if r["bytes"] else 0.0
+        r["bound"] = "compute" if r["compute_ms"] >= r["ms"] / 2 and r["ms"] else "memory"
+        del r["compute_ms"]
+    return rows
+
+
+__all__ = ["predict", "predict_rows", "load_profile", "default_profile_path", "VIEWS"]

@@ -1,0 +1,87 @@
+"""Latency: the machine profile (archc calibrate), the torch-free prediction (flops --latency) and
+the measurement per row (archc profile). How close prediction and measurement are is a benchmark
+(benchmarks/latency.py), not a timed test; here the pieces are checked to work and to agree in
+their shape."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT, SPECS, run_archc
+
+import archcompiler
+from archcompiler import SpecError
+
+
+@pytest.fixture(scope="module")
+def machine(tmp_path_factory):
+    path = tmp_path_factory.mktemp("machine") / "machine.json"
+    result = run_archc("calibrate", "--quick", "-o", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "measuring conv3x3 (nhwc)" in result.stderr          # progress as it goes
+    return path
+
+
+def test_calibration_writes_a_machine_profile(machine):
+    profile = json.loads(machine.read_text())
+    assert profile["threads"] >= 1 and profile["bandwidth_bytes_per_s"] > 0 and profile["call_overhead_s"] > 0
+    for kind in ("conv1x1", "conv3x3", "conv5x5", "conv7x7s2", "depthwise"):
+        for layout in ("nchw", "nhwc"):
+            assert profile["kernels"][f"{kind}/{layout}"]
+    assert all(p[4] > 0 and p[5] > 0 for points in profile["kernels"].values() for p in points)
+
+
+def test_latency_prediction_needs_no_torch(machine):
+    code = ("import sys, json; from archcompiler.cli import main; "
+            f"main(['flops', {str(SPECS / 'googlenet.yaml')!r}, '--latency', '--machine', {str(machine)!r}, "
+            "'--format', 'json']); assert 'torch' not in sys.modules, 'torch was imported'")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["latency"]["predicted_ms"] > 0
+    rows = {r["name"]: r for r in report["rows"]}
+    assert rows["inception_4b"]["predicted_ms"] > 0 and rows["inception_4b"]["bound"] in ("compute", "memory")
+    assert rows["conv1"]["intensity"] > rows["pool1"]["intensity"]          # a conv does more per byte than a pool
+    assert abs(sum(r["predicted_ms"] for r in report["rows"]) - report["latency"]["predicted_ms"]) < 1e-6
+
+
+def test_latency_grows_with_the_batch(machine):
+    """(How it compares between layouts needs a full calibration: benchmarks/latency.py.)"""
+    from archcompiler.passes import annotated_graph
+    from archcompiler.passes.latency import load_profile, predict_rows
+    from archcompiler.passes.optimize import optimize
+
+    profile = load_profile(machine)
+    g = annotated_graph(archcompiler.load_spec(SPECS / "googlenet-torchvision.yaml"))
+    for graph in (g, optimize(g)):
+        one = sum(r["ms"] for r in predict_rows(graph, profile, 1).values())
+        eight = sum(r["ms"] for r in predict_rows(graph, profile, 8).values())
+        assert eight > 2 * one > 0
+
+
+def test_a_missing_machine_profile_says_how_to_make_one(tmp_path):
+    result = run_archc("flops", str(SPECS / "googlenet.yaml"), "--latency", "--machine", str(tmp_path / "none.json"))
+    assert result.returncode == 1 and "archc calibrate" in result.stderr
+    with pytest.raises(SpecError, match="not a machine profile"):
+        bad = tmp_path / "bad.json"
+        bad.write_text("[1, 2]")
+        from archcompiler.passes.latency import load_profile
+        load_profile(bad)
+
+
+@pytest.mark.parametrize("optimize", [False, True])
+def test_profile_reports_each_row_predicted_and_measured(machine, optimize):
+    args = ["profile", str(SPECS / "googlenet-small.yaml"), "--machine", str(machine), "--repeats", "2",
+            "--format", "json", *(["--optimize"] if optimize else [])]
+    result = run_archc(*args)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    names = [r["name"] for r in report["rows"]]
+    assert "inception_3a" in names and "conv1" in names
+    assert all(r["predicted_ms"] >= 0 for r in report["rows"])
+    measured = [r["measured_ms"] for r in report["rows"] if r["measured_ms"] is not None]
+    assert len(measured) >= len(names) - 3 and all(m > 0 for m in measured)
+    assert report["total"]["measured_ms"] > 0 and report["total"]["predicted_ms"] > 0

@@ -17,9 +17,11 @@ from collections.abc import Callable
 
 from ..errors import ArchcError
 from ..util import paused_gc
-from . import build, calibrate, check, diff, draw, evaluate, flops, predict, profile, resolve, schema, train, validate
+from . import (build, calibrate, check, diff, draw, evaluate, flops, predict, profile, report, resolve, schema, train,
+               validate)
 
-COMMANDS = [validate, flops, check, build, draw, resolve, diff, schema, train, evaluate, predict, calibrate, profile]
+COMMANDS = [validate, flops, check, build, draw, resolve, diff, schema, train, evaluate, predict, calibrate, profile,
+            report]
 
 
 EXIT_CODES = ("exit codes: 0 success; 1 invalid input or a failed check (file:line:col: message); "
@@ -51,6 +53,8 @@ EXAMPLES: dict[str, list[str]] = {
     "evaluate": ["archc evaluate specs/googlenet-small.yaml --set num_classes=2 --weights runs/small/best.pt "
                  "--data digits/",
                  "archc evaluate runs/small/best.pt --data digits/ --format json --plot none"],
+    "report": ["archc report specs/googlenet.yaml -o googlenet-report.html",
+               "archc report specs/resnet18.yaml --machine machine.json --batch 8 -o resnet18-report.html"],
     "calibrate": ["archc calibrate --quick -o machine.json", "archc calibrate"],
     "profile": ["archc profile specs/googlenet-small.yaml --machine machine.json --repeats 3",
                 "archc profile specs/googlenet-small.yaml --machine machine.json --batch 8 --optimize --format json"],

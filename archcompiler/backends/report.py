@@ -1,0 +1,298 @@
+"""``archc report``: everything archc knows about a spec on one self-contained HTML page.
+
+The page works offline and makes no network request: the diagram is inline SVG (graphviz), the
+charts are inline SVG (matplotlib), the script is a few lines of inline JavaScript. It shows the
+diagram with one node per module (clicking a module opens its layers), the regenerated table with
+the paper's inconsistent cells marked and explained, MACs and parameters per row and per stage,
+the share of each op kind, the roofline (each row by arithmetic intensity and speed), memory per row
+for inference and training, predicted (and with ``profile``, measured) latency, and the resolved
+spec with the origin of every value.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..spec import Spec, load_spec
+
+CSS = """
+body{font-family:Helvetica,Arial,sans-serif;margin:0;color:#222;background:#fafafa}
+header{background:#1f3b57;color:#fff;padding:18px 28px}header h1{margin:0;font-size:22px}
+header p{margin:4px 0 0;color:#cfe0ef}main{padding:12px 28px 40px;max-width:1400px}
+section{background:#fff;border:1px solid #ddd;border-radius:6px;margin:16px 0;padding:12px 18px}
+h2{font-size:17px;margin:4px 0 10px;color:#1f3b57}.facts{display:flex;flex-wrap:wrap;gap:10px}
+.fact{background:#eef4fa;border-radius:5px;padding:8px 12px}.fact b{display:block;font-size:18px}
+table{border-collapse:collapse;font-size:12.5px}th,td{padding:3px 8px;border-bottom:1px solid #eee;text-align:right}
+th{background:#f1f5f9;position:sticky;top:0}td.l,th.l{text-align:left}tr.training td{color:#888;font-style:italic}
+td.inconsistent{background:#fde8c8;outline:1px solid #e59a2f;cursor:help}td.error{background:#f8d0d0}
+.diagram{overflow:auto;max-height:720px;border:1px solid #eee}.diagram svg{max-width:none}
+.diagram g.module{cursor:pointer}.diagram g.module:hover polygon,.diagram g.module:hover path{stroke:#c0392b;stroke-width:2}
+.layers{display:none;margin:10px 0;border-left:3px solid #1f3b57;padding-left:10px}.layers.open{display:block}
+.charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(560px,1fr));gap:12px}.chart svg{width:100%;height:auto}
+pre{font-size:11.5px;background:#f6f8fa;padding:10px;overflow:auto;max-height:600px}
+.note{color:#666;font-size:12.5px}ul.explain li{margin:4px 0}
+"""
+
+SCRIPT = """
+document.querySelectorAll('.diagram g.node').forEach(function (g) {
+  var title = g.querySelector('title');
+  if (!title) return;
+  var panel = document.getElementById('layers-' + title.textContent.trim());
+  if (!panel) return;
+  g.classList.add('module');
+  g.addEventListener('click', function () {
+    panel.classList.toggle('open');
+    if (panel.classList.contains('open')) panel.scrollIntoView({block: 'nearest'});
+  });
+});
+document.querySelectorAll('.layers .close').forEach(function (b) {
+  b.addEventListener('click', function () { b.parentElement.classList.remove('open'); });
+});
+"""
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _svg(fig: Any) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", bbox_inches="tight")
+    plt.close(fig)
+    text = buf.getvalue()
+    return text[text.index("<svg"):]          # inline: no XML prolog, no DOCTYPE
+
+
+def _charts(report: dict[str, Any], latency: dict[str, Any] | None, measured: dict[str, float] | None,
+            train: dict[str, Any]) -> list[tuple[str, str]]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    matplotlib.rcParams["svg.fonttype"] = "none"     # text stays text: small and searchable
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in report["rows"] if not r["training_only"]]
+    names = [r["name"] for r in rows]
+    out = []
+    fig, ax1 = plt.subplots(figsize=(9, 3.6))
+    ax1.bar(names, [r["macs"] / 1e6 for r in rows], color="#4a7fb0")
+    ax1.set_ylabel("multiply-adds (M)")
+    ax2 = ax1.twinx()
+    ax2.plot(names, [r["params"] / 1e3 for r in rows], "o-", color="#d35400")
+    ax2.set_ylabel("parameters (K)", color="#d35400")
+    ax1.tick_params(axis="x", rotation=70, labelsize=7)
+    ax1.set_title("MACs (bars) and parameters (line) per row")
+    out.append(("MACs and parameters per row", _svg(fig)))
+
+    stages = report["stages"]
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    labels = [s["resolution"] for s in stages]
+    ax.bar(labels, [s["macs"] / 1e6 for s in stages], color="#4a7fb0", label="MACs (M)")
+    ax.bar(labels, [s["params"] / 1e3 for s in stages], color="#d35400", alpha=0.5, label="params (K)")
+    ax.set_xlabel("stage (output resolution)")
+    ax.legend()
+    ax.set_title("per stage")
+    out.append(("MACs and parameters per stage", _svg(fig)))
+
+    kinds = {k: v for k, v in report["by_op"].items() if v["macs"] or v["elementwise"]}
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    total_macs = sum(v["macs"] for v in kinds.values()) or 1
+    total_el = sum(v["elementwise"] for v in kinds.values()) or 1
+    ks = list(kinds)
+    ax.barh(ks, [100 * kinds[k]["macs"] / total_macs for k in ks], color="#4a7fb0", label="% of MACs")
+    ax.barh(ks, [100 * kinds[k]["elementwise"] / total_el for k in ks], color="#27ae60", alpha=0.45,
+            label="% of element operations")
+    ax.set_xlabel("share (%)")
+    ax.legend(fontsize=8)
+    ax.set_title("share of each op kind")
+    out.append(("Op kinds", _svg(fig)))
+
+    if latency is not None:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        peak, bw = latency["peak_flops"], latency["bandwidth"]
+        xs = [0.01 * 1.3 ** i for i in range(60)]
+        ax.plot(xs, [min(peak, bw * x) / 1e9 for x in xs], "k-", lw=1, label="roofline (this machine)")
+        for r in rows:
+            p = latency["rows"].get(r["name"])
+            if not p or not p["ms"]:
+                continue
+            ms = measured.get(r["name"]) if measured else None
+            speed = p["flops"] / ((ms or p["ms"]) / 1e3) / 1e9
+            ax.scatter(p["intensity"], speed, s=14, color="#c0392b" if p["bound"] == "memory" else "#2c7fb8")
+            ax.annotate(r["name"], (p["intensity"], speed), fontsize=5, alpha=0.7)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("arithmetic intensity (FLOP per byte)")
+        ax.set_ylabel(("measured" if measured else "predicted") + " speed (GFLOP/s)")
+        ax.set_title("roofline: blue compute-bound, red memory-bound")
+        ax.legend(fontsize=8)
+        out.append(("Roofline", _svg(fig)))
+
+        fig, ax = plt.subplots(figsize=(9, 3.4))
+        pred = [latency["rows"].get(n, {}).get("ms", 0) for n in names]
+        ax.bar(names, pred, color="#8e44ad", alpha=0.75, label="predicted")
+        if measured:
+            ax.plot(names, [measured.get(n, 0) for n in names], "o", color="#111", label="measured")
+        ax.set_ylabel("ms")
+        ax.tick_params(axis="x", rotation=70, labelsize=7)
+        ax.legend()
+        ax.set_title(f"latency per row, batch {report['batch']}")
+        out.append(("Latency per row", _svg(fig)))
+
+    fig, ax = plt.subplots(figsize=(9, 3.4))
+    ax.bar(names, [(r["activation_bytes"] or 0) / 2**20 for r in rows], color="#16a085", label="inference output")
+    ax.plot(names, [train["rows"].get(n, 0) / 2**20 for n in names], "s", color="#c0392b",
+            label=f"saved for backward (training, batch {train['batch']})")
+    ax.set_ylabel("MiB")
+    ax.tick_params(axis="x", rotation=70, labelsize=7)
+    ax.legend(fontsize=8)
+    ax.set_title("memory per row")
+    out.append(("Memory per row", _svg(fig)))
+    return out
+
+
+def report_html(spec_or_path: Spec | str | Path, overrides: dict | list | None = None, batch: int = 1,
+                machine: str | Path | None = None, profile: bool = False, device: str = "cpu") -> str:
+    """The page's HTML (``archc report``)."""
+    from ..passes import annotated_graph, check_claims, rows
+    from ..passes.analyze import analyze
+    from ..passes.memory import training_memory
+    from ..spec.origins import annotated_yaml
+    from .dot import _id, build_dot
+
+    started = time.perf_counter()
+    spec = load_spec(spec_or_path, overrides)
+    report = analyze(spec, batch=batch)
+    g = annotated_graph(spec)
+    train = training_memory(annotated_graph(spec), batch=max(batch, 8), optimizer=spec.train.optimizer)
+    findings = check_claims(spec, rows(g, spec), 0.02)
+    latency = None
+    note = ""
+    try:
+        from ..passes.latency import load_profile, predict_rows
+
+        prof = load_profile(machine, device)
+        pts = [p for k, v in prof["kernels"].items() if k.startswith(("conv", "depthwise", "linear")) for p in v]
+        latency = {"rows": predict_rows(g, prof, batch), "machine": prof["name"], "threads": prof["threads"],
+                   "peak_flops": max(2 * p[4] / p[5] for p in pts), "bandwidth": prof["bandwidth_bytes_per_s"]}
+    except Exception as exc:                    # no profile yet: the page says how to get one
+        note = f"No latency: {getattr(exc, 'errors', [exc])[0]}. Run archc calibrate, then archc report again."
+    measured = None
+    if profile:
+        from .torch.profile import measure_rows
+
+        measured = measure_rows(spec, batch, device)["rows"]
+
+    # --- the diagram, one node per module; its layers in panels that open on click
+    dot = build_dot(spec, collapse=True, color="flops")
+    svg = dot.pipe(format="svg").decode()
+    svg = svg[svg.index("<svg"):]
+    fine = rows(g, spec, batch, depth=2)
+    panels = []
+    for r in report["rows"]:
+        if r["name"] not in spec.instances:
+            continue
+        layers = [f for f in fine if f["name"].startswith(r["name"] + "/")]
+        body = "".join(f"<tr><td class='l'>{_e(f['name'].split('/', 1)[1])}</td><td class='l'>{_e(f['type'])}</td>"
+                       f"<td>{_e(f['patch'])}</td><td>{_e(_size(f['output']))}</td><td>{f['params']:,}</td>"
+                       f"<td>{f['macs']:,}</td></tr>" for f in layers)
+        panels.append(f"<div class='layers' id='layers-{_e(_id(r['name']))}'><button class='close'>close</button>"
+                      f"<h3>{_e(r['name'])} ({_e(r['type'])}): {len(layers)} layers</h3><table><tr><th class='l'>layer"
+                      f"</th><th class='l'>type</th><th>patch</th><th>output</th><th>params</th><th>MACs</th></tr>"
+                      f"{body}</table></div>")
+
+    # --- the table, the paper's cells checked
+    marks: dict[tuple[str, str], str] = {}
+    for d in findings:
+        column = d.message.split(":")[0]
+        marks[(d.path, "output" if column == "output size" else column)] = d.message
+    columns: list[str] = []
+    for r in report["rows"]:
+        columns += [c for c in r["columns"] if c not in columns]
+    head = "".join(f"<th>#{_e(c)}</th>" for c in columns)
+    lines = []
+    for r in report["rows"]:
+        claims = spec.row_claims(r["name"])
+
+        def cell(key: str, text: str, r=r, claims=claims) -> str:
+            message = marks.get((r["name"], key))
+            claim = getattr(claims, key, None) if claims is not None else None
+            shown = f"{text}<br><small>paper: {_e(claim)}</small>" if claim is not None else text
+            if message:
+                cls = "error" if key == "output" else "inconsistent"
+                return f"<td class='{cls}' title='{_e(message)}'>{shown}</td>"
+            return f"<td>{shown}</td>"
+        lat = latency["rows"].get(r["name"], {}).get("ms") if latency else None
+        lines.append(
+            f"<tr class='{'training' if r['training_only'] else ''}'><td class='l'>{_e(r['name'])}"
+            f"{' *' if r['training_only'] else ''}</td><td class='l'>{_e(r['type'])}</td><td>{_e(r['patch'])}</td>"
+            + cell("output", _size(r["output"])) + f"<td>{r['depth']}</td>"
+            + "".join(f"<td>{_e(r['columns'].get(c, ''))}</td>" for c in columns)
+            + cell("params", f"{r['params']:,}") + cell("ops", f"{r['macs_per_sample']:,}")
+            + f"<td>{'' if lat is None else format(lat, '.3f')}</td>"
+            + f"<td>{format(measured[r['name']], '.3f') if measured and r['name'] in measured else ''}</td></tr>")
+    explain = "".join(f"<li><b>{_e(d.path)}</b>: {_e(d.message)}</li>" for d in findings) or \
+        "<li>every claim agrees with what the spec computes</li>"
+
+    charts = _charts(report, latency, measured, train)
+    t = report["total"]
+    facts = [("parameters (inference)", f"{t['params']:,}"), ("multiply-adds", f"{t['macs']:,}"),
+             ("depth", f"{report['depth']['with_params']} / {report['depth']['with_pooling']} with pooling"),
+             ("peak activation memory", _mib(report["peak_activation_bytes"])),
+             (f"training step peak (batch {train['batch']}, {train['optimizer']})", _mib(train["peak"])),
+             ("receptive field", f"{report['receptive_field']['size'][0]} px")]
+    if latency:
+        facts.append((f"predicted latency (batch {batch})", f"{sum(r['ms'] for r in latency['rows'].values()):.2f} ms"))
+    if measured:
+        facts.append(("measured latency (rows summed)", f"{sum(measured.values()):.2f} ms"))
+    paper = spec.paper
+    subtitle = f"{spec.description}" + (f" — {paper.title}, {paper.venue} {paper.year}" if paper and paper.title else "")
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
+<meta name="generator" content="archc {__version__}">
+<title>{_e(spec.name)}: archc report</title><style>{CSS}</style></head>
+<body><header><h1>{_e(spec.name)}</h1><p>{_e(subtitle)}</p></header><main>
+<section><h2>Summary</h2><div class="facts">{''.join(f'<div class="fact">{_e(k)}<b>{_e(v)}</b></div>' for k, v in facts)}</div>
+<p class="note">input {_e(_size(report['input']))}, batch {batch}; {_e(report['convention'])}.
+{(f"Latency predicted from the machine profile of {_e(latency['machine'])} ({latency['threads']} threads).") if latency else _e(note)}</p></section>
+<section><h2>Architecture</h2><p class="note">One node per module, shaded by its share of the MACs;
+click a module to see its layers.</p><div class="diagram">{svg}</div>{''.join(panels)}</section>
+<section><h2>The table, regenerated</h2><p class="note">Cells where the paper's own number disagrees with the
+spec are marked (hover for the numbers); rows marked * run in training only.</p>
+<div style="overflow:auto;max-height:640px"><table><tr><th class="l">name</th><th class="l">type</th><th>patch size/stride</th>
+<th>output size</th><th>depth</th>{head}<th>params</th><th>ops (MACs)</th><th>predicted ms</th><th>measured ms</th></tr>
+{''.join(lines)}</table></div><h3>What the paper's numbers say</h3><ul class="explain">{explain}</ul></section>
+<section><h2>Cost</h2><div class="charts">{''.join(f'<div class="chart" id="chart-{i}"><h3>{_e(title)}</h3>{body}</div>' for i, (title, body) in enumerate(charts))}</div></section>
+<section><h2>The resolved spec</h2><p class="note">After extends, edits and overrides; each value with the
+file and line it came from.</p><pre>{_e(annotated_yaml(spec.document))}</pre></section>
+<p class="note">Made by archc {__version__} in {time.perf_counter() - started:.1f} s.</p>
+</main><script>{SCRIPT}</script></body></html>
+"""
+    return page
+
+
+def _size(shape: list[int]) -> str:
+    from ..util import shape_text
+
+    return shape_text(shape)
+
+
+def _mib(n: float) -> str:
+    return f"{n / 2**20:.2f} MiB"
+
+
+def write_report(spec_or_path: Spec | str | Path, output: str | Path, **options: Any) -> Path:
+    from ..io import write_text
+
+    return write_text(output, report_html(spec_or_path, **options))
+
+
+__all__ = ["report_html", "write_report", "json"]

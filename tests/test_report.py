@@ -1,0 +1,82 @@
+"""The report page: written offline and fast, and checked in a real browser (Debian's Chromium,
+headless, driven by Selenium): no console errors, no network requests, clicking a module opens its
+layers; a screenshot is taken."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+
+import pytest
+from conftest import ROOT, SPECS, run_archc
+
+from archcompiler.backends.report import report_html
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
+    path = tmp_path_factory.mktemp("report") / "googlenet-report.html"
+    start = time.perf_counter()
+    result = run_archc("report", str(SPECS / "googlenet.yaml"), "-o", str(path))
+    assert result.returncode == 0, result.stderr
+    assert time.perf_counter() - start < 10
+    return path
+
+
+def test_the_page_holds_everything_and_fetches_nothing(page):
+    text = page.read_text()
+    assert page.stat().st_size < 3 * 2**20
+    for needed in ("Architecture", "The table, regenerated", "MACs and parameters per row", "per stage",
+                   "Op kinds", "Memory per row", "The resolved spec", "layers-n_inception_4b"):
+        assert needed in text, needed
+    assert "<script src" not in text and "<link" not in text and "@import" not in text
+    assert "url(http" not in text and "src=\"http" not in text and "href=\"http" not in text
+    # the paper's inconsistent cells are marked and explained (conv1 2.7K / 34M, 4c, 5a)
+    assert text.count("class='inconsistent'") == 5 and "the paper says 2.7K" in text
+
+
+def test_the_page_in_a_real_browser(page, tmp_path):
+    chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
+    assert chromium and driver_path, "Debian's chromium and chromium-driver are installed by setup.sh"
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--no-first-run", "--disable-quic", f"--user-data-dir={tmp_path / 'profile'}",
+                 "--window-size=1400,1800"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    try:
+        driver.get(page.as_uri())
+        assert "googlenet" in driver.title
+        module = driver.find_element(By.CSS_SELECTOR, ".diagram g.module")
+        panel_id = "layers-" + module.find_element(By.TAG_NAME, "title").get_attribute("textContent").strip()
+        panel = driver.find_element(By.ID, panel_id)
+        assert not panel.is_displayed()
+        module.find_element(By.TAG_NAME, "text").click()          # the module's label, as a person clicks
+        assert panel.is_displayed() and "layers" in panel.text
+        driver.save_screenshot(str(tmp_path / "report.png"))
+        assert (tmp_path / "report.png").read_bytes().startswith(b"\x89PNG")
+        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert not errors, errors
+        requests = [json.loads(e["message"])["message"] for e in driver.get_log("performance")]
+        urls = [m["params"]["request"]["url"] for m in requests if m["method"] == "Network.requestWillBeSent"]
+        network = [u for u in urls if u.startswith(("http:", "https:", "ws:", "wss:", "ftp:"))]
+        assert not network, network            # (chrome:// pages are the browser's own, not the network)
+        assert any(u.startswith("file:") for u in urls)
+    finally:
+        driver.quit()
+
+
+def test_report_with_a_machine_profile_shows_latency_and_the_roofline(tmp_path):
+    machine = tmp_path / "machine.json"
+    assert run_archc("calibrate", "--quick", "-o", str(machine)).returncode == 0
+    text = report_html(SPECS / "googlenet-small.yaml", machine=machine, batch=8)
+    assert "Roofline" in text and "Latency per row" in text and "predicted latency (batch 8)" in text
+    assert (ROOT / "docs" / "report.png").is_file()          # the README's screenshot

@@ -102,6 +102,24 @@ def predict(spec_or_checkpoint: Spec | str | Path, images: list[str | Path], **o
     return _predict(spec_or_checkpoint, images, **options)
 
 
+def report(spec_or_path: Spec | str | Path, output: str | Path, overrides: dict | list | None = None, batch: int = 1,
+           machine: str | Path | None = None, profile: bool = False, device: str = "cpu") -> Path:
+    """Write ``archc report``'s page: the diagram (graphviz), the analysis, predicted latency from the
+    machine profile and, with ``profile=True``, latency measured per row (torch)."""
+    from .backends.dot import collapsed_svg
+    from .backends.report import report_html
+    from .io import write_text
+
+    spec = load_spec(spec_or_path, overrides)
+    measured = None
+    if profile:
+        from .backends.torch.profile import measure_rows
+
+        measured = measure_rows(spec, batch, device)["rows"]
+    return write_text(output, report_html(spec, collapsed_svg(spec), batch=batch, machine=machine, measured=measured,
+                                          device=device))
+
+
 def diff(a: Spec | str | Path, b: Spec | str | Path, overrides_a: dict | list | None = None,
          overrides_b: dict | list | None = None) -> dict[str, Any]:
     """Row-by-row differences between two specs (see :mod:`archcompiler.passes.diff`)."""
@@ -111,5 +129,5 @@ def diff(a: Spec | str | Path, b: Spec | str | Path, overrides_a: dict | list | 
 
 
 __all__ = ["load_spec", "lower", "analyze", "check", "build", "save_model", "load_model", "train", "evaluate",
-           "predict", "draw", "diff", "Spec",
+           "predict", "report", "draw", "diff", "Spec",
            "SpecError", "GraphError", "BackendError", "ArchcError", "Diagnostic", "Location", "__version__"]

@@ -11,6 +11,7 @@ import time
 import pytest
 from conftest import ROOT, SPECS, run_archc
 
+import archcompiler
 from archcompiler.backends.report import report_html
 
 
@@ -77,6 +78,9 @@ def test_the_page_in_a_real_browser(page, tmp_path):
 def test_report_with_a_machine_profile_shows_latency_and_the_roofline(tmp_path):
     machine = tmp_path / "machine.json"
     assert run_archc("calibrate", "--quick", "-o", str(machine)).returncode == 0
-    text = report_html(SPECS / "googlenet-small.yaml", machine=machine, batch=8)
+    from archcompiler.backends.dot import collapsed_svg
+
+    spec = archcompiler.load_spec(SPECS / "googlenet-small.yaml")
+    text = report_html(spec, collapsed_svg(spec), machine=machine, batch=8)
     assert "Roofline" in text and "Latency per row" in text and "predicted latency (batch 8)" in text
     assert (ROOT / "docs" / "report.png").is_file()          # the README's screenshot

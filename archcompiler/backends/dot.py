@@ -326,3 +326,10 @@ def _spec(spec_or_path: Spec | str | Path, overrides: dict | list | None) -> Spe
     if isinstance(spec_or_path, (str, Path)) and str(spec_or_path).endswith(".pt"):
         return embedded_spec(read_model_file(spec_or_path), overrides, file=str(spec_or_path))
     return load_spec(spec_or_path, overrides)
+
+
+def collapsed_svg(spec: Spec) -> tuple[str, dict[str, str]]:
+    """The diagram with one node per module, shaded by MACs, as inline SVG, and each module's node id
+    (the SVG's node title), for pages that make modules clickable (``archc report``)."""
+    svg = build_dot(spec, collapse=True, color="flops").pipe(format="svg").decode()
+    return svg[svg.index("<svg"):], {name: _id(name) for name in spec.instances}

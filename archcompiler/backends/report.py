@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import html
 import io
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -159,14 +158,15 @@ def _charts(report: dict[str, Any], latency: dict[str, Any] | None, measured: di
     return out
 
 
-def report_html(spec_or_path: Spec | str | Path, overrides: dict | list | None = None, batch: int = 1,
-                machine: str | Path | None = None, profile: bool = False, device: str = "cpu") -> str:
-    """The page's HTML (``archc report``)."""
+def report_html(spec_or_path: Spec | str | Path, diagram: tuple[str, dict[str, str]], overrides: dict | list | None = None,
+                batch: int = 1, machine: str | Path | None = None, measured: dict[str, float] | None = None,
+                device: str = "cpu") -> str:
+    """The page's HTML. ``diagram`` is the collapsed diagram as SVG with each module's node id (the dot
+    backend's ``collapsed_svg``); ``measured`` the measured milliseconds per row, when profiled."""
     from ..passes import annotated_graph, check_claims, rows
     from ..passes.analyze import analyze
     from ..passes.memory import training_memory
     from ..spec.origins import annotated_yaml
-    from .dot import _id, build_dot
 
     started = time.perf_counter()
     spec = load_spec(spec_or_path, overrides)
@@ -185,16 +185,8 @@ def report_html(spec_or_path: Spec | str | Path, overrides: dict | list | None =
                    "peak_flops": max(2 * p[4] / p[5] for p in pts), "bandwidth": prof["bandwidth_bytes_per_s"]}
     except Exception as exc:                    # no profile yet: the page says how to get one
         note = f"No latency: {getattr(exc, 'errors', [exc])[0]}. Run archc calibrate, then archc report again."
-    measured = None
-    if profile:
-        from .torch.profile import measure_rows
-
-        measured = measure_rows(spec, batch, device)["rows"]
-
     # --- the diagram, one node per module; its layers in panels that open on click
-    dot = build_dot(spec, collapse=True, color="flops")
-    svg = dot.pipe(format="svg").decode()
-    svg = svg[svg.index("<svg"):]
+    svg, node_ids = diagram
     fine = rows(g, spec, batch, depth=2)
     panels = []
     for r in report["rows"]:
@@ -204,7 +196,7 @@ def report_html(spec_or_path: Spec | str | Path, overrides: dict | list | None =
         body = "".join(f"<tr><td class='l'>{_e(f['name'].split('/', 1)[1])}</td><td class='l'>{_e(f['type'])}</td>"
                        f"<td>{_e(f['patch'])}</td><td>{_e(_size(f['output']))}</td><td>{f['params']:,}</td>"
                        f"<td>{f['macs']:,}</td></tr>" for f in layers)
-        panels.append(f"<div class='layers' id='layers-{_e(_id(r['name']))}'><button class='close'>close</button>"
+        panels.append(f"<div class='layers' id='layers-{_e(node_ids.get(r['name'], ''))}'><button class='close'>close</button>"
                       f"<h3>{_e(r['name'])} ({_e(r['type'])}): {len(layers)} layers</h3><table><tr><th class='l'>layer"
                       f"</th><th class='l'>type</th><th>patch</th><th>output</th><th>params</th><th>MACs</th></tr>"
                       f"{body}</table></div>")
@@ -289,10 +281,4 @@ def _mib(n: float) -> str:
     return f"{n / 2**20:.2f} MiB"
 
 
-def write_report(spec_or_path: Spec | str | Path, output: str | Path, **options: Any) -> Path:
-    from ..io import write_text
-
-    return write_text(output, report_html(spec_or_path, **options))
-
-
-__all__ = ["report_html", "write_report", "json"]
+__all__ = ["report_html"]

@@ -17,8 +17,22 @@ from collections.abc import Callable
 
 from ..errors import ArchcError
 from ..util import paused_gc
-from . import (build, calibrate, check, diff, draw, evaluate, flops, predict, profile, report, resolve, schema, train,
-               validate)
+from . import (
+    build,
+    calibrate,
+    check,
+    diff,
+    draw,
+    evaluate,
+    flops,
+    predict,
+    profile,
+    report,
+    resolve,
+    schema,
+    train,
+    validate,
+)
 
 COMMANDS = [validate, flops, check, build, draw, resolve, diff, schema, train, evaluate, predict, calibrate, profile,
             report]

@@ -29,7 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..backends.report import write_report
+    from .. import report
     from ..io import check_default_output, refuse_inputs
     from ..spec import load_spec
 
@@ -40,6 +40,6 @@ def run(args: argparse.Namespace) -> int:
         check_default_output(out, args.force)
     if args.profile:
         print("measuring every row (importing torch)...", file=sys.stderr)
-    write_report(spec, out, batch=args.batch, machine=args.machine, profile=args.profile)
+    report(spec, out, batch=args.batch, machine=args.machine, profile=args.profile)
     print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB)")
     return 0

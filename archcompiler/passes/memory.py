@@ -99,7 +99,8 @@ def training_memory(g: nx.DiGraph, batch: int = 1, optimizer: str = "sgd", bytes
     params = sum(d["params"].total for d in g.nodes.values()) * bytes_per_element
     state = OPTIMIZER_STATE[optimizer] * params
     # forward: who keeps which tensor for the backward pass
-    saved_by: dict[str, set[str]] = {}
+    saved_by: dict[str, set[str]] = {}          # tensor -> the nodes that keep it for backward
+    keeps: dict[str, list[str]] = {}            # node -> the tensors it keeps
     extra: dict[str, int] = {}
     rows: dict[str, int] = {}
     for n in order:
@@ -108,6 +109,7 @@ def training_memory(g: nx.DiGraph, batch: int = 1, optimizer: str = "sgd", bytes
         kinds, elements = OPS[d["op"]].saves(d["attrs"], ins, d["shape"])
         extra[n] = batch * bytes_per_element * elements
         keep = ([buffer(p) for p in d["inputs"]] if "input" in kinds else []) + ([buffer(n)] if "output" in kinds else [])
+        keeps[n] = keep
         for b in keep:
             saved_by.setdefault(b, set()).add(n)
         rows[d["row"]] = rows.get(d["row"], 0) + extra[n]
@@ -160,12 +162,16 @@ def training_memory(g: nx.DiGraph, batch: int = 1, optimizer: str = "sgd", bytes
             peak = max(peak, fixed + live)
             live -= grads.pop(n, 0)
         live -= extra[n]
-        for b, keepers in list(saved_by.items()):
+        for b in keeps.get(n, []):
+            keepers = saved_by.get(b)
+            if keepers is None:
+                continue
             keepers.discard(n)
-            if not keepers and b in allocated:
-                live -= size[b]
-                allocated.discard(b)
+            if not keepers:
                 del saved_by[b]
+                if b in allocated:
+                    live -= size[b]
+                    allocated.discard(b)
     tensors = [bytes_per_element * t for _, d in sorted(g.nodes(data=True), key=lambda nd: nd[1]["order"])
                for t in (d["params"].weights, d["params"].biases) if t]
     step = _step_extra(optimizer, tensors)

@@ -11,6 +11,14 @@ from typing import TypeVar
 F = TypeVar("F", bound=Callable)
 
 
+def mib(n_bytes: float) -> str:
+    """Bytes in binary units, labelled as such: 6.12 MiB (1 MiB = 1024 x 1024 bytes)."""
+    for suffix, power in (("GiB", 3), ("MiB", 2), ("KiB", 1)):
+        if n_bytes >= 1024 ** power:
+            return f"{n_bytes / 1024 ** power:.3g} {suffix}"
+    return f"{n_bytes:g} bytes"
+
+
 def shape_text(shape: tuple[int, ...] | list[int]) -> str:
     """A per-sample shape as people read it everywhere in archc, the paper's way: H x W x C
     (``(256, 28, 28)`` -> ``28x28x256``); a flat ``(F,)`` -> ``1x1xF``, as Table 1 prints the

@@ -19,6 +19,7 @@ from typing import Any
 
 from .. import __version__
 from ..spec import Spec, load_spec
+from ..util import mib, shape_text
 
 CSS = """
 body{font-family:Helvetica,Arial,sans-serif;margin:0;color:#222;background:#fafafa}
@@ -194,7 +195,7 @@ def report_html(spec_or_path: Spec | str | Path, diagram: tuple[str, dict[str, s
             continue
         layers = [f for f in fine if f["name"].startswith(r["name"] + "/")]
         body = "".join(f"<tr><td class='l'>{_e(f['name'].split('/', 1)[1])}</td><td class='l'>{_e(f['type'])}</td>"
-                       f"<td>{_e(f['patch'])}</td><td>{_e(_size(f['output']))}</td><td>{f['params']:,}</td>"
+                       f"<td>{_e(f['patch'])}</td><td>{_e(shape_text(f['output']))}</td><td>{f['params']:,}</td>"
                        f"<td>{f['macs']:,}</td></tr>" for f in layers)
         panels.append(f"<div class='layers' id='layers-{_e(node_ids.get(r['name'], ''))}'><button class='close'>close</button>"
                       f"<h3>{_e(r['name'])} ({_e(r['type'])}): {len(layers)} layers</h3><table><tr><th class='l'>layer"
@@ -226,7 +227,7 @@ def report_html(spec_or_path: Spec | str | Path, diagram: tuple[str, dict[str, s
         lines.append(
             f"<tr class='{'training' if r['training_only'] else ''}'><td class='l'>{_e(r['name'])}"
             f"{' *' if r['training_only'] else ''}</td><td class='l'>{_e(r['type'])}</td><td>{_e(r['patch'])}</td>"
-            + cell("output", _size(r["output"])) + f"<td>{r['depth']}</td>"
+            + cell("output", shape_text(r["output"])) + f"<td>{r['depth']}</td>"
             + "".join(f"<td>{_e(r['columns'].get(c, ''))}</td>" for c in columns)
             + cell("params", f"{r['params']:,}") + cell("ops", f"{r['macs_per_sample']:,}")
             + f"<td>{'' if lat is None else format(lat, '.3f')}</td>"
@@ -238,8 +239,8 @@ def report_html(spec_or_path: Spec | str | Path, diagram: tuple[str, dict[str, s
     t = report["total"]
     facts = [("parameters (inference)", f"{t['params']:,}"), ("multiply-adds", f"{t['macs']:,}"),
              ("depth", f"{report['depth']['with_params']} / {report['depth']['with_pooling']} with pooling"),
-             ("peak activation memory", _mib(report["peak_activation_bytes"])),
-             (f"training step peak (batch {train['batch']}, {train['optimizer']})", _mib(train["peak"])),
+             ("peak activation memory", mib(report["peak_activation_bytes"])),
+             (f"training step peak (batch {train['batch']}, {train['optimizer']})", mib(train["peak"])),
              ("receptive field", f"{report['receptive_field']['size'][0]} px")]
     if latency:
         facts.append((f"predicted latency (batch {batch})", f"{sum(r['ms'] for r in latency['rows'].values()):.2f} ms"))
@@ -253,7 +254,7 @@ def report_html(spec_or_path: Spec | str | Path, diagram: tuple[str, dict[str, s
 <title>{_e(spec.name)}: archc report</title><style>{CSS}</style></head>
 <body><header><h1>{_e(spec.name)}</h1><p>{_e(subtitle)}</p></header><main>
 <section><h2>Summary</h2><div class="facts">{''.join(f'<div class="fact">{_e(k)}<b>{_e(v)}</b></div>' for k, v in facts)}</div>
-<p class="note">input {_e(_size(report['input']))}, batch {batch}; {_e(report['convention'])}.
+<p class="note">input {_e(shape_text(report['input']))}, batch {batch}; {_e(report['convention'])}.
 {(f"Latency predicted from the machine profile of {_e(latency['machine'])} ({latency['threads']} threads).") if latency else _e(note)}</p></section>
 <section><h2>Architecture</h2><p class="note">One node per module, shaded by its share of the MACs;
 click a module to see its layers.</p><div class="diagram">{svg}</div>{''.join(panels)}</section>
@@ -269,16 +270,6 @@ file and line it came from.</p><pre>{_e(annotated_yaml(spec.document))}</pre></s
 </main><script>{SCRIPT}</script></body></html>
 """
     return page
-
-
-def _size(shape: list[int]) -> str:
-    from ..util import shape_text
-
-    return shape_text(shape)
-
-
-def _mib(n: float) -> str:
-    return f"{n / 2**20:.2f} MiB"
 
 
 __all__ = ["report_html"]

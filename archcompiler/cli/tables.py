@@ -7,7 +7,7 @@ import io
 from collections.abc import Sequence
 from typing import Any
 
-from ..util import shape_text
+from ..util import mib, shape_text  # noqa: F401  (mib: re-exported for the commands)
 
 
 def human(n: float, base: int = 1000) -> str:
@@ -19,14 +19,6 @@ def human(n: float, base: int = 1000) -> str:
             return f"{n / base ** power:.3g}{suffix}" if abs(n) < 100 * base ** power \
                 else f"{n / base ** power:.0f}{suffix}"
     return f"{n:g}"
-
-
-def mib(n_bytes: float) -> str:
-    """Bytes in binary units, labelled as such: 6.12 MiB (1 MiB = 1024 x 1024 bytes)."""
-    for suffix, power in (("GiB", 3), ("MiB", 2), ("KiB", 1)):
-        if n_bytes >= 1024 ** power:
-            return f"{n_bytes / 1024 ** power:.3g} {suffix}"
-    return f"{n_bytes:g} bytes"
 
 
 def size(shape: Sequence[int]) -> str:

@@ -253,12 +253,12 @@ def example_dir(tmp_path_factory):
                                      .EXAMPLES.items() if name not in ("train", "evaluate", "predict")
                                      for e in examples])
 def test_every_help_example_runs(example, example_dir):
-    """(train, evaluate and predict need images: tests/test_training.py runs theirs.)"""
-    """Each example in the help runs as shown, from a folder holding specs/."""
+    """Each example in the help runs as shown, from a folder holding specs/. (train, evaluate and
+    predict need images: tests/test_training.py runs theirs.)"""
     import os
 
     cmd = example.replace("archc ", f"{sys.executable} -m archcompiler ", 1)
-    if example == "archc calibrate":        # the full measurement takes ~45 s; the help shows it, the test
+    if example == "archc calibrate":        # the full measurement takes up to a minute; the help shows it, the test
         cmd += " --quick"                    # checks the same command path quickly
     env = {**os.environ, "XDG_CACHE_HOME": str(example_dir / "cache")}   # never the user's own cache
     result = subprocess.run(cmd, shell=True, cwd=example_dir, capture_output=True, text=True, timeout=300, env=env)

@@ -32,6 +32,52 @@ def test_calibration_writes_a_machine_profile(machine):
         for layout in ("nchw", "nhwc"):
             assert profile["kernels"][f"{kind}/{layout}"]
     assert all(p[4] > 0 and p[5] > 0 for points in profile["kernels"].values() for p in points)
+    lo, hi = profile["speed_range"]             # the reference kernel's spread around its median
+    assert profile["reference_s"] > 0 and 0 < lo <= 1 <= hi
+    # every kind has its fixed cost: the statement at a minimal shape, less than any measured shape
+    assert set(profile["fixed_s"]) == set(profile["kernels"])
+    for key, points in profile["kernels"].items():
+        assert 0 < profile["fixed_s"][key] < 10 * min(p[5] for p in points), key
+
+
+def test_the_calibration_grid_leaves_out_shapes_no_network_has():
+    """The grid spans what GoogLeNet (full and reduced width), ResNet and VGG run, without the
+    large-channel, large-map corners that would take most of the minute."""
+    from archcompiler.backends.torch.calibrate import LARGE_MAPS, MAX_MACS, MAX_MAP, conv_shapes
+
+    for kind, k in (("conv1x1", 1), ("conv3x3", 3), ("conv5x5", 5)):
+        shapes = conv_shapes(kind)
+        assert (8, 8, 4) in shapes and (832, 384, 7) in shapes           # googlenet-small's and inception 5b's
+        regular = [s for s in shapes if s not in LARGE_MAPS]
+        assert all(ci * s * s <= MAX_MAP and ci * co * k * k * s * s <= MAX_MACS for ci, co, s in regular)
+    assert (256, 256, 56) in conv_shapes("conv3x3")                         # VGG's, measured on purpose
+
+
+def test_a_small_op_costs_its_fixed_cost_and_a_large_one_scales_with_its_work():
+    """The lookup keeps each kind's fixed cost whole and scales only the rest of a neighbour's
+    time by the ratio of work: a layer with a tenth of a measured shape's work does not take a
+    tenth of its time."""
+    from archcompiler.passes.latency import _lookup
+
+    fixed = 20e-6
+    points = [[1, 64, 64, 28, 1_000_000, 120e-6]]            # 20 us fixed + 100 us for 1M MACs
+    assert _lookup(points, [1, 64, 64, 28], 1_000_000, fixed) == pytest.approx(120e-6)
+    assert _lookup(points, [1, 64, 64, 28], 100_000, fixed) == pytest.approx(30e-6)
+    assert _lookup(points, [1, 64, 64, 28], 10_000_000, fixed) == pytest.approx(1_020e-6)
+    assert _lookup(points, [1, 64, 64, 28], 0, fixed) == pytest.approx(fixed)
+
+
+def test_an_older_machine_profile_is_refused_with_what_to_do(machine, tmp_path):
+    from archcompiler.passes.latency import load_profile
+
+    old = json.loads(machine.read_text())
+    old["archc_machine_profile"] = 1
+    del old["fixed_s"]
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(old))
+    with pytest.raises(SpecError, match="older archc calibrate") as info:
+        load_profile(path)
+    assert "archc calibrate" in info.value.errors[0].hint
 
 
 def test_latency_prediction_needs_no_torch(machine):
@@ -85,3 +131,4 @@ def test_profile_reports_each_row_predicted_and_measured(machine, optimize):
     measured = [r["measured_ms"] for r in report["rows"] if r["measured_ms"] is not None]
     assert len(measured) >= len(names) - 3 and all(m > 0 for m in measured)
     assert report["total"]["measured_ms"] > 0 and report["total"]["predicted_ms"] > 0
+    assert report["machine_speed"] > 0          # the reference kernel, timed beside each run

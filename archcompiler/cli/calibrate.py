@@ -13,8 +13,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = command(sub, "calibrate", help="measure this machine for latency prediction",
                 description="Time the kernels networks are made of (convolutions 1x1 to 7x7 and depthwise, "
                 "fully connected layers, pooling, normalisation, concatenation) on a grid of shapes, in both "
-                "memory layouts, and measure memory bandwidth and per-statement overhead. Writes a machine "
-                "profile (JSON) that archc flops --latency and archc profile read. About 45 s on 2 cores.")
+                "memory layouts, each with its fixed cost, and measure memory bandwidth and per-statement "
+                "overhead. Each time is the best of a few runs, over two passes. Writes a machine profile (JSON) "
+                "that archc flops --latency and archc profile read. Under a minute on 2 cores.")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="the device to measure (default cpu)")
     p.add_argument("-o", "--output", metavar="FILE",
                    help="where to write the profile (default: ~/.cache/archc/machine-DEVICE.json)")
@@ -27,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from ..io import write_text
     from ..passes.latency import default_profile_path
 
-    print(f"calibrating {args.device} ({'quick' if args.quick else 'about 45 s'})...", file=sys.stderr)
+    print(f"calibrating {args.device} ({'quick' if args.quick else 'under a minute'})...", file=sys.stderr)
     profile = calibrate(args.device, progress=main_progress, quick=args.quick)
     path = args.output or default_profile_path(args.device)
     write_text(path, json.dumps(profile, indent=1))

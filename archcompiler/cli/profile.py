@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -21,7 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repeats", type=positive, default=10, metavar="N", help="measured runs (default 10)")
     p.add_argument("--machine", metavar="FILE", help="machine profile (default: the one archc calibrate saved)")
     p.add_argument("--format", choices=["text", "json"], default="text",
-                   help="text (default) or json: rows [{name, predicted_ms, measured_ms}], total")
+                   help="text (default) or json: rows [{name, predicted_ms, measured_ms}], total, machine_speed")
     add_set(p)
     p.set_defaults(run=run)
 
@@ -47,7 +48,8 @@ def profile_report(spec_or_path, batch: int = 1, device: str = "cpu", optimize: 
              "intensity": p["intensity"], "bound": p["bound"]} for name, p in predicted.items()]
     return {"spec": spec.name, "batch": batch, "device": device, "optimized": optimize, "machine": profile["name"],
             "rows": rows, "total": {"predicted_ms": sum(p["ms"] for p in predicted.values()),
-                                    "measured_ms": measured["total_ms"]}}
+                                    "measured_ms": measured["total_ms"]},
+            "machine_speed": 1e3 * profile["reference_s"] / measured["reference_ms"]}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,4 +68,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"\n{report['spec']}, batch {report['batch']}, {report['device']}"
           f"{' (optimized)' if report['optimized'] else ''} on {report['machine']}: predicted {t['predicted_ms']:.2f} ms, "
           f"measured {t['measured_ms']:.2f} ms ({t['predicted_ms'] / t['measured_ms']:.2f}x)")
+    speed = report["machine_speed"]
+    if abs(speed - 1) > 0.1:
+        print(f"note: the machine ran at {speed:.2f}x the speed it had when calibrated (a reference kernel timed "
+              f"beside each run); other load on it makes measured times {'shorter' if speed > 1 else 'longer'} "
+              f"than predicted", file=sys.stderr)
     return 0

@@ -1,11 +1,12 @@
 """Predicted latency from a machine profile (``archc calibrate``), without torch.
 
-Each op's time is what the profile measured for its kind of kernel on this machine, for the work
-the op table counts: time = work x seconds_per_unit + overhead, where work is multiply-adds for
-convolutions and linear layers (a linear layer at a small batch is bound by reading its weights,
-so it takes the larger of that and its compute) and element operations otherwise. Views
-(flatten, dropout in eval mode, channel slices) cost one call. The layout is the module's: NCHW for
-the ordinary module, channels-last (with fused ReLU) after ``--optimize``. Each op is also placed
+Each op's time comes from what the profile measured for its kind of kernel on this machine: the
+two measured shapes nearest to the op's (batch, channels in and out, map size; compared on a log
+scale) each give the kind's fixed cost (the statement at a minimal shape) plus the rest of their
+time scaled by the ratio of work, where work is what the op table counts (multiply-adds for
+convolutions and linear layers, element operations otherwise). Views (flatten, dropout in eval
+mode, channel slices) cost one statement. The layout is the module's: NCHW for the ordinary module,
+channels-last (with fused ReLU) after ``--optimize``. Each op is also placed
 on the roofline: its arithmetic intensity (FLOPs per byte moved) against the machine's ridge point
 (peak FLOP/s over bandwidth) says whether it is compute- or memory-bound.
 """
@@ -24,6 +25,7 @@ from ..errors import Location, SpecError, error
 from ..ir.plan import plan
 
 VIEWS = {"flatten", "dropout", "identity", "channel_slice"}
+PROFILE_VERSION = 2         # archcompiler.backends.torch.calibrate.VERSION (kept here: this module never imports torch)
 
 
 def default_profile_path(device: str = "cpu") -> Path:
@@ -38,13 +40,17 @@ def load_profile(path: str | Path | None = None, device: str = "cpu") -> dict[st
         data = json.loads(where.read_text())
     except FileNotFoundError:
         raise SpecError([error(f"no machine profile at {where}", "--machine", Location(str(where)),
-                               hint="measure this machine first: archc calibrate (about 5 s)")]) from None
+                               hint="measure this machine first: archc calibrate (under a minute)")]) from None
     except (OSError, ValueError) as exc:
         raise SpecError([error(f"cannot read the machine profile {where}: {exc}", "--machine",
                                Location(str(where)))]) from None
     if not isinstance(data, dict) or "kernels" not in data or not isinstance(data["kernels"], dict):
         raise SpecError([error(f"{where} is not a machine profile written by archc calibrate", "--machine",
                                Location(str(where)))])
+    if data.get("archc_machine_profile") != PROFILE_VERSION or not isinstance(data.get("fixed_s"), dict):
+        raise SpecError([error(f"{where} was written by an older archc calibrate (profile version "
+                               f"{data.get('archc_machine_profile')!r}, this archc reads version {PROFILE_VERSION})",
+                               "--machine", Location(str(where)), hint="measure this machine again: archc calibrate")])
     return data
 
 
@@ -82,14 +88,15 @@ def _kernel(g: nx.DiGraph, n: str, layout: str, batch: int) -> tuple[str | None,
     return (f"{key}/{layout}" if key else None), [batch, c, c, h], batch * work
 
 
-def _lookup(points: list[list[float]], features: list[float], work: float) -> float:
+def _lookup(points: list[list[float]], features: list[float], work: float, fixed: float) -> float:
     """Seconds for ``work`` from the measured shapes nearest to ``features`` (distance in log
-    space), each scaled by the ratio of work: nearby kernels run at nearby speeds."""
+    space): the kind's fixed cost plus the rest of each neighbour's time scaled by the ratio of
+    work (nearby kernels run at nearby speeds; the fixed cost does not shrink with the work)."""
     def distance(p: list[float]) -> float:
         return sum((math.log(max(a, 1)) - math.log(max(b, 1))) ** 2 for a, b in zip(p[:4], features))
     nearest = sorted(points, key=distance)[:2]
     weights = [1 / (distance(p) + 1e-3) for p in nearest]
-    estimates = [p[5] * work / p[4] for p in nearest]
+    estimates = [fixed + max(p[5] - fixed, 0.0) * work / p[4] for p in nearest]
     return sum(w * e for w, e in zip(weights, estimates)) / sum(weights)
 
 
@@ -100,6 +107,7 @@ def predict(g: nx.DiGraph, profile: dict[str, Any], batch: int = 1) -> dict[str,
     kernels = profile["kernels"]
     bandwidth = profile["bandwidth_bytes_per_s"]
     call = profile["call_overhead_s"]
+    fixed = profile["fixed_s"]
     peak = max(2 * p[4] / p[5] for k, v in kernels.items() if k.startswith(("conv", "depthwise", "linear")) for p in v)
     ridge = peak / bandwidth
     run = plan(g, heads=False)
@@ -121,7 +129,7 @@ def predict(g: nx.DiGraph, profile: dict[str, Any], batch: int = 1) -> dict[str,
             if not points or not work:      # a kind the profile lacks: at memory speed
                 seconds = moved / bandwidth + call
             else:
-                seconds = _lookup(points, features, work) + call
+                seconds = _lookup(points, features, work, fixed.get(key, call))
         intensity = flops / moved if moved else 0.0
         out[n] = {"seconds": seconds, "flops": flops, "bytes": moved, "intensity": intensity,
                   "bound": "compute" if intensity >= ridge else "memory"}

@@ -2,18 +2,23 @@
 
 For each kind of kernel a network is made of (convolutions 1x1, 3x3, 5x5, 7x7/2 and depthwise,
 fully connected layers, and the element-wise ops: ReLU, BatchNorm, pooling, LRN, concatenation,
-addition), a few representative shapes are timed at batch 1 and 8, in both memory layouts (NCHW,
-what the ordinary module runs; channels-last with fused ReLU, what ``--optimize`` runs), and a
-straight line is fitted: time = work x seconds_per_unit + overhead, where work is what archc's op
-table counts (multiply-adds for convolutions and linear layers, element operations otherwise). The
-profile also holds the memory bandwidth (a large copy), the per-call overhead and the thread count.
-:mod:`archcompiler.passes.latency` predicts from it without torch.
+addition), a grid of representative shapes is timed at batch 1 and 8, in both memory layouts (NCHW,
+what the ordinary module runs; channels-last with fused ReLU, what ``--optimize`` runs), each called
+the way generated modules call it (a module call, a functional call, or the ``conv_act`` helper
+itself). Each kind also gets its fixed cost: the time of the statement at a minimal shape, which is
+what a small layer costs whatever its work. :mod:`archcompiler.passes.latency` predicts from the
+profile without torch.
+
+Each time is the median of a few runs, relative to a reference kernel timed just before it, the
+mean of two passes, scaled to the machine's typical speed (see :class:`Reference`): the statistic
+``archc profile`` measures, so the two compare like with like.
 """
 
 from __future__ import annotations
 
 import math
 import platform
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -22,118 +27,195 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-VERSION = 1
+from .build import runtime_helper
 
-# The grid of shapes measured for each kind: channels from 16 to 832 and maps from 7x7 to 56x56
-# (224 for the 7x7/2 stem), as in GoogLeNet, ResNet and VGG; batch 1 and 8.
+VERSION = 2
+
+# The grid of shapes measured for each kind: channels from 8 to 832 and maps from 4x4 to 56x56
+# (224 for the 7x7/2 stem), as in GoogLeNet (at full and reduced width), ResNet and VGG; batch 1
+# and 8. Large channel counts go with small maps in these networks, so shapes with more than
+# MAX_MAP input values or MAX_MACS multiply-adds per image are left out (they would take most of the
+# time and predict nothing).
 CONVS = {"conv1x1": (1, 1, 0), "conv3x3": (3, 1, 1), "conv5x5": (5, 1, 2), "conv7x7s2": (7, 2, 3),
          "depthwise": (3, 1, 1)}
-CHANNELS = [(16, 32), (64, 64), (192, 128), (512, 256), (832, 384)]
-SPATIAL = [7, 14, 28, 56]
+CHANNELS = [(8, 8), (16, 32), (64, 64), (192, 128), (512, 256), (832, 384)]
+SPATIAL = [4, 7, 14, 28, 56]
+MAX_MAP = 192 * 56 * 56
+MAX_MACS = 1.2e9
 LARGE_MAPS = [(3, 64, 224), (64, 64, 224), (64, 128, 112), (128, 128, 112), (128, 256, 56), (256, 256, 56)]  # VGG
-STEM = [(3, 64, 224), (3, 64, 112), (3, 64, 64), (3, 32, 32)]
+STEM = [(3, 64, 224), (3, 64, 112), (3, 16, 64), (3, 32, 32)]
 LINEARS = [(256, 10), (1024, 1000), (2048, 1024), (4096, 4096), (25088, 4096)]
-SIZES = [(64, 56), (192, 28), (480, 14), (832, 7), (256, 28), (512, 14), (32, 112)]
+SIZES = [(16, 32), (48, 16), (128, 8), (256, 4), (64, 56), (192, 28), (480, 14), (832, 7), (256, 28), (512, 14),
+         (32, 112)]
+QUICK = {(64, 64, 28), (192, 128, 14), (192, 192, 14), (3, 64, 112), (3, 16, 64)}   # --quick: mid-sized shapes only
+QUICK_SIZES = [(64, 56), (192, 28)]
+PASSES = 2              # the grid is measured this many times; each shape keeps the mean
+FIXED = (8, 2)          # channels and map size of the minimal shape that gives each kind's fixed cost
 
 
-def _timer(fn: Callable[[], Any], repeats: int = 5) -> float:
+def _timer(fn: Callable[[], Any], repeats: int = 5, budget: float = 0.1) -> float:
+    """The median of up to ``repeats`` runs after a warm-up run (at least 2; fewer than ``repeats``
+    once ``budget`` seconds are spent): the statistic ``archc profile`` reports."""
     fn()
-    times = []
-    for _ in range(repeats):
+    times: list[float] = []
+    while len(times) < repeats and (len(times) < 2 or sum(times) < budget):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]       # the median, as archc profile reports
+    return statistics.median(times)
+
+
+def conv_shapes(kind: str, quick: bool = False) -> list[tuple[int, int, int]]:
+    """(in channels, out channels, map size) measured for a kind of convolution."""
+    if kind == "conv7x7s2":
+        shapes = STEM
+    else:
+        k = CONVS[kind][0]
+        shapes = [(ci, ci if kind == "depthwise" else co, s) for ci, co in CHANNELS for s in SPATIAL
+                  if ci * s * s <= MAX_MAP and ci * (1 if kind == "depthwise" else co) * k * k * s * s <= MAX_MACS]
+        if kind == "conv3x3":
+            shapes += LARGE_MAPS
+    return [shape for shape in shapes if shape in QUICK] if quick else shapes
+
+
+def _measure_kernels(dev: torch.device, timed: Callable[[Callable[[], Any]], float], quick: bool,
+                     say: Callable[[str], None]) -> tuple[dict[str, list[list[float]]], dict[str, float]]:
+    """One pass over the grid: {kind/layout: [[batch, in, out, size, work, time], ...]} and each
+    kind's fixed cost, times as ``timed`` gives them."""
+    conv_act = runtime_helper("conv_act")
+    kernels: dict[str, list[list[float]]] = {}      # key -> [[batch, in, out, size, work, seconds], ...]
+    fixed: dict[str, float] = {}                     # key -> seconds of the statement at a minimal shape
+    for layout in ("nchw", "nhwc"):
+        fmt = torch.contiguous_format if layout == "nchw" else torch.channels_last
+        for kind, (k, stride, pad) in CONVS.items():
+            say(f"{kind} ({layout})")
+            points = []
+            for cin, cout, size in [(FIXED[0], FIXED[0], FIXED[1])] + conv_shapes(kind, quick):
+                groups = cin if kind == "depthwise" else 1
+                conv = torch.nn.Conv2d(cin, cout, k, stride, pad, groups=groups).to(dev).to(memory_format=fmt)
+                for batch in (1, 8):
+                    x = torch.randn(batch, cin, size, size, device=dev).to(memory_format=fmt)
+                    out = (size + 2 * pad - k) // stride + 1
+                    macs = batch * cout * out * out * (cin // groups) * k * k
+                    if layout == "nhwc":      # what --optimize generates: conv + ReLU fused
+                        def run(x=x, conv=conv):
+                            return conv_act(x, conv, "relu")
+                    else:
+                        def run(x=x, conv=conv):
+                            return conv(x)
+                    seconds = timed(run)
+                    if size == FIXED[1] and cin == FIXED[0]:
+                        fixed.setdefault(f"{kind}/{layout}", seconds)
+                        break
+                    points.append([batch, cin, cout, size, macs, seconds])
+            kernels[f"{kind}/{layout}"] = points
+    say("linear")
+    points = []
+    for fin, fout in [(FIXED[0], FIXED[0])] + (LINEARS[:2] if quick else LINEARS):
+        lin = torch.nn.Linear(fin, fout).to(dev)
+        for batch in (1, 8, 32):
+            x = torch.randn(batch, fin, device=dev)
+            seconds = timed(lambda lin=lin, x=x: lin(x))
+            if fin == FIXED[0]:
+                fixed.setdefault("linear", seconds)
+                break
+            points.append([batch, fin, fout, 1, batch * fin * fout, seconds])
+    kernels["linear"] = points
+    elementwise = {
+        "relu": (lambda x: F.relu(x, inplace=True), lambda c, s: c * s * s),
+        "batch_norm": (None, lambda c, s: c * s * s),
+        "max_pool": (lambda x: F.max_pool2d(x, 3, 1, 1), lambda c, s: c * s * s * 9),
+        "max_pool_s2": (lambda x: F.max_pool2d(x, 3, 2, 1, ceil_mode=True),
+                        lambda c, s: c * math.ceil(s / 2) ** 2 * 9),
+        "avg_pool": (lambda x: F.avg_pool2d(x, 3, 1, 1), lambda c, s: c * s * s * 9),
+        "adaptive_pool": (lambda x: F.adaptive_avg_pool2d(x, 1), lambda c, s: c * s * s),
+        "lrn": (lambda x: F.local_response_norm(x, 5), lambda c, s: c * s * s * 5),
+        "concat": (lambda x: torch.cat([x, x, x, x], 1), lambda c, s: 4 * c * s * s),
+        "add": (lambda x: x + x, lambda c, s: c * s * s),
+    }
+    for layout in ("nchw", "nhwc"):
+        fmt = torch.contiguous_format if layout == "nchw" else torch.channels_last
+        for name, (fn, work) in elementwise.items():
+            say(f"{name} ({layout})")
+            points = []
+            for c, s in [FIXED] + (QUICK_SIZES if quick else SIZES):
+                bn = torch.nn.BatchNorm2d(c).to(dev).eval() if name == "batch_norm" else None
+                for batch in (1, 8):
+                    x = torch.randn(batch, c, s, s, device=dev).to(memory_format=fmt)
+
+                    def op(fn=fn, x=x, bn=bn):
+                        return bn(x) if bn is not None else fn(x)
+                    seconds = timed(op)
+                    if (c, s) == FIXED:
+                        fixed.setdefault(f"{name}/{layout}", seconds)
+                        break
+                    points.append([batch, c, c, s, batch * work(c, s), seconds])
+            kernels[f"{name}/{layout}"] = points
+    return kernels, fixed
+
+
+class Reference:
+    """A fixed, short kernel (a 3x3 convolution, 64 channels, 28x28, one image) timed beside every
+    measurement: its time right now says how fast the machine runs at this moment. On a shared
+    or virtual machine that speed moves (on the 2-core VM of benchmarks/RESULTS.md by up to 1.8x
+    within a minute), so calibrate keeps each kernel's time relative to the reference measured just
+    before it and scales all of them by the reference's median over the whole calibration: every
+    kernel at the machine's typical speed, whichever moment it was measured at. ``archc profile``
+    times the reference too and reports the speed it measured at."""
+
+    def __init__(self, device: torch.device, sync: Callable[[], None]):
+        self.conv = torch.nn.Conv2d(64, 64, 3, 1, 1).to(device)
+        self.x = torch.randn(1, 64, 28, 28, device=device)
+        self.sync = sync
+        self.samples: list[float] = []
+
+    def __call__(self, runs: int = 3) -> float:
+        def run() -> None:
+            self.conv(self.x)
+            self.sync()
+        with torch.no_grad():
+            seconds = _timer(run, repeats=runs, budget=math.inf)
+        self.samples.append(seconds)
+        return seconds
+
+    @property
+    def typical(self) -> float:
+        return statistics.median(self.samples)
 
 
 def calibrate(device: str = "cpu", progress: Callable[[str], None] | None = None, quick: bool = False) -> dict[str, Any]:
     """Measure this machine; returns the machine profile (a JSON-able dict). ``quick`` measures
-    one shape of each kind (a few seconds; a rough profile)."""
+    two shapes of each kind (a few seconds; a rough profile)."""
     say = progress or (lambda text: None)
     dev = torch.device(device)
     sync = (lambda: torch.cuda.synchronize()) if dev.type == "cuda" else (lambda: None)
+    reference = Reference(dev, sync)
 
-    def timed(fn: Callable[[], Any]) -> float:
+    def relative(fn: Callable[[], Any]) -> float:
+        """``fn``'s time in units of the reference kernel's time just before it."""
         def run() -> None:
             fn()
             sync()
-        return _timer(run)
+        now = reference()
+        return _timer(run) / now
 
-    kernels: dict[str, list[list[float]]] = {}      # key -> [[features..., work, seconds], ...]
+    passes = 1 if quick else PASSES
     started = time.perf_counter()
     with torch.no_grad():
-        for layout in ("nchw", "nhwc"):
-            fmt = torch.contiguous_format if layout == "nchw" else torch.channels_last
-            for kind, (k, stride, pad) in CONVS.items():
-                say(f"{kind} ({layout})")
-                shapes = STEM if kind == "conv7x7s2" else [(ci, co if kind != "depthwise" else ci, s)
-                                                           for ci, co in CHANNELS for s in SPATIAL]
-                if kind == "conv3x3" and not quick:
-                    shapes += LARGE_MAPS
-                if quick:
-                    shapes = shapes[1:2]
-                points = []
-                for cin, cout, size in shapes:
-                    groups = cin if kind == "depthwise" else 1
-                    conv = torch.nn.Conv2d(cin, cout, k, stride, pad, groups=groups).to(dev).to(memory_format=fmt)
-                    for batch in (1, 8):
-                        x = torch.randn(batch, cin, size, size, device=dev).to(memory_format=fmt)
-                        out = (size + 2 * pad - k) // stride + 1
-                        macs = batch * cout * out * out * (cin // groups) * k * k
-                        if layout == "nhwc" and dev.type == "cpu" and groups == 1:
-                            def run(x=x, conv=conv, pad=pad, stride=stride):
-                                return torch.ops.mkldnn._convolution_pointwise(
-                                    x, conv.weight, conv.bias, [pad, pad], [stride, stride], [1, 1], 1, "relu", [], "")
-                        else:
-                            def run(x=x, conv=conv):
-                                return conv(x)
-                        points.append([batch, cin, cout, size, macs, timed(run)])
-                kernels[f"{kind}/{layout}"] = points
-        say("linear")
-        points = []
-        for fin, fout in LINEARS[:2] if quick else LINEARS:
-            lin = torch.nn.Linear(fin, fout).to(dev)
-            for batch in (1, 8, 32):
-                x = torch.randn(batch, fin, device=dev)
-                points.append([batch, fin, fout, 1, batch * fin * fout, timed(lambda lin=lin, x=x: lin(x))])
-        kernels["linear"] = points
-        elementwise = {
-            "relu": (lambda x: F.relu(x, inplace=True), lambda c, s: c * s * s),
-            "batch_norm": (None, lambda c, s: c * s * s),
-            "max_pool": (lambda x: F.max_pool2d(x, 3, 1, 1), lambda c, s: c * s * s * 9),
-            "max_pool_s2": (lambda x: F.max_pool2d(x, 3, 2, 1, ceil_mode=True),
-                            lambda c, s: c * math.ceil(s / 2) ** 2 * 9),
-            "avg_pool": (lambda x: F.avg_pool2d(x, 3, 1, 1), lambda c, s: c * s * s * 9),
-            "adaptive_pool": (lambda x: F.adaptive_avg_pool2d(x, 1), lambda c, s: c * s * s),
-            "lrn": (lambda x: F.local_response_norm(x, 5), lambda c, s: c * s * s * 5),
-            "concat": (lambda x: torch.cat([x, x, x, x], 1), lambda c, s: 4 * c * s * s),
-            "add": (lambda x: x + x, lambda c, s: c * s * s),
-        }
-        for layout in ("nchw", "nhwc"):
-            fmt = torch.contiguous_format if layout == "nchw" else torch.channels_last
-            for name, (fn, work) in elementwise.items():
-                say(f"{name} ({layout})")
-                points = []
-                for c, s in SIZES[:1] if quick else SIZES:
-                    for batch in (1, 8):
-                        x = torch.randn(batch, c, s, s, device=dev).to(memory_format=fmt)
-                        bn = torch.nn.BatchNorm2d(c).to(dev).eval() if name == "batch_norm" else None
-
-                        def op(fn=fn, x=x, bn=bn):
-                            return bn(x) if bn is not None else fn(x)
-                        points.append([batch, c, c, s, batch * work(c, s), timed(op)])
-                kernels[f"{name}/{layout}"] = points
-        say("memory bandwidth, call overhead")
+        runs = []
+        for i in range(passes):
+            label = "" if passes == 1 else f"pass {i + 1} of {passes}: "
+            runs.append(_measure_kernels(dev, relative, quick, lambda text, label=label: say(label + text)))
+        scale = reference.typical               # seconds per reference unit at the machine's typical speed
+        kernels = {key: [p[:5] + [scale * statistics.median(run[0][key][j][5] for run in runs)]
+                         for j, p in enumerate(points)] for key, points in runs[0][0].items()}
+        fixed = {key: scale * statistics.median(run[1][key] for run in runs) for key in runs[0][1]}
+        say("memory bandwidth, statement overhead")
         big = torch.randn((4 if quick else 32) * 2**20, device=dev)
-        read_s = timed(lambda: big.sum())
-        tiny = torch.randn(1, 1, 2, 2, device=dev)
-        unit = torch.nn.Conv2d(1, 1, 1).to(dev)
-
-        def chain() -> None:          # what a statement of generated code costs beyond its kernel:
-            y = tiny                  # a module call, a functional call, a new tensor
-            for _ in range(25):
-                y = F.relu(unit(y), inplace=False)
-        call_s = _timer(chain, repeats=20) / 50
+        read_s = scale * relative(lambda: big.sum())
+        small = torch.randn(1, 64, 1, 1, device=dev)
+        views = [lambda: torch.flatten(small, 1), lambda: F.dropout(small, 0.4, False), lambda: small[:, 8:16]]
+        call_s = sum(_timer(v, repeats=50) for v in views) / len(views)
     return {
         "archc_machine_profile": VERSION,
         "device": device,
@@ -145,6 +227,9 @@ def calibrate(device: str = "cpu", progress: Callable[[str], None] | None = None
         "seconds": round(time.perf_counter() - started, 1),
         "bandwidth_bytes_per_s": big.numel() * 4 / read_s,
         "call_overhead_s": call_s,
+        "reference_s": scale,
+        "speed_range": [round(min(reference.samples) / scale, 2), round(max(reference.samples) / scale, 2)],
+        "fixed_s": fixed,
         "kernels": kernels,
     }
 
@@ -168,7 +253,10 @@ def summarize(profile: dict[str, Any]) -> str:
     lines = [f"{profile['name']}, {profile['threads']} threads, torch {profile['torch']} "
              f"(measured in {profile['seconds']} s)",
              f"  memory bandwidth (read) {profile['bandwidth_bytes_per_s'] / 1e9:.1f} GB/s; per-statement overhead "
-             f"{1e6 * profile['call_overhead_s']:.1f} us"]
+             f"{1e6 * profile['call_overhead_s']:.1f} us; fixed cost of a convolution "
+             f"{1e6 * profile['fixed_s'].get('conv3x3/nchw', 0):.0f} us",
+             f"  the reference kernel took {profile['speed_range'][0]:.2f}x-{profile['speed_range'][1]:.2f}x of its "
+             f"median time while measuring (the profile holds every kernel at the median speed)"]
     for kind, points in sorted(profile["kernels"].items()):
         if kind.startswith(("conv", "depthwise", "linear")):
             best = max(2 * p[4] / p[5] for p in points)
@@ -176,4 +264,4 @@ def summarize(profile: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["calibrate", "summarize", "main_progress"]
+__all__ = ["calibrate", "summarize", "main_progress", "Reference"]

@@ -2,7 +2,10 @@
 
 The module is generated with a mark after each statement (``self.archc_mark(row)``); a timer
 attributes the time since the previous mark to that row (synchronising the GPU first on CUDA).
-After warm-up runs, each row's time is the median over the repetitions.
+After warm-up runs, each row's time is the median over the repetitions. Before each run the
+calibration's reference kernel is timed too (:class:`~.calibrate.Reference`): the machine's speed
+during the measurement, against its speed during ``archc calibrate``, tells a prediction error from a
+machine that is busier (or quieter) now than when it was calibrated.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import torch
 
 from ...spec import Spec
 from .build import build
+from .calibrate import Reference
 
 
 class RowTimer:
@@ -37,8 +41,9 @@ class RowTimer:
 
 def measure_rows(spec: Spec, batch: int = 1, device: str = "cpu", optimize: bool = False, repeats: int = 10,
                  warmup: int = 2) -> dict[str, Any]:
-    """Measured milliseconds per IR node and per top-level row (medians over ``repeats``) and of the
-    whole forward pass (median, measured without the marks)."""
+    """Measured milliseconds per IR node and per top-level row (medians over ``repeats``), of the
+    whole forward pass (median, measured without the marks) and of the reference kernel
+    (``reference_ms``, median)."""
     dev = torch.device(device)
     from ...passes import annotated_graph
 
@@ -47,6 +52,7 @@ def measure_rows(spec: Spec, batch: int = 1, device: str = "cpu", optimize: bool
     plain = build(spec, seed=0, optimize=optimize, check_memory=False).to(dev).eval()
     timer = RowTimer(dev)
     marked.archc_mark = timer
+    reference = Reference(dev, timer.sync)
     x = torch.randn(batch, *spec.input, device=dev)
     per_row: dict[str, list[float]] = {}
     totals = []
@@ -57,7 +63,7 @@ def measure_rows(spec: Spec, batch: int = 1, device: str = "cpu", optimize: bool
             if i >= warmup:
                 for row, seconds in timer.rows.items():
                     per_row.setdefault(row, []).append(seconds)
-            timer.sync()
+            reference()
             start = time.perf_counter()
             plain(x)
             timer.sync()
@@ -68,4 +74,5 @@ def measure_rows(spec: Spec, batch: int = 1, device: str = "cpu", optimize: bool
     for node, ms in nodes.items():
         row = row_of.get(node, node)
         rows[row] = rows.get(row, 0.0) + ms
-    return {"rows": rows, "nodes": nodes, "total_ms": 1e3 * statistics.median(totals)}
+    return {"rows": rows, "nodes": nodes, "total_ms": 1e3 * statistics.median(totals),
+            "reference_ms": 1e3 * statistics.median(reference.samples[warmup:])}

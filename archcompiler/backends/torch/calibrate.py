@@ -10,7 +10,7 @@ what a small layer costs whatever its work. :mod:`archcompiler.passes.latency` p
 profile without torch.
 
 Each time is the median of a few runs, relative to a reference kernel timed just before it, the
-mean of two passes, scaled to the machine's typical speed (see :class:`Reference`): the statistic
+mean of two passes (one for kernels over 20 ms), scaled to the machine's typical speed (see :class:`Reference`): the statistic
 ``archc profile`` measures, so the two compare like with like.
 """
 
@@ -38,7 +38,8 @@ VERSION = 2
 # time and predict nothing).
 CONVS = {"conv1x1": (1, 1, 0), "conv3x3": (3, 1, 1), "conv5x5": (5, 1, 2), "conv7x7s2": (7, 2, 3),
          "depthwise": (3, 1, 1)}
-CHANNELS = [(8, 8), (16, 32), (64, 64), (192, 128), (512, 256), (832, 384)]
+CHANNELS = [(8, 8), (16, 32), (64, 64), (192, 128), (512, 256), (832, 384),
+            (192, 16), (512, 48)]           # and the narrow reduce layers of inception modules
 SPATIAL = [4, 7, 14, 28, 56]
 MAX_MAP = 192 * 56 * 56
 MAX_MACS = 1.2e9
@@ -50,14 +51,19 @@ SIZES = [(16, 32), (48, 16), (128, 8), (256, 4), (64, 56), (192, 28), (480, 14),
 QUICK = {(64, 64, 28), (192, 128, 14), (192, 192, 14), (3, 64, 112), (3, 16, 64)}   # --quick: mid-sized shapes only
 QUICK_SIZES = [(64, 56), (192, 28)]
 PASSES = 2              # the grid is measured this many times; each shape keeps the mean
+LONG_S = 0.02           # ... except kernels longer than this, measured in the first pass only
 FIXED = (8, 2)          # channels and map size of the minimal shape that gives each kind's fixed cost
 
 
 def _timer(fn: Callable[[], Any], repeats: int = 5, budget: float = 0.1) -> float:
     """The median of up to ``repeats`` runs after a warm-up run (at least 2; fewer than ``repeats``
-    once ``budget`` seconds are spent): the statistic ``archc profile`` reports."""
+    once ``budget`` seconds are spent): the statistic ``archc profile`` reports. A kernel that takes
+    longer than the budget counts its warm-up run as one of three (the median drops a slow first
+    run): large kernels are most of the calibration's time."""
+    start = time.perf_counter()
     fn()
-    times: list[float] = []
+    first = time.perf_counter() - start
+    times: list[float] = [first] if first > budget and repeats > 2 else []
     while len(times) < repeats and (len(times) < 2 or sum(times) < budget):
         start = time.perf_counter()
         fn()
@@ -130,8 +136,8 @@ def _measure_kernels(dev: torch.device, timed: Callable[[Callable[[], Any]], flo
         "avg_pool": (lambda x: F.avg_pool2d(x, 3, 1, 1), lambda c, s: c * s * s * 9),
         "adaptive_pool": (lambda x: F.adaptive_avg_pool2d(x, 1), lambda c, s: c * s * s),
         "lrn": (lambda x: F.local_response_norm(x, 5), lambda c, s: c * s * s * 5),
-        "concat": (lambda x: torch.cat([x, x, x, x], 1), lambda c, s: 4 * c * s * s),
-        "add": (lambda x: x + x, lambda c, s: c * s * s),
+        "concat": (lambda x: torch.cat(x, 1), lambda c, s: c * s * s),
+        "add": (lambda x: x[0] + x[1], lambda c, s: c * s * s),
     }
     for layout in ("nchw", "nhwc"):
         fmt = torch.contiguous_format if layout == "nchw" else torch.channels_last
@@ -141,7 +147,11 @@ def _measure_kernels(dev: torch.device, timed: Callable[[Callable[[], Any]], flo
             for c, s in [FIXED] + (QUICK_SIZES if quick else SIZES):
                 bn = torch.nn.BatchNorm2d(c).to(dev).eval() if name == "batch_norm" else None
                 for batch in (1, 8):
-                    x = torch.randn(batch, c, s, s, device=dev).to(memory_format=fmt)
+                    if name in ("concat", "add"):     # distinct inputs, as in a network: 4 branches, 2 addends
+                        x = [torch.randn(batch, c // 4 if name == "concat" else c, s, s, device=dev).to(
+                            memory_format=fmt) for _ in range(4 if name == "concat" else 2)]
+                    else:
+                        x = torch.randn(batch, c, s, s, device=dev).to(memory_format=fmt)
 
                     def op(fn=fn, x=x, bn=bn):
                         return bn(x) if bn is not None else fn(x)
@@ -199,13 +209,29 @@ def calibrate(device: str = "cpu", progress: Callable[[str], None] | None = None
         now = reference()
         return _timer(run) / now
 
+    first: list[float] = []
+
+    def recorded(fn: Callable[[], Any]) -> float:
+        first.append(relative(fn))
+        return first[-1]
+
+    def again() -> Callable[[Callable[[], Any]], float]:
+        """A later pass: the short kernels measured again (a long one averages over its own run)."""
+        previous = iter(list(first))
+
+        def timed(fn: Callable[[], Any]) -> float:
+            earlier = next(previous)
+            return earlier if earlier * reference.typical > LONG_S else relative(fn)
+        return timed
+
     passes = 1 if quick else PASSES
     started = time.perf_counter()
     with torch.no_grad():
         runs = []
         for i in range(passes):
             label = "" if passes == 1 else f"pass {i + 1} of {passes}: "
-            runs.append(_measure_kernels(dev, relative, quick, lambda text, label=label: say(label + text)))
+            runs.append(_measure_kernels(dev, recorded if i == 0 else again(), quick,
+                                         lambda text, label=label: say(label + text)))
         scale = reference.typical               # seconds per reference unit at the machine's typical speed
         kernels = {key: [p[:5] + [scale * statistics.median(run[0][key][j][5] for run in runs)]
                          for j, p in enumerate(points)] for key, points in runs[0][0].items()}

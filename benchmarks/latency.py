@@ -2,11 +2,13 @@
 
 Calibrates this machine (archc calibrate), then for every shipped spec, at batch 1 and 8, with and
 without --optimize: the predicted total latency (archc flops --latency, no torch) against the
-measured one (archc profile: the best of 10 runs after warm-up, as calibrate times its kernels),
-and the median absolute error per row. Each case is measured in --rounds rounds spread over the
-run and the best kept; the spread between rounds (slowest / fastest) shows how much the machine
-itself moves. The machine is calibrated again at the end, to show how much two calibrations differ.
-Also the time of the whole `archc flops --latency` process.
+measured one (archc profile: the median of 10 runs after warm-up), and the median absolute error
+per row. Each case is measured in --rounds rounds spread over the run (the median kept); the spread
+between rounds (slowest / fastest) shows how much the machine itself moves. Beside each run archc
+profile times calibrate's reference kernel: the ratio "at calibrated speed" scales the prediction by
+how much slower (or faster) the machine ran during that measurement than during the calibration.
+The machine is calibrated again at the end, to show how much two calibrations differ. Also the time
+of the whole `archc flops --latency` process.
 Targets: total within +-15% for every spec (goal +-10%, nn-Meter's); per-row median error <= 20%;
 `archc flops --latency` under 0.6 s; calibration under a minute.
 """

@@ -51,9 +51,10 @@ def main() -> None:
     args = parser.parse_args()
     print(f"machine: {machine()}; torch {torch.__version__}, {torch.get_num_threads()} threads\n")
     cases = [(spec, opt, batch) for spec in SPECS for opt in (False, True) for batch in (1, 8)]
+    loaded = {spec: archcompiler.load_spec(spec) for spec in SPECS}
     graphs = {}
     for spec in SPECS:
-        g = annotated_graph(archcompiler.load_spec(spec))
+        g = annotated_graph(loaded[spec])
         graphs[spec, False], graphs[spec, True] = g, run_passes(g)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "machine.json"
@@ -68,7 +69,7 @@ def main() -> None:
             print(f"measuring, round {r + 1} of {args.rounds}...", file=sys.stderr, flush=True)
             for case in cases:
                 spec, opt, batch = case
-                measured[case].append(measure_rows(archcompiler.load_spec(spec), batch, "cpu", opt, args.repeats))
+                measured[case].append(measure_rows(loaded[spec], batch, "cpu", opt, args.repeats))
         again = calibrate()
 
         print(f"{'spec':<22} {'optimize':>8} {'batch':>5} {'predicted ms':>12} {'measured ms':>11} {'ratio':>6} "

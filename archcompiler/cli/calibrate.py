@@ -14,9 +14,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                 description="Time the kernels networks are made of (convolutions 1x1 to 7x7 and depthwise, "
                 "fully connected layers, pooling, normalisation, concatenation) on a grid of shapes, in both "
                 "memory layouts, each with its fixed cost, and measure memory bandwidth and per-statement "
-                "overhead. Each time is the median of a few runs, relative to a reference kernel timed just before "
-                "it (a machine whose speed moves while it is measured gets a more consistent profile). Writes a profile (JSON) "
-                "that archc flops --latency and archc profile read. Under a minute on 2 cores.")
+                "overhead. Each time is the median of a few runs, relative to a reference kernel timed just "
+                "before it (a machine whose speed moves while it is measured gets a more consistent profile). "
+                "Writes a profile (JSON) that archc flops --latency and archc profile read. Under a minute on "
+                "2 cores.")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="the device to measure (default cpu)")
     p.add_argument("-o", "--output", metavar="FILE",
                    help="where to write the profile (default: ~/.cache/archc/machine-DEVICE.json)")

@@ -6,9 +6,9 @@ scale) each give the kind's fixed cost (the statement at a minimal shape) plus t
 time scaled by the ratio of work, where work is what the op table counts (multiply-adds for
 convolutions and linear layers, element operations otherwise). Views (flatten, dropout in eval
 mode, channel slices) cost one statement. The layout is the module's: NCHW for the ordinary module,
-channels-last (with fused ReLU) after ``--optimize``. Each op is also placed
-on the roofline: its arithmetic intensity (FLOPs per byte moved) against the machine's ridge point
-(peak FLOP/s over bandwidth) says whether it is compute- or memory-bound.
+channels-last (with fused ReLU) after ``--optimize``. Each op is also placed on the roofline: its
+arithmetic intensity (FLOPs per byte moved) against the machine's ridge point (peak FLOP/s over
+bandwidth) says whether it is compute- or memory-bound.
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ what a small layer costs whatever its work. :mod:`archcompiler.passes.latency` p
 profile without torch.
 
 Each time is the median of a few runs, relative to a reference kernel timed just before it, the
-mean of two passes (one for kernels over 20 ms), scaled to the machine's typical speed (see :class:`Reference`): the statistic
-``archc profile`` measures, so the two compare like with like.
+mean of two passes (one for kernels over 20 ms), scaled to the machine's typical speed (see
+:class:`Reference`): the statistic ``archc profile`` measures, so the two compare like with like.
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def _measure_kernels(dev: torch.device, timed: Callable[[Callable[[], Any]], flo
                             return conv(x)
                     seconds = timed(run)
                     if size == FIXED[1] and cin == FIXED[0]:
-                        fixed.setdefault(f"{kind}/{layout}", seconds)
+                        fixed[f"{kind}/{layout}"] = seconds
                         break
                     points.append([batch, cin, cout, size, macs, seconds])
             kernels[f"{kind}/{layout}"] = points
@@ -123,7 +123,7 @@ def _measure_kernels(dev: torch.device, timed: Callable[[Callable[[], Any]], flo
             x = torch.randn(batch, fin, device=dev)
             seconds = timed(lambda lin=lin, x=x: lin(x))
             if fin == FIXED[0]:
-                fixed.setdefault("linear", seconds)
+                fixed["linear"] = seconds
                 break
             points.append([batch, fin, fout, 1, batch * fin * fout, seconds])
     kernels["linear"] = points
@@ -157,7 +157,7 @@ def _measure_kernels(dev: torch.device, timed: Callable[[Callable[[], Any]], flo
                         return bn(x) if bn is not None else fn(x)
                     seconds = timed(op)
                     if (c, s) == FIXED:
-                        fixed.setdefault(f"{name}/{layout}", seconds)
+                        fixed[f"{name}/{layout}"] = seconds
                         break
                     points.append([batch, c, c, s, batch * work(c, s), seconds])
             kernels[f"{name}/{layout}"] = points

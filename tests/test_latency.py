@@ -132,3 +132,27 @@ def test_profile_reports_each_row_predicted_and_measured(machine, optimize):
     assert len(measured) >= len(names) - 3 and all(m > 0 for m in measured)
     assert report["total"]["measured_ms"] > 0 and report["total"]["predicted_ms"] > 0
     assert report["machine_speed"] > 0          # the reference kernel, timed beside each run
+
+
+@pytest.mark.parametrize("field, value", [
+    (("kernels", "conv1x1/nchw", 0, 0), "a"),          # a feature that is not a number
+    (("kernels", "conv3x3/nhwc", 0, 4), 0),            # zero work: the lookup divides by it
+    (("kernels", "linear", 0), [1, 2, 3]),             # a point of the wrong length
+    (("fixed_s", "relu/nchw"), -1.0),
+    (("reference_s",), "fast"),
+])
+def test_a_damaged_machine_profile_is_a_located_error_not_a_crash(machine, tmp_path, field, value):
+    """A machine profile is a file anyone can hand archc (--machine FILE): bad numbers in it get a
+    message naming the file and the field, and exit 1, never an internal error."""
+    profile = json.loads(machine.read_text())
+    target = profile
+    for part in field[:-1]:
+        target = target[part]
+    target[field[-1]] = value
+    path = tmp_path / "damaged.json"
+    path.write_text(json.dumps(profile))
+    result = run_archc("flops", str(SPECS / "googlenet.yaml"), "--latency", "--machine", str(path))
+    assert result.returncode == 1, result.stderr
+    assert "internal error" not in result.stderr and "Traceback" not in result.stderr
+    assert str(path) in result.stderr and "not a valid machine profile" in result.stderr
+    assert ".".join(str(part) for part in field) in result.stderr

@@ -17,15 +17,39 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import networkx as nx
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..errors import Location, SpecError, error
 from ..ir.plan import plan
 
 VIEWS = {"flatten", "dropout", "identity", "channel_slice"}
 PROFILE_VERSION = 2         # archcompiler.backends.torch.calibrate.VERSION (kept here: this module never imports torch)
+
+
+Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
+class _Profile(BaseModel):
+    """What prediction reads from a machine profile: a profile is a file anyone can hand archc
+    (``--machine FILE``), so it is checked like a spec before any number in it is used."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+    bandwidth_bytes_per_s: Positive
+    call_overhead_s: Positive
+    reference_s: Positive
+    fixed_s: dict[str, Positive]
+    # [batch, channels in, channels out, map size, work, seconds]: all positive (work and time divide)
+    kernels: dict[str, list[Annotated[list[Positive], Field(min_length=6, max_length=6)]]]
+
+    @model_validator(mode="after")
+    def _has_convolutions(self) -> _Profile:
+        if not any(points for kind, points in self.kernels.items() if kind.startswith(("conv", "depthwise", "linear"))):
+            raise ValueError("it holds no timings of convolutions or linear layers")
+        return self
 
 
 def default_profile_path(device: str = "cpu") -> Path:
@@ -47,10 +71,17 @@ def load_profile(path: str | Path | None = None, device: str = "cpu") -> dict[st
     if not isinstance(data, dict) or "kernels" not in data or not isinstance(data["kernels"], dict):
         raise SpecError([error(f"{where} is not a machine profile written by archc calibrate", "--machine",
                                Location(str(where)))])
-    if data.get("archc_machine_profile") != PROFILE_VERSION or not isinstance(data.get("fixed_s"), dict):
+    if data.get("archc_machine_profile") != PROFILE_VERSION:
         raise SpecError([error(f"{where} was written by an older archc calibrate (profile version "
                                f"{data.get('archc_machine_profile')!r}, this archc reads version {PROFILE_VERSION})",
                                "--machine", Location(str(where)), hint="measure this machine again: archc calibrate")])
+    try:
+        _Profile.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError([error(f"{where} is not a valid machine profile: {e['msg']} (got {e['input']!r:.60})",
+                               ".".join(str(part) for part in e["loc"]) or "--machine", Location(str(where)),
+                               hint="measure this machine again: archc calibrate")
+                         for e in exc.errors()[:5]]) from None
     return data
 
 

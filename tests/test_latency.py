@@ -21,7 +21,8 @@ def machine(tmp_path_factory):
     path = tmp_path_factory.mktemp("machine") / "machine.json"
     result = run_archc("calibrate", "--quick", "-o", str(path))
     assert result.returncode == 0, result.stderr
-    assert "measuring conv3x3 (nhwc)" in result.stderr          # progress as it goes
+    assert "measuring warm: conv3x3 (nhwc)" in result.stderr    # progress as it goes
+    assert "measuring cold caches: conv3x3 (nhwc)" in result.stderr
     return path
 
 
@@ -31,13 +32,16 @@ def test_calibration_writes_a_machine_profile(machine):
     for kind in ("conv1x1", "conv3x3", "conv5x5", "conv7x7s2", "depthwise"):
         for layout in ("nchw", "nhwc"):
             assert profile["kernels"][f"{kind}/{layout}"]
-    assert all(p[4] > 0 and p[5] > 0 for points in profile["kernels"].values() for p in points)
+    # each shape timed warm (column 5) and after the caches were flushed (column 6): never faster cold
+    assert all(len(p) == 7 and p[4] > 0 and 0 < p[5] <= p[6] for points in profile["kernels"].values() for p in points)
+    assert profile["cache_bytes"] > 0
     lo, hi = profile["speed_range"]             # the reference kernel's spread around its median
     assert profile["reference_s"] > 0 and 0 < lo <= 1 <= hi
     # every kind has its fixed cost: the statement at a minimal shape, less than any measured shape
-    assert set(profile["fixed_s"]) == set(profile["kernels"])
+    assert set(profile["fixed_s"]) == set(profile["fixed_cold_s"]) == set(profile["kernels"])
     for key, points in profile["kernels"].items():
         assert 0 < profile["fixed_s"][key] < 10 * min(p[5] for p in points), key
+        assert profile["fixed_s"][key] <= profile["fixed_cold_s"][key], key
 
 
 def test_the_calibration_grid_leaves_out_shapes_no_network_has():
@@ -65,6 +69,37 @@ def test_a_small_op_costs_its_fixed_cost_and_a_large_one_scales_with_its_work():
     assert _lookup(points, [1, 64, 64, 28], 100_000, fixed) == pytest.approx(30e-6)
     assert _lookup(points, [1, 64, 64, 28], 10_000_000, fixed) == pytest.approx(1_020e-6)
     assert _lookup(points, [1, 64, 64, 28], 0, fixed) == pytest.approx(fixed)
+
+
+def test_a_cold_time_under_the_warm_one_is_noise_and_both_become_their_mean():
+    from archcompiler.backends.torch.calibrate import _warm_cold
+
+    assert _warm_cold(1.0, 1.8) == (1.0, 1.8)           # the cache-miss cost of a small kernel
+    assert _warm_cold(1.0, 0.8) == (0.9, 0.9)           # flushing cannot make a kernel faster
+
+
+def test_a_network_that_fits_in_the_cache_runs_warm_and_one_that_does_not_runs_cold(machine):
+    """The working set (weights and activations at the batch) against the cores' caches decides
+    between the profile's warm and cold times: GoogLeNet at reduced width on 32x32 images fits in
+    a few MB, the full GoogLeNet (7M weights, 28 MB) does not."""
+    from archcompiler.passes import annotated_graph
+    from archcompiler.passes.latency import coldness, load_profile, predict, working_set
+
+    profile = load_profile(machine)
+    small = annotated_graph(archcompiler.load_spec(SPECS / "googlenet-small.yaml"))
+    full = annotated_graph(archcompiler.load_spec(SPECS / "googlenet.yaml"))
+    assert 4 * 6_624_904 < working_set(full) < working_set(full, 8)      # weights (no auxiliary heads) + activations
+    assert working_set(small) < 8 * 2**20 < working_set(full)
+    for cache, small_cold, full_cold in ((4 * 2**20, (0.0, 0.5), (0.85, 1.0)), (2**40, (0, 0), (0, 0))):
+        profile["cache_bytes"] = cache
+        assert small_cold[0] <= coldness(small, profile) <= small_cold[1]
+        assert full_cold[0] <= coldness(full, profile) <= full_cold[1]
+    # with the cache as large as the network, prediction is the warm times alone; cold adds to it
+    profile["cache_bytes"] = 2**40
+    warm = sum(p["seconds"] for p in predict(full, profile).values())
+    profile["cache_bytes"] = 1
+    cold = sum(p["seconds"] for p in predict(full, profile).values())
+    assert cold > warm
 
 
 def test_an_older_machine_profile_is_refused_with_what_to_do(machine, tmp_path):
@@ -137,7 +172,8 @@ def test_profile_reports_each_row_predicted_and_measured(machine, optimize):
 @pytest.mark.parametrize("field, value", [
     (("kernels", "conv1x1/nchw", 0, 0), "a"),          # a feature that is not a number
     (("kernels", "conv3x3/nhwc", 0, 4), 0),            # zero work: the lookup divides by it
-    (("kernels", "linear", 0), [1, 2, 3]),             # a point of the wrong length
+    (("kernels", "linear", 0), [1, 2, 3, 4, 5, 6]),    # a point of the wrong length (no cold time)
+    (("cache_bytes",), 0),                             # coldness divides by it
     (("fixed_s", "relu/nchw"), -1.0),
     (("reference_s",), "fast"),
 ])

@@ -13,7 +13,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = command(sub, "calibrate", help="measure this machine for latency prediction",
                 description="Time the kernels networks are made of (convolutions 1x1 to 7x7 and depthwise, "
                 "fully connected layers, pooling, normalisation, concatenation) on a grid of shapes, in both "
-                "memory layouts, each with its fixed cost, and measure memory bandwidth and per-statement "
+                "memory layouts, each with its fixed cost, warm (data in the cache) and with the caches flushed "
+                "(as in a network too large for them), and measure memory bandwidth and per-statement "
                 "overhead. Each time is the median of a few runs, relative to a reference kernel timed just "
                 "before it (a machine whose speed moves while it is measured gets a more consistent profile). "
                 "Writes a profile (JSON) that archc flops --latency and archc profile read. Under a minute on "

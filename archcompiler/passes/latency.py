@@ -4,7 +4,11 @@ Each op's time comes from what the profile measured for its kind of kernel on th
 two measured shapes nearest to the op's (batch, channels in and out, map size; compared on a log
 scale) each give the kind's fixed cost (the statement at a minimal shape) plus the rest of their
 time scaled by the ratio of work, where work is what the op table counts (multiply-adds for
-convolutions and linear layers, element operations otherwise). Views (flatten, dropout in eval
+convolutions and linear layers, element operations otherwise). The profile holds each shape timed
+with its data in the cache and after the cache was flushed; a network whose working set (weights and
+activations at this batch) is much larger than the cores' caches runs its kernels cold, one that
+fits runs them warm, and in between the two times are mixed by the share of the working set that
+does not fit (:func:`coldness`). Views (flatten, dropout in eval
 mode, channel slices) cost one statement. The layout is the module's: NCHW for the ordinary module,
 channels-last (with fused ReLU) after ``--optimize``. Each op is also placed on the roofline: its
 arithmetic intensity (FLOPs per byte moved) against the machine's ridge point (peak FLOP/s over
@@ -13,6 +17,7 @@ bandwidth) says whether it is compute- or memory-bound.
 
 from __future__ import annotations
 
+import heapq
 import json
 import math
 import os
@@ -26,7 +31,7 @@ from ..errors import Location, SpecError, error
 from ..ir.plan import plan
 
 VIEWS = {"flatten", "dropout", "identity", "channel_slice"}
-PROFILE_VERSION = 2         # archcompiler.backends.torch.calibrate.VERSION (kept here: this module never imports torch)
+PROFILE_VERSION = 3         # archcompiler.backends.torch.calibrate.VERSION (kept here: this module never imports torch)
 
 
 Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -41,9 +46,12 @@ class _Profile(BaseModel):
     bandwidth_bytes_per_s: Positive
     call_overhead_s: Positive
     reference_s: Positive
+    cache_bytes: Positive
     fixed_s: dict[str, Positive]
-    # [batch, channels in, channels out, map size, work, seconds]: all positive (work and time divide)
-    kernels: dict[str, list[Annotated[list[Positive], Field(min_length=6, max_length=6)]]]
+    fixed_cold_s: dict[str, Positive]
+    # [batch, channels in, channels out, map size, work, seconds warm, seconds cold]: all positive
+    # (work and time divide)
+    kernels: dict[str, list[Annotated[list[Positive], Field(min_length=7, max_length=7)]]]
 
     @model_validator(mode="after")
     def _has_convolutions(self) -> _Profile:
@@ -119,16 +127,36 @@ def _kernel(g: nx.DiGraph, n: str, layout: str, batch: int) -> tuple[str | None,
     return (f"{key}/{layout}" if key else None), [batch, c, c, h], batch * work
 
 
-def _lookup(points: list[list[float]], features: list[float], work: float, fixed: float) -> float:
+def _logs(features: list[float]) -> tuple[float, ...]:
+    """The shape (batch, channels in and out, map size) on the log scale on which shapes are compared."""
+    return tuple(math.log(max(a, 1)) for a in features[:4])
+
+
+def _lookup(points: list[list[float]], features: list[float], work: float, fixed: float,
+            logs: list[tuple[float, ...]] | None = None, column: int = 5) -> float:
     """Seconds for ``work`` from the measured shapes nearest to ``features`` (distance in log
-    space): the kind's fixed cost plus the rest of each neighbour's time scaled by the ratio of
-    work (nearby kernels run at nearby speeds; the fixed cost does not shrink with the work)."""
-    def distance(p: list[float]) -> float:
-        return sum((math.log(max(a, 1)) - math.log(max(b, 1))) ** 2 for a, b in zip(p[:4], features))
-    nearest = sorted(points, key=distance)[:2]
-    weights = [1 / (distance(p) + 1e-3) for p in nearest]
-    estimates = [fixed + max(p[5] - fixed, 0.0) * work / p[4] for p in nearest]
+    space): the kind's fixed cost plus the rest of each neighbour's time (``column``: 5 warm, 6
+    cold) scaled by the ratio of work (nearby kernels run at nearby speeds; the fixed cost does not
+    shrink with the work). ``logs``: ``_logs`` of each point, when the caller looks up many ops in
+    the same points."""
+    target = _logs(features)
+    logs = logs if logs is not None else [_logs(p) for p in points]
+    nearest = heapq.nsmallest(2, ((sum((a - b) ** 2 for a, b in zip(q, target)), i) for i, q in enumerate(logs)))
+    weights = [1 / (d + 1e-3) for d, _ in nearest]
+    estimates = [fixed + max(points[i][column] - fixed, 0.0) * work / points[i][4] for _, i in nearest]
     return sum(w * e for w, e in zip(weights, estimates)) / sum(weights)
+
+
+def working_set(g: nx.DiGraph, batch: int = 1) -> int:
+    """Bytes one inference forward pass touches: its weights and every activation at ``batch``."""
+    return 4 * sum(d["params"].total + batch * math.prod(d["shape"])
+                   for _, d in g.nodes(data=True) if not d["training_only"])
+
+
+def coldness(g: nx.DiGraph, profile: dict[str, Any], batch: int = 1) -> float:
+    """The share of the working set that does not fit in the cores' caches (0: the whole network
+    stays in the cache and its kernels run warm; near 1: every kernel finds its weights evicted)."""
+    return max(0.0, 1.0 - profile["cache_bytes"] / max(working_set(g, batch), 1))
 
 
 def predict(g: nx.DiGraph, profile: dict[str, Any], batch: int = 1) -> dict[str, dict[str, Any]]:
@@ -138,10 +166,12 @@ def predict(g: nx.DiGraph, profile: dict[str, Any], batch: int = 1) -> dict[str,
     kernels = profile["kernels"]
     bandwidth = profile["bandwidth_bytes_per_s"]
     call = profile["call_overhead_s"]
-    fixed = profile["fixed_s"]
+    fixed, fixed_cold = profile["fixed_s"], profile["fixed_cold_s"]
+    cold = coldness(g, profile, batch)
     peak = max(2 * p[4] / p[5] for k, v in kernels.items() if k.startswith(("conv", "depthwise", "linear")) for p in v)
     ridge = peak / bandwidth
     run = plan(g, heads=False)
+    logs: dict[str, list[tuple[float, ...]]] = {}      # kernel key -> _logs of its points, computed once
     out: dict[str, dict[str, Any]] = {}
     for n in run.order:
         d = g.nodes[n]
@@ -160,7 +190,10 @@ def predict(g: nx.DiGraph, profile: dict[str, Any], batch: int = 1) -> dict[str,
             if not points or not work:      # a kind the profile lacks: at memory speed
                 seconds = moved / bandwidth + call
             else:
-                seconds = _lookup(points, features, work, fixed.get(key, call))
+                if key not in logs:
+                    logs[key] = [_logs(p) for p in points]
+                warm = _lookup(points, features, work, fixed.get(key, call), logs[key], 5)
+                seconds = warm + cold * (_lookup(points, features, work, fixed_cold.get(key, call), logs[key], 6) - warm)
         intensity = flops / moved if moved else 0.0
         out[n] = {"seconds": seconds, "flops": flops, "bytes": moved, "intensity": intensity,
                   "bound": "compute" if intensity >= ridge else "memory"}
@@ -187,4 +220,4 @@ def predict_rows(g: nx.DiGraph, profile: dict[str, Any], batch: int = 1, depth: 
     return rows
 
 
-__all__ = ["predict", "predict_rows", "load_profile", "default_profile_path", "VIEWS"]
+__all__ = ["predict", "predict_rows", "load_profile", "default_profile_path", "coldness", "working_set", "VIEWS"]

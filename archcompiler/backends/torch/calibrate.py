@@ -9,14 +9,19 @@ itself). Each kind also gets its fixed cost: the time of the statement at a mini
 what a small layer costs whatever its work. :mod:`archcompiler.passes.latency` predicts from the
 profile without torch.
 
-Each time is the median of a few runs, relative to a reference kernel timed just before it, the
-mean of two passes (one for kernels over 20 ms), scaled to the machine's typical speed (see
-:class:`Reference`): the statistic ``archc profile`` measures, so the two compare like with like.
+Each shape is timed twice: back to back with its data in the cache (warm), and with the cores'
+caches flushed before each run (cold, see :class:`ColdCache`), as in a network whose weights and
+activations do not fit in the cache; prediction mixes the two by how much of the network fits (see
+:mod:`archcompiler.passes.latency`). Kernels over 20 ms are timed once (the cache does not matter to
+them). Each time is the median of a few runs, relative to a reference kernel timed just before it,
+scaled to the machine's typical speed (see :class:`Reference`): the statistic ``archc profile``
+measures, so the two compare like with like.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import platform
 import statistics
 import sys
@@ -29,7 +34,7 @@ import torch.nn.functional as F
 
 from .build import runtime_helper
 
-VERSION = 2
+VERSION = 3
 
 # The grid of shapes measured for each kind: channels from 8 to 832 and maps from 4x4 to 56x56
 # (224 for the 7x7/2 stem), as in GoogLeNet (at full and reduced width), ResNet and VGG; batch 1
@@ -50,25 +55,66 @@ SIZES = [(16, 32), (48, 16), (128, 8), (256, 4), (64, 56), (192, 28), (480, 14),
          (32, 112)]
 QUICK = {(64, 64, 28), (192, 128, 14), (192, 192, 14), (3, 64, 112), (3, 16, 64)}   # --quick: mid-sized shapes only
 QUICK_SIZES = [(64, 56), (192, 28)]
-PASSES = 2              # the grid is measured this many times; each shape keeps the mean
-LONG_S = 0.02           # ... except kernels longer than this, measured in the first pass only
+LONG_S = 0.02           # kernels longer than this are timed warm only (their cold time is the same)
 FIXED = (8, 2)          # channels and map size of the minimal shape that gives each kind's fixed cost
 
 
-def _timer(fn: Callable[[], Any], repeats: int = 5, budget: float = 0.1) -> float:
+def _timer(fn: Callable[[], Any], repeats: int = 5, budget: float = 0.1,
+           before: Callable[[], Any] | None = None) -> float:
     """The median of up to ``repeats`` runs after a warm-up run (at least 2; fewer than ``repeats``
     once ``budget`` seconds are spent): the statistic ``archc profile`` reports. A kernel that takes
     longer than the budget counts its warm-up run as one of three (the median drops a slow first
-    run): large kernels are most of the calibration's time."""
+    run): large kernels are most of the calibration's time. ``before`` runs, untimed, before each
+    run (see :class:`ColdCache`)."""
     start = time.perf_counter()
     fn()
     first = time.perf_counter() - start
     times: list[float] = [first] if first > budget and repeats > 2 else []
     while len(times) < repeats and (len(times) < 2 or sum(times) < budget):
+        if before is not None:
+            before()
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def cache_bytes(device: torch.device) -> int:
+    """The cache closest to the cores that run the kernels, in bytes: the private (level 2) caches
+    of torch's threads on a CPU, the L2 cache of a GPU."""
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).L2_cache_size)
+    per_core = 0
+    try:
+        per_core = os.sysconf("SC_LEVEL2_CACHE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        pass
+    if per_core <= 0:
+        try:
+            with open("/sys/devices/system/cpu/cpu0/cache/index2/size") as f:
+                text = f.read().strip().upper()
+            per_core = int(text.rstrip("KM")) * (2**20 if text.endswith("M") else 2**10 if text.endswith("K") else 1)
+        except (OSError, ValueError):
+            per_core = 2**20
+    return per_core * torch.get_num_threads()
+
+
+class ColdCache:
+    """Writes a buffer four times the size of the cores' caches (at least 16 MiB): called before
+    each timed run, so that a kernel starts the way it does inside a network that does not fit in
+    the cache, with its weights and most of its inputs evicted by the rest of the network. Timed
+    back to back in a loop, a kernel keeps them in the cache and runs up to twice as fast as it does
+    in such a network: on the 2-core VM of benchmarks/RESULTS.md a 192->16 1x1 convolution on 28x28
+    took 0.08 ms in a loop, 0.14 ms inside GoogLeNet and 0.16 ms after this buffer; a concatenation
+    0.04, 0.09 and 0.09 ms."""
+
+    def __init__(self, device: torch.device, sync: Callable[[], None]):
+        self.buffer = torch.empty(max(16 * 2**20, 4 * cache_bytes(device)) // 4, device=device)
+        self.sync = sync
+
+    def __call__(self) -> None:
+        self.buffer.fill_(1.0)
+        self.sync()
 
 
 def conv_shapes(kind: str, quick: bool = False) -> list[tuple[int, int, int]]:
@@ -164,6 +210,13 @@ def _measure_kernels(dev: torch.device, timed: Callable[[Callable[[], Any]], flo
     return kernels, fixed
 
 
+def _warm_cold(warm: float, cold: float) -> tuple[float, float]:
+    """A kernel's warm and cold times as recorded: flushing the caches cannot make a kernel faster,
+    so a cold time under the warm one is the machine's noise (kernels the cache does not matter to,
+    large ones, differ either way by up to 25% on a busy VM) and both become their mean."""
+    return (warm, cold) if cold >= warm else ((warm + cold) / 2,) * 2
+
+
 class Reference:
     """A fixed, short kernel (a 3x3 convolution, 64 channels, 28x28, one image) timed beside every
     measurement: its time right now says how fast the machine runs at this moment. On a shared
@@ -200,42 +253,39 @@ def calibrate(device: str = "cpu", progress: Callable[[str], None] | None = None
     dev = torch.device(device)
     sync = (lambda: torch.cuda.synchronize()) if dev.type == "cuda" else (lambda: None)
     reference = Reference(dev, sync)
+    flush = ColdCache(dev, sync)
 
-    def relative(fn: Callable[[], Any]) -> float:
+    def relative(fn: Callable[[], Any], before: Callable[[], None] | None = None) -> float:
         """``fn``'s time in units of the reference kernel's time just before it."""
         def run() -> None:
             fn()
             sync()
         now = reference()
-        return _timer(run) / now
+        return _timer(run, before=before) / now
 
-    first: list[float] = []
+    warm: list[float] = []
 
-    def recorded(fn: Callable[[], Any]) -> float:
-        first.append(relative(fn))
-        return first[-1]
+    def warm_pass(fn: Callable[[], Any]) -> float:
+        warm.append(relative(fn))
+        return warm[-1]
 
-    def again() -> Callable[[Callable[[], Any]], float]:
-        """A later pass: the short kernels measured again (a long one averages over its own run)."""
-        previous = iter(list(first))
+    def cold_pass() -> Callable[[Callable[[], Any]], float]:
+        """The grid again, each run after the caches are flushed (a long kernel keeps its warm time)."""
+        previous = iter(list(warm))
 
         def timed(fn: Callable[[], Any]) -> float:
             earlier = next(previous)
-            return earlier if earlier * reference.typical > LONG_S else relative(fn)
+            return earlier if earlier * reference.typical > LONG_S else relative(fn, before=flush)
         return timed
 
-    passes = 1 if quick else PASSES
     started = time.perf_counter()
     with torch.no_grad():
-        runs = []
-        for i in range(passes):
-            label = "" if passes == 1 else f"pass {i + 1} of {passes}: "
-            runs.append(_measure_kernels(dev, recorded if i == 0 else again(), quick,
-                                         lambda text, label=label: say(label + text)))
+        hot, fixed_hot = _measure_kernels(dev, warm_pass, quick, lambda text: say(f"warm: {text}"))
+        cold, fixed_cold = _measure_kernels(dev, cold_pass(), quick, lambda text: say(f"cold caches: {text}"))
         scale = reference.typical               # seconds per reference unit at the machine's typical speed
-        kernels = {key: [p[:5] + [scale * statistics.median(run[0][key][j][5] for run in runs)]
-                         for j, p in enumerate(points)] for key, points in runs[0][0].items()}
-        fixed = {key: scale * statistics.median(run[1][key] for run in runs) for key in runs[0][1]}
+        kernels = {key: [p[:5] + [scale * t for t in _warm_cold(p[5], cold[key][j][5])] for j, p in enumerate(points)]
+                   for key, points in hot.items()}
+        fixed = {key: [scale * t for t in _warm_cold(seconds, fixed_cold[key])] for key, seconds in fixed_hot.items()}
         say("memory bandwidth, statement overhead")
         big = torch.randn((4 if quick else 32) * 2**20, device=dev)
         read_s = scale * relative(lambda: big.sum())
@@ -255,7 +305,9 @@ def calibrate(device: str = "cpu", progress: Callable[[str], None] | None = None
         "call_overhead_s": call_s,
         "reference_s": scale,
         "speed_range": [round(min(reference.samples) / scale, 2), round(max(reference.samples) / scale, 2)],
-        "fixed_s": fixed,
+        "cache_bytes": cache_bytes(dev),
+        "fixed_s": {key: warm for key, (warm, _) in fixed.items()},
+        "fixed_cold_s": {key: cold for key, (_, cold) in fixed.items()},
         "kernels": kernels,
     }
 
@@ -280,7 +332,9 @@ def summarize(profile: dict[str, Any]) -> str:
              f"(measured in {profile['seconds']} s)",
              f"  memory bandwidth (read) {profile['bandwidth_bytes_per_s'] / 1e9:.1f} GB/s; per-statement overhead "
              f"{1e6 * profile['call_overhead_s']:.1f} us; fixed cost of a convolution "
-             f"{1e6 * profile['fixed_s'].get('conv3x3/nchw', 0):.0f} us",
+             f"{1e6 * profile['fixed_s'].get('conv3x3/nchw', 0):.0f} us "
+             f"({1e6 * profile['fixed_cold_s'].get('conv3x3/nchw', 0):.0f} us with the caches flushed); "
+             f"{profile['cache_bytes'] / 2**20:.0f} MiB of cache next to the cores",
              f"  the reference kernel took {profile['speed_range'][0]:.2f}x-{profile['speed_range'][1]:.2f}x of its "
              f"median time while measuring (the profile holds every kernel at the median speed)"]
     for kind, points in sorted(profile["kernels"].items()):

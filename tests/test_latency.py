@@ -71,11 +71,12 @@ def test_a_small_op_costs_its_fixed_cost_and_a_large_one_scales_with_its_work():
     assert _lookup(points, [1, 64, 64, 28], 0, fixed) == pytest.approx(fixed)
 
 
-def test_a_cold_time_under_the_warm_one_is_noise_and_both_become_their_mean():
+def test_cold_times_as_recorded_never_under_the_warm_ones_and_long_kernels_pay_the_fixed_penalty():
     from archcompiler.backends.torch.calibrate import _warm_cold
 
-    assert _warm_cold(1.0, 1.8) == (1.0, 1.8)           # the cache-miss cost of a small kernel
-    assert _warm_cold(1.0, 0.8) == (0.9, 0.9)           # flushing cannot make a kernel faster
+    assert _warm_cold(1.0, 1.8, 0.1) == (1.0, 1.8)      # the cache-miss cost of a small kernel
+    assert _warm_cold(1.0, 0.8, 0.1) == (0.9, 0.9)      # flushing cannot make a kernel faster
+    assert _warm_cold(5.0, 5.0, 0.1) == (5.0, 5.1)      # a long kernel, timed warm only: its kind's fixed penalty
 
 
 def test_a_network_that_fits_in_the_cache_runs_warm_and_one_that_does_not_runs_cold(machine):
@@ -127,6 +128,11 @@ def test_latency_prediction_needs_no_torch(machine):
     assert rows["inception_4b"]["predicted_ms"] > 0 and rows["inception_4b"]["bound"] in ("compute", "memory")
     assert rows["conv1"]["intensity"] > rows["pool1"]["intensity"]          # a conv does more per byte than a pool
     assert abs(sum(r["predicted_ms"] for r in report["rows"]) - report["latency"]["predicted_ms"]) < 1e-6
+    lat = report["latency"]                     # the working set holds at least GoogLeNet's weights (26.5 MB)
+    assert lat["working_set_bytes"] > 4 * 6_624_904 and lat["cache_bytes"] > 0
+    assert lat["cold"] == pytest.approx(max(0.0, 1 - lat["cache_bytes"] / lat["working_set_bytes"]), abs=1e-3)
+    text = run_archc("flops", str(SPECS / "googlenet.yaml"), "--latency", "--machine", str(machine))
+    assert text.returncode == 0 and "predicted latency:" in text.stdout and "kernels at " in text.stdout
 
 
 def test_latency_grows_with_the_batch(machine):

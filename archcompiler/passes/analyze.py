@@ -179,9 +179,11 @@ def analyze(spec_or_path: Spec | str | Path, overrides: dict | list | None = Non
         training = training_memory(g, batch=batch, optimizer=train_memory)
     predicted = None
     if latency is not None:
-        from .latency import predict_rows
+        from .latency import coldness, predict_rows, working_set
 
         predicted = predict_rows(g, latency, batch, depth)
+        cache = {"working_set_bytes": working_set(g, batch), "cache_bytes": latency["cache_bytes"],
+                 "cold": round(coldness(g, latency, batch), 3)}
     peak = annotate_memory(g, batch=batch)
     main = g.graph["outputs"]
     final = next((o["node"] for o in main.values() if not o["training_only"]), None)
@@ -213,7 +215,8 @@ def analyze(spec_or_path: Spec | str | Path, overrides: dict | list | None = Non
         **({"optimized": removed} if optimized else {}),
         **({"train_memory": training} if training is not None else {}),
         **({"latency": {"machine": latency["name"], "threads": latency["threads"],
-                        "predicted_ms": sum(p["ms"] for p in predicted.values())}} if predicted is not None else {}),
+                        "predicted_ms": sum(p["ms"] for p in predicted.values()), **cache}}
+           if predicted is not None else {}),
     }
 
 

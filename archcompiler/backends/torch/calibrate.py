@@ -55,7 +55,7 @@ SIZES = [(16, 32), (48, 16), (128, 8), (256, 4), (64, 56), (192, 28), (480, 14),
          (32, 112)]
 QUICK = {(64, 64, 28), (192, 128, 14), (192, 192, 14), (3, 64, 112), (3, 16, 64)}   # --quick: mid-sized shapes only
 QUICK_SIZES = [(64, 56), (192, 28)]
-LONG_S = 0.02           # kernels longer than this are timed warm only (their cold time is the same)
+COLD_S = 0.001          # kernels longer than this are timed warm only (see _warm_cold)
 FIXED = (8, 2)          # channels and map size of the minimal shape that gives each kind's fixed cost
 
 
@@ -210,11 +210,16 @@ def _measure_kernels(dev: torch.device, timed: Callable[[Callable[[], Any]], flo
     return kernels, fixed
 
 
-def _warm_cold(warm: float, cold: float) -> tuple[float, float]:
-    """A kernel's warm and cold times as recorded: flushing the caches cannot make a kernel faster,
-    so a cold time under the warm one is the machine's noise (kernels the cache does not matter to,
-    large ones, differ either way by up to 25% on a busy VM) and both become their mean."""
-    return (warm, cold) if cold >= warm else ((warm + cold) / 2,) * 2
+def _warm_cold(warm: float, cold: float, fixed_penalty: float = 0.0) -> tuple[float, float]:
+    """A kernel's warm and cold times as recorded. Flushing the caches cannot make a kernel faster,
+    so a cold time under the warm one is the machine's noise and both become their mean. A kernel
+    longer than COLD_S is not timed cold (``cold == warm``): the cores' caches refill in a small
+    part of its time (4 MiB at tens of GB/s: under 0.1 ms), so on a busy machine its two times would
+    differ by noise alone (up to 25% on the VM of benchmarks/RESULTS.md); it pays its kind's fixed
+    cold penalty (``fixed_penalty``: the minimal shape's cold time over its warm time)."""
+    if cold == warm:
+        return warm, warm + max(fixed_penalty, 0.0)
+    return (warm, cold) if cold > warm else ((warm + cold) / 2,) * 2
 
 
 class Reference:
@@ -275,7 +280,7 @@ def calibrate(device: str = "cpu", progress: Callable[[str], None] | None = None
 
         def timed(fn: Callable[[], Any]) -> float:
             earlier = next(previous)
-            return earlier if earlier * reference.typical > LONG_S else relative(fn, before=flush)
+            return earlier if earlier * reference.typical > COLD_S else relative(fn, before=flush)
         return timed
 
     started = time.perf_counter()
@@ -283,9 +288,9 @@ def calibrate(device: str = "cpu", progress: Callable[[str], None] | None = None
         hot, fixed_hot = _measure_kernels(dev, warm_pass, quick, lambda text: say(f"warm: {text}"))
         cold, fixed_cold = _measure_kernels(dev, cold_pass(), quick, lambda text: say(f"cold caches: {text}"))
         scale = reference.typical               # seconds per reference unit at the machine's typical speed
-        kernels = {key: [p[:5] + [scale * t for t in _warm_cold(p[5], cold[key][j][5])] for j, p in enumerate(points)]
-                   for key, points in hot.items()}
         fixed = {key: [scale * t for t in _warm_cold(seconds, fixed_cold[key])] for key, seconds in fixed_hot.items()}
+        kernels = {key: [p[:5] + list(_warm_cold(scale * p[5], scale * cold[key][j][5], fixed[key][1] - fixed[key][0]))
+                         for j, p in enumerate(points)] for key, points in hot.items()}
         say("memory bandwidth, statement overhead")
         big = torch.randn((4 if quick else 32) * 2**20, device=dev)
         read_s = scale * relative(lambda: big.sum())

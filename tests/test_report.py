@@ -83,4 +83,5 @@ def test_report_with_a_machine_profile_shows_latency_and_the_roofline(tmp_path):
     spec = archcompiler.load_spec(SPECS / "googlenet-small.yaml")
     text = report_html(spec, collapsed_svg(spec), machine=machine, batch=8)
     assert "Roofline" in text and "Latency per row" in text and "predicted latency (batch 8)" in text
+    assert "working set / cache" in text and "cold-cache speed" in text
     assert (ROOT / "docs" / "report.png").is_file()          # the README's screenshot

@@ -100,17 +100,18 @@ def cache_bytes(device: torch.device) -> int:
 
 
 class ColdCache:
-    """Reads a buffer four times the size of the cores' caches (at least 16 MiB): called before each
-    timed run, so that a kernel starts the way it does inside a network that does not fit in the
-    cache, with its weights and most of its inputs evicted by the rest of the network. Timed back to
-    back in a loop, a kernel keeps them in the cache and runs up to twice as fast as it does in such
-    a network: on the 2-core VM of benchmarks/RESULTS.md a 192->16 1x1 convolution on 28x28 took
-    0.09 ms in a loop, 0.16 ms inside GoogLeNet and 0.18 ms after this; a concatenation 0.04, 0.15
-    and 0.09 ms. Reading, not writing: a written buffer leaves the cache full of modified lines
-    whose write-back slowed the reference kernel timed next by 1.4x, and with it the whole profile."""
+    """Reads a buffer four times the size of the cores' caches (at least 16 MiB, at most 128 MiB, so
+    that a many-core machine still calibrates in about a minute): called before each timed run, so
+    that a kernel starts the way it does inside a network that does not fit in the cache, with its
+    weights and most of its inputs evicted by the rest of the network. Timed back to back in a loop,
+    a kernel keeps them in the cache and runs up to twice as fast as it does in such a network: on
+    the 2-core VM of benchmarks/RESULTS.md a 192->16 1x1 convolution on 28x28 took 0.09 ms in a
+    loop, 0.16 ms inside GoogLeNet and 0.18 ms after this; a concatenation 0.04, 0.15 and 0.09 ms.
+    Reading, not writing: a written buffer leaves the cache full of modified lines whose write-back
+    slowed the reference kernel timed next by 1.4x, and with it the whole profile."""
 
     def __init__(self, device: torch.device, sync: Callable[[], None]):
-        self.buffer = torch.ones(max(16 * 2**20, 4 * cache_bytes(device)) // 4, device=device)
+        self.buffer = torch.ones(min(max(16 * 2**20, 4 * cache_bytes(device)), 128 * 2**20) // 4, device=device)
         self.sync = sync
 
     def __call__(self) -> None:

@@ -178,13 +178,13 @@ def report_html(spec_or_path: Spec | str | Path, diagram: tuple[str, dict[str, s
     latency = None
     note = ""
     try:
-        from ..passes.latency import coldness, load_profile, predict_rows, working_set
+        from ..passes.latency import cache_speed, cache_use, load_profile, predict_rows
 
         prof = load_profile(machine, device)
         pts = [p for k, v in prof["kernels"].items() if k.startswith(("conv", "depthwise", "linear")) for p in v]
         latency = {"rows": predict_rows(g, prof, batch), "machine": prof["name"], "threads": prof["threads"],
                    "peak_flops": max(2 * p[4] / p[5] for p in pts), "bandwidth": prof["bandwidth_bytes_per_s"],
-                   "working_set": working_set(g, batch), "cache": prof["cache_bytes"], "cold": coldness(g, prof, batch)}
+                   **cache_use(g, prof, batch)}
     except Exception as exc:                    # no profile yet: the page says how to get one
         note = f"No latency: {getattr(exc, 'errors', [exc])[0]}. Run archc calibrate, then archc report again."
     # --- the diagram, one node per module; its layers in panels that open on click
@@ -245,8 +245,8 @@ def report_html(spec_or_path: Spec | str | Path, diagram: tuple[str, dict[str, s
              ("receptive field", f"{report['receptive_field']['size'][0]} px")]
     if latency:
         facts.append((f"predicted latency (batch {batch})", f"{sum(r['ms'] for r in latency['rows'].values()):.2f} ms"))
-        facts.append(("working set / cache", f"{mib(latency['working_set'])} / {mib(latency['cache'])}: kernels "
-                      f"{100 * latency['cold']:.0f}% of the way from warm- to cold-cache speed"))
+        facts.append(("working set / cache", f"{mib(latency['working_set_bytes'])} / {mib(latency['cache_bytes'])}: "
+                      f"kernels at {cache_speed(latency['cold'])}"))
     if measured:
         facts.append(("measured latency (rows summed)", f"{sum(measured.values()):.2f} ms"))
     paper = spec.paper

@@ -136,12 +136,11 @@ def run(args: argparse.Namespace) -> int:
                         + (f"; layout {layout[0]}" if layout else ""))
     if args.latency:
         lat = report["latency"]
-        cold = lat["cold"]
-        speed = ("cold-cache speed" if cold >= 0.9 else "warm-cache speed" if cold <= 0.1
-                 else f"{100 * cold:.0f}% of the way from warm- to cold-cache speed")
+        from ..passes.latency import cache_speed
+
         lines.insert(len(lines) - 1, f"predicted latency: {lat['predicted_ms']:.2f} ms at batch {report['batch']} on "
                      f"{lat['machine']} ({lat['threads']} threads); working set {mib(lat['working_set_bytes'])}, "
-                     f"cache {mib(lat['cache_bytes'])}: kernels at {speed}")
+                     f"cache {mib(lat['cache_bytes'])}: kernels at {cache_speed(lat['cold'])}")
     if args.train_memory:
         tm = report["train_memory"]
         lines.insert(len(lines) - 1, f"training step ({tm['optimizer']}, batch {tm['batch']}, float32): parameters "

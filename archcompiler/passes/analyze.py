@@ -179,11 +179,10 @@ def analyze(spec_or_path: Spec | str | Path, overrides: dict | list | None = Non
         training = training_memory(g, batch=batch, optimizer=train_memory)
     predicted = None
     if latency is not None:
-        from .latency import coldness, predict_rows, working_set
+        from .latency import cache_use, predict_rows
 
         predicted = predict_rows(g, latency, batch, depth)
-        cache = {"working_set_bytes": working_set(g, batch), "cache_bytes": latency["cache_bytes"],
-                 "cold": round(coldness(g, latency, batch), 3)}
+        cache = cache_use(g, latency, batch)
     peak = annotate_memory(g, batch=batch)
     main = g.graph["outputs"]
     final = next((o["node"] for o in main.values() if not o["training_only"]), None)

@@ -1,18 +1,18 @@
 """Predicted latency from a machine profile (``archc calibrate``), without torch.
 
-Each op's time comes from what the profile measured for its kind of kernel on this machine: the
-two measured shapes nearest to the op's (batch, channels in and out, map size; compared on a log
-scale) each give the kind's fixed cost (the statement at a minimal shape) plus the rest of their
-time scaled by the ratio of work, where work is what the op table counts (multiply-adds for
-convolutions and linear layers, element operations otherwise). The profile holds each shape timed
-with its data in the cache and after the cache was flushed; a network whose working set (weights and
-activations at this batch) is much larger than the cores' caches runs its kernels cold, one that
-fits runs them warm, and in between the two times are mixed by the share of the working set that
-does not fit (:func:`coldness`). Views (flatten, dropout in eval
-mode, channel slices) cost one statement. The layout is the module's: NCHW for the ordinary module,
-channels-last (with fused ReLU) after ``--optimize``. Each op is also placed on the roofline: its
-arithmetic intensity (FLOPs per byte moved) against the machine's ridge point (peak FLOP/s over
-bandwidth) says whether it is compute- or memory-bound.
+Each op's time comes from what the profile measured for its kind of kernel on this machine: the two
+measured shapes nearest to the op's (batch, channels in and out, map size; compared on a log scale)
+each give the kind's fixed cost (the statement at a minimal shape) plus the rest of their time
+scaled by the ratio of work, where work is what the op table counts (multiply-adds for convolutions
+and linear layers, element operations otherwise). The profile holds each shape timed with its data
+in the cache and after the cache was flushed; a network whose working set (weights and activations
+at this batch) is much larger than the cores' caches runs its kernels cold, one that fits runs them
+warm, and in between the two times are mixed by the share of the working set that does not fit
+(:func:`coldness`). Views (flatten, dropout in eval mode, channel slices) cost one statement. The
+layout is the module's: NCHW for the ordinary module, channels-last (with fused ReLU) after
+``--optimize``. Each op is also placed on the roofline: its arithmetic intensity (FLOPs per byte
+moved) against the machine's ridge point (peak FLOP/s over bandwidth) says whether it is compute- or
+memory-bound.
 """
 
 from __future__ import annotations
@@ -159,6 +159,22 @@ def coldness(g: nx.DiGraph, profile: dict[str, Any], batch: int = 1) -> float:
     return max(0.0, 1.0 - profile["cache_bytes"] / max(working_set(g, batch), 1))
 
 
+def cache_use(g: nx.DiGraph, profile: dict[str, Any], batch: int = 1) -> dict[str, Any]:
+    """``working_set_bytes``, ``cache_bytes`` (the profile's) and ``cold`` (:func:`coldness`),
+    what ``flops --latency`` and the report show beside the prediction."""
+    return {"working_set_bytes": working_set(g, batch), "cache_bytes": profile["cache_bytes"],
+            "cold": round(coldness(g, profile, batch), 3)}
+
+
+def cache_speed(cold: float) -> str:
+    """The speed the kernels were predicted at, in words, for a :func:`coldness`."""
+    if cold >= 0.9:
+        return "cold-cache speed"
+    if cold <= 0.1:
+        return "warm-cache speed"
+    return f"{100 * cold:.0f}% of the way from warm- to cold-cache speed"
+
+
 def predict(g: nx.DiGraph, profile: dict[str, Any], batch: int = 1) -> dict[str, dict[str, Any]]:
     """Per node of the inference forward pass: ``seconds``, ``flops``, ``bytes``, ``intensity``
     (FLOPs per byte) and ``bound`` ("compute" or "memory")."""
@@ -220,4 +236,5 @@ def predict_rows(g: nx.DiGraph, profile: dict[str, Any], batch: int = 1, depth: 
     return rows
 
 
-__all__ = ["predict", "predict_rows", "load_profile", "default_profile_path", "coldness", "working_set", "VIEWS"]
+__all__ = ["predict", "predict_rows", "load_profile", "default_profile_path", "coldness", "working_set", "cache_use", "cache_speed",
+           "VIEWS"]

@@ -12,8 +12,8 @@ profile without torch.
 Each shape is timed twice: back to back with its data in the cache (warm), and with the cores'
 caches flushed before each run (cold, see :class:`ColdCache`), as in a network whose weights and
 activations do not fit in the cache; prediction mixes the two by how much of the network fits (see
-:mod:`archcompiler.passes.latency`). Kernels over 20 ms are timed once (the cache does not matter to
-them). Each time is the median of a few runs, relative to a reference kernel timed just before it,
+:mod:`archcompiler.passes.latency`). Kernels over a millisecond are timed warm only and get their
+kind's fixed cold penalty (see :func:`_warm_cold`). Each time is the median of a few runs, relative to a reference kernel timed just before it,
 scaled to the machine's typical speed (see :class:`Reference`): the statistic ``archc profile``
 measures, so the two compare like with like.
 """
@@ -218,7 +218,7 @@ def _warm_cold(warm: float, cold: float, fixed_penalty: float = 0.0) -> tuple[fl
     longer than COLD_S is not timed cold (``cold == warm``): the cores' caches refill in a small
     part of its time (4 MiB at tens of GB/s: under 0.1 ms), so on a busy machine its two times would
     differ by noise alone (up to 25% on the VM of benchmarks/RESULTS.md); it pays its kind's fixed
-    cold penalty (``fixed_penalty``: the minimal shape's cold time over its warm time)."""
+    cold penalty (``fixed_penalty``: the minimal shape's cold time minus its warm time)."""
     if cold == warm:
         return warm, warm + max(fixed_penalty, 0.0)
     return (warm, cold) if cold > warm else ((warm + cold) / 2,) * 2

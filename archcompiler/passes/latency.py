@@ -132,16 +132,22 @@ def _logs(features: list[float]) -> tuple[float, ...]:
     return tuple(math.log(max(a, 1)) for a in features[:4])
 
 
-def _lookup(points: list[list[float]], features: list[float], work: float, fixed: float,
-            logs: list[tuple[float, ...]] | None = None, column: int = 5) -> float:
+def _nearest(logs: list[tuple[float, ...]], features: list[float]) -> list[tuple[float, int]]:
+    """(squared distance, index) of the two points nearest ``features``, on the log scale of
+    ``_logs`` (``logs``: each point's ``_logs``)."""
+    t0, t1, t2, t3 = _logs(features)
+    return heapq.nsmallest(2, (((q[0] - t0) ** 2 + (q[1] - t1) ** 2 + (q[2] - t2) ** 2 + (q[3] - t3) ** 2, i)
+                               for i, q in enumerate(logs)))
+
+
+def _lookup(points: list[list[float]], features: list[float], work: float, fixed: float, column: int = 5,
+            nearest: list[tuple[float, int]] | None = None) -> float:
     """Seconds for ``work`` from the measured shapes nearest to ``features`` (distance in log
     space): the kind's fixed cost plus the rest of each neighbour's time (``column``: 5 warm, 6
     cold) scaled by the ratio of work (nearby kernels run at nearby speeds; the fixed cost does not
-    shrink with the work). ``logs``: ``_logs`` of each point, when the caller looks up many ops in
-    the same points."""
-    target = _logs(features)
-    logs = logs if logs is not None else [_logs(p) for p in points]
-    nearest = heapq.nsmallest(2, ((sum((a - b) ** 2 for a, b in zip(q, target)), i) for i, q in enumerate(logs)))
+    shrink with the work). ``nearest``: :func:`_nearest`'s answer, when the caller has it already."""
+    if nearest is None:
+        nearest = _nearest([_logs(p) for p in points], features)
     weights = [1 / (d + 1e-3) for d, _ in nearest]
     estimates = [fixed + max(points[i][column] - fixed, 0.0) * work / points[i][4] for _, i in nearest]
     return sum(w * e for w, e in zip(weights, estimates)) / sum(weights)
@@ -188,6 +194,7 @@ def predict(g: nx.DiGraph, profile: dict[str, Any], batch: int = 1) -> dict[str,
     ridge = peak / bandwidth
     run = plan(g, heads=False)
     logs: dict[str, list[tuple[float, ...]]] = {}      # kernel key -> _logs of its points, computed once
+    near: dict[tuple, list[tuple[float, int]]] = {}     # (kernel key, *features) -> _nearest
     out: dict[str, dict[str, Any]] = {}
     for n in run.order:
         d = g.nodes[n]
@@ -208,8 +215,11 @@ def predict(g: nx.DiGraph, profile: dict[str, Any], batch: int = 1) -> dict[str,
             else:
                 if key not in logs:
                     logs[key] = [_logs(p) for p in points]
-                warm = _lookup(points, features, work, fixed.get(key, call), logs[key], 5)
-                seconds = warm + cold * (_lookup(points, features, work, fixed_cold.get(key, call), logs[key], 6) - warm)
+                shape = (key, *features)        # inception modules repeat shapes: look each up once
+                if shape not in near:
+                    near[shape] = _nearest(logs[key], features)
+                warm = _lookup(points, features, work, fixed.get(key, call), 5, near[shape])
+                seconds = warm + cold * (_lookup(points, features, work, fixed_cold.get(key, call), 6, near[shape]) - warm)
         intensity = flops / moved if moved else 0.0
         out[n] = {"seconds": seconds, "flops": flops, "bytes": moved, "intensity": intensity,
                   "bound": "compute" if intensity >= ridge else "memory"}

@@ -85,6 +85,18 @@ def test_format_dot_needs_no_binary(tmp_path):
     assert result.returncode == 0 and out.read_text().startswith("digraph")
 
 
+def test_output_dash_prints_the_drawing_and_writes_no_file(tmp_path):
+    """-o - is standard output, as in other command-line tools: for a pipe into dot or a viewer."""
+    result = run_archc("draw", str(PAPER), "-o", "-", "--format", "dot", cwd=tmp_path)
+    assert result.returncode == 0 and result.stdout.startswith("digraph googlenet")
+    assert "wrote" not in result.stdout and list(tmp_path.iterdir()) == []
+    if shutil.which("dot"):
+        svg = run_archc("draw", str(PAPER), "-o", "-", cwd=tmp_path)      # SVG unless --format says otherwise
+        assert svg.returncode == 0 and "inception_5b" in svg.stdout
+        ET.fromstring(svg.stdout.encode())
+        assert list(tmp_path.iterdir()) == []
+
+
 def test_missing_dot_binary_says_how_to_install_and_writes_the_source(tmp_path):
     result = run_archc("draw", str(PAPER), "-o", str(tmp_path / "g.svg"), env={"PATH": "/nonexistent"})
     assert result.returncode == 1

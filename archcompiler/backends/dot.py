@@ -44,9 +44,10 @@ _STYLE = {   # drawing style per spec op (the backend's own small table)
 @dataclass
 class Drawing:
     source: str                 # DOT text
-    path: Path | None           # the file written
+    path: Path | None           # the file written (None for output "-": the caller prints ``data``)
     format: str
     rendered: bool              # False when `dot` was missing and only DOT text was written
+    data: bytes = b""           # the rendered file (DOT text for format "dot")
 
 
 def _id(name: str) -> str:
@@ -273,7 +274,8 @@ def draw(spec_or_path: Spec | str | Path, output: str | Path | None = None, form
          collapse: bool = False, depth: int | None = None, color: str = "none", rankdir: str = "TB",
          overrides: dict | list | None = None, force: bool = False, optimized: bool = False) -> Drawing:
     """Render the diagram to ``output`` (format from its extension unless given; default
-    ``<spec name>.svg`` in the current folder).  Without the ``dot`` binary, the DOT text is
+    ``<spec name>.svg`` in the current folder). ``output="-"`` writes no file: the drawing comes back
+    as ``data`` (SVG unless ``format`` says otherwise), for the caller to print.  Without the ``dot`` binary, the DOT text is
     written beside the requested file and :class:`BackendError` says how to install graphviz.
     The output never replaces the input, and a default name never replaces a file archc did not
     write unless ``force`` is given."""
@@ -282,8 +284,9 @@ def draw(spec_or_path: Spec | str | Path, output: str | Path | None = None, form
     from ..io import check_default_output, refuse_inputs
 
     spec = _spec(spec_or_path, overrides)
+    to_stdout = str(output) == "-"
     if format is None:
-        suffix = Path(output).suffix.lstrip(".").lower() if output else "svg"
+        suffix = "svg" if to_stdout or not output else Path(output).suffix.lstrip(".").lower()
         format = suffix if suffix in FORMATS else "svg"
         if output and suffix not in FORMATS and suffix != "gv":
             raise BackendError([error(f"cannot tell the format from {output!r}", "--format",
@@ -291,7 +294,7 @@ def draw(spec_or_path: Spec | str | Path, output: str | Path | None = None, form
     if format not in FORMATS:
         raise BackendError([error(f"unknown format {format!r}", "--format", hint=f"one of {', '.join(FORMATS)}")])
     path = Path(output) if output else Path(f"{spec.name}.{format}")
-    if isinstance(spec_or_path, (str, Path)):
+    if isinstance(spec_or_path, (str, Path)) and not to_stdout:
         refuse_inputs(path, [spec_or_path])
     if not output:
         check_default_output(path, force)
@@ -303,11 +306,17 @@ def draw(spec_or_path: Spec | str | Path, output: str | Path | None = None, form
     dot = build_dot(spec, collapse=collapse, depth=depth, color=color, rankdir=rankdir, g=graph)
     source = dot.source
     if format == "dot":
+        if to_stdout:
+            return Drawing(source, None, format, rendered=False, data=source.encode())
         write_text(path, source)
-        return Drawing(source, path, format, rendered=False)
+        return Drawing(source, path, format, rendered=False, data=source.encode())
     try:
         data = dot.pipe(format=format)
     except graphviz.ExecutableNotFound:
+        if to_stdout:
+            raise BackendError([error(f"the graphviz 'dot' program is not installed, so no {format.upper()} "
+                                      "was made", "draw", hint="install graphviz ('apt-get install graphviz', "
+                                      "'brew install graphviz'), or print the DOT text with --format dot")]) from None
         fallback = path.with_suffix(".dot")
         write_text(fallback, source)
         raise BackendError([error(
@@ -318,8 +327,10 @@ def draw(spec_or_path: Spec | str | Path, output: str | Path | None = None, form
     except graphviz.CalledProcessError as exc:
         raise BackendError([error(f"dot failed: {exc.stderr.decode(errors='replace')[:500] if exc.stderr else exc}",
                                   "draw")]) from None
+    if to_stdout:
+        return Drawing(source, None, format, rendered=True, data=data)
     write_bytes(path, data)
-    return Drawing(source, path, format, rendered=True)
+    return Drawing(source, path, format, rendered=True, data=data)
 
 
 def _spec(spec_or_path: Spec | str | Path, overrides: dict | list | None) -> Spec:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -13,7 +14,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        "'archc build -o'). Block instances are clusters labelled with their table row; "
                        "edges carry tensor shapes; training-only heads are dashed.")
     p.add_argument("spec", metavar="SPEC", help="a spec, or a model file written by 'archc build -o'")
-    p.add_argument("-o", "--output", metavar="FILE", help="output file (default: SPEC_NAME.svg here)")
+    p.add_argument("-o", "--output", metavar="FILE", help="output file (default: SPEC_NAME.svg here; '-' prints it)")
     p.add_argument("--format", choices=["svg", "png", "pdf", "dot"], help="default: from the file extension")
     p.add_argument("--collapse", action="store_true", help="one node per block instance")
     p.add_argument("--depth", type=positive, metavar="N", help="expand block instances down to depth N")
@@ -34,5 +35,9 @@ def run(args: argparse.Namespace) -> int:
     result = draw(args.spec, args.output, format=args.format, collapse=args.collapse, depth=args.depth,
                   color=args.color, rankdir=args.rankdir, overrides=args.set, force=args.force,
                   optimized=args.optimized)
-    print(f"wrote {result.path}")
+    if result.path is None:         # -o -: the drawing itself on standard output, for a pipe
+        sys.stdout.buffer.write(result.data)
+        sys.stdout.flush()
+    else:
+        print(f"wrote {result.path}")
     return 0

@@ -23,6 +23,9 @@ def machine(tmp_path_factory):
     assert result.returncode == 0, result.stderr
     assert "measuring warm: conv3x3 (nhwc)" in result.stderr    # progress as it goes
     assert "measuring cold caches: conv3x3 (nhwc)" in result.stderr
+    from archcompiler.passes.latency import unsteady     # a machine that moved while measured is told so
+
+    assert ("warning: this machine's speed moved" in result.stderr) == (unsteady(json.loads(path.read_text())) is not None)
     return path
 
 
@@ -37,6 +40,8 @@ def test_calibration_writes_a_machine_profile(machine):
     assert profile["cache_bytes"] > 0
     lo, hi = profile["speed_range"]             # the reference kernel's spread around its median
     assert profile["reference_s"] > 0 and 0 < lo <= 1 <= hi
+    p10, p90 = profile["speed_percentiles"]      # and its 10th and 90th percentiles, inside that range
+    assert lo <= p10 <= 1 <= p90 <= hi
     # every kind has its fixed cost: the statement at a minimal shape, less than any measured shape
     assert set(profile["fixed_s"]) == set(profile["fixed_cold_s"]) == set(profile["kernels"])
     for key, points in profile["kernels"].items():
@@ -135,6 +140,32 @@ def test_latency_prediction_needs_no_torch(machine):
     assert text.returncode == 0 and "predicted latency:" in text.stdout and "kernels at " in text.stdout
 
 
+def test_a_machine_that_moved_while_calibrated_gets_a_warning_wherever_its_profile_is_used(machine, tmp_path):
+    """On a busy or shared machine the reference kernel's time spreads (1.8x between its 10th and
+    90th percentiles on the VM of benchmarks/RESULTS.md): calibrate, flops --latency and the report
+    say so, and that measured times can differ from the prediction by as much."""
+    from archcompiler.passes.latency import unsteady
+
+    assert unsteady({"speed_percentiles": [0.95, 1.05]}) is None
+    assert unsteady({}) is None                  # a profile from before the percentiles were kept
+    warning = unsteady({"speed_percentiles": [0.72, 1.31]})
+    assert "1.8x" in warning and "0.72x-1.31x" in warning and "archc calibrate again" in warning
+
+    steady = run_archc("flops", str(SPECS / "googlenet.yaml"), "--latency", "--machine", str(machine), "--format", "json")
+    profile = json.loads(machine.read_text())
+    expected = unsteady(profile)                 # this machine's own quick calibration may have moved too
+    assert json.loads(steady.stdout)["latency"]["calibration_warning"] == expected
+    profile["speed_percentiles"] = [0.72, 1.31]
+    moved = tmp_path / "moved.json"
+    moved.write_text(json.dumps(profile))
+    text = run_archc("flops", str(SPECS / "googlenet.yaml"), "--latency", "--machine", str(moved))
+    assert text.returncode == 0 and "warning: this machine's speed moved 1.8x" in text.stderr
+    assert "warning" not in text.stdout           # the table and totals stay clean for a pipe
+    page = tmp_path / "r.html"
+    assert run_archc("report", str(SPECS / "googlenet-small.yaml"), "--machine", str(moved), "-o", str(page)).returncode == 0
+    assert "speed moved 1.8x while it was calibrated" in page.read_text()
+
+
 def test_latency_grows_with_the_batch(machine):
     """(How it compares between layouts needs a full calibration: benchmarks/latency.py.)"""
     from archcompiler.passes import annotated_graph
@@ -182,6 +213,7 @@ def test_profile_reports_each_row_predicted_and_measured(machine, optimize):
     (("cache_bytes",), 0),                             # coldness divides by it
     (("fixed_s", "relu/nchw"), -1.0),
     (("reference_s",), "fast"),
+    (("speed_percentiles",), [0.9]),
 ])
 def test_a_damaged_machine_profile_is_a_located_error_not_a_crash(machine, tmp_path, field, value):
     """A machine profile is a file anyone can hand archc (--machine FILE): bad numbers in it get a

@@ -178,13 +178,13 @@ def report_html(spec_or_path: Spec | str | Path, diagram: tuple[str, dict[str, s
     latency = None
     note = ""
     try:
-        from ..passes.latency import cache_speed, cache_use, load_profile, predict_rows
+        from ..passes.latency import cache_speed, cache_use, load_profile, predict_rows, unsteady
 
         prof = load_profile(machine, device)
         pts = [p for k, v in prof["kernels"].items() if k.startswith(("conv", "depthwise", "linear")) for p in v]
         latency = {"rows": predict_rows(g, prof, batch), "machine": prof["name"], "threads": prof["threads"],
                    "peak_flops": max(2 * p[4] / p[5] for p in pts), "bandwidth": prof["bandwidth_bytes_per_s"],
-                   **cache_use(g, prof, batch)}
+                   "warning": unsteady(prof), **cache_use(g, prof, batch)}
     except Exception as exc:                    # no profile yet: the page says how to get one
         note = f"No latency: {getattr(exc, 'errors', [exc])[0]}. Run archc calibrate, then archc report again."
     # --- the diagram, one node per module; its layers in panels that open on click
@@ -258,7 +258,9 @@ def report_html(spec_or_path: Spec | str | Path, diagram: tuple[str, dict[str, s
 <body><header><h1>{_e(spec.name)}</h1><p>{_e(subtitle)}</p></header><main>
 <section><h2>Summary</h2><div class="facts">{''.join(f'<div class="fact">{_e(k)}<b>{_e(v)}</b></div>' for k, v in facts)}</div>
 <p class="note">input {_e(shape_text(report['input']))}, batch {batch}; {_e(report['convention'])}.
-{(f"Latency predicted from the machine profile of {_e(latency['machine'])} ({latency['threads']} threads).") if latency else _e(note)}</p></section>
+{(f"Latency predicted from the machine profile of {_e(latency['machine'])} ({latency['threads']} threads)."
+   + (f" <b>Note:</b> {_e(latency['warning'][0].upper() + latency['warning'][1:])}." if latency["warning"] else ""))
+  if latency else _e(note)}</p></section>
 <section><h2>Architecture</h2><p class="note">One node per module, shaded by its share of the MACs;
 click a module to see its layers.</p><div class="diagram">{svg}</div>{''.join(panels)}</section>
 <section><h2>The table, regenerated</h2><p class="note">Cells where the paper's own number disagrees with the

@@ -29,7 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..backends.torch.calibrate import calibrate, main_progress, summarize
     from ..io import write_text
-    from ..passes.latency import default_profile_path
+    from ..passes.latency import default_profile_path, unsteady
 
     print(f"calibrating {args.device} ({'quick' if args.quick else 'under a minute'})...", file=sys.stderr)
     profile = calibrate(args.device, progress=main_progress, quick=args.quick)
@@ -37,4 +37,7 @@ def run(args: argparse.Namespace) -> int:
     write_text(path, json.dumps(profile, indent=1))
     print(summarize(profile))
     print(f"wrote {path}")
+    warning = unsteady(profile)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     return 0

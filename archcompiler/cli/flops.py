@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 from typing import Any
 
 from .tables import human, mib, render, size
@@ -141,6 +142,8 @@ def run(args: argparse.Namespace) -> int:
         lines.insert(len(lines) - 1, f"predicted latency: {lat['predicted_ms']:.2f} ms at batch {report['batch']} on "
                      f"{lat['machine']} ({lat['threads']} threads); working set {mib(lat['working_set_bytes'])}, "
                      f"cache {mib(lat['cache_bytes'])}: kernels at {cache_speed(lat['cold'])}")
+        if lat["calibration_warning"]:
+            print(f"warning: {lat['calibration_warning']}", file=sys.stderr)
     if args.train_memory:
         tm = report["train_memory"]
         lines.insert(len(lines) - 1, f"training step ({tm['optimizer']}, batch {tm['batch']}, float32): parameters "

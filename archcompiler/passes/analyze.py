@@ -179,10 +179,10 @@ def analyze(spec_or_path: Spec | str | Path, overrides: dict | list | None = Non
         training = training_memory(g, batch=batch, optimizer=train_memory)
     predicted = None
     if latency is not None:
-        from .latency import cache_use, predict_rows
+        from .latency import cache_use, predict_rows, unsteady
 
         predicted = predict_rows(g, latency, batch, depth)
-        cache = cache_use(g, latency, batch)
+        cache = {**cache_use(g, latency, batch), "calibration_warning": unsteady(latency)}
     peak = annotate_memory(g, batch=batch)
     main = g.graph["outputs"]
     final = next((o["node"] for o in main.values() if not o["training_only"]), None)

@@ -31,6 +31,7 @@ from ..errors import Location, SpecError, error
 from ..ir.plan import plan
 
 VIEWS = {"flatten", "dropout", "identity", "channel_slice"}
+UNSTEADY = 1.5              # the reference kernel's 90th over 10th percentile beyond which a profile is suspect
 PROFILE_VERSION = 3         # archcompiler.backends.torch.calibrate.VERSION (kept here: this module never imports torch)
 
 
@@ -47,6 +48,7 @@ class _Profile(BaseModel):
     call_overhead_s: Positive
     reference_s: Positive
     cache_bytes: Positive
+    speed_percentiles: Annotated[list[Positive], Field(min_length=2, max_length=2)] | None = None
     fixed_s: dict[str, Positive]
     fixed_cold_s: dict[str, Positive]
     # [batch, channels in, channels out, map size, work, seconds warm, seconds cold]: all positive
@@ -172,6 +174,19 @@ def cache_use(g: nx.DiGraph, profile: dict[str, Any], batch: int = 1) -> dict[st
             "cold": round(coldness(g, profile, batch), 3)}
 
 
+def unsteady(profile: dict[str, Any]) -> str | None:
+    """A warning when the machine's speed moved while it was calibrated, else None. Calibrate times a
+    reference kernel about 1,800 times; on an idle machine its 10th and 90th percentiles lie within
+    a few percent of each other, on a busy or shared one they can be 1.8x apart, and a prediction
+    from that profile is only as good as the speed the machine happens to run at later."""
+    lo, hi = profile.get("speed_percentiles") or (1.0, 1.0)
+    if hi / lo <= UNSTEADY:
+        return None
+    return (f"this machine's speed moved {hi / lo:.1f}x while it was calibrated (the reference kernel took "
+            f"{lo:.2f}x-{hi:.2f}x of its median time, 10th to 90th percentile): it was busy or is shared, and "
+            f"measured times can differ from the prediction by as much; run archc calibrate again when it is idle")
+
+
 def cache_speed(cold: float) -> str:
     """The speed the kernels were predicted at, in words, for a :func:`coldness`."""
     if cold >= 0.9:
@@ -247,4 +262,5 @@ def predict_rows(g: nx.DiGraph, profile: dict[str, Any], batch: int = 1, depth: 
 
 
 __all__ = ["predict", "predict_rows", "load_profile", "default_profile_path", "coldness", "working_set", "cache_use", "cache_speed",
+           "unsteady",
            "VIEWS"]

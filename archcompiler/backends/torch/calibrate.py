@@ -312,11 +312,21 @@ def calibrate(device: str = "cpu", progress: Callable[[str], None] | None = None
         "call_overhead_s": call_s,
         "reference_s": scale,
         "speed_range": [round(min(reference.samples) / scale, 2), round(max(reference.samples) / scale, 2)],
+        "speed_percentiles": _percentiles(reference.samples, scale),
         "cache_bytes": cache_bytes(dev),
         "fixed_s": {key: warm for key, (warm, _) in fixed.items()},
         "fixed_cold_s": {key: cold for key, (_, cold) in fixed.items()},
         "kernels": kernels,
     }
+
+
+def _percentiles(samples: list[float], scale: float) -> list[float]:
+    """The 10th and 90th percentiles of the reference kernel's times, relative to ``scale`` (its
+    median): how far the machine's speed moved while it was measured."""
+    if len(samples) < 2:
+        return [1.0, 1.0]
+    deciles = statistics.quantiles(samples, n=10)
+    return [round(deciles[0] / scale, 2), round(deciles[-1] / scale, 2)]
 
 
 def _cpu_name() -> str:
@@ -342,8 +352,9 @@ def summarize(profile: dict[str, Any]) -> str:
              f"{1e6 * profile['fixed_s'].get('conv3x3/nchw', 0):.0f} us "
              f"({1e6 * profile['fixed_cold_s'].get('conv3x3/nchw', 0):.0f} us with the caches flushed); "
              f"{profile['cache_bytes'] / 2**20:.0f} MiB of cache next to the cores",
-             f"  the reference kernel took {profile['speed_range'][0]:.2f}x-{profile['speed_range'][1]:.2f}x of its "
-             f"median time while measuring (the profile holds every kernel at the median speed)"]
+             f"  the reference kernel took {profile['speed_percentiles'][0]:.2f}x-{profile['speed_percentiles'][1]:.2f}x "
+             f"of its median time while measuring (10th to 90th percentile; the profile holds every kernel at the "
+             f"median speed)"]
     for kind, points in sorted(profile["kernels"].items()):
         if kind.startswith(("conv", "depthwise", "linear")):
             best = max(2 * p[4] / p[5] for p in points)

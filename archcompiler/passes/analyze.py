@@ -157,7 +157,11 @@ def analyze(spec_or_path: Spec | str | Path, overrides: dict | list | None = Non
     ``patch``, ``output`` [C, H, W], ``params``, ``macs``, ``flops``, ``depth``, ...), ``total``
     (inference: ``params``, ``macs``, ``flops``; and ``with_training_heads``), ``stages`` (totals
     per spatial resolution), ``by_op`` (totals per primitive op kind), ``depth``
-    (``with_params``, ``with_pooling``), ``peak_activation_bytes``, ``receptive_field``.
+    (``with_params``, ``with_pooling``), ``peak_activation_bytes``, ``receptive_field``; with
+    ``latency`` (a machine profile), each row's ``predicted_ms``, ``intensity`` and ``bound`` and a
+    ``latency`` block (``machine``, ``threads``, ``predicted_ms``, ``working_set_bytes``,
+    ``cache_bytes``, ``cold``, ``calibration_warning``: None, or why the profile is suspect); with
+    ``train_memory``, a ``train_memory`` block.
     """
     overrides = _with_input(overrides, input)
     spec = load_spec(spec_or_path, overrides)

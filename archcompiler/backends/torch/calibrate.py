@@ -132,8 +132,8 @@ def conv_shapes(kind: str, quick: bool = False) -> list[tuple[int, int, int]]:
     return [shape for shape in shapes if shape in QUICK] if quick else shapes
 
 
-def _measure_kernels(dev: torch.device, timed: Callable[[Callable[[], Any]], float], quick: bool,
-                     say: Callable[[str], None]) -> tuple[dict[str, list[list[float]]], dict[str, float]]:
+def _measure_kernels(dev: torch.device, timed: Callable[[Callable[[], Any]], float | None], quick: bool,
+                     say: Callable[[str], None]) -> tuple[dict[str, list[list]], dict[str, float | None]]:
     """One pass over the grid: {kind/layout: [[batch, in, out, size, work, time], ...]} and each
     kind's fixed cost, times as ``timed`` gives them."""
     conv_act = runtime_helper("conv_act")
@@ -212,14 +212,14 @@ def _measure_kernels(dev: torch.device, timed: Callable[[Callable[[], Any]], flo
     return kernels, fixed
 
 
-def _warm_cold(warm: float, cold: float, fixed_penalty: float = 0.0) -> tuple[float, float]:
+def _warm_cold(warm: float, cold: float | None, fixed_penalty: float = 0.0) -> tuple[float, float]:
     """A kernel's warm and cold times as recorded. Flushing the caches cannot make a kernel faster,
     so a cold time under the warm one is the machine's noise and both become their mean. A kernel
-    longer than COLD_S is not timed cold (``cold == warm``): the cores' caches refill in a small
+    longer than COLD_S is not timed cold (``cold`` is None): the cores' caches refill in a small
     part of its time (4 MiB at tens of GB/s: under 0.1 ms), so on a busy machine its two times would
     differ by noise alone (up to 25% on the VM of benchmarks/RESULTS.md); it pays its kind's fixed
     cold penalty (``fixed_penalty``: the minimal shape's cold time minus its warm time)."""
-    if cold == warm:
+    if cold is None:
         return warm, warm + max(fixed_penalty, 0.0)
     return (warm, cold) if cold > warm else ((warm + cold) / 2,) * 2
 
@@ -276,14 +276,17 @@ def calibrate(device: str = "cpu", progress: Callable[[str], None] | None = None
         warm.append(relative(fn))
         return warm[-1]
 
-    def cold_pass() -> Callable[[Callable[[], Any]], float]:
-        """The grid again, each run after the caches are flushed (a long kernel keeps its warm time)."""
+    def cold_pass() -> Callable[[Callable[[], Any]], float | None]:
+        """The grid again, each run after the caches are flushed (None: a long kernel, not timed cold)."""
         previous = iter(list(warm))
 
-        def timed(fn: Callable[[], Any]) -> float:
+        def timed(fn: Callable[[], Any]) -> float | None:
             earlier = next(previous)
-            return earlier if earlier * reference.typical > COLD_S else relative(fn, before=flush)
+            return None if earlier * reference.typical > COLD_S else relative(fn, before=flush)
         return timed
+
+    def scaled(t: float | None) -> float | None:
+        return None if t is None else scale * t
 
     started = time.perf_counter()
     with torch.no_grad():
@@ -291,7 +294,7 @@ def calibrate(device: str = "cpu", progress: Callable[[str], None] | None = None
         cold, fixed_cold = _measure_kernels(dev, cold_pass(), quick, lambda text: say(f"cold caches: {text}"))
         scale = reference.typical               # seconds per reference unit at the machine's typical speed
         fixed = {key: [scale * t for t in _warm_cold(seconds, fixed_cold[key])] for key, seconds in fixed_hot.items()}
-        kernels = {key: [p[:5] + list(_warm_cold(scale * p[5], scale * cold[key][j][5], fixed[key][1] - fixed[key][0]))
+        kernels = {key: [p[:5] + list(_warm_cold(scale * p[5], scaled(cold[key][j][5]), fixed[key][1] - fixed[key][0]))
                          for j, p in enumerate(points)] for key, points in hot.items()}
         say("memory bandwidth, statement overhead")
         big = torch.randn((4 if quick else 32) * 2**20, device=dev)

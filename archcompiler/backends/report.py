@@ -118,18 +118,27 @@ def _charts(report: dict[str, Any], latency: dict[str, Any] | None, measured: di
     if latency is not None:
         fig, ax = plt.subplots(figsize=(6, 4))
         peak, bw = latency["peak_flops"], latency["bandwidth"]
-        xs = [0.01 * 1.3 ** i for i in range(60)]
-        ax.plot(xs, [min(peak, bw * x) / 1e9 for x in xs], "k-", lw=1, label="roofline (this machine)")
+        points = []                              # (intensity, GFLOP/s, colour) of each row
         for r in rows:
             p = latency["rows"].get(r["name"])
-            if not p or not p["ms"]:
+            if not p or not p["ms"] or not p["intensity"]:
                 continue
             ms = measured.get(r["name"]) if measured else None
             speed = p["flops"] / ((ms or p["ms"]) / 1e3) / 1e9
-            ax.scatter(p["intensity"], speed, s=14, color="#c0392b" if p["bound"] == "memory" else "#2c7fb8")
+            points.append((p["intensity"], speed, "#c0392b" if p["bound"] == "memory" else "#2c7fb8"))
             ax.annotate(r["name"], (p["intensity"], speed), fontsize=5, alpha=0.7)
+        # the roof from below the lowest intensity to a decade past the ridge (or the highest intensity)
+        low = min([0.1, *(x for x, _, _ in points)]) / 2
+        high = 10 * max([peak / bw, *(x for x, _, _ in points)])
+        xs = [low * (high / low) ** (i / 59) for i in range(60)] + [peak / bw]
+        xs.sort()
+        ax.plot(xs, [min(peak, bw * x) / 1e9 for x in xs], "k-", lw=1, label="roofline (this machine)")
+        if points:
+            ix, speeds, colours = zip(*points)
+            ax.scatter(ix, speeds, s=14, c=list(colours))
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.minorticks_off()                     # a tick a decade; minor ticks on both log axes took half the page's drawing time
         ax.set_xlabel("arithmetic intensity (FLOP per byte)")
         ax.set_ylabel(("measured" if measured else "predicted") + " speed (GFLOP/s)")
         ax.set_title("roofline: blue compute-bound, red memory-bound")

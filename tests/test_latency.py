@@ -14,6 +14,7 @@ from conftest import ROOT, SPECS, run_archc
 
 import archcompiler
 from archcompiler import SpecError
+from archcompiler.passes.latency import unsteady
 
 
 @pytest.fixture(scope="module")
@@ -23,8 +24,7 @@ def machine(tmp_path_factory):
     assert result.returncode == 0, result.stderr
     assert "measuring warm: conv3x3 (nhwc)" in result.stderr    # progress as it goes
     assert "measuring cold caches: conv3x3 (nhwc)" in result.stderr
-    from archcompiler.passes.latency import unsteady     # a machine that moved while measured is told so
-
+    # a machine that moved while it was measured is told so
     assert ("warning: this machine's speed moved" in result.stderr) == (unsteady(json.loads(path.read_text())) is not None)
     return path
 
@@ -144,8 +144,6 @@ def test_a_machine_that_moved_while_calibrated_gets_a_warning_wherever_its_profi
     """On a busy or shared machine the reference kernel's time spreads (1.8x between its 10th and
     90th percentiles on the VM of benchmarks/RESULTS.md): calibrate, flops --latency and the report
     say so, and that measured times can differ from the prediction by as much."""
-    from archcompiler.passes.latency import unsteady
-
     assert unsteady({"speed_percentiles": [0.95, 1.05]}) is None
     assert unsteady({}) is None                  # a profile from before the percentiles were kept
     warning = unsteady({"speed_percentiles": [0.72, 1.31]})

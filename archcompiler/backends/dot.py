@@ -275,12 +275,11 @@ def draw(spec_or_path: Spec | str | Path, output: str | Path | None = None, form
          overrides: dict | list | None = None, force: bool = False, optimized: bool = False) -> Drawing:
     """Render the diagram to ``output`` (format from its extension unless given; default
     ``<spec name>.svg`` in the current folder). ``output="-"`` writes no file: the drawing comes back
-    as ``data`` (SVG unless ``format`` says otherwise), for the caller to print.  Without the ``dot`` binary, the DOT text is
-    written beside the requested file and :class:`BackendError` says how to install graphviz.
+    as ``data`` (SVG unless ``format`` says otherwise), for the caller to print. Without the ``dot``
+    binary, the DOT text is written beside the requested file and :class:`BackendError` says how to
+    install graphviz.
     The output never replaces the input, and a default name never replaces a file archc did not
     write unless ``force`` is given."""
-    import graphviz
-
     from ..io import check_default_output, refuse_inputs
 
     spec = _spec(spec_or_path, overrides)
@@ -305,20 +304,26 @@ def draw(spec_or_path: Spec | str | Path, output: str | Path | None = None, form
         graph = optimize(annotated_graph(spec))
     dot = build_dot(spec, collapse=collapse, depth=depth, color=color, rankdir=rankdir, g=graph)
     source = dot.source
-    if format == "dot":
-        if to_stdout:
-            return Drawing(source, None, format, rendered=False, data=source.encode())
-        write_text(path, source)
-        return Drawing(source, path, format, rendered=False, data=source.encode())
+    data = source.encode() if format == "dot" else _render(dot, format, path, to_stdout)
+    if not to_stdout:
+        write_bytes(path, data)
+    return Drawing(source, None if to_stdout else path, format, rendered=format != "dot", data=data)
+
+
+def _render(dot: Any, format: str, path: Path, to_stdout: bool) -> bytes:
+    """The drawing rendered by graphviz's ``dot``. Without the binary, the DOT text is written beside
+    ``path`` (unless the drawing was for standard output) and the error says how to install it."""
+    import graphviz
+
     try:
-        data = dot.pipe(format=format)
+        return dot.pipe(format=format)
     except graphviz.ExecutableNotFound:
         if to_stdout:
             raise BackendError([error(f"the graphviz 'dot' program is not installed, so no {format.upper()} "
                                       "was made", "draw", hint="install graphviz ('apt-get install graphviz', "
                                       "'brew install graphviz'), or print the DOT text with --format dot")]) from None
         fallback = path.with_suffix(".dot")
-        write_text(fallback, source)
+        write_text(fallback, dot.source)
         raise BackendError([error(
             f"the graphviz 'dot' program is not installed, so no {format.upper()} was made; "
             f"the DOT source was written to {fallback}", "draw", Location(str(fallback)),
@@ -327,10 +332,6 @@ def draw(spec_or_path: Spec | str | Path, output: str | Path | None = None, form
     except graphviz.CalledProcessError as exc:
         raise BackendError([error(f"dot failed: {exc.stderr.decode(errors='replace')[:500] if exc.stderr else exc}",
                                   "draw")]) from None
-    if to_stdout:
-        return Drawing(source, None, format, rendered=True, data=data)
-    write_bytes(path, data)
-    return Drawing(source, path, format, rendered=True, data=data)
 
 
 def _spec(spec_or_path: Spec | str | Path, overrides: dict | list | None) -> Spec:

@@ -187,12 +187,11 @@ def report_html(spec_or_path: Spec | str | Path, diagram: tuple[str, dict[str, s
     latency = None
     note = ""
     try:
-        from ..passes.latency import cache_speed, cache_use, load_profile, predict_rows, unsteady
+        from ..passes.latency import cache_speed, cache_use, load_profile, peak_flops, predict_rows, unsteady
 
         prof = load_profile(machine, device)
-        pts = [p for k, v in prof["kernels"].items() if k.startswith(("conv", "depthwise", "linear")) for p in v]
         latency = {"rows": predict_rows(g, prof, batch), "machine": prof["name"], "threads": prof["threads"],
-                   "peak_flops": max(2 * p[4] / p[5] for p in pts), "bandwidth": prof["bandwidth_bytes_per_s"],
+                   "peak_flops": peak_flops(prof), "bandwidth": prof["bandwidth_bytes_per_s"],
                    "warning": unsteady(prof), **cache_use(g, prof, batch)}
     except Exception as exc:                    # no profile yet: the page says how to get one
         note = f"No latency: {getattr(exc, 'errors', [exc])[0]}. Run archc calibrate, then archc report again."

@@ -161,23 +161,32 @@ def working_set(g: nx.DiGraph, batch: int = 1) -> int:
                    for _, d in g.nodes(data=True) if not d["training_only"])
 
 
-def coldness(g: nx.DiGraph, profile: dict[str, Any], batch: int = 1) -> float:
+def coldness(g: nx.DiGraph, profile: dict[str, Any], batch: int = 1, working: int | None = None) -> float:
     """The share of the working set that does not fit in the cores' caches (0: the whole network
-    stays in the cache and its kernels run warm; near 1: every kernel finds its weights evicted)."""
-    return max(0.0, 1.0 - profile["cache_bytes"] / max(working_set(g, batch), 1))
+    stays in the cache and its kernels run warm; near 1: every kernel finds its weights evicted).
+    ``working``: :func:`working_set`, when the caller has it already."""
+    working = working_set(g, batch) if working is None else working
+    return max(0.0, 1.0 - profile["cache_bytes"] / max(working, 1))
 
 
 def cache_use(g: nx.DiGraph, profile: dict[str, Any], batch: int = 1) -> dict[str, Any]:
     """``working_set_bytes``, ``cache_bytes`` (the profile's) and ``cold`` (:func:`coldness`),
     what ``flops --latency`` and the report show beside the prediction."""
-    return {"working_set_bytes": working_set(g, batch), "cache_bytes": profile["cache_bytes"],
-            "cold": round(coldness(g, profile, batch), 3)}
+    working = working_set(g, batch)
+    return {"working_set_bytes": working, "cache_bytes": profile["cache_bytes"],
+            "cold": round(coldness(g, profile, batch, working), 3)}
+
+
+def peak_flops(profile: dict[str, Any]) -> float:
+    """The fastest FLOP/s the profile measured for a convolution or linear layer: the roofline's roof."""
+    return max(2 * p[4] / p[5] for k, v in profile["kernels"].items()
+               if k.startswith(("conv", "depthwise", "linear")) for p in v)
 
 
 def unsteady(profile: dict[str, Any]) -> str | None:
     """A warning when the machine's speed moved while it was calibrated, else None. Calibrate times a
-    reference kernel about 1,800 times; on an idle machine its 10th and 90th percentiles lie within
-    a few percent of each other, on a busy or shared one they can be 1.8x apart, and a prediction
+    reference kernel about 1,800 times; on a steady stretch of the VM of benchmarks/RESULTS.md its
+    10th and 90th percentiles lay 8-13% apart, on a busy or shared machine they can be 1.8x apart, and a prediction
     from that profile is only as good as the speed the machine happens to run at later."""
     lo, hi = profile.get("speed_percentiles") or (1.0, 1.0)
     if hi / lo <= UNSTEADY:
@@ -205,8 +214,7 @@ def predict(g: nx.DiGraph, profile: dict[str, Any], batch: int = 1) -> dict[str,
     call = profile["call_overhead_s"]
     fixed, fixed_cold = profile["fixed_s"], profile["fixed_cold_s"]
     cold = coldness(g, profile, batch)
-    peak = max(2 * p[4] / p[5] for k, v in kernels.items() if k.startswith(("conv", "depthwise", "linear")) for p in v)
-    ridge = peak / bandwidth
+    ridge = peak_flops(profile) / bandwidth
     run = plan(g, heads=False)
     logs: dict[str, list[tuple[float, ...]]] = {}      # kernel key -> _logs of its points, computed once
     near: dict[tuple, list[tuple[float, int]]] = {}     # (kernel key, *features) -> _nearest
@@ -262,5 +270,5 @@ def predict_rows(g: nx.DiGraph, profile: dict[str, Any], batch: int = 1, depth: 
 
 
 __all__ = ["predict", "predict_rows", "load_profile", "default_profile_path", "coldness", "working_set", "cache_use", "cache_speed",
-           "unsteady",
+           "unsteady", "peak_flops",
            "VIEWS"]

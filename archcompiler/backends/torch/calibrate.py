@@ -285,14 +285,14 @@ def calibrate(device: str = "cpu", progress: Callable[[str], None] | None = None
             return None if earlier * reference.typical > COLD_S else relative(fn, before=flush)
         return timed
 
-    def scaled(t: float | None) -> float | None:
-        return None if t is None else scale * t
-
     started = time.perf_counter()
     with torch.no_grad():
         hot, fixed_hot = _measure_kernels(dev, warm_pass, quick, lambda text: say(f"warm: {text}"))
         cold, fixed_cold = _measure_kernels(dev, cold_pass(), quick, lambda text: say(f"cold caches: {text}"))
         scale = reference.typical               # seconds per reference unit at the machine's typical speed
+
+        def scaled(t: float | None) -> float | None:
+            return None if t is None else scale * t
         fixed = {key: [scale * t for t in _warm_cold(seconds, fixed_cold[key])] for key, seconds in fixed_hot.items()}
         kernels = {key: [p[:5] + list(_warm_cold(scale * p[5], scaled(cold[key][j][5]), fixed[key][1] - fixed[key][0]))
                          for j, p in enumerate(points)] for key, points in hot.items()}

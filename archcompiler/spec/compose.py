@@ -22,7 +22,7 @@ import yaml
 from ..errors import Location, SpecError, error
 from .base import suggest
 from .document import Document
-from .source import YDict, YList, clone, from_plain, looks_like_path, parse_yaml, read_text
+from .source import YDict, YList, clone, from_plain, looks_like_path, parse_yaml, plain, read_text
 
 DELETE = "_delete"
 
@@ -228,10 +228,10 @@ def parse_override(text: str) -> tuple[str, Any]:
     key = key.strip()
     if not key:
         raise SpecError([error("an override needs a path before '='", "", loc)])
-    try:
-        return key, yaml.safe_load(value) if value.strip() else ""
-    except yaml.YAMLError as exc:
-        raise SpecError([error(f"cannot read the value {value!r}: {exc}", key, loc)]) from None
+    if not value.strip():
+        return key, ""
+    # the same bounded reading as a file: aliases, nesting and size are limited, errors are located
+    return key, plain(parse_yaml(value, file=f"--set {key}", root=key))
 
 
 def apply_overrides(doc: YDict, overrides: dict[str, Any] | list[str] | None) -> None:

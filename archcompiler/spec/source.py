@@ -149,6 +149,7 @@ class _Builder:
         self.errors: list[Diagnostic] = []
         self._scalars = yaml.SafeLoader("")
         self.count = 0
+        self._open: set[int] = set()      # collections being built: one met again is an alias of itself
 
     def scalar(self, node: yaml.Node, path: str) -> Any:
         loc = _loc(self.file, node)
@@ -170,6 +171,9 @@ class _Builder:
             raise _TooBig(error(f"the spec has more than {MAX_YAML_NODES:,} values once YAML aliases are "
                                 "expanded", path, loc, hint="an alias that repeats an alias grows "
                                 "exponentially; write the values out or use a block"))
+        if id(node) in self._open:
+            raise _TooBig(error("a YAML alias refers to a value that contains it (&a [*a]): it never ends",
+                                path, loc, hint="an alias may only repeat a value defined before it, outside it"))
         if depth > MAX_YAML_DEPTH:
             raise _TooBig(error(f"values are nested more than {MAX_YAML_DEPTH} levels deep", path, loc,
                                 hint="a spec needs only a few levels of nesting"))
@@ -178,6 +182,15 @@ class _Builder:
                 f"YAML tag {node.tag!r} is not allowed", path, loc,
                 hint="specs are plain data: remove the tag", value=node.tag))
             return None
+        if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
+            self._open.add(id(node))
+            try:
+                return self._collection(node, path, loc, depth)
+            finally:
+                self._open.discard(id(node))
+        return self.scalar(node, path)
+
+    def _collection(self, node: yaml.Node, path: str, loc: Location, depth: int) -> Any:
         if isinstance(node, yaml.MappingNode):
             out = YDict(loc=loc)
             for key_node, value_node in node.value:
@@ -204,10 +217,8 @@ class _Builder:
                 value = self.build(value_node, sub, depth + 1)
                 out.put(key, value, _loc(self.file, value_node), key_loc)
             return out
-        if isinstance(node, yaml.SequenceNode):
-            items = [self.build(item, f"{path}[{i}]", depth + 1) for i, item in enumerate(node.value)]
-            return YList(items, loc, [_loc(self.file, item) for item in node.value])
-        return self.scalar(node, path)
+        items = [self.build(item, f"{path}[{i}]", depth + 1) for i, item in enumerate(node.value)]
+        return YList(items, loc, [_loc(self.file, item) for item in node.value])
 
 
 def position(text: str, offset: int, file: str) -> Location:
@@ -231,8 +242,9 @@ def _check_text(text: str, file: str) -> None:
                                position(text, bad.start(), file), hint="remove it (an editor can show it)")])
 
 
-def parse_yaml(text: str, file: str = "<string>") -> Any:
-    """Parse ``text`` into located data; raise :class:`SpecError` with every problem found."""
+def parse_yaml(text: str, file: str = "<string>", root: str = "") -> Any:
+    """Parse ``text`` into located data; raise :class:`SpecError` with every problem found.
+    ``root`` is the path of the value inside the document (a ``--set`` value's key)."""
     _check_text(text, file)
     try:
         node = yaml.compose(text, Loader=_LOADER)
@@ -254,7 +266,7 @@ def parse_yaml(text: str, file: str = "<string>") -> Any:
                                hint="a spec needs at least 'name', 'input' and 'layers'")])
     builder = _Builder(file)
     try:
-        data = builder.build(node, "")
+        data = builder.build(node, root)
     except _TooBig as exc:
         raise SpecError([exc.diagnostic]) from None
     if builder.errors:

@@ -28,12 +28,14 @@ def one(text: str):
 
 
 def test_unknown_key_suggests_the_right_one():
-    errs = errors_of(HEADER + "layers:\n  - {name: c1, op: conv, out: 8, kernal: 3}\n")
-    typo, missing = errs
+    typo = one(HEADER + "layers:\n  - {name: c1, op: conv, out: 8, kernal: 3}\n")
     assert typo.message == "unknown key 'kernal'; did you mean 'kernel'?"
     assert (typo.path, typo.line, typo.column) == ("layers.c1.kernal", 4, 34)
-    # the missing 'kernel' is reported in the same run, at the layer
-    assert missing.message == "missing required key 'kernel'" and (missing.line, missing.column) == (4, 5)
+    # the 'kernel' it misspells is not also reported missing; a key missing outright still is
+    assert one(HEADER + "layers:\n  - {name: c1, op: conv, out: 8, kernel: 3, strid: 2}\n").message.startswith(
+        "unknown key 'strid'")
+    errs = errors_of(HEADER + "layers:\n  - {name: c1, op: conv, out: 8, colour: 3}\n")
+    assert "missing required key 'kernel'" in [e.message for e in errs] and len(errs) == 2
 
 
 def test_unknown_top_level_key():
@@ -243,3 +245,41 @@ def test_a_layer_that_feeds_no_output_is_located():
         analyze(text)
     d = info.value.errors[0]
     assert d.message == "layer 'stray' feeds no output" and d.line == 5 and "outputs" in d.hint
+
+
+GOOGLENET = (SPECS / "googlenet.yaml").read_text().splitlines(keepends=True)
+
+
+def _googlenet_with(line_start: str, old: str, new: str) -> str:
+    """googlenet.yaml with one edit on the first line that starts with ``line_start`` (stripped)."""
+    lines = list(GOOGLENET)
+    k = next(i for i, line in enumerate(lines) if line.strip().startswith(line_start))
+    assert old in lines[k]
+    lines[k] = lines[k].replace(old, new, 1)
+    return "".join(lines), k + 1
+
+
+def test_a_misspelt_table_column_is_one_error_at_the_columns_line():
+    """Not one error per row, and no 'undefined layer' for the rows the typo made fail."""
+    text, line = _googlenet_with("columns: [name, 1x1", "3x3_reduce", "3x3_reduse")
+    e = one(text)
+    assert e.message == "block 'inception' has no argument '3x3_reduse'" and e.hint == "did you mean '3x3_reduce'?"
+    assert e.line == line and e.path == "layers[0].table.columns[2]"
+
+
+def test_a_table_without_a_column_for_an_argument_says_so_once():
+    text, line = _googlenet_with("columns: [name, 1x1", "pool_proj, ", "")
+    errs = [e for e in errors_of(text) if "column" in e.message]
+    assert len(errs) == 1 and errs[0].line == line and "pool_proj" in errs[0].message
+
+
+@pytest.mark.parametrize("old, new, message", [
+    ("kernel: 5", "kernal: 5", "unknown key 'kernal'; did you mean 'kernel'?"),
+    ("op: conv", "op: cnov", "unknown op 'cnov'"),
+    ("out: \"round_to(5x5 * width, 8)\"", "out: \"round_to(5x5 * widht, 8)\"", "unknown name 'widht'"),
+])
+def test_a_mistake_inside_a_block_layer_is_reported_without_its_consequences(old, new, message):
+    """The layer that failed is not reported again as an 'undefined layer' where the block reads it."""
+    text, line = _googlenet_with("- {name: 5x5, ", old, new)
+    e = one(text)
+    assert e.message.startswith(message) and e.line == line

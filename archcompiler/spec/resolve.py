@@ -6,6 +6,7 @@ references by name.  All problems are collected and raised together as one :clas
 from __future__ import annotations
 
 import keyword
+import difflib
 import re
 import typing
 from dataclasses import dataclass, field
@@ -36,8 +37,13 @@ def pydantic_errors(exc: ValidationError, data: Any, base_path: str, prefix: tup
     # several members of a Union fail on one value: the error about its value beats one about its type
     errs.sort(key=lambda pe: _TYPE_ERRORS.get(pe[1]["type"], 0))
     paths = {p for p, _ in errs}
+    # 'kernal' given where 'kernel' is required: the unknown key's "did you mean" says it all
+    misspelt = {(p[:-1], close) for p, e in errs if e["type"] == "unknown_key" and p
+                for close in difflib.get_close_matches(str(p[-1]), _siblings(errs, p[:-1]), n=1, cutoff=0.6)}
     seen: set[tuple] = set()
     for loc_path, e in errs:
+        if e["type"] == "missing" and loc_path and (loc_path[:-1], loc_path[-1]) in misspelt:
+            continue
         # one message per value, not one per member of a Union; the most specific one wins
         if loc_path in seen or any(len(q) > len(loc_path) and q[:len(loc_path)] == loc_path for q in paths):
             continue
@@ -57,6 +63,11 @@ def pydantic_errors(exc: ValidationError, data: Any, base_path: str, prefix: tup
             msg = f"{msg} (got {shown if len(shown) <= 60 else shown[:57] + '...'})"
         out.append(error(msg, path, where, value=value if not isinstance(value, (dict, list)) else None))
     return out
+
+
+def _siblings(errs: list, parent: tuple) -> list[str]:
+    """The keys reported missing next to ``parent``'s unknown keys."""
+    return [str(p[-1]) for p, e in errs if e["type"] == "missing" and p and p[:-1] == parent]
 
 
 _TYPE_ERRORS = {"literal_error": 2, "string_type": 2, "model_type": 2, "list_type": 2, "dict_type": 2,
@@ -190,6 +201,7 @@ class _Scope:
     group: str | None = None
     row: str | None = None
     args: frozenset[str] = frozenset()       # the block's argument names (table cells)
+    failed: set[str] = field(default_factory=set)  # local names whose definition was an error
 
 
 @dataclass
@@ -379,6 +391,13 @@ class Resolver:
 
     # ------------------------------------------------------------------ one layer
     def _layer(self, item: dict, ipath: tuple, scope: _Scope, previous: str, top_level: bool) -> str:
+        before = len(self.errors)
+        out = self._define_layer(item, ipath, scope, previous, top_level)
+        if len(self.errors) > before and isinstance(item.get("name"), str):
+            scope.failed.add(item["name"])
+        return out
+
+    def _define_layer(self, item: dict, ipath: tuple, scope: _Scope, previous: str, top_level: bool) -> str:
         where = getattr(item, "loc", Location(self.file))
         op = item.get("op")
         name = item.get("name")
@@ -498,6 +517,16 @@ class Resolver:
     def _instance(self, name: str, block_name: str, args: dict, args_node: Any, input_ref: str | None,
                   claims: Any, item: Any, ipath: tuple, scope: _Scope, previous: str, top_level: bool,
                   from_table: bool, arg_src: dict[str, tuple[Location, str]] | None = None) -> str:
+        before = len(self.errors)
+        out = self._define_instance(name, block_name, args, args_node, input_ref, claims, item, ipath, scope,
+                                    previous, top_level, from_table, arg_src)
+        if len(self.errors) > before and name not in scope.local:
+            scope.failed.add(name)
+        return out
+
+    def _define_instance(self, name: str, block_name: str, args: dict, args_node: Any, input_ref: str | None,
+                         claims: Any, item: Any, ipath: tuple, scope: _Scope, previous: str, top_level: bool,
+                         from_table: bool, arg_src: dict[str, tuple[Location, str]] | None = None) -> str:
         where = getattr(item, "loc", Location(self.file))
         logical = f"{scope.prefix}{name}" if scope.prefix else f"{_logical(ipath[:-1])}.{name}"
         blocks: dict[str, BlockDef] = self.model.blocks
@@ -592,6 +621,7 @@ class Resolver:
             return previous
         columns = table.columns
         rows = raw["rows"]
+        bad_columns = self._check_columns(table, raw, f"{_logical(ipath)}.table.columns")
         for j, row in enumerate(rows):
             rpath = ipath + ("table", "rows", j)
             rloc = rows.where(j) if isinstance(rows, YList) else Location(self.file)
@@ -600,6 +630,11 @@ class Resolver:
                     previous = self._items_one(row, rpath, scope, previous, top_level)
                 else:
                     previous = self._layer(row, rpath, scope, previous, top_level)
+                continue
+            if bad_columns:                  # said once, at the columns line: the rows' names are known
+                k = columns.index("name")
+                if isinstance(row, list) and len(row) > k and isinstance(row[k], str):
+                    scope.failed.add(row[k])
                 continue
             if len(row) != len(columns):
                 self.errors.append(error(
@@ -625,6 +660,29 @@ class Resolver:
             previous = self._instance(name, table.use, args, None, None, claims_node or None, row, rpath,
                                       scope, previous, top_level, from_table=True, arg_src=cell_src)
         return previous
+
+    def _check_columns(self, table: Table, raw: dict, path: str) -> bool:
+        """One error per wrong column, at the ``columns:`` line, instead of one per row; True if any."""
+        block = self.model.blocks.get(table.use)
+        if block is None:
+            return False                     # the rows say 'unknown block' (once: they are deduplicated)
+        declared = block.arg_names()
+        known = {"name", *CLAIM_COLUMNS, *declared}
+        errors, misspelt = [], set()
+        for k, column in enumerate(table.columns):
+            if column not in known:
+                misspelt.update(difflib.get_close_matches(str(column), declared, n=1, cutoff=0.6))
+                errors.append(error(f"block {table.use!r} has no argument {column!r}", f"{path}[{k}]",
+                                    locate(raw, ("columns", k)), value=column,
+                                    hint=suggest(column, set(declared)) or "define it under the block's 'args:'"))
+        defaults = block.arg_defaults()
+        missing = [a for a in declared if a not in table.columns and a not in defaults and a not in misspelt]
+        if missing:
+            errors.append(error(f"the table has no column for argument(s) {', '.join(missing)} of block "
+                                f"{table.use!r}", path, locate(raw, ("columns",)),
+                                hint=f"its arguments: {', '.join(declared)}"))
+        self.errors += errors
+        return bool(errors)
 
     def _items_one(self, row: dict, rpath: tuple, scope: _Scope, previous: str, top_level: bool) -> str:
         try:
@@ -688,6 +746,8 @@ class Resolver:
                 return ref
             if ref in self.instances:
                 return self.instances[ref].output
+        if ref in scope.failed:
+            return None                 # its definition's own error says it: no follow-on error here
         choices = set(scope.local) | {BLOCK_INPUT if scope.block_input else NET_INPUT}
         self.errors.append(error(f"reference to undefined layer {ref!r}", path, loc, value=ref,
                                  hint=suggest(ref, choices)))

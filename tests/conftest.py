@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -64,3 +65,22 @@ def run_archc(*args: str, cwd: Path | None = None, env: dict | None = None) -> s
     """Run the CLI in a fresh process, as a user would."""
     return subprocess.run([sys.executable, "-m", "archcompiler", *args], capture_output=True, text=True,
                           cwd=cwd or ROOT, env={**os.environ, **(env or {})}, timeout=300)
+
+
+@contextlib.contextmanager
+def no_hang(seconds: float = 60):
+    """Fail, instead of hanging the suite, when the body runs longer than ``seconds``: a guard for
+    inputs that could loop or explode (bombs, mutated specs), never a speed target (speed is measured
+    in benchmarks/, where a busy machine cannot fail a build)."""
+    import signal
+
+    def expired(signum, frame):
+        raise AssertionError(f"still running after {seconds} s: it does not terminate")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import CORPUS, ROOT, SPECS, run_archc
+from conftest import CORPUS, ROOT, SPECS, no_hang, run_archc
 
 import archcompiler
 from archcompiler import ArchcError, BackendError, SpecError
@@ -50,10 +50,8 @@ def test_the_corpus_covers_every_failure_kind():
 @pytest.mark.parametrize("path", BAD, ids=lambda p: p.stem)
 def test_bad_spec_is_refused_at_its_place(path):
     line, column, message = EXPECT.search(path.read_bytes()).groups()
-    start = time.perf_counter()
-    with pytest.raises(ArchcError) as caught:
+    with no_hang(), pytest.raises(ArchcError) as caught:
         infer_shapes(archcompiler.lower(archcompiler.load_spec(path)))
-    assert time.perf_counter() - start < 5, "refused, but not at once"
     found = [(d.line, d.column, d.message) for d in caught.value.errors]
     assert any(d.line == int(line) and d.column == int(column) and message.decode() in d.message
                for d in caught.value.errors), found
@@ -166,25 +164,40 @@ def test_bombs_are_refused_at_once(tmp_path):
         "huge int": ["--set", "num_classes=99999999999999999999999999999"],
     }
     for name, args in cases.items():
-        start = time.perf_counter()
-        code, text = archc("validate", str(SPECS / "googlenet.yaml"), *args)
+        with no_hang():
+            code, text = archc("validate", str(SPECS / "googlenet.yaml"), *args)
         assert code == 1 and "too large" in text or "less than or equal" in text, (name, text)
-        assert time.perf_counter() - start < 2, name
     big = tmp_path / "big.yaml"
     big.write_text("name: x\ninput: [3, 8, 8]\ndoc: '" + "a" * 3_000_000 + "'\nlayers: []\n")
-    start = time.perf_counter()
-    code, text = archc("validate", str(big))
-    assert code == 1 and "larger than" in text and time.perf_counter() - start < 2
+    with no_hang():
+        code, text = archc("validate", str(big))
+    assert code == 1 and "larger than" in text
+
+
+@pytest.mark.parametrize("value, message", [
+    ("&a [*a]", "refers to a value that contains it"),
+    ("&a {x: *a}", "refers to a value that contains it"),
+    ("[" * 200 + "]" * 200, "nested more than"),
+    ("{a: &a [x, x, x, x, x, x, x, x], b: &b [*a, *a, *a, *a, *a, *a, *a, *a], c: &c [*b, *b, *b, *b, *b, *b, *b, *b],"
+     " d: &d [*c, *c, *c, *c, *c, *c, *c, *c], e: &e [*d, *d, *d, *d, *d, *d, *d, *d], f: [*e, *e, *e, *e, *e]}",
+     "values once YAML aliases are expanded"),
+    ("[1, 2", "YAML syntax error"),
+    ("!!python/object:os.system x", "is not allowed"),
+], ids=["recursive-alias", "recursive-mapping", "deep-nesting", "alias-bomb", "syntax", "tag"])
+def test_set_values_are_read_like_a_file(value, message):
+    """A --set value goes through the same bounded YAML reading as a spec file: located, exit 1."""
+    with no_hang():
+        code, text = archc("validate", str(SPECS / "googlenet.yaml"), "--set", f"params.x={value}")
+    assert code == 1 and message in text and "internal error" not in text, text
+    assert "--set params.x:" in text and len(text) < 2000, text
 
 
 def test_a_module_too_large_for_memory_is_refused_before_allocating():
     spec = yaml.safe_dump({"name": "huge", "input": [3, 64, 64],
                            "layers": [{"name": "c", "op": "conv", "out": 10**9, "kernel": 3}]})
-    start = time.perf_counter()
-    with pytest.raises(BackendError, match="more than the .* GiB free") as caught:
+    with no_hang(), pytest.raises(BackendError, match="more than the .* GiB free") as caught:
         archcompiler.build(spec)
     assert "--no-memory-check" in caught.value.errors[0].hint
-    assert time.perf_counter() - start < 10
 
 
 def test_sizes_torch_cannot_index_are_refused_in_validation():

@@ -42,11 +42,11 @@ def test_calibration_writes_a_machine_profile(machine):
     assert profile["reference_s"] > 0 and 0 < lo <= 1 <= hi
     p10, p90 = profile["speed_percentiles"]      # and its 10th and 90th percentiles, inside that range
     assert lo <= p10 <= 1 <= p90 <= hi
-    # every kind has its fixed cost: the statement at a minimal shape, less than any measured shape
+    # every kind has its fixed cost (the statement at a minimal shape), never lower cold than warm. How it
+    # compares with the measured shapes is a timing ratio, which a busy machine can upset: benchmarks/latency.py
     assert set(profile["fixed_s"]) == set(profile["fixed_cold_s"]) == set(profile["kernels"])
-    for key, points in profile["kernels"].items():
-        assert 0 < profile["fixed_s"][key] < 10 * min(p[5] for p in points), key
-        assert profile["fixed_s"][key] <= profile["fixed_cold_s"][key], key
+    for key in profile["kernels"]:
+        assert 0 < profile["fixed_s"][key] <= profile["fixed_cold_s"][key], key
 
 
 def test_the_calibration_grid_leaves_out_shapes_no_network_has():

@@ -15,11 +15,10 @@ import io
 import random
 import re
 import shutil
-import time
 
 import pytest
 import yaml
-from conftest import ALL_SPECS, SPECS
+from conftest import ALL_SPECS, SPECS, no_hang
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -170,6 +169,8 @@ KEYS = ["zzz", "op", "name", "input", "inputs", "use", "table", "claims", "args"
 LOCATED = re.compile(r":\d+:\d+: |--set |\"line\": [1-9]")
 COMMANDS = [["validate"], ["flops"], ["flops", "--format", "json"], ["check"], ["resolve"], ["diff", "B"],
             ["draw", "--format", "dot", "-o", "OUT"], ["validate", "--format", "json"]]
+# --set values written as YAML text that no Python value dumps to: aliases, deep nesting, tags
+RAW_VALUES = ["&a [*a]", "&a {x: *a}", "[" * 100 + "]" * 100, "!!python/name:os.system", "[1, 2", "{a: &b [1], c: [*b, *b]}"]
 TOTAL, CHUNKS = 10_000, 10
 
 
@@ -241,32 +242,27 @@ def _case(seed: int, folder) -> tuple[list[str], str]:
                         "params.x", "layers", "input", "torch.class_name", "defaults.conv.act", "fc.out",
                         "init.conv.kind", "extends", "name"])
         value = r.choice(VALUES)
-        args += ["--set", f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"]
+        text_value = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()
+        args += ["--set", f"{key}={r.choice(RAW_VALUES) if r.random() < 0.2 else text_value}"]
     target.write_bytes(text.encode("utf-8", errors="surrogateescape"))
     return args, text
 
 
 @pytest.mark.parametrize("chunk", range(CHUNKS))
 def test_mutated_specs_never_reach_an_internal_error(chunk, spec_dir):
-    slow = []
     for seed in range(chunk * TOTAL // CHUNKS, (chunk + 1) * TOTAL // CHUNKS):
         args, _ = _case(seed, spec_dir)
         out, err = io.StringIO(), io.StringIO()
-        start = time.perf_counter()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        with no_hang(), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
                 code = main(args)
             except SystemExit as exc:
                 code = exc.code
-        elapsed = time.perf_counter() - start
         text = out.getvalue() + err.getvalue()
         assert code in (0, 1, 2), f"seed {seed}: exit {code}: {args}\n{text[-2000:]}"
         assert "internal error" not in text and "Traceback" not in text, f"seed {seed}: {args}\n{text[-2000:]}"
         if code == 1:
             assert LOCATED.search(text), f"seed {seed}: unlocated message: {args}\n{text[-2000:]}"
-        if elapsed > 5:
-            slow.append((seed, round(elapsed, 1)))
-    assert not slow, f"cases that took more than 5 s: {slow}"
 
 
 def test_mutated_specs_that_validate_also_build(spec_dir):

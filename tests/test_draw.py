@@ -143,3 +143,24 @@ def test_every_shipped_spec_draws(path, tmp_path):
     result = archcompiler.draw(path, tmp_path / "d.svg", collapse="resnet" in path.name)
     assert result.rendered
     ET.parse(tmp_path / "d.svg")
+
+
+@pytest.mark.parametrize("name, options", [
+    ("googlenet.svg", {}),
+    ("googlenet-collapsed.svg", {"collapse": True, "color": "flops"}),
+])
+def test_the_readmes_diagrams_are_what_archc_draws_today(name, options, tmp_path):
+    """docs/*.svg, shown in the README, carry every label that `archc draw` writes today (the same
+    text in the same order: shapes as H x W x C), whatever the layout coordinates of this graphviz."""
+    from conftest import ROOT
+
+    def texts(path):
+        ns = "{http://www.w3.org/2000/svg}"
+        return [t.text for t in ET.parse(path).getroot().iter(f"{ns}text")]
+
+    today = tmp_path / name
+    archcompiler.draw(PAPER, today, **options)
+    committed = ROOT / "docs" / name
+    assert texts(committed) == texts(today), (
+        f"regenerate it: archc draw specs/googlenet.yaml {'--collapse --color flops ' if options else ''}-o docs/{name}")
+    assert "224x224x3" in texts(committed) and "3x224x224" not in texts(committed)

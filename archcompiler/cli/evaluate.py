@@ -16,8 +16,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("spec", metavar="SPEC", help="the spec file, or a checkpoint written by archc train")
     p.add_argument("--weights", metavar="CKPT", help="the checkpoint (runs/NAME/best.pt) or a state_dict")
     p.add_argument("--data", required=True, metavar="DIR", help="images: DIR/CLASS/*.jpg")
-    p.add_argument("--plot", metavar="FILE", default="confusion.png",
-                   help="where to draw the confusion matrix (default confusion.png; 'none' for no picture)")
+    p.add_argument("--plot", metavar="FILE", default=None,
+                   help="where to draw the confusion matrix (default: confusion.png beside the checkpoint; "
+                        "'none' for no picture)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where to run (default cpu)")
     p.add_argument("--batch-size", type=int, default=64, metavar="N", help="images per batch (default 64)")
     p.add_argument("--format", choices=["text", "json"], default="text", help="text (default) or json")
@@ -28,8 +29,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..training import evaluate
 
+    from pathlib import Path
+
+    # the picture goes with the checkpoint it describes (runs/NAME/confusion.png), never into the current folder
+    plot = args.plot or str(Path(args.weights or args.spec).with_name("confusion.png"))
     report = evaluate(args.spec, args.data, weights=args.weights, overrides=args.set, device=args.device,
-                      batch_size=args.batch_size, plot=None if args.plot == "none" else args.plot)
+                      batch_size=args.batch_size, plot=None if plot == "none" else plot)
     if args.format == "json":
         print(json.dumps(report, indent=2))
         return 0

@@ -122,6 +122,12 @@ def scan(folder: str | Path) -> tuple[list[str], list[tuple[Path, int]]]:
     if not root.is_dir():
         raise _fail(f"no such folder: {root}", root, hint="--data takes a folder with one sub-folder per class")
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        loose = sum(1 for p in root.iterdir() if p.suffix.lower() in EXTENSIONS and p.is_file())
+        if loose:
+            raise _fail(f"{root} holds {loose:,} image(s) but no class sub-folders", root,
+                        hint=f"put each class's images in a sub-folder of its own: {root}/CLASS_A/*.jpg, "
+                             f"{root}/CLASS_B/*.jpg (the folder name is the class name)")
     samples = []
     for index, name in enumerate(classes):
         for path in sorted((root / name).rglob("*")):

@@ -83,3 +83,19 @@ def test_report_with_a_machine_profile_shows_latency_and_the_roofline(tmp_path):
     assert "Roofline" in text and "Latency per row" in text and "predicted latency (batch 8)" in text
     assert "working set / cache" in text and "cold-cache speed" in text
     assert (ROOT / "docs" / "report.png").is_file()          # the README's screenshot
+
+
+def test_the_table_shows_only_the_columns_it_has_and_no_scroll_box_hides_its_rows(page):
+    """Without a profile there are no measured times, without a machine profile no predicted ones: no
+    empty columns; the table is not clipped by a scroll box (a screenshot shows every row)."""
+    text = page.read_text()
+    assert "measured ms" not in text
+    table = text[text.index("The table, regenerated"):text.index("What the paper's numbers say")]
+    assert "max-height" not in table and "inception_5b" in table
+
+
+def test_the_per_stage_chart_gives_macs_and_parameters_an_axis_each(page):
+    text = page.read_text()
+    chart = text[text.index("MACs and parameters per stage"):text.index("Op kinds")]
+    assert "multiply-adds (M)" in chart and "parameters (K)" in chart
+

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import html
 import io
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,20 @@ def _svg(fig: Any) -> str:
     return text[text.index("<svg"):]          # inline: no XML prolog, no DOCTYPE
 
 
+def _name_points(ax: Any, named: list[tuple[float, str, float, float]], most: int = 14) -> None:
+    """Label the costliest points of a log-log chart with their row names, leaving out a name that
+    would overlap one already written (the inception modules sit in one cluster)."""
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    span_x, span_y = math.log10(x1 / x0), math.log10(y1 / y0)
+    boxes: list[tuple[float, float, float]] = []          # (log x, log y, width in log x) of written names
+    for _, name, x, y in sorted(named, reverse=True)[:4 * most]:
+        lx, ly, width = math.log10(x), math.log10(y), 0.012 * span_x * (len(name) + 1)
+        if len(boxes) < most and all(not (bx - width < lx < bx + w) or abs(ly - by) > 0.05 * span_y
+                                     for bx, by, w in boxes):
+            boxes.append((lx, ly, width))
+            ax.annotate(name, (x, y), xytext=(3, 2), textcoords="offset points", fontsize=6, alpha=0.85)
+
+
 def _charts(report: dict[str, Any], latency: dict[str, Any] | None, measured: dict[str, float] | None,
             train: dict[str, Any]) -> list[tuple[str, str]]:
     import matplotlib
@@ -94,12 +109,15 @@ def _charts(report: dict[str, Any], latency: dict[str, Any] | None, measured: di
 
     stages = report["stages"]
     fig, ax = plt.subplots(figsize=(6, 3.4))
-    labels = [s["resolution"] for s in stages]
-    ax.bar(labels, [s["macs"] / 1e6 for s in stages], color="#4a7fb0", label="MACs (M)")
-    ax.bar(labels, [s["params"] / 1e3 for s in stages], color="#d35400", alpha=0.5, label="params (K)")
+    at = range(len(stages))
+    ax.bar([x - 0.2 for x in at], [s["macs"] / 1e6 for s in stages], width=0.4, color="#4a7fb0")
+    ax.set_ylabel("multiply-adds (M)", color="#4a7fb0")
+    twin = ax.twinx()                      # parameters on their own axis: K and M on one axis mislead
+    twin.bar([x + 0.2 for x in at], [s["params"] / 1e3 for s in stages], width=0.4, color="#d35400", alpha=0.7)
+    twin.set_ylabel("parameters (K)", color="#d35400")
+    ax.set_xticks(list(at), [s["resolution"] for s in stages])
     ax.set_xlabel("stage (output resolution)")
-    ax.legend()
-    ax.set_title("per stage")
+    ax.set_title("per stage: MACs (blue, left) and parameters (orange, right)")
     out.append(("MACs and parameters per stage", _svg(fig)))
 
     kinds = {k: v for k, v in report["by_op"].items() if v["macs"] or v["elementwise"]}
@@ -119,6 +137,7 @@ def _charts(report: dict[str, Any], latency: dict[str, Any] | None, measured: di
         fig, ax = plt.subplots(figsize=(6, 4))
         peak, bw = latency["peak_flops"], latency["bandwidth"]
         points = []                              # (intensity, GFLOP/s, colour) of each row
+        named = []                               # (ms, name, intensity, GFLOP/s)
         for r in rows:
             p = latency["rows"].get(r["name"])
             if not p or not p["ms"] or not p["intensity"]:
@@ -126,7 +145,8 @@ def _charts(report: dict[str, Any], latency: dict[str, Any] | None, measured: di
             ms = measured.get(r["name"]) if measured else None
             speed = p["flops"] / ((ms or p["ms"]) / 1e3) / 1e9
             points.append((p["intensity"], speed, "#c0392b" if p["bound"] == "memory" else "#2c7fb8"))
-            ax.annotate(r["name"], (p["intensity"], speed), fontsize=5, alpha=0.7)
+            if speed > 0:
+                named.append((ms or p["ms"], r["name"], p["intensity"], speed))
         # the roof from below the lowest intensity to a decade past the ridge (or the highest intensity)
         low = min([0.1, *(x for x, _, _ in points)]) / 2
         high = 10 * max([peak / bw, *(x for x, _, _ in points)])
@@ -138,10 +158,11 @@ def _charts(report: dict[str, Any], latency: dict[str, Any] | None, measured: di
             ax.scatter(ix, speeds, s=14, c=list(colours))
         ax.set_xscale("log")
         ax.set_yscale("log")
+        _name_points(ax, named)
         ax.minorticks_off()                     # a tick a decade; minor ticks on both log axes took half the page's drawing time
         ax.set_xlabel("arithmetic intensity (FLOP per byte)")
         ax.set_ylabel(("measured" if measured else "predicted") + " speed (GFLOP/s)")
-        ax.set_title("roofline: blue compute-bound, red memory-bound")
+        ax.set_title("roofline: blue compute-bound, red memory-bound (left of the ridge)")
         ax.legend(fontsize=8)
         out.append(("Roofline", _svg(fig)))
 
@@ -239,8 +260,9 @@ def report_html(spec_or_path: Spec | str | Path, diagram: tuple[str, dict[str, s
             + cell("output", shape_text(r["output"])) + f"<td>{r['depth']}</td>"
             + "".join(f"<td>{_e(r['columns'].get(c, ''))}</td>" for c in columns)
             + cell("params", f"{r['params']:,}") + cell("ops", f"{r['macs_per_sample']:,}")
-            + f"<td>{'' if lat is None else format(lat, '.3f')}</td>"
-            + f"<td>{format(measured[r['name']], '.3f') if measured and r['name'] in measured else ''}</td></tr>")
+            + (f"<td>{'' if lat is None else format(lat, '.3f')}</td>" if latency else "")
+            + (f"<td>{format(measured[r['name']], '.3f') if r['name'] in measured else ''}</td>" if measured else "")
+            + "</tr>")
     explain = "".join(f"<li><b>{_e(d.path)}</b>: {_e(d.message)}</li>" for d in findings) or \
         "<li>every claim agrees with what the spec computes</li>"
 
@@ -273,8 +295,8 @@ def report_html(spec_or_path: Spec | str | Path, diagram: tuple[str, dict[str, s
 click a module to see its layers.</p><div class="diagram">{svg}</div>{''.join(panels)}</section>
 <section><h2>The table, regenerated</h2><p class="note">Cells where the paper's own number disagrees with the
 spec are marked (hover for the numbers); rows marked * run in training only.</p>
-<div style="overflow:auto;max-height:640px"><table><tr><th class="l">name</th><th class="l">type</th><th>patch size/stride</th>
-<th>output size</th><th>depth</th>{head}<th>params</th><th>ops (MACs)</th><th>predicted ms</th><th>measured ms</th></tr>
+<div style="overflow-x:auto"><table><tr><th class="l">name</th><th class="l">type</th><th>patch size/stride</th>
+<th>output size</th><th>depth</th>{head}<th>params</th><th>ops (MACs)</th>{'<th>predicted ms</th>' if latency else ''}{'<th>measured ms</th>' if measured else ''}</tr>
 {''.join(lines)}</table></div><h3>What the paper's numbers say</h3><ul class="explain">{explain}</ul></section>
 <section><h2>Cost</h2><div class="charts">{''.join(f'<div class="chart" id="chart-{i}"><h3>{_e(title)}</h3>{body}</div>' for i, (title, body) in enumerate(charts))}</div></section>
 <section><h2>The resolved spec</h2><p class="note">After extends, edits and overrides; each value with the

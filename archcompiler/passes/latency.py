@@ -250,22 +250,20 @@ def predict(g: nx.DiGraph, profile: dict[str, Any], batch: int = 1) -> dict[str,
 
 
 def predict_rows(g: nx.DiGraph, profile: dict[str, Any], batch: int = 1, depth: int = 1) -> dict[str, dict[str, Any]]:
-    """Per spec row (``depth`` as in ``rows``): predicted ``ms``, FLOPs, bytes, intensity and the
-    bound of most of its time."""
+    """Per spec row (``depth`` as in ``rows``): predicted ``ms``, FLOPs, bytes, intensity and its
+    bound: where its intensity lies against the roofline's ridge, as a roofline chart draws it."""
     nodes = predict(g, profile, batch)
     rows: dict[str, dict[str, Any]] = {}
     for n, p in nodes.items():
         key = "/".join(g.nodes[n]["layer"].split("/")[:depth])
-        r = rows.setdefault(key, {"ms": 0.0, "flops": 0, "bytes": 0, "compute_ms": 0.0})
+        r = rows.setdefault(key, {"ms": 0.0, "flops": 0, "bytes": 0})
         r["ms"] += 1e3 * p["seconds"]
         r["flops"] += p["flops"]
         r["bytes"] += p["bytes"]
-        if p["bound"] == "compute":
-            r["compute_ms"] += 1e3 * p["seconds"]
+    ridge = peak_flops(profile) / profile["bandwidth_bytes_per_s"]
     for r in rows.values():
         r["intensity"] = r["flops"] / r["bytes"] if r["bytes"] else 0.0
-        r["bound"] = "compute" if r["compute_ms"] >= r["ms"] / 2 and r["ms"] else "memory"
-        del r["compute_ms"]
+        r["bound"] = "compute" if r["intensity"] >= ridge else "memory"
     return rows
 
 

@@ -269,3 +269,17 @@ def test_an_unknown_flag_prints_that_commands_usage():
     result = run_archc("flops", str(SPECS / "googlenet.yaml"), "--bogus")
     assert result.returncode == 2
     assert result.stderr.startswith("usage: archc flops") and "unrecognized arguments: --bogus" in result.stderr
+
+
+def test_top_level_help_starts_with_examples_that_parse():
+    """`archc --help` shows what people come for, each line a command archc accepts as written."""
+    import shlex
+
+    from archcompiler.cli import TOP_EXAMPLES, parser
+
+    text = parser().format_help()
+    assert "examples:" in text and TOP_EXAMPLES in text
+    for line in TOP_EXAMPLES.splitlines():
+        args = shlex.split(line.split("#")[0])
+        assert args[0] == "archc"
+        parser().parse_args(args[1:])          # exits 2 (SystemExit) on anything it does not accept

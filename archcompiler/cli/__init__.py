@@ -75,6 +75,16 @@ EXAMPLES: dict[str, list[str]] = {
     "predict": ["archc predict runs/small/best.pt digits/0/0.png digits/1/0.png --top 2",
                 "archc predict runs/small/best.pt digits/1/7.png --format json"],
 }
+# what `archc --help` shows first: the main job, then one line for each thing people come for
+TOP_EXAMPLES = "\n".join(f"  {e}" for e in [
+    "archc flops specs/googlenet.yaml                  # the paper's table, regenerated, with totals",
+    "archc check specs/googlenet.yaml                  # the paper's own numbers against the spec's",
+    "archc build specs/googlenet.yaml -o googlenet.pt  # the PyTorch module (weights + spec)",
+    "archc draw specs/googlenet.yaml --collapse        # the diagram, googlenet.svg",
+    "archc flops specs/googlenet.yaml --set num_classes=2 --set width=0.5   # a variant",
+    "archc train specs/googlenet-small.yaml --data digits/ --set num_classes=2 --epochs 6",
+    "archc report specs/googlenet.yaml -o googlenet-report.html",
+])
 # examples that need a folder of images (tests/test_training.py runs them on one it writes)
 NEEDS_IMAGES = {"train", "evaluate", "predict"}
 
@@ -91,7 +101,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="archc", description="Compile architecture specs (YAML, written like a paper's table) into "
         "analyses, PyTorch modules and diagrams.",
-        epilog=f"Run 'archc COMMAND --help' for a command's options and examples.\n{EXIT_CODES}",
+        epilog=f"examples:\n{TOP_EXAMPLES}\n\nRun 'archc COMMAND --help' for a command's options and examples.\n"
+               f"{EXIT_CODES}",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     from .. import __version__
     p.add_argument("--version", action="version", version=f"archc {__version__}")

@@ -83,7 +83,13 @@ def cases(args: argparse.Namespace, path: Path) -> None:
     profile = calibrate()
     calibration_s = time.perf_counter() - start
     path.write_text(json.dumps(profile))
-    print(f"calibration: {calibration_s:.1f} s (target: under a minute)\n", flush=True)
+    print(f"calibration: {calibration_s:.1f} s (target: under a minute)", flush=True)
+    # each kind's fixed cost (a statement at a minimal shape) against its smallest measured shape: a timing
+    # ratio, checked here rather than in the tests, where a busy machine upset it
+    ratios = {k: profile["fixed_s"][k] / min(p[5] for p in points) for k, points in profile["kernels"].items()}
+    worst = max(ratios, key=ratios.get)
+    print(f"fixed cost / smallest measured shape: at most {ratios[worst]:.2f} ({worst}; expected under 10)\n",
+          flush=True)
 
     measured: dict = {case: [] for case in every}
     for r in range(args.rounds):

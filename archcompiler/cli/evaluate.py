@@ -27,9 +27,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..training import evaluate
-
     from pathlib import Path
+
+    from ..training import evaluate
 
     # the picture goes with the checkpoint it describes (runs/NAME/confusion.png), never into the current folder
     plot = args.plot or str(Path(args.weights or args.spec).with_name("confusion.png"))

@@ -17,8 +17,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ..errors import Location, SpecError, error
 from .base import suggest
 from .document import Document

@@ -5,10 +5,9 @@ references by name.  All problems are collected and raised together as one :clas
 
 from __future__ import annotations
 
-import keyword
 import difflib
+import keyword
 import re
-import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,9 +16,12 @@ from pydantic import ValidationError
 from ..errors import Diagnostic, Location, SpecError, error
 from . import expr
 from .base import suggest
+from .diagnose import pydantic_errors
 from .document import BlockDef, BlockUse, Document, Table
-from .layers import NAME_PATTERN, OPS, Claims, LayerBase
+from .fields import INTEGER, NUMERIC, STRINGS
+from .layers import NAME_PATTERN, OPS, Claims
 from .limits import MAX_BLOCK_NESTING, MAX_LAYERS, MAX_NAME_CHARS
+from .params import evaluate_params, unused_params
 from .resolved import Instance, Layer, Output, Spec
 from .source import YDict, YList, locate, plain
 
@@ -29,128 +31,6 @@ CLAIM_COLUMNS = ("output", "params", "ops", "depth")
 _RAW_FIELDS = {"name", "op", "input", "inputs", "doc", "claims"}
 
 
-def pydantic_errors(exc: ValidationError, data: Any, base_path: str, prefix: tuple = (),
-                    fallback: Location | None = None) -> list[Diagnostic]:
-    """Located diagnostics for a pydantic error raised validating ``data``."""
-    out = []
-    errs = [(_data_path(data, tuple(e["loc"]), prefix), e) for e in exc.errors(include_url=False)]
-    # several members of a Union fail on one value: the error about its value beats one about its type
-    errs.sort(key=lambda pe: _TYPE_ERRORS.get(pe[1]["type"], 0))
-    paths = {p for p, _ in errs}
-    # 'kernal' given where 'kernel' is required: the unknown key's "did you mean" says it all
-    misspelt = {(p[:-1], close) for p, e in errs if e["type"] == "unknown_key" and p
-                for close in difflib.get_close_matches(str(p[-1]), _siblings(errs, p[:-1]), n=1, cutoff=0.6)}
-    seen: set[tuple] = set()
-    for loc_path, e in errs:
-        if e["type"] == "missing" and loc_path and (loc_path[:-1], loc_path[-1]) in misspelt:
-            continue
-        # one message per value, not one per member of a Union; the most specific one wins
-        if loc_path in seen or any(len(q) > len(loc_path) and q[:len(loc_path)] == loc_path for q in paths):
-            continue
-        seen.add(loc_path)
-        is_key = e["type"] == "unknown_key"
-        where = locate(data, prefix + loc_path, key=is_key)
-        if not where.line and fallback is not None:
-            where = fallback            # the value itself carries no position (a scalar): its holder's
-        shown = ".".join(str(p) for p in loc_path)
-        path = f"{base_path}.{shown}" if base_path and shown else (base_path or shown)
-        msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "missing" and loc_path:
-            msg = f"missing required key {str(loc_path[-1])!r}"
-        value = e.get("input")
-        if e["type"] not in ("unknown_key", "missing") and not isinstance(value, (dict, list)):
-            shown = repr(value)
-            msg = f"{msg} (got {shown if len(shown) <= 60 else shown[:57] + '...'})"
-        out.append(error(msg, path, where, value=value if not isinstance(value, (dict, list)) else None))
-    return out
-
-
-def _siblings(errs: list, parent: tuple) -> list[str]:
-    """The keys reported missing next to ``parent``'s unknown keys."""
-    return [str(p[-1]) for p, e in errs if e["type"] == "missing" and p and p[:-1] == parent]
-
-
-_TYPE_ERRORS = {"literal_error": 2, "string_type": 2, "model_type": 2, "list_type": 2, "dict_type": 2,
-                "none_required": 2, "int_type": 1, "float_type": 1, "bool_type": 1, "model_attributes_type": 2}
-_UNION_TAG = re.compile(r"^(?:[a-z]+(?:-[a-z]+)*\[.*\]|constrained-\w+|lax-\w+|strict-\w+|[A-Z]\w*|str|int|"
-                        r"float|bool|none|list|dict)$")
-
-
-def _data_path(data: Any, loc: tuple, prefix: tuple = ()) -> tuple:
-    """Drop pydantic's union-member tags ('constrained-int', 'list[int]', ...) from a loc."""
-    node: Any = data
-    for part in prefix:
-        try:
-            node = node[part]
-        except (KeyError, IndexError, TypeError):
-            node = None
-    out = []
-    for part in loc:
-        if isinstance(node, dict):
-            if part not in node and isinstance(part, str) and _UNION_TAG.match(part):
-                continue                       # a union member's tag, not a key of the data
-            out.append(part)
-            node = node.get(part)
-        elif isinstance(node, list) and isinstance(part, int):
-            out.append(part)
-            node = node[part] if part < len(node) else None
-        elif node is None and not out:
-            out.append(part)
-    return tuple(out)
-
-
-def _string_fields(model: type[LayerBase]) -> dict[str, set[str] | None]:
-    """Fields that may hold a literal string: name -> allowed words (None: any string)."""
-    out: dict[str, set[str] | None] = {}
-
-    def words(tp: Any) -> set[str] | None | bool:
-        origin = typing.get_origin(tp)
-        if tp is str:
-            return None
-        if origin is typing.Literal:
-            return {a for a in typing.get_args(tp) if isinstance(a, str)}
-        if origin in (typing.Union, typing.Annotated) or str(origin) == "<class 'types.UnionType'>":
-            found: set[str] | None | bool = False
-            for arg in typing.get_args(tp):
-                w = words(arg)
-                if w is None:
-                    return None
-                if w is not False:
-                    found = (found or set()) | w
-            return found
-        return False
-
-    for name, info in model.model_fields.items():
-        w = words(info.annotation)
-        if w is not False:
-            out[name] = w
-    return out
-
-
-def _numeric_fields(model: type[LayerBase]) -> set[str]:
-    """Fields that take numbers (where a string is an expression to evaluate)."""
-    def numeric(tp: Any) -> bool:
-        if tp in (int, float):
-            return True
-        return any(numeric(a) for a in typing.get_args(tp) if a is not bool)
-    return {name for name, info in model.model_fields.items() if numeric(info.annotation)}
-
-
-def _integer_fields(model: type[LayerBase]) -> set[str]:
-    """Fields that take whole numbers only (channels, kernels, strides, ...)."""
-    def ints(tp: Any) -> bool:
-        args = [a for a in typing.get_args(tp) if a is not bool]
-        if tp is int:
-            return True
-        if tp is float or any(a is float for a in args):
-            return False
-        return any(ints(a) for a in args)
-    return {name for name, info in model.model_fields.items() if ints(info.annotation)}
-
-
-_STRINGS = {op: _string_fields(model) for op, model in OPS.items()}
-_NUMERIC = {op: _numeric_fields(model) for op, model in OPS.items()}
-_INTEGER = {op: _integer_fields(model) for op, model in OPS.items()}
 _NOT_DEFAULTS = {"name", "op", "input", "inputs", "claims"}     # fields a default cannot give
 INIT_KINDS = ("conv", "linear", "batch_norm")
 _OUTPUT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
@@ -236,7 +116,7 @@ class Resolver:
             self.model = Document.model_validate(self.doc)
         except ValidationError as exc:
             raise SpecError(pydantic_errors(exc, self.doc, "")) from None
-        params = self._params()
+        params = evaluate_params(self.doc, self.errors, self.used, self.failed_params)
         self._check_defaults()
         top = _Scope("", params, {name: (locate(self.doc, ("params", name)), f"params.{name}") for name in params})
         try:
@@ -246,7 +126,7 @@ class Resolver:
         self._resolve_refs()
         outputs = self._outputs(top)
         if not self.errors:
-            self._check_unused_params(params)
+            self.errors += unused_params(self.doc, params, self.used)
         if self.errors:
             raise SpecError(_dedupe(self.errors))
         m = self.model
@@ -255,52 +135,6 @@ class Resolver:
             params=params, layers=self.layers, instances=self.instances, rows=self.rows,
             outputs=outputs, loss=m.loss, init=m.init, claim_units=m.claim_units, torch=m.torch,
             file=self.file, train=m.train, data=m.data, document=self.doc)
-
-    def _params(self) -> dict[str, Any]:
-        """Evaluate the parameters; one may use another written before or after it (they are
-        evaluated in dependency order), but not itself, directly or through others."""
-        values: dict[str, Any] = {}
-        raw = self.doc.get("params") or {}
-        pending: dict[str, str] = {}
-        for name, value in raw.items():
-            if not name.isidentifier() or keyword.iskeyword(name):
-                self.errors.append(error(f"parameter name {name!r} is not a valid name", f"params.{name}",
-                                         locate(self.doc, ("params", name), key=True),
-                                         hint="use letters, digits and _ (not starting with a digit)"))
-                self.failed_params.add(name)
-            elif isinstance(value, str):
-                pending[name] = value
-            else:
-                values[name] = value
-        while pending:
-            progress = False
-            for name, text in list(pending.items()):
-                try:
-                    needs = expr.names(text)
-                except expr.ExprError:
-                    needs = set()
-                if needs & set(pending) - {name} and not needs & self.failed_params:
-                    continue                    # wait for the parameters it uses
-                del pending[name]
-                progress = True
-                try:
-                    values[name] = expr.evaluate(text, values, self.used)
-                except expr.ExprError as exc:
-                    self.failed_params.add(name)
-                    if exc.unknown is not None and exc.unknown in self.failed_params - {name}:
-                        continue                # the parameter it uses already has its error
-                    hint = "a parameter cannot use itself" if exc.unknown == name else None
-                    self.errors.append(error(str(exc), f"params.{name}", locate(self.doc, ("params", name)),
-                                             hint=hint))
-            if not progress:                    # the rest use each other in a cycle
-                cycle = ", ".join(pending)
-                for name in pending:
-                    self.failed_params.add(name)
-                    self.errors.append(error(f"parameters {cycle} use each other in a cycle", f"params.{name}",
-                                             locate(self.doc, ("params", name)),
-                                             hint="give one of them a number"))
-                break
-        return values
 
     def _check_defaults(self) -> None:
         """``defaults:`` names ops and their fields, ``init:`` op kinds: a typo is an error, not
@@ -322,18 +156,6 @@ class Resolver:
                 self.errors.append(error(f"init applies to {', '.join(INIT_KINDS)}, not {kind!r}", f"init.{kind}",
                                          locate(self.doc, ("init", kind), key=True),
                                          hint=suggest(kind, set(INIT_KINDS))))
-
-    def _check_unused_params(self, params: dict[str, Any]) -> None:
-        """A parameter nothing reads is almost always a misspelling (``num_clases: 2`` in a variant
-        would silently keep the parent's class count)."""
-        for name in params:
-            if name in self.used:
-                continue
-            others = sorted(set(params) - {name})
-            close = suggest(name, [o for o in others if o not in self.used] or others)
-            hint = close if close.startswith("did you mean") else "remove it, or use it in a layer"
-            self.errors.append(error(f"parameter {name!r} is not used by any layer", f"params.{name}",
-                                     locate(self.doc, ("params", name), key=True), value=name, hint=hint))
 
     # ------------------------------------------------------------------ lists of layers
     def _items(self, items: list, path: tuple, scope: _Scope, default_input: str, top_level: bool) -> str:
@@ -477,9 +299,9 @@ class Resolver:
         if not isinstance(value, str):
             return plain(value), None
         text = value.strip()
-        if key not in _NUMERIC.get(op, set()) and text not in scope.values:
+        if key not in NUMERIC.get(op, set()) and text not in scope.values:
             return value, None              # not a number field: pydantic judges the string
-        words = _STRINGS.get(op, {}).get(key, False)
+        words = STRINGS.get(op, {}).get(key, False)
         if words is not False:
             if words is None or text in words:
                 return value, None
@@ -504,7 +326,7 @@ class Resolver:
             raise
         finally:
             self.used |= used
-        if key in _INTEGER.get(op, set()):
+        if key in INTEGER.get(op, set()):
             for name in sorted(used & scope.args):
                 arg = scope.values.get(name)
                 if isinstance(arg, float) and not arg.is_integer():

@@ -14,9 +14,9 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import ALL_SPECS, GOLDEN
 
 from archcompiler.cli import main
-from conftest import ALL_SPECS, GOLDEN
 
 BEHAVIOUR = GOLDEN / "behaviour"
 COMMANDS = {

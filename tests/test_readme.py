@@ -1,8 +1,9 @@
-"""The README stays true: every `archc` command in its bash blocks runs as shown, and its Python
-example runs."""
+"""The README stays true: every `archc` command in its bash blocks runs as shown, every transcript
+(a text block that starts with `$ archc ...`) prints what the README shows, and its Python example runs."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -14,6 +15,11 @@ from conftest import ROOT
 README = (ROOT / "README.md").read_text()
 BASH = re.findall(r"```bash\n(.*?)```", README, re.S)
 PYTHON = re.findall(r"```python\n(.*?)```", README, re.S)
+TEXT = re.findall(r"```text\n(.*?)```", README, re.S)
+TRANSCRIPTS = [block for block in TEXT if block.startswith("$ archc ")]
+# transcripts whose numbers are this machine's (a latency prediction): they must run, and print the lines
+# their output starts with, but the figures are a machine's own
+MACHINE_DEPENDENT = ("--latency",)
 COMMANDS = [part.strip() for block in BASH for line in block.splitlines() for part in line.split("&&")
             if part.strip().startswith(("archc ", "python3 -m archcompiler"))]
 
@@ -23,6 +29,7 @@ def workdir(tmp_path_factory):
     """A copy of the files the README's commands read, so their outputs land outside the repo."""
     work = tmp_path_factory.mktemp("readme")
     shutil.copytree(ROOT / "specs", work / "specs")
+    shutil.copytree(ROOT / "examples", work / "examples")
     return work
 
 
@@ -52,3 +59,34 @@ def test_readme_python_example_runs(workdir, monkeypatch):
     monkeypatch.chdir(workdir)
     for block in PYTHON:
         exec(compile(block, "README.md", "exec"), {})
+
+
+def _matches(expected: list[str], actual: list[str]) -> bool:
+    """Every expected line, in order; '...' stands for any number of lines."""
+    if not expected:
+        return not actual
+    if expected[0] == "...":
+        return any(_matches(expected[1:], actual[k:]) for k in range(len(actual) + 1))
+    return bool(actual) and actual[0] == expected[0] and _matches(expected[1:], actual[1:])
+
+
+def test_every_transcript_is_checked():
+    assert len(TRANSCRIPTS) >= 4 and any("validate examples/broken.yaml" in t for t in TRANSCRIPTS)
+
+
+@pytest.mark.parametrize("transcript", TRANSCRIPTS, ids=lambda t: t.splitlines()[0][2:60])
+def test_readme_transcript_prints_what_it_shows(transcript, workdir):
+    command, *expected = transcript.rstrip("\n").splitlines()
+    args = command.removeprefix("$ archc ").split()
+    fresh = {**os.environ, "XDG_CACHE_HOME": str(workdir / "cache")}     # a fresh machine: no profile yet
+    done = subprocess.run([sys.executable, "-m", "archcompiler", *args], cwd=workdir, capture_output=True,
+                          text=True, timeout=300, env=fresh)
+    assert done.returncode in (0, 1) and "internal error" not in done.stderr, done.stderr
+    actual = [line.rstrip() for line in (done.stdout + done.stderr).splitlines()]
+    if any(flag in args for flag in MACHINE_DEPENDENT):
+        assert done.returncode == 0, done.stderr
+        last = expected[-1].split(":")[0]
+        assert any(line.startswith(last + ":") for line in actual), (command, actual[-5:])
+        return
+    assert _matches([line.rstrip() for line in expected], actual), (
+        f"{command} prints, today:\n" + "\n".join(actual))

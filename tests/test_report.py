@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 
 import pytest
 from conftest import ROOT, SPECS, run_archc

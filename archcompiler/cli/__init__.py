@@ -93,7 +93,7 @@ def parser() -> argparse.ArgumentParser:
         "analyses, PyTorch modules and diagrams.",
         epilog=f"Run 'archc COMMAND --help' for a command's options and examples.\n{EXIT_CODES}",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    from .. import __version__
+    from ..version import __version__
     p.add_argument("--version", action="version", version=f"archc {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in COMMANDS:

@@ -34,7 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import check
+    from ..api import check
     from ..spec import load_spec
 
     spec = load_spec(args.spec, args.set)

@@ -11,12 +11,12 @@ from typing import Any
 
 import torch
 
-from ... import __version__
 from ...errors import BackendError, Location, error
 from ...modelfile import embedded_spec, first_line, read_model_file
 from ...passes import annotated_graph
 from ...spec import Spec
 from ...spec.source import plain
+from ...version import __version__
 from .codegen import Generated, generate
 
 _counter = 0

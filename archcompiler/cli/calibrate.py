@@ -8,7 +8,7 @@ import sys
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from . import command
+    from .common import command
 
     p = command(sub, "calibrate", help="measure this machine for latency prediction",
                 description="Time the kernels networks are made of (convolutions 1x1 to 7x7 and depthwise, "

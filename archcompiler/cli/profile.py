@@ -8,7 +8,7 @@ import sys
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from . import add_set, command
+    from .common import add_set, command
     from .flops import positive
 
     p = command(sub, "profile", help="measured vs predicted time per row of the spec",

@@ -7,7 +7,7 @@ import sys
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from . import add_set, command
+    from .common import add_set, command
     from .flops import positive
 
     p = command(sub, "train", help="train on a folder of images (one sub-folder per class)",

@@ -99,7 +99,7 @@ def report(spec_or_path: Spec | str | Path, output: str | Path, overrides: dict 
     spec = load_spec(spec_or_path, overrides)
     measured = None
     if profile:
-        from .backends.torch.profile import measure_rows
+        from .measure.profile import measure_rows
 
         measured = measure_rows(spec, batch, device)["rows"]
     return write_text(output, report_html(spec, collapsed_svg(spec), batch=batch, machine=machine, measured=measured,

@@ -154,7 +154,7 @@ def test_random_valid_specs_match_torch(spec):
     report = archcompiler.analyze(loaded, batch=2)
     assert report["total"]["params"] == sum(p.numel() for p in model.parameters())
     assert 2 * report["total"]["macs"] == counter.get_total_flops()
-    from archcompiler.backends.torch.measure import measure_peak_activation_bytes
+    from archcompiler.measure.memory import measure_peak_activation_bytes
     assert report["peak_activation_bytes"] == measure_peak_activation_bytes(model, x), text
 
 

@@ -27,8 +27,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..backends.torch.calibrate import calibrate, main_progress, summarize
     from ..io import write_text
+    from ..measure.calibrate import calibrate, main_progress, summarize
     from ..passes.latency import default_profile_path, unsteady
 
     print(f"calibrating {args.device} ({'quick' if args.quick else 'under a minute'})...", file=sys.stderr)

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .build import runtime_helper
+from ..backends.torch.build import runtime_helper
 
 VERSION = 3
 

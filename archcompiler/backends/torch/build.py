@@ -37,17 +37,6 @@ def compile_source(gen: Generated, filename: str) -> type:
     return getattr(module, gen.class_name)
 
 
-def runtime_helper(name: str) -> Any:
-    """A helper function generated modules define (``conv_act``), as a function: archc calibrate
-    times kernels through the same code the modules run."""
-    from . import codegen
-
-    source = {"conv_act": codegen._CONV_ACT}[name]
-    namespace: dict[str, Any] = {"torch": torch, "F": torch.nn.functional, "nn": torch.nn, "Tensor": torch.Tensor}
-    exec(compile(source, f"<archc {name}>", "exec"), namespace)
-    return namespace[name]
-
-
 def available_memory() -> int:
     """Bytes of memory this process can still take (MemAvailable on Linux; total memory elsewhere)."""
     try:

@@ -20,6 +20,7 @@ from ...errors import BackendError, error
 from ...ir.plan import plan
 from ...spec import Spec
 from .naming import RESERVED_VARIABLES, attr_expr, identifier, module_path, variable
+from .runtime import _log1m_softmax, check_input, conv_act, helper_source, spec_loss
 
 # ----------------------------------------------------------------------------- the op table
 # kind -> (constructor of the module, or None for a functional op) and the call expression.
@@ -251,8 +252,10 @@ def generate(g: nx.DiGraph, spec: Spec, heads: bool = True, source_name: str = "
         body="\n".join(body), losses=losses, init_rules=init_rules, main=main_names[0],
         num_outputs=len(outputs), input_shape=list(spec.input),
         proba="F.softmax(logits, dim=1)" if final_softmax[main_names[0]] else "logits",
-        loss_helpers=_LOSS_HELPERS, check_input=_CHECK_INPUT, spec_repr=repr(spec.name),
-        conv_act=_CONV_ACT if any(d["op"] == "conv2d" and d["attrs"].get("act") for _, d in g.nodes(data=True)) else "",
+        # the helpers' text from runtime.py (one blank line after the named tuple, then two between definitions)
+        loss_helpers=helper_source(_log1m_softmax, spec_loss)[1:], check_input=helper_source(check_input),
+        spec_repr=repr(spec.name),
+        conv_act=helper_source(conv_act) if any(d["op"] == "conv2d" and d["attrs"].get("act") for _, d in g.nodes(data=True)) else "",
         layout="\n        x = x.contiguous(memory_format=torch.channels_last)  # the layout the weights have"
         if g.graph.get("memory_format") == "channels_last" else "",
         inference_only=_INFERENCE_ONLY if g.graph.get("optimizations") is not None else "",
@@ -337,65 +340,6 @@ def _choose_var(n: str, g: nx.DiGraph, spec: Spec, i: int, var: dict, holder: di
         k += 1
     return f"{variable(n)}_{k}"
 
-
-_LOSS_HELPERS = '''
-def _log1m_softmax(z: Tensor) -> Tensor:
-    """log(1 - softmax(z)) without cancellation: for the largest logit the sum over the other
-    classes is taken directly; for the others 1 - p_i >= p_max >= 1/K, so nothing cancels."""
-    m = z.max(dim=1, keepdim=True).values
-    e = torch.exp(z - m)
-    rest = torch.log((e.sum(dim=1, keepdim=True) - e).clamp_min(1e-38)) + m
-    top = z.argmax(dim=1, keepdim=True)
-    others = z.scatter(1, top, float("-inf"))
-    rest = rest.scatter(1, top, torch.logsumexp(others, dim=1, keepdim=True))
-    return rest - torch.logsumexp(z, dim=1, keepdim=True)
-
-
-def spec_loss(kind: str, final: str, logits: Tensor, target: Tensor, label_smoothing: float = 0.0) -> Tensor:
-    """One output's loss, computed stably from its logits (never softmax followed by log).
-    Targets: class indices (N,), or one-hot / probabilities (N, K), float or integer."""
-    integer = not torch.is_floating_point(target)
-    if kind == "cross_entropy":
-        if target.dim() == logits.dim() and integer:      # integer one-hot
-            target = target.to(logits.dtype)
-        return F.cross_entropy(logits, target, label_smoothing=label_smoothing)
-    if integer and target.dim() == 1 and logits.shape[1] > 1:   # class indices
-        target = F.one_hot(target.long(), logits.shape[1])
-    target = target.reshape(logits.shape).to(logits.dtype)
-    if label_smoothing > 0:
-        target = target * (1 - label_smoothing) + 0.5 * label_smoothing
-    if final == "softmax":
-        # binary cross-entropy of the softmax probabilities (the original 2-class GoogLeNet's
-        # loss), averaged over units and batch
-        log_p = F.log_softmax(logits, dim=1)
-        return -(target * log_p + (1 - target) * _log1m_softmax(logits)).mean()
-    return F.binary_cross_entropy_with_logits(logits, target)
-'''
-
-_CHECK_INPUT = '''
-
-def check_input(x: Tensor, expected: List[int], spec: str) -> None:
-    """Refuse an input of another size than the spec's, with a message that says what to do."""
-    if x.dim() != 4 or list(x.shape[1:]) != expected:
-        c, h, w = expected
-        raise ValueError(
-            f"{spec} takes images of {h}x{w}x{c} (a tensor N x {c} x {h} x {w}); got a tensor of shape "
-            f"{tuple(x.shape)}. To build it for another size: archc build SPEC --set input=[C,H,W] "
-            f"(in Python: build(spec, overrides={{'input': [C, H, W]}})).")
-'''
-
-_CONV_ACT = '''
-
-def conv_act(x: Tensor, conv: nn.Conv2d, act: str) -> Tensor:
-    """A convolution with its activation fused (archc --optimize): one oneDNN kernel on CPU, the
-    convolution and then the activation in place elsewhere (and under torch.compile, which fuses)."""
-    if x.device.type == "cpu" and not x.requires_grad and not torch.compiler.is_compiling() \\
-            and torch.backends.mkldnn.is_available():
-        return torch.ops.mkldnn._convolution_pointwise(x, conv.weight, conv.bias, list(conv.padding),
-                                                        list(conv.stride), list(conv.dilation), conv.groups,
-                                                        act, [], "")
-    return F.relu(conv(x), inplace=True)
-'''
 
 _INFERENCE_ONLY = '''
 

@@ -141,7 +141,7 @@ def test_random_valid_specs_match_torch(spec):
     model = archcompiler.build(loaded, seed=0)
     model.eval()
     seen: dict[str, tuple] = {}
-    for node, path in model.archc_module_paths.items():
+    for node, path in model.archc.module_paths.items():
         model.get_submodule(path).register_forward_hook(
             lambda m, i, o, node=node: seen.__setitem__(node, tuple(o.shape[1:])))
     x = torch.randn(2, *loaded.input)

@@ -326,3 +326,19 @@ def test_losses_take_indices_and_one_hot_targets(loss):
     one_hot = F.one_hot(indices, 2)
     values = [model.loss(outputs, t).item() for t in (indices, one_hot, one_hot.float(), one_hot.to(torch.int32))]
     assert max(values) - min(values) < 1e-6, values
+
+
+def test_a_built_module_carries_one_archc_info_object():
+    from archcompiler.backends.torch import ArchcInfo, archc_info
+
+    model = archcompiler.build(SMALL, seed=0)
+    info = archc_info(model)
+    assert isinstance(info, ArchcInfo) and model.archc is info
+    assert info.name == "googlenet_small" and info.heads and info.optimizations is None
+    assert all(model.get_submodule(path) is not None for path in info.module_paths.values())
+    assert not [name for name in vars(model) if name.startswith("archc_")]
+    optimized = archcompiler.build(SMALL, seed=0, optimize=True)
+    assert archc_info(optimized).spec == info.spec and not archc_info(optimized).heads
+    assert [o["pass"] for o in archc_info(optimized).optimizations]
+    with pytest.raises(BackendError, match="not built by archc"):
+        archc_info(torch.nn.Linear(2, 2))

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import linecache
 import os
-import sys
-import types
 from pathlib import Path
 from typing import Any
 
@@ -17,24 +14,10 @@ from ...passes import annotated_graph
 from ...spec import Spec
 from ...spec.source import plain
 from ...version import __version__
-from .codegen import Generated, generate
-
-_counter = 0
-
-
-def compile_source(gen: Generated, filename: str) -> type:
-    """Execute generated source as a real module (registered with linecache, so tracebacks,
-    ``inspect`` and TorchScript can read it) and return its class."""
-    global _counter
-    _counter += 1
-    module_name = f"archc_generated_{_counter}"
-    lines = gen.source.splitlines(keepends=True)
-    linecache.cache[filename] = (len(gen.source), None, lines, filename)
-    module = types.ModuleType(module_name)
-    module.__file__ = filename
-    sys.modules[module_name] = module
-    exec(compile(gen.source, filename, "exec"), module.__dict__)
-    return getattr(module, gen.class_name)
+from .codegen import generate
+from .info import ArchcInfo, archc_info
+from .loader import compile_source, next_filename
+from .optimized import compile_module, optimize_module
 
 
 def available_memory() -> int:
@@ -90,25 +73,19 @@ def build(spec: Spec, seed: int | None = None, weights: str | Path | None = None
     g = annotated_graph(spec)
     if check_memory:
         _check_memory(g, spec, heads)
-    filename = f"<archc:{spec.name}:{_counter + 1}>"
+    filename = next_filename(spec.name)
     gen = generate(g, spec, heads=heads, profile=profile and not optimize)
     cls = compile_source(gen, filename)
     if seed is not None:
         torch.manual_seed(seed)
     model = cls()
     model.code = gen.source
-    model.archc_spec = plain(spec.document)
-    model.archc_module_paths = gen.module_paths
-    model.archc_heads = heads
+    model.archc = ArchcInfo(spec=plain(spec.document), module_paths=gen.module_paths, heads=heads)
     if state is not None:
         load_weights(model, state, g, spec, str(weights))
     if optimize:
-        from .optimized import optimize_module
-
         model = optimize_module(model, g, spec, None if optimize is True else list(optimize), profile=profile)
     if compile:
-        from .optimized import compile_module
-
         model = compile_module(model)
     return model
 
@@ -141,8 +118,9 @@ def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], g: Any,
     """Load ``state`` strictly; a mismatch is reported as located lists of missing keys,
     unexpected keys and shape mismatches, each with the spec layer it belongs to."""
     own = model.state_dict()
-    layer_of = {path: g.nodes[node]["layer"] for node, path in model.archc_module_paths.items()}
-    locs = {path: g.nodes[node]["loc"] for node, path in model.archc_module_paths.items()}
+    module_paths = archc_info(model).module_paths
+    layer_of = {path: g.nodes[node]["layer"] for node, path in module_paths.items()}
+    locs = {path: g.nodes[node]["loc"] for node, path in module_paths.items()}
 
     def owner(key: str) -> tuple[str, Location | None]:
         prefix = key.rsplit(".", 1)[0]
@@ -175,7 +153,8 @@ def save_model(model: torch.nn.Module, path: str | Path) -> Path:
     """Weights and the resolved spec in one file, reloadable with :func:`load_model`."""
     from ...io import atomic_path
 
-    payload = {"archc": __version__, "spec": model.archc_spec, "heads": model.archc_heads,
+    info = archc_info(model)
+    payload = {"archc": __version__, "spec": info.spec, "heads": info.heads,
                "state_dict": model.state_dict()}
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)

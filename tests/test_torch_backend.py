@@ -342,3 +342,21 @@ def test_a_built_module_carries_one_archc_info_object():
     assert [o["pass"] for o in archc_info(optimized).optimizations]
     with pytest.raises(BackendError, match="not built by archc"):
         archc_info(torch.nn.Linear(2, 2))
+
+
+def test_the_drop_heads_hint_follows_the_training_only_fact_not_the_name():
+    """A head named anything (here 'side') is recognised as training-only from the graph; a missing
+    tensor of the main path gets no such hint, even in a layer whose name contains 'aux'."""
+    text = ("name: t\ninput: [3, 8, 8]\nlayers:\n"
+            "  - {name: auxconv, op: conv, out: 4, kernel: 3}\n"
+            "  - {name: pool, op: global_avg_pool}\n"
+            "  - {name: fc, op: linear, out: 2}\n"
+            "  - {name: side, op: linear, out: 2, input: pool}\n"
+            "outputs:\n  main: {layer: fc}\n  extra: {layer: side, training_only: true, weight: 0.3}\n")
+    state = archcompiler.build(text, seed=0).state_dict()
+    hint = "--drop-training-heads"
+    for missing, hinted in (("side.weight", True), ("auxconv.weight", False)):
+        with pytest.raises(BackendError) as info:
+            archcompiler.build(text, weights={k: v for k, v in state.items() if k != missing})
+        assert any(missing in d.message for d in info.value.errors)
+        assert any(hint in d.message for d in info.value.errors) is hinted, missing

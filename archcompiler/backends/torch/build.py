@@ -65,7 +65,7 @@ def build(spec: Spec, seed: int | None = None, weights: str | Path | None = None
       by ``archc build -o``; ``heads=False`` (or ``drop_missing=True`` with weights that lack
       them) builds without the training-only heads.
     """
-    state = _read_weights(weights) if weights is not None else None
+    state = read_weights(weights) if weights is not None else None
     if heads is None:
         heads = True
         if drop_missing and state is not None:
@@ -90,7 +90,8 @@ def build(spec: Spec, seed: int | None = None, weights: str | Path | None = None
     return model
 
 
-def _read_weights(path: str | Path | dict) -> dict[str, torch.Tensor]:
+def read_weights(path: str | Path | dict) -> dict[str, torch.Tensor]:
+    """The state_dict in a weights file (or given as one), or a located error saying what is wrong."""
     if isinstance(path, dict):
         if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in path.items()):
             raise BackendError([error("the weights are not a state_dict (a mapping of names to tensors)",
@@ -121,15 +122,18 @@ def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], g: Any,
     module_paths = archc_info(model).module_paths
     layer_of = {path: g.nodes[node]["layer"] for node, path in module_paths.items()}
     locs = {path: g.nodes[node]["loc"] for node, path in module_paths.items()}
+    training_only = {path for node, path in module_paths.items() if g.nodes[node]["training_only"]}
 
     def owner(key: str) -> tuple[str, Location | None]:
         prefix = key.rsplit(".", 1)[0]
         return layer_of.get(prefix, "?"), locs.get(prefix)
 
     problems = []
+    missing_heads = False            # a missing tensor belongs to a training-only head
     for key in own:
         if key not in state:
             layer, loc = owner(key)
+            missing_heads = missing_heads or key.rsplit(".", 1)[0] in training_only
             problems.append(error(f"missing key {key} (layer {layer})", "weights", loc or Location(source),
                                   hint="the checkpoint lacks this tensor"))
         elif tuple(state[key].shape) != tuple(own[key].shape):
@@ -142,7 +146,7 @@ def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], g: Any,
             problems.append(error(f"unexpected key {key}", "weights", Location(source),
                                   hint="the model has no such tensor; wrong spec or rename rules?"))
     if problems:
-        if any("aux" in p.message for p in problems if p.message.startswith("missing")):
+        if missing_heads:
             problems.append(error("a checkpoint without the training-only heads loads with "
                                   "--drop-training-heads (drop_missing=True)", "weights", Location(source)))
         raise BackendError(problems)

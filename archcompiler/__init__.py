@@ -14,119 +14,12 @@ torch and graphviz are imported only by the functions that need them.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
+from .api import build, check, diff, draw, evaluate, load_model, predict, report, save_model, train
 from .errors import ArchcError, BackendError, Diagnostic, GraphError, Location, SpecError
 from .ir import lower
 from .passes import analyze
 from .spec import Spec, load_spec
-
-__version__ = "0.1.0"
-
-
-def check(spec_or_path: Spec | str | Path, overrides: dict | list | None = None,
-          tolerance: float = 0.02) -> list[Diagnostic]:
-    """Compare every claim of the spec with the computed value; return the mismatches.
-    ``tolerance`` is the relative difference allowed for params and ops, in [0, 1)."""
-    from .passes import annotated_graph, check_claims, rows
-
-    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 <= tolerance < 1:
-        raise SpecError([Diagnostic(f"tolerance must be a number in [0, 1), got {tolerance!r}", "tolerance")])
-
-    spec = load_spec(spec_or_path, overrides)
-    g = annotated_graph(spec)
-    return check_claims(spec, rows(g, spec), tolerance)
-
-
-def build(spec_or_path: Spec | str | Path, overrides: dict | list | None = None, seed: int | None = None,
-          weights: str | Path | None = None, drop_missing: bool = False, check_memory: bool = True,
-          optimize: bool = False, compile: bool = False) -> Any:
-    """Compile the spec into a ``torch.nn.Module`` (see :mod:`archcompiler.backends.torch`).
-
-    ``optimize=True`` gives the inference module (BatchNorm folded into the convolutions, ReLU
-    fused, dropout and auxiliary heads removed, channels-last); ``weights`` load into the ordinary
-    layout first, so published checkpoints work with it. ``compile=True`` wraps the result in
-    ``torch.compile`` where a compiler is available. ``check_memory=False`` builds even when the
-    parameters and activations would not fit in free memory (refused by default, before allocating)."""
-    from .backends.torch import build as _build
-
-    return _build(load_spec(spec_or_path, overrides), seed=seed, weights=weights, drop_missing=drop_missing,
-                  check_memory=check_memory, optimize=optimize, compile=compile)
-
-
-def save_model(model: Any, path: str | Path) -> Path:
-    """Save a module built by archc: its weights and the resolved spec in one file, written
-    atomically, which :func:`load_model` (and ``archc draw``) read back without the YAML."""
-    from .backends.torch import save_model as _save
-
-    return _save(model, path)
-
-
-def load_model(path: str | Path, optimize: bool = False, compile: bool = False) -> Any:
-    """Reload a module saved by ``archc build -o model.pt`` or ``archc train`` (the spec is inside
-    the file); ``optimize=True`` for the inference module."""
-    from .backends.torch import load_model as _load
-
-    return _load(path, optimize=optimize, compile=compile)
-
-
-def draw(spec_or_path: Spec | str | Path, output: str | Path | None = None, **options: Any) -> Any:
-    """Render the architecture diagram (see :mod:`archcompiler.backends.dot`)."""
-    from .backends.dot import draw as _draw
-
-    return _draw(spec_or_path, output, **options)
-
-
-def train(spec_or_path: Spec | str | Path, data: str | Path, **options: Any) -> Any:
-    """Train on an image folder with the spec's recipe; ``archc train``'s options as keywords
-    (``epochs``, ``batch_size``, ``lr``, ``val``, ``val_split``, ``device``, ``workers``, ``amp``,
-    ``out``, ``resume``, ``weights``, ``strict``, ``overrides``). Returns a result with ``.model``
-    (trained, in eval mode), ``.history`` (one dict per epoch) and ``.run_dir``."""
-    from .training import train as _train
-
-    return _train(spec_or_path, data, **options)
-
-
-def evaluate(spec_or_checkpoint: Spec | str | Path, data: str | Path, **options: Any) -> dict[str, Any]:
-    """Accuracy, per-class accuracy and confusion matrix on an image folder (``archc evaluate``)."""
-    from .training import evaluate as _evaluate
-
-    return _evaluate(spec_or_checkpoint, data, **options)
-
-
-def predict(spec_or_checkpoint: Spec | str | Path, images: list[str | Path], **options: Any) -> list[dict[str, Any]]:
-    """The top classes of each image with their probabilities (``archc predict``)."""
-    from .training import predict as _predict
-
-    return _predict(spec_or_checkpoint, images, **options)
-
-
-def report(spec_or_path: Spec | str | Path, output: str | Path, overrides: dict | list | None = None, batch: int = 1,
-           machine: str | Path | None = None, profile: bool = False, device: str = "cpu") -> Path:
-    """Write ``archc report``'s page: the diagram (graphviz), the analysis, predicted latency from the
-    machine profile and, with ``profile=True``, latency measured per row (torch)."""
-    from .backends.dot import collapsed_svg
-    from .backends.report import report_html
-    from .io import write_text
-
-    spec = load_spec(spec_or_path, overrides)
-    measured = None
-    if profile:
-        from .backends.torch.profile import measure_rows
-
-        measured = measure_rows(spec, batch, device)["rows"]
-    return write_text(output, report_html(spec, collapsed_svg(spec), batch=batch, machine=machine, measured=measured,
-                                          device=device))
-
-
-def diff(a: Spec | str | Path, b: Spec | str | Path, overrides_a: dict | list | None = None,
-         overrides_b: dict | list | None = None) -> dict[str, Any]:
-    """Row-by-row differences between two specs (see :mod:`archcompiler.passes.diff`)."""
-    from .passes.diff import diff as _diff
-
-    return _diff(load_spec(a, overrides_a), load_spec(b, overrides_b))
-
+from .version import __version__
 
 __all__ = ["load_spec", "lower", "analyze", "check", "build", "save_model", "load_model", "train", "evaluate",
            "predict", "report", "draw", "diff", "Spec",

@@ -37,8 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import machine  # noqa: E402
 
 import archcompiler  # noqa: E402
-from archcompiler.backends.torch.calibrate import calibrate  # noqa: E402
-from archcompiler.backends.torch.profile import measure_rows  # noqa: E402
+from archcompiler.measure.calibrate import calibrate  # noqa: E402
+from archcompiler.measure.profile import measure_rows  # noqa: E402
 from archcompiler.passes import annotated_graph  # noqa: E402
 from archcompiler.passes.latency import predict_rows  # noqa: E402
 from archcompiler.passes.optimize import optimize as run_passes  # noqa: E402
@@ -157,7 +157,7 @@ def startup(path: Path, tmp: Path) -> None:
 
 def training_memory() -> None:
     """Predicted peak of a training step (no torch) against the live tensors of a real one, batch 8."""
-    from archcompiler.backends.torch.measure import measure_training_peak_bytes
+    from archcompiler.measure.memory import measure_training_peak_bytes
 
     print(f"\n{'spec':<22} {'optimizer':>9} {'predicted MiB':>13} {'measured MiB':>12} {'ratio':>6}")
     worst = 0.0

@@ -46,3 +46,104 @@ def test_nothing_imports_the_cli_and_the_ir_never_imports_passes_or_backends():
     for f in (PACKAGE / "spec").glob("*.py"):
         assert not [i for i in imports(f) if i.startswith(("archcompiler.ir", "archcompiler.passes",
                                                             "archcompiler.backends"))], f
+
+
+# ----------------------------------------------------------------------------- the import graph
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def import_statements(path: Path):
+    """Each import in a file, at module level or inside a function, as (line, module, names):
+    ``module`` is the dotted module the statement names, resolved where relative; ``names`` are
+    what ``from module import ...`` takes from it (empty for ``import module``)."""
+    me = _module_name(path)
+    package = me if path.name == "__init__.py" else me.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                parts = package.split(".")
+                base = parts[: len(parts) - (node.level - 1)]
+                module = ".".join([*base, node.module] if node.module else base)
+            else:
+                module = node.module or ""
+            yield node.lineno, module, [a.name for a in node.names]
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                yield node.lineno, a.name, []
+
+
+def import_graph():
+    """archcompiler's modules and who imports whom (an edge to the module a statement loads: the
+    submodule ``from . import x`` names, or the module ``from .x import y`` takes ``y`` from)."""
+    import networkx as nx
+
+    g = nx.DiGraph()
+    g.add_nodes_from(MODULES)
+    for me, path in MODULES.items():
+        for line, module, names in import_statements(path):
+            targets = [f"{module}.{n}" if f"{module}.{n}" in MODULES else module for n in names] or [module]
+            for target in targets:
+                while target not in MODULES and "." in target:
+                    target = target.rpartition(".")[0]
+                if target in MODULES and target != me:
+                    g.add_edge(me, target, line=line)
+    return g
+
+
+def test_the_import_graph_has_no_cycle():
+    """Module-level and function-level imports alike: a lazy import that closes a cycle is still a
+    cycle (it only moves the failure to run time)."""
+    import networkx as nx
+
+    g = import_graph()
+    assert g.number_of_edges() > 50            # the graph is really read, imports inside functions too
+    assert ("archcompiler.api", "archcompiler.measure.profile") in g.edges
+    cycles = list(nx.simple_cycles(g))
+    described = [" -> ".join(f"{a} (line {g.edges[a, b]['line']})" for a, b in zip(c, c[1:] + c[:1]))
+                 for c in cycles[:5]]
+    assert not cycles, "import cycles:\n" + "\n".join(described)
+
+
+def test_nothing_inside_the_package_imports_the_package_root():
+    """The root re-exports the API (api.py) and the version (version.py); a module that imported
+    the root would depend on everything the root imports."""
+    found = [f"{path.relative_to(ROOT)}:{line}" for me, path in MODULES.items() if me != "archcompiler"
+             for line, module, _ in import_statements(path) if module == "archcompiler"]
+    assert not found, f"imports of the package root: {found}"
+
+
+def test_no_module_imports_another_packages_private_names():
+    """``_name`` (a function, or a module such as passes/optimize/_rewrite.py) is for the package
+    that defines it: ``from ..x import _private`` across packages is refused."""
+    found = []
+    for me, path in MODULES.items():
+        package = me if path.name == "__init__.py" else me.rpartition(".")[0]
+        for line, module, names in import_statements(path):
+            if not module.startswith("archcompiler"):
+                continue
+            for dotted in [f"{module}.{n}" for n in names] or [module]:
+                parts = dotted.split(".")
+                private = next((i for i, p in enumerate(parts) if p.startswith("_") and not p.startswith("__")), None)
+                if private is None:
+                    continue
+                owner = ".".join(parts[:private])
+                owner_package = owner if (PACKAGE.parent / owner.replace(".", "/") / "__init__.py").exists() \
+                    else owner.rpartition(".")[0]
+                if owner_package != package:
+                    found.append(f"{path.relative_to(ROOT)}:{line} imports {dotted}")
+    assert not found, "\n".join(found)
+
+
+def test_the_measuring_tools_are_used_only_by_the_api_and_the_cli():
+    """archcompiler/measure/ sits above the backends: no pass, backend, IR or spec module imports it."""
+    g = import_graph()
+    measure = [m for m in MODULES if m.startswith("archcompiler.measure")]
+    users = {u for m in measure for u in g.predecessors(m)}
+    assert users and all(u.startswith(("archcompiler.cli", "archcompiler.api", "archcompiler.measure"))
+                         for u in users), sorted(users)

@@ -130,7 +130,7 @@ def test_injection_through_an_edited_model_file(edit, tmp_path):
 
 
 def test_generated_code_is_checked_before_it_runs():
-    from archcompiler.backends.torch.codegen import check_source
+    from archcompiler.backends.torch.verify import check_source
 
     ok = "import torch\nclass Net:\n    def f(self):\n        return torch.cat([self.a], 1)\n"
     check_source(ok, {"Net"})

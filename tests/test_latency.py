@@ -52,7 +52,7 @@ def test_calibration_writes_a_machine_profile(machine):
 def test_the_calibration_grid_leaves_out_shapes_no_network_has():
     """The grid spans what GoogLeNet (full and reduced width), ResNet and VGG run, without the
     large-channel, large-map corners that would take most of the minute."""
-    from archcompiler.backends.torch.calibrate import LARGE_MAPS, MAX_MACS, MAX_MAP, conv_shapes
+    from archcompiler.measure.calibrate import LARGE_MAPS, MAX_MACS, MAX_MAP, conv_shapes
 
     for kind, k in (("conv1x1", 1), ("conv3x3", 3), ("conv5x5", 5)):
         shapes = conv_shapes(kind)
@@ -77,7 +77,7 @@ def test_a_small_op_costs_its_fixed_cost_and_a_large_one_scales_with_its_work():
 
 
 def test_cold_times_as_recorded_never_under_the_warm_ones_and_long_kernels_pay_the_fixed_penalty():
-    from archcompiler.backends.torch.calibrate import _warm_cold
+    from archcompiler.measure.calibrate import _warm_cold
 
     assert _warm_cold(1.0, 1.8, 0.1) == (1.0, 1.8)      # the cache-miss cost of a small kernel
     assert _warm_cold(1.0, 0.8, 0.1) == (0.9, 0.9)      # flushing cannot make a kernel faster

@@ -8,7 +8,7 @@ import torch
 from conftest import ALL_SPECS
 
 import archcompiler
-from archcompiler.backends.torch.measure import measure_peak_activation_bytes
+from archcompiler.measure.memory import measure_peak_activation_bytes
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def test_peak_activation_memory_matches_a_measured_peak(path, batch, models):
 
 def test_the_measurement_sees_what_it_should():
     """The tracker itself: a view and an in-place op add nothing, a new tensor adds its bytes."""
-    from archcompiler.backends.torch.measure import LiveTensors
+    from archcompiler.measure.memory import LiveTensors
 
     x = torch.randn(4, 8)
     with torch.no_grad(), LiveTensors() as t:
@@ -47,7 +47,7 @@ def test_the_measurement_sees_what_it_should():
 def test_training_memory_matches_a_measured_training_step(path, optimizer):
     """Parameters + gradients + optimizer state + saved activations, along the forward and backward
     passes and the optimizer step, against the live tensors of a real training step (batch 8)."""
-    from archcompiler.backends.torch.measure import measure_training_peak_bytes
+    from archcompiler.measure.memory import measure_training_peak_bytes
 
     spec = archcompiler.load_spec(path)
     predicted = archcompiler.analyze(spec, batch=8, train_memory=optimizer)["train_memory"]

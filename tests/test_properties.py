@@ -140,7 +140,7 @@ def test_random_valid_specs_match_torch(spec):
     model = archcompiler.build(loaded, seed=0)
     model.eval()
     seen: dict[str, tuple] = {}
-    for node, path in model.archc_module_paths.items():
+    for node, path in model.archc.module_paths.items():
         model.get_submodule(path).register_forward_hook(
             lambda m, i, o, node=node: seen.__setitem__(node, tuple(o.shape[1:])))
     x = torch.randn(2, *loaded.input)
@@ -153,7 +153,7 @@ def test_random_valid_specs_match_torch(spec):
     report = archcompiler.analyze(loaded, batch=2)
     assert report["total"]["params"] == sum(p.numel() for p in model.parameters())
     assert 2 * report["total"]["macs"] == counter.get_total_flops()
-    from archcompiler.backends.torch.measure import measure_peak_activation_bytes
+    from archcompiler.measure.memory import measure_peak_activation_bytes
     assert report["peak_activation_bytes"] == measure_peak_activation_bytes(model, x), text
 
 

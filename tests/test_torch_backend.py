@@ -326,3 +326,37 @@ def test_losses_take_indices_and_one_hot_targets(loss):
     one_hot = F.one_hot(indices, 2)
     values = [model.loss(outputs, t).item() for t in (indices, one_hot, one_hot.float(), one_hot.to(torch.int32))]
     assert max(values) - min(values) < 1e-6, values
+
+
+def test_a_built_module_carries_one_archc_info_object():
+    from archcompiler.backends.torch import ArchcInfo, archc_info
+
+    model = archcompiler.build(SMALL, seed=0)
+    info = archc_info(model)
+    assert isinstance(info, ArchcInfo) and model.archc is info
+    assert info.name == "googlenet_small" and info.heads and info.optimizations is None
+    assert all(model.get_submodule(path) is not None for path in info.module_paths.values())
+    assert not [name for name in vars(model) if name.startswith("archc_")]
+    optimized = archcompiler.build(SMALL, seed=0, optimize=True)
+    assert archc_info(optimized).spec == info.spec and not archc_info(optimized).heads
+    assert [o["pass"] for o in archc_info(optimized).optimizations]
+    with pytest.raises(BackendError, match="not built by archc"):
+        archc_info(torch.nn.Linear(2, 2))
+
+
+def test_the_drop_heads_hint_follows_the_training_only_fact_not_the_name():
+    """A head named anything (here 'side') is recognised as training-only from the graph; a missing
+    tensor of the main path gets no such hint, even in a layer whose name contains 'aux'."""
+    text = ("name: t\ninput: [3, 8, 8]\nlayers:\n"
+            "  - {name: auxconv, op: conv, out: 4, kernel: 3}\n"
+            "  - {name: pool, op: global_avg_pool}\n"
+            "  - {name: fc, op: linear, out: 2}\n"
+            "  - {name: side, op: linear, out: 2, input: pool}\n"
+            "outputs:\n  main: {layer: fc}\n  extra: {layer: side, training_only: true, weight: 0.3}\n")
+    state = archcompiler.build(text, seed=0).state_dict()
+    hint = "--drop-training-heads"
+    for missing, hinted in (("side.weight", True), ("auxconv.weight", False)):
+        with pytest.raises(BackendError) as info:
+            archcompiler.build(text, weights={k: v for k, v in state.items() if k != missing})
+        assert any(missing in d.message for d in info.value.errors)
+        assert any(hint in d.message for d in info.value.errors) is hinted, missing

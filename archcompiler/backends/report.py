@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
 from ..spec import Spec, load_spec
 from ..util import mib, shape_text
+from ..version import __version__
 
 CSS = """
 body{font-family:Helvetica,Arial,sans-serif;margin:0;color:#222;background:#fafafa}

@@ -8,7 +8,7 @@ import sys
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from . import command
+    from .common import command
 
     p = command(sub, "calibrate", help="measure this machine for latency prediction",
                 description="Time the kernels networks are made of (convolutions 1x1 to 7x7 and depthwise, "
@@ -27,8 +27,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..backends.torch.calibrate import calibrate, main_progress, summarize
     from ..io import write_text
+    from ..measure.calibrate import calibrate, main_progress, summarize
     from ..passes.latency import default_profile_path, unsteady
 
     print(f"calibrating {args.device} ({'quick' if args.quick else 'under a minute'})...", file=sys.stderr)

@@ -18,7 +18,7 @@ def fraction(text: str) -> float:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from . import add_set, command
+    from .common import add_set, command
     p = command(sub, "check", help="compare the paper's claims (output size, params, ops) with the spec",
                        description="Every claim in the spec is compared with the computed value. A wrong "
                        "output size is an error (exit 1); params / ops further off than the tolerance "
@@ -34,7 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import check
+    from ..api import check
     from ..spec import load_spec
 
     spec = load_spec(args.spec, args.set)

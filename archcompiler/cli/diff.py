@@ -8,7 +8,7 @@ from typing import Any
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from . import add_set, command
+    from .common import add_set, command
     p = command(sub, "diff", help="compare two specs (or one spec with overrides) row by row",
                        description="Per row: changed attributes, output shape changes, params and MACs "
                        "deltas; then totals. Compare a spec with a variant of itself with --set-b, e.g. "

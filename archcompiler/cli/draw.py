@@ -7,7 +7,7 @@ import sys
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from . import add_set, command
+    from .common import add_set, command
     from .flops import positive
     p = command(sub, "draw", help="draw the architecture (graphviz)",
                        description="Draw the network from the spec (or from a model.pt written by "

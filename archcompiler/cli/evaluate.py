@@ -7,7 +7,7 @@ import json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from . import add_set, command
+    from .common import add_set, command
 
     p = command(sub, "evaluate", help="accuracy and confusion matrix of a trained network on an image folder",
                 description="Evaluate trained weights on a folder laid out like the training data (DIR/CLASS/*.jpg), "

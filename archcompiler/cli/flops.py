@@ -29,7 +29,7 @@ def positive(text: str) -> int:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from . import add_set, command
+    from .common import add_set, command
     p = command(sub, "flops", help="params, MACs/FLOPs, shapes and depth per row (the paper's table)",
                        description="Regenerate the paper's table from the spec: per row the type, patch "
                        "size/stride, output size, depth, the block's columns, params and ops; then totals. "

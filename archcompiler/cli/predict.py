@@ -7,7 +7,7 @@ import json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from . import add_set, command
+    from .common import add_set, command
     from .flops import positive
 
     p = command(sub, "predict", help="the top classes of images, with probabilities",

@@ -8,7 +8,7 @@ import sys
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from . import add_set, command
+    from .common import add_set, command
     from .flops import positive
 
     p = command(sub, "profile", help="measured vs predicted time per row of the spec",
@@ -30,7 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def profile_report(spec_or_path, batch: int = 1, device: str = "cpu", optimize: bool = False, repeats: int = 10,
                    machine=None, overrides=None) -> dict:
     """Predicted and measured milliseconds per row and in total (``archc profile --format json``)."""
-    from ..backends.torch.profile import measure_rows
+    from ..measure.profile import measure_rows
     from ..passes import annotated_graph
     from ..passes.latency import load_profile, predict_rows
     from ..spec import load_spec

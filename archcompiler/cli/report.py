@@ -7,7 +7,7 @@ import sys
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from . import add_set, command
+    from .common import add_set, command
     from .flops import positive
 
     p = command(sub, "report", help="one offline HTML page: diagram, table, cost charts, memory, latency",
@@ -29,7 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .. import report
+    from ..api import report
     from ..io import check_default_output, refuse_inputs
     from ..spec import load_spec
 

@@ -7,7 +7,7 @@ import json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from . import add_set, command
+    from .common import add_set, command
     p = command(sub, "resolve", help="print the spec after extends, edits and --set, with origins",
                        description="Print the spec as archc sees it once 'extends', 'edits' and --set "
                        "are applied; each value is followed by the file:line it came from.")

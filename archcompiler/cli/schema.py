@@ -7,7 +7,7 @@ import json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from . import command
+    from .common import command
     p = command(sub, "schema", help="print the JSON Schema of the spec format",
                        description="Print the JSON Schema of spec files (generated from archc's models). "
                        "Save it and point your editor at it with a first line "

@@ -7,7 +7,7 @@ import sys
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from . import add_set, command
+    from .common import add_set, command
     from .flops import positive
 
     p = command(sub, "train", help="train on a folder of images (one sub-folder per class)",
@@ -37,6 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..backends.torch import archc_info
     from ..training import summary, train
 
     result = train(args.spec, args.data, overrides=args.set, val=args.val,
@@ -47,5 +48,5 @@ def run(args: argparse.Namespace) -> int:
     import os
 
     if int(os.environ.get("RANK", "0")) == 0:
-        print(summary(result, result.model.archc_spec.get("name", "")), file=sys.stderr if args.quiet else sys.stdout)
+        print(summary(result, archc_info(result.model).name), file=sys.stderr if args.quiet else sys.stdout)
     return 130 if result.interrupted else 0

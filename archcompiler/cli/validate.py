@@ -8,7 +8,7 @@ import sys
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from . import add_set, command
+    from .common import add_set, command
     p = command(sub, "validate", help="check that specs are valid",
                        description="Validate specs: structure, values, references, shapes. Exit 0 when "
                                    "all are valid, 1 otherwise.")

@@ -32,7 +32,7 @@ from ..ir.plan import plan
 
 VIEWS = {"flatten", "dropout", "identity", "channel_slice"}
 UNSTEADY = 1.5              # the reference kernel's 90th over 10th percentile beyond which a profile is suspect
-PROFILE_VERSION = 3         # archcompiler.backends.torch.calibrate.VERSION (kept here: this module never imports torch)
+PROFILE_VERSION = 3         # archcompiler.measure.calibrate.VERSION (kept here: this module never imports torch)
 
 
 Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]

@@ -30,11 +30,11 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from .. import __version__
 from ..errors import ArchcError, Location, SpecError, error
 from ..io import atomic_path, write_text
 from ..spec import Spec, load_spec
 from ..spec.source import plain
+from ..version import __version__
 from .data import ImageFolder, Preprocess, collate, scan, split
 
 METRICS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "images_per_s", "seconds",

@@ -19,13 +19,13 @@ from .data import ImageFolder, Preprocess, collate, scan
 
 
 def _checkpoint(path: str | Path) -> dict[str, Any]:
-    from ..backends.torch.build import _read_weights
+    from ..backends.torch.build import read_weights
     from ..modelfile import read_model_file
 
     try:
         return read_model_file(path)
     except Exception:                      # a plain state_dict: weights without a spec
-        return {"state_dict": _read_weights(path)}
+        return {"state_dict": read_weights(path)}
 
 
 def load_trained(spec_or_checkpoint: Spec | str | Path, weights: str | Path | None = None,

@@ -2,5 +2,6 @@
 
 from .build import build, load_model, load_weights, save_model
 from .codegen import generate
+from .info import ArchcInfo, archc_info
 
-__all__ = ["build", "load_model", "load_weights", "save_model", "generate"]
+__all__ = ["build", "load_model", "load_weights", "save_model", "generate", "ArchcInfo", "archc_info"]

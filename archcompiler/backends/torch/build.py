@@ -2,50 +2,22 @@
 
 from __future__ import annotations
 
-import linecache
 import os
-import sys
-import types
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ... import __version__
 from ...errors import BackendError, Location, error
 from ...modelfile import embedded_spec, first_line, read_model_file
 from ...passes import annotated_graph
 from ...spec import Spec
 from ...spec.source import plain
-from .codegen import Generated, generate
-
-_counter = 0
-
-
-def compile_source(gen: Generated, filename: str) -> type:
-    """Execute generated source as a real module (registered with linecache, so tracebacks,
-    ``inspect`` and TorchScript can read it) and return its class."""
-    global _counter
-    _counter += 1
-    module_name = f"archc_generated_{_counter}"
-    lines = gen.source.splitlines(keepends=True)
-    linecache.cache[filename] = (len(gen.source), None, lines, filename)
-    module = types.ModuleType(module_name)
-    module.__file__ = filename
-    sys.modules[module_name] = module
-    exec(compile(gen.source, filename, "exec"), module.__dict__)
-    return getattr(module, gen.class_name)
-
-
-def runtime_helper(name: str) -> Any:
-    """A helper function generated modules define (``conv_act``), as a function: archc calibrate
-    times kernels through the same code the modules run."""
-    from . import codegen
-
-    source = {"conv_act": codegen._CONV_ACT}[name]
-    namespace: dict[str, Any] = {"torch": torch, "F": torch.nn.functional, "nn": torch.nn, "Tensor": torch.Tensor}
-    exec(compile(source, f"<archc {name}>", "exec"), namespace)
-    return namespace[name]
+from ...version import __version__
+from .codegen import generate
+from .info import ArchcInfo, archc_info
+from .loader import compile_source, next_filename
+from .optimized import compile_module, optimize_module
 
 
 def available_memory() -> int:
@@ -93,7 +65,7 @@ def build(spec: Spec, seed: int | None = None, weights: str | Path | None = None
       by ``archc build -o``; ``heads=False`` (or ``drop_missing=True`` with weights that lack
       them) builds without the training-only heads.
     """
-    state = _read_weights(weights) if weights is not None else None
+    state = read_weights(weights) if weights is not None else None
     if heads is None:
         heads = True
         if drop_missing and state is not None:
@@ -101,30 +73,25 @@ def build(spec: Spec, seed: int | None = None, weights: str | Path | None = None
     g = annotated_graph(spec)
     if check_memory:
         _check_memory(g, spec, heads)
-    filename = f"<archc:{spec.name}:{_counter + 1}>"
+    filename = next_filename(spec.name)
     gen = generate(g, spec, heads=heads, profile=profile and not optimize)
     cls = compile_source(gen, filename)
     if seed is not None:
         torch.manual_seed(seed)
     model = cls()
     model.code = gen.source
-    model.archc_spec = plain(spec.document)
-    model.archc_module_paths = gen.module_paths
-    model.archc_heads = heads
+    model.archc = ArchcInfo(spec=plain(spec.document), module_paths=gen.module_paths, heads=heads)
     if state is not None:
         load_weights(model, state, g, spec, str(weights))
     if optimize:
-        from .optimized import optimize_module
-
         model = optimize_module(model, g, spec, None if optimize is True else list(optimize), profile=profile)
     if compile:
-        from .optimized import compile_module
-
         model = compile_module(model)
     return model
 
 
-def _read_weights(path: str | Path | dict) -> dict[str, torch.Tensor]:
+def read_weights(path: str | Path | dict) -> dict[str, torch.Tensor]:
+    """The state_dict in a weights file (or given as one), or a located error saying what is wrong."""
     if isinstance(path, dict):
         if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in path.items()):
             raise BackendError([error("the weights are not a state_dict (a mapping of names to tensors)",
@@ -152,17 +119,21 @@ def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], g: Any,
     """Load ``state`` strictly; a mismatch is reported as located lists of missing keys,
     unexpected keys and shape mismatches, each with the spec layer it belongs to."""
     own = model.state_dict()
-    layer_of = {path: g.nodes[node]["layer"] for node, path in model.archc_module_paths.items()}
-    locs = {path: g.nodes[node]["loc"] for node, path in model.archc_module_paths.items()}
+    module_paths = archc_info(model).module_paths
+    layer_of = {path: g.nodes[node]["layer"] for node, path in module_paths.items()}
+    locs = {path: g.nodes[node]["loc"] for node, path in module_paths.items()}
+    training_only = {path for node, path in module_paths.items() if g.nodes[node]["training_only"]}
 
     def owner(key: str) -> tuple[str, Location | None]:
         prefix = key.rsplit(".", 1)[0]
         return layer_of.get(prefix, "?"), locs.get(prefix)
 
     problems = []
+    missing_heads = False            # a missing tensor belongs to a training-only head
     for key in own:
         if key not in state:
             layer, loc = owner(key)
+            missing_heads = missing_heads or key.rsplit(".", 1)[0] in training_only
             problems.append(error(f"missing key {key} (layer {layer})", "weights", loc or Location(source),
                                   hint="the checkpoint lacks this tensor"))
         elif tuple(state[key].shape) != tuple(own[key].shape):
@@ -175,7 +146,7 @@ def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], g: Any,
             problems.append(error(f"unexpected key {key}", "weights", Location(source),
                                   hint="the model has no such tensor; wrong spec or rename rules?"))
     if problems:
-        if any("aux" in p.message for p in problems if p.message.startswith("missing")):
+        if missing_heads:
             problems.append(error("a checkpoint without the training-only heads loads with "
                                   "--drop-training-heads (drop_missing=True)", "weights", Location(source)))
         raise BackendError(problems)
@@ -186,7 +157,8 @@ def save_model(model: torch.nn.Module, path: str | Path) -> Path:
     """Weights and the resolved spec in one file, reloadable with :func:`load_model`."""
     from ...io import atomic_path
 
-    payload = {"archc": __version__, "spec": model.archc_spec, "heads": model.archc_heads,
+    info = archc_info(model)
+    payload = {"archc": __version__, "spec": info.spec, "heads": info.heads,
                "state_dict": model.state_dict()}
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)

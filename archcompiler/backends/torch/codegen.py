@@ -17,9 +17,11 @@ from typing import Any
 import networkx as nx
 
 from ...errors import BackendError, error
-from ...ir.plan import plan
+from ...ir.plan import Plan, plan
 from ...spec import Spec
 from .naming import RESERVED_VARIABLES, attr_expr, identifier, module_path, variable
+from .runtime import _log1m_softmax, check_input, conv_act, helper_source, spec_loss
+from .verify import check_source
 
 # ----------------------------------------------------------------------------- the op table
 # kind -> (constructor of the module, or None for a functional op) and the call expression.
@@ -117,19 +119,28 @@ def _docstring_text(text: str) -> str:
 def generate(g: nx.DiGraph, spec: Spec, heads: bool = True, source_name: str = "", profile: bool = False) -> Generated:
     """PyTorch source for the annotated graph ``g`` (with ``heads=False`` the training-only
     heads are left out entirely; with ``profile=True`` forward() calls ``self.archc_mark(row)``
-    after each statement, for ``archc profile``)."""
+    after each statement, for ``archc profile``): the submodules registered, forward's statements
+    emitted, the file rendered, and the result checked before anything runs it."""
     name = class_name(spec)
+    tuple_name = f"{name}Outputs"
     outputs = {k: v for k, v in g.graph["outputs"].items() if heads or not v["training_only"]}
-    final_softmax = {k: g.nodes[v["node"]]["op"] == "softmax" for k, v in outputs.items()}
     run = plan(g, heads)          # order, results and in-place ops: shared with the memory pass
-    order, result_of = run.order, run.result_of
+    paths, init_lines = register(g, spec, run.order)
+    body = emit(g, spec, run, outputs, paths, tuple_name, profile)
+    src = render(g, spec, name, tuple_name, outputs, init_lines, body, source_name)
+    check_source(src, {name, tuple_name})
+    return Generated(src, name, paths)
 
-    # ---- modules, registered in declaration order (this fixes the state_dict order)
+
+def register(g: nx.DiGraph, spec: Spec, order: list[str]) -> tuple[dict[str, str], list[str]]:
+    """The submodules of the nodes in ``order`` that have parameters, registered in declaration
+    order (this fixes the state_dict order): each node's module path, and ``__init__``'s lines."""
     paths: dict[str, str] = {}
     init_lines: list[str] = []
     containers: set[str] = set()
     taken: dict[str, str] = {}
-    for n in sorted((n for n in g.nodes if n in set(order)), key=lambda n: g.nodes[n]["order"]):
+    scheduled = set(order)
+    for n in sorted((n for n in g.nodes if n in scheduled), key=lambda n: g.nodes[n]["order"]):
         data = g.nodes[n]
         op = TORCH_OPS[data["op"]]
         if op.module is None:
@@ -152,8 +163,15 @@ def generate(g: nx.DiGraph, spec: Spec, heads: bool = True, source_name: str = "
         init_lines.append(_assign(path, op.module(data["attrs"], ins, data["shape"])))
         paths[n] = path
         taken[path] = n
+    return paths, init_lines
 
-    # ---- forward
+
+def emit(g: nx.DiGraph, spec: Spec, run: Plan, outputs: dict[str, dict], paths: dict[str, str], tuple_name: str,
+         profile: bool = False) -> list[str]:
+    """forward's statements after the input check: the graph in schedule order (``run``, from
+    :func:`~archcompiler.ir.plan.plan`), the training-only heads inside ``if self.training:``,
+    tensors deleted after their last use, and the return."""
+    order, result_of = run.order, run.result_of
     result_nodes = set(result_of.values())
     last_use = {n: max(c, default=len(order)) if n not in result_nodes else len(order) + 1
                 for n, c in run.consumers.items()}
@@ -225,7 +243,6 @@ def generate(g: nx.DiGraph, spec: Spec, heads: bool = True, source_name: str = "
         if n in head_of:
             body.append(f"{indent}{head_of[n]} = {var[n]}")
     close_block()
-    tuple_name = f"{name}Outputs"
     main_names = [k for k, v in outputs.items() if not v["training_only"]]
     ret_main = var[result_of[main_names[0]]]
     fields = ", ".join(f"{k}={heads.get(k) or var[result_of[k]]}" for k in outputs)
@@ -240,64 +257,36 @@ def generate(g: nx.DiGraph, spec: Spec, heads: bool = True, source_name: str = "
         body.append(f"        return {tuple_name}({fields})")
     else:
         body.append(f"        return {ret_main}")
-    field_types = "\n".join(f"    {k}: {'Optional[Tensor]' if k in heads else 'Tensor'}" for k in outputs)
+    return body
 
+
+def render(g: nx.DiGraph, spec: Spec, name: str, tuple_name: str, outputs: dict[str, dict], init_lines: list[str],
+           body: list[str], source_name: str = "") -> str:
+    """The module's text: the named tuple of outputs, the helpers (their text from runtime.py), and
+    the class with ``__init__``'s lines, forward's ``body``, the losses, initialisation and
+    ``predict_proba``."""
+    final_softmax = {k: g.nodes[v["node"]]["op"] == "softmax" for k, v in outputs.items()}
+    main_names = [k for k, v in outputs.items() if not v["training_only"]]
+    field_types = "\n".join(f"    {k}: {'Optional[Tensor]' if v['training_only'] else 'Tensor'}"
+                            for k, v in outputs.items())
     losses = {k: (v["loss"], v["weight"], "softmax" if final_softmax[k] else
                   g.nodes[v["node"]]["op"]) for k, v in outputs.items()}
     init_rules = {kind: rule.model_dump() for kind, rule in spec.init.items()}
-    src = _TEMPLATE.format(
+    fused = any(d["op"] == "conv2d" and d["attrs"].get("act") for _, d in g.nodes(data=True))
+    return _TEMPLATE.format(
         source=_docstring_text(source_name or spec.file), spec=_docstring_text(spec.name), name=name, tuple_name=tuple_name,
         fields=list(outputs), field_types=field_types, init="\n".join(init_lines) or "        pass",
         body="\n".join(body), losses=losses, init_rules=init_rules, main=main_names[0],
         num_outputs=len(outputs), input_shape=list(spec.input),
         proba="F.softmax(logits, dim=1)" if final_softmax[main_names[0]] else "logits",
-        loss_helpers=_LOSS_HELPERS, check_input=_CHECK_INPUT, spec_repr=repr(spec.name),
-        conv_act=_CONV_ACT if any(d["op"] == "conv2d" and d["attrs"].get("act") for _, d in g.nodes(data=True)) else "",
+        # the helpers' text from runtime.py (one blank line after the named tuple, then two between definitions)
+        loss_helpers=helper_source(_log1m_softmax, spec_loss)[1:], check_input=helper_source(check_input),
+        spec_repr=repr(spec.name),
+        conv_act=helper_source(conv_act) if fused else "",
         layout="\n        x = x.contiguous(memory_format=torch.channels_last)  # the layout the weights have"
         if g.graph.get("memory_format") == "channels_last" else "",
         inference_only=_INFERENCE_ONLY if g.graph.get("optimizations") is not None else "",
     )
-    check_source(src, {name, tuple_name})
-    return Generated(src, name, paths)
-
-
-_FORBIDDEN_CALLS = {"eval", "exec", "compile", "__import__", "open", "globals", "locals", "vars",
-                    "breakpoint", "input", "setattr", "delattr"}
-
-
-def check_source(source: str, classes: set[str]) -> None:
-    """Parse the generated source and check its shape before anything runs it: imports only of
-    typing and torch, at the top; only the expected classes and helper functions; no call of
-    eval-like builtins; no dunder attributes. Spec strings reach the source only as validated
-    identifiers or through ``repr``, so this never fails unless archc itself has a bug."""
-    import ast
-
-    def refuse(why: str) -> None:
-        raise BackendError([error(f"generated code refused: {why}", "codegen",
-                                  hint="this is a bug in archc; please report it with the spec")])
-
-    try:
-        tree = ast.parse(source)
-    except SyntaxError as exc:
-        refuse(f"it does not parse ({exc.msg}, line {exc.lineno})")
-    allowed_top = classes | {"_log1m_softmax", "spec_loss", "check_input", "conv_act"}
-    for node in tree.body:
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
-            modules = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
-            if not all(m.split(".")[0] in ("typing", "torch") for m in modules):
-                refuse(f"it imports {', '.join(modules)}")
-        elif isinstance(node, (ast.ClassDef, ast.FunctionDef)):
-            if node.name not in allowed_top:
-                refuse(f"unexpected definition {node.name!r}")
-        elif not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)):
-            refuse(f"unexpected top-level statement at line {node.lineno}")
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.Import, ast.ImportFrom)) and node not in tree.body:
-            refuse(f"an import inside a definition at line {node.lineno}")
-        if isinstance(node, ast.Name) and node.id in _FORBIDDEN_CALLS:
-            refuse(f"it uses {node.id!r} at line {node.lineno}")
-        if isinstance(node, ast.Attribute) and node.attr.startswith("__") and node.attr != "__init__":
-            refuse(f"it reaches {node.attr!r} at line {node.lineno}")
 
 
 def _assign(path: str, value: str) -> str:
@@ -337,65 +326,6 @@ def _choose_var(n: str, g: nx.DiGraph, spec: Spec, i: int, var: dict, holder: di
         k += 1
     return f"{variable(n)}_{k}"
 
-
-_LOSS_HELPERS = '''
-def _log1m_softmax(z: Tensor) -> Tensor:
-    """log(1 - softmax(z)) without cancellation: for the largest logit the sum over the other
-    classes is taken directly; for the others 1 - p_i >= p_max >= 1/K, so nothing cancels."""
-    m = z.max(dim=1, keepdim=True).values
-    e = torch.exp(z - m)
-    rest = torch.log((e.sum(dim=1, keepdim=True) - e).clamp_min(1e-38)) + m
-    top = z.argmax(dim=1, keepdim=True)
-    others = z.scatter(1, top, float("-inf"))
-    rest = rest.scatter(1, top, torch.logsumexp(others, dim=1, keepdim=True))
-    return rest - torch.logsumexp(z, dim=1, keepdim=True)
-
-
-def spec_loss(kind: str, final: str, logits: Tensor, target: Tensor, label_smoothing: float = 0.0) -> Tensor:
-    """One output's loss, computed stably from its logits (never softmax followed by log).
-    Targets: class indices (N,), or one-hot / probabilities (N, K), float or integer."""
-    integer = not torch.is_floating_point(target)
-    if kind == "cross_entropy":
-        if target.dim() == logits.dim() and integer:      # integer one-hot
-            target = target.to(logits.dtype)
-        return F.cross_entropy(logits, target, label_smoothing=label_smoothing)
-    if integer and target.dim() == 1 and logits.shape[1] > 1:   # class indices
-        target = F.one_hot(target.long(), logits.shape[1])
-    target = target.reshape(logits.shape).to(logits.dtype)
-    if label_smoothing > 0:
-        target = target * (1 - label_smoothing) + 0.5 * label_smoothing
-    if final == "softmax":
-        # binary cross-entropy of the softmax probabilities (the original 2-class GoogLeNet's
-        # loss), averaged over units and batch
-        log_p = F.log_softmax(logits, dim=1)
-        return -(target * log_p + (1 - target) * _log1m_softmax(logits)).mean()
-    return F.binary_cross_entropy_with_logits(logits, target)
-'''
-
-_CHECK_INPUT = '''
-
-def check_input(x: Tensor, expected: List[int], spec: str) -> None:
-    """Refuse an input of another size than the spec's, with a message that says what to do."""
-    if x.dim() != 4 or list(x.shape[1:]) != expected:
-        c, h, w = expected
-        raise ValueError(
-            f"{spec} takes images of {h}x{w}x{c} (a tensor N x {c} x {h} x {w}); got a tensor of shape "
-            f"{tuple(x.shape)}. To build it for another size: archc build SPEC --set input=[C,H,W] "
-            f"(in Python: build(spec, overrides={{'input': [C, H, W]}})).")
-'''
-
-_CONV_ACT = '''
-
-def conv_act(x: Tensor, conv: nn.Conv2d, act: str) -> Tensor:
-    """A convolution with its activation fused (archc --optimize): one oneDNN kernel on CPU, the
-    convolution and then the activation in place elsewhere (and under torch.compile, which fuses)."""
-    if x.device.type == "cpu" and not x.requires_grad and not torch.compiler.is_compiling() \\
-            and torch.backends.mkldnn.is_available():
-        return torch.ops.mkldnn._convolution_pointwise(x, conv.weight, conv.bias, list(conv.padding),
-                                                        list(conv.stride), list(conv.dilation), conv.groups,
-                                                        act, [], "")
-    return F.relu(conv(x), inplace=True)
-'''
 
 _INFERENCE_ONLY = '''
 

@@ -14,6 +14,8 @@ import torch
 
 from ...passes.optimize import fold_weights, optimize
 from .codegen import generate
+from .info import ArchcInfo, archc_info
+from .loader import compile_source
 
 
 def _weights(base: torch.nn.Module, source: dict[str, str], node: str, attrs: dict) -> tuple:
@@ -30,14 +32,13 @@ def _weights(base: torch.nn.Module, source: dict[str, str], node: str, attrs: di
 def optimize_module(base: torch.nn.Module, g: Any, spec: Any, passes: Any = None,
                     profile: bool = False) -> torch.nn.Module:
     """The optimised twin of ``base`` (built from ``spec``, whose annotated graph is ``g``)."""
-    from .build import compile_source
-
     og = optimize(g, passes)
     gen = generate(og, spec, heads=False, profile=profile)
     cls = compile_source(gen, f"<archc:{spec.name}:optimized>")
     with torch.random.fork_rng():
         model = cls()
-    source = base.archc_module_paths
+    base_info = archc_info(base)
+    source = base_info.module_paths
     state = {}
     with torch.no_grad():
         for node, path in gen.module_paths.items():
@@ -57,10 +58,8 @@ def optimize_module(base: torch.nn.Module, g: Any, spec: Any, passes: Any = None
     if og.graph.get("memory_format") == "channels_last":
         model = model.to(memory_format=torch.channels_last)
     model.code = gen.source
-    model.archc_spec = base.archc_spec
-    model.archc_module_paths = gen.module_paths
-    model.archc_heads = False
-    model.archc_optimizations = og.graph.get("optimizations", [])
+    model.archc = ArchcInfo(spec=base_info.spec, module_paths=gen.module_paths, heads=False,
+                            optimizations=tuple(og.graph.get("optimizations", [])))
     return model
 
 
@@ -78,7 +77,7 @@ def compile_module(model: torch.nn.Module, example: torch.Tensor | None = None) 
         print(f"archc: torch.compile is not available here ({reason[:160]}); using the module uncompiled",
               file=sys.stderr)
         return model
-    for name in ("code", "archc_spec", "archc_module_paths", "archc_heads", "archc_optimizations"):
+    for name in ("code", "archc"):
         if hasattr(model, name):
             setattr(compiled, name, getattr(model, name))
     return compiled

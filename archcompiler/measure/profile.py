@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from ...spec import Spec
-from .build import build
+from ..backends.torch.build import build
+from ..spec import Spec
 from .calibrate import Reference
 
 
@@ -45,7 +45,7 @@ def measure_rows(spec: Spec, batch: int = 1, device: str = "cpu", optimize: bool
     whole forward pass (median, measured without the marks) and of the reference kernel
     (``reference_ms``, median)."""
     dev = torch.device(device)
-    from ...passes import annotated_graph
+    from ..passes import annotated_graph
 
     marked = build(spec, seed=0, optimize=optimize, profile=True, check_memory=False).to(dev).eval()
     row_of = {n: d["row"] for n, d in annotated_graph(spec).nodes(data=True)}

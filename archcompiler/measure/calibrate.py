@@ -32,7 +32,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .build import runtime_helper
+from ..backends.torch.runtime import conv_act
 
 VERSION = 3
 
@@ -136,7 +136,6 @@ def _measure_kernels(dev: torch.device, timed: Callable[[Callable[[], Any]], flo
                      say: Callable[[str], None]) -> tuple[dict[str, list[list]], dict[str, float | None]]:
     """One pass over the grid: {kind/layout: [[batch, in, out, size, work, time], ...]} and each
     kind's fixed cost, times as ``timed`` gives them."""
-    conv_act = runtime_helper("conv_act")
     kernels: dict[str, list[list[float]]] = {}      # key -> [[batch, in, out, size, work, seconds], ...]
     fixed: dict[str, float] = {}                     # key -> seconds of the statement at a minimal shape
     for layout in ("nchw", "nhwc"):

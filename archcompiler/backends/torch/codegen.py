@@ -17,6 +17,7 @@ from typing import Any
 import networkx as nx
 
 from ...errors import BackendError, error
+from ...ir import OPS
 from ...ir.plan import plan
 from ...spec import Spec
 from .naming import RESERVED_VARIABLES, attr_expr, identifier, module_path, variable
@@ -43,7 +44,7 @@ def _conv_module(a: dict, ins: list, out: tuple) -> str:
 def _pool_call(fn: str) -> Callable[..., str]:
     def call(a: dict, x: list[str], mod: str, inplace: bool) -> str:
         extra = ", ceil_mode=True" if a["ceil_mode"] else ""
-        if fn == "avg_pool2d" and not a.get("count_include_pad", True):
+        if not a.get("count_include_pad", True):     # average pooling's option
             extra += ", count_include_pad=False"
         return (f"F.{fn}({x[0]}, kernel_size={_t(a['kernel'])}, stride={_t(a['stride'])}, "
                 f"padding={_t(a['padding'])}{extra})")
@@ -64,6 +65,7 @@ class TorchOp:
 
 
 TORCH_OPS: dict[str, TorchOp] = {
+    "input": TorchOp(None, lambda a, x, m, ip: "x"),          # forward()'s argument
     "conv2d": TorchOp(_conv_module, lambda a, x, m, ip: f"conv_act({x[0]}, {m}, {a['act']!r})" if a.get("act")
                       else f"{m}({x[0]})"),
     "batch_norm2d": TorchOp(lambda a, ins, out: f"nn.BatchNorm2d({out[0]}, eps={a['eps']}, momentum={a['momentum']})",
@@ -120,7 +122,8 @@ def generate(g: nx.DiGraph, spec: Spec, heads: bool = True, source_name: str = "
     after each statement, for ``archc profile``)."""
     name = class_name(spec)
     outputs = {k: v for k, v in g.graph["outputs"].items() if heads or not v["training_only"]}
-    final_softmax = {k: g.nodes[v["node"]]["op"] == "softmax" for k, v in outputs.items()}
+    # a final softmax: predict_proba applies it to the logits forward() returns
+    final_softmax = {k: OPS[g.nodes[v["node"]]["op"]].probabilities for k, v in outputs.items()}
     run = plan(g, heads)          # order, results and in-place ops: shared with the memory pass
     order, result_of = run.order, run.result_of
 
@@ -207,7 +210,7 @@ def generate(g: nx.DiGraph, spec: Spec, heads: bool = True, source_name: str = "
             flush(i - 1)
         xs = [var[p] for p in data["inputs"]]
         ins = [g.nodes[p]["shape"] for p in data["inputs"]]
-        if data["op"] == "identity" or (data["op"] == "flatten" and len(ins[0]) == 1):
+        if OPS[data["op"]].passthrough(data["attrs"], ins):
             var[n] = xs[0]          # nothing to compute: the value passes through
             bound[xs[0]].add(n)
         else:
@@ -242,8 +245,7 @@ def generate(g: nx.DiGraph, spec: Spec, heads: bool = True, source_name: str = "
         body.append(f"        return {ret_main}")
     field_types = "\n".join(f"    {k}: {'Optional[Tensor]' if k in heads else 'Tensor'}" for k in outputs)
 
-    losses = {k: (v["loss"], v["weight"], "softmax" if final_softmax[k] else
-                  g.nodes[v["node"]]["op"]) for k, v in outputs.items()}
+    losses = {k: (v["loss"], v["weight"], g.nodes[v["node"]]["op"]) for k, v in outputs.items()}
     init_rules = {kind: rule.model_dump() for kind, rule in spec.init.items()}
     src = _TEMPLATE.format(
         source=_docstring_text(source_name or spec.file), spec=_docstring_text(spec.name), name=name, tuple_name=tuple_name,
@@ -252,7 +254,8 @@ def generate(g: nx.DiGraph, spec: Spec, heads: bool = True, source_name: str = "
         num_outputs=len(outputs), input_shape=list(spec.input),
         proba="F.softmax(logits, dim=1)" if final_softmax[main_names[0]] else "logits",
         loss_helpers=_LOSS_HELPERS, check_input=_CHECK_INPUT, spec_repr=repr(spec.name),
-        conv_act=_CONV_ACT if any(d["op"] == "conv2d" and d["attrs"].get("act") for _, d in g.nodes(data=True)) else "",
+        # a convolution whose activation fuse_activation fused into it calls conv_act
+        conv_act=_CONV_ACT if any(d["attrs"].get("act") for _, d in g.nodes(data=True)) else "",
         layout="\n        x = x.contiguous(memory_format=torch.channels_last)  # the layout the weights have"
         if g.graph.get("memory_format") == "channels_last" else "",
         inference_only=_INFERENCE_ONLY if g.graph.get("optimizations") is not None else "",

@@ -1,6 +1,7 @@
 """The op table holds every fact about an op (archcompiler/ir/ops.py): each op kind has its torch
 mapping, its drawing style and a latency class calibrate measures, and no code outside the table
-compares an op kind with a name. Then the hint for inputs of an add that differ."""
+compares an op kind with a name. Then the two activations added by the README's recipe (hardswish,
+hardsigmoid) against torch, and the hint for inputs of an add that differ."""
 
 from __future__ import annotations
 
@@ -220,7 +221,7 @@ def test_the_op_table_itself_may_name_ops():
     assert not op_name_uses('def f(op):\n    return op == "activation"\n', "archcompiler/ir/ops.py")
 
 
-# ----------------------------------------------------------------------------- memory of activations
+# ----------------------------------------------------------------------------- activations: hardswish and hardsigmoid
 
 
 def _act_spec(act: str) -> str:
@@ -233,10 +234,46 @@ def _act_spec(act: str) -> str:
             "  - {name: out, op: linear, out: 2}\n")
 
 
-@pytest.mark.parametrize("act", ["silu", "gelu"])
+@pytest.mark.parametrize("act", ["hardswish", "hardsigmoid"])
+def test_hard_activations_agree_with_torch(act):
+    """Shapes, parameters and FLOPs as torch counts them, and the logits of torchvision's modules
+    (MobileNetV3: nn.Hardswish(inplace=True), nn.Hardsigmoid()) under the same weights."""
+    torch = pytest.importorskip("torch")
+    from torch import nn
+    from torch.utils.flop_counter import FlopCounterMode
+
+    text = _act_spec(act)
+    report = archcompiler.analyze(text)
+    model = archcompiler.build(text, seed=0).eval()
+    module = {"hardswish": lambda: nn.Hardswish(inplace=True), "hardsigmoid": nn.Hardsigmoid}[act]
+    reference = nn.Sequential(model.c1.conv, model.c1.bn, module(), model.c2, module(),
+                              nn.AdaptiveAvgPool2d(1), nn.Flatten(), model.fc, module(), model.out).eval()
+    x = torch.randn(2, 3, 12, 12)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        y = model(x.clone())
+    assert tuple(y.shape[1:]) == tuple(report["rows"][-1]["output"])
+    assert sum(p.numel() for p in model.parameters()) == report["total"]["params"]
+    assert counter.get_total_flops() == 2 * 2 * report["total"]["macs"]
+    with torch.no_grad():
+        assert torch.equal(y, reference(x.clone()))
+    assert report["by_op"]["activation"]["elementwise"] == 8 * 12 * 12 * 2 + 6
+
+
+def test_hardswish_runs_in_place_as_torchvision_and_hardsigmoid_does_not():
+    from archcompiler.backends.torch.codegen import generate
+    from archcompiler.passes import annotated_graph
+
+    def forward(act: str) -> str:
+        spec = archcompiler.load_spec(_act_spec(act))
+        return generate(annotated_graph(spec), spec).source.split("def forward")[1].split("return")[0]
+    assert "F.hardswish(x, inplace=True)" in forward("hardswish")
+    assert "F.hardsigmoid(x)" in forward("hardsigmoid") and "inplace" not in forward("hardsigmoid")
+
+
+@pytest.mark.parametrize("act", ["hardswish", "hardsigmoid", "silu", "gelu"])
 def test_activation_memory_matches_a_measurement(act):
     """Inference peak exactly; a training step within 1% (an in-place activation whose backward needs
-    its input makes autograd keep a copy of that input: silu_)."""
+    its input makes autograd keep a copy of that input: hardswish_, silu_)."""
     torch = pytest.importorskip("torch")
     from archcompiler.backends.torch.measure import measure_peak_activation_bytes, measure_training_peak_bytes
 
@@ -249,6 +286,17 @@ def test_activation_memory_matches_a_measurement(act):
     measured = measure_training_peak_bytes(archcompiler.build(text, seed=0), torch.randn(8, 3, 12, 12),
                                            torch.randint(0, 2, (8,)), "sgd")
     assert abs(predicted - measured) <= 0.01 * measured, (predicted, measured)
+
+
+@pytest.mark.parametrize("act", ["hardswish", "hardsigmoid"])
+def test_hard_activations_are_drawn_and_timed(act):
+    from archcompiler.backends.dot import build_dot
+
+    pytest.importorskip("graphviz")
+    dot = build_dot(archcompiler.load_spec(_act_spec(act))).source
+    assert f"conv 3x3/1 8 + BN + {act}" in dot and f"a2\\n{act}" in dot
+    kernel = OPS["activation"].latency.kernel({"kind": act}, [(8, 12, 12)], (8, 12, 12))
+    assert kernel.kind == "relu" and kernel.work == 8 * 12 * 12
 
 
 # ----------------------------------------------------------------------------- issue #20 item 5
@@ -278,3 +326,14 @@ def test_inputs_that_differ_in_size_point_at_the_windows():
                                                              if "concat" in e.message][0]
     # x is 8x8x4, y 8x8x8: channels only -> the layer that sets them (the concat itself)
     assert "the channels differ (8 against 4)" in hints["y"] and "check the out of y" in hints["y"]
+
+
+def test_the_readme_recipe_names_files_that_exist_and_counts_them():
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    recipe = readme.split("### Adding an op")[1].split("\n## ")[0]
+    files = re.findall(r"`([\w/.]+\.(?:py|json|md))`", recipe)
+    assert all((ROOT / f).exists() or (ROOT / "archcompiler" / f).exists() for f in files), files
+    took = recipe.split("took seven files:")[1].split("; drawing")[0]
+    assert len(set(re.findall(r"`([\w/.]+\.(?:py|json|md))`", took))) == 7

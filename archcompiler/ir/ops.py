@@ -153,6 +153,8 @@ ACTIVATIONS: dict[str, ActivationDef] = {a.kind: a for a in [
     ActivationDef("tanh", saves="output"),
     ActivationDef("gelu", saves="input"),
     ActivationDef("silu", saves="input", inplace=True),
+    ActivationDef("hardswish", saves="input", inplace=True),       # torchvision: nn.Hardswish(inplace=True)
+    ActivationDef("hardsigmoid", saves="input"),                   # torchvision: nn.Hardsigmoid()
 ]}
 
 

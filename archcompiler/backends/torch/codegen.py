@@ -55,6 +55,7 @@ _ACT = {
     "relu": "F.relu({x}, inplace={inplace})", "relu6": "F.relu6({x}, inplace={inplace})",
     "leaky_relu": "F.leaky_relu({x}, inplace={inplace})", "sigmoid": "torch.sigmoid({x})",
     "tanh": "torch.tanh({x})", "gelu": "F.gelu({x})", "silu": "F.silu({x}, inplace={inplace})",
+    "hardswish": "F.hardswish({x}, inplace={inplace})", "hardsigmoid": "F.hardsigmoid({x})",
 }
 
 

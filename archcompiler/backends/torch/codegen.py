@@ -253,7 +253,7 @@ def generate(g: nx.DiGraph, spec: Spec, heads: bool = True, source_name: str = "
         fields=list(outputs), field_types=field_types, init="\n".join(init_lines) or "        pass",
         body="\n".join(body), losses=losses, init_rules=init_rules, main=main_names[0],
         num_outputs=len(outputs), input_shape=list(spec.input),
-        proba="F.softmax(logits, dim=1)" if final_softmax[main_names[0]] else "logits",
+        proba=_final_call(g, outputs[main_names[0]]["node"]) if final_softmax[main_names[0]] else "logits",
         loss_helpers=_LOSS_HELPERS, check_input=_CHECK_INPUT, spec_repr=repr(spec.name),
         # a convolution whose activation fuse_activation fused into it calls conv_act
         conv_act=_CONV_ACT if any(d["attrs"].get("act") for _, d in g.nodes(data=True)) else "",
@@ -263,6 +263,13 @@ def generate(g: nx.DiGraph, spec: Spec, heads: bool = True, source_name: str = "
     )
     check_source(src, {name, tuple_name})
     return Generated(src, name, paths)
+
+
+def _final_call(g: nx.DiGraph, node: str) -> str:
+    """The call of a final op that forward() leaves out (a softmax: the logits are returned), applied
+    to ``logits`` in predict_proba."""
+    d = g.nodes[node]
+    return TORCH_OPS[d["op"]].call(d["attrs"], ["logits"], "", False)
 
 
 _FORBIDDEN_CALLS = {"eval", "exec", "compile", "__import__", "open", "globals", "locals", "vars",

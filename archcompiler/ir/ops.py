@@ -3,7 +3,7 @@
 Each :class:`OpDef` says, for one op kind, every fact archc uses about it. Passes and backends
 dispatch through :data:`OPS` (and :data:`ACTIVATIONS` for the kinds of the ``activation`` op);
 nothing else in archc compares an op kind with a name (``tests/test_op_table.py`` checks the
-source). The backends keep their own small tables, keyed by op kind: the torch mapping
+source; the spec language's own ``op`` names, which come before the IR, are ``spec/layers.py``'s). The backends keep their own small tables, keyed by op kind: the torch mapping
 (``backends/torch/codegen.py``) and the drawing style (``backends/dot.py``). The fields:
 
 - ``shape``: the output shape from the inputs' (PyTorch's exact formulas), or :class:`ShapeError`;

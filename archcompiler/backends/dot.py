@@ -13,6 +13,7 @@ Output is deterministic (stable ids, declaration order), so DOT text can be diff
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import networkx as nx
 
 from ..errors import BackendError, Location, error
 from ..io import write_bytes, write_text
-from ..ir import OPS, schedule
+from ..ir import INPUT, OPS, schedule
 from ..modelfile import embedded_spec, read_model_file
 from ..passes import annotated_graph
 from ..spec import Spec, load_spec
@@ -31,14 +32,39 @@ FORMATS = ("svg", "png", "pdf", "dot")
 PALETTE = ["#ffffff", "#fff5eb", "#fee6ce", "#fdd0a2", "#fdae6b", "#fd8d3c", "#f16913", "#d94801", "#a63603"]
 FONT = "Helvetica"
 LEGEND = ["0", "&lt; 2.5%", "2.5-5%", "5-7.5%", "7.5-10%", "10-12.5%", "12.5-15%", "15-17.5%", "&#8805; 17.5%"]
-_STYLE = {   # drawing style per spec op (the backend's own small table)
-    "conv": ("box", "#dbe9f6"), "linear": ("box", "#d9f0d3"), "max_pool": ("box", "#fde0c5"),
-    "avg_pool": ("box", "#fde0c5"), "adaptive_avg_pool": ("box", "#fde0c5"),
-    "global_avg_pool": ("box", "#fde0c5"), "concat": ("ellipse", "#eeeeee"), "add": ("circle", "#eeeeee"),
-    "lrn": ("box", "#f2e6f7"), "batch_norm": ("box", "#f2e6f7"), "dropout": ("box", "#f5f5f5"),
-    "softmax": ("box", "#f5f5f5"), "flatten": ("box", "#f5f5f5"), "identity": ("box", "#f5f5f5"),
-    "input": ("box", "#ffffff"), "block": ("box3d", "#dbe9f6"),
+
+
+@dataclass(frozen=True)
+class Style:
+    """How a layer is drawn, by the op kind of its main node: graphviz shape and fill, and what its
+    label shows after the op's name and patch (a conv's output channels, ...)."""
+
+    shape: str
+    fill: str
+    detail: Callable[[dict[str, Any]], str] = lambda attrs: ""
+
+
+_POOL = Style("box", "#fde0c5")
+_PLAIN = Style("box", "#f5f5f5")
+STYLES: dict[str, Style] = {   # the backend's own small table: one entry per op kind of the IR
+    "input": Style("box", "#ffffff"),
+    "conv2d": Style("box", "#dbe9f6", lambda a: str(a["out_channels"])),
+    "batch_norm2d": Style("box", "#f2e6f7"),
+    "activation": Style("box", "#ffffff"),
+    "max_pool2d": _POOL, "avg_pool2d": _POOL, "adaptive_avg_pool2d": _POOL,
+    "lrn": Style("box", "#f2e6f7"),
+    "dropout": Style("box", "#f5f5f5", lambda a: f"{a['p']:g}"),
+    "flatten": _PLAIN,
+    "linear": Style("box", "#d9f0d3", lambda a: str(a["out_features"])),
+    "softmax": _PLAIN,
+    "concat": Style("ellipse", "#eeeeee"),
+    "add": Style("circle", "#eeeeee"),
+    "identity": _PLAIN,
+    "channel_slice": _PLAIN,
 }
+BLOCK = Style("box3d", "#dbe9f6")     # a collapsed block instance
+# the label's names of the primitives a layer adds to its main op (by role): BatchNorm, activations
+EXTRAS = {"bn": "BN", "relu": "ReLU"}
 
 
 @dataclass
@@ -78,23 +104,24 @@ def _human(n: float) -> str:
     return str(int(n))
 
 
+def _main(g: nx.DiGraph, nodes: list[str]) -> str:
+    """The node of a layer that carries its op (a conv's, not its BatchNorm's)."""
+    return next((n for n in nodes if g.nodes[n]["role"] in ("main", "conv")), nodes[0])
+
+
 def _layer_label(g: nx.DiGraph, nodes: list[str], spec: Spec) -> str:
-    main = next((n for n in nodes if g.nodes[n]["role"] in ("main", "conv")), nodes[0])
-    d = g.nodes[main]
+    d = g.nodes[_main(g, nodes)]
     name = d["layer"].rsplit("/", 1)[-1]
     op = d["spec_op"]
     parts = [op.replace("_", " ")]
     patch = OPS[d["op"]].patch(d["attrs"])
     if patch:
         parts.append(patch)
-    if d["op"] == "conv2d":
-        parts.append(str(d["attrs"]["out_channels"]))
-    if d["op"] == "linear":
-        parts.append(str(d["attrs"]["out_features"]))
-    if d["op"] == "dropout":
-        parts.append(f"{d['attrs']['p']:g}")
+    detail = STYLES[d["op"]].detail(d["attrs"])
+    if detail:
+        parts.append(detail)
     extras = [g.nodes[n]["role"] for n in nodes if g.nodes[n]["role"] not in ("main", "conv", "flatten")]
-    extras = ["BN" if e == "bn" else ("ReLU" if e == "relu" else e) for e in extras]
+    extras = [EXTRAS.get(e, e) for e in extras]
     line2 = " ".join(parts) + (" + " + " + ".join(extras) if extras else "")
     return f"{_esc(name)}\\n{_esc(line2)}"
 
@@ -168,14 +195,16 @@ def build_dot(spec: Spec, collapse: bool = False, depth: int | None = None, colo
             macs = sum(g.nodes[n]["macs"] for n in nodes)
             label = (f"{_esc(u.rsplit('/', 1)[-1])}\\n{_esc(inst.block)}\\n{in_shape} -> "
                      f"{_shape(g.nodes[out_node(u)]['shape'])}\\n{_human(params)} params, {_human(macs)} MACs")
-            shape, fill = _STYLE["block"]
-        elif u == "input":
-            label = f"input\\n{_shape(g.nodes['input']['shape'])}"
-            shape, fill = _STYLE["input"]
+            shape, fill = BLOCK.shape, BLOCK.fill
+        elif u == INPUT:
+            label = f"input\\n{_shape(g.nodes[INPUT]['shape'])}"
+            style = STYLES[g.nodes[INPUT]["op"]]
+            shape, fill = style.shape, style.fill
         else:
             label = _layer_label(g, nodes, spec)
-            shape, fill = _STYLE.get(g.nodes[nodes[0]]["spec_op"], ("box", "#ffffff"))
-        if color in ("flops", "params") and u != "input":
+            style = STYLES[g.nodes[_main(g, nodes)]["op"]]
+            shape, fill = style.shape, style.fill
+        if color in ("flops", "params") and u != INPUT:
             total = total_cost[color] or 1
             share = cost(u) / total
             fill = PALETTE[0 if share == 0 else min(len(PALETTE) - 1, int(share * 100 / 2.5) + 1)]

@@ -49,7 +49,7 @@ def _pool(kind: str) -> Callable[[Any], list[Prim]]:
     def lower(s: Any) -> list[Prim]:
         attrs = {"kernel": pair(s.kernel), "stride": s.stride_pair(), "padding": pair(s.padding),
                  "ceil_mode": s.ceil_mode}
-        if kind == "avg_pool2d":
+        if isinstance(s, L.AvgPool):
             attrs["count_include_pad"] = s.count_include_pad
         return [("", kind, attrs)]
     return lower
@@ -66,7 +66,7 @@ LOWERINGS: dict[type, Callable[[Any], list[Prim]]] = {
     L.Act: lambda s: [("", "activation", {"kind": s.op})],
     L.Dropout: lambda s: [("", "dropout", {"p": s.p})],
     L.Flatten: lambda s: [("", "flatten", {})],
-    L.Linear: lambda s: [("/flatten", "flatten", {"implicit": True}),
+    L.Linear: lambda s: [("/flatten", "flatten", {}),
                          ("", "linear", {"out_features": s.out, "bias": s.bias}), *_act(s.act)],
     L.Softmax: lambda s: [("", "softmax", {})],
     L.Concat: lambda s: [("", "concat", {})],
@@ -86,8 +86,6 @@ def lower(spec: Spec) -> nx.DiGraph:
         prev = [last[i] for i in layer.inputs]
         order = index * 8 + 1                 # declaration order (a layer has at most 4 primitives)
         for suffix, kind, attrs in prims:
-            if kind == "flatten" and attrs.get("implicit"):
-                attrs = {}
             node = layer.name + suffix
             g.add_node(node, op=kind, attrs=attrs, inputs=list(prev), layer=layer.name, row=layer.row,
                        group=layer.group, loc=layer.loc, order=order,

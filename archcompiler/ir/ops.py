@@ -1,14 +1,40 @@
 """The op table: every primitive op of the IR, declared once.
 
-Each :class:`OpDef` says, for one op kind, how its output shape follows from its inputs (with
-PyTorch's exact formulas), how many parameters it has, how many multiply-accumulates (MACs) and
-element operations it costs, and how it moves the receptive field.  Passes dispatch through
-:data:`OPS`; nothing else in archc branches on op kinds for these facts.
+Each :class:`OpDef` says, for one op kind, every fact archc uses about it. Passes and backends
+dispatch through :data:`OPS` (and :data:`ACTIVATIONS` for the kinds of the ``activation`` op);
+nothing else in archc compares an op kind with a name (``tests/test_op_table.py`` checks the
+source; the spec language's own ``op`` names, which come before the IR, are ``spec/layers.py``'s). The backends keep their own small tables, keyed by op kind: the torch mapping
+(``backends/torch/codegen.py``) and the drawing style (``backends/dot.py``). The fields:
+
+- ``shape``: the output shape from the inputs' (PyTorch's exact formulas), or :class:`ShapeError`;
+- ``params``, ``macs``, ``elementwise``: parameters, multiply-accumulates and element operations;
+- ``window``: how it moves the receptive field; ``depth``: whether it counts in the paper's depth;
+  ``patch``: Table 1's "patch size/stride" column;
+- ``join``: how an op of many inputs combines them, and so what they must agree on: ``"stack"``
+  (along channels: height and width agree) or ``"sum"`` (element-wise: the whole shape agrees);
+- ``alias``: ``"view"`` when the output shares its first input's memory in every mode (identity,
+  flatten, a channel slice); ``"eval"`` when it is the input itself in evaluation mode and a new
+  tensor in training (dropout: evaluation drops the op, see ``passes/optimize/eval_only.py``);
+- ``passthrough``: whether, for these attributes and input shapes, the value passes through
+  unchanged and nothing is computed (identity; flatten of a flat input);
+- ``inplace``: whether PyTorch computes it over its input (when that input has no other reader);
+- ``workspace``: transient memory while it runs; ``saves``: what autograd keeps for backward;
+  ``grad_passthrough``: the backward pass hands the gradient on as views, allocating none;
+- ``probabilities``: it turns logits into class probabilities (softmax): as a model's final op,
+  forward() returns the logits before it and ``predict_proba`` applies it;
+- ``latency``: the kernel class it runs as on a machine profile (one of
+  ``archcompiler.passes.machine.KERNELS``, or ``STATEMENT``/``MEMORY``) and its work, see :class:`Latency`;
+- ``eval_affine``: in evaluation a per-channel affine map (BatchNorm), which folds into a
+  convolution before it; ``fuses``: what the op absorbs in ``--optimize`` (``"affine"`` after it,
+  a fusable ``"activation"`` after it, ``"siblings"`` reading the same tensor);
+  ``channels_last``: it runs faster on channels-last tensors (the layout pass chooses them).
 
 Shapes are per sample: ``(C, H, W)`` for images, ``(F,)`` after flattening.
 Cost convention: one multiply-add = 1 MAC; FLOPs = 2 x MACs (as torch's FlopCounterMode counts
 conv and linear).  Memory-bound ops (pooling, normalisation, activation, concat, add) are counted
 apart, as element operations, never as MACs.
+
+Adding an op: see the README's architecture section ("Adding an op").
 """
 
 from __future__ import annotations
@@ -49,6 +75,35 @@ class Window:
     dilation: tuple[int, int] = (1, 1)
 
 
+# The kernel classes of a machine profile that are no measured kernel (see archcompiler.passes.machine).
+STATEMENT = "statement"   # one Python statement and no work (a view): the profile's call overhead
+MEMORY = "memory"         # a kernel the profile does not measure: its bytes at memory bandwidth
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """One op as the machine profile sees it: its kernel class (a key of the profile without the
+    layout, or STATEMENT / MEMORY), the shape it is looked up by (channels in and out, map size) and
+    its work per sample (multiply-adds for convolutions and linear layers, element operations otherwise)."""
+
+    kind: str
+    features: tuple[int, int, int] = (0, 0, 0)
+    work: float = 0
+
+
+@dataclass(frozen=True)
+class Latency:
+    """``classes``: every kernel class the op may run as; ``kernel``: which one, for these
+    attributes, input shapes and output shape."""
+
+    classes: tuple[str, ...]
+    kernel: Callable[[Attrs, list[Shape], Shape], Kernel]
+
+
+_AT_MEMORY_SPEED = Latency((MEMORY,), lambda a, i, o: Kernel(MEMORY))
+_A_STATEMENT = Latency((STATEMENT,), lambda a, i, o: Kernel(STATEMENT))
+
+
 @dataclass(frozen=True)
 class OpDef:
     kind: str
@@ -65,6 +120,42 @@ class OpDef:
     saves: Callable[[Attrs, list[Shape], Shape], tuple[tuple[str, ...], int]] = lambda a, i, o: ((), 0)
     depth: str | None = None            # "params" (conv, linear) or "pooling": counted in depth
     patch: Callable[[Attrs], str] = lambda a: ""   # Table 1's "patch size/stride" column
+    join: str | None = None             # many inputs: "stack" (along channels) or "sum" (element-wise)
+    alias: str | None = None            # "view" (always shares its input) or "eval" (the input in eval mode)
+    passthrough: Callable[[Attrs, list[Shape]], bool] = lambda a, i: False
+    inplace: Callable[[Attrs], bool] = lambda a: False
+    grad_passthrough: bool = False      # backward hands the gradient on as views
+    probabilities: bool = False         # logits -> class probabilities (softmax)
+    latency: Latency = _AT_MEMORY_SPEED
+    eval_affine: bool = False           # a per-channel affine map in evaluation (BatchNorm)
+    fuses: frozenset[str] = frozenset()  # "affine", "activation", "siblings": what --optimize folds into it
+    channels_last: bool = False         # faster on channels-last tensors
+
+
+@dataclass(frozen=True)
+class ActivationDef:
+    """One kind of the ``activation`` op (``attrs["kind"]``): what autograd saves for its backward
+    pass (``"input"`` or ``"output"``: the tensor it differentiates from), whether PyTorch computes it
+    in place (as torchvision's modules do: ``nn.ReLU(inplace=True)``, ``nn.Hardswish(inplace=True)``),
+    and whether ``--optimize`` fuses it into the convolution before it (oneDNN's post-op)."""
+
+    kind: str
+    saves: str
+    inplace: bool = False
+    fusable: bool = False
+
+
+ACTIVATIONS: dict[str, ActivationDef] = {a.kind: a for a in [
+    ActivationDef("relu", saves="output", inplace=True, fusable=True),
+    ActivationDef("relu6", saves="output", inplace=True),          # hardtanh_
+    ActivationDef("leaky_relu", saves="output", inplace=True),
+    ActivationDef("sigmoid", saves="output"),
+    ActivationDef("tanh", saves="output"),
+    ActivationDef("gelu", saves="input"),
+    ActivationDef("silu", saves="input", inplace=True),
+    ActivationDef("hardswish", saves="input", inplace=True),       # torchvision: nn.Hardswish(inplace=True)
+    ActivationDef("hardsigmoid", saves="input"),                   # torchvision: nn.Hardsigmoid()
+]}
 
 
 def _image(kind: str, shapes: list[Shape]) -> Shape:
@@ -230,14 +321,68 @@ def _channel_slice_shape(a: Attrs, shapes: list[Shape]) -> Shape:
     return (a["end"] - a["start"], h, w)
 
 
+def activation_of(op: str, attrs: Attrs) -> ActivationDef | None:
+    """The :class:`ActivationDef` of a node of op ``op`` with ``attrs``; None for other ops."""
+    return ACTIVATIONS[attrs["kind"]] if op == "activation" else None
+
+
 def _saves_activation(a: Attrs, i: list[Shape], o: Shape) -> tuple[tuple[str, ...], int]:
-    # relu, relu6, leaky_relu, sigmoid and tanh differentiate from their result; gelu and silu from the input
-    return (("input",) if a["kind"] in ("gelu", "silu") else ("output",)), 0
+    return (ACTIVATIONS[a["kind"]].saves,), 0
 
 
 def _saves_lrn(a: Attrs, i: list[Shape], o: Shape) -> tuple[tuple[str, ...], int]:
     c, h, w = o        # x^2 padded by size - 1 channels, its window average, (k + alpha * avg)^beta
     return ("input",), (c + a["size"] - 1) * h * w + 2 * c * h * w
+
+
+def _conv_class(a: Attrs, in_channels: int) -> str:
+    """The calibrated convolution a convolution is timed like: depthwise, 7x7/2 (or 5x5/2) stems,
+    else by kernel size."""
+    k = max(a["kernel"])
+    if a["groups"] > 1 and a["groups"] == in_channels:
+        return "depthwise"
+    if k >= 7 or (k >= 5 and max(a["stride"]) > 1):
+        return "conv7x7s2"
+    return {1: "conv1x1", 2: "conv3x3", 3: "conv3x3", 4: "conv5x5"}.get(k, "conv5x5")
+
+
+def _conv_kernel(a: Attrs, i: list[Shape], o: Shape) -> Kernel:
+    c, h, _ = i[0]
+    return Kernel(_conv_class(a, c), (c, a["out_channels"], h), _conv_macs(a, i, o))
+
+
+def _linear_macs(a: Attrs, i: list[Shape], o: Shape) -> int:
+    return i[0][0] * a["out_features"]
+
+
+def _per_map(classes: tuple[str, ...], choose: Callable[[Attrs], str],
+             work: Callable[[Attrs, list[Shape], Shape], int],
+             by_input: Callable[[Attrs], bool] = lambda a: False) -> Latency:
+    """An op over a feature map, timed like the calibrated kernel ``choose`` names, looked up by its
+    channels and map size (the output's, or the input's where ``by_input``); on a flat tensor, at
+    memory speed."""
+    def kernel(a: Attrs, i: list[Shape], o: Shape) -> Kernel:
+        if len(o) != 3:
+            return Kernel(MEMORY)
+        c, h, _ = i[0] if by_input(a) else o
+        return Kernel(choose(a), (c, c, h), work(a, i, o))
+    return Latency((*classes, MEMORY), kernel)
+
+
+def _elements(a: Attrs, i: list[Shape], o: Shape) -> int:
+    return math.prod(o)
+
+
+def _window_elements(a: Attrs, i: list[Shape], o: Shape) -> int:
+    return math.prod(o) * a["kernel"][0] * a["kernel"][1]
+
+
+def _strided(a: Attrs) -> bool:
+    return max(a["stride"]) > 1
+
+
+def _flat_input(a: Attrs, i: list[Shape]) -> bool:
+    return len(i[0]) == 1
 
 
 def _kxs(a: Attrs) -> str:
@@ -246,33 +391,53 @@ def _kxs(a: Attrs) -> str:
 
 
 OPS: dict[str, OpDef] = {op.kind: op for op in [
-    OpDef("input", shape=lambda a, i: tuple(a["shape"]), elementwise=lambda a, i, o: 0),
+    OpDef("input", shape=lambda a, i: tuple(a["shape"]), elementwise=lambda a, i, o: 0, latency=_A_STATEMENT),
     OpDef("conv2d", shape=_conv_shape, params=_conv_params, macs=_conv_macs,
           elementwise=lambda a, i, o: 0, window=_conv_window, depth="params", patch=_kxs,
-          saves=lambda a, i, o: (("input",), 0)),
+          saves=lambda a, i, o: (("input",), 0),
+          latency=Latency(("conv1x1", "conv3x3", "conv5x5", "conv7x7s2", "depthwise"), _conv_kernel),
+          fuses=frozenset({"affine", "activation", "siblings"}), channels_last=True),
     OpDef("batch_norm2d", shape=_channels_same("batch_norm"), params=_bn_params,
-          saves=lambda a, i, o: (("input",), 2 * o[0])),
-    OpDef("activation", shape=_same("activation"), saves=_saves_activation),
+          saves=lambda a, i, o: (("input",), 2 * o[0]),
+          latency=_per_map(("batch_norm",), lambda a: "batch_norm", _elements), eval_affine=True),
+    OpDef("activation", shape=_same("activation"), saves=_saves_activation,
+          inplace=lambda a: ACTIVATIONS[a["kind"]].inplace,
+          # every activation is timed like the calibrated ReLU: one pass over the map
+          latency=_per_map(("relu",), lambda a: "relu", _elements)),
     OpDef("max_pool2d", shape=_pool_shape, window=_pool_window, depth="pooling", patch=_kxs,
-          elementwise=lambda a, i, o: math.prod(o) * a["kernel"][0] * a["kernel"][1],
+          elementwise=_window_elements,
           workspace=lambda a, i, o: 2 * math.prod(o),         # int64 indices, dropped at once in eval
-          saves=lambda a, i, o: (("input",), 2 * math.prod(o))),   # ... kept for backward in training
+          saves=lambda a, i, o: (("input",), 2 * math.prod(o)),   # ... kept for backward in training
+          # the calibration's strided pool is indexed by its input size
+          latency=_per_map(("max_pool", "max_pool_s2"), lambda a: "max_pool_s2" if _strided(a) else "max_pool",
+                           _window_elements, by_input=_strided)),
     OpDef("avg_pool2d", shape=_pool_shape, window=_pool_window, depth="pooling", patch=_kxs,
-          elementwise=lambda a, i, o: math.prod(o) * a["kernel"][0] * a["kernel"][1],
-          saves=lambda a, i, o: (("input",), 0)),
+          elementwise=_window_elements, saves=lambda a, i, o: (("input",), 0),
+          latency=_per_map(("avg_pool",), lambda a: "avg_pool", _window_elements)),
     OpDef("adaptive_avg_pool2d", shape=_adaptive_shape, window=_adaptive_window, depth="pooling",
-          elementwise=lambda a, i, o: math.prod(i[0]), saves=lambda a, i, o: (("input",), 0)),
+          elementwise=lambda a, i, o: math.prod(i[0]), saves=lambda a, i, o: (("input",), 0),
+          latency=_per_map(("adaptive_pool",), lambda a: "adaptive_pool", lambda a, i, o: math.prod(i[0]),
+                           by_input=lambda a: True)),
     OpDef("lrn", shape=_channels_same("lrn"), elementwise=lambda a, i, o: math.prod(o) * a["size"],
-          workspace=_lrn_workspace, saves=_saves_lrn),
-    OpDef("dropout", shape=_same("dropout"), saves=lambda a, i, o: ((), math.prod(o))),   # the mask
-    OpDef("flatten", shape=_flatten_shape, window=_flatten_window, elementwise=lambda a, i, o: 0),
+          workspace=_lrn_workspace, saves=_saves_lrn,
+          latency=_per_map(("lrn",), lambda a: "lrn", lambda a, i, o: math.prod(o) * a["size"])),
+    OpDef("dropout", shape=_same("dropout"), saves=lambda a, i, o: ((), math.prod(o)),   # the mask
+          alias="eval", latency=_A_STATEMENT),
+    OpDef("flatten", shape=_flatten_shape, window=_flatten_window, elementwise=lambda a, i, o: 0,
+          alias="view", passthrough=_flat_input, grad_passthrough=True, latency=_A_STATEMENT),
     OpDef("linear", shape=_linear_shape, params=_linear_params, depth="params",
-          macs=lambda a, i, o: i[0][0] * a["out_features"], elementwise=lambda a, i, o: 0,
-          saves=lambda a, i, o: (("input",), 0)),
-    OpDef("softmax", shape=_same("softmax"), elementwise=lambda a, i, o: 3 * math.prod(o)),
-    OpDef("concat", shape=_concat_shape),
-    OpDef("add", shape=_add_shape, elementwise=lambda a, i, o: (len(i) - 1) * math.prod(o)),
-    OpDef("identity", shape=_same("identity"), elementwise=lambda a, i, o: 0),
+          macs=_linear_macs, elementwise=lambda a, i, o: 0,
+          saves=lambda a, i, o: (("input",), 0),
+          latency=Latency(("linear",), lambda a, i, o: Kernel("linear", (i[0][0], a["out_features"], 1),
+                                                              _linear_macs(a, i, o)))),
+    OpDef("softmax", shape=_same("softmax"), elementwise=lambda a, i, o: 3 * math.prod(o), probabilities=True),
+    OpDef("concat", shape=_concat_shape, join="stack", grad_passthrough=True,
+          latency=_per_map(("concat",), lambda a: "concat", _elements)),
+    OpDef("add", shape=_add_shape, elementwise=lambda a, i, o: (len(i) - 1) * math.prod(o), join="sum",
+          grad_passthrough=True, latency=_per_map(("add",), lambda a: "add", _elements)),
+    OpDef("identity", shape=_same("identity"), elementwise=lambda a, i, o: 0, alias="view",
+          passthrough=lambda a, i: True, grad_passthrough=True, latency=_A_STATEMENT),
     # made by the fuse_siblings pass only: channels [start, end) of its input, a view
-    OpDef("channel_slice", shape=_channel_slice_shape, elementwise=lambda a, i, o: 0),
+    OpDef("channel_slice", shape=_channel_slice_shape, elementwise=lambda a, i, o: 0, alias="view",
+          grad_passthrough=True, latency=_A_STATEMENT),
 ]}

@@ -11,9 +11,7 @@ from dataclasses import dataclass
 import networkx as nx
 
 from .lower import INPUT, schedule
-
-# Activations that PyTorch computes in place (relu_, relu6 via hardtanh_, leaky_relu_, silu_).
-INPLACE_ACTIVATIONS = frozenset({"relu", "relu6", "leaky_relu", "silu"})
+from .ops import OPS
 
 
 @dataclass(frozen=True)
@@ -22,7 +20,7 @@ class Plan:
                                      # when the module has its heads; they run in training mode only)
     result_of: dict[str, str]        # output name -> the node whose value forward() returns for it
     consumers: dict[str, list[int]]  # node -> positions in `order` of the nodes that read it
-    inplace: frozenset[str]          # activations computed in place, over their input
+    inplace: frozenset[str]          # ops computed in place, over their input
     alias: dict[str, str]            # node -> the node whose tensor it returns or shares (no new memory)
 
 
@@ -43,10 +41,10 @@ def plan(g: nx.DiGraph, heads: bool = True) -> Plan:
     """The plan of ``g`` (annotated with shapes); ``heads=False`` leaves the training-only heads out."""
     outputs = {k: v for k, v in g.graph["outputs"].items() if heads or not v["training_only"]}
     # a final softmax is the probability output: forward() returns the logits before it
-    final_softmax = {k: v["node"] for k, v in outputs.items() if g.nodes[v["node"]]["op"] == "softmax"}
-    result_of = {k: g.nodes[final_softmax[k]]["inputs"][0] if k in final_softmax else v["node"]
+    final = {k: v["node"] for k, v in outputs.items() if OPS[g.nodes[v["node"]]["op"]].probabilities}
+    result_of = {k: g.nodes[final[k]]["inputs"][0] if k in final else v["node"]
                  for k, v in outputs.items()}
-    skipped = set(final_softmax.values())
+    skipped = set(final.values())
     order = [n for n in _order(g, heads) if n not in skipped]
     position = {n: i for i, n in enumerate(order)}
     consumers: dict[str, list[int]] = {n: [] for n in [INPUT, *order]}
@@ -58,9 +56,10 @@ def plan(g: nx.DiGraph, heads: bool = True) -> Plan:
     for n in order:
         data = g.nodes[n]
         ins = data["inputs"]
-        if data["op"] in ("identity", "flatten", "dropout", "channel_slice"):
+        op = OPS[data["op"]]
+        if op.alias:
             alias[n] = ins[0]            # a view, or (dropout in eval mode) the input itself
-        elif data["op"] == "activation" and data["attrs"]["kind"] in INPLACE_ACTIVATIONS and \
+        elif op.inplace(data["attrs"]) and \
                 all(i != INPUT and len(consumers[i]) == 1 and i not in results for i in ins):
             inplace.add(n)               # the input's only reader, and no model output: safe
             alias[n] = ins[0]

@@ -7,7 +7,7 @@ what the ordinary module runs; channels-last with fused ReLU, what ``--optimize`
 the way generated modules call it (a module call, a functional call, or the ``conv_act`` helper
 itself). Each kind also gets its fixed cost: the time of the statement at a minimal shape, which is
 what a small layer costs whatever its work. :mod:`archcompiler.passes.latency` predicts from the
-profile without torch.
+profile without torch; :mod:`archcompiler.passes.machine` defines its format and kernel classes.
 
 Each shape is timed twice: back to back with its data in the cache (warm), and with the cores'
 caches flushed before each run (cold, see :class:`ColdCache`), as in a network whose weights and
@@ -33,8 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from ..backends.torch.runtime import conv_act
-
-VERSION = 3
+from ..passes.machine import VERSION, is_compute
 
 # The grid of shapes measured for each kind: channels from 8 to 832 and maps from 4x4 to 56x56
 # (224 for the 7x7/2 stem), as in GoogLeNet (at full and reduced width), ResNet and VGG; batch 1
@@ -358,7 +357,7 @@ def summarize(profile: dict[str, Any]) -> str:
              f"of its median time while measuring (10th to 90th percentile; the profile holds every kernel at the "
              f"median speed)"]
     for kind, points in sorted(profile["kernels"].items()):
-        if kind.startswith(("conv", "depthwise", "linear")):
+        if is_compute(kind):
             best = max(2 * p[4] / p[5] for p in points)
             lines.append(f"  {kind:<20} up to {best / 1e9:7.1f} GFLOP/s ({len(points)} shapes)")
     return "\n".join(lines)

@@ -46,7 +46,7 @@ def rows(g: nx.DiGraph, spec: Spec, batch: int = 1, depth: int = 1) -> list[dict
     key_of: dict[str, str] = {}
     local_depth: dict[str, int] = {}       # layers with parameters on the longest path inside the row
     for n in schedule(g):
-        if n == "input":
+        if not g.nodes[n]["inputs"]:        # the network's input is no row
             continue
         key = key_of[n] = row_key(g, n, depth)
         groups.setdefault(key, []).append(n)
@@ -137,8 +137,8 @@ def stages(row_list: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def by_op(g: nx.DiGraph, batch: int = 1) -> dict[str, dict[str, int]]:
     """Inference totals per primitive op kind (conv2d, linear, max_pool2d, ...)."""
     out: dict[str, dict[str, int]] = {}
-    for n, d in g.nodes(data=True):
-        if d["training_only"] or n == "input":
+    for d in g.nodes.values():
+        if d["training_only"] or not d["inputs"]:     # the input is no op that runs
             continue
         entry = out.setdefault(d["op"], {"count": 0, "params": 0, "macs": 0, "elementwise": 0})
         entry["count"] += 1

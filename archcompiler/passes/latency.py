@@ -8,9 +8,10 @@ and linear layers, element operations otherwise). The profile holds each shape t
 in the cache and after the cache was flushed; a network whose working set (weights and activations
 at this batch) is much larger than the cores' caches runs its kernels cold, one that fits runs them
 warm, and in between the two times are mixed by the share of the working set that does not fit
-(:func:`coldness`). Views (flatten, dropout in eval mode, channel slices) cost one statement. The
-layout is the module's: NCHW for the ordinary module, channels-last (with fused ReLU) after
-``--optimize``. Each op is also placed on the roofline: its arithmetic intensity (FLOPs per byte
+(:func:`coldness`). Which kernel an op runs as, and its work, the op table says (``OpDef.latency``);
+views (flatten, dropout in eval mode, channel slices) cost one statement. The profile's format is
+:mod:`archcompiler.passes.machine`'s. The layout is the module's: NCHW for the ordinary
+module, channels-last (with fused ReLU) after ``--optimize``. Each op is also placed on the roofline: its arithmetic intensity (FLOPs per byte
 moved) against the machine's ridge point (peak FLOP/s over bandwidth) says whether it is compute- or
 memory-bound.
 """
@@ -18,115 +19,16 @@ memory-bound.
 from __future__ import annotations
 
 import heapq
-import json
 import math
-import os
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import networkx as nx
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ..errors import Location, SpecError, error
+from ..ir import MEMORY, OPS, STATEMENT
 from ..ir.plan import plan
+from .machine import default_profile_path, is_compute, kernel_key, load_profile
 
-VIEWS = {"flatten", "dropout", "identity", "channel_slice"}
 UNSTEADY = 1.5              # the reference kernel's 90th over 10th percentile beyond which a profile is suspect
-PROFILE_VERSION = 3         # archcompiler.measure.calibrate.VERSION (kept here: this module never imports torch)
-
-
-Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
-
-
-class _Profile(BaseModel):
-    """What prediction reads from a machine profile: a profile is a file anyone can hand archc
-    (``--machine FILE``), so it is checked like a spec before any number in it is used."""
-
-    model_config = ConfigDict(extra="allow")
-    name: str
-    bandwidth_bytes_per_s: Positive
-    call_overhead_s: Positive
-    reference_s: Positive
-    cache_bytes: Positive
-    speed_percentiles: Annotated[list[Positive], Field(min_length=2, max_length=2)] | None = None
-    fixed_s: dict[str, Positive]
-    fixed_cold_s: dict[str, Positive]
-    # [batch, channels in, channels out, map size, work, seconds warm, seconds cold]: all positive
-    # (work and time divide)
-    kernels: dict[str, list[Annotated[list[Positive], Field(min_length=7, max_length=7)]]]
-
-    @model_validator(mode="after")
-    def _has_convolutions(self) -> _Profile:
-        if not any(points for kind, points in self.kernels.items() if kind.startswith(("conv", "depthwise", "linear"))):
-            raise ValueError("it holds no timings of convolutions or linear layers")
-        return self
-
-
-def default_profile_path(device: str = "cpu") -> Path:
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "archc" / f"machine-{device}.json"
-
-
-def load_profile(path: str | Path | None = None, device: str = "cpu") -> dict[str, Any]:
-    """The machine profile at ``path`` (default: the one ``archc calibrate`` saved for ``device``)."""
-    where = Path(path) if path is not None else default_profile_path(device)
-    try:
-        data = json.loads(where.read_text())
-    except FileNotFoundError:
-        raise SpecError([error(f"no machine profile at {where}", "--machine", Location(str(where)),
-                               hint="measure this machine first: archc calibrate (under a minute)")]) from None
-    except (OSError, ValueError) as exc:
-        raise SpecError([error(f"cannot read the machine profile {where}: {exc}", "--machine",
-                               Location(str(where)))]) from None
-    if not isinstance(data, dict) or "kernels" not in data or not isinstance(data["kernels"], dict):
-        raise SpecError([error(f"{where} is not a machine profile written by archc calibrate", "--machine",
-                               Location(str(where)))])
-    if data.get("archc_machine_profile") != PROFILE_VERSION:
-        raise SpecError([error(f"{where} was written by an older archc calibrate (profile version "
-                               f"{data.get('archc_machine_profile')!r}, this archc reads version {PROFILE_VERSION})",
-                               "--machine", Location(str(where)), hint="measure this machine again: archc calibrate")])
-    try:
-        _Profile.model_validate(data)
-    except ValidationError as exc:
-        raise SpecError([error(f"{where} is not a valid machine profile: {e['msg']} (got {e['input']!r:.60})",
-                               ".".join(str(part) for part in e["loc"]) or "--machine", Location(str(where)),
-                               hint="measure this machine again: archc calibrate")
-                         for e in exc.errors()[:5]]) from None
-    return data
-
-
-def _conv_kind(attrs: dict, in_channels: int) -> str:
-    k = max(attrs["kernel"])
-    if attrs["groups"] > 1 and attrs["groups"] == in_channels:
-        return "depthwise"
-    if k >= 7 or (k >= 5 and max(attrs["stride"]) > 1):
-        return "conv7x7s2"
-    return {1: "conv1x1", 2: "conv3x3", 3: "conv3x3", 4: "conv5x5"}.get(k, "conv5x5")
-
-
-def _kernel(g: nx.DiGraph, n: str, layout: str, batch: int) -> tuple[str | None, list[float], float]:
-    """(profile kernel key, features [batch, in, out, size], work) of node ``n``."""
-    d = g.nodes[n]
-    op, attrs, shape = d["op"], d["attrs"], d["shape"]
-    ins = [g.nodes[p]["shape"] for p in d["inputs"]]
-    if op == "conv2d":
-        c, h, _ = ins[0]
-        return f"{_conv_kind(attrs, c)}/{layout}", [batch, c, attrs["out_channels"], h], batch * d["macs"]
-    if op == "linear":
-        return "linear", [batch, ins[0][0], attrs["out_features"], 1], batch * d["macs"]
-    if len(shape) != 3:
-        return None, [], 0.0
-    c, h, _ = ins[0] if op == "adaptive_avg_pool2d" else shape
-    elements = math.prod(shape)
-    key, work = {
-        "activation": ("relu", elements), "batch_norm2d": ("batch_norm", elements),
-        "max_pool2d": ("max_pool" if max(attrs.get("stride", (1, 1))) == 1 else "max_pool_s2", d["elementwise"]),
-        "avg_pool2d": ("avg_pool", d["elementwise"]), "adaptive_avg_pool2d": ("adaptive_pool", math.prod(ins[0])),
-        "lrn": ("lrn", d["elementwise"]), "concat": ("concat", elements), "add": ("add", elements),
-    }.get(op, (None, 0))
-    if op == "max_pool2d" and max(attrs["stride"]) > 1:
-        h = ins[0][1]            # the calibration's strided pool is indexed by its input size
-    return (f"{key}/{layout}" if key else None), [batch, c, c, h], batch * work
 
 
 def _logs(features: list[float]) -> tuple[float, ...]:
@@ -179,8 +81,7 @@ def cache_use(g: nx.DiGraph, profile: dict[str, Any], batch: int = 1) -> dict[st
 
 def peak_flops(profile: dict[str, Any]) -> float:
     """The fastest FLOP/s the profile measured for a convolution or linear layer: the roofline's roof."""
-    return max(2 * p[4] / p[5] for k, v in profile["kernels"].items()
-               if k.startswith(("conv", "depthwise", "linear")) for p in v)
+    return max(2 * p[4] / p[5] for k, v in profile["kernels"].items() if is_compute(k) for p in v)
 
 
 def unsteady(profile: dict[str, Any]) -> str | None:
@@ -227,11 +128,15 @@ def predict(g: nx.DiGraph, profile: dict[str, Any], batch: int = 1) -> dict[str,
         weight_bytes = 4 * d["params"].total
         moved = 4 * batch * (sum(math.prod(s) for s in ins) + math.prod(d["shape"])) + weight_bytes
         flops = 2 * batch * d["macs"] if d["macs"] else batch * d["elementwise"]
-        if d["op"] in VIEWS:
-            passes = d["op"] == "identity" or (d["op"] == "flatten" and len(ins[0]) == 1)
-            seconds = 0.0 if passes else call
+        op = OPS[d["op"]]
+        kernel = None if op.passthrough(d["attrs"], ins) else op.latency.kernel(d["attrs"], ins, d["shape"])
+        if kernel is None:               # the value passes through: no statement at all
+            seconds = 0.0
+        elif kernel.kind == STATEMENT:   # a view
+            seconds = call
         else:
-            key, features, work = _kernel(g, n, layout, batch)
+            key = kernel_key(kernel.kind, layout) if kernel.kind != MEMORY else None
+            features, work = [batch, *kernel.features], batch * kernel.work
             points = kernels.get(key) if key else None
             if not points or not work:      # a kind the profile lacks: at memory speed
                 seconds = moved / bandwidth + call
@@ -267,6 +172,5 @@ def predict_rows(g: nx.DiGraph, profile: dict[str, Any], batch: int = 1, depth: 
     return rows
 
 
-__all__ = ["predict", "predict_rows", "load_profile", "default_profile_path", "coldness", "working_set", "cache_use", "cache_speed",
-           "unsteady", "peak_flops",
-           "VIEWS"]
+__all__ = ["predict", "predict_rows", "load_profile", "default_profile_path", "coldness", "working_set", "cache_use",
+           "cache_speed", "unsteady", "peak_flops"]

@@ -19,6 +19,12 @@ from ..ir.lower import INPUT
 from ..ir.plan import plan
 
 
+def _training_alias(g: nx.DiGraph, alias: dict[str, str]) -> dict[str, str]:
+    """The plan's aliases in training mode: an op that is its input in evaluation mode only
+    (dropout) makes a new tensor in training."""
+    return {n: src for n, src in alias.items() if OPS[g.nodes[n]["op"]].alias != "eval"}
+
+
 def annotate_memory(g: nx.DiGraph, batch: int = 1, bytes_per_element: int = 4,
                     training: bool = False) -> int:
     """Set ``activation_bytes`` on each node; return the peak live bytes of an inference
@@ -29,7 +35,7 @@ def annotate_memory(g: nx.DiGraph, batch: int = 1, bytes_per_element: int = 4,
     order = run.order          # in eval mode the training-only nodes are skipped, but a tensor they
     alias = dict(run.alias)    # read lives until they would have run (the generated code's `del`)
     if training:        # dropout makes a new tensor in training mode
-        alias = {n: src for n, src in alias.items() if g.nodes[n]["op"] != "dropout"}
+        alias = _training_alias(g, alias)
 
     def buffer(n: str) -> str:
         while n in alias:
@@ -74,7 +80,6 @@ def _step_extra(optimizer: str, tensors: list[int]) -> int:
         return 0
     pairs = [tensors[i] + 2 * tensors[i + 1] for i in range(len(tensors) - 1)]
     return max([2 * tensors[0], *pairs])
-NO_GRAD_MEMORY = {"concat", "add", "identity", "flatten", "channel_slice"}   # backward passes views through
 
 
 def training_memory(g: nx.DiGraph, batch: int = 1, optimizer: str = "sgd", bytes_per_element: int = 4) -> dict:
@@ -88,7 +93,7 @@ def training_memory(g: nx.DiGraph, batch: int = 1, optimizer: str = "sgd", bytes
     order = run.order
     for n in g.nodes:
         g.nodes[n]["activation_bytes"] = batch * bytes_per_element * math.prod(g.nodes[n]["shape"])
-    alias = {n: src for n, src in run.alias.items() if g.nodes[n]["op"] != "dropout"}   # dropout: new tensor
+    alias = _training_alias(g, run.alias)
 
     def buffer(n: str) -> str:
         while n in alias:
@@ -107,6 +112,11 @@ def training_memory(g: nx.DiGraph, batch: int = 1, optimizer: str = "sgd", bytes
         d = g.nodes[n]
         ins = [g.nodes[p]["shape"] for p in d["inputs"]]
         kinds, elements = OPS[d["op"]].saves(d["attrs"], ins, d["shape"])
+        if n in run.inplace and "input" in kinds:
+            # computed over its input, but its backward needs that input: autograd keeps a copy
+            # of it from before the op overwrote it (silu_, hardswish_)
+            kinds = tuple(k for k in kinds if k != "input")
+            elements += sum(math.prod(s) for s in ins)
         extra[n] = batch * bytes_per_element * elements
         keep = ([buffer(p) for p in d["inputs"]] if "input" in kinds else []) + ([buffer(n)] if "output" in kinds else [])
         keeps[n] = keep
@@ -144,7 +154,7 @@ def training_memory(g: nx.DiGraph, batch: int = 1, optimizer: str = "sgd", bytes
     param_grads = 0
     for n in reversed(order):
         d = g.nodes[n]
-        if d["op"] in NO_GRAD_MEMORY:       # the gradient passes through as a view
+        if OPS[d["op"]].grad_passthrough:       # the gradient passes through as a view
             for p in d["inputs"]:
                 if p != INPUT and p not in grads:
                     grads[p] = 0

@@ -18,7 +18,7 @@ from ..ir import OPS, schedule
 def annotate_receptive_field(g: nx.DiGraph) -> nx.DiGraph:
     for n in schedule(g):
         data = g.nodes[n]
-        if data["op"] == "input":
+        if not data["inputs"]:          # the network's input: each pixel sees itself
             data["rf"] = {"size": (1, 1), "jump": (1, 1), "start": (0.0, 0.0)}
             continue
         fields = [g.nodes[i]["rf"] for i in data["inputs"]]

@@ -8,7 +8,7 @@ the YAML keys of that op, so the JSON Schema of the format is generated from the
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args
 
 from pydantic import BeforeValidator, Field, StrictBool, field_validator, model_validator
 
@@ -35,8 +35,11 @@ NonNegPair = Union[NonNegInt, Annotated[list[NonNegInt], Field(min_length=2, max
 NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$"
 Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME_CHARS, pattern=NAME_PATTERN)]
 
-Activation = Literal["relu", "relu6", "leaky_relu", "sigmoid", "tanh", "gelu", "silu", "none"]
-ACTIVATIONS: tuple[str, ...] = ("relu", "relu6", "leaky_relu", "sigmoid", "tanh", "gelu", "silu")
+# The activations of the spec language (``act:`` and ``op:``); the IR's op table says what each does
+# (archcompiler.ir.ops.ACTIVATIONS).
+ActivationKind = Literal["relu", "relu6", "leaky_relu", "sigmoid", "tanh", "gelu", "silu", "hardswish", "hardsigmoid"]
+Activation = Literal[ActivationKind, "none"]
+ACTIVATIONS: tuple[str, ...] = get_args(ActivationKind)
 
 _SIZE = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
 _QTY = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kKmMgGtT]?)\s*$")
@@ -209,7 +212,7 @@ class BatchNorm(LayerBase):
 class Act(LayerBase):
     """A stand-alone activation: ``op: relu`` (or sigmoid, tanh, ...)."""
 
-    op: Literal["relu", "relu6", "leaky_relu", "sigmoid", "tanh", "gelu", "silu"]
+    op: ActivationKind
 
 
 class Dropout(LayerBase):

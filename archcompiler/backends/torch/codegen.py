@@ -17,6 +17,7 @@ from typing import Any
 import networkx as nx
 
 from ...errors import BackendError, error
+from ...ir import OPS
 from ...ir.plan import Plan, plan
 from ...spec import Spec
 from .naming import RESERVED_VARIABLES, attr_expr, identifier, module_path, variable
@@ -45,7 +46,7 @@ def _conv_module(a: dict, ins: list, out: tuple) -> str:
 def _pool_call(fn: str) -> Callable[..., str]:
     def call(a: dict, x: list[str], mod: str, inplace: bool) -> str:
         extra = ", ceil_mode=True" if a["ceil_mode"] else ""
-        if fn == "avg_pool2d" and not a.get("count_include_pad", True):
+        if not a.get("count_include_pad", True):     # average pooling's option
             extra += ", count_include_pad=False"
         return (f"F.{fn}({x[0]}, kernel_size={_t(a['kernel'])}, stride={_t(a['stride'])}, "
                 f"padding={_t(a['padding'])}{extra})")
@@ -56,6 +57,7 @@ _ACT = {
     "relu": "F.relu({x}, inplace={inplace})", "relu6": "F.relu6({x}, inplace={inplace})",
     "leaky_relu": "F.leaky_relu({x}, inplace={inplace})", "sigmoid": "torch.sigmoid({x})",
     "tanh": "torch.tanh({x})", "gelu": "F.gelu({x})", "silu": "F.silu({x}, inplace={inplace})",
+    "hardswish": "F.hardswish({x}, inplace={inplace})", "hardsigmoid": "F.hardsigmoid({x})",
 }
 
 
@@ -66,6 +68,7 @@ class TorchOp:
 
 
 TORCH_OPS: dict[str, TorchOp] = {
+    "input": TorchOp(None, lambda a, x, m, ip: "x"),          # forward()'s argument
     "conv2d": TorchOp(_conv_module, lambda a, x, m, ip: f"conv_act({x[0]}, {m}, {a['act']!r})" if a.get("act")
                       else f"{m}({x[0]})"),
     "batch_norm2d": TorchOp(lambda a, ins, out: f"nn.BatchNorm2d({out[0]}, eps={a['eps']}, momentum={a['momentum']})",
@@ -225,7 +228,7 @@ def emit(g: nx.DiGraph, spec: Spec, run: Plan, outputs: dict[str, dict], paths: 
             flush(i - 1)
         xs = [var[p] for p in data["inputs"]]
         ins = [g.nodes[p]["shape"] for p in data["inputs"]]
-        if data["op"] == "identity" or (data["op"] == "flatten" and len(ins[0]) == 1):
+        if OPS[data["op"]].passthrough(data["attrs"], ins):
             var[n] = xs[0]          # nothing to compute: the value passes through
             bound[xs[0]].add(n)
         else:
@@ -265,20 +268,21 @@ def render(g: nx.DiGraph, spec: Spec, name: str, tuple_name: str, outputs: dict[
     """The module's text: the named tuple of outputs, the helpers (their text from runtime.py), and
     the class with ``__init__``'s lines, forward's ``body``, the losses, initialisation and
     ``predict_proba``."""
-    final_softmax = {k: g.nodes[v["node"]]["op"] == "softmax" for k, v in outputs.items()}
+    # a final softmax: predict_proba applies it to the logits forward() returns
+    final_softmax = {k: OPS[g.nodes[v["node"]]["op"]].probabilities for k, v in outputs.items()}
     main_names = [k for k, v in outputs.items() if not v["training_only"]]
     field_types = "\n".join(f"    {k}: {'Optional[Tensor]' if v['training_only'] else 'Tensor'}"
                             for k, v in outputs.items())
-    losses = {k: (v["loss"], v["weight"], "softmax" if final_softmax[k] else
-                  g.nodes[v["node"]]["op"]) for k, v in outputs.items()}
+    losses = {k: (v["loss"], v["weight"], g.nodes[v["node"]]["op"]) for k, v in outputs.items()}
     init_rules = {kind: rule.model_dump() for kind, rule in spec.init.items()}
-    fused = any(d["op"] == "conv2d" and d["attrs"].get("act") for _, d in g.nodes(data=True))
+    # a convolution whose activation fuse_activation fused into it calls conv_act
+    fused = any(d["attrs"].get("act") for _, d in g.nodes(data=True))
     return _TEMPLATE.format(
         source=_docstring_text(source_name or spec.file), spec=_docstring_text(spec.name), name=name, tuple_name=tuple_name,
         fields=list(outputs), field_types=field_types, init="\n".join(init_lines) or "        pass",
         body="\n".join(body), losses=losses, init_rules=init_rules, main=main_names[0],
         num_outputs=len(outputs), input_shape=list(spec.input),
-        proba="F.softmax(logits, dim=1)" if final_softmax[main_names[0]] else "logits",
+        proba=_final_call(g, outputs[main_names[0]]["node"]) if final_softmax[main_names[0]] else "logits",
         # the helpers' text from runtime.py (one blank line after the named tuple, then two between definitions)
         loss_helpers=helper_source(_log1m_softmax, spec_loss)[1:], check_input=helper_source(check_input),
         spec_repr=repr(spec.name),
@@ -287,6 +291,13 @@ def render(g: nx.DiGraph, spec: Spec, name: str, tuple_name: str, outputs: dict[
         if g.graph.get("memory_format") == "channels_last" else "",
         inference_only=_INFERENCE_ONLY if g.graph.get("optimizations") is not None else "",
     )
+
+
+def _final_call(g: nx.DiGraph, node: str) -> str:
+    """The call of a final op that forward() leaves out (a softmax: the logits are returned), applied
+    to ``logits`` in predict_proba."""
+    d = g.nodes[node]
+    return TORCH_OPS[d["op"]].call(d["attrs"], ["logits"], "", False)
 
 
 def _assign(path: str, value: str) -> str:

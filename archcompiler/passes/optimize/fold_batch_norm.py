@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import networkx as nx
 
+from ...ir import OPS
 from ._rewrite import bypass, fresh, is_output, readers, record
 
 
 def fold_batch_norm(g: nx.DiGraph) -> nx.DiGraph:
     g = fresh(g)
     folded = {}
-    for bn in [n for n, d in g.nodes(data=True) if d["op"] == "batch_norm2d"]:
+    for bn in [n for n, d in g.nodes(data=True) if OPS[d["op"]].eval_affine]:
         (conv,) = g.nodes[bn]["inputs"]
         cd = g.nodes[conv]
-        if cd["op"] != "conv2d" or readers(g, conv) != [bn] or is_output(g, conv):
+        if "affine" not in OPS[cd["op"]].fuses or readers(g, conv) != [bn] or is_output(g, conv):
             continue
         cd["attrs"] = {**cd["attrs"], "bias": True, "folded_bn": {"node": bn, "eps": g.nodes[bn]["attrs"]["eps"],
                                                                    "had_bias": cd["attrs"]["bias"]}}

@@ -1,26 +1,25 @@
 """Fusing an activation into the convolution before it: one kernel instead of two passes over the
 feature map (on CPU, oneDNN's post-op; elsewhere the backend applies the activation in place).
 
-Fires for ReLU after a convolution with numeric padding that nothing else reads and that is no
-model output.
+Fires for a fusable activation (the op table's ``ActivationDef.fusable``: ReLU) after a
+convolution with numeric padding that nothing else reads and that is no model output.
 """
 
 from __future__ import annotations
 
 import networkx as nx
 
+from ...ir import OPS, activation_of
 from ._rewrite import bypass, fresh, is_output, readers, record
-
-FUSABLE = {"relu"}
 
 
 def fuse_activation(g: nx.DiGraph) -> nx.DiGraph:
     g = fresh(g)
     fused = []
-    for act in [n for n, d in g.nodes(data=True) if d["op"] == "activation" and d["attrs"]["kind"] in FUSABLE]:
+    for act in [n for n, d in g.nodes(data=True) if (a := activation_of(d["op"], d["attrs"])) and a.fusable]:
         (conv,) = g.nodes[act]["inputs"]
         cd = g.nodes[conv]
-        if cd["op"] != "conv2d" or readers(g, conv) != [act] or is_output(g, conv) or cd["attrs"].get("act") \
+        if "activation" not in OPS[cd["op"]].fuses or readers(g, conv) != [act] or is_output(g, conv) or cd["attrs"].get("act") \
                 or isinstance(cd["attrs"]["padding"], str):
             continue
         cd["attrs"] = {**cd["attrs"], "act": g.nodes[act]["attrs"]["kind"]}

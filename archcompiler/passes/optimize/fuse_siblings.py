@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import networkx as nx
 
+from ...ir import OPS
 from ...ir.lower import invalidate_schedule
 from ._rewrite import fresh, is_output, readers, record
 
@@ -33,7 +34,7 @@ def fuse_siblings(g: nx.DiGraph) -> nx.DiGraph:
         groups: dict[tuple, list[str]] = {}
         for r in readers(g, source):
             d = g.nodes[r]
-            if d["op"] == "conv2d" and not is_output(g, r) and d["inputs"] == [source]:
+            if "siblings" in OPS[d["op"]].fuses and not is_output(g, r) and d["inputs"] == [source]:
                 key = _key(d["attrs"])
                 if key is not None:
                     groups.setdefault(key, []).append(r)

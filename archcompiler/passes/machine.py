@@ -1,0 +1,106 @@
+"""The machine profile's format, for the two programs that share it: ``archc calibrate``
+(:mod:`archcompiler.measure.calibrate`, which measures a machine and writes a profile) and the
+latency pass (:mod:`archcompiler.passes.latency`, which predicts from one without torch).
+
+A profile is a JSON object: ``archc_machine_profile`` (:data:`VERSION`), the machine's memory
+bandwidth, per-statement overhead, reference kernel time and cache size, and per kernel key
+(:func:`kernel_key`: a class of :data:`KERNELS`, with the memory layout for those timed per layout)
+its fixed cost warm and cold and its measured shapes. The op table names, for every op, the class
+of kernel it runs as (``archcompiler.ir.ops``: ``OpDef.latency``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ..errors import Location, SpecError, error
+
+VERSION = 3                 # written by calibrate; the latency pass reads no other version
+
+LAYOUTS = ("nchw", "nhwc")  # the ordinary module's layout, and channels-last (what --optimize runs)
+# The kernel classes calibrate measures: the compute kernels (convolutions, fully connected layers)
+# and the element-wise ones ("relu" stands for every activation: one pass over the map).
+CONVOLUTIONS = ("conv1x1", "conv3x3", "conv5x5", "conv7x7s2", "depthwise")
+COMPUTE = (*CONVOLUTIONS, "linear")
+ELEMENTWISE = ("relu", "batch_norm", "max_pool", "max_pool_s2", "avg_pool", "adaptive_pool", "lrn", "concat", "add")
+KERNELS = (*COMPUTE, *ELEMENTWISE)
+UNLAID = ("linear",)        # timed once, on flat tensors: their key has no layout
+
+
+def kernel_key(kind: str, layout: str) -> str:
+    """The profile's key of kernel class ``kind`` in ``layout`` ("nchw" or "nhwc")."""
+    return kind if kind in UNLAID else f"{kind}/{layout}"
+
+
+def is_compute(key: str) -> bool:
+    """Whether a profile key is a convolution's or a linear layer's (the roofline's roof)."""
+    return key.split("/")[0] in COMPUTE
+
+
+Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
+class Profile(BaseModel):
+    """What prediction reads from a machine profile: a profile is a file anyone can hand archc
+    (``--machine FILE``), so it is checked like a spec before any number in it is used."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+    bandwidth_bytes_per_s: Positive
+    call_overhead_s: Positive
+    reference_s: Positive
+    cache_bytes: Positive
+    speed_percentiles: Annotated[list[Positive], Field(min_length=2, max_length=2)] | None = None
+    fixed_s: dict[str, Positive]
+    fixed_cold_s: dict[str, Positive]
+    # [batch, channels in, channels out, map size, work, seconds warm, seconds cold]: all positive
+    # (work and time divide)
+    kernels: dict[str, list[Annotated[list[Positive], Field(min_length=7, max_length=7)]]]
+
+    @model_validator(mode="after")
+    def _has_convolutions(self) -> Profile:
+        if not any(points for key, points in self.kernels.items() if is_compute(key)):
+            raise ValueError("it holds no timings of convolutions or linear layers")
+        return self
+
+
+def default_profile_path(device: str = "cpu") -> Path:
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "archc" / f"machine-{device}.json"
+
+
+def load_profile(path: str | Path | None = None, device: str = "cpu") -> dict[str, Any]:
+    """The machine profile at ``path`` (default: the one ``archc calibrate`` saved for ``device``)."""
+    where = Path(path) if path is not None else default_profile_path(device)
+    try:
+        data = json.loads(where.read_text())
+    except FileNotFoundError:
+        raise SpecError([error(f"no machine profile at {where}", "--machine", Location(str(where)),
+                               hint="measure this machine first: archc calibrate (under a minute)")]) from None
+    except (OSError, ValueError) as exc:
+        raise SpecError([error(f"cannot read the machine profile {where}: {exc}", "--machine",
+                               Location(str(where)))]) from None
+    if not isinstance(data, dict) or "kernels" not in data or not isinstance(data["kernels"], dict):
+        raise SpecError([error(f"{where} is not a machine profile written by archc calibrate", "--machine",
+                               Location(str(where)))])
+    if data.get("archc_machine_profile") != VERSION:
+        raise SpecError([error(f"{where} was written by an older archc calibrate (profile version "
+                               f"{data.get('archc_machine_profile')!r}, this archc reads version {VERSION})",
+                               "--machine", Location(str(where)), hint="measure this machine again: archc calibrate")])
+    try:
+        Profile.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError([error(f"{where} is not a valid machine profile: {e['msg']} (got {e['input']!r:.60})",
+                               ".".join(str(part) for part in e["loc"]) or "--machine", Location(str(where)),
+                               hint="measure this machine again: archc calibrate")
+                         for e in exc.errors()[:5]]) from None
+    return data
+
+
+__all__ = ["VERSION", "LAYOUTS", "CONVOLUTIONS", "COMPUTE", "ELEMENTWISE", "KERNELS", "kernel_key", "is_compute",
+           "Profile", "default_profile_path", "load_profile"]

@@ -44,7 +44,7 @@ def test_calibrate_measures_exactly_the_kernel_classes_of_the_machine_profile():
     """The grid itself (with a timer that runs nothing): its keys are the profile's kernel keys,
     in both layouts; and the profile's version is one number."""
     torch = pytest.importorskip("torch")
-    from archcompiler.backends.torch import calibrate
+    from archcompiler.measure import calibrate
 
     kernels, fixed = calibrate._measure_kernels(torch.device("cpu"), lambda fn: 1.0, True, lambda text: None)
     expected = {machine.kernel_key(k, layout) for k in machine.KERNELS for layout in machine.LAYOUTS}
@@ -275,7 +275,7 @@ def test_activation_memory_matches_a_measurement(act):
     """Inference peak exactly; a training step within 1% (an in-place activation whose backward needs
     its input makes autograd keep a copy of that input: hardswish_, silu_)."""
     torch = pytest.importorskip("torch")
-    from archcompiler.backends.torch.measure import measure_peak_activation_bytes, measure_training_peak_bytes
+    from archcompiler.measure.memory import measure_peak_activation_bytes, measure_training_peak_bytes
 
     text = _act_spec(act)
     torch.manual_seed(0)

@@ -28,6 +28,8 @@ def evaluate_params(doc: YDict, errors: list[Diagnostic], used: set[str], failed
                                      locate(doc, ("params", name), key=True),
                                      hint="use letters, digits and _ (not starting with a digit)"))
             failed.add(name)
+        elif name in values:
+            continue                        # the seed gives it (a variant's name, such as 'A' or 'small')
         elif isinstance(value, str):
             pending[name] = value
         else:

@@ -142,9 +142,10 @@ class Resolver:
         if self.model.variants is not None:
             self.used.add(self.model.variants.by)
         values = evaluate_params(self.doc, self.errors, self.used, self.failed_params, seed=variant)
-        params = {k: v for k, v in values.items() if k not in variant}
+        rows = set((self.doc.get("variants") or {}).get("rows") or {})
+        params = {k: v for k, v in values.items() if k not in rows}
         self._check_defaults()
-        sources = {name: (locate(self.doc, ("variants", "rows", name)), f"variants.rows.{name}") for name in variant}
+        sources = {name: (locate(self.doc, ("variants", "rows", name)), f"variants.rows.{name}") for name in rows}
         sources.update({name: (locate(self.doc, ("params", name)), f"params.{name}") for name in params})
         top = _Scope("", values, sources)
         self.count = self._count_instances(self.doc["layers"], top)
@@ -397,6 +398,9 @@ class Resolver:
         where = getattr(item, "loc", Location(self.file))
         logical = f"{scope.prefix}{name}" if scope.prefix else f"{_logical(ipath[:-1])}.{name}"
         blocks: dict[str, BlockDef] = self.model.blocks
+        if len(self.instances) > MAX_LAYERS:     # blocks whose layers are all skipped add no layers
+            raise _Stop(error(f"the spec expands to more than {MAX_LAYERS:,} block instances", logical, where,
+                              hint="repeats multiply; is a row repeated more often than meant?"))
         block_name = self._block_name(block_name, scope)
         if block_name not in blocks:
             self.errors.append(error(f"unknown block {block_name!r}", f"{logical}.use",
@@ -718,7 +722,8 @@ class Resolver:
             return None
         values = scope.values
         try:
-            wanted = expr.names(text) & set(SHAPE_NAMES)
+            mentioned = expr.names(text)
+            wanted = mentioned & set(SHAPE_NAMES)
         except expr.ExprError as exc:
             self.errors.append(error(str(exc), path, where, value=text))
             return None
@@ -737,6 +742,8 @@ class Resolver:
                                               "above them, and give an image (C, H, W)"))
                 return None
             values = {**values, **dict(zip(SHAPE_NAMES, shape))}
+        words = {w: w == "true" for w in ("true", "false") if w in mentioned}    # YAML's spelling, quoted
+        values = {**words, **values}
         try:
             result = expr.evaluate(text, values, self.used)
         except expr.ExprError as exc:

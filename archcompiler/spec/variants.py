@@ -23,7 +23,8 @@ from .source import YDict, locate
 
 
 def choose_variant(doc: YDict, errors: list[Diagnostic], failed: set[str]) -> dict[str, Any]:
-    """The rows' values in the column the ``by`` parameter names (empty without ``variants:``).
+    """The rows' values in the column the ``by`` parameter names (empty without ``variants:``), and
+    the ``by`` parameter's own value where it is written as a word or an expression.
     Problems are appended to ``errors``; the rows that could not be given a value go to ``failed``,
     so that the expressions using them are not reported again."""
     table = doc.get("variants")
@@ -71,7 +72,10 @@ def choose_variant(doc: YDict, errors: list[Diagnostic], failed: set[str]) -> di
         failed.update(rows)
         return {}
     k = columns.index(value)
-    return {name: values[k] for name, values in rows.items()}
+    chosen = {name: values[k] for name, values in rows.items()}
+    if isinstance(params[by], str):
+        chosen[by] = value                   # a word names the column; not an expression to evaluate
+    return chosen
 
 
 def unused_rows(doc: YDict, used: set[str]) -> list[Diagnostic]:

@@ -228,6 +228,12 @@ def test_resnet_is_written_as_the_papers_table():
     assert archcompiler.check(spec) == []
 
 
+def test_a_row_of_the_table_takes_a_set_override():
+    spec = archcompiler.load_spec(RESNET, overrides={"depth": 18, "conv4_x.repeat": 1})
+    assert spec.instances["conv4_x"].args["repeat"] == 1 and spec.instances["conv4_x"].block == "basic"
+    assert "conv4_x/0/downsample" in {layer.name for layer in spec.layers}
+
+
 @pytest.mark.parametrize("builder", sorted(BUILDERS))
 def test_resnet_params_and_flops_equal_torchvision(builder, reference):
     report = archcompiler.analyze(RESNET, overrides=BUILDERS[builder])

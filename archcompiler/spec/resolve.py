@@ -24,7 +24,7 @@ from .limits import MAX_BLOCK_NESTING, MAX_LAYERS, MAX_NAME_CHARS
 from .params import evaluate_params, unused_params
 from .resolved import Instance, Layer, Output, Spec
 from .source import YDict, YList, locate, plain
-from .variants import choose_variant, mentioned_in_blocks, unused_rows
+from .variants import choose_variant, mentioned_in_blocks
 
 BLOCK_INPUT = "in"          # inside a block, the block's input
 NET_INPUT = "input"         # at top level, the network's input image
@@ -158,7 +158,6 @@ class Resolver:
         if not self.errors:
             used = self.used | (mentioned_in_blocks(self.doc) if variant else set())
             self.errors += unused_params(self.doc, params, used)
-            self.errors += unused_rows(self.doc, used)
         if self.errors:
             raise SpecError(_dedupe(self.errors))
         m = self.model

@@ -78,16 +78,6 @@ def choose_variant(doc: YDict, errors: list[Diagnostic], failed: set[str]) -> di
     return chosen
 
 
-def unused_rows(doc: YDict, used: set[str]) -> list[Diagnostic]:
-    """A row nothing reads is almost always a misspelling, as an unused parameter is."""
-    table = doc.get("variants") or {}
-    rows = table.get("rows") or {}
-    return [error(f"variant row {name!r} is not used by any layer", f"variants.rows.{name}",
-                  locate(doc, ("variants", "rows", name), key=True), value=name,
-                  hint="remove it, or use it in a layer")
-            for name in rows if name not in used]
-
-
 def mentioned_in_blocks(doc: YDict) -> set[str]:
     """Every name an expression inside ``blocks:`` mentions. With variants, a parameter a block of
     another variant reads (ResNet-50's ``groups``, which the basic block of ResNet-18 has no use

@@ -163,9 +163,11 @@ VALUES = [3, 5, 7, 64, 100, 2, 0, -1, 1, 2.5, 1e9, 2**40, "x", "", "same", "vali
           {"a": 1}, True, False, None, "num_classes * 2", "1/0", "round_to(", "9**9**9", "in", "input",
           "__import__('os')", "relu", "batch_norm", "conv", "concat", "max_pool", "inception_4a", "aux1",
           "prob", ".nan", float("inf"), "a" * 300, "x y", "self", "torch", "main", "googlenet.yaml",
-          "../googlenet.yaml", "/etc/passwd", "1x1", "3x3_reduce * 2", "width"]
+          "../googlenet.yaml", "/etc/passwd", "1x1", "3x3_reduce * 2", "width", "in_channels != out",
+          "stride == 1", "depth", "i / N", "bottleneck", {"by": "depth", "columns": [1], "rows": {"a": [1]}}]
 KEYS = ["zzz", "op", "name", "input", "inputs", "use", "table", "claims", "args", "extends", "edits", "_delete",
-        "defaults", "init", "outputs", "params", "torch", "keep_claims", "loss", "weight", "training_only"]
+        "defaults", "init", "outputs", "params", "torch", "keep_claims", "loss", "weight", "training_only",
+        "repeat", "when", "variants", "by", "columns", "rows"]
 LOCATED = re.compile(r":\d+:\d+: |--set |\"line\": [1-9]")
 COMMANDS = [["validate"], ["flops"], ["flops", "--format", "json"], ["check"], ["resolve"], ["diff", "B"],
             ["draw", "--format", "dot", "-o", "OUT"], ["validate", "--format", "json"]]
@@ -240,7 +242,7 @@ def _case(seed: int, folder) -> tuple[list[str], str]:
     if roll >= 0.85:       # the file as shipped, a hostile --set
         key = r.choice(["num_classes", "width", "conv1.out", "inception_4b.5x5", "outputs.main.weight",
                         "params.x", "layers", "input", "torch.class_name", "defaults.conv.act", "fc.out",
-                        "init.conv.kind", "extends", "name"])
+                        "init.conv.kind", "extends", "name", "depth", "conv4_x.repeat"])
         value = r.choice(VALUES)
         text_value = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()
         args += ["--set", f"{key}={r.choice(RAW_VALUES) if r.random() < 0.2 else text_value}"]

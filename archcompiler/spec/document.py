@@ -54,11 +54,15 @@ class BlockUse(Strict):
     """``{name: aux1, use: aux_classifier, input: inception_4a, args: {...}}``"""
 
     name: Name
-    use: str
+    use: str = Field(description="a block's name, or a parameter (or variant row) whose value is one")
     input: str | None = None
     args: dict[str, Scalar] = Field(default_factory=dict)
     claims: dict[str, Any] | None = None
     doc: str | None = None
+    repeat: int | str | None = Field(None, description="instances in a row (the paper's 'x3'): the first "
+                                     "takes the arguments as given, the others stride 1")
+    when: bool | str | None = Field(None, description="an expression: the block exists only where it is true; "
+                                    "where it is false, what reads it reads its input")
 
 
 class Table(Strict):
@@ -77,6 +81,24 @@ class Table(Strict):
             raise ValueError("a table needs a 'name' column")
         if len(set(v)) != len(v):
             raise ValueError("column names must be unique")
+        return v
+
+
+class Variants(Strict):
+    """A paper's table of variants (ResNet's Table 1: 18 to 152 layers): one column per variant,
+    one row per value that differs; the parameter ``by`` chooses the column and each row becomes a
+    parameter with that column's value."""
+
+    by: str = Field(description="the parameter whose value names the column (ResNet: depth)")
+    columns: Annotated[list[Scalar], Field(min_length=1)] = Field(description="the variants, in the paper's order")
+    rows: Annotated[dict[str, list[Scalar]], Field(min_length=1)] = Field(
+        description="name: one value per column (a number, or a word such as a block's name)")
+
+    @field_validator("columns")
+    @classmethod
+    def _unique(cls, v: list[Any]) -> list[Any]:
+        if len(set(map(repr, v))) != len(v):
+            raise ValueError("the variants' columns must be unique")
         return v
 
 
@@ -218,6 +240,8 @@ class Document(Strict):
                                                  "variant drops them: they describe the paper)")
     input: Annotated[list[PosInt], Field(min_length=3, max_length=3)] = Field(description="C, H, W")
     params: dict[str, Scalar] = Field(default_factory=dict)
+    variants: Variants | None = Field(None, description="a table of the paper's variants; a parameter "
+                                      "chooses the column")
     defaults: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-op default fields")
     blocks: dict[str, BlockDef] = Field(default_factory=dict)
     layers: Annotated[list[dict[str, Any]], Field(min_length=1)]

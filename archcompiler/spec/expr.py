@@ -44,9 +44,30 @@ def round_to(value: float, multiple: int = 8, min_value: int | None = None) -> i
     return out
 
 
+def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
+    """torchvision's ``_make_divisible`` (MobileNet, EfficientNet): ``value`` rounded to the nearest
+    multiple of ``divisor``, at least ``min_value`` (default: the divisor), never below 90% of it."""
+    return round_to(value, divisor, min_value)
+
+
+def round_to_multiple(value: float, divisor: int = 8, bias: float = 0.9) -> int:
+    """MNASNet's ``_round_to_multiple_of``: like :func:`make_divisible`, but the result may drop to
+    ``bias`` (0 < bias < 1) of the value before it is rounded up instead."""
+    if not 0 < bias < 1:
+        raise ExprError(f"the bias must lie between 0 and 1, got {bias!r}")
+    divisor = int(divisor)
+    if divisor < 1:
+        raise ExprError("the divisor must be >= 1")
+    if value <= 0:
+        raise ExprError(f"the value must be positive, got {value!r}")
+    out = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    return out if out >= bias * value else out + divisor
+
+
 FUNCTIONS = {
     "min": min, "max": max, "abs": abs, "round": round, "int": int, "float": float,
     "ceil": math.ceil, "floor": math.floor, "sqrt": math.sqrt, "round_to": round_to,
+    "make_divisible": make_divisible, "round_to_multiple": round_to_multiple,
 }
 
 _BINOPS = {

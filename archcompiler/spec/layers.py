@@ -106,6 +106,9 @@ class LayerBase(Strict):
     input: str | None = Field(None, description="the layer this one reads; default: the previous one")
     claims: Claims | None = None
     doc: str | None = Field(None, description="free text, shown in tables and diagrams")
+    when: Bool | str | None = Field(None, description="a condition over the block's arguments, the parameters, "
+                                    "i and N and the block's input (in_channels, in_height, in_width): the layer "
+                                    "exists only where it holds; where it does not, what reads it reads its input")
 
     n_inputs: ClassVar[str] = "one"  # "one" or "many"
 

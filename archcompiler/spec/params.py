@@ -12,12 +12,14 @@ from .base import suggest
 from .source import YDict, locate
 
 
-def evaluate_params(doc: YDict, errors: list[Diagnostic], used: set[str], failed: set[str]) -> dict[str, Any]:
+def evaluate_params(doc: YDict, errors: list[Diagnostic], used: set[str], failed: set[str],
+                    seed: dict[str, Any] | None = None) -> dict[str, Any]:
     """Evaluate the parameters; one may use another written before or after it (they are
     evaluated in dependency order), but not itself, directly or through others. Problems are appended
     to ``errors``; the names expressions mention are added to ``used``, parameters whose own value is an
-    error to ``failed`` (so that what uses them is not reported again)."""
-    values: dict[str, Any] = {}
+    error to ``failed`` (so that what uses them is not reported again). ``seed`` holds values the
+    parameters may use besides each other (the chosen column of ``variants:``); they are returned too."""
+    values: dict[str, Any] = dict(seed or {})
     raw = doc.get("params") or {}
     pending: dict[str, str] = {}
     for name, value in raw.items():
@@ -26,6 +28,8 @@ def evaluate_params(doc: YDict, errors: list[Diagnostic], used: set[str], failed
                                      locate(doc, ("params", name), key=True),
                                      hint="use letters, digits and _ (not starting with a digit)"))
             failed.add(name)
+        elif name in values:
+            continue                        # the seed gives it (a variant's name, such as 'A' or 'small')
         elif isinstance(value, str):
             pending[name] = value
         else:

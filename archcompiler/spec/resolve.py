@@ -24,14 +24,30 @@ from .limits import MAX_BLOCK_NESTING, MAX_LAYERS, MAX_NAME_CHARS
 from .params import evaluate_params, unused_params
 from .resolved import Instance, Layer, Output, Spec
 from .source import YDict, YList, locate, plain
+from .variants import choose_variant, mentioned_in_blocks
 
 BLOCK_INPUT = "in"          # inside a block, the block's input
 NET_INPUT = "input"         # at top level, the network's input image
 CLAIM_COLUMNS = ("output", "params", "ops", "depth")
+REPEAT = "repeat"           # a table column (and a key of a block use): instances in a row
+POSITION = ("i", "N")       # inside a block: its position among the network's block instances
+# what a condition ('when') may ask of the block's input, besides arguments and parameters
+SHAPE_NAMES = ("in_channels", "in_height", "in_width")
 _RAW_FIELDS = {"name", "op", "input", "inputs", "doc", "claims"}
 
+# The output shape of one validated layer for its input shapes: conditions on the input's shape need
+# it. The IR owns the shape rules (and the spec layer never imports the IR), so the IR registers
+# its rule here when it is imported (archcompiler/ir/layer_shape.py).
+_SHAPE_RULE: Any = None
 
-_NOT_DEFAULTS = {"name", "op", "input", "inputs", "claims"}     # fields a default cannot give
+
+def set_shape_rule(rule: Any) -> None:
+    """``rule(layer_spec, input_shapes) -> shape``, raising ``ValueError`` for shapes it refuses."""
+    global _SHAPE_RULE
+    _SHAPE_RULE = rule
+
+
+_NOT_DEFAULTS = {"name", "op", "input", "inputs", "claims", "when"}     # fields a default cannot give
 INIT_KINDS = ("conv", "linear", "batch_norm")
 _OUTPUT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
@@ -109,6 +125,12 @@ class Resolver:
         self._known: set[str] | None = None      # every layer name, once expansion is done
         self.used: set[str] = set()              # names that expressions mention
         self.failed_params: set[str] = set()     # parameters whose own value was an error
+        self.index: dict[str, int] = {}           # layer name -> its index in self.layers
+        self.layer_refs: dict[int, list[_Ref]] = {}   # the references each layer reads
+        self.input_refs: dict[str, _Ref] = {}     # "@instance" -> the reference of its input
+        self.shapes: dict[str, Any] = {}          # output shapes computed for conditions
+        self.position = 0                         # i of the next top-level block instance
+        self.count = 0                            # N: the top-level block instances
 
     # ------------------------------------------------------------------ driver
     def run(self) -> Spec:
@@ -116,9 +138,17 @@ class Resolver:
             self.model = Document.model_validate(self.doc)
         except ValidationError as exc:
             raise SpecError(pydantic_errors(exc, self.doc, "")) from None
-        params = evaluate_params(self.doc, self.errors, self.used, self.failed_params)
+        variant = choose_variant(self.doc, self.errors, self.failed_params)
+        if self.model.variants is not None:
+            self.used.add(self.model.variants.by)
+        values = evaluate_params(self.doc, self.errors, self.used, self.failed_params, seed=variant)
+        rows = set((self.doc.get("variants") or {}).get("rows") or {})
+        params = {k: v for k, v in values.items() if k not in rows}
         self._check_defaults()
-        top = _Scope("", params, {name: (locate(self.doc, ("params", name)), f"params.{name}") for name in params})
+        sources = {name: (locate(self.doc, ("variants", "rows", name)), f"variants.rows.{name}") for name in rows}
+        sources.update({name: (locate(self.doc, ("params", name)), f"params.{name}") for name in params})
+        top = _Scope("", values, sources)
+        self.count = self._count_instances(self.doc["layers"], top)
         try:
             self._items(self.doc["layers"], ("layers",), top, default_input=NET_INPUT, top_level=True)
         except _Stop as stop:
@@ -126,7 +156,8 @@ class Resolver:
         self._resolve_refs()
         outputs = self._outputs(top)
         if not self.errors:
-            self.errors += unused_params(self.doc, params, self.used)
+            used = self.used | (mentioned_in_blocks(self.doc) if variant else set())
+            self.errors += unused_params(self.doc, params, used)
         if self.errors:
             raise SpecError(_dedupe(self.errors))
         m = self.model
@@ -181,9 +212,7 @@ class Resolver:
                 except ValidationError as exc:
                     self.errors += pydantic_errors(exc, item, _logical(ipath))
                     continue
-                previous = self._instance(use.name, use.use, dict(item.get("args") or {}),
-                                          item.get("args"), use.input, item.get("claims"), item, ipath,
-                                          scope, previous, top_level, from_table=False)
+                previous = self._use(use, item, ipath, scope, previous, top_level)
             elif "op" in item:
                 previous = self._layer(item, ipath, scope, previous, top_level)
             else:
@@ -231,11 +260,24 @@ class Resolver:
             self.errors.append(error(f"unknown op {op!r}", f"{logical}.op", locate(item, ("op",)),
                                      value=op, hint=suggest(str(op), set(OPS))))
             return previous
+        if item.get("when") is not None:
+            holds = self._condition(item["when"], scope, locate(item, ("when",)), f"{logical}.when")
+            if holds is None:
+                return previous
+            if not holds:
+                refs = item.get("inputs") if isinstance(item.get("inputs"), list) else item.get("input")
+                refs = [refs] if isinstance(refs, str) else refs
+                if not isinstance(name, str) or (refs is not None and not all(isinstance(r, str) for r in refs)):
+                    holds = True                # the layer's own validation below says what is wrong
+                else:
+                    return self._skip(name, refs or None, scope, previous, where, logical)
         data: dict[str, Any] = dict((self.doc.get("defaults") or {}).get(op) or {})
         field_locs: dict[str, Location] = {k: locate(self.doc, ("defaults", op, k)) for k in data}
         field_paths: dict[str, str] = {}
         for key, value in item.items():
             field_locs[key] = locate(item, (key,))
+            if key == "when":
+                continue
             if key in _RAW_FIELDS or key not in model.model_fields:
                 data[key] = plain(value)
                 continue
@@ -281,8 +323,10 @@ class Resolver:
         index = len(self.layers)
         row = scope.row if scope.row is not None else full
         self.layers.append(Layer(full, spec, (), scope.group, row, where, field_locs))
+        self.index[full] = index
         if top_level and scope.row is None:
             self.rows.append(full)
+        start = len(self.pending)
         if refs is None:
             self.pending.append(_Ref(index, previous, scope, where, None))
         else:
@@ -290,6 +334,7 @@ class Resolver:
             for k, ref in enumerate(refs):
                 loc = locate(item, (key, k)) if key == "inputs" else locate(item, (key,))
                 self.pending.append(_Ref(index, ref, scope, loc, f"{logical}.{key}"))
+        self.layer_refs[index] = self.pending[start:]
         return full
 
     def _substitute(self, value: Any, key: str, op: str, scope: _Scope) -> tuple[Any, Any]:
@@ -352,6 +397,10 @@ class Resolver:
         where = getattr(item, "loc", Location(self.file))
         logical = f"{scope.prefix}{name}" if scope.prefix else f"{_logical(ipath[:-1])}.{name}"
         blocks: dict[str, BlockDef] = self.model.blocks
+        if len(self.instances) > MAX_LAYERS:     # blocks whose layers are all skipped add no layers
+            raise _Stop(error(f"the spec expands to more than {MAX_LAYERS:,} block instances", logical, where,
+                              hint="repeats multiply; is a row repeated more often than meant?"))
+        block_name = self._block_name(block_name, scope)
         if block_name not in blocks:
             self.errors.append(error(f"unknown block {block_name!r}", f"{logical}.use",
                                      locate(item, ("use",)) if isinstance(item, dict) else where,
@@ -404,10 +453,22 @@ class Resolver:
                 self.errors += pydantic_errors(exc, claims, f"{logical}.claims", fallback=where)
         block_input = f"@{full}"              # placeholder, resolved below
         inherited = {k: v for k, v in scope.value_src.items() if k not in values}   # params used bare inside
-        inner = _Scope(full + "/", {**scope.values, **values},
+        position: dict[str, int] = {}
+        if scope.block_input is None:         # a top-level instance: its position in the network
+            position = {"i": self.position, "N": max(self.count, self.position + 1)}
+            self.position += 1
+        inner = _Scope(full + "/", {**position, **scope.values, **values},
                        {**inherited, **{a: (loc, path) for a, (loc, path) in arg_src.items()}},
                        block_input=block_input, stack=(*scope.stack, block_name), group=full,
                        row=scope.row if scope.row is not None else full, args=frozenset(values))
+        # the block's own input reference is resolved in the outer scope (known before its layers
+        # expand: their conditions may ask for its shape)
+        iloc = locate(item, ("input",)) if isinstance(item, dict) and "input" in item else where
+        if input_ref is None:
+            self.pending.append(_Ref(None, previous, scope, iloc, None, block_input))
+        else:
+            self.pending.append(_Ref(None, input_ref, scope, iloc, f"{logical}.input", block_input))
+        self.input_refs[block_input] = self.pending[-1]
         raw_layers = self.doc["blocks"][block_name]["layers"]      # keeps source locations
         last = self._items(raw_layers, ("blocks", block_name, "layers"), inner,
                            default_input=block_input, top_level=False)
@@ -426,12 +487,6 @@ class Resolver:
                                         scope.group, from_table)
         if top_level and scope.row is None:
             self.rows.append(full)
-        # the block's own input reference is resolved in the outer scope
-        iloc = locate(item, ("input",)) if isinstance(item, dict) and "input" in item else where
-        if input_ref is None:
-            self.pending.append(_Ref(None, previous, scope, iloc, None, block_input))
-        else:
-            self.pending.append(_Ref(None, input_ref, scope, iloc, f"{logical}.input", block_input))
         return output
 
     def _table(self, item: dict, ipath: tuple, scope: _Scope, previous: str, top_level: bool) -> str:
@@ -443,7 +498,7 @@ class Resolver:
             return previous
         columns = table.columns
         rows = raw["rows"]
-        bad_columns = self._check_columns(table, raw, f"{_logical(ipath)}.table.columns")
+        bad_columns = self._check_columns(table, raw, f"{_logical(ipath)}.table.columns", scope)
         for j, row in enumerate(rows):
             rpath = ipath + ("table", "rows", j)
             rloc = rows.where(j) if isinstance(rows, YList) else Location(self.file)
@@ -475,21 +530,26 @@ class Resolver:
             cell_src = {c: (row.where(k) if isinstance(row, YList) else rloc, f"{row_path}.{c}")
                         for k, c in enumerate(columns)}
             claims = {c: cells[c] for c in CLAIM_COLUMNS if c in cells and cells[c] is not None}
-            args = {c: v for c, v in cells.items() if c != "name" and c not in CLAIM_COLUMNS}
+            args = {c: v for c, v in cells.items() if c not in ("name", REPEAT) and c not in CLAIM_COLUMNS}
             claims_node = YDict(loc=rloc)
             for c, v in claims.items():
                 claims_node.put(c, v, cell_src[c][0])
+            if REPEAT in cells:
+                previous = self._repeated(name, table.use, args, None, None, claims_node or None, row, rpath,
+                                          scope, previous, top_level, True, cell_src, cells[REPEAT],
+                                          cell_src[REPEAT])
+                continue
             previous = self._instance(name, table.use, args, None, None, claims_node or None, row, rpath,
                                       scope, previous, top_level, from_table=True, arg_src=cell_src)
         return previous
 
-    def _check_columns(self, table: Table, raw: dict, path: str) -> bool:
+    def _check_columns(self, table: Table, raw: dict, path: str, scope: _Scope) -> bool:
         """One error per wrong column, at the ``columns:`` line, instead of one per row; True if any."""
-        block = self.model.blocks.get(table.use)
+        block = self.model.blocks.get(self._block_name(table.use, scope))
         if block is None:
             return False                     # the rows say 'unknown block' (once: they are deduplicated)
         declared = block.arg_names()
-        known = {"name", *CLAIM_COLUMNS, *declared}
+        known = {"name", REPEAT, *CLAIM_COLUMNS, *declared}
         errors, misspelt = [], set()
         for k, column in enumerate(table.columns):
             if column not in known:
@@ -512,8 +572,261 @@ class Resolver:
         except ValidationError as exc:
             self.errors += pydantic_errors(exc, row, _logical(rpath))
             return previous
-        return self._instance(use.name, use.use, dict(row.get("args") or {}), row.get("args"), use.input,
-                              row.get("claims"), row, rpath, scope, previous, top_level, from_table=False)
+        return self._use(use, row, rpath, scope, previous, top_level)
+
+    def _use(self, use: BlockUse, item: dict, ipath: tuple, scope: _Scope, previous: str, top_level: bool) -> str:
+        """A ``use:`` entry: one instance, ``repeat`` of them, or none where ``when`` is false."""
+        if use.when is not None:
+            logical = f"{scope.prefix}{use.name}" if scope.prefix else f"{_logical(ipath[:-1])}.{use.name}"
+            holds = self._condition(use.when, scope, locate(item, ("when",)), f"{logical}.when")
+            if holds is None:
+                scope.failed.add(use.name)
+                return previous
+            if not holds:
+                return self._skip(use.name, [use.input] if use.input else None, scope, previous,
+                                  getattr(item, "loc", Location(self.file)), logical)
+        args = dict(item.get("args") or {})
+        if use.repeat is not None:
+            count_src = (locate(item, ("repeat",)), f"{_logical(ipath)}.repeat")
+            return self._repeated(use.name, use.use, args, item.get("args"), use.input, item.get("claims"), item,
+                                  ipath, scope, previous, top_level, False, None, use.repeat, count_src)
+        return self._instance(use.name, use.use, args, item.get("args"), use.input, item.get("claims"), item,
+                              ipath, scope, previous, top_level, from_table=False)
+
+    # ------------------------------------------------------------------ repeats, conditions, positions
+    def _repeat_count(self, value: Any, scope: _Scope, src: tuple[Location, str], report: bool = True) -> int | None:
+        """A row's repeat count: a whole number in [1, MAX_LAYERS], or an expression giving one."""
+        try:
+            n = expr.evaluate(value, scope.values, self.used) if isinstance(value, str) else value
+        except expr.ExprError as exc:
+            if report and exc.unknown not in self.failed_params:
+                known = sorted(scope.values)
+                self.errors.append(error(str(exc), src[1], src[0], value=value,
+                                         hint=suggest(exc.unknown, known) if exc.unknown and known else None))
+            return None
+        if isinstance(n, float) and n.is_integer():
+            n = int(n)
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_LAYERS:
+            if report:
+                self.errors.append(error(f"repeat takes a whole number from 1 to {MAX_LAYERS:,}, not {n!r}",
+                                         src[1], src[0], value=value,
+                                         hint="the paper's 'x3' is repeat 3; leave the row out for none"))
+            return None
+        return n
+
+    def _count_instances(self, items: Any, scope: _Scope) -> int:
+        """N: the block instances the top level will make (each repeat counted), before expanding."""
+        n = 0
+        for item in items if isinstance(items, list) else []:
+            if not isinstance(item, dict):
+                continue
+            entries: list[Any] = [item]
+            repeat_cell = None
+            table = item.get("table")
+            if isinstance(table, dict):
+                columns = table.get("columns") if isinstance(table.get("columns"), list) else []
+                entries = table.get("rows") if isinstance(table.get("rows"), list) else []
+                repeat_cell = columns.index(REPEAT) if REPEAT in columns else None
+            for entry in entries:
+                if isinstance(entry, dict):
+                    if "use" in entry:
+                        count = self._repeat_count(entry.get(REPEAT, 1), scope, (Location(), ""), report=False)
+                        n += count or 1
+                elif isinstance(entry, list):
+                    value = entry[repeat_cell] if repeat_cell is not None and len(entry) > repeat_cell else 1
+                    n += self._repeat_count(value, scope, (Location(), ""), report=False) or 1
+        return n
+
+    def _repeated(self, name: str, block_name: str, args: dict, args_node: Any, input_ref: str | None,
+                  claims: Any, item: Any, ipath: tuple, scope: _Scope, previous: str, top_level: bool,
+                  from_table: bool, arg_src: dict | None, count_value: Any, count_src: tuple[Location, str]) -> str:
+        """A row repeated ``count`` times (the paper's ``x3``): a group ``name`` holding the instances
+        ``name/0`` ... in a chain; the first takes the row's arguments and input, the others stride 1."""
+        where = getattr(item, "loc", Location(self.file))
+        logical = f"{scope.prefix}{name}" if scope.prefix else f"{_logical(ipath[:-1])}.{name}"
+        count = self._repeat_count(count_value, scope, count_src)
+        block = self._block_name(block_name, scope)
+        full = self._claim_name(name, scope, where, logical)
+        if count is None or full is None:
+            scope.failed.add(name)
+            return previous
+        claim_model = None
+        if claims:
+            try:
+                claim_model = Claims.model_validate(claims)
+            except ValidationError as exc:
+                self.errors += pydantic_errors(exc, claims, f"{logical}.claims", fallback=where)
+        group_input = f"@{full}"
+        iloc = locate(item, ("input",)) if isinstance(item, dict) and "input" in item else where
+        ref = (_Ref(None, previous, scope, iloc, None, group_input) if input_ref is None else
+               _Ref(None, input_ref, scope, iloc, f"{logical}.input", group_input))
+        self.pending.append(ref)
+        self.input_refs[group_input] = ref
+        self.instances[full] = None       # keeps the group before its instances; set below
+        inner = _Scope(full + "/", scope.values, scope.value_src, block_input=scope.block_input,
+                       stack=scope.stack, group=full, row=scope.row if scope.row is not None else full,
+                       args=scope.args)
+        blocks = self.model.blocks
+        has_stride = block in blocks and "stride" in blocks[block].arg_names()
+        last = group_input
+        before = len(self.errors)
+        for k in range(count):
+            kargs = dict(args) if k == 0 or not has_stride else {**args, "stride": 1}
+            last = self._instance(str(k), block_name, kargs, args_node, None, None, item, ipath, inner, last,
+                                  top_level, from_table, arg_src)
+            if len(self.errors) > before:
+                break                     # the same mistake in every repeat says it once
+        values = {**{k: plain(v) for k, v in args.items()}, REPEAT: count}
+        self.instances[full] = Instance(full, block, values, last, claim_model, where, scope.group, from_table)
+        scope.local[name] = last
+        scope.local_loc[name] = where
+        if top_level and scope.row is None:
+            self.rows.append(full)
+        return last
+
+    def _block_name(self, name: str, scope: _Scope) -> str:
+        """``use:`` names a block, or a parameter (a variant row) whose value names one."""
+        if name not in self.model.blocks and isinstance(scope.values.get(name), str):
+            self.used.add(name)
+            return scope.values[name]
+        return name
+
+    def _skip(self, name: str, inputs: list[str] | None, scope: _Scope, previous: str, where: Location,
+              logical: str) -> str:
+        """A layer (or block use) whose condition is false does not exist: what reads it reads its
+        input (its first, for add and concat) instead."""
+        if self._claim_name(name, scope, where, logical) is None:
+            return previous
+        target = previous
+        if inputs:
+            target = self._peek(inputs[0], scope)
+            if target is None:
+                self.errors.append(error(f"{name!r} reads {inputs[0]!r}, which is not defined before it; a layer "
+                                         "with 'when' reads only layers above it", logical, where,
+                                         value=inputs[0], hint="when the condition is false, whatever reads "
+                                         f"{name!r} reads {inputs[0]!r} instead: it must be known by then"))
+                scope.failed.add(name)
+                return previous
+        scope.local[name] = target
+        scope.local_loc[name] = where
+        return previous
+
+    def _condition(self, text: Any, scope: _Scope, where: Location, path: str) -> bool | None:
+        """The value of a ``when`` condition, or None after reporting why it has none."""
+        if isinstance(text, bool):
+            return text
+        if not isinstance(text, str):
+            self.errors.append(error(f"'when' takes a condition such as \"stride == 1\", not {text!r}", path, where,
+                                     value=text))
+            return None
+        values = scope.values
+        try:
+            mentioned = expr.names(text)
+            wanted = mentioned & set(SHAPE_NAMES)
+        except expr.ExprError as exc:
+            self.errors.append(error(str(exc), path, where, value=text))
+            return None
+        wanted -= set(values)
+        if wanted:
+            if scope.block_input is None:
+                self.errors.append(error(f"{sorted(wanted)[0]!r} is the shape of a block's input; at the top level "
+                                         "there is none", path, where, value=text,
+                                         hint="conditions on the input's shape belong in a block's layers"))
+                return None
+            shape = self._shape(scope.block_input)
+            if shape is None or len(shape) != 3:
+                self.errors.append(error("cannot decide the condition: the shape of the block's input is not "
+                                         "known here", path, where, value=text,
+                                         hint="the layers before the block must be valid, read only layers "
+                                              "above them, and give an image (C, H, W)"))
+                return None
+            values = {**values, **dict(zip(SHAPE_NAMES, shape))}
+        words = {w: w == "true" for w in ("true", "false") if w in mentioned}    # YAML's spelling, quoted
+        values = {**words, **values}
+        try:
+            result = expr.evaluate(text, values, self.used)
+        except expr.ExprError as exc:
+            if exc.unknown in self.failed_params:
+                return None
+            hint = None
+            if exc.unknown is not None:
+                choices = set(values) | set(SHAPE_NAMES if scope.block_input is not None else ())
+                close = suggest(exc.unknown, choices)
+                hint = close if close.startswith("did you mean") else (
+                    "a condition reads the block's arguments, the parameters, i and N (the block's position) "
+                    "and the block's input's " + ", ".join(SHAPE_NAMES))
+            self.errors.append(error(str(exc), path, where, value=text, hint=hint))
+            return None
+        if not isinstance(result, bool):
+            self.errors.append(error(f"'when' must be true or false; {text!r} gives {result!r}", path, where,
+                                     value=text, hint="compare, e.g. \"stride != 1 or in_channels != out\""))
+            return None
+        return result
+
+    # ------------------------------------------------------------------ shapes, for conditions
+    def _peek(self, ref: str, scope: _Scope) -> str | None:
+        """The full name ``ref`` stands for now, without reporting anything (None: not known yet)."""
+        if ref.startswith("@"):
+            return ref
+        if scope.block_input is not None and ref == BLOCK_INPUT:
+            return scope.block_input
+        if scope.block_input is None and ref == NET_INPUT:
+            return NET_INPUT
+        if ref in scope.local:
+            return scope.local[ref]
+        if scope.block_input is None:
+            if ref in self.index:
+                return ref
+            inst = self.instances.get(ref)
+            if inst is not None:
+                return inst.output
+        return None
+
+    def _peek_ref(self, ref: _Ref | None) -> str | None:
+        if ref is None:
+            return None
+        return ref.name if ref.path is None else self._peek(ref.name, ref.scope)
+
+    def _shape(self, name: str) -> Any:
+        """The output shape of ``name`` (a layer, a block's input or the network's input) from the
+        layers defined so far; None where it cannot be known (an error elsewhere, a later layer)."""
+        if _SHAPE_RULE is None:
+            return None
+        cache, stack, visiting = self.shapes, [name], set()
+        while stack:
+            n = stack[-1]
+            if n in cache:
+                stack.pop()
+                continue
+            visiting.add(n)
+            if n == NET_INPUT:
+                cache[n] = tuple(self.model.input)
+                continue
+            if n.startswith("@"):
+                deps = [self._peek_ref(self.input_refs.get(n))]
+            elif n in self.index:
+                deps = [self._peek_ref(r) for r in self.layer_refs.get(self.index[n], [])]
+                deps = deps or [None]
+            else:
+                deps = [None]
+            if any(d is None or (d in visiting and d not in cache) for d in deps):
+                cache[n] = None
+                continue
+            missing = [d for d in deps if d not in cache]
+            if missing:
+                stack.extend(missing)
+                continue
+            shapes = [cache[d] for d in deps]
+            if any(sh is None for sh in shapes):
+                cache[n] = None
+            elif n.startswith("@"):
+                cache[n] = shapes[0]
+            else:
+                try:
+                    cache[n] = tuple(_SHAPE_RULE(self.layers[self.index[n]].spec, shapes))
+                except (ValueError, TypeError, KeyError):
+                    cache[n] = None
+        return cache[name]
 
     # ------------------------------------------------------------------ references
     def _resolve_refs(self) -> None:

@@ -1,7 +1,7 @@
 """The torch backend: a runnable nn.Module, standalone source, TorchScript and ONNX exports."""
 
 from .build import build, load_model, save_model
-from .weights import load_weights
 from .codegen import generate
+from .weights import load_weights
 
 __all__ = ["build", "load_model", "load_weights", "save_model", "generate"]

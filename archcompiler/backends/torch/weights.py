@@ -149,6 +149,18 @@ def _renew(model: torch.nn.Module, paths: list[str], state: dict, own: dict, by_
     return notes
 
 
+def has_training_heads(spec: Spec, state: dict[str, Any]) -> bool:
+    """Whether ``state`` holds any tensor of the spec's training-only layers (a published
+    checkpoint may or may not keep them)."""
+    from ...passes import annotated_graph
+    from .codegen import generate
+
+    g = annotated_graph(spec)
+    gen = generate(g, spec, heads=True)
+    training = {path for node, path in gen.module_paths.items() if g.nodes[node]["training_only"]}
+    return any(k.rsplit(".", 1)[0] in training for k in state)
+
+
 def layer_names(g: Any) -> list[str]:
     names = []
     for n in g.nodes:

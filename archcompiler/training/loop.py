@@ -60,6 +60,7 @@ class TrainResult:
     stopped: dict[str, Any] | None = None    # early stopping: {"epoch", "patience"}
     new_heads: list[str] = field(default_factory=list)   # classifier layers started afresh, one line each
     frozen: str | None = None         # --freeze LAYER
+    spared: list[str] = field(default_factory=list)      # new heads inside the frozen part, which train
     trainable: int = 0                # parameters that train
     parameters: int = 0               # all parameters
 
@@ -520,7 +521,7 @@ def train(spec_or_path: Spec | str | Path, data: str | Path, *, overrides: dict 
 
     ``weights`` starts from a checkpoint or state_dict (a classifier of another class count starts
     afresh, seeded); ``freeze`` keeps every layer up to and including that one as it is (weights and
-    BatchNorm statistics); ``patience`` stops when validation accuracy has not improved for that
+    BatchNorm statistics), the new heads excepted; ``patience`` stops when validation accuracy has not improved for that
     many epochs; ``tensorboard`` writes TensorBoard event files into the run folder."""
     flags = {"train.epochs": epochs, "train.batch_size": batch_size, "train.lr": lr, "train.seed": seed}
     extra = [f"{k}={v}" for k, v in flags.items() if v is not None]
@@ -545,15 +546,17 @@ def train(spec_or_path: Spec | str | Path, data: str | Path, *, overrides: dict 
     from ..backends.torch.weights import freeze as freeze_layers
     from ..passes import annotated_graph
 
-    new_heads: list[str] = []
+    new_heads: list[Any] = []
 
-    def note(line: str) -> None:
-        new_heads.append(line)
+    def note(head: Any) -> None:
+        new_heads.append(head)
         if world.main:
-            print(f"archc: {line}", file=sys.stderr, flush=True)
+            print(f"archc: {head}", file=sys.stderr, flush=True)
 
     model = build(spec, seed=t.seed, weights=weights, log=note).to(dev)
-    frozen = freeze_layers(model, annotated_graph(spec), spec, freeze) if freeze else []
+    # new heads train even inside the frozen part (an auxiliary head before LAYER)
+    frozen, spared = freeze_layers(model, annotated_graph(spec), spec, freeze, keep={h.path for h in new_heads}) \
+        if freeze else ([], [])
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = _optimizer(spec, trainable)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(spec, e))
@@ -624,7 +627,8 @@ def train(spec_or_path: Spec | str | Path, data: str | Path, *, overrides: dict 
             dist.destroy_process_group()
     model.eval()
     return TrainResult(model, run.history, run.dir, d.classes, len(bad_train) + len(bad_val), interrupted, run.best,
-                       epochs=t.epochs, stopped=stopped, new_heads=new_heads, frozen=freeze,
+                       epochs=t.epochs, stopped=stopped, new_heads=[str(h) for h in new_heads], frozen=freeze,
+                       spared=[h.layer for h in new_heads if h.path in spared],
                        trainable=sum(p.numel() for p in trainable),
                        parameters=sum(p.numel() for p in model.parameters()))
 
@@ -635,7 +639,8 @@ def summary(result: TrainResult, spec_name: str) -> str:
     lines = [f"{spec_name}: {len(h)} epoch(s) on {len(result.classes)} classes ({', '.join(result.classes[:8])})"]
     if result.frozen:
         lines.append(f"parameters: {result.trainable:,} of {result.parameters:,} train "
-                     f"(frozen: everything up to and including {result.frozen})")
+                     f"(frozen: everything up to and including {result.frozen}"
+                     f"{', except the new heads ' + ', '.join(result.spared) if result.spared else ''})")
     if h:
         last = h[-1]
         lines.append(f"last epoch: train loss {last['train_loss']:.4f}, train accuracy {last['train_accuracy']:.3f}"

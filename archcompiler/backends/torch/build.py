@@ -94,8 +94,9 @@ def build(spec: Spec, seed: int | None = None, weights: str | Path | dict | Mode
       by ``archc build -o`` or ``archc train`` (``.pt`` or ``.safetensors``); ``heads=False`` (or
       ``drop_missing=True`` with weights that lack them) builds without the training-only heads;
     - with ``new_heads`` (the default), a classifier layer whose shape differs from the weights'
-      (another class count) is initialised afresh from ``seed`` (0 when None) and named in one line
-      passed to ``log`` (default: printed to stderr); every other tensor must fit.
+      (another class count) is initialised afresh from ``seed`` (0 when None) and passed to ``log``
+      (a :class:`~.weights.NewHead`, one line as text; default: printed to stderr); every other
+      tensor must fit.
     """
     state = read_weights(weights) if weights is not None else None
     if heads is None:
@@ -118,9 +119,8 @@ def build(spec: Spec, seed: int | None = None, weights: str | Path | dict | Mode
     if state is not None:
         from .weights import load_weights
 
-        notes = load_weights(model, state, g, spec, new_heads=new_heads, seed=seed)
-        for line in notes:
-            (log or _stderr)(line)
+        for head in load_weights(model, state, g, spec, new_heads=new_heads, seed=seed):
+            (log or _stderr)(head)
     if optimize:
         from .optimized import optimize_module
 
@@ -132,7 +132,7 @@ def build(spec: Spec, seed: int | None = None, weights: str | Path | dict | Mode
     return model
 
 
-def _stderr(line: str) -> None:
+def _stderr(line: Any) -> None:
     print(f"archc: {line}", file=sys.stderr, flush=True)
 
 

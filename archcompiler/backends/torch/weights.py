@@ -8,6 +8,7 @@ before one of the spec's outputs (``g.graph["outputs"]``, the training-only head
 from __future__ import annotations
 
 import types
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -18,6 +19,22 @@ from ...modelfile import ModelFile
 from ...spec import Spec
 
 SHOWN = 3          # of each kind of mismatch, the first SHOWN are listed, then "and N more"
+
+
+@dataclass(frozen=True)
+class NewHead:
+    """A classifier layer initialised afresh because its shape differs from the weights'."""
+
+    layer: str                       # the spec's name for it
+    path: str                        # its module path
+    shape: tuple[int, ...]           # its weight's shape in the model
+    was: tuple[int, ...]             # and in the weights file
+    source: str                      # the weights file
+    seed: int
+
+    def __str__(self) -> str:
+        return (f"new head {self.layer}: {self.shape} in the model, {self.was} in {self.source}; "
+                f"initialised afresh (seed {self.seed})")
 
 
 def module_paths(model: torch.nn.Module) -> dict[str, str]:
@@ -61,10 +78,10 @@ def _capped(problems: list[Diagnostic], kind: str, where: Location) -> list[Diag
 
 
 def load_weights(model: torch.nn.Module, weights: ModelFile, g: Any, spec: Spec, *, new_heads: bool = True,
-                 seed: int | None = None) -> list[str]:
+                 seed: int | None = None) -> list[NewHead]:
     """Load ``weights`` into ``model``. Every tensor must fit, except the classifier layers' when
     ``new_heads``: a classifier layer whose shape changed (another class count) is initialised
-    afresh, seeded by ``seed`` (0 when None). Returns one line per such layer. Any other mismatch is
+    afresh, seeded by ``seed`` (0 when None). Returns those layers (``str()``: one line each). Any other mismatch is
     an error naming the first layer that differs (then at most a few of each kind, and a count)."""
     state, label = weights.state_dict, weights.label
     own = model.state_dict()
@@ -131,7 +148,7 @@ def load_weights(model: torch.nn.Module, weights: ModelFile, g: Any, spec: Spec,
 
 
 def _renew(model: torch.nn.Module, paths: list[str], state: dict, own: dict, by_path: dict[str, str], g: Any,
-           label: str, seed: int) -> list[str]:
+           label: str, seed: int) -> list[NewHead]:
     """Initialise the modules at ``paths`` afresh, as the spec's ``init`` says, from ``seed``."""
     notes = []
     with torch.random.fork_rng(devices=[]):
@@ -144,8 +161,8 @@ def _renew(model: torch.nn.Module, paths: list[str], state: dict, own: dict, by_
             if init is not None:        # the spec's init rules, applied to this module alone
                 init(types.SimpleNamespace(INIT=model.INIT, modules=lambda m=module: [m]))
             key = next(k for k in own if k.rsplit(".", 1)[0] == path and k in state)
-            notes.append(f"new head {g.nodes[by_path[path]]['layer']}: {tuple(own[key].shape)} in the model, "
-                         f"{tuple(state[key].shape)} in {label}; initialised afresh (seed {seed})")
+            notes.append(NewHead(g.nodes[by_path[path]]["layer"], path, tuple(own[key].shape),
+                                 tuple(state[key].shape), label, seed))
     return notes
 
 
@@ -170,10 +187,13 @@ def layer_names(g: Any) -> list[str]:
     return names
 
 
-def freeze(model: torch.nn.Module, g: Any, spec: Spec, layer: str, heads: bool = True) -> list[torch.nn.Module]:
+def freeze(model: torch.nn.Module, g: Any, spec: Spec, layer: str, heads: bool = True,
+           keep: set[str] | frozenset[str] = frozenset()) -> tuple[list[torch.nn.Module], list[str]]:
     """Freeze everything up to and including ``layer`` (a spec layer or block name), in the order
-    ``forward()`` runs: its parameters stop training (``requires_grad=False``). Returns the frozen
-    modules; the caller keeps them in eval mode while training (BatchNorm keeps its statistics)."""
+    ``forward()`` runs, except the modules at the paths in ``keep`` (new heads, which must learn):
+    their parameters stop training (``requires_grad=False``). Returns the frozen modules (the
+    caller keeps them in eval mode while training: BatchNorm keeps its statistics) and the paths in
+    ``keep`` that were spared."""
     from ...spec.base import suggest
 
     order = plan(g, heads=heads).order
@@ -183,11 +203,15 @@ def freeze(model: torch.nn.Module, g: Any, spec: Spec, layer: str, heads: bool =
         raise BackendError([error(f"--freeze {layer}: the spec {spec.name} has no layer {layer!r}", "--freeze",
                                   Location(spec.file), hint=suggest(layer, layer_names(g)))])
     paths = module_paths(model)
-    frozen = []
+    frozen, spared = [], []
     for node in order[: hits[-1] + 1]:
-        if node in paths:
-            module = model.get_submodule(paths[node])
-            for p in module.parameters():
-                p.requires_grad_(False)
-            frozen.append(module)
-    return frozen
+        if node not in paths:
+            continue
+        if paths[node] in keep:
+            spared.append(paths[node])
+            continue
+        module = model.get_submodule(paths[node])
+        for p in module.parameters():
+            p.requires_grad_(False)
+        frozen.append(module)
+    return frozen, spared

@@ -240,3 +240,14 @@ def test_resume_with_another_freeze_is_a_clear_error(pretrained, two, tmp_path):
     with pytest.raises(ArchcError, match="resume with the same --freeze"):
         archcompiler.train(CNN, two, overrides={"num_classes": 2}, epochs=2, batch_size=16, workers=0, out=run,
                            resume=True, progress=False, val_split=None)
+
+
+def test_tensorboard_without_the_package_says_how_to_install_it(two, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)       # as if not installed
+    with pytest.raises(SpecError, match="needs the tensorboard package") as info:
+        archcompiler.train(CNN, two, overrides={"num_classes": 2}, epochs=1, workers=0, tensorboard=True,
+                           out=tmp_path / "run", progress=False)
+    assert "pip install tensorboard" in info.value.errors[0].hint
+    assert not (tmp_path / "run").exists()                 # refused before anything was written

@@ -342,16 +342,16 @@ def _data(spec: Spec, data: str | Path, val: str | Path | None, val_split: float
     return Data(classes, train_samples, val_samples, train_set, val_set, loader, val_loader, workers)
 
 
-def _tensorboard(run_dir: Path | None) -> Any:
-    """A TensorBoard writer into the run folder (rank 0 only)."""
-    if run_dir is None:
+def _tensorboard_writer(write: bool) -> Any:
+    """TensorBoard's writer class, refused before anything is written when it cannot be used."""
+    if not write:
         raise SpecError([error("--tensorboard writes into the run folder, and this run writes none", "--tensorboard")])
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         raise SpecError([error("--tensorboard needs the tensorboard package, which is not installed", "--tensorboard",
                                hint="pip install tensorboard (or pip install 'archcompiler[tensorboard]')")]) from None
-    return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+    return SummaryWriter
 
 
 # ----------------------------------------------------------------------------- run folder
@@ -537,6 +537,7 @@ def train(spec_or_path: Spec | str | Path, data: str | Path, *, overrides: dict 
     if patience is not None and val is None and not val_split:
         raise SpecError([error("--patience stops on validation accuracy, and this run has no validation images",
                                "--patience", hint="give --val DIR or --val-split FRACTION")])
+    writer = _tensorboard_writer(write) if tensorboard else None
     dev, world = _distributed(spec, device)
     t = spec.train
     d = _data(spec, data, val, val_split, world, workers)
@@ -570,7 +571,7 @@ def train(spec_or_path: Spec | str | Path, data: str | Path, *, overrides: dict 
                   "processes": world.size, "overrides": overrides, "weights": str(weights) if weights else None,
                   "freeze": freeze, "patience": patience, "train": spec.train.model_dump(),
                   "data_options": spec.data.model_dump(), "classes": d.classes})
-    board = _tensorboard(run.dir) if tensorboard and world.main else None
+    board = writer(log_dir=str(run.dir / "tensorboard")) if writer is not None and run.dir is not None else None
     if not resume:
         run.save("last", 0)                         # resumable from the start
 

@@ -86,9 +86,9 @@ def from_payload(data: Any, label: str) -> ModelFile:
     if _is_state_dict(data):
         return ModelFile(label, data)
     if not isinstance(data, dict) or not isinstance(data.get("state_dict"), dict):
-        return _raise(_not_weights(label, "not a mapping of names to tensors"))
+        raise _not_weights(label, "not a mapping of names to tensors")
     if not _is_state_dict(data["state_dict"]):
-        return _raise(_not_weights(label, "its 'state_dict' is not a mapping of names to tensors"))
+        raise _not_weights(label, "its 'state_dict' is not a mapping of names to tensors")
     rest = {k: v for k, v in data.items()
             if k not in ("state_dict", "spec", "spec_file", "heads", "classes", "preprocess")}
     heads = data.get("heads")
@@ -101,10 +101,6 @@ def from_payload(data: Any, label: str) -> ModelFile:
                      classes=[str(c) for c in classes] if isinstance(classes, list) else None,
                      preprocess=data.get("preprocess") if isinstance(data.get("preprocess"), dict) else None,
                      extra=rest)
-
-
-def _raise(exc: Exception) -> Any:
-    raise exc
 
 
 def read_weights(source: str | Path | dict | ModelFile, what: str = "--weights") -> ModelFile:

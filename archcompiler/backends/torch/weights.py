@@ -81,8 +81,9 @@ def load_weights(model: torch.nn.Module, weights: ModelFile, g: Any, spec: Spec,
                  seed: int | None = None) -> list[NewHead]:
     """Load ``weights`` into ``model``. Every tensor must fit, except the classifier layers' when
     ``new_heads``: a classifier layer whose shape changed (another class count) is initialised
-    afresh, seeded by ``seed`` (0 when None). Returns those layers (``str()``: one line each). Any other mismatch is
-    an error naming the first layer that differs (then at most a few of each kind, and a count)."""
+    afresh, seeded by ``seed`` (0 when None). Returns those layers (``str()``: one line each). Any
+    other mismatch is an error naming the first layer that differs (then at most a few of each
+    kind, and a count); a checkpoint of another spec is said once, with what to do instead."""
     state, label = weights.state_dict, weights.label
     own = model.state_dict()
     paths = module_paths(model)
@@ -94,12 +95,12 @@ def load_weights(model: torch.nn.Module, weights: ModelFile, g: Any, spec: Spec,
         node = _owner(key, by_path)
         return (g.nodes[node]["layer"], g.nodes[node]["loc"]) if node else ("?", source)
 
-    renew = {(_owner(k, by_path) and paths[_owner(k, by_path)]) for k in own
-             if k in state and tuple(state[k].shape) != tuple(own[k].shape)} & heads if new_heads else set()
+    changed = {k.rsplit(".", 1)[0] for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)}
+    renew = changed & heads if new_heads else set()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     shapes = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)
-              and paths.get(_owner(k, by_path) or "") not in renew]
+              and k.rsplit(".", 1)[0] not in renew]
     if missing or unexpected or shapes:
         if weights.spec_name and weights.spec_name != spec.name:
             held = f"spec {weights.spec_name}" + (f" (from {weights.spec_file})" if weights.spec_file else "")

@@ -435,12 +435,26 @@ class RunFolder:
         write_model_file(self.dir / f"{name}.pt", mf.payload())
         write_safetensors(self.dir / f"{name}.safetensors", mf)
 
-    def record(self, data: str | Path) -> None:
-        """metrics.csv and curves.png, after an epoch."""
-        if self.dir is None:
-            return
-        write_metrics(self.dir / "metrics.csv", self.history)
-        plot_curves(self.dir / "curves.png", self.history, f"{self.spec.name} on {Path(data).name}")
+    def end_epoch(self, row: dict[str, Any], data: str | Path, validated: bool, main: bool, board: Any) -> None:
+        """After an epoch: its row, the best so far, the checkpoints, metrics.csv, curves.png and
+        TensorBoard's scalars (without validation, every epoch is the best)."""
+        self.history.append(row)
+        epoch = row["epoch"]
+        if main and row["val_accuracy"] is not None and row["val_accuracy"] > self.best.get("val_accuracy", -1):
+            self.best = {"epoch": epoch, "val_accuracy": row["val_accuracy"]}
+            self.save("best", epoch)
+        self.save("last", epoch)
+        if not validated:
+            self.save("best", epoch)
+        if self.dir is not None:
+            write_metrics(self.dir / "metrics.csv", self.history)
+            plot_curves(self.dir / "curves.png", self.history, f"{self.spec.name} on {Path(data).name}")
+        if board is not None:
+            for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "images_per_s"):
+                if row[key] is not None:
+                    board.add_scalar(key.replace("_", "/", 1) if key.startswith(("train", "val")) else key,
+                                     row[key], epoch)
+            board.flush()
 
 
 # ----------------------------------------------------------------------------- one epoch
@@ -589,20 +603,7 @@ def train(spec_or_path: Spec | str | Path, data: str | Path, *, overrides: dict 
                 result = evaluate_loader(model, d.val_loader, dev, len(d.classes), amp)
                 row["val_loss"], row["val_accuracy"] = result["loss"], result["accuracy"]
                 bad_val.update(result["bad"])
-            run.history.append(row)
-            if world.main and row["val_accuracy"] is not None and row["val_accuracy"] > run.best.get("val_accuracy", -1):
-                run.best = {"epoch": row["epoch"], "val_accuracy": row["val_accuracy"]}
-                run.save("best", epoch + 1)
-            run.save("last", epoch + 1)
-            run.record(data)
-            if d.val_loader is None:
-                run.save("best", epoch + 1)
-            if board is not None:
-                for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "images_per_s"):
-                    if row[key] is not None:
-                        board.add_scalar(key.replace("_", "/", 1) if key.startswith(("train", "val")) else key,
-                                         row[key], row["epoch"])
-                board.flush()
+            run.end_epoch(row, data, validated=d.val_loader is not None, main=world.main, board=board)
             show.end(row, t.epochs)
             stop = patience is not None and world.main and _since_best(run.history, run.best) >= patience
             if world.size > 1:

@@ -251,3 +251,21 @@ def test_tensorboard_without_the_package_says_how_to_install_it(two, tmp_path, m
                            out=tmp_path / "run", progress=False)
     assert "pip install tensorboard" in info.value.errors[0].hint
     assert not (tmp_path / "run").exists()                 # refused before anything was written
+
+
+def test_a_plain_state_dict_with_or_without_the_training_heads_predicts(two, tmp_path):
+    """Whether a published state_dict has the auxiliary heads is read from the spec's graph (its
+    training-only layers), not guessed from key names."""
+    from archcompiler.backends.torch.weights import has_training_heads
+
+    spec = archcompiler.load_spec(SPECS / "googlenet-small.yaml", ["width=0.125", "num_classes=2"])
+    full = archcompiler.build(spec, seed=0).state_dict()
+    from archcompiler.backends.torch import build
+
+    bare = {k: v for k, v in full.items() if k in build(spec, heads=False).state_dict()}
+    assert has_training_heads(spec, full) and not has_training_heads(spec, bare)
+    image = next((two / "3").iterdir())
+    for name, state in (("full", full), ("bare", bare)):
+        torch.save(state, tmp_path / f"{name}.pt")
+        result = archcompiler.predict(spec, [image], weights=tmp_path / f"{name}.pt", top=1)
+        assert result[0]["top"][0]["class"] in ("0", "1")

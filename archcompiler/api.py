@@ -30,7 +30,10 @@ def build(spec_or_path: Spec | str | Path, overrides: dict | list | None = None,
           optimize: bool = False, compile: bool = False) -> Any:
     """Compile the spec into a ``torch.nn.Module`` (see :mod:`archcompiler.backends.torch`).
 
-    ``optimize=True`` gives the inference module (BatchNorm folded into the convolutions, ReLU
+    ``weights`` (a state_dict, or a ``.pt`` or ``.safetensors`` file) of another class count load
+    with the classifier layers initialised afresh from ``seed`` (0 when None), each named in one line
+    on stderr; any other mismatch is an error. ``optimize=True`` gives the inference module (BatchNorm
+    folded into the convolutions, ReLU
     fused, dropout and auxiliary heads removed, channels-last); ``weights`` load into the ordinary
     layout first, so published checkpoints work with it. ``compile=True`` wraps the result in
     ``torch.compile`` where a compiler is available. ``check_memory=False`` builds even when the
@@ -66,9 +69,11 @@ def draw(spec_or_path: Spec | str | Path, output: str | Path | None = None, **op
 
 def train(spec_or_path: Spec | str | Path, data: str | Path, **options: Any) -> Any:
     """Train on an image folder with the spec's recipe; ``archc train``'s options as keywords
-    (``epochs``, ``batch_size``, ``lr``, ``val``, ``val_split``, ``device``, ``workers``, ``amp``,
-    ``out``, ``resume``, ``weights``, ``strict``, ``overrides``). Returns a result with ``.model``
-    (trained, in eval mode), ``.history`` (one dict per epoch) and ``.run_dir``."""
+    (``epochs``, ``batch_size``, ``lr``, ``seed``, ``val``, ``val_split``, ``device``, ``workers``,
+    ``amp``, ``out``, ``resume``, ``weights``, ``freeze``, ``patience``, ``tensorboard``, ``strict``,
+    ``overrides``). ``weights`` of another class count start the classifier layers afresh, as
+    :func:`build` does. Returns a result with ``.model`` (trained, in eval mode), ``.history`` (one
+    dict per epoch), ``.run_dir`` and ``.new_heads``."""
     from .training import train as _train
 
     return _train(spec_or_path, data, **options)

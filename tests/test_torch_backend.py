@@ -72,12 +72,25 @@ def test_mismatched_weights_are_listed_by_layer(fixture):
     assert located.file.endswith("googlenet.yaml") and located.line > 0
 
 
-def test_shape_mismatch_is_reported(fixture):
+def test_another_class_count_starts_the_classifiers_afresh_and_other_shapes_are_errors(fixture, capsys):
+    """The classifier layers (fc and the heads' fc2) start afresh; everything else loads."""
+    model = archcompiler.build(SPECS / "googlenet-torchvision.yaml", {"num_classes": 10},
+                               weights=fixture["state_dict"])
+    lines = capsys.readouterr().err.replace("archc: ", "").splitlines()
+    assert [line.split(":")[0] for line in lines] == ["new head aux1/fc2", "new head aux2/fc2", "new head fc"]
+    assert "(10, 1024) in the model, (1000, 1024) in the given state_dict" in lines[-1]
+    state = model.state_dict()
+    assert torch.equal(state["inception5b.branch1.conv.weight"], fixture["state_dict"]["inception5b.branch1.conv.weight"])
+    assert state["fc.weight"].shape == (10, 1024)
+    wider = dict(fixture["state_dict"])
+    wider["inception3a.branch1.conv.weight"] = torch.zeros(32, 192, 1, 1)
     with pytest.raises(BackendError) as info:
-        archcompiler.build(SPECS / "googlenet-torchvision.yaml", overrides={"num_classes": 10},
-                           weights=fixture["state_dict"])
-    assert any(d.message.startswith("shape mismatch for fc.weight (layer fc): checkpoint (1000, 1024), "
-                                    "model (10, 1024)") for d in info.value.errors)
+        archcompiler.build(SPECS / "googlenet-torchvision.yaml", weights=wider)
+    assert info.value.errors[0].message.startswith("the given state_dict does not fit spec googlenet_torchvision: "
+                                                   "the first layer that differs is inception_3a/1x1 (")
+    assert any(d.message.startswith("shape mismatch for inception3a.branch1.conv.weight (layer inception_3a/1x1): "
+                                    "checkpoint (32, 192, 1, 1), model (64, 192, 1, 1)")
+               for d in info.value.errors)
 
 
 def test_torchvision_init_is_truncated_normal():

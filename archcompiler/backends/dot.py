@@ -23,7 +23,7 @@ import networkx as nx
 from ..errors import BackendError, Location, error
 from ..io import write_bytes, write_text
 from ..ir import INPUT, OPS, schedule
-from ..modelfile import embedded_spec, read_model_file
+from ..modelfile import embedded_spec, is_model_file, read_model_file
 from ..passes import annotated_graph
 from ..spec import Spec, load_spec
 from ..util import shape_text
@@ -364,7 +364,7 @@ def _render(dot: Any, format: str, path: Path, to_stdout: bool) -> bytes:
 
 
 def _spec(spec_or_path: Spec | str | Path, overrides: dict | list | None) -> Spec:
-    if isinstance(spec_or_path, (str, Path)) and str(spec_or_path).endswith(".pt"):
+    if is_model_file(spec_or_path):
         return embedded_spec(read_model_file(spec_or_path), overrides, file=str(spec_or_path))
     return load_spec(spec_or_path, overrides)
 

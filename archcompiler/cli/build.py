@@ -21,7 +21,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--emit", choices=["model", "python", "torchscript", "onnx"], default="model",
                    help="model: weights + spec, reloadable with archcompiler.load_model (default); "
                         "python: standalone source; torchscript; onnx")
-    p.add_argument("--weights", metavar="FILE", help="load a state_dict (strict; mismatches are listed)")
+    p.add_argument("--weights", metavar="FILE", help="load a state_dict, checkpoint or .safetensors file; classifier layers of another class "
+                        "count start afresh (from --seed), any other mismatch is an error")
     p.add_argument("--drop-training-heads", action="store_true",
                    help="build without training-only heads (to load checkpoints that lack them)")
     p.add_argument("--seed", type=int, default=None, help="seed for reproducible initialisation")

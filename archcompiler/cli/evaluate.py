@@ -13,8 +13,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                 description="Evaluate trained weights on a folder laid out like the training data (DIR/CLASS/*.jpg), "
                 "with the preprocessing saved in the checkpoint. Prints accuracy, per-class accuracy and the "
                 "confusion matrix, and draws the matrix to a PNG.")
-    p.add_argument("spec", metavar="SPEC", help="the spec file, or a checkpoint written by archc train")
-    p.add_argument("--weights", metavar="CKPT", help="the checkpoint (runs/NAME/best.pt) or a state_dict")
+    p.add_argument("spec", metavar="SPEC", help="the spec file, or a checkpoint written by archc train (best.pt or best.safetensors)")
+    p.add_argument("--weights", metavar="CKPT", help="the checkpoint (runs/NAME/best.pt or best.safetensors) or a state_dict")
     p.add_argument("--data", required=True, metavar="DIR", help="images: DIR/CLASS/*.jpg")
     p.add_argument("--plot", metavar="FILE", default=None,
                    help="where to draw the confusion matrix (default: confusion.png beside the checkpoint; "

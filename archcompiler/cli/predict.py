@@ -13,9 +13,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = command(sub, "predict", help="the top classes of images, with probabilities",
                 description="Classify images with trained weights, prepared with the preprocessing saved in the "
                 "checkpoint; prints the top-k classes and their probabilities.")
-    p.add_argument("spec", metavar="SPEC", help="the spec file, or a checkpoint written by archc train")
+    p.add_argument("spec", metavar="SPEC", help="the spec file, or a checkpoint written by archc train (best.pt or best.safetensors)")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
-    p.add_argument("--weights", metavar="CKPT", help="the checkpoint (runs/NAME/best.pt) or a state_dict")
+    p.add_argument("--weights", metavar="CKPT", help="the checkpoint (runs/NAME/best.pt or best.safetensors) or a state_dict")
     p.add_argument("--top", type=positive, default=5, metavar="K", help="how many classes per image (default 5)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where to run (default cpu)")
     p.add_argument("--format", choices=["text", "json"], default="text", help="text (default) or json")

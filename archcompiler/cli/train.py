@@ -13,7 +13,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = command(sub, "train", help="train on a folder of images (one sub-folder per class)",
                 description="Train the spec's network with its recipe (the spec's train: and data: sections; "
                 "every flag overrides its field). Writes a run folder: spec.yaml, args.json, metrics.csv, "
-                "curves.png, last.pt (resumable) and best.pt. Several processes: "
+                "curves.png, last.pt (resumable), best.pt, and the same weights as last.safetensors and best.safetensors. "
+                "Fine-tuning: --weights a checkpoint of another class count starts the classifier layers afresh; "
+                "--freeze keeps the layers up to one as they are. Several processes: "
                 "torchrun --nproc-per-node N -m archcompiler train ...")
     p.add_argument("spec", metavar="SPEC", help="the spec file (YAML)")
     p.add_argument("--data", required=True, metavar="DIR", help="training images: DIR/CLASS/*.jpg, one folder per class")
@@ -29,7 +31,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", metavar="DIR", help="the run folder (default: runs/SPEC_NAME-N, a new one per run)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out (default: the latest) exactly where it stopped; --epochs may extend it")
-    p.add_argument("--weights", metavar="FILE", help="start from these weights (a checkpoint or a state_dict)")
+    p.add_argument("--weights", metavar="FILE",
+                   help="start from these weights (a checkpoint, .safetensors or a state_dict); classifier layers "
+                        "of another class count start afresh (seeded), named in one line each")
+    p.add_argument("--freeze", metavar="LAYER",
+                   help="keep every layer up to and including LAYER (a spec layer name, e.g. inception_4e) as it "
+                        "is: its weights and BatchNorm statistics do not change")
+    p.add_argument("--seed", type=int, metavar="N", help="train.seed: initialisation, data order, augmentation")
+    p.add_argument("--patience", type=positive, metavar="N",
+                   help="stop when validation accuracy has not improved for N epochs")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="write TensorBoard event files to RUN/tensorboard (needs: pip install tensorboard)")
     p.add_argument("--strict", action="store_true", help="an unreadable image is an error (default: skipped and counted)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     add_set(p)
@@ -42,9 +54,10 @@ def run(args: argparse.Namespace) -> int:
 
     result = train(args.spec, args.data, overrides=args.set, val=args.val,
                    val_split=args.val_split if args.val is None and args.val_split else None,
-                   epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, device=args.device,
+                   epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device,
                    workers=args.workers, amp=args.amp, out=args.out, resume=args.resume, weights=args.weights,
-                   strict=args.strict, progress=not args.quiet)
+                   freeze=args.freeze, patience=args.patience, tensorboard=args.tensorboard, strict=args.strict,
+                   progress=not args.quiet)
     import os
 
     if int(os.environ.get("RANK", "0")) == 0:

@@ -280,7 +280,7 @@ def looks_like_path(source: str | Path) -> bool:
     if "\n" in source:
         return False
     # one line: a file name, unless it is inline YAML (a spec needs at least one 'key: value')
-    return source.endswith((".yaml", ".yml", ".pt")) or Path(source).is_file() or ":" not in source
+    return source.endswith((".yaml", ".yml", ".pt", ".pth", ".safetensors")) or Path(source).is_file() or ":" not in source
 
 
 def read_text(path: Path) -> str:

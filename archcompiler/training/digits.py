@@ -3,6 +3,7 @@
 
     python3 -m archcompiler.training.digits digits/            # the 0s and 1s (360 images)
     python3 -m archcompiler.training.digits digits/ --all      # all ten digits
+    python3 -m archcompiler.training.digits more/ --digits 2 3 8   # those three
 
 Needs scikit-learn (which ``setup.sh`` installs with the test dependencies).
 """
@@ -35,8 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python3 -m archcompiler.training.digits", description=__doc__.split("\n\n")[0])
     p.add_argument("folder", help="where to write DIGIT/N.png")
     p.add_argument("--all", action="store_true", help="all ten digits (default: 0 and 1)")
+    p.add_argument("--digits", type=int, nargs="+", choices=range(10), metavar="D", help="these digits (0-9)")
     args = p.parse_args(argv)
-    n = write_digits(args.folder, tuple(range(10)) if args.all else (0, 1))
+    n = write_digits(args.folder, tuple(range(10)) if args.all else tuple(args.digits or (0, 1)))
     print(f"wrote {n} images to {args.folder}", file=sys.stderr)
     return 0
 

@@ -3,7 +3,13 @@
 A run folder holds everything about the run: ``spec.yaml`` (resolved) and ``args.json``;
 ``metrics.csv`` (one row per epoch); ``last.pt`` (resumable: model, optimizer, schedule, epoch,
 random states) and ``best.pt`` (best validation accuracy), both loadable by
-``archcompiler.load_model`` and ``archc draw``; and ``curves.png``, redrawn every epoch.
+``archcompiler.load_model`` and ``archc draw``; ``last.safetensors`` and ``best.safetensors`` (the
+same weights, no pickle, the spec, class names and preprocessing in the metadata); ``curves.png``,
+redrawn every epoch; and with ``--tensorboard``, TensorBoard event files in ``tensorboard/``.
+
+Fine-tuning: ``--weights`` starts from a checkpoint; a classifier layer of another class count
+starts afresh (see :mod:`archcompiler.backends.torch.weights`), ``--freeze LAYER`` keeps the layers
+up to LAYER as they are, ``--patience N`` stops early.
 
 Launched by ``torchrun --nproc-per-node N -m archcompiler train ...`` it trains with
 DistributedDataParallel (gloo on CPU, nccl on GPU): each process takes ``batch_size / N`` images of
@@ -47,9 +53,16 @@ class TrainResult:
     history: list[dict[str, Any]]
     run_dir: Path | None
     classes: list[str]
-    skipped: int = 0
+    skipped: int = 0                  # unreadable image files (each counted once, however often read)
     interrupted: bool = False
     best: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 0                   # the epochs asked for
+    stopped: dict[str, Any] | None = None    # early stopping: {"epoch", "patience"}
+    new_heads: list[str] = field(default_factory=list)   # classifier layers started afresh, one line each
+    frozen: str | None = None         # --freeze LAYER
+    spared: list[str] = field(default_factory=list)      # new heads inside the frozen part, which train
+    trainable: int = 0                # parameters that train
+    parameters: int = 0               # all parameters
 
 
 # ----------------------------------------------------------------------------- processes
@@ -177,11 +190,6 @@ def _latest_run_dir(spec: Spec) -> Path | None:
     return runs[-1] if runs else None
 
 
-def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-
-
 def write_metrics(path: Path, history: list[dict[str, Any]]) -> None:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=METRICS, lineterminator="\n")
@@ -249,10 +257,11 @@ def evaluate_loader(model: torch.nn.Module, loader: Any, device: torch.device, n
     """Loss, accuracy and the confusion matrix (rows: true class, columns: predicted) of the main output."""
     model.eval()
     confusion = torch.zeros(n_classes, n_classes, dtype=torch.long)
-    loss_sum, count, skipped = 0.0, 0, 0
+    loss_sum, count, skipped, bad_files = 0.0, 0, 0, []
     with torch.no_grad():
         for x, y, bad in loader:
             skipped += len(bad)
+            bad_files += bad
             if len(y) == 0:
                 continue
             x, y = x.to(device), y.to(device)
@@ -264,7 +273,7 @@ def evaluate_loader(model: torch.nn.Module, loader: Any, device: torch.device, n
                 confusion[t, p] += 1
             count += len(y)
     return {"loss": loss_sum / count if count else None, "accuracy": confusion.diag().sum().item() / count
-            if count else None, "confusion": confusion, "count": count, "skipped": skipped}
+            if count else None, "confusion": confusion, "count": count, "skipped": skipped, "bad": bad_files}
 
 
 def _predicted(logits: torch.Tensor, n_classes: int) -> torch.Tensor:
@@ -279,31 +288,35 @@ def _autocast(device: torch.device, amp: bool) -> Any:
     return torch.autocast(device.type, dtype=torch.float16 if device.type == "cuda" else torch.bfloat16)
 
 
-def train(spec_or_path: Spec | str | Path, data: str | Path, *, overrides: dict | list | None = None,
-          val: str | Path | None = None, val_split: float | None = 0.1, epochs: int | None = None,
-          batch_size: int | None = None, lr: float | None = None, device: str = "auto", workers: int | None = None,
-          amp: bool = False, out: str | Path | None = None, resume: bool = False, weights: str | Path | None = None,
-          strict: bool = False, progress: bool = True, write: bool = True) -> TrainResult:
-    """Train the network of a spec on an image folder with the spec's recipe (``train:``, ``data:``);
-    the arguments override the recipe's fields. Returns the trained module and its history."""
-    flags = {"train.epochs": epochs, "train.batch_size": batch_size, "train.lr": lr}
-    extra = [f"{k}={v}" for k, v in flags.items() if v is not None]
-    if isinstance(overrides, dict):
-        overrides = [*(f"{k}={json.dumps(v)}" for k, v in overrides.items()), *extra]
-    else:
-        overrides = [*(overrides or []), *extra]
-    spec = load_spec(spec_or_path, overrides)
-    if val_split is not None and not 0 < val_split < 1:
-        raise SpecError([error(f"--val-split is a fraction in (0, 1), got {val_split}", "--val-split")])
+# ----------------------------------------------------------------------------- set-up
+
+def _distributed(spec: Spec, device: str) -> tuple[torch.device, World]:
+    """The device and the process group (joined when launched by torchrun)."""
     dev = _device(device)
     world = _world(dev)
-    t = spec.train
-    if t.batch_size % world.size:
-        raise SpecError([error(f"the batch of {t.batch_size} does not split over {world.size} processes",
+    if spec.train.batch_size % world.size:
+        raise SpecError([error(f"the batch of {spec.train.batch_size} does not split over {world.size} processes",
                                "--batch-size", hint=f"use a multiple of {world.size}")])
-    pre = Preprocess.from_spec(spec)
+    return dev, world
 
-    # ---- data
+
+@dataclass
+class Data:
+    classes: list[str]
+    train_samples: list[tuple[Path, int]]
+    val_samples: list[tuple[Path, int]]
+    train_set: ImageFolder
+    val_set: ImageFolder
+    loader: Any
+    val_loader: Any
+    workers: int
+
+
+def _data(spec: Spec, data: str | Path, val: str | Path | None, val_split: float | None, world: World,
+          workers: int | None) -> Data:
+    """The class folders, the training and validation split, and their loaders."""
+    t = spec.train
+    pre = Preprocess.from_spec(spec)
     classes, samples = scan(data)
     _check_classes(spec, classes, str(data))
     if val is not None:
@@ -326,142 +339,310 @@ def train(spec_or_path: Spec | str | Path, data: str | Path, *, overrides: dict 
     workers = min(4, os.cpu_count() or 1) if workers is None else workers
     loader = _loader(train_set, t.batch_size // world.size, world, True, workers, t.seed)
     val_loader = _loader(val_set, t.batch_size, World(), False, workers, t.seed) if val_samples else None
+    return Data(classes, train_samples, val_samples, train_set, val_set, loader, val_loader, workers)
+
+
+def _tensorboard_writer(write: bool) -> Any:
+    """TensorBoard's writer class, refused before anything is written when it cannot be used."""
+    if not write:
+        raise SpecError([error("--tensorboard writes into the run folder, and this run writes none", "--tensorboard")])
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise SpecError([error("--tensorboard needs the tensorboard package, which is not installed", "--tensorboard",
+                               hint="pip install tensorboard (or pip install 'archcompiler[tensorboard]')")]) from None
+    return SummaryWriter
+
+
+# ----------------------------------------------------------------------------- run folder
+
+class RunFolder:
+    """Where a run keeps its state: the resolved spec, its arguments, metrics, curves and checkpoints
+    (``.pt``: resumable; ``.safetensors``: the weights alone). Only rank 0 writes; ``dir`` is None
+    when nothing is written."""
+
+    def __init__(self, spec: Spec, model: torch.nn.Module, optimizer: Any, scheduler: Any, classes: list[str],
+                 pre: Preprocess, dir: Path | None):
+        self.spec, self.model, self.optimizer, self.scheduler = spec, model, optimizer, scheduler
+        self.classes, self.pre, self.dir = classes, pre, dir
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] = {}
+        self.start = 0
+
+    @classmethod
+    def open(cls, spec: Spec, model: torch.nn.Module, optimizer: Any, scheduler: Any, classes: list[str],
+             pre: Preprocess, out: str | Path | None, resume: bool, write: bool, world: World) -> RunFolder:
+        if resume:
+            run_dir = Path(out) if out else _latest_run_dir(spec)
+            if run_dir is None or not (run_dir / "last.pt").is_file():
+                raise SpecError([error(f"nothing to resume: no last.pt in {run_dir or 'runs/'}", "--resume",
+                                       hint="give the run folder with --out runs/NAME")])
+            folder = cls(spec, model, optimizer, scheduler, classes, pre, run_dir if write and world.main else None)
+            folder._resume(run_dir)
+            return folder
+        run_dir = None
+        if write and world.main:
+            run_dir = Path(out) if out else _new_run_dir(spec)
+            run_dir.mkdir(parents=True, exist_ok=True)
+        return cls(spec, model, optimizer, scheduler, classes, pre, run_dir)
+
+    def _resume(self, run_dir: Path) -> None:
+        from ..modelfile import read_weights
+
+        state = read_weights(run_dir / "last.pt", what="--resume")
+        extra = state.extra
+        if state.classes != self.classes:
+            raise SpecError([error("the data's classes differ from the run being resumed", "--resume",
+                                   Location(str(run_dir)))])
+        self.model.load_state_dict(state.state_dict)
+        try:
+            self.optimizer.load_state_dict(extra["optimizer"])
+        except (KeyError, ValueError):
+            raise SpecError([error(f"{run_dir / 'last.pt'} holds another optimizer state (other parameters train)",
+                                   "--resume", Location(str(run_dir)),
+                                   hint="resume with the same --freeze as the run")]) from None
+        self.scheduler.load_state_dict(extra["scheduler"])
+        self.history, self.start = list(extra["history"]), int(extra["epoch"])
+        self.best = dict(extra.get("best") or {})
+
+    def describe(self, args: dict[str, Any]) -> None:
+        """The resolved spec and the run's arguments."""
+        if self.dir is None:
+            return
+        from ..spec.origins import annotated_yaml
+
+        write_text(self.dir / "spec.yaml", annotated_yaml(self.spec.document, with_origins=False))
+        write_text(self.dir / "args.json", json.dumps(args, indent=2))
+
+    def checkpoint(self, epoch: int, full: bool) -> Any:
+        from ..modelfile import ModelFile
+
+        extra: dict[str, Any] = {"archc": __version__, "epoch": epoch, "history": self.history, "best": self.best}
+        if full:
+            extra.update(optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
+                         rng={"torch": torch.get_rng_state(), "python": list(random.getstate()[1])})
+        return ModelFile(str(self.dir), self.model.state_dict(), spec=plain(self.spec.document),
+                         spec_file=str(self.spec.file), heads=True, classes=self.classes,
+                         preprocess=self.pre.as_dict(), extra=extra)
+
+    def save(self, name: str, epoch: int) -> None:
+        """``name.pt`` (resumable when ``name`` is last) and ``name.safetensors``."""
+        from ..modelfile import write_model_file, write_safetensors
+
+        if self.dir is None:
+            return
+        mf = self.checkpoint(epoch, full=name == "last")
+        write_model_file(self.dir / f"{name}.pt", mf.payload())
+        write_safetensors(self.dir / f"{name}.safetensors", mf)
+
+    def end_epoch(self, row: dict[str, Any], data: str | Path, validated: bool, main: bool, board: Any) -> None:
+        """After an epoch: its row, the best so far, the checkpoints, metrics.csv, curves.png and
+        TensorBoard's scalars (without validation, every epoch is the best)."""
+        self.history.append(row)
+        epoch = row["epoch"]
+        if main and row["val_accuracy"] is not None and row["val_accuracy"] > self.best.get("val_accuracy", -1):
+            self.best = {"epoch": epoch, "val_accuracy": row["val_accuracy"]}
+            self.save("best", epoch)
+        self.save("last", epoch)
+        if not validated:
+            self.save("best", epoch)
+        if self.dir is not None:
+            write_metrics(self.dir / "metrics.csv", self.history)
+            plot_curves(self.dir / "curves.png", self.history, f"{self.spec.name} on {Path(data).name}")
+        if board is not None:
+            for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "images_per_s"):
+                if row[key] is not None:
+                    board.add_scalar(key.replace("_", "/", 1) if key.startswith(("train", "val")) else key,
+                                     row[key], epoch)
+            board.flush()
+
+
+# ----------------------------------------------------------------------------- one epoch
+
+def _union(indices: set[int], world: World) -> set[int]:
+    if world.size == 1:
+        return indices
+    gathered: list[Any] = [None] * world.size
+    dist.all_gather_object(gathered, sorted(indices))
+    return {i for part in gathered for i in part}
+
+
+def _epoch(net: Any, model: torch.nn.Module, frozen: list[torch.nn.Module], d: Data, optimizer: Any, scaler: Any,
+           spec: Spec, epoch: int, dev: torch.device, world: World, amp: bool, strict: bool, show: Progress,
+           bad_files: set[int]) -> dict[str, Any]:
+    """Train one epoch; the row of metrics.csv (without validation). Unreadable images' indices are
+    added to ``bad_files``."""
+    t = spec.train
+    torch.manual_seed(t.seed * 100_003 + epoch)      # dropout draws: the same when resumed
+    d.train_set.epoch = epoch
+    d.loader.sampler.set_epoch(epoch)
+    net.train()
+    for module in frozen:                            # frozen layers keep their BatchNorm statistics
+        module.eval()
+    show.start(epoch + 1, t.epochs, len(d.loader))
+    began = time.perf_counter()
+    loss_sum = correct = count = skipped = 0.0
+    for x, y, bad in d.loader:
+        skipped += len(bad)
+        bad_files.update(bad)
+        if strict and bad:
+            raise SpecError([error(f"unreadable image {d.train_samples[bad[0]][0]}", "--strict",
+                                   Location(str(d.train_samples[bad[0]][0])),
+                                   hint="without --strict, unreadable images are skipped and counted")])
+        if len(y) == 0:
+            continue
+        x, y = x.to(dev), y.to(dev)
+        with _autocast(dev, amp):
+            outputs = net(x)
+            loss = model.loss(outputs, y, label_smoothing=t.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        main = outputs[0] if isinstance(outputs, tuple) else outputs
+        loss_sum += float(loss.detach()) * len(y)
+        correct += (_predicted(main.detach(), len(d.classes)) == y).sum().item()
+        count += len(y)
+        elapsed = time.perf_counter() - began
+        show.update(loss_sum / count, correct / count, count * world.size / max(elapsed, 1e-9))
+    loss_sum, correct, count, skipped = _sum([loss_sum, correct, count, skipped], world, dev)
+    seconds = time.perf_counter() - began
+    return {"epoch": epoch + 1, "train_loss": loss_sum / count if count else float("nan"),
+            "train_accuracy": correct / count if count else 0.0, "val_loss": None, "val_accuracy": None,
+            "lr": optimizer.param_groups[0]["lr"], "images_per_s": count / seconds if seconds else 0.0,
+            "seconds": seconds, "skipped": int(skipped)}
+
+
+def _since_best(history: list[dict[str, Any]], best: dict[str, Any]) -> int:
+    """Epochs since validation accuracy last improved."""
+    return history[-1]["epoch"] - best["epoch"] if history and best else 0
+
+
+# ----------------------------------------------------------------------------- the run
+
+def train(spec_or_path: Spec | str | Path, data: str | Path, *, overrides: dict | list | None = None,
+          val: str | Path | None = None, val_split: float | None = 0.1, epochs: int | None = None,
+          batch_size: int | None = None, lr: float | None = None, seed: int | None = None, device: str = "auto",
+          workers: int | None = None, amp: bool = False, out: str | Path | None = None, resume: bool = False,
+          weights: str | Path | None = None, freeze: str | None = None, patience: int | None = None,
+          tensorboard: bool = False, strict: bool = False, progress: bool = True, write: bool = True) -> TrainResult:
+    """Train the network of a spec on an image folder with the spec's recipe (``train:``, ``data:``);
+    the arguments override the recipe's fields. Returns the trained module and its history.
+
+    ``weights`` starts from a checkpoint or state_dict (a classifier of another class count starts
+    afresh, seeded); ``freeze`` keeps every layer up to and including that one as it is (weights and
+    BatchNorm statistics), the new heads excepted; ``patience`` stops when validation accuracy has not improved for that
+    many epochs; ``tensorboard`` writes TensorBoard event files into the run folder."""
+    flags = {"train.epochs": epochs, "train.batch_size": batch_size, "train.lr": lr, "train.seed": seed}
+    extra = [f"{k}={v}" for k, v in flags.items() if v is not None]
+    if isinstance(overrides, dict):
+        overrides = [*(f"{k}={json.dumps(v)}" for k, v in overrides.items()), *extra]
+    else:
+        overrides = [*(overrides or []), *extra]
+    spec = load_spec(spec_or_path, overrides)
+    if val_split is not None and not 0 < val_split < 1:
+        raise SpecError([error(f"--val-split is a fraction in (0, 1), got {val_split}", "--val-split")])
+    if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 1):
+        raise SpecError([error(f"--patience is a number of epochs (1 or more), got {patience!r}", "--patience")])
+    if patience is not None and val is None and not val_split:
+        raise SpecError([error("--patience stops on validation accuracy, and this run has no validation images",
+                               "--patience", hint="give --val DIR or --val-split FRACTION")])
+    writer = _tensorboard_writer(write) if tensorboard else None
+    dev, world = _distributed(spec, device)
+    t = spec.train
+    d = _data(spec, data, val, val_split, world, workers)
 
     # ---- model and recipe
     from ..backends.torch import build
+    from ..backends.torch.weights import freeze as freeze_layers
+    from ..passes import annotated_graph
 
-    model = build(spec, seed=t.seed, weights=weights).to(dev)
-    optimizer = _optimizer(spec, model.parameters())
+    new_heads: list[Any] = []
+
+    def note(head: Any) -> None:
+        new_heads.append(head)
+        if world.main:
+            print(f"archc: {head}", file=sys.stderr, flush=True)
+
+    model = build(spec, seed=t.seed, weights=weights, log=note).to(dev)
+    # new heads train even inside the frozen part (an auxiliary head before LAYER)
+    frozen, spared = freeze_layers(model, annotated_graph(spec), spec, freeze, keep={h.path for h in new_heads}) \
+        if freeze else ([], [])
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = _optimizer(spec, trainable)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(spec, e))
     scaler = torch.amp.GradScaler("cuda") if amp and dev.type == "cuda" else None
     net = torch.nn.parallel.DistributedDataParallel(model) if world.size > 1 else model
 
-    # ---- run folder
-    run_dir: Path | None = None
-    history: list[dict[str, Any]] = []
-    start = 0
-    best: dict[str, Any] = {}
-    if resume:
-        run_dir = Path(out) if out else _latest_run_dir(spec)
-        if run_dir is None or not (run_dir / "last.pt").is_file():
-            raise SpecError([error(f"nothing to resume: no last.pt in {run_dir or 'runs/'}", "--resume",
-                                   hint="give the run folder with --out runs/NAME")])
-        state = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=True)
-        model.load_state_dict(state["state_dict"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        history, start, best = list(state["history"]), int(state["epoch"]), dict(state.get("best") or {})
-        if state.get("classes") != classes:
-            raise SpecError([error("the data's classes differ from the run being resumed", "--resume",
-                                   Location(str(run_dir)))])
-    elif write and world.main:
-        run_dir = Path(out) if out else _new_run_dir(spec)
-        run_dir.mkdir(parents=True, exist_ok=True)
-    if write and world.main and run_dir is not None:
-        from ..spec.origins import annotated_yaml
-
-        write_text(run_dir / "spec.yaml", annotated_yaml(spec.document, with_origins=False))
-        write_text(run_dir / "args.json", json.dumps({
-            "spec": str(spec.file), "data": str(data), "val": str(val) if val else None, "val_split": val_split,
-            "device": str(dev), "workers": workers, "amp": amp, "processes": world.size, "overrides": overrides,
-            "train": spec.train.model_dump(), "data_options": spec.data.model_dump(), "classes": classes}, indent=2))
-
-    def payload(epoch: int, full: bool) -> dict[str, Any]:
-        out = {"archc": __version__, "spec": plain(spec.document), "heads": True, "state_dict": model.state_dict(),
-               "classes": classes, "preprocess": pre.as_dict(), "epoch": epoch, "history": history, "best": best}
-        if full:
-            out.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                       rng={"torch": torch.get_rng_state(), "python": list(random.getstate()[1])})
-        return out
-
-    if write and world.main and run_dir is not None and not resume:
-        save_checkpoint(run_dir / "last.pt", payload(0, True))      # resumable from the start
+    run = RunFolder.open(spec, model, optimizer, scheduler, d.classes, d.train_set.preprocess, out, resume, write,
+                         world)
+    run.describe({"spec": str(spec.file), "data": str(data), "val": str(val) if val else None,
+                  "val_split": val_split, "device": str(dev), "workers": d.workers, "amp": amp,
+                  "processes": world.size, "overrides": overrides, "weights": str(weights) if weights else None,
+                  "freeze": freeze, "patience": patience, "train": spec.train.model_dump(),
+                  "data_options": spec.data.model_dump(), "classes": d.classes})
+    board = writer(log_dir=str(run.dir / "tensorboard")) if writer is not None and run.dir is not None else None
+    if not resume:
+        run.save("last", 0)                         # resumable from the start
 
     show = Progress(progress and world.main)
-    skipped_total = 0
+    bad_train: set[int] = set()
+    bad_val: set[int] = set()
     interrupted = False
+    stopped = None
     try:
-        for epoch in range(start, t.epochs):
-            torch.manual_seed(t.seed * 100_003 + epoch)      # dropout draws: the same when resumed
-            train_set.epoch = epoch
-            loader.sampler.set_epoch(epoch)
-            net.train()
-            show.start(epoch + 1, t.epochs, len(loader))
-            began = time.perf_counter()
-            loss_sum = correct = count = skipped = 0.0
-            for x, y, bad in loader:
-                skipped += len(bad)
-                if strict and bad:
-                    raise SpecError([error(f"unreadable image {train_samples[bad[0]][0]}", "--strict",
-                                           Location(str(train_samples[bad[0]][0])),
-                                           hint="without --strict, unreadable images are skipped and counted")])
-                if len(y) == 0:
-                    continue
-                x, y = x.to(dev), y.to(dev)
-                with _autocast(dev, amp):
-                    outputs = net(x)
-                    loss = model.loss(outputs, y, label_smoothing=t.label_smoothing)
-                optimizer.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    loss.backward()
-                    optimizer.step()
-                main = outputs[0] if isinstance(outputs, tuple) else outputs
-                loss_sum += float(loss.detach()) * len(y)
-                correct += (_predicted(main.detach(), len(classes)) == y).sum().item()
-                count += len(y)
-                elapsed = time.perf_counter() - began
-                show.update(loss_sum / count, correct / count, count * world.size / max(elapsed, 1e-9))
-            loss_sum, correct, count, skipped = _sum([loss_sum, correct, count, skipped], world, dev)
-            seconds = time.perf_counter() - began
-            skipped_total += int(skipped)
-            row: dict[str, Any] = {
-                "epoch": epoch + 1, "train_loss": loss_sum / count if count else float("nan"),
-                "train_accuracy": correct / count if count else 0.0, "val_loss": None, "val_accuracy": None,
-                "lr": optimizer.param_groups[0]["lr"], "images_per_s": count / seconds if seconds else 0.0,
-                "seconds": seconds, "skipped": int(skipped)}
+        for epoch in range(run.start, t.epochs):
+            row = _epoch(net, model, frozen, d, optimizer, scaler, spec, epoch, dev, world, amp, strict, show,
+                         bad_train)
             scheduler.step()
-            if val_loader is not None and world.main:
-                result = evaluate_loader(model, val_loader, dev, len(classes), amp)
+            if d.val_loader is not None and world.main:
+                result = evaluate_loader(model, d.val_loader, dev, len(d.classes), amp)
                 row["val_loss"], row["val_accuracy"] = result["loss"], result["accuracy"]
-                skipped_total += result["skipped"]
-            history.append(row)
-            if world.main and row["val_accuracy"] is not None and row["val_accuracy"] > best.get("val_accuracy", -1):
-                best = {"epoch": row["epoch"], "val_accuracy": row["val_accuracy"]}
-                if write and run_dir is not None:
-                    save_checkpoint(run_dir / "best.pt", payload(epoch + 1, False))
-            if write and world.main and run_dir is not None:
-                save_checkpoint(run_dir / "last.pt", payload(epoch + 1, True))
-                write_metrics(run_dir / "metrics.csv", history)
-                plot_curves(run_dir / "curves.png", history, f"{spec.name} on {Path(data).name}")
-                if val_loader is None:
-                    save_checkpoint(run_dir / "best.pt", payload(epoch + 1, False))
+                bad_val.update(result["bad"])
+            run.end_epoch(row, data, validated=d.val_loader is not None, main=world.main, board=board)
             show.end(row, t.epochs)
+            stop = patience is not None and world.main and _since_best(run.history, run.best) >= patience
             if world.size > 1:
+                stop = bool(_sum([float(stop)], world, dev)[0])
                 dist.barrier()
+            if stop:
+                stopped = {"epoch": row["epoch"], "patience": patience}
+                break
+        bad_train = _union(bad_train, world)
     except KeyboardInterrupt:
         interrupted = True
         if show.bar is not None:
             show.bar.close()
         if world.main:
-            done = history[-1]["epoch"] if history else 0
-            where = f" --out {run_dir}" if run_dir is not None else ""
-            print(f"\ninterrupted: {run_dir / 'last.pt' if run_dir else 'the run'} holds epoch {done}; "
+            done = run.history[-1]["epoch"] if run.history else 0
+            where = f" --out {run.dir}" if run.dir is not None else ""
+            print(f"\ninterrupted: {run.dir / 'last.pt' if run.dir else 'the run'} holds epoch {done}; "
                   f"continue with: archc train {spec.file} --data {data}{where} --resume", file=sys.stderr)
     finally:
+        if board is not None:
+            board.close()
         if world.size > 1 and dist.is_initialized():
             dist.destroy_process_group()
     model.eval()
-    return TrainResult(model, history, run_dir, classes, skipped_total, interrupted, best)
+    return TrainResult(model, run.history, run.dir, d.classes, len(bad_train) + len(bad_val), interrupted, run.best,
+                       epochs=t.epochs, stopped=stopped, new_heads=[str(h) for h in new_heads], frozen=freeze,
+                       spared=[h.layer for h in new_heads if h.path in spared],
+                       trainable=sum(p.numel() for p in trainable),
+                       parameters=sum(p.numel() for p in model.parameters()))
 
 
 def summary(result: TrainResult, spec_name: str) -> str:
     """The one-screen summary at the end of a run."""
     h = result.history
     lines = [f"{spec_name}: {len(h)} epoch(s) on {len(result.classes)} classes ({', '.join(result.classes[:8])})"]
+    if result.frozen:
+        lines.append(f"parameters: {result.trainable:,} of {result.parameters:,} train "
+                     f"(frozen: everything up to and including {result.frozen}"
+                     f"{', except the new heads ' + ', '.join(result.spared) if result.spared else ''})")
     if h:
         last = h[-1]
         lines.append(f"last epoch: train loss {last['train_loss']:.4f}, train accuracy {last['train_accuracy']:.3f}"
@@ -470,9 +651,13 @@ def summary(result: TrainResult, spec_name: str) -> str:
                      f"time: {sum(r['seconds'] for r in h):.1f} s")
     if result.best:
         lines.append(f"best: validation accuracy {result.best['val_accuracy']:.3f} at epoch {result.best['epoch']}")
+    if result.stopped:
+        lines.append(f"early stopping: validation accuracy did not improve for {result.stopped['patience']} "
+                     f"epoch(s); stopped after epoch {result.stopped['epoch']} of {result.epochs}")
     lines.append(f"unreadable images skipped: {result.skipped}" if result.skipped else "unreadable images: none")
     if result.run_dir is not None:
-        names = [n for n in ("metrics.csv", "curves.png", "last.pt", "best.pt") if (result.run_dir / n).exists()]
+        names = [n for n in ("metrics.csv", "curves.png", "last.pt", "best.pt", "last.safetensors",
+                             "best.safetensors", "tensorboard/") if (result.run_dir / n).exists()]
         lines.append(f"run folder: {result.run_dir} ({', '.join(names)})")
     return "\n".join(lines)
 

@@ -18,41 +18,31 @@ from ..spec import Spec, load_spec
 from .data import ImageFolder, Preprocess, collate, scan
 
 
-def _checkpoint(path: str | Path) -> dict[str, Any]:
-    from ..backends.torch.build import read_weights
-    from ..modelfile import read_model_file
-
-    try:
-        return read_model_file(path)
-    except Exception:                      # a plain state_dict: weights without a spec
-        return {"state_dict": read_weights(path)}
-
-
 def load_trained(spec_or_checkpoint: Spec | str | Path, weights: str | Path | None = None,
                  overrides: dict | list | None = None, device: str = "cpu") -> tuple[Any, Spec, list[str] | None, Preprocess]:
-    """The trained module, its spec, its class names (if the checkpoint has them) and preprocessing."""
+    """The trained module, its spec, its class names (if the checkpoint has them) and preprocessing.
+    Every tensor must fit: a classifier of another class count is an error here, not a new head."""
     from ..backends.torch import build
-    from ..modelfile import embedded_spec
+    from ..backends.torch.weights import has_training_heads
+    from ..modelfile import embedded_spec, is_model_file, read_weights
 
     if weights is None:
-        if not str(spec_or_checkpoint).endswith(".pt"):
+        if not is_model_file(spec_or_checkpoint):
             raise SpecError([error("which weights? give --weights CHECKPOINT (or a checkpoint instead of SPEC)",
-                                   "--weights", hint="archc train writes runs/NAME/best.pt")])
-        payload = _checkpoint(spec_or_checkpoint)
-        if "spec" not in payload:
+                                   "--weights", hint="archc train writes runs/NAME/best.pt and best.safetensors")])
+        mf = read_weights(spec_or_checkpoint, what="SPEC")
+        if mf.spec is None:
             raise SpecError([error(f"{spec_or_checkpoint} holds weights but no spec", "SPEC",
                                    Location(str(spec_or_checkpoint)), hint="give the spec and --weights FILE")])
-        spec = embedded_spec(payload, overrides, file=str(spec_or_checkpoint))
+        spec = embedded_spec(mf, overrides, file=str(spec_or_checkpoint))
     else:
-        payload = _checkpoint(weights)
+        mf = read_weights(weights)
         spec = load_spec(spec_or_checkpoint, overrides)
-    state = payload["state_dict"]
-    heads = any(k.startswith(("aux",)) for k in state) if "heads" not in payload else payload["heads"]
-    model = build(spec, weights=state, heads=heads if heads in (True, False) else True, drop_missing=True)
+    heads = mf.heads if mf.heads is not None else has_training_heads(spec, mf.state_dict)
+    model = build(spec, weights=mf, heads=heads, new_heads=False)
     model.to(torch.device(device)).eval()
-    pre = Preprocess.from_dict(payload["preprocess"]) if "preprocess" in payload else Preprocess.from_spec(spec)
-    classes = list(payload["classes"]) if "classes" in payload else None
-    return model, spec, classes, pre
+    pre = Preprocess.from_dict(mf.preprocess) if mf.preprocess else Preprocess.from_spec(spec)
+    return model, spec, mf.classes, pre
 
 
 def evaluate(spec_or_checkpoint: Spec | str | Path, data: str | Path, weights: str | Path | None = None,

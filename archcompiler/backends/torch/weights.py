@@ -1,0 +1,219 @@
+"""Weights into a built module: which tensors fit, which classifier layers start afresh, what is frozen.
+
+Facts come from the graph, never from names: a classifier layer is the last parametrised layer
+before one of the spec's outputs (``g.graph["outputs"]``, the training-only heads' included), and
+"everything up to LAYER" follows the plan the generated ``forward()`` runs.
+"""
+
+from __future__ import annotations
+
+import types
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ...errors import BackendError, Diagnostic, Location, error
+from ...ir.plan import plan
+from ...modelfile import ModelFile
+from ...spec import Spec
+from .info import archc_info
+
+SHOWN = 3          # of each kind of mismatch, the first SHOWN are listed, then "and N more"
+
+
+@dataclass(frozen=True)
+class NewHead:
+    """A classifier layer initialised afresh because its shape differs from the weights'."""
+
+    layer: str                       # the spec's name for it
+    path: str                        # its module path
+    shape: tuple[int, ...]           # its weight's shape in the model
+    was: tuple[int, ...]             # and in the weights file
+    source: str                      # the weights file
+    seed: int
+
+    def __str__(self) -> str:
+        return (f"new head {self.layer}: {self.shape} in the model, {self.was} in {self.source}; "
+                f"initialised afresh (seed {self.seed})")
+
+
+def module_paths(model: torch.nn.Module) -> dict[str, str]:
+    """IR node -> module path (the prefix of its state_dict keys), for the parametrised nodes."""
+    return archc_info(model).module_paths
+
+
+def _parametrised(g: Any, node: str) -> bool:
+    p = g.nodes[node].get("params")
+    return p is not None and (p.weights + p.biases) > 0
+
+
+def classifier_nodes(g: Any) -> list[str]:
+    """The layers that produce the outputs' logits: for each output, the last parametrised layer(s)
+    before it (following its inputs back until a layer with weights)."""
+    found: list[str] = []
+    for out in g.graph["outputs"].values():
+        todo, seen = [out["node"]], set()
+        while todo:
+            node = todo.pop()
+            if node in seen:
+                continue
+            seen.add(node)
+            if _parametrised(g, node):
+                if node not in found:
+                    found.append(node)
+                continue
+            todo.extend(g.nodes[node].get("inputs", []))
+    return found
+
+
+def _owner(key: str, by_path: dict[str, str]) -> str | None:
+    prefix = key.rsplit(".", 1)[0] if "." in key else ""
+    return by_path.get(prefix)
+
+
+def _capped(problems: list[Diagnostic], kind: str, where: Location) -> list[Diagnostic]:
+    if len(problems) <= SHOWN + 1:
+        return problems
+    return [*problems[:SHOWN], error(f"... and {len(problems) - SHOWN} more {kind}", "weights", where)]
+
+
+def load_weights(model: torch.nn.Module, weights: ModelFile, g: Any, spec: Spec, *, new_heads: bool = True,
+                 seed: int | None = None) -> list[NewHead]:
+    """Load ``weights`` into ``model``. Every tensor must fit, except the classifier layers' when
+    ``new_heads``: a classifier layer whose shape changed (another class count) is initialised
+    afresh, seeded by ``seed`` (0 when None). Returns those layers (``str()``: one line each). Any
+    other mismatch is an error naming the first layer that differs (then at most a few of each
+    kind, and a count); a checkpoint of another spec is said once, with what to do instead."""
+    state, label = weights.state_dict, weights.label
+    own = model.state_dict()
+    paths = module_paths(model)
+    by_path = {path: node for node, path in paths.items()}
+    heads = {paths[n] for n in classifier_nodes(g) if n in paths}
+    source = Location(label)
+
+    def layer(key: str) -> tuple[str, Location]:
+        node = _owner(key, by_path)
+        return (g.nodes[node]["layer"], g.nodes[node]["loc"]) if node else ("?", source)
+
+    changed = {k.rsplit(".", 1)[0] for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)}
+    renew = changed & heads if new_heads else set()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)
+              and k.rsplit(".", 1)[0] not in renew]
+    if missing or unexpected or shapes:
+        if weights.spec_name and weights.spec_name != spec.name:
+            held = f"spec {weights.spec_name}" + (f" (from {weights.spec_file})" if weights.spec_file else "")
+            raise BackendError([error(
+                f"{label} holds {held}, but the command was given spec {spec.name} ({spec.file}): "
+                f"{len(missing) + len(unexpected) + len(shapes)} tensors do not fit", "--weights", source,
+                hint=f"pass the checkpoint itself as SPEC (archc predict {label} IMAGE ..., archc evaluate "
+                     f"{label} --data DIR), or give the spec it was trained with")])
+        first = next((k for k in own if k in missing or k in shapes), None)
+        if first is not None:
+            name, loc = layer(first)
+            why = (f"{first} is not in {label}" if first in missing else
+                   f"{first}: {tuple(state[first].shape)} in {label}, {tuple(own[first].shape)} in the model")
+        else:
+            name, loc, why = "?", source, f"{label} has tensors the model lacks, first {unexpected[0]}"
+        problems = [error(f"{label} does not fit spec {spec.name}: the first layer that differs is {name} ({why})",
+                          "weights", loc)]
+        shape_list = []
+        for k in shapes:
+            name, loc = layer(k)
+            shape_list.append(error(f"shape mismatch for {k} (layer {name}): checkpoint {tuple(state[k].shape)}, "
+                                    f"model {tuple(own[k].shape)}", "weights", loc))
+        missing_list = []
+        for k in missing:
+            name, loc = layer(k)
+            missing_list.append(error(f"missing key {k} (layer {name})", "weights", loc,
+                                      hint=f"{label} lacks this tensor"))
+        unexpected_list = [error(f"unexpected key {k}", "weights", source,
+                                 hint="the model has no such tensor; wrong spec or rename rules?") for k in unexpected]
+        problems += _capped(shape_list, "shape mismatches", source)
+        problems += _capped(missing_list, "missing keys", source)
+        problems += _capped(unexpected_list, "unexpected keys", source)
+        nodes = [_owner(k, by_path) for k in missing]
+        if missing and all(n is not None and g.nodes[n]["training_only"] for n in nodes):
+            problems.append(error(f"{label} lacks only the training-only heads: it loads with "
+                                  "--drop-training-heads (drop_missing=True)", "weights", source))
+        raise BackendError(problems)
+    notes = []
+    if renew:
+        notes = _renew(model, [p for p in dict.fromkeys(k.rsplit(".", 1)[0] for k in own) if p in renew],
+                       state, own, by_path, g, label, 0 if seed is None else seed)
+        own = model.state_dict()
+        state = {k: (own[k] if k.rsplit(".", 1)[0] in renew else v) for k, v in state.items()}
+    model.load_state_dict(state, strict=True)
+    return notes
+
+
+def _renew(model: torch.nn.Module, paths: list[str], state: dict, own: dict, by_path: dict[str, str], g: Any,
+           label: str, seed: int) -> list[NewHead]:
+    """Initialise the modules at ``paths`` afresh, as the spec's ``init`` says, from ``seed``."""
+    notes = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for path in paths:
+            module = model.get_submodule(path)
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+            init = getattr(type(model), "init_weights", None)
+            if init is not None:        # the spec's init rules, applied to this module alone
+                init(types.SimpleNamespace(INIT=model.INIT, modules=lambda m=module: [m]))
+            key = next(k for k in own if k.rsplit(".", 1)[0] == path and k in state)
+            notes.append(NewHead(g.nodes[by_path[path]]["layer"], path, tuple(own[key].shape),
+                                 tuple(state[key].shape), label, seed))
+    return notes
+
+
+def has_training_heads(spec: Spec, state: dict[str, Any]) -> bool:
+    """Whether ``state`` holds any tensor of the spec's training-only layers (a published
+    checkpoint may or may not keep them)."""
+    from ...passes import annotated_graph
+    from .codegen import generate
+
+    g = annotated_graph(spec)
+    gen = generate(g, spec, heads=True)
+    training = {path for node, path in gen.module_paths.items() if g.nodes[node]["training_only"]}
+    return any(k.rsplit(".", 1)[0] in training for k in state)
+
+
+def layer_names(g: Any) -> list[str]:
+    names = []
+    for n in g.nodes:
+        for name in (g.nodes[n].get("layer"), g.nodes[n].get("row")):
+            if name and name != "input" and name not in names:
+                names.append(name)
+    return names
+
+
+def freeze(model: torch.nn.Module, g: Any, spec: Spec, layer: str, heads: bool = True,
+           keep: set[str] | frozenset[str] = frozenset()) -> tuple[list[torch.nn.Module], list[str]]:
+    """Freeze everything up to and including ``layer`` (a spec layer or block name), in the order
+    ``forward()`` runs, except the modules at the paths in ``keep`` (new heads, which must learn):
+    their parameters stop training (``requires_grad=False``). Returns the frozen modules (the
+    caller keeps them in eval mode while training: BatchNorm keeps its statistics) and the paths in
+    ``keep`` that were spared."""
+    from ...spec.base import suggest
+
+    order = plan(g, heads=heads).order
+    hits = [i for i, n in enumerate(order) if layer in (g.nodes[n].get("layer"), g.nodes[n].get("row"))
+            or str(g.nodes[n].get("layer", "")).startswith(layer + "/")]
+    if not hits:
+        raise BackendError([error(f"--freeze {layer}: the spec {spec.name} has no layer {layer!r}", "--freeze",
+                                  Location(spec.file), hint=suggest(layer, layer_names(g)))])
+    paths = module_paths(model)
+    frozen, spared = [], []
+    for node in order[: hits[-1] + 1]:
+        if node not in paths:
+            continue
+        if paths[node] in keep:
+            spared.append(paths[node])
+            continue
+        module = model.get_submodule(paths[node])
+        for p in module.parameters():
+            p.requires_grad_(False)
+        frozen.append(module)
+    return frozen, spared

@@ -14,11 +14,21 @@ from conftest import ROOT, SPECS, run_archc
 
 import archcompiler
 from archcompiler import SpecError
-from archcompiler.passes.latency import unsteady
+from archcompiler.passes.latency import load_profile, unsteady
 
 
 @pytest.fixture(scope="module")
-def machine(tmp_path_factory):
+def machine():
+    """A fixed machine profile (the one archc ships), for what prediction does with a profile: a profile
+    measured during the test would make these tests depend on how busy the machine is."""
+    from archcompiler.passes.machine import shipped_profile_path
+
+    return shipped_profile_path()
+
+
+@pytest.fixture(scope="module")
+def calibrated(tmp_path_factory):
+    """A profile measured here by `archc calibrate --quick` (its numbers are this machine's, right now)."""
     path = tmp_path_factory.mktemp("machine") / "machine.json"
     result = run_archc("calibrate", "--quick", "-o", str(path))
     assert result.returncode == 0, result.stderr
@@ -29,8 +39,8 @@ def machine(tmp_path_factory):
     return path
 
 
-def test_calibration_writes_a_machine_profile(machine):
-    profile = json.loads(machine.read_text())
+def test_calibration_writes_a_machine_profile(calibrated):
+    profile = json.loads(calibrated.read_text())
     assert profile["threads"] >= 1 and profile["bandwidth_bytes_per_s"] > 0 and profile["call_overhead_s"] > 0
     for kind in ("conv1x1", "conv3x3", "conv5x5", "conv7x7s2", "depthwise"):
         for layout in ("nchw", "nhwc"):
@@ -189,8 +199,8 @@ def test_a_missing_machine_profile_says_how_to_make_one(tmp_path):
 
 
 @pytest.mark.parametrize("optimize", [False, True])
-def test_profile_reports_each_row_predicted_and_measured(machine, optimize):
-    args = ["profile", str(SPECS / "googlenet-small.yaml"), "--machine", str(machine), "--repeats", "2",
+def test_profile_reports_each_row_predicted_and_measured(calibrated, optimize):
+    args = ["profile", str(SPECS / "googlenet-small.yaml"), "--machine", str(calibrated), "--repeats", "2",
             "--format", "json", *(["--optimize"] if optimize else [])]
     result = run_archc(*args)
     assert result.returncode == 0, result.stderr
@@ -228,3 +238,29 @@ def test_a_damaged_machine_profile_is_a_located_error_not_a_crash(machine, tmp_p
     assert "internal error" not in result.stderr and "Traceback" not in result.stderr
     assert str(path) in result.stderr and "not a valid machine profile" in result.stderr
     assert ".".join(str(part) for part in field) in result.stderr
+
+
+def test_a_fresh_machine_predicts_with_the_shipped_profile_and_says_so(tmp_path):
+    """No `archc calibrate` yet: flops --latency predicts with the rough profile archc ships, says so
+    on stderr (and in the JSON), and never mentions a --machine the user did not pass."""
+    from archcompiler.passes.machine import shipped_profile_path
+
+    shipped = json.loads(shipped_profile_path().read_text())
+    assert shipped["archc_default"] and load_profile(shipped_profile_path())["kernels"]
+    fresh = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    text = run_archc("flops", str(SPECS / "googlenet-small.yaml"), "--latency", env=fresh)
+    assert text.returncode == 0, text.stderr
+    assert "predicted latency:" in text.stdout and "no profile of this machine yet" in text.stderr
+    assert "archc calibrate" in text.stderr and "--machine" not in text.stderr
+    data = run_archc("flops", str(SPECS / "googlenet-small.yaml"), "--latency", "--format", "json", env=fresh)
+    assert "rough default profile" in json.loads(data.stdout)["latency"]["profile_note"]
+    # once this machine has its own profile, that one is used, without the note
+    own = tmp_path / "cache" / "archc" / "machine-cpu.json"
+    own.parent.mkdir(parents=True)
+    own.write_text(json.dumps({k: v for k, v in shipped.items() if k != "archc_default"}))
+    text = run_archc("flops", str(SPECS / "googlenet-small.yaml"), "--latency", env=fresh)
+    assert text.returncode == 0 and "no profile of this machine yet" not in text.stderr
+
+
+def test_a_calibration_that_saw_the_machine_stall_still_warns_instead_of_dividing_by_zero():
+    assert "moved" in unsteady({"speed_percentiles": [0.0, 1.5]})

@@ -73,8 +73,9 @@ def test_the_page_in_a_real_browser(page, tmp_path):
 
 
 def test_report_with_a_machine_profile_shows_latency_and_the_roofline(tmp_path):
-    machine = tmp_path / "machine.json"
-    assert run_archc("calibrate", "--quick", "-o", str(machine)).returncode == 0
+    from archcompiler.passes.machine import shipped_profile_path
+
+    machine = shipped_profile_path()          # a fixed profile (calibrating is tested in test_latency.py)
     from archcompiler.backends.dot import collapsed_svg
 
     spec = archcompiler.load_spec(SPECS / "googlenet-small.yaml")
@@ -98,3 +99,19 @@ def test_the_per_stage_chart_gives_macs_and_parameters_an_axis_each(page):
     chart = text[text.index("MACs and parameters per stage"):text.index("Op kinds")]
     assert "multiply-adds (M)" in chart and "parameters (K)" in chart
 
+
+def test_a_rows_bound_is_where_it_sits_against_the_ridge(tmp_path):
+    """The roofline colours a row by the side of the ridge it is drawn on, as flops --latency says it."""
+    import json
+
+    from archcompiler.passes import annotated_graph
+    from archcompiler.passes.latency import peak_flops, predict_rows
+
+    from archcompiler.passes.machine import shipped_profile_path
+
+    profile = json.loads(shipped_profile_path().read_text())
+    ridge = peak_flops(profile) / profile["bandwidth_bytes_per_s"]
+    rows = predict_rows(annotated_graph(archcompiler.load_spec(SPECS / "googlenet.yaml")), profile)
+    assert {r["bound"] for r in rows.values()} == {"compute", "memory"}
+    for name, r in rows.items():
+        assert r["bound"] == ("compute" if r["intensity"] >= ridge else "memory"), name

@@ -209,11 +209,12 @@ def report_html(spec_or_path: Spec | str | Path, diagram: tuple[str, dict[str, s
     note = ""
     try:
         from ..passes.latency import cache_speed, cache_use, load_profile, peak_flops, predict_rows, unsteady
+        from ..passes.machine import default_note
 
         prof = load_profile(machine, device)
         latency = {"rows": predict_rows(g, prof, batch), "machine": prof["name"], "threads": prof["threads"],
                    "peak_flops": peak_flops(prof), "bandwidth": prof["bandwidth_bytes_per_s"],
-                   "warning": unsteady(prof), **cache_use(g, prof, batch)}
+                   "warning": unsteady(prof) or default_note(prof), **cache_use(g, prof, batch)}
     except Exception as exc:                    # no profile yet: the page says how to get one
         note = f"No latency: {getattr(exc, 'errors', [exc])[0]}. Run archc calibrate, then archc report again."
     # --- the diagram, one node per module; its layers in panels that open on click

@@ -47,7 +47,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--latency", action="store_true",
                    help="predicted time per row, arithmetic intensity and compute/memory bound, from the machine "
                         "profile (archc calibrate); still without torch")
-    p.add_argument("--machine", metavar="FILE", help="with --latency: the machine profile (default: archc calibrate's)")
+    p.add_argument("--machine", metavar="FILE", help="with --latency: the machine profile (default: archc calibrate's; "
+                   "on a machine not calibrated yet, the rough profile archc ships, with a note saying so)")
     p.add_argument("--train-memory", action="store_true",
                    help="memory of a training step: parameters, gradients, optimizer state, saved activations "
                         "per row, and the peak")
@@ -144,6 +145,8 @@ def run(args: argparse.Namespace) -> int:
                      f"cache {mib(lat['cache_bytes'])}: kernels at {cache_speed(lat['cold'])}")
         if lat["calibration_warning"]:
             print(f"warning: {lat['calibration_warning']}", file=sys.stderr)
+        if lat["profile_note"]:
+            print(f"note: {lat['profile_note']}", file=sys.stderr)
     if args.train_memory:
         tm = report["train_memory"]
         lines.insert(len(lines) - 1, f"training step ({tm['optimizer']}, batch {tm['batch']}, float32): parameters "

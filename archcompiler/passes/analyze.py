@@ -160,7 +160,8 @@ def analyze(spec_or_path: Spec | str | Path, overrides: dict | list | None = Non
     (``with_params``, ``with_pooling``), ``peak_activation_bytes``, ``receptive_field``; with
     ``latency`` (a machine profile), each row's ``predicted_ms``, ``intensity`` and ``bound`` and a
     ``latency`` block (``machine``, ``threads``, ``predicted_ms``, ``working_set_bytes``,
-    ``cache_bytes``, ``cold``, ``calibration_warning``: None, or why the profile is suspect); with
+    ``cache_bytes``, ``cold``, ``calibration_warning``: None, or why the profile is suspect,
+    ``profile_note``: None, or that the profile is archc's shipped default, not this machine's); with
     ``train_memory``, a ``train_memory`` block.
     """
     overrides = _with_input(overrides, input)
@@ -184,9 +185,11 @@ def analyze(spec_or_path: Spec | str | Path, overrides: dict | list | None = Non
     predicted = None
     if latency is not None:
         from .latency import cache_use, predict_rows, unsteady
+        from .machine import default_note
 
         predicted = predict_rows(g, latency, batch, depth)
-        cache = {**cache_use(g, latency, batch), "calibration_warning": unsteady(latency)}
+        cache = {**cache_use(g, latency, batch), "calibration_warning": unsteady(latency),
+                 "profile_note": default_note(latency)}
     peak = annotate_memory(g, batch=batch)
     main = g.graph["outputs"]
     final = next((o["node"] for o in main.values() if not o["training_only"]), None)

@@ -90,9 +90,9 @@ def unsteady(profile: dict[str, Any]) -> str | None:
     10th and 90th percentiles lay 8-13% apart, on a busy or shared machine they can be 1.8x apart, and a prediction
     from that profile is only as good as the speed the machine happens to run at later."""
     lo, hi = profile.get("speed_percentiles") or (1.0, 1.0)
-    if hi / lo <= UNSTEADY:
+    if lo > 0 and hi / lo <= UNSTEADY:
         return None
-    return (f"this machine's speed moved {hi / lo:.1f}x while it was calibrated (the reference kernel took "
+    return (f"this machine's speed moved {hi / max(lo, 1e-3):.1f}x while it was calibrated (the reference kernel took "
             f"{lo:.2f}x-{hi:.2f}x of its median time, 10th to 90th percentile): it was busy or is shared, and "
             f"measured times can differ from the prediction by as much; run archc calibrate again when it is idle")
 

@@ -74,9 +74,27 @@ def default_profile_path(device: str = "cpu") -> Path:
     return base / "archc" / f"machine-{device}.json"
 
 
+def shipped_profile_path(device: str = "cpu") -> Path:
+    """The rough profile archc ships for ``device`` (only ``cpu``): what a fresh machine predicts with
+    until ``archc calibrate`` has measured it. It carries ``archc_default``, which says where it was measured."""
+    return Path(__file__).resolve().parent.parent / "data" / f"machine-default-{device}.json"
+
+
+def default_note(profile: dict[str, Any]) -> str | None:
+    """What to tell a user whose prediction comes from the shipped profile, not from their machine."""
+    where = profile.get("archc_default")
+    if not where:
+        return None
+    return (f"no profile of this machine yet: predicted with the rough default profile archc ships ({where}); "
+            "archc calibrate measures this machine in under a minute")
+
+
 def load_profile(path: str | Path | None = None, device: str = "cpu") -> dict[str, Any]:
-    """The machine profile at ``path`` (default: the one ``archc calibrate`` saved for ``device``)."""
+    """The machine profile at ``path``; by default the one ``archc calibrate`` saved for ``device``, or
+    on a machine not yet calibrated the rough profile archc ships (see :func:`default_note`)."""
     where = Path(path) if path is not None else default_profile_path(device)
+    if path is None and not where.exists() and shipped_profile_path(device).is_file():
+        where = shipped_profile_path(device)
     try:
         data = json.loads(where.read_text())
     except FileNotFoundError:
@@ -103,4 +121,4 @@ def load_profile(path: str | Path | None = None, device: str = "cpu") -> dict[st
 
 
 __all__ = ["VERSION", "LAYOUTS", "CONVOLUTIONS", "COMPUTE", "ELEMENTWISE", "KERNELS", "kernel_key", "is_compute",
-           "Profile", "default_profile_path", "load_profile"]
+           "Profile", "default_profile_path", "shipped_profile_path", "default_note", "load_profile"]

@@ -192,7 +192,7 @@ def write_safetensors(path: str | Path, mf: ModelFile) -> Path:
     preprocessing as JSON in the metadata; written atomically."""
     from safetensors.torch import save_file
 
-    from . import __version__
+    from .version import __version__
     from .io import atomic_path
 
     meta = {"format": SAFETENSORS_FORMAT, "archc": __version__}

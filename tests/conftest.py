@@ -84,3 +84,19 @@ def no_hang(seconds: float = 60):
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.fixture(scope="session")
+def built():
+    """``built(path)``: the module of a shipped spec, built once (seed 0) and shared by the tests that
+    need some module of that spec, not a fresh one: shapes, counts, a training step. A test sets the
+    mode it needs (``.eval()`` / ``.train()``); none relies on the weights' values."""
+    cache: dict = {}
+
+    def get(path):
+        if path not in cache:
+            import archcompiler
+
+            cache[path] = archcompiler.build(path, seed=0)
+        return cache[path]
+    return get

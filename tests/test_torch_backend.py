@@ -105,10 +105,10 @@ def test_torchvision_init_is_truncated_normal():
 
 
 @pytest.mark.parametrize("path", ALL_SPECS, ids=lambda p: p.stem)
-def test_built_module_agrees_with_the_analysis(path):
+def test_built_module_agrees_with_the_analysis(path, built):
     spec = archcompiler.load_spec(path)
     report = archcompiler.analyze(spec)
-    model = archcompiler.build(spec, seed=0).eval()
+    model = built(path).eval()
     assert sum(p.numel() for p in model.parameters()) == report["total"]["with_training_heads"]["params"]
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(torch.randn(1, *spec.input))
@@ -116,11 +116,11 @@ def test_built_module_agrees_with_the_analysis(path):
 
 
 @pytest.mark.parametrize("path", ALL_SPECS, ids=lambda p: p.stem)
-def test_every_intermediate_shape_equals_the_inferred_one(path):
+def test_every_intermediate_shape_equals_the_inferred_one(path, built):
     """Run forward under a line tracer: after every line of generated code carrying a
     '# N x C x H x W' comment (the inferred shape), the tensor it assigned has that shape."""
     spec = archcompiler.load_spec(path)
-    model = archcompiler.build(spec, seed=0)
+    model = built(path)
     code = model.forward.__code__
     lines = model.code.splitlines()
     expect = {}
@@ -159,9 +159,10 @@ def test_every_intermediate_shape_equals_the_inferred_one(path):
 
 
 @pytest.mark.parametrize("path", HEADED, ids=lambda p: p.stem)
-def test_a_training_step_runs(path):
+def test_a_training_step_runs(path, built):
     spec = archcompiler.load_spec(path)
-    model = archcompiler.build(spec, seed=0).train()
+    model = built(path).train()
+    model.zero_grad(set_to_none=True)
     x = torch.randn(2, *spec.input)
     target = torch.tensor([0, 1])
     outputs = model(x)

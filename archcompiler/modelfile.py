@@ -192,8 +192,8 @@ def write_safetensors(path: str | Path, mf: ModelFile) -> Path:
     preprocessing as JSON in the metadata; written atomically."""
     from safetensors.torch import save_file
 
-    from .version import __version__
     from .io import atomic_path
+    from .version import __version__
 
     meta = {"format": SAFETENSORS_FORMAT, "archc": __version__}
     for key in ("spec", "spec_file", "heads", "classes", "preprocess"):

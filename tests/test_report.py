@@ -106,7 +106,6 @@ def test_a_rows_bound_is_where_it_sits_against_the_ridge(tmp_path):
 
     from archcompiler.passes import annotated_graph
     from archcompiler.passes.latency import peak_flops, predict_rows
-
     from archcompiler.passes.machine import shipped_profile_path
 
     profile = json.loads(shipped_profile_path().read_text())

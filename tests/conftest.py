@@ -7,6 +7,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -100,3 +101,37 @@ def built():
             cache[path] = archcompiler.build(path, seed=0)
         return cache[path]
     return get
+
+
+README = (ROOT / "README.md").read_text()
+# the README's own training run: the first `archc train` of its bash blocks (the digits 0 and 1)
+README_TRAIN = next(line.strip() for block in re.findall(r"```bash\n(.*?)```", README, re.S)
+                    for line in block.splitlines() if line.startswith("archc train ") and "runs/digits" in line)
+README_DIGITS = "python3 -m archcompiler.training.digits digits/"
+
+
+def run_readme_command(command: str, workdir: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    """One of the README's commands, as printed, in ``workdir`` (`archc` is `python -m archcompiler`)."""
+    args = command.split()
+    argv = [sys.executable, "-m", "archcompiler", *args[1:]] if args[0] == "archc" else [sys.executable, *args[1:]]
+    return subprocess.run(argv, cwd=workdir, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def readme_workdir(tmp_path_factory) -> Path:
+    """A copy of the files the README's commands read, so their outputs land outside the repository."""
+    import shutil
+
+    work = tmp_path_factory.mktemp("readme")
+    shutil.copytree(ROOT / "specs", work / "specs")
+    shutil.copytree(ROOT / "examples", work / "examples")
+    return work
+
+
+@pytest.fixture(scope="session")
+def readme_digits_run(readme_workdir) -> tuple[Path, subprocess.CompletedProcess]:
+    """The README's training run (its digits, its command, as printed), run once for the whole
+    suite: the README test runs it as a README command, the training tests check what it wrote."""
+    assert (README_DIGITS in README and
+            run_readme_command(README_DIGITS, readme_workdir).returncode == 0)
+    return readme_workdir, run_readme_command(README_TRAIN, readme_workdir)

@@ -157,6 +157,7 @@ def test_build_prints_the_tree_and_totals():
     assert "parameters: 13,378,280 (torch); equals archc flops' total 13,378,280" in result.stdout
 
 
+@pytest.mark.slow
 def test_onnx_export_matches_torch(tmp_path):
     import numpy as np
     import onnxruntime
@@ -249,7 +250,8 @@ def example_dir(tmp_path_factory):
     return folder
 
 
-@pytest.mark.parametrize("example", [e for name, examples in __import__("archcompiler.cli", fromlist=["EXAMPLES"])
+@pytest.mark.parametrize("example", [pytest.param(e, marks=pytest.mark.slow) if name in ("calibrate", "profile") else e
+                                     for name, examples in __import__("archcompiler.cli", fromlist=["EXAMPLES"])
                                      .EXAMPLES.items() if name not in ("train", "evaluate", "predict")
                                      for e in examples])
 def test_every_help_example_runs(example, example_dir):

@@ -109,6 +109,7 @@ def test_new_heads_are_seeded_and_the_rest_loads(pretrained, capsys):
     assert all(torch.equal(a[k], saved[k]) for k in saved if not k.startswith("fc."))
 
 
+@pytest.mark.slow
 def test_frozen_layers_are_bit_identical_after_training(pretrained, two, tmp_path):
     start = torch.load(pretrained / "best.pt", weights_only=True)["state_dict"]
     result = archcompiler.train(CNN, two, overrides={"num_classes": 2}, weights=pretrained / "best.pt",
@@ -189,6 +190,7 @@ def test_a_checkpoint_of_another_spec_is_said_once(pretrained, two):
 
 # ----------------------------------------------------------------------------- safetensors, seed, patience
 
+@pytest.mark.slow
 def test_safetensors_round_trip_through_predict_and_evaluate(pretrained, three, tmp_path):
     from safetensors import safe_open
 
@@ -207,6 +209,7 @@ def test_safetensors_round_trip_through_predict_and_evaluate(pretrained, three, 
     assert code == 0 and "conv3" in (tmp_path / "cnn.dot").read_text(), err
 
 
+@pytest.mark.slow
 def test_early_stopping_stops_where_it_should(two, tmp_path):
     """lr ~ 0: validation accuracy never improves after epoch 1, so patience 2 stops after epoch 3."""
     result = archcompiler.train(CNN, two, overrides={"num_classes": 2, "train.lr": 1e-12}, epochs=10, batch_size=16,
@@ -219,6 +222,7 @@ def test_early_stopping_stops_where_it_should(two, tmp_path):
         archcompiler.train(CNN, two, overrides={"num_classes": 2}, val_split=None, patience=2, write=False)
 
 
+@pytest.mark.slow
 def test_seed_flag_tensorboard_and_unreadable_files_counted_once(two, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(two, data)
@@ -253,6 +257,7 @@ def test_tensorboard_without_the_package_says_how_to_install_it(two, tmp_path, m
     assert not (tmp_path / "run").exists()                 # refused before anything was written
 
 
+@pytest.mark.slow
 def test_a_plain_state_dict_with_or_without_the_training_heads_predicts(two, tmp_path):
     """Whether a published state_dict has the auxiliary heads is read from the spec's graph (its
     training-only layers), not guessed from key names."""

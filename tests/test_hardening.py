@@ -256,6 +256,7 @@ def test_an_output_never_replaces_the_input_spec(tmp_path):
     assert spec.read_bytes() == before
 
 
+@pytest.mark.slow
 def test_a_default_output_name_never_replaces_a_file_archc_did_not_write(tmp_path):
     mine = tmp_path / "googlenet_small.py"
     mine.write_text("my own work\n")

@@ -39,6 +39,7 @@ def calibrated(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_calibration_writes_a_machine_profile(calibrated):
     profile = json.loads(calibrated.read_text())
     assert profile["threads"] >= 1 and profile["bandwidth_bytes_per_s"] > 0 and profile["call_overhead_s"] > 0
@@ -199,6 +200,7 @@ def test_a_missing_machine_profile_says_how_to_make_one(tmp_path):
 
 
 @pytest.mark.parametrize("optimize", [False, True])
+@pytest.mark.slow
 def test_profile_reports_each_row_predicted_and_measured(calibrated, optimize):
     args = ["profile", str(SPECS / "googlenet-small.yaml"), "--machine", str(calibrated), "--repeats", "2",
             "--format", "json", *(["--optimize"] if optimize else [])]

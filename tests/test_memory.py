@@ -42,8 +42,12 @@ def test_the_measurement_sees_what_it_should():
     assert t.peak == 2 * x.numel() * 4 and y is not None and z is not None
 
 
+QUICK = {"googlenet-small", "resnet18"}      # the quick tier's specs; the others are measured in the whole suite
+
+
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-@pytest.mark.parametrize("path", ALL_SPECS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", [p if p.stem in QUICK else pytest.param(p, marks=pytest.mark.slow) for p in ALL_SPECS],
+                         ids=lambda p: p.stem)
 def test_training_memory_matches_a_measured_training_step(path, optimizer):
     """Parameters + gradients + optimizer state + saved activations, along the forward and backward
     passes and the optimizer step, against the live tensors of a real training step (batch 8)."""

@@ -250,7 +250,7 @@ def _case(seed: int, folder) -> tuple[list[str], str]:
     return args, text
 
 
-@pytest.mark.parametrize("chunk", range(CHUNKS))
+@pytest.mark.parametrize("chunk", [0, *(pytest.param(c, marks=pytest.mark.slow) for c in range(1, CHUNKS))])
 def test_mutated_specs_never_reach_an_internal_error(chunk, spec_dir):
     for seed in range(chunk * TOTAL // CHUNKS, (chunk + 1) * TOTAL // CHUNKS):
         args, _ = _case(seed, spec_dir)
@@ -267,6 +267,7 @@ def test_mutated_specs_never_reach_an_internal_error(chunk, spec_dir):
             assert LOCATED.search(text), f"seed {seed}: unlocated message: {args}\n{text[-2000:]}"
 
 
+@pytest.mark.slow
 def test_mutated_specs_that_validate_also_build(spec_dir):
     """The torch backend sees mutated specs too (fewer: building imports and runs torch)."""
     import torch

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
+from conftest import README_DIGITS, README_TRAIN, ROOT
 
 README = (ROOT / "README.md").read_text()
 BASH = re.findall(r"```bash\n(.*?)```", README, re.S)
@@ -25,12 +24,9 @@ COMMANDS = [part.strip() for block in BASH for line in block.splitlines() for pa
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    """A copy of the files the README's commands read, so their outputs land outside the repo."""
-    work = tmp_path_factory.mktemp("readme")
-    shutil.copytree(ROOT / "specs", work / "specs")
-    shutil.copytree(ROOT / "examples", work / "examples")
-    return work
+def workdir(readme_workdir):
+    """The README's folder (shared with the training tests, which check what its training run wrote)."""
+    return readme_workdir
 
 
 def test_the_readme_shows_the_main_job_and_the_test_command():
@@ -41,10 +37,15 @@ def test_the_readme_shows_the_main_job_and_the_test_command():
     assert "./setup.sh && python3 -m pytest" in ci
 
 
-@pytest.mark.parametrize("command", COMMANDS)
-def test_readme_command_runs(command, workdir):
+@pytest.mark.parametrize("command", [pytest.param(c, marks=pytest.mark.slow) if "digits" in c else c for c in COMMANDS])
+def test_readme_command_runs(command, workdir, request):
     """In the README's order: later commands use what earlier ones wrote (digits/, runs/)."""
     args = command.split()[1:] if command.startswith("archc ") else command.split()[3:]
+    if "digits" in command:             # the training run, run once for the suite (the training tests read it)
+        _, done = request.getfixturevalue("readme_digits_run")
+        assert done.returncode == 0, f"{README_TRAIN}\n{done.stdout}\n{done.stderr}"
+        if command in (README_DIGITS, README_TRAIN):
+            return
     if any("*" in a for a in args):       # let a shell expand globs, as it would for the user
         done = subprocess.run(f"{sys.executable} -m archcompiler {' '.join(args)}", shell=True, cwd=workdir,
                               capture_output=True, text=True, timeout=300)

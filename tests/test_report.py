@@ -34,6 +34,7 @@ def test_the_page_holds_everything_and_fetches_nothing(page):
     assert text.count("class='inconsistent'") == 5 and "the paper says 2.7K" in text
 
 
+@pytest.mark.slow
 def test_the_page_in_a_real_browser(page, tmp_path):
     chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
     assert chromium and driver_path, "Debian's chromium and chromium-driver are installed by setup.sh"

@@ -47,10 +47,12 @@ def _metrics(run: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def test_googlenet_small_learns_the_digits_through_the_cli(digits, tmp_path):
-    run = tmp_path / "run"
-    result = run_archc("train", str(SMALL), "--data", str(digits), "--set", "num_classes=2", "--set",
-                       "data.random_resized_crop=false", "--epochs", "6", "--workers", "0", "--out", str(run))
+@pytest.mark.slow
+def test_googlenet_small_learns_the_digits_through_the_cli(readme_digits_run, tmp_path):
+    """The README's training run (run once for the suite, by tests/conftest.readme_digits_run): it
+    learns, logs, writes its run folder, and its checkpoint round-trips."""
+    work, result = readme_digits_run
+    run, digits = work / "runs" / "digits", work / "digits"
     assert result.returncode == 0, result.stderr[-3000:]
     rows = _metrics(run)
     best = max(float(r["val_accuracy"]) for r in rows)
@@ -78,6 +80,7 @@ def _train(data, out, epochs, resume=False, extra=()):
                               workers=0, out=out, resume=resume, progress=False)
 
 
+@pytest.mark.slow
 def test_a_resumed_run_equals_an_uninterrupted_one(few, tmp_path):
     schedule = ["train.schedule=step", "train.step_every=1", "train.step_factor=0.5"]
     whole = _train(few, tmp_path / "whole", 3, extra=schedule)
@@ -93,6 +96,7 @@ def test_a_resumed_run_equals_an_uninterrupted_one(few, tmp_path):
     assert len(_metrics(tmp_path / "parts")) == 4
 
 
+@pytest.mark.slow
 def test_two_processes_equal_one_with_the_same_global_batch(few, tmp_path):
     """Two steps of a global batch of 8: torchrun's 2 processes take 4 images each. (Over many steps
     the two runs drift apart at the speed of rounding amplified by ReLUs near 0: one step agrees to
@@ -127,6 +131,7 @@ def test_two_processes_equal_one_with_the_same_global_batch(few, tmp_path):
 
 # ----------------------------------------------------------------------------- bad input
 
+@pytest.mark.slow
 def test_unreadable_images_are_skipped_and_counted(few, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(few, data)
@@ -184,6 +189,7 @@ def test_the_recipe_comes_from_the_spec_and_flags_override_it(tmp_path):
 
 # ----------------------------------------------------------------------------- documentation
 
+@pytest.mark.slow
 def test_help_examples_of_train_evaluate_and_predict_run(digits, tmp_path):
     from archcompiler.cli import EXAMPLES
 
@@ -204,6 +210,7 @@ def test_the_readme_shows_one_machine_and_two():
     assert "--nnodes 2" in readme
 
 
+@pytest.mark.slow
 def test_ctrl_c_keeps_a_resumable_state_and_says_how_to_resume(few, tmp_path):
     import signal
 
@@ -226,6 +233,7 @@ def test_ctrl_c_keeps_a_resumable_state_and_says_how_to_resume(few, tmp_path):
     assert len(_metrics(run)) == state["epoch"] + 1
 
 
+@pytest.mark.slow
 def test_amp_and_starting_weights(few, tmp_path):
     """--amp trains in bfloat16 on CPU (float16 on CUDA); --weights starts from a checkpoint."""
     first = _train(few, tmp_path / "first", 1)

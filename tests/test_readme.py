@@ -91,3 +91,18 @@ def test_readme_transcript_prints_what_it_shows(transcript, workdir):
         return
     assert _matches([line.rstrip() for line in expected], actual), (
         f"{command} prints, today:\n" + "\n".join(actual))
+
+
+def test_what_the_readmes_commands_write_is_ignored_by_git(workdir):
+    """Following the README in a clone leaves nothing untracked: everything its commands wrote (the
+    digits, the run folders, the drawings, the built models) is in .gitignore. Runs after the README's
+    commands (in the quick tier, after those that ran)."""
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git clone")
+    written = sorted(p.name + ("/" if p.is_dir() else "") for p in workdir.iterdir()
+                     if p.name not in ("specs", "examples", "cache"))
+    assert written, "the README's commands wrote nothing here"
+    check = subprocess.run(["git", "check-ignore", "--no-index", "--stdin", "-v", "-n"], cwd=ROOT, text=True,
+                           input="\n".join(written) + "\n", capture_output=True)
+    unignored = [line.split("\t")[-1] for line in check.stdout.splitlines() if line.startswith("::")]
+    assert not unignored, f"add to .gitignore: {unignored}"

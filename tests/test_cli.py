@@ -191,6 +191,7 @@ def test_onnx_without_its_packages_says_what_to_install(tmp_path, monkeypatch):
     assert not (tmp_path / "m.onnx").exists()
 
 
+@pytest.mark.slow
 def test_emit_torchscript(tmp_path):
     import torch
     out = tmp_path / "m.ts"

@@ -124,6 +124,7 @@ def test_depth_and_rankdir(tmp_path):
     assert "rankdir=LR" in build_dot(spec, rankdir="LR").source
 
 
+@pytest.mark.slow
 def test_draw_from_a_built_model(tmp_path):
     model = tmp_path / "m.pt"
     assert run_archc("build", str(SPECS / "googlenet-small.yaml"), "-o", str(model), "-q").returncode == 0

@@ -151,6 +151,7 @@ def test_published_weights_work_with_the_optimized_module(net, torchvision_refer
     assert (logits - expected).abs().max().item() <= 1e-4 * expected.abs().max().item()
 
 
+@pytest.mark.slow
 def test_emit_python_optimize_writes_the_optimized_source(tmp_path):
     out = tmp_path / "fast.py"
     result = run_archc("build", str(SPECS / "googlenet-torchvision.yaml"), "--optimize", "--emit", "python",

@@ -228,6 +228,7 @@ def test_module_names_follow_the_spec():
     assert "def forward" in model.code and "# N x 832 x 7 x 7" in model.code
 
 
+@pytest.mark.slow
 def test_generated_source_runs_in_a_fresh_process(tmp_path):
     model_py = tmp_path / "googlenet_small.py"
     result = run_archc("build", str(SMALL), "--emit", "python", "-o", str(model_py), "--quiet")
@@ -279,6 +280,7 @@ def test_exports_work_on_the_generated_module():
         assert torch.allclose(exported.module()(x), ref, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_torch_compile_works_on_a_small_spec():
     text = ("name: tiny\ninput: [3, 16, 16]\nlayers:\n"
             "  - {name: c, op: conv, out: 4, kernel: 3, norm: batch_norm, act: relu}\n"

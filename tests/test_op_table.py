@@ -299,6 +299,66 @@ def test_hard_activations_are_drawn_and_timed(act):
     assert kernel.kind == "relu" and kernel.work == 8 * 12 * 12
 
 
+# ----------------------------------------------------------------------------- mul (squeeze-and-excitation)
+
+_SE = ("name: t\ninput: [8, 10, 10]\nlayers:\n"
+       "  - {name: c, op: conv, out: 16, kernel: 3, padding: 1, norm: batch_norm, act: relu}\n"
+       "  - {name: pool, op: global_avg_pool}\n"
+       "  - {name: fc1, op: conv, out: 4, kernel: 1, act: relu}\n"
+       "  - {name: fc2, op: conv, out: 16, kernel: 1, act: hardsigmoid}\n"
+       "  - {name: scale, op: mul, inputs: [fc2, c]}\n"
+       "  - {name: p, op: global_avg_pool}\n"
+       "  - {name: fc, op: linear, out: 2}\n")
+
+
+def test_mul_gates_a_map_as_torchvisions_squeeze_excitation():
+    """torchvision.ops.SqueezeExcitation: scale = hardsigmoid(fc2(relu(fc1(avgpool(x))))); scale * x."""
+    torch = pytest.importorskip("torch")
+    import torch.nn.functional as F
+
+    model = archcompiler.build(_SE, seed=0).eval()
+    x = torch.randn(2, 8, 10, 10)
+    with torch.no_grad():
+        c = model.c.bn(model.c.conv(x)).relu()
+        scale = F.hardsigmoid(model.fc2(F.relu(model.fc1(F.adaptive_avg_pool2d(c, 1)))))
+        assert torch.equal(model(x), model.fc(torch.flatten(F.adaptive_avg_pool2d(scale * c, 1), 1)))
+    report = archcompiler.analyze(_SE)
+    assert report["by_op"]["mul"]["elementwise"] == 16 * 10 * 10
+
+
+def test_mul_refuses_shapes_that_do_not_broadcast_naming_both():
+    with pytest.raises(GraphError) as info:
+        archcompiler.analyze(_SE.replace("out: 16, kernel: 1", "out: 8, kernel: 1"))
+    (problem,) = info.value.errors
+    assert "mul needs inputs that broadcast" in problem.message and "1x1x8 and 10x10x16" in problem.message
+    assert problem.line == 8      # the mul
+
+
+def test_mul_memory_matches_a_measurement():
+    """Inference peak exactly; a training step within 1% (autograd keeps both inputs, and the gate's
+    gradient is computed at the map's size before it is summed down)."""
+    torch = pytest.importorskip("torch")
+    from archcompiler.measure.memory import measure_peak_activation_bytes, measure_training_peak_bytes
+
+    for text in (_SE, _SE.replace("inputs: [fc2, c]", "inputs: [c, fc2]")):
+        torch.manual_seed(0)
+        assert archcompiler.analyze(text, batch=4)["peak_activation_bytes"] == \
+            measure_peak_activation_bytes(archcompiler.build(text, seed=0), torch.randn(4, 8, 10, 10))
+        predicted = archcompiler.analyze(text, batch=8, train_memory="sgd")["train_memory"]["peak"]
+        measured = measure_training_peak_bytes(archcompiler.build(text, seed=0), torch.randn(8, 8, 10, 10),
+                                               torch.randint(0, 2, (8,)), "sgd")
+        assert abs(predicted - measured) <= 0.01 * measured, (predicted, measured)
+
+
+def test_mul_is_drawn_and_timed_like_an_add():
+    from archcompiler.backends.dot import build_dot
+
+    pytest.importorskip("graphviz")
+    assert "scale\\nmul" in build_dot(archcompiler.load_spec(_SE)).source
+    kernel = OPS["mul"].latency.kernel({}, [(16, 1, 1), (16, 10, 10)], (16, 10, 10))
+    assert kernel.kind == "add" and kernel.work == 16 * 10 * 10
+
+
 # ----------------------------------------------------------------------------- issue #20 item 5
 
 

@@ -108,3 +108,17 @@ def test_combining_ops_agree_with_torch(op):
         text = (f"name: t\ninput: [3, 8, 8]\nlayers:\n{lines}"
                 f"  - {{name: x, op: {op}, inputs: [{', '.join(f'b{i}' for i in range(n))}]{act}}}\n")
         _compare(text, (3, 8, 8))
+
+
+def test_mul_broadcasts_as_torch():
+    """A map times a gate of 1x1xC, 1xWxC or a map of its own shape, either way round."""
+    r = random.Random("mul")
+    for _ in range(6):
+        c, h, w = r.randint(1, 6), r.randint(2, 7), r.randint(2, 7)
+        gate = r.choice(["1, 1", f"1, {w}", f"{h}, {w}"])
+        first, second = r.choice([("m", "g"), ("g", "m")])
+        text = (f"name: t\ninput: [3, {h}, {w}]\nlayers:\n"
+                f"  - {{name: m, op: conv, out: {c}, kernel: 3, padding: 1, input: input}}\n"
+                f"  - {{name: g, op: adaptive_avg_pool, output: [{gate}]}}\n"
+                f"  - {{name: x, op: mul, inputs: [{first}, {second}]}}\n")
+        _compare(text, (3, h, w))

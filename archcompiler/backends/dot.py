@@ -59,6 +59,7 @@ STYLES: dict[str, Style] = {   # the backend's own small table: one entry per op
     "softmax": _PLAIN,
     "concat": Style("ellipse", "#eeeeee"),
     "add": Style("circle", "#eeeeee"),
+    "mul": Style("circle", "#eeeeee"),
     "identity": _PLAIN,
     "channel_slice": _PLAIN,
 }

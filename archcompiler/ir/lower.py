@@ -71,6 +71,7 @@ LOWERINGS: dict[type, Callable[[Any], list[Prim]]] = {
     L.Softmax: lambda s: [("", "softmax", {})],
     L.Concat: lambda s: [("", "concat", {})],
     L.Add: lambda s: [("", "add", {}), *_act(s.act)],
+    L.Mul: lambda s: [("", "mul", {})],
     L.Identity: lambda s: [("", "identity", {})],
 }
 

@@ -19,6 +19,7 @@ source; the spec language's own ``op`` names, which come before the IR, are ``sp
   unchanged and nothing is computed (identity; flatten of a flat input);
 - ``inplace``: whether PyTorch computes it over its input (when that input has no other reader);
 - ``workspace``: transient memory while it runs; ``saves``: what autograd keeps for backward;
+  ``backward_workspace``: transient memory while its backward runs;
   ``grad_passthrough``: the backward pass hands the gradient on as views, allocating none;
 - ``probabilities``: it turns logits into class probabilities (softmax): as a model's final op,
   forward() returns the logits before it and ``predict_proba`` applies it;
@@ -118,6 +119,9 @@ class OpDef:
     # what autograd keeps for the backward pass in training: "input" and/or "output" (the tensors
     # themselves, shared with the forward) and extra float32 elements (indices, masks, temporaries)
     saves: Callable[[Attrs, list[Shape], Shape], tuple[tuple[str, ...], int]] = lambda a, i, o: ((), 0)
+    # transient memory while its backward pass runs, beyond the gradients it hands on, in float32
+    # elements (a broadcast input's gradient is computed at the output's size, then summed down)
+    backward_workspace: Callable[[Attrs, list[Shape], Shape], int] = lambda a, i, o: 0
     depth: str | None = None            # "params" (conv, linear) or "pooling": counted in depth
     patch: Callable[[Attrs], str] = lambda a: ""   # Table 1's "patch size/stride" column
     join: str | None = None             # many inputs: "stack" (along channels) or "sum" (element-wise)
@@ -297,6 +301,18 @@ def _add_shape(a: Attrs, shapes: list[Shape]) -> Shape:
     return shapes[0]
 
 
+def _mul_shape(a: Attrs, shapes: list[Shape]) -> Shape:
+    """Two inputs that broadcast as PyTorch broadcasts them: of one rank, and each dimension equal
+    or 1 in one of them (squeeze-and-excitation: a C x H x W map times a C x 1 x 1 gate)."""
+    if len(shapes) != 2:
+        raise ShapeError(f"mul takes two inputs, got {len(shapes)}")
+    a_, b = shapes
+    if len(a_) != len(b) or any(x != y and 1 not in (x, y) for x, y in zip(a_, b)):
+        raise ShapeError(f"mul needs inputs that broadcast (each dimension equal, or 1 in one of them), "
+                         f"got {_fmt(a_)} and {_fmt(b)}")
+    return tuple(max(x, y) for x, y in zip(a_, b))
+
+
 def _bn_params(a: Attrs, i: list[Shape], o: Shape) -> Params:
     c = o[0]
     return Params(c, c, 2 * c + 1)   # running mean, running var, num_batches_tracked
@@ -435,6 +451,11 @@ OPS: dict[str, OpDef] = {op.kind: op for op in [
           latency=_per_map(("concat",), lambda a: "concat", _elements)),
     OpDef("add", shape=_add_shape, elementwise=lambda a, i, o: (len(i) - 1) * math.prod(o), join="sum",
           grad_passthrough=True, latency=_per_map(("add",), lambda a: "add", _elements)),
+    # broadcast product (squeeze-and-excitation's gate): autograd keeps both inputs, each the
+    # other's gradient factor; timed like the calibrated add (one pass over the map)
+    OpDef("mul", shape=_mul_shape, saves=lambda a, i, o: (("input",), 0),
+          backward_workspace=lambda a, i, o: sum(math.prod(o) for s in i if tuple(s) != tuple(o)),
+          latency=_per_map(("add",), lambda a: "add", _elements)),
     OpDef("identity", shape=_same("identity"), elementwise=lambda a, i, o: 0, alias="view",
           passthrough=lambda a, i: True, grad_passthrough=True, latency=_A_STATEMENT),
     # made by the fuse_siblings pass only: channels [start, end) of its input, a view

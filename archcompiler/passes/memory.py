@@ -169,7 +169,9 @@ def training_memory(g: nx.DiGraph, batch: int = 1, optimizer: str = "sgd", bytes
             grow = d["params"].total * bytes_per_element
             param_grads += grow
             live += grow
-            peak = max(peak, fixed + live)
+            ins = [g.nodes[p]["shape"] for p in d["inputs"]]
+            transient = batch * bytes_per_element * OPS[d["op"]].backward_workspace(d["attrs"], ins, d["shape"])
+            peak = max(peak, fixed + live + transient)
             live -= grads.pop(n, 0)
         live -= extra[n]
         for b in keeps.get(n, []):

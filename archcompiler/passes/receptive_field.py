@@ -5,7 +5,8 @@ Per node and per axis: ``size`` r (input pixels one output pixel sees), ``jump``
 between neighbouring output pixels, the effective stride) and ``start`` (centre of the first
 output pixel's field, in input pixels; negative inside the padding).  For a window op with kernel
 k, stride s, padding p and dilation d:  r' = r + (k - 1) d j,  j' = j s,
-start' = start + ((k - 1) d / 2 - p) j.  Where paths meet (concat, add) the largest field is kept.
+start' = start + ((k - 1) d / 2 - p) j.  Where paths meet (concat, add, mul) the largest field is kept, stepping like the
+full-size input where another is broadcast (a 1x1 gate).
 """
 
 from __future__ import annotations
@@ -23,6 +24,12 @@ def annotate_receptive_field(g: nx.DiGraph) -> nx.DiGraph:
             continue
         fields = [g.nodes[i]["rf"] for i in data["inputs"]]
         base = max(fields, key=lambda f: f["size"][0] * f["size"][1])
+        # a broadcast input (squeeze-and-excitation's 1x1 gate) widens the field, but the output's
+        # pixels step like those of the full-size input
+        full = [f for f, i in zip(fields, data["inputs"]) if g.nodes[i]["shape"][1:] == data["shape"][1:]]
+        if full and base not in full:
+            step = max(full, key=lambda f: f["size"][0] * f["size"][1])
+            base = {"size": base["size"], "jump": step["jump"], "start": step["start"]}
         win = OPS[data["op"]].window(data["attrs"], [g.nodes[i]["shape"] for i in data["inputs"]])
         if win is None:
             data["rf"] = base

@@ -42,6 +42,15 @@ class BlockDef(Strict):
         default_factory=list, description="argument names, or a mapping of names to defaults")
     layers: Annotated[list[dict[str, Any]], Field(min_length=1)]
     output: str | None = Field(None, description="the layer whose result the block returns; default: the last")
+    stride: str = Field("stride", description="the argument that a repeated row's later instances set to 1 "
+                        "(MobileNetV2's 's'); default: 'stride'")
+
+    @model_validator(mode="after")
+    def _stride_is_an_argument(self) -> BlockDef:
+        if self.stride != "stride" and self.stride not in self.arg_names():
+            raise ValueError(f"stride names {self.stride!r}, which is not one of the block's arguments "
+                             f"({', '.join(self.arg_names()) or 'none'})")
+        return self
 
     def arg_defaults(self) -> dict[str, Any]:
         return {} if isinstance(self.args, list) else dict(self.args)
@@ -73,6 +82,8 @@ class Table(Strict):
         description="'name', the block's arguments, and claim columns output / params / ops / depth")
     rows: Annotated[list[list[Scalar] | dict[str, Any]], Field(min_length=1)] = Field(
         description="a list per block instance, in column order; a mapping is an ordinary layer")
+    repeat: str = Field("repeat", description="the column that holds each row's repeat count (the paper's "
+                        "'n'); default: 'repeat'")
 
     @field_validator("columns")
     @classmethod
@@ -82,6 +93,13 @@ class Table(Strict):
         if len(set(v)) != len(v):
             raise ValueError("column names must be unique")
         return v
+
+    @model_validator(mode="after")
+    def _repeat_is_a_column(self) -> Table:
+        if self.repeat != "repeat" and self.repeat not in self.columns:
+            raise ValueError(f"repeat names {self.repeat!r}, which is not one of the columns "
+                             f"({', '.join(self.columns)})")
+        return self
 
 
 class Variants(Strict):

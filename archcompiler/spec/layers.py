@@ -257,15 +257,24 @@ class Add(ManyInputs):
     act: Activation = "none"
 
 
+class Mul(ManyInputs):
+    """Element-wise product of two inputs that broadcast (squeeze-and-excitation: a feature map
+    times a C x 1 x 1 gate)."""
+
+    op: Literal["mul"]
+    inputs: Annotated[list[str], Field(min_length=2, max_length=2)] = Field(
+        description="the two layers to multiply")
+
+
 class Identity(LayerBase):
     op: Literal["identity"]
 
 
 OPS: dict[str, type[LayerBase]] = {}
 for _model in (Conv, MaxPool, AvgPool, AdaptiveAvgPool, GlobalAvgPool, LRN, BatchNorm, Act, Dropout,
-               Flatten, Linear, Softmax, Concat, Add, Identity):
+               Flatten, Linear, Softmax, Concat, Add, Mul, Identity):
     for _op in _model.model_fields["op"].annotation.__args__:
         OPS[_op] = _model
 
 AnyLayer = Union[Conv, MaxPool, AvgPool, AdaptiveAvgPool, GlobalAvgPool, LRN, BatchNorm, Act, Dropout,
-                 Flatten, Linear, Softmax, Concat, Add, Identity]
+                 Flatten, Linear, Softmax, Concat, Add, Mul, Identity]

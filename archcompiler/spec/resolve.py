@@ -344,24 +344,25 @@ class Resolver:
         if not isinstance(value, str):
             return plain(value), None
         text = value.strip()
-        if key not in NUMERIC.get(op, set()) and text not in scope.values:
+        values = self._with_input_shape(text, scope)
+        if key not in NUMERIC.get(op, set()) and text not in values:
             return value, None              # not a number field: pydantic judges the string
         words = STRINGS.get(op, {}).get(key, False)
         if words is not False:
             if words is None or text in words:
                 return value, None
             try:
-                if not expr.names(text) <= set(scope.values):
+                if not expr.names(text) <= set(values):
                     return value, None        # a word, left for pydantic to judge
             except expr.ExprError:
                 return value, None
-        if _WORD.fullmatch(text) and expr._mangle(text) == text and text not in scope.values:
+        if _WORD.fullmatch(text) and expr._mangle(text) == text and text not in values:
             if text in self.failed_params:      # its own error says it once
                 raise expr.ExprError(f"parameter {text!r} has an error", unknown=text)
             raise _Located(error(*_word_message(op, key, text, scope), value=text))
         used: set[str] = set()
         try:
-            result = expr.evaluate(text, scope.values, used)
+            result = expr.evaluate(text, values, used)
         except expr.ExprError as exc:
             cells = [n for n in sorted(used & scope.args) if n in scope.value_src]
             if exc.unknown is None and cells:    # the value came from a table cell or argument: point there
@@ -379,6 +380,23 @@ class Resolver:
                     raise _Located(error(f"{arg!r} is not a whole number", path, loc or Location(self.file),
                                          value=arg, hint=f"it is used as {key!r}, which counts whole things"))
         return result, scope.value_src.get(text)
+
+    def _with_input_shape(self, text: str, scope: _Scope) -> dict[str, Any]:
+        """The values a field's expression reads: with the block input's in_channels, in_height and
+        in_width where it names them (MobileNetV2's expansion: ``out: "in_channels * t"``)."""
+        try:
+            wanted = (expr.names(text) & set(SHAPE_NAMES)) - set(scope.values)
+        except expr.ExprError:
+            return scope.values
+        if not wanted or scope.block_input is None:
+            return scope.values
+        shape = self._shape(scope.block_input)
+        if shape is None or len(shape) != 3:
+            raise _Located(error("cannot compute the value: the shape of the block's input is not known here",
+                                 value=text,
+                                 hint="the layers before the block must be valid, read only layers above "
+                                      "them, and give an image (C, H, W)"))
+        return {**scope.values, **dict(zip(SHAPE_NAMES, shape))}
 
     # ------------------------------------------------------------------ blocks
     def _instance(self, name: str, block_name: str, args: dict, args_node: Any, input_ref: str | None,
@@ -530,14 +548,14 @@ class Resolver:
             cell_src = {c: (row.where(k) if isinstance(row, YList) else rloc, f"{row_path}.{c}")
                         for k, c in enumerate(columns)}
             claims = {c: cells[c] for c in CLAIM_COLUMNS if c in cells and cells[c] is not None}
-            args = {c: v for c, v in cells.items() if c not in ("name", REPEAT) and c not in CLAIM_COLUMNS}
+            args = {c: v for c, v in cells.items() if c not in ("name", table.repeat) and c not in CLAIM_COLUMNS}
             claims_node = YDict(loc=rloc)
             for c, v in claims.items():
                 claims_node.put(c, v, cell_src[c][0])
-            if REPEAT in cells:
+            if table.repeat in cells:
                 previous = self._repeated(name, table.use, args, None, None, claims_node or None, row, rpath,
-                                          scope, previous, top_level, True, cell_src, cells[REPEAT],
-                                          cell_src[REPEAT])
+                                          scope, previous, top_level, True, cell_src, cells[table.repeat],
+                                          cell_src[table.repeat], table.repeat)
                 continue
             previous = self._instance(name, table.use, args, None, None, claims_node or None, row, rpath,
                                       scope, previous, top_level, from_table=True, arg_src=cell_src)
@@ -549,7 +567,7 @@ class Resolver:
         if block is None:
             return False                     # the rows say 'unknown block' (once: they are deduplicated)
         declared = block.arg_names()
-        known = {"name", REPEAT, *CLAIM_COLUMNS, *declared}
+        known = {"name", table.repeat, *CLAIM_COLUMNS, *declared}
         errors, misspelt = [], set()
         for k, column in enumerate(table.columns):
             if column not in known:
@@ -626,7 +644,8 @@ class Resolver:
             if isinstance(table, dict):
                 columns = table.get("columns") if isinstance(table.get("columns"), list) else []
                 entries = table.get("rows") if isinstance(table.get("rows"), list) else []
-                repeat_cell = columns.index(REPEAT) if REPEAT in columns else None
+                repeat = table.get("repeat") if isinstance(table.get("repeat"), str) else REPEAT
+                repeat_cell = columns.index(repeat) if repeat in columns else None
             for entry in entries:
                 if isinstance(entry, dict):
                     if "use" in entry:
@@ -639,7 +658,8 @@ class Resolver:
 
     def _repeated(self, name: str, block_name: str, args: dict, args_node: Any, input_ref: str | None,
                   claims: Any, item: Any, ipath: tuple, scope: _Scope, previous: str, top_level: bool,
-                  from_table: bool, arg_src: dict | None, count_value: Any, count_src: tuple[Location, str]) -> str:
+                  from_table: bool, arg_src: dict | None, count_value: Any, count_src: tuple[Location, str],
+                  count_name: str = REPEAT) -> str:
         """A row repeated ``count`` times (the paper's ``x3``): a group ``name`` holding the instances
         ``name/0`` ... in a chain; the first takes the row's arguments and input, the others stride 1."""
         where = getattr(item, "loc", Location(self.file))
@@ -667,16 +687,17 @@ class Resolver:
                        stack=scope.stack, group=full, row=scope.row if scope.row is not None else full,
                        args=scope.args)
         blocks = self.model.blocks
-        has_stride = block in blocks and "stride" in blocks[block].arg_names()
+        stride = blocks[block].stride if block in blocks else "stride"
+        has_stride = block in blocks and stride in blocks[block].arg_names()
         last = group_input
         before = len(self.errors)
         for k in range(count):
-            kargs = dict(args) if k == 0 or not has_stride else {**args, "stride": 1}
+            kargs = dict(args) if k == 0 or not has_stride else {**args, stride: 1}
             last = self._instance(str(k), block_name, kargs, args_node, None, None, item, ipath, inner, last,
                                   top_level, from_table, arg_src)
             if len(self.errors) > before:
                 break                     # the same mistake in every repeat says it once
-        values = {**{k: plain(v) for k, v in args.items()}, REPEAT: count}
+        values = {**{k: plain(v) for k, v in args.items()}, count_name: count}
         self.instances[full] = Instance(full, block, values, last, claim_model, where, scope.group, from_table)
         scope.local[name] = last
         scope.local_loc[name] = where

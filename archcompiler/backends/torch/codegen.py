@@ -86,6 +86,7 @@ TORCH_OPS: dict[str, TorchOp] = {
     "softmax": TorchOp(None, lambda a, x, m, ip: f"F.softmax({x[0]}, dim=1)"),
     "concat": TorchOp(None, lambda a, x, m, ip: f"torch.cat([{', '.join(x)}], 1)"),
     "add": TorchOp(None, lambda a, x, m, ip: " + ".join(x)),
+    "mul": TorchOp(None, lambda a, x, m, ip: " * ".join(x)),
     "identity": TorchOp(None, lambda a, x, m, ip: x[0]),
     "channel_slice": TorchOp(None, lambda a, x, m, ip: f"{x[0]}[:, {a['start']}:{a['end']}]"),
 }

@@ -165,7 +165,9 @@ class TorchOptions(Strict):
     rename: list[Annotated[list[str], Field(min_length=2, max_length=2)]] = Field(
         default_factory=list,
         description="[regex, replacement] pairs applied in order to each layer's path "
-                    "(inception_3a/1x1) to give its module path in state_dict")
+                    "(inception_3a/1x1) to give its module path in state_dict; a replacement's "
+                    "{expression} over index numbers the distinct texts the pattern matches, in network "
+                    "order (features.{index}, as nn.Sequential numbers its modules)")
 
     @field_validator("class_name")
     @classmethod

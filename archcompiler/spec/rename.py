@@ -5,6 +5,12 @@ Python's ``re`` has no time limit, so the patterns themselves are bounded instea
 no repetition inside a repetition, no back-references, and at most :data:`MAX_REPEATS` unbounded
 repetitions. What stays (the rules in ``specs/googlenet-torchvision.yaml`` use one ``\\w+`` each)
 matches a layer path in time polynomial in its length, and layer paths are short.
+
+A replacement may hold ``{expression}`` parts, in the expression language, over one name: ``index``,
+the position (from 0, in network order) of the text the pattern matched among the distinct texts
+it matches. torchvision numbers the modules of an ``nn.Sequential`` (``features.0``, ``features.2``)
+and names repeated layers from 1 (``denselayer1``): ``['^(conv\\d|pool\\d)[^/]*(/\\w+)?$',
+'features.{index}']`` numbers each node the pattern matches, as Sequential does.
 """
 
 from __future__ import annotations
@@ -55,6 +61,28 @@ def _walk(parsed: Any, inside_repeat: bool, counts: list[int]) -> str | None:
     return None
 
 
+TEMPLATE = re.compile(r"\{([^{}]*)\}")
+
+
+def template_parts(replacement: str) -> list[str]:
+    """The ``{expression}`` parts of a replacement."""
+    return TEMPLATE.findall(replacement)
+
+
+def fill_template(replacement: str, index: int) -> str:
+    """The replacement with each ``{expression}`` evaluated for ``index``."""
+    from . import expr
+
+    def value(m: re.Match) -> str:
+        out = expr.evaluate(m.group(1), {"index": index})
+        if isinstance(out, float) and out.is_integer():
+            out = int(out)
+        if not isinstance(out, int) or isinstance(out, bool) or out < 0:
+            raise expr.ExprError(f"{{{m.group(1)}}} must give a whole number >= 0, got {out!r}")
+        return str(out)
+    return TEMPLATE.sub(value, replacement)
+
+
 def check_pattern(pattern: str, replacement: str) -> None:
     """Raise ``ValueError`` (a located spec error once pydantic reports it) for a pattern archc
     will not run."""
@@ -72,5 +100,16 @@ def check_pattern(pattern: str, replacement: str) -> None:
         reason = f"more than {MAX_REPEATS} unbounded repetitions (*, +, {{n,}})"
     if reason:
         raise ValueError(f"rename pattern {pattern[:60]!r} refused: {reason}")
+    from . import expr
+    for part in template_parts(replacement):
+        try:
+            unknown = expr.names(part) - {"index"}
+        except expr.ExprError as exc:
+            raise ValueError(f"replacement {replacement[:60]!r}: {{{part}}}: {exc}") from None
+        if unknown:
+            raise ValueError(f"replacement {replacement[:60]!r}: {{{part}}} may only use 'index', "
+                             f"not {', '.join(sorted(unknown))}")
+    if "{" in TEMPLATE.sub("", replacement) or "}" in TEMPLATE.sub("", replacement):
+        raise ValueError(f"replacement {replacement[:60]!r}: unbalanced braces")
     if compiled.groups < max((int(g) for g in re.findall(r"\\(\d+)", replacement)), default=0):
         raise ValueError(f"replacement {replacement[:60]!r} names a group the pattern does not have")

@@ -20,7 +20,7 @@ from ...errors import BackendError, error
 from ...ir import OPS
 from ...ir.plan import Plan, plan
 from ...spec import Spec
-from .naming import RESERVED_VARIABLES, attr_expr, identifier, module_path, variable
+from .naming import RESERVED_VARIABLES, attr_expr, identifier, module_paths, variable
 from .runtime import _log1m_softmax, check_input, conv_act, helper_source, spec_loss
 from .verify import check_source
 
@@ -144,12 +144,13 @@ def register(g: nx.DiGraph, spec: Spec, order: list[str]) -> tuple[dict[str, str
     containers: set[str] = set()
     taken: dict[str, str] = {}
     scheduled = set(order)
+    all_paths = module_paths(spec, sorted(g.nodes, key=lambda n: g.nodes[n]["order"]))
     for n in sorted((n for n in g.nodes if n in scheduled), key=lambda n: g.nodes[n]["order"]):
         data = g.nodes[n]
         op = TORCH_OPS[data["op"]]
         if op.module is None:
             continue
-        path = module_path(spec, n)
+        path = all_paths[n]
         if path in taken or any(p == path or p.startswith(path + ".") for p in containers):
             raise BackendError([error(f"two layers map to the module path {path!r} "
                                       f"({taken.get(path, 'a container')} and {n})", n, data["loc"],

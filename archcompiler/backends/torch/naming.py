@@ -61,17 +61,37 @@ def segment(text: str) -> str:
     return out
 
 
-def module_path(spec: Spec, node: str) -> str:
-    """The state_dict prefix of a node: the spec's ``torch.rename`` rules applied in order to the
-    node name (``inception_3a/3x3_reduce``), then '/' and '.' both separate modules."""
-    name = node
+def module_paths(spec: Spec, nodes: list[str]) -> dict[str, str]:
+    """The state_dict prefix of each node of ``nodes`` (all the graph's nodes, in network order):
+    the spec's ``torch.rename`` rules applied in order to the node name (``inception_3a/3x3_reduce``),
+    then '/' and '.' both separate modules. A replacement's ``{index}`` is the position of the text
+    the rule matched among the distinct texts it matched before, in ``nodes``' order (the numbering
+    of torchvision's ``nn.Sequential``, parameterless modules counted)."""
+    from ...spec import expr
+    from ...spec.rename import fill_template, template_parts
+
+    names = list(nodes)
     for pattern, repl in spec.torch.rename:
         try:
-            name = re.sub(pattern, repl, name)
+            compiled = re.compile(pattern)
+            if not template_parts(repl):
+                names = [compiled.sub(repl, name) for name in names]
+                continue
+            seen: dict[str, int] = {}
+
+            def sub(m: re.Match, repl: str = repl, seen: dict[str, int] = seen) -> str:
+                index = seen.setdefault(m.group(0), len(seen))
+                return fill_template(m.expand(repl), index)
+            names = [compiled.sub(sub, name) for name in names]
         except re.error as exc:
             raise BackendError([error(f"bad torch.rename pattern {pattern!r}: {exc}", "torch.rename")]) from None
-    parts = [p for p in re.split(r"[/.]", name) if p]
-    return ".".join(segment(p) for p in parts)
+        except expr.ExprError as exc:
+            raise BackendError([error(f"torch.rename replacement {repl!r}: {exc}", "torch.rename")]) from None
+    out = {}
+    for node, name in zip(nodes, names):
+        parts = [p for p in re.split(r"[/.]", name) if p]
+        out[node] = ".".join(segment(p) for p in parts)
+    return out
 
 
 def attr_expr(base: str, path: str) -> str:

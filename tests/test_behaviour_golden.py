@@ -23,15 +23,19 @@ COMMANDS = {
     "flops.json": ["flops", "{spec}", "--format", "json"],
     "dot": ["draw", "{spec}", "--format", "dot", "-o", "-"],
     "check.txt": ["check", "{spec}"],
-    "py": ["build", "{spec}", "--emit", "python", "-q", "-o", "{out}"],
+    "py.golden": ["build", "{spec}", "--emit", "python", "-q", "-o", "{out}"],
 }
 
 
 def _run(argv: list[str]) -> str:
-    out, err = io.StringIO(), io.StringIO()
+    # a real text stream over bytes: `draw -o -` writes bytes to sys.stdout.buffer
+    out, err = io.TextIOWrapper(io.BytesIO(), encoding="utf-8"), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main(argv)
-    return f"exit {code}\n{out.getvalue()}"
+    out.flush()
+    text = out.buffer.getvalue().decode("utf-8")
+    assert code in (0, 1), f"{argv}: exit {code}\n{err.getvalue()}"      # never an internal error
+    return f"exit {code}\n{text}"
 
 
 @pytest.mark.parametrize("what", list(COMMANDS))
@@ -41,7 +45,7 @@ def test_output_unchanged(spec: Path, what: str, tmp_path: Path, monkeypatch) ->
     rel = str(spec.relative_to(spec.parent.parent))
     out = tmp_path / "model.py"
     text = _run([a.format(spec=rel, out=out) for a in COMMANDS[what]])
-    if what == "py":          # the file, not the message naming its temporary path
+    if what == "py.golden":   # the file, not the message naming its temporary path
         text = out.read_text()
     golden = BEHAVIOUR / f"{spec.stem}.{what}"
     if os.environ.get("ARCHC_UPDATE_GOLDEN"):

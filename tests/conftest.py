@@ -20,6 +20,10 @@ CORPUS = Path(__file__).resolve().parent / "corpus"
 GOLDEN = Path(__file__).resolve().parent / "golden"
 DATA = Path(__file__).resolve().parent / "data"
 ALL_SPECS = sorted(SPECS.glob("*.yaml"))
+# the specs that tests over every shipped spec run in the quick tier (python3 -m pytest -m "not slow"):
+# the paper's GoogLeNet, its small variant and a residual network; the whole suite runs them all
+QUICK_SPECS = {"googlenet", "googlenet-small", "resnet18"}
+TIERED_SPECS = [p if p.stem in QUICK_SPECS else pytest.param(p, marks=pytest.mark.slow, id=p.stem) for p in ALL_SPECS]
 # torchvision model -> the shipped spec that claims its layout
 TORCHVISION_SPECS = {"googlenet": "googlenet-torchvision.yaml", "resnet18": "resnet18.yaml", "vgg16": "vgg16.yaml"}
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 import yaml
-from conftest import ALL_SPECS, SPECS, TORCHVISION_SPECS, recipe_input, recipe_weights, run_archc
+from conftest import SPECS, TIERED_SPECS, TORCHVISION_SPECS, recipe_input, recipe_weights, run_archc
 
 import archcompiler
 from archcompiler.passes import annotated_graph
@@ -121,7 +121,7 @@ FUSED = ["eval_only", "fold_batch_norm", "fuse_activation", "fuse_siblings", "ch
 
 
 @pytest.mark.parametrize("passes", [None, FUSED], ids=["default", "fuse_siblings"])
-@pytest.mark.parametrize("path", ALL_SPECS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", TIERED_SPECS, ids=lambda p: p.stem)
 def test_optimized_module_equals_the_ordinary_one(path, passes):
     spec = archcompiler.load_spec(path)
     base = archcompiler.build(spec, seed=0)

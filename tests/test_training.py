@@ -190,11 +190,12 @@ def test_the_recipe_comes_from_the_spec_and_flags_override_it(tmp_path):
 # ----------------------------------------------------------------------------- documentation
 
 @pytest.mark.slow
-def test_help_examples_of_train_evaluate_and_predict_run(digits, tmp_path):
+def test_help_examples_of_train_evaluate_and_predict_run(few, tmp_path):
+    """As printed, on a folder named digits/ (64 of the digits: the examples' commands, not their accuracy)."""
     from archcompiler.cli import EXAMPLES
 
     shutil.copytree(SPECS, tmp_path / "specs")
-    shutil.copytree(digits, tmp_path / "digits")
+    shutil.copytree(few, tmp_path / "digits")
     for name in ("train", "evaluate", "predict"):
         for example in EXAMPLES[name]:
             cmd = example.replace("archc ", f"{sys.executable} -m archcompiler ", 1) + \

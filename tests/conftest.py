@@ -142,3 +142,15 @@ def readme_digits_run(readme_workdir) -> tuple[Path, subprocess.CompletedProcess
     assert (README_DIGITS in README and
             run_readme_command(README_DIGITS, readme_workdir).returncode == 0)
     return readme_workdir, run_readme_command(README_TRAIN, readme_workdir)
+
+
+def meta_layout(spec, overrides=None) -> tuple[list, int]:
+    """``([[key, shape], ...] in state_dict order, parameter count)`` of the module a spec builds, built
+    on torch's meta device (no memory, no initialisation): what torchvision's reference data lists."""
+    import torch
+
+    import archcompiler
+
+    with torch.device("meta"):
+        model = archcompiler.build(spec, overrides=overrides, check_memory=False)
+    return [[k, list(v.shape)] for k, v in model.state_dict().items()], sum(p.numel() for p in model.parameters())

@@ -122,7 +122,6 @@ class Resolver:
         self.rows: list[str] = []
         self.pending: list[_Ref] = []
         self.model: Document | None = None
-        self._known: set[str] | None = None      # every layer name, once expansion is done
         self.used: set[str] = set()              # names that expressions mention
         self.failed_params: set[str] = set()     # parameters whose own value was an error
         self.index: dict[str, int] = {}           # layer name -> its index in self.layers
@@ -887,21 +886,10 @@ class Resolver:
         return ref.name if ref.path is None else self._lookup(ref.name, ref.scope, ref.loc, ref.path)
 
     def _lookup(self, ref: str, scope: _Scope, loc: Location, path: str) -> str | None:
-        if ref.startswith("@"):
-            return ref
-        if scope.block_input is not None and ref == BLOCK_INPUT:
-            return scope.block_input
-        if scope.block_input is None and ref == NET_INPUT:
-            return NET_INPUT
-        if ref in scope.local:
-            return scope.local[ref]
-        if scope.block_input is None:
-            if self._known is None:
-                self._known = {layer.name for layer in self.layers}
-            if ref in self._known:
-                return ref
-            if ref in self.instances:
-                return self.instances[ref].output
+        """The full name ``ref`` stands for once every name is known, or a located error."""
+        found = self._peek(ref, scope)
+        if found is not None:
+            return found
         if ref in scope.failed:
             return None                 # its definition's own error says it: no follow-on error here
         choices = set(scope.local) | {BLOCK_INPUT if scope.block_input else NET_INPUT}

@@ -408,6 +408,16 @@ class Resolver:
             scope.failed.add(name)
         return out
 
+    def _claims(self, claims: Any, logical: str, where: Location) -> Claims | None:
+        """A row's claims, validated (errors located at the claim, or at the row)."""
+        if not claims:
+            return None
+        try:
+            return Claims.model_validate(claims)
+        except ValidationError as exc:
+            self.errors += pydantic_errors(exc, claims, f"{logical}.claims", fallback=where)
+            return None
+
     def _define_instance(self, name: str, block_name: str, args: dict, args_node: Any, input_ref: str | None,
                          claims: Any, item: Any, ipath: tuple, scope: _Scope, previous: str, top_level: bool,
                          from_table: bool, arg_src: dict[str, tuple[Location, str]] | None = None) -> str:
@@ -462,12 +472,7 @@ class Resolver:
         full = self._claim_name(name, scope, where, logical)
         if not ok or full is None:
             return previous
-        claim_model = None
-        if claims:
-            try:
-                claim_model = Claims.model_validate(claims)
-            except ValidationError as exc:
-                self.errors += pydantic_errors(exc, claims, f"{logical}.claims", fallback=where)
+        claim_model = self._claims(claims, logical, where)
         block_input = f"@{full}"              # placeholder, resolved below
         inherited = {k: v for k, v in scope.value_src.items() if k not in values}   # params used bare inside
         position: dict[str, int] = {}
@@ -669,12 +674,7 @@ class Resolver:
         if count is None or full is None:
             scope.failed.add(name)
             return previous
-        claim_model = None
-        if claims:
-            try:
-                claim_model = Claims.model_validate(claims)
-            except ValidationError as exc:
-                self.errors += pydantic_errors(exc, claims, f"{logical}.claims", fallback=where)
+        claim_model = self._claims(claims, logical, where)
         group_input = f"@{full}"
         iloc = locate(item, ("input",)) if isinstance(item, dict) and "input" in item else where
         ref = (_Ref(None, previous, scope, iloc, None, group_input) if input_ref is None else

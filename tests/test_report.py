@@ -115,3 +115,28 @@ def test_a_rows_bound_is_where_it_sits_against_the_ridge(tmp_path):
     assert {r["bound"] for r in rows.values()} == {"compute", "memory"}
     for name, r in rows.items():
         assert r["bound"] == ("compute" if r["intensity"] >= ridge else "memory"), name
+
+
+def test_roofline_names_never_overlap_even_in_a_cluster():
+    """Nine inception modules sit in one cluster of the roofline: the names written do not overlap
+    (their drawn boxes are disjoint), and the costliest row is always named."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from archcompiler.backends.report import _name_points
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    cluster = [(10.0 - k, f"inception_{k}", 20 + k, 30 + 0.5 * k) for k in range(9)]
+    spread = [(0.5, "pool1", 0.4, 0.8), (0.4, "norm1", 0.6, 0.1), (3.0, "conv1", 25.0, 200.0)]
+    named = cluster + spread
+    ax.scatter([x for _, _, x, _ in named], [y for *_, y in named])
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    _name_points(ax, named)
+    fig.canvas.draw()
+    boxes = [t.get_window_extent() for t in ax.texts]
+    assert "inception_0" in [t.get_text() for t in ax.texts] and 3 <= len(boxes) < len(named)
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    plt.close(fig)

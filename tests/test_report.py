@@ -128,7 +128,7 @@ def test_roofline_names_never_overlap_even_in_a_cluster():
     from archcompiler.backends.report import _name_points
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    cluster = [(10.0 - k, f"inception_{k}", 20 + k, 30 + 0.5 * k) for k in range(9)]
+    cluster = [(10.0 - k, f"inception_{k}", 20 + 0.2 * k, 30 + 0.3 * k) for k in range(9)]
     spread = [(0.5, "pool1", 0.4, 0.8), (0.4, "norm1", 0.6, 0.1), (3.0, "conv1", 25.0, 200.0)]
     named = cluster + spread
     ax.scatter([x for _, _, x, _ in named], [y for *_, y in named])

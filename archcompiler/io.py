@@ -60,6 +60,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     if path.is_dir():
         raise _refuse(path, f"{path} is a folder", hint="give a file name, e.g. -o " + str(path / "out"))
+    above = next((p for p in path.parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise _refuse(path, f"cannot write {path}: {above} is a file, not a folder",
+                      hint="give a path inside a folder")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(path)

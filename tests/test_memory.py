@@ -45,17 +45,8 @@ def test_the_measurement_sees_what_it_should():
 QUICK = {"googlenet-small", "resnet18"}      # the quick tier's specs; the others are measured in the whole suite
 
 
-# ReLU6's backward (hardtanh_backward) allocates byte masks whose moment the memory pass does not model
-# yet: MobileNetV2's training step is predicted 19-29% low (a single ReLU6 layer is exact). Strict: a fix
-# turns this into a failure until the mark goes.
-KNOWN_GAPS = {"mobilenet_v2": "ReLU6's backward masks are not modelled (predicted 19-29% low)"}
-
-
 def _memory_case(p):
-    marks = [] if p.stem in QUICK else [pytest.mark.slow]
-    if p.stem in KNOWN_GAPS:
-        marks.append(pytest.mark.xfail(reason=KNOWN_GAPS[p.stem], strict=True))
-    return pytest.param(p, marks=marks)
+    return pytest.param(p, marks=[] if p.stem in QUICK else [pytest.mark.slow])
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])

@@ -270,7 +270,7 @@ def test_hardswish_runs_in_place_as_torchvision_and_hardsigmoid_does_not():
     assert "F.hardsigmoid(x)" in forward("hardsigmoid") and "inplace" not in forward("hardsigmoid")
 
 
-@pytest.mark.parametrize("act", ["hardswish", "hardsigmoid", "silu", "gelu"])
+@pytest.mark.parametrize("act", ["hardswish", "hardsigmoid", "silu", "gelu", "relu6", "relu"])
 def test_activation_memory_matches_a_measurement(act):
     """Inference peak exactly; a training step within 1% (an in-place activation whose backward needs
     its input makes autograd keep a copy of that input: hardswish_, silu_)."""

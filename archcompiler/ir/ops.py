@@ -151,7 +151,7 @@ class ActivationDef:
 
 ACTIVATIONS: dict[str, ActivationDef] = {a.kind: a for a in [
     ActivationDef("relu", saves="output", inplace=True, fusable=True),
-    ActivationDef("relu6", saves="output", inplace=True),          # hardtanh_
+    ActivationDef("relu6", saves="input", inplace=True),           # hardtanh_: autograd clones the input first
     ActivationDef("leaky_relu", saves="output", inplace=True),
     ActivationDef("sigmoid", saves="output"),
     ActivationDef("tanh", saves="output"),

@@ -111,6 +111,27 @@ def report(spec_or_path: Spec | str | Path, output: str | Path, overrides: dict 
                                           device=device))
 
 
+def zoo(pattern: str | None = None, progress: bool = False) -> list[dict[str, Any]]:
+    """The names archc answers to without a path (``archc zoo``): torchvision's builders that the shipped
+    specs declare, then the shipped spec files. Each: ``name``, ``spec`` (the file, as
+    ``specs/NAME.yaml``), ``sets`` (the parameters the name sets), ``input`` [C, H, W], ``params`` and
+    ``macs`` (one image). ``pattern`` keeps the names containing it; ``progress`` shows a bar on stderr."""
+    from .passes import annotated_graph
+    from .passes.analyze import totals
+    from .spec import zoo as shipped
+    from .util import progress_bar
+
+    names = [n for n in shipped.names() if pattern is None or pattern in n]
+    entries = []
+    for name in progress_bar(names, "specs", enabled=progress):
+        builder = shipped.find(name)
+        spec = load_spec(name)
+        total = totals(annotated_graph(spec))
+        entries.append({"name": name, "spec": f"specs/{builder.file.name}", "sets": builder.sets,
+                        "input": list(spec.input), "params": total["params"], "macs": total["macs"]})
+    return entries
+
+
 def diff(a: Spec | str | Path, b: Spec | str | Path, overrides_a: dict | list | None = None,
          overrides_b: dict | list | None = None) -> dict[str, Any]:
     """Row-by-row differences between two specs (see :mod:`archcompiler.passes.diff`)."""

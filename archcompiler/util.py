@@ -55,3 +55,15 @@ def without_gc(fn: F) -> F:
         with paused_gc():
             return fn(*args, **kwargs)
     return wrapper  # type: ignore[return-value]
+
+
+def progress_bar(items: list, unit: str, enabled: bool = True) -> Iterator:
+    """``items`` with a bar on stderr (tqdm) while long work runs on a terminal; the items alone otherwise."""
+    import sys
+
+    if not enabled or not sys.stderr.isatty():
+        yield from items
+        return
+    from tqdm import tqdm
+
+    yield from tqdm(items, unit=unit, file=sys.stderr, leave=False)

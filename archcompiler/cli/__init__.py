@@ -31,11 +31,12 @@ from . import (
     schema,
     train,
     validate,
+    zoo,
 )
 from .common import EXAMPLES, EXIT_CODES, NEEDS_IMAGES, TOP_EXAMPLES, print_errors
 
 COMMANDS = [validate, flops, check, build, draw, resolve, diff, schema, train, evaluate, predict, calibrate, profile,
-            report]
+            report, zoo]
 
 
 def parser() -> argparse.ArgumentParser:

@@ -41,6 +41,7 @@ EXAMPLES: dict[str, list[str]] = {
                  "archc evaluate runs/small/best.pt --data digits/ --format json --plot none"],
     "report": ["archc report specs/googlenet.yaml -o googlenet-report.html",
                "archc report specs/resnet18.yaml --machine machine.json --batch 8 -o resnet18-report.html"],
+    "zoo": ["archc zoo", "archc zoo resnet --format markdown"],
     "calibrate": ["archc calibrate --quick -o machine.json", "archc calibrate"],
     "profile": ["archc profile specs/googlenet-small.yaml --machine machine.json --repeats 3",
                 "archc profile specs/googlenet-small.yaml --machine machine.json --batch 8 --optimize --format json"],

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import Location, SpecError, error
+from . import zoo
 from .base import suggest
 from .document import Document
 from .source import YDict, YList, clone, from_plain, looks_like_path, parse_yaml, plain, read_text
@@ -323,9 +324,24 @@ def _set_path(node: Any, parts: list[str], value: Any, loc: Location, key: str) 
 
 # ----------------------------------------------------------------------------- loading
 
+def _close_name(name: str) -> str:
+    import difflib
+    close = difflib.get_close_matches(name, zoo.names(), n=1, cutoff=0.6)
+    where = "'archc zoo' lists the shipped specs"
+    return f"did you mean {close[0]!r}? {where}" if close else f"give a file path; {where}"
+
+
 def load_document(source: str | Path, overrides: dict[str, Any] | list[str] | None = None,
                   _chain: tuple[str, ...] = ()) -> tuple[YDict, str]:
     """The merged document for ``source`` (a path or YAML text) and the file name it came from."""
+    if not _chain and zoo.is_name(source) and not Path(source).exists():
+        builder = zoo.find(source)
+        if builder is None:
+            raise SpecError([error(f"no spec file or shipped spec called {source!r}", "", Location(source),
+                                   hint=_close_name(source))])
+        data, file = load_document(builder.file, builder.overrides(), (str(builder.file),))
+        apply_overrides(data, overrides)
+        return data, file
     if looks_like_path(source):
         path = Path(source)
         file = str(path)

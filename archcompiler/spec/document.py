@@ -258,8 +258,12 @@ class Document(Strict):
     edits: list[Edit] = Field(default_factory=list, description="changes to the inherited layers, in order")
     keep_claims: Bool = Field(False, description="with extends: keep the parent's claims (by default a "
                                                  "variant drops them: they describe the paper)")
-    input: Annotated[list[PosInt], Field(min_length=3, max_length=3)] = Field(description="C, H, W")
+    input: Annotated[list[Union[PosInt, str]], Field(min_length=3, max_length=3)] = Field(
+        description="C, H, W: numbers, or expressions of the parameters (EfficientNet: [3, resolution, resolution])")
     params: dict[str, Scalar] = Field(default_factory=dict)
+    builders: dict[Name, dict[Name, Scalar]] = Field(
+        default_factory=dict, description="names a user can give instead of the file (torchvision's builders: "
+        "resnet101), each with the parameters it sets, as --set would")
     variants: Variants | None = Field(None, description="a table of the paper's variants; a parameter "
                                       "chooses the column")
     defaults: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-op default fields")

@@ -20,7 +20,7 @@ from .diagnose import pydantic_errors
 from .document import BlockDef, BlockUse, Document, Table
 from .fields import INTEGER, NUMERIC, STRINGS
 from .layers import NAME_PATTERN, OPS, Claims
-from .limits import MAX_BLOCK_NESTING, MAX_LAYERS, MAX_NAME_CHARS
+from .limits import MAX_BLOCK_NESTING, MAX_DIM, MAX_LAYERS, MAX_NAME_CHARS
 from .params import evaluate_params, unused_params
 from .resolved import Instance, Layer, Output, Spec
 from .source import YDict, YList, locate, plain
@@ -144,6 +144,7 @@ class Resolver:
         rows = set((self.doc.get("variants") or {}).get("rows") or {})
         params = {k: v for k, v in values.items() if k not in rows}
         self._check_defaults()
+        self.input = self._input(values)
         sources = {name: (locate(self.doc, ("variants", "rows", name)), f"variants.rows.{name}") for name in rows}
         sources.update({name: (locate(self.doc, ("params", name)), f"params.{name}") for name in params})
         top = _Scope("", values, sources)
@@ -161,10 +162,29 @@ class Resolver:
             raise SpecError(_dedupe(self.errors))
         m = self.model
         return Spec(
-            name=m.name, description=m.description, paper=m.paper, input=tuple(m.input),
+            name=m.name, description=m.description, paper=m.paper, input=self.input,
             params=params, layers=self.layers, instances=self.instances, rows=self.rows,
             outputs=outputs, loss=m.loss, init=m.init, claim_units=m.claim_units, torch=m.torch,
             file=self.file, train=m.train, data=m.data, document=self.doc)
+
+    def _input(self, values: dict[str, Any]) -> tuple[int, ...]:
+        """``input:``, its expressions evaluated (EfficientNet's resolution comes from its variant's column)."""
+        shape = []
+        for i, value in enumerate(self.model.input):
+            if isinstance(value, str):
+                try:
+                    value = expr.evaluate(value, values, self.used)
+                except expr.ExprError as exc:
+                    self.errors.append(error(str(exc), f"input.{i}", locate(self.doc, ("input", i))))
+                    value = 1
+                else:
+                    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_DIM:
+                        self.errors.append(error(f"input size must be a whole number from 1 to {MAX_DIM}, "
+                                                 f"got {value!r}", f"input.{i}", locate(self.doc, ("input", i)),
+                                                 hint="round it: int(...)"))
+                        value = 1
+            shape.append(value)
+        return tuple(shape)
 
     def _check_defaults(self) -> None:
         """``defaults:`` names ops and their fields, ``init:`` op kinds: a typo is an error, not
@@ -820,7 +840,7 @@ class Resolver:
                 continue
             visiting.add(n)
             if n == NET_INPUT:
-                cache[n] = tuple(self.model.input)
+                cache[n] = self.input
                 continue
             if n.startswith("@"):
                 deps = [self._peek_ref(self.input_refs.get(n))]

@@ -55,6 +55,8 @@ GENERATORS = {
                                        "hardswish", "hardsigmoid"])},
                        (3, 4, 5)),
     "dropout": lambda r: ({"op": "dropout", "p": r.choice([0.0, 0.3, 0.5])}, (3, 4, 5)),
+    "stochastic_depth": lambda r: ({"op": "stochastic_depth", "p": r.choice([0.0, 0.2, 0.5]),
+                                    "mode": r.choice(["row", "batch"])}, (3, 4, 5)),
     "flatten": lambda r: ({"op": "flatten"}, (r.randint(1, 4), r.randint(1, 4), r.randint(1, 4))),
     "linear": lambda r: ({"op": "linear", "out": r.randint(1, 30), "bias": r.choice([True, False]),
                           "act": r.choice(["none", "relu"])}, (r.randint(1, 5), r.randint(1, 4), r.randint(1, 4))),

@@ -54,6 +54,7 @@ STYLES: dict[str, Style] = {   # the backend's own small table: one entry per op
     "max_pool2d": _POOL, "avg_pool2d": _POOL, "adaptive_avg_pool2d": _POOL,
     "lrn": Style("box", "#f2e6f7"),
     "dropout": Style("box", "#f5f5f5", lambda a: f"{a['p']:g}"),
+    "stochastic_depth": Style("box", "#f5f5f5", lambda a: f"p {a['p']:.3g}"),
     "flatten": _PLAIN,
     "linear": Style("box", "#d9f0d3", lambda a: str(a["out_features"])),
     "softmax": _PLAIN,

@@ -65,6 +65,7 @@ LOWERINGS: dict[type, Callable[[Any], list[Prim]]] = {
     L.BatchNorm: lambda s: [("", "batch_norm2d", {"eps": s.eps, "momentum": s.momentum})],
     L.Act: lambda s: [("", "activation", {"kind": s.op})],
     L.Dropout: lambda s: [("", "dropout", {"p": s.p})],
+    L.StochasticDepth: lambda s: [("", "stochastic_depth", {"p": s.p, "mode": s.mode})],
     L.Flatten: lambda s: [("", "flatten", {})],
     L.Linear: lambda s: [("/flatten", "flatten", {}),
                          ("", "linear", {"out_features": s.out, "bias": s.bias}), *_act(s.act)],

@@ -439,6 +439,10 @@ OPS: dict[str, OpDef] = {op.kind: op for op in [
           latency=_per_map(("lrn",), lambda a: "lrn", lambda a, i, o: math.prod(o) * a["size"])),
     OpDef("dropout", shape=_same("dropout"), saves=lambda a, i, o: ((), math.prod(o)),   # the mask
           alias="eval", latency=_A_STATEMENT),
+    # the residual branch times a per-sample 0 or 1 / (1 - p) in training (autograd keeps that
+    # noise: one value per sample, or per batch); the branch itself in evaluation
+    OpDef("stochastic_depth", shape=_same("stochastic_depth"),
+          saves=lambda a, i, o: ((), 1), alias="eval", latency=_A_STATEMENT),
     OpDef("flatten", shape=_flatten_shape, window=_flatten_window, elementwise=lambda a, i, o: 0,
           alias="view", passthrough=_flat_input, grad_passthrough=True, latency=_A_STATEMENT),
     OpDef("linear", shape=_linear_shape, params=_linear_params, depth="params",

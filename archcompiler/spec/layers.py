@@ -224,6 +224,19 @@ class Dropout(LayerBase):
         0.5, description="drop probability, in [0, 1)")
 
 
+class StochasticDepth(LayerBase):
+    """Stochastic depth (Huang et al. 2016; torchvision.ops.StochasticDepth) on a residual branch: in
+    training each sample's branch (mode ``row``; ``batch``: the whole batch's) is dropped with
+    probability ``p`` and what survives is scaled by 1 / (1 - p); the identity in evaluation.
+    EfficientNet's rate grows with the block's position: ``p: "0.2 * i / N"``."""
+
+    op: Literal["stochastic_depth"]
+    p: Annotated[float, BeforeValidator(_not_bool), Field(ge=0, le=1)] = Field(
+        description="drop probability, in [0, 1]")
+    mode: Literal["row", "batch"] = Field("row", description="row: per sample (torchvision's default in its "
+                                                             "models); batch: the whole batch at once")
+
+
 class Flatten(LayerBase):
     op: Literal["flatten"]
 
@@ -271,10 +284,10 @@ class Identity(LayerBase):
 
 
 OPS: dict[str, type[LayerBase]] = {}
-for _model in (Conv, MaxPool, AvgPool, AdaptiveAvgPool, GlobalAvgPool, LRN, BatchNorm, Act, Dropout,
+for _model in (Conv, MaxPool, AvgPool, AdaptiveAvgPool, GlobalAvgPool, LRN, BatchNorm, Act, Dropout, StochasticDepth,
                Flatten, Linear, Softmax, Concat, Add, Mul, Identity):
     for _op in _model.model_fields["op"].annotation.__args__:
         OPS[_op] = _model
 
-AnyLayer = Union[Conv, MaxPool, AvgPool, AdaptiveAvgPool, GlobalAvgPool, LRN, BatchNorm, Act, Dropout,
+AnyLayer = Union[Conv, MaxPool, AvgPool, AdaptiveAvgPool, GlobalAvgPool, LRN, BatchNorm, Act, Dropout, StochasticDepth,
                  Flatten, Linear, Softmax, Concat, Add, Mul, Identity]

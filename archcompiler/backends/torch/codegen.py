@@ -21,7 +21,7 @@ from ...ir import OPS
 from ...ir.plan import Plan, plan
 from ...spec import Spec
 from .naming import RESERVED_VARIABLES, attr_expr, identifier, module_paths, variable
-from .runtime import _log1m_softmax, check_input, conv_act, helper_source, spec_loss
+from .runtime import _log1m_softmax, check_input, conv_act, helper_source, spec_loss, stochastic_depth
 from .verify import check_source
 
 # ----------------------------------------------------------------------------- the op table
@@ -65,6 +65,7 @@ _ACT = {
 class TorchOp:
     module: Callable[[dict, list, tuple], str] | None
     call: Callable[[dict, list[str], str, bool], str]
+    helper: Callable | None = None      # a function of runtime.py the call uses (the module gets its text)
 
 
 TORCH_OPS: dict[str, TorchOp] = {
@@ -82,6 +83,8 @@ TORCH_OPS: dict[str, TorchOp] = {
     "lrn": TorchOp(None, lambda a, x, m, ip: f"F.local_response_norm({x[0]}, size={a['size']}, "
                                              f"alpha={a['alpha']!r}, beta={a['beta']!r}, k={a['k']!r})"),
     "dropout": TorchOp(None, lambda a, x, m, ip: f"F.dropout({x[0]}, p={a['p']!r}, training=self.training)"),
+    "stochastic_depth": TorchOp(None, lambda a, x, m, ip: f"stochastic_depth({x[0]}, {a['p']!r}, "
+                                                          f"{a['mode'] == 'row'}, self.training)", stochastic_depth),
     "flatten": TorchOp(None, lambda a, x, m, ip: f"torch.flatten({x[0]}, 1)"),
     "softmax": TorchOp(None, lambda a, x, m, ip: f"F.softmax({x[0]}, dim=1)"),
     "concat": TorchOp(None, lambda a, x, m, ip: f"torch.cat([{', '.join(x)}], 1)"),
@@ -279,6 +282,8 @@ def render(g: nx.DiGraph, spec: Spec, name: str, tuple_name: str, outputs: dict[
     init_rules = {kind: rule.model_dump() for kind, rule in spec.init.items()}
     # a convolution whose activation fuse_activation fused into it calls conv_act
     fused = any(d["attrs"].get("act") for _, d in g.nodes(data=True))
+    helpers = list(dict.fromkeys(TORCH_OPS[d["op"]].helper for _, d in g.nodes(data=True)
+                                 if TORCH_OPS[d["op"]].helper is not None))
     return _TEMPLATE.format(
         source=_docstring_text(source_name or spec.file), spec=_docstring_text(spec.name), name=name, tuple_name=tuple_name,
         fields=list(outputs), field_types=field_types, init="\n".join(init_lines) or "        pass",
@@ -288,7 +293,7 @@ def render(g: nx.DiGraph, spec: Spec, name: str, tuple_name: str, outputs: dict[
         # the helpers' text from runtime.py (one blank line after the named tuple, then two between definitions)
         loss_helpers=helper_source(_log1m_softmax, spec_loss)[1:], check_input=helper_source(check_input),
         spec_repr=repr(spec.name),
-        conv_act=helper_source(conv_act) if fused else "",
+        conv_act=(helper_source(conv_act) if fused else "") + helper_source(*helpers),
         layout="\n        x = x.contiguous(memory_format=torch.channels_last)  # the layout the weights have"
         if g.graph.get("memory_format") == "channels_last" else "",
         inference_only=_INFERENCE_ONLY if g.graph.get("optimizations") is not None else "",

@@ -69,9 +69,25 @@ def conv_act(x: Tensor, conv: nn.Conv2d, act: str) -> Tensor:
     return F.relu(conv(x), inplace=True)
 
 
+def stochastic_depth(x: Tensor, p: float, row: bool, training: bool) -> Tensor:
+    """Stochastic depth as torchvision.ops.stochastic_depth computes it: in training, each sample's
+    (row) or the batch's value dropped with probability p, the rest scaled by 1 / (1 - p)."""
+    if not training or p == 0.0:
+        return x
+    survival = 1.0 - p
+    size = [x.shape[0]] + [1] * (x.dim() - 1) if row else [1] * x.dim()
+    noise = torch.empty(size, dtype=x.dtype, device=x.device).bernoulli_(survival)
+    if survival > 0.0:
+        noise.div_(survival)
+    return x * noise
+
+
 def helper_source(*functions) -> str:
     """The text of these helpers as the generated module holds it: each preceded by two blank lines."""
     return "".join("\n\n" + inspect.getsource(f) for f in functions)
 
 
-__all__ = ["spec_loss", "check_input", "conv_act", "helper_source"]
+# the functions whose text a generated module may hold
+IN_GENERATED = ("_log1m_softmax", "spec_loss", "check_input", "conv_act", "stochastic_depth")
+
+__all__ = ["spec_loss", "check_input", "conv_act", "stochastic_depth", "helper_source"]

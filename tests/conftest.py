@@ -63,10 +63,11 @@ def recipe_weights(keys: list) -> dict:
     return out
 
 
-def recipe_input():
+def recipe_input(shape: tuple = (3, 224, 224)):
+    """The reference's input: two images of the builder's native size, seeded 0."""
     import torch
 
-    return torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    return torch.randn(2, *shape, generator=torch.Generator().manual_seed(0))
 
 
 def run_archc(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:

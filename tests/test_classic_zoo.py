@@ -1,72 +1,14 @@
 """AlexNet, VGG (Table 1, configurations A, B, D, E, with and without BatchNorm), SqueezeNet (1.0 and
-1.1) and DenseNet (121, 161, 169, 201), each family one spec written as its paper's table, against
-torchvision: state_dict keys in order with their shapes, parameter counts, FLOPs and logits
-(tests/data/torchvision_classic.json, tests/data/README.md)."""
+1.1) and DenseNet (121, 161, 169, 201), each family one spec written as its paper's table (tests/test_zoo.py checks their builders against
+torchvision: keys, parameters, FLOPs and logits)."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-
 import pytest
-from conftest import DATA, SPECS, meta_layout, recipe_input, recipe_weights
+from conftest import SPECS
 
 import archcompiler
 from archcompiler import SpecError
-
-# torchvision's builder -> (the shipped spec, the --set values that make it build the builder)
-BUILDERS = {
-    "alexnet": ("alexnet.yaml", {}),
-    **{f"vgg{n}{bn}": ("vgg.yaml", {"config": c, **({"batch_norm": True} if bn else {})})
-       for n, c in ((11, "A"), (13, "B"), (16, "D"), (19, "E")) for bn in ("", "_bn")},
-    "squeezenet1_0": ("squeezenet.yaml", {}),
-    "squeezenet1_1": ("squeezenet.yaml", {"version": 1.1}),
-    **{f"densenet{d}": ("densenet.yaml", {"depth": d}) for d in (121, 161, 169, 201)},
-}
-
-
-@pytest.fixture(scope="module")
-def reference() -> dict[str, dict]:
-    return json.loads((DATA / "torchvision_classic.json").read_text())["builders"]
-
-
-def test_every_builder_has_its_reference():
-    data = json.loads((DATA / "torchvision_classic.json").read_text())["builders"]
-    assert set(data) == set(BUILDERS)
-
-
-@pytest.mark.parametrize("builder", sorted(BUILDERS))
-def test_params_and_flops_equal_torchvision(builder, reference):
-    spec, overrides = BUILDERS[builder]
-    total = archcompiler.analyze(SPECS / spec, overrides=overrides)["total"]
-    assert (total["params"], total["flops"]) == (reference[builder]["params"], reference[builder]["flops"])
-
-
-@pytest.mark.parametrize("builder", sorted(BUILDERS))
-def test_state_dict_keys_in_torchvisions_order(builder, reference):
-    spec, overrides = BUILDERS[builder]
-    keys, params = meta_layout(SPECS / spec, overrides)
-    ref = reference[builder]
-    if "keys" in ref:
-        assert keys == ref["keys"]
-    else:       # the largest DenseNets: the count and a digest of the list (tests/data/README.md)
-        assert len(keys) == ref["keys_count"]
-        assert hashlib.sha256(json.dumps(keys, separators=(",", ":")).encode()).hexdigest() == ref["keys_sha256"]
-    assert params == ref["params"]
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("builder", ["alexnet", "vgg11_bn", "squeezenet1_1", "densenet121"])
-def test_logits_equal_torchvision(builder, reference):
-    torch = pytest.importorskip("torch")
-    spec, overrides = BUILDERS[builder]
-    ref = reference[builder]
-    model = archcompiler.build(SPECS / spec, overrides=overrides, weights=recipe_weights(ref["keys"]))
-    with torch.no_grad():
-        logits = model.eval()(recipe_input())
-    expected = torch.tensor(ref["logits"])
-    assert logits.shape == expected.shape
-    assert (logits - expected).abs().max().item() <= 1e-5 * expected.abs().max().item()
 
 
 def test_vgg16_spec_and_the_tables_column_d_agree():

@@ -1,0 +1,127 @@
+"""Every torchvision builder archc ships, reached by its name (``archc flops resnet101``,
+``archcompiler.build("vgg19_bn")``) and checked against torchvision's recorded facts
+(``tests/data/torchvision_*.json``, one file per family, see tests/data/README.md): parameters and
+FLOPs, ``state_dict`` keys in order with their shapes (built on the meta device), and, where the
+reference holds them, the logits under the recipe weights. The quick tier checks the first builder
+of each family; the whole suite checks them all."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import zipfile
+
+import pytest
+from conftest import DATA, ROOT, meta_layout, recipe_input, recipe_weights
+
+import archcompiler
+from archcompiler import SpecError
+from archcompiler.spec import zoo
+
+FAMILIES = {path.stem.removeprefix("torchvision_"): json.loads(path.read_text())["builders"]
+            for path in sorted(DATA.glob("torchvision_*.json")) if path.stem != "torchvision_recipe_logits"}
+REFERENCE = {name: ref for family in FAMILIES.values() for name, ref in family.items()}
+FIRST = {next(iter(family)) for family in FAMILIES.values()}
+
+
+def _tiered(names):
+    return [n if n in FIRST else pytest.param(n, marks=pytest.mark.slow) for n in sorted(names)]
+
+
+@pytest.mark.parametrize("builder", _tiered(REFERENCE))
+def test_params_and_flops_equal_torchvision(builder):
+    ref = REFERENCE[builder]
+    report = archcompiler.analyze(builder)
+    assert report["spec"] == builder and report["input"] == ref["input"]
+    assert (report["total"]["params"], report["total"]["flops"]) == (ref["params"], ref["flops"])
+
+
+@pytest.mark.parametrize("builder", _tiered(b for b, ref in REFERENCE.items() if "keys" in ref or "keys_count" in ref))
+def test_state_dict_keys_in_torchvisions_order(builder):
+    ref = REFERENCE[builder]
+    keys, params = meta_layout(builder)
+    if "keys" in ref:
+        assert keys == ref["keys"]
+    else:       # long lists are kept as their count and a digest (tests/data/README.md)
+        assert len(keys) == ref["keys_count"]
+        assert hashlib.sha256(json.dumps(keys, separators=(",", ":")).encode()).hexdigest() == ref["keys_sha256"]
+    assert params == ref["params"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("builder", sorted(b for b, ref in REFERENCE.items() if "logits" in ref))
+def test_logits_equal_torchvision(builder):
+    torch = pytest.importorskip("torch")
+    ref = REFERENCE[builder]
+    assert "keys" in ref, "logits are checked with the weights the keys list gives"
+    model = archcompiler.build(builder, weights=recipe_weights(ref["keys"]))
+    with torch.no_grad():
+        logits = model.eval()(recipe_input(tuple(ref["input"])))
+    expected = torch.tensor(ref["logits"])
+    assert logits.shape == expected.shape
+    assert (logits - expected).abs().max().item() <= 1e-5 * expected.abs().max().item()
+
+
+# ----------------------------------------------------------------------------- names
+
+def test_every_reference_builder_is_a_name_and_every_name_has_a_reference():
+    assert set(REFERENCE) <= set(zoo.builders())
+    assert set(zoo.builders()) <= set(REFERENCE) | {"googlenet"}     # googlenet's facts: torchvision_recipe_logits
+
+
+def test_a_name_takes_overrides_like_a_file():
+    spec = archcompiler.load_spec("resnet101", overrides={"num_classes": 2})
+    assert spec.name == "resnet101" and spec.params["depth"] == 101 and spec.params["num_classes"] == 2
+    assert archcompiler.load_spec("resnet101", overrides={"depth": 50}).params["depth"] == 50   # the user's last
+
+
+def test_a_shipped_spec_file_is_a_name_too():
+    assert archcompiler.load_spec("googlenet-small").name == "googlenet-small"
+    assert archcompiler.load_spec("googlenet").name == "googlenet"      # the builder: torchvision's layout
+    assert zoo.find("googlenet").file.name == "googlenet-torchvision.yaml"
+
+
+def test_an_unknown_name_suggests_the_closest():
+    with pytest.raises(SpecError) as info:
+        archcompiler.load_spec("resnet10")
+    (problem,) = info.value.errors
+    assert "resnet10" in problem.message and "did you mean 'resnet101'" in problem.hint
+    assert "archc zoo" in problem.hint
+
+
+def test_a_file_of_the_same_name_wins(tmp_path, monkeypatch):
+    (tmp_path / "resnet50").write_text("name: mine\ninput: [3, 8, 8]\nlayers:\n  - {name: c, op: conv, out: 2, "
+                                       "kernel: 1}\n")
+    monkeypatch.chdir(tmp_path)
+    assert archcompiler.load_spec("resnet50").name == "mine"
+
+
+def test_zoo_lists_names_with_their_facts():
+    entries = archcompiler.zoo("resnet1")
+    names = [e["name"] for e in entries]
+    assert names == ["resnet18", "resnet101", "resnet152", "wide_resnet101_2"]
+    first = entries[0]
+    assert first == {"name": "resnet18", "spec": "specs/resnet.yaml", "sets": {"depth": 18}, "input": [3, 224, 224],
+                     "params": REFERENCE["resnet18"]["params"], "macs": REFERENCE["resnet18"]["flops"] // 2}
+
+
+def test_flops_by_name_never_imports_torch():
+    code = ("import sys\nfrom archcompiler.cli import main\nassert main(['flops', 'resnet101']) == 0\n"
+            "assert 'torch' not in sys.modules\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "44,549,160 params" in done.stdout      # resnet101's
+
+
+@pytest.mark.slow
+def test_a_wheel_carries_the_specs(tmp_path):
+    """A pip install has the zoo: the specs are package data."""
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                           "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    (wheel,) = tmp_path.glob("archcompiler-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    shipped = {f"archcompiler/specs/{p.name}" for p in zoo.spec_files()}
+    assert shipped and shipped <= names

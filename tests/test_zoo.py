@@ -125,3 +125,13 @@ def test_a_wheel_carries_the_specs(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     shipped = {f"archcompiler/specs/{p.name}" for p in zoo.spec_files()}
     assert shipped and shipped <= names
+
+
+def test_the_builders_index_reads_what_a_full_parse_reads():
+    import yaml
+
+    full = {}
+    for path in zoo.spec_files():
+        for name, sets in (yaml.safe_load(path.read_text()).get("builders") or {}).items():
+            full.setdefault(name, (path, sets or {}))
+    assert {n: (b.file, b.sets) for n, b in zoo.builders().items()} == full

@@ -10,6 +10,7 @@ functions in :data:`FUNCTIONS` exist: no attribute access, no indexing, no ``eva
 from __future__ import annotations
 
 import ast
+import functools
 import math
 import operator
 import re
@@ -110,7 +111,21 @@ def _depth(node: ast.AST, limit: int) -> int:
 
 
 def parse(text: str) -> ast.Expression:
-    """Parse ``text``; raise :class:`ExprError` for syntax outside the language or past its bounds."""
+    """Parse ``text``; raise :class:`ExprError` for syntax outside the language or past its bounds.
+    The tree is shared between callers (a table repeats its expressions): never change it."""
+    return _parsed(text)[0]
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed(text: str) -> tuple[ast.Expression, frozenset[str], frozenset[str]]:
+    """The tree, the names it refers to (functions left out) and every name in it; cached."""
+    tree = _parse(text)
+    every = frozenset(_unmangle(n.id) for n in ast.walk(tree) if isinstance(n, ast.Name))
+    refs = frozenset(_unmangle(n.id) for n in ast.walk(tree) if isinstance(n, ast.Name) and n.id not in FUNCTIONS)
+    return tree, refs, every
+
+
+def _parse(text: str) -> ast.Expression:
     if len(text) > MAX_EXPR_CHARS:
         raise ExprError(f"expression {_short(text)} is {len(text)} characters long; at most "
                         f"{MAX_EXPR_CHARS} are allowed")
@@ -140,16 +155,14 @@ def parse(text: str) -> ast.Expression:
 
 def names(text: str) -> set[str]:
     """The parameter / argument names an expression refers to."""
-    tree = parse(text)
-    return {_unmangle(n.id) for n in ast.walk(tree)
-            if isinstance(n, ast.Name) and n.id not in FUNCTIONS}
+    return set(_parsed(text)[1])
 
 
 def evaluate(text: str, scope: Mapping[str, Any], used: set[str] | None = None) -> Any:
     """Evaluate ``text`` with the names in ``scope`` (each name it mentions is added to ``used``)."""
-    tree = parse(text)
+    tree, _, every = _parsed(text)
     if used is not None:
-        used.update(_unmangle(n.id) for n in ast.walk(tree) if isinstance(n, ast.Name))
+        used.update(every)
 
     def ev(node: ast.AST) -> Any:
         if isinstance(node, ast.Expression):

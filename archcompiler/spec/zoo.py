@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 SPEC_DIR = Path(__file__).resolve().parent.parent / "specs"
+_SECTION = re.compile(r"^builders:.*?(?=^\S|\Z)", re.M | re.S)    # to the next top-level key
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
 
 
@@ -38,7 +39,10 @@ def builders() -> dict[str, Builder]:
     found: dict[str, Builder] = {}
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     for path in spec_files():
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=loader)
+        # only the top-level ``builders:`` section is read: parsing every whole spec would cost a
+        # command that names one builder more than the analysis of most networks
+        section = _SECTION.search(path.read_text(encoding="utf-8"))
+        data = yaml.load(section.group(0), Loader=loader) if section else {}
         for name, sets in (data.get("builders") or {}).items():
             found.setdefault(name, Builder(name, path, dict(sets or {})))
     return found

@@ -135,3 +135,18 @@ def test_the_builders_index_reads_what_a_full_parse_reads():
         for name, sets in (yaml.safe_load(path.read_text()).get("builders") or {}).items():
             full.setdefault(name, (path, sets or {}))
     assert {n: (b.file, b.sets) for n, b in zoo.builders().items()} == full
+
+
+def test_diff_of_resnet50_and_resnext50_reads_as_what_differs(capsys):
+    """The two differ in two parameters; archc diff says so first, then, per row, the widths and the
+    grouped 3x3 convolutions of every block once, with each row's params and MACs."""
+    from archcompiler.cli import main
+
+    assert main(["diff", "resnet50", "resnext50_32x4d"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[:3] == ["A: resnet50 (specs/resnet.yaml)", "B: resnext50_32x4d (specs/resnet.yaml)",
+                       "spec params: groups 1 -> 32, width_per_group 64 -> 4"]
+    assert "    groups: 1 -> 32  [conv2 of blocks 0-5]" in out and "    out: 256 -> 512  [conv1, conv2 of blocks 0-5]" in out
+    changed = [line.split()[0] for line in out if " changed " in line]
+    assert changed == ["conv2_x", "conv3_x", "conv4_x", "conv5_x"]
+    assert "params: 25,557,032 -> 25,028,904 (-528K, 25.6M -> 25M)" in out

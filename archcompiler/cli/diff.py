@@ -66,9 +66,33 @@ def describe(changes: dict[str, list]) -> list[str]:
         for field, (a, b) in fields.items():
             grouped.setdefault((field, _value(a), _value(b)), []).append(layer)
     for (field, a, b), layers in grouped.items():
-        where = f"  [{', '.join(layers)}]" if any(layers) else ""
+        where = f"  [{_layers(layers)}]" if any(layers) else ""
         plain.append(f"{field}: {a} -> {b}{where}")
     return plain
+
+
+def _layers(layers: list[str]) -> str:
+    """``0/conv1, 0/conv2, 1/conv1, 1/conv2`` -> ``conv1, conv2 of blocks 0-1``: the same layers of every
+    repeat of a row, said once."""
+    split = [name.partition("/") for name in layers]
+    if len(layers) > 1 and all(i.isdigit() and rest for i, _, rest in split):
+        inner = list(dict.fromkeys(rest for _, _, rest in split))
+        blocks = sorted({int(i) for i, _, _ in split})
+        if len(blocks) > 1 and len(layers) == len(inner) * len(blocks) and blocks == list(range(blocks[0], blocks[-1] + 1)):
+            return f"{', '.join(inner)} of blocks {blocks[0]}-{blocks[-1]}"
+    return ", ".join(layers)
+
+
+def _file(path: str) -> str:
+    """A shipped spec as ``specs/NAME.yaml``; any other file as given."""
+    from pathlib import Path
+
+    from ..spec.zoo import SPEC_DIR
+
+    try:
+        return f"specs/{Path(path).resolve().relative_to(SPEC_DIR)}"
+    except (ValueError, OSError):
+        return path
 
 
 def run(args: argparse.Namespace) -> int:
@@ -83,7 +107,10 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
         return 0
     shown = [r for r in result["rows"] if r["status"] != "same" or args.all]
-    print(f"A: {result['a']} ({result['a_file']})\nB: {result['b']} ({result['b_file']})\n")
+    print(f"A: {result['a']} ({_file(result['a_file'])})\nB: {result['b']} ({_file(result['b_file'])})")
+    if result["params"]:
+        print("spec params: " + ", ".join(f"{k} {_value(a)} -> {_value(b)}" for k, (a, b) in result["params"].items()))
+    print()
     if not shown:
         print("no differences in any row")
     elif args.format == "markdown":

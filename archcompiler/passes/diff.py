@@ -27,7 +27,8 @@ def _layer_fields(spec: Spec, row: str) -> dict[str, Any]:
 
 
 def diff(a: Spec, b: Spec) -> dict[str, Any]:
-    """``{"a": name, "b": name, "rows": [...], "total": {...}}``; each row has ``name``, ``status``
+    """``{"a": name, "b": name, "params": {name: [a, b]}, "rows": [...], "total": {...}}`` (``params``: the
+    spec parameters that differ, such as ResNeXt's ``groups``); each row has ``name``, ``status``
     (same / changed / added / removed), ``changes`` (field: [a, b]), ``output`` [a, b], and
     ``params`` / ``macs`` as ``{"a", "b", "delta"}``."""
     ga, gb = annotated_graph(a), annotated_graph(b)
@@ -73,4 +74,7 @@ def diff(a: Spec, b: Spec) -> dict[str, Any]:
     for key in ("params", "macs", "flops"):
         total[key] = {"a": ta[key], "b": tb[key], "delta": tb[key] - ta[key]}
         total[f"{key}_with_training_heads"] = {"a": tta[key], "b": ttb[key], "delta": ttb[key] - tta[key]}
-    return {"a": a.name, "b": b.name, "a_file": a.file, "b_file": b.file, "rows": out_rows, "total": total}
+    params = {k: [a.params.get(k), b.params.get(k)] for k in [*a.params, *(k for k in b.params if k not in a.params)]
+              if a.params.get(k) != b.params.get(k)}
+    return {"a": a.name, "b": b.name, "a_file": a.file, "b_file": b.file, "params": params, "rows": out_rows,
+            "total": total}

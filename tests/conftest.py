@@ -63,10 +63,12 @@ def recipe_weights(keys: list) -> dict:
     return out
 
 
-def recipe_input():
+def recipe_input(size: int = 224):
+    """The reference input: two ``size`` x ``size`` images (224, or a builder's native size: 299 for
+    Inception-v3)."""
     import torch
 
-    return torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    return torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
 
 
 def run_archc(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:

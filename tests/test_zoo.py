@@ -159,3 +159,59 @@ def test_diff_of_resnet50_and_resnext50_reads_as_what_differs(capsys):
     changed = [line.split()[0] for line in out if " changed " in line]
     assert changed == ["conv2_x", "conv3_x", "conv4_x", "conv5_x"]
     assert "params: 25,557,032 -> 25,028,904 (-528K, 25.6M -> 25M)" in out
+
+
+# ----------------------------------------------------------------------------- everything else works on them
+# One small variant per family of the zoo's later papers (the first specs are measured at full size by the
+# tests over MEASURED_SPECS): inference and training memory against torch's live tensors, the built
+# module against the analysis (params, FLOPs under FlopCounterMode), --optimize against the ordinary module.
+MEASURED = {
+    "inception_v3": ["num_classes=10"],       # its auxiliary head needs the full 299x299
+}
+
+
+def _small(builder):
+    return archcompiler.load_spec(builder, overrides=MEASURED[builder])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("builder", sorted(MEASURED))
+def test_memory_of_a_small_variant_matches_a_measurement(builder):
+    torch = pytest.importorskip("torch")
+    from archcompiler.measure.memory import measure_peak_activation_bytes, measure_training_peak_bytes
+
+    spec = _small(builder)
+    model = archcompiler.build(spec, seed=0)
+    torch.manual_seed(0)
+    assert archcompiler.analyze(spec, batch=2)["peak_activation_bytes"] == \
+        measure_peak_activation_bytes(model, torch.randn(2, *spec.input))
+    predicted = archcompiler.analyze(spec, batch=2, train_memory="adam")["train_memory"]["peak"]
+    measured = measure_training_peak_bytes(model, torch.randn(2, *spec.input), torch.randint(0, 2, (2,)), "adam")
+    assert abs(predicted - measured) <= 0.01 * measured, (predicted, measured)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("builder", sorted(MEASURED))
+def test_a_small_variant_built_and_optimized_agrees_with_the_analysis(builder):
+    torch = pytest.importorskip("torch")
+    from torch.utils.flop_counter import FlopCounterMode
+
+    spec = _small(builder)
+    report = archcompiler.analyze(spec)
+    model = archcompiler.build(spec, seed=0)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):           # running statistics as a trained model has them
+                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+    model.eval()
+    assert sum(p.numel() for p in model.parameters()) == report["total"]["with_training_heads"]["params"]
+    x = torch.randn(2, *spec.input)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        expected = model(x)
+    assert counter.get_total_flops() == 2 * report["total"]["flops"]
+    fast = archcompiler.build(spec, weights=model.state_dict(), optimize=True)
+    with torch.no_grad():
+        got = fast(x)
+    assert (got - expected).abs().max().item() <= 1e-4 * expected.abs().max().item()

@@ -167,6 +167,7 @@ def test_diff_of_resnet50_and_resnext50_reads_as_what_differs(capsys):
 # module against the analysis (params, FLOPs under FlopCounterMode), --optimize against the ordinary module.
 MEASURED = {
     "inception_v3": ["num_classes=10"],       # its auxiliary head needs the full 299x299
+    "efficientnet_b0": ["input=[3,64,64]", "num_classes=10"],
 }
 
 

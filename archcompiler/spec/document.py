@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, field_validator, model_validator
 
+from . import expr
 from .base import Strict
 from .layers import AnyLayer, Bool, Float, Name, NonNegFloat, PosFloat, PosInt
 from .limits import MAX_NAME_CHARS
@@ -83,7 +84,8 @@ class Table(Strict):
     rows: Annotated[list[list[Scalar] | dict[str, Any]], Field(min_length=1)] = Field(
         description="a list per block instance, in column order; a mapping is an ordinary layer")
     repeat: str = Field("repeat", description="the column that holds each row's repeat count (the paper's "
-                        "'n'); default: 'repeat'")
+                        "'n'), or an expression over the columns and the parameters that gives it "
+                        "(EfficientNet's depth scaling: 'ceil(n * depth_mult)'); default: 'repeat'")
 
     @field_validator("columns")
     @classmethod
@@ -96,10 +98,26 @@ class Table(Strict):
 
     @model_validator(mode="after")
     def _repeat_is_a_column(self) -> Table:
-        if self.repeat != "repeat" and self.repeat not in self.columns:
-            raise ValueError(f"repeat names {self.repeat!r}, which is not one of the columns "
-                             f"({', '.join(self.columns)})")
+        if self.repeat.isidentifier():
+            if self.repeat != "repeat" and self.repeat not in self.columns:
+                raise ValueError(f"repeat names {self.repeat!r}, which is not one of the columns "
+                                 f"({', '.join(self.columns)})")
+            return self
+        try:
+            named = expr.names(self.repeat)
+        except expr.ExprError as exc:
+            raise ValueError(str(exc)) from None
+        if not named & set(self.columns):
+            raise ValueError(f"repeat {self.repeat!r} names none of the columns ({', '.join(self.columns)}); "
+                             f"a row's count is a column, or an expression over one")
         return self
+
+    def count_columns(self) -> set[str]:
+        """The columns that give a row's repeat count (not block arguments): the ``repeat`` column, or
+        the columns its expression names."""
+        if self.repeat.isidentifier():
+            return {self.repeat}
+        return expr.names(self.repeat) & set(self.columns)
 
 
 class Variants(Strict):

@@ -290,11 +290,14 @@ class Resolver:
                     holds = True                # the layer's own validation below says what is wrong
                 else:
                     return self._skip(name, refs or None, scope, previous, where, logical)
-        data: dict[str, Any] = dict((self.doc.get("defaults") or {}).get(op) or {})
-        field_locs: dict[str, Location] = {k: locate(self.doc, ("defaults", op, k)) for k in data}
+        defaults: dict[str, Any] = dict((self.doc.get("defaults") or {}).get(op) or {})
+        data: dict[str, Any] = {}
+        field_locs: dict[str, Location] = {k: locate(self.doc, ("defaults", op, k)) for k in defaults}
         field_paths: dict[str, str] = {}
-        for key, value in item.items():
-            field_locs[key] = locate(item, (key,))
+        # the defaults first, read in the layer's scope (they may name parameters: eps: bn_eps), then its own fields
+        for key, value in [*((k, v) for k, v in defaults.items() if k not in item), *item.items()]:
+            if key in item:
+                field_locs[key] = locate(item, (key,))
             if key == "when":
                 continue
             if key in _RAW_FIELDS or key not in model.model_fields:
@@ -360,6 +363,10 @@ class Resolver:
         """Evaluate expressions in a field value; also say where a bare argument came from."""
         if isinstance(value, list):
             return [self._substitute(v, key, op, scope)[0] for v in value], None
+        if isinstance(value, dict) and isinstance(value.get("kind"), str) and value["kind"] in NUMERIC:
+            # a nested op's settings (a conv's norm: {kind: batch_norm, eps: bn_eps}): read like its fields
+            kind = value["kind"]
+            return {k: v if k == "kind" else self._substitute(v, k, kind, scope)[0] for k, v in value.items()}, None
         if not isinstance(value, str):
             return plain(value), None
         text = value.strip()
@@ -476,7 +483,13 @@ class Resolver:
                 continue
             if isinstance(value, str):
                 try:
-                    value = expr.evaluate(value, scope.values, self.used)
+                    value = expr.evaluate(value, self._with_input_shape(value, scope), self.used)
+                except _Located as exc:
+                    d = exc.diagnostic
+                    self.errors.append(d if d.location.line else
+                                       error(d.message, aloc[1], aloc[0], hint=d.hint, value=d.value))
+                    ok = False
+                    continue
                 except expr.ExprError as exc:
                     if exc.unknown not in self.failed_params:
                         self.errors.append(error(str(exc), aloc[1], aloc[0], value=value))
@@ -572,7 +585,8 @@ class Resolver:
             cell_src = {c: (row.where(k) if isinstance(row, YList) else rloc, f"{row_path}.{c}")
                         for k, c in enumerate(columns)}
             claims = {c: cells[c] for c in CLAIM_COLUMNS if c in cells and cells[c] is not None}
-            args = {c: v for c, v in cells.items() if c not in ("name", table.repeat) and c not in CLAIM_COLUMNS}
+            counted = table.count_columns()
+            args = {c: v for c, v in cells.items() if c != "name" and c not in counted and c not in CLAIM_COLUMNS}
             claims_node = YDict(loc=rloc)
             for c, v in claims.items():
                 claims_node.put(c, v, cell_src[c][0])
@@ -580,6 +594,12 @@ class Resolver:
                 previous = self._repeated(name, table.use, args, None, None, claims_node or None, row, rpath,
                                           scope, previous, top_level, True, cell_src, cells[table.repeat],
                                           cell_src[table.repeat], table.repeat)
+                continue
+            if not table.repeat.isidentifier():       # an expression over the row's counted columns
+                given = {c: cells[c] for c in counted}
+                previous = self._repeated(name, table.use, args, None, None, claims_node or None, row, rpath,
+                                          scope, previous, top_level, True, cell_src, table.repeat,
+                                          (locate(raw, ("repeat",)), f"{row_path}.repeat"), REPEAT, given)
                 continue
             previous = self._instance(name, table.use, args, None, None, claims_node or None, row, rpath,
                                       scope, previous, top_level, from_table=True, arg_src=cell_src)
@@ -591,7 +611,7 @@ class Resolver:
         if block is None:
             return False                     # the rows say 'unknown block' (once: they are deduplicated)
         declared = block.arg_names()
-        known = {"name", table.repeat, *CLAIM_COLUMNS, *declared}
+        known = {"name", *table.count_columns(), *CLAIM_COLUMNS, *declared}
         errors, misspelt = [], set()
         for k, column in enumerate(table.columns):
             if column not in known:
@@ -636,10 +656,16 @@ class Resolver:
                               ipath, scope, previous, top_level, from_table=False)
 
     # ------------------------------------------------------------------ repeats, conditions, positions
-    def _repeat_count(self, value: Any, scope: _Scope, src: tuple[Location, str], report: bool = True) -> int | None:
-        """A row's repeat count: a whole number in [1, MAX_LAYERS], or an expression giving one."""
+    def _repeat_count(self, value: Any, scope: _Scope, src: tuple[Location, str], report: bool = True,
+                      cells: dict | None = None) -> int | None:
+        """A row's repeat count: a whole number in [1, MAX_LAYERS], or an expression giving one (over
+        the parameters, and ``cells``: the row's counted columns, where the table's repeat is an expression)."""
         try:
-            n = expr.evaluate(value, scope.values, self.used) if isinstance(value, str) else value
+            values = scope.values
+            if cells:
+                values = {**values, **{c: expr.evaluate(v, values, self.used) if isinstance(v, str) else v
+                                       for c, v in cells.items()}}
+            n = expr.evaluate(value, values, self.used) if isinstance(value, str) else value
         except expr.ExprError as exc:
             if report and exc.unknown not in self.failed_params:
                 known = sorted(scope.values)
@@ -656,6 +682,20 @@ class Resolver:
             return None
         return n
 
+    @staticmethod
+    def _may_exist(entry: dict, scope: _Scope) -> bool:
+        """False only for a ``use:`` entry whose ``when`` is false over the parameters (EfficientNetV2's
+        seventh stage in the S variant): it makes no instances, so N does not count it."""
+        when = entry.get("when")
+        if when is False:
+            return False
+        if not isinstance(when, str):
+            return True
+        try:
+            return bool(expr.evaluate(when, scope.values))
+        except expr.ExprError:
+            return True
+
     def _count_instances(self, items: Any, scope: _Scope) -> int:
         """N: the block instances the top level will make (each repeat counted), before expanding."""
         n = 0
@@ -670,9 +710,21 @@ class Resolver:
                 entries = table.get("rows") if isinstance(table.get("rows"), list) else []
                 repeat = table.get("repeat") if isinstance(table.get("repeat"), str) else REPEAT
                 repeat_cell = columns.index(repeat) if repeat in columns else None
+                if not repeat.isidentifier():       # an expression over the row's columns
+                    try:
+                        named = [c for c in expr.names(repeat) if c in columns]
+                    except expr.ExprError:
+                        named = []
+                    for entry in entries:
+                        if isinstance(entry, list) and len(entry) == len(columns):
+                            cells = {c: entry[columns.index(c)] for c in named}
+                            n += self._repeat_count(repeat, scope, (Location(), ""), report=False, cells=cells) or 1
+                        elif isinstance(entry, dict) and "use" in entry and self._may_exist(entry, scope):
+                            n += self._repeat_count(entry.get(REPEAT, 1), scope, (Location(), ""), report=False) or 1
+                    continue
             for entry in entries:
                 if isinstance(entry, dict):
-                    if "use" in entry:
+                    if "use" in entry and self._may_exist(entry, scope):
                         count = self._repeat_count(entry.get(REPEAT, 1), scope, (Location(), ""), report=False)
                         n += count or 1
                 elif isinstance(entry, list):
@@ -683,12 +735,12 @@ class Resolver:
     def _repeated(self, name: str, block_name: str, args: dict, args_node: Any, input_ref: str | None,
                   claims: Any, item: Any, ipath: tuple, scope: _Scope, previous: str, top_level: bool,
                   from_table: bool, arg_src: dict | None, count_value: Any, count_src: tuple[Location, str],
-                  count_name: str = REPEAT) -> str:
+                  count_name: str = REPEAT, count_cells: dict | None = None) -> str:
         """A row repeated ``count`` times (the paper's ``x3``): a group ``name`` holding the instances
         ``name/0`` ... in a chain; the first takes the row's arguments and input, the others stride 1."""
         where = getattr(item, "loc", Location(self.file))
         logical = f"{scope.prefix}{name}" if scope.prefix else f"{_logical(ipath[:-1])}.{name}"
-        count = self._repeat_count(count_value, scope, count_src)
+        count = self._repeat_count(count_value, scope, count_src, cells=count_cells)
         block = self._block_name(block_name, scope)
         full = self._claim_name(name, scope, where, logical)
         if count is None or full is None:
@@ -716,7 +768,8 @@ class Resolver:
                                   top_level, from_table, arg_src)
             if len(self.errors) > before:
                 break                     # the same mistake in every repeat says it once
-        values = {**{k: plain(v) for k, v in args.items()}, count_name: count}
+        values = {**{k: plain(v) for k, v in args.items()}, **{k: plain(v) for k, v in (count_cells or {}).items()},
+                  count_name: count}
         self.instances[full] = Instance(full, block, values, last, claim_model, where, scope.group, from_table)
         scope.local[name] = last
         scope.local_loc[name] = where

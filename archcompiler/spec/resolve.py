@@ -128,6 +128,7 @@ class Resolver:
         self.layer_refs: dict[int, list[_Ref]] = {}   # the references each layer reads
         self.input_refs: dict[str, _Ref] = {}     # "@instance" -> the reference of its input
         self.shapes: dict[str, Any] = {}          # output shapes computed for conditions
+        self.refused: list[Diagnostic] = []       # layers whose op refused their input's shape there
         self.position = 0                         # i of the next top-level block instance
         self.count = 0                            # N: the top-level block instances
 
@@ -410,6 +411,8 @@ class Resolver:
         if not wanted or scope.block_input is None:
             return scope.values
         shape = self._shape(scope.block_input)
+        if shape is None and self.refused:
+            raise _Located(self.refused[0])       # the cause: a layer above refused its input's shape
         if shape is None or len(shape) != 3:
             raise _Located(error("cannot compute the value: the shape of the block's input is not known here",
                                  value=text,
@@ -774,6 +777,9 @@ class Resolver:
                                          hint="conditions on the input's shape belong in a block's layers"))
                 return None
             shape = self._shape(scope.block_input)
+            if shape is None and self.refused:
+                self.errors.append(self.refused[0])     # the cause: a layer above refused its input's shape
+                return None
             if shape is None or len(shape) != 3:
                 self.errors.append(error("cannot decide the condition: the shape of the block's input is not "
                                          "known here", path, where, value=text,
@@ -862,9 +868,13 @@ class Resolver:
             elif n.startswith("@"):
                 cache[n] = shapes[0]
             else:
+                layer = self.layers[self.index[n]]
                 try:
-                    cache[n] = tuple(_SHAPE_RULE(self.layers[self.index[n]].spec, shapes))
-                except (ValueError, TypeError, KeyError):
+                    cache[n] = tuple(_SHAPE_RULE(layer.spec, shapes))
+                except ValueError as exc:       # the op refuses these shapes: said at the layer
+                    cache[n] = None
+                    self.refused.append(error(str(exc), layer.name, layer.loc))
+                except (TypeError, KeyError):
                     cache[n] = None
         return cache[name]
 

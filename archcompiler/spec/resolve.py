@@ -299,7 +299,7 @@ class Resolver:
             if key == "when":
                 continue
             if key in _RAW_FIELDS or key not in model.model_fields:
-                data[key] = plain(value)
+                data[key] = self._claim_values(plain(value), scope) if key == "claims" else plain(value)
                 continue
             try:
                 data[key], src = self._substitute(value, key, op, scope)
@@ -431,10 +431,29 @@ class Resolver:
             scope.failed.add(name)
         return out
 
-    def _claims(self, claims: Any, logical: str, where: Location) -> Claims | None:
+    def _claim_values(self, claims: Any, scope: _Scope) -> Any:
+        """``claims`` with each value that names a parameter replaced by its value: a table of variants
+        gives each column's claims (ShuffleNetV2's ``output: stage2_out``)."""
+        if not isinstance(claims, dict):
+            return claims
+        out = YDict(loc=claims.loc) if isinstance(claims, YDict) else {}   # a copy: the document stays
+        for key, value in claims.items():
+            named = scope.values.get(value) if isinstance(value, str) else None
+            if isinstance(named, (str, int)) and not isinstance(named, bool):
+                self.used.add(value)
+                value = named
+            if isinstance(out, YDict):
+                out.put(key, value, claims.where(key), claims.where(key, key_only=True))
+            else:
+                out[key] = value
+        return out
+
+    def _claims(self, claims: Any, logical: str, where: Location, scope: _Scope | None = None) -> Claims | None:
         """A row's claims, validated (errors located at the claim, or at the row)."""
         if not claims:
             return None
+        if scope is not None:
+            claims = self._claim_values(claims, scope)
         try:
             return Claims.model_validate(claims)
         except ValidationError as exc:
@@ -495,7 +514,7 @@ class Resolver:
         full = self._claim_name(name, scope, where, logical)
         if not ok or full is None:
             return previous
-        claim_model = self._claims(claims, logical, where)
+        claim_model = self._claims(claims, logical, where, scope)
         block_input = f"@{full}"              # placeholder, resolved below
         inherited = {k: v for k, v in scope.value_src.items() if k not in values}   # params used bare inside
         position: dict[str, int] = {}
@@ -697,7 +716,7 @@ class Resolver:
         if count is None or full is None:
             scope.failed.add(name)
             return previous
-        claim_model = self._claims(claims, logical, where)
+        claim_model = self._claims(claims, logical, where, scope)
         group_input = f"@{full}"
         iloc = locate(item, ("input",)) if isinstance(item, dict) and "input" in item else where
         ref = (_Ref(None, previous, scope, iloc, None, group_input) if input_ref is None else

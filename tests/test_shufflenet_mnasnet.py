@@ -9,7 +9,7 @@ import hashlib
 import json
 
 import pytest
-from conftest import DATA, meta_layout, recipe_input, recipe_weights
+from conftest import DATA, SPECS, meta_layout, recipe_input, recipe_weights
 
 import archcompiler
 
@@ -132,3 +132,33 @@ def test_mnasnet_stacks_repeat_with_a_residual_where_the_shape_stays():
     assert spec.layer("stack2/0/dwise").spec.kernel == 5 and spec.layer("stack2/0/dwise").spec.stride == 2
     assert spec.layer("stack1/0/expand").spec.norm_spec().momentum == 1 - 0.9997
     assert archcompiler.check(spec) == []
+
+
+# ----------------------------------------------------------------------------- claims from a table of variants
+
+@pytest.mark.parametrize("builder", sorted(SHUFFLE))
+def test_each_width_checks_its_own_column_of_table_5(builder):
+    """A claim cell may name a variant row: stage2's output claim is 28x28x48 at 0.5x, 28x28x244 at 2x."""
+    spec = archcompiler.load_spec(builder)
+    width = SHUFFLE[builder]
+    channels = {0.5: 48, 1.0: 116, 1.5: 176, 2.0: 244}[width]
+    assert spec.instances["stage2"].claims.output == f"28x28x{channels}"
+    assert archcompiler.check(spec) == []
+
+
+def test_a_departure_from_the_column_is_reported_at_its_row():
+    problems = archcompiler.check(archcompiler.load_spec("shufflenet_v2_x2_0", overrides={"stage3.out": 500}))
+    (problem,) = problems
+    assert "the paper says 14x14x488, the spec computes 14x14x500" in problem.message
+    assert problem.path.startswith("stage3") and problem.line > 0
+
+
+def test_a_claim_naming_no_parameter_is_refused_as_before():
+    from archcompiler import SpecError
+
+    original = (SPECS / "shufflenet_v2.yaml").read_text()
+    text = original.replace("claims: {output: conv5_out}", "claims: {output: conv5_outt}")
+    assert text != original
+    with pytest.raises(SpecError) as info:
+        archcompiler.load_spec(text)
+    assert "'conv5_outt' is not an output size" in info.value.errors[0].message

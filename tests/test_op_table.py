@@ -397,3 +397,63 @@ def test_the_readme_recipe_names_files_that_exist_and_counts_them():
     assert all((ROOT / f).exists() or (ROOT / "archcompiler" / f).exists() for f in files), files
     took = recipe.split("took seven files:")[1].split("; drawing")[0]
     assert len(set(re.findall(r"`([\w/.]+\.(?:py|json|md))`", took))) == 7
+
+
+# ----------------------------------------------------------------------------- channel split and shuffle (ShuffleNetV2)
+
+_UNIT = ("name: t\ninput: [8, 10, 10]\nlayers:\n"
+         "  - {name: c, op: conv, out: 16, kernel: 3, padding: 1, norm: batch_norm, act: relu}\n"
+         "  - {name: left, op: channel_split, half: first}\n"
+         "  - {name: right, op: channel_split, half: second, input: c}\n"
+         "  - {name: pw, op: conv, out: 8, kernel: 1, norm: batch_norm, act: relu}\n"
+         "  - {name: cat, op: concat, inputs: [left, pw]}\n"
+         "  - {name: shuffle, op: channel_shuffle, groups: 2}\n"
+         "  - {name: p, op: global_avg_pool}\n"
+         "  - {name: fc, op: linear, out: 2}\n")
+
+
+@pytest.mark.parametrize("change, message, line", [
+    (("out: 16", "out: 15"), "channel_split halves the channels and needs an even number of them, got 10x10x15", 5),
+    (("groups: 2", "groups: 3"), "channel_shuffle: groups=3 must divide the input's channels, got 10x10x16", 9),
+])
+def test_split_and_shuffle_refuse_channels_they_cannot_divide_at_their_line(change, message, line):
+    with pytest.raises(GraphError) as info:
+        archcompiler.analyze(_UNIT.replace(*change))
+    problem = info.value.errors[0]
+    assert message in problem.message and problem.line == line
+
+
+def test_split_is_a_view_and_shuffle_a_copy_with_no_params_and_no_macs():
+    report = archcompiler.analyze(_UNIT)
+    assert report["by_op"]["channel_split"]["macs"] == 0 and report["by_op"]["channel_shuffle"]["macs"] == 0
+    assert report["by_op"]["channel_shuffle"]["elementwise"] == 16 * 10 * 10
+    assert OPS["channel_split"].alias == "view" and OPS["channel_shuffle"].alias is None
+
+
+def test_split_and_shuffle_memory_matches_a_measurement():
+    """Inference peak exactly (the halves are views, the shuffle one new tensor); a training step
+    within 1% (both halves' backward passes build a gradient of the whole input before autograd
+    sums them), with the concat reading the left half first, as ShuffleNetV2 does."""
+    torch = pytest.importorskip("torch")
+    from archcompiler.measure.memory import measure_peak_activation_bytes, measure_training_peak_bytes
+
+    for text in (_UNIT, _UNIT.replace("inputs: [left, pw]", "inputs: [pw, left]")):
+        torch.manual_seed(0)
+        assert archcompiler.analyze(text, batch=4)["peak_activation_bytes"] == \
+            measure_peak_activation_bytes(archcompiler.build(text, seed=0), torch.randn(4, 8, 10, 10))
+    for text in (_UNIT,):
+        predicted = archcompiler.analyze(text, batch=8, train_memory="sgd")["train_memory"]["peak"]
+        measured = measure_training_peak_bytes(archcompiler.build(text, seed=0), torch.randn(8, 8, 10, 10),
+                                               torch.randint(0, 2, (8,)), "sgd")
+        assert abs(predicted - measured) <= 0.01 * measured, (predicted, measured)
+
+
+def test_split_and_shuffle_are_drawn_and_timed():
+    from archcompiler.backends.dot import build_dot
+
+    pytest.importorskip("graphviz")
+    source = build_dot(archcompiler.load_spec(_UNIT)).source
+    assert "left\\nchannel split first half" in source and "shuffle\\nchannel shuffle groups 2" in source
+    assert OPS["channel_split"].latency.kernel({"half": 0}, [(16, 10, 10)], (8, 10, 10)).kind == STATEMENT
+    kernel = OPS["channel_shuffle"].latency.kernel({"groups": 2}, [(16, 10, 10)], (16, 10, 10))
+    assert kernel.kind == "concat" and kernel.work == 16 * 10 * 10

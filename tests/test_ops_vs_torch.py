@@ -124,3 +124,27 @@ def test_mul_broadcasts_as_torch():
                 f"  - {{name: g, op: adaptive_avg_pool, output: [{gate}]}}\n"
                 f"  - {{name: x, op: mul, inputs: [{first}, {second}]}}\n")
         _compare(text, (3, h, w))
+
+
+def test_channel_split_and_shuffle_agree_with_torchvision():
+    """channel_split is x.chunk(2, dim=1)[half]; channel_shuffle is torchvision's channel_shuffle
+    (view as groups x C / groups, transpose, copy): values, shapes, no params and no FLOPs."""
+    r = random.Random("shuffle")
+    for _ in range(6):
+        c, groups = 2 * r.randint(1, 6), r.choice([1, 2])
+        h, w = r.randint(2, 7), r.randint(2, 7)
+        half = r.choice(["first", "second"])
+        text = (f"name: t\ninput: [3, {h}, {w}]\nlayers:\n"
+                f"  - {{name: m, op: conv, out: {c}, kernel: 3, padding: 1}}\n"
+                f"  - {{name: x, op: channel_split, half: {half}}}\n"
+                f"  - {{name: y, op: channel_shuffle, groups: {groups}, input: m}}\n"
+                f"  - {{name: out, op: concat, inputs: [x, y]}}\n")
+        _compare(text, (3, h, w))
+        model = archcompiler.build(text, seed=0).eval()
+        x = torch.randn(2, 3, h, w)
+        with torch.no_grad():
+            m = model.m(x)
+            n = m.size(1)
+            shuffled = m.view(2, groups, n // groups, h, w).transpose(1, 2).contiguous().view(2, n, h, w)
+            expected = torch.cat([m.chunk(2, dim=1)[0 if half == "first" else 1], shuffled], 1)
+            assert torch.equal(model(x), expected)

@@ -168,6 +168,8 @@ def test_diff_of_resnet50_and_resnext50_reads_as_what_differs(capsys):
 MEASURED = {
     "inception_v3": ["num_classes=10"],       # its auxiliary head needs the full 299x299
     "efficientnet_b0": ["input=[3,64,64]", "num_classes=10"],
+    "shufflenet_v2_x0_5": ["input=[3,64,64]", "num_classes=10"],
+    "mnasnet0_5": ["input=[3,64,64]", "num_classes=10"],
 }
 
 

@@ -63,6 +63,8 @@ STYLES: dict[str, Style] = {   # the backend's own small table: one entry per op
     "mul": Style("circle", "#eeeeee"),
     "identity": _PLAIN,
     "channel_slice": _PLAIN,
+    "channel_split": Style("box", "#f5f5f5", lambda a: ("first", "second")[a["half"]] + " half"),
+    "channel_shuffle": Style("box", "#eeeeee", lambda a: f"groups {a['groups']}"),
 }
 BLOCK = Style("box3d", "#dbe9f6")     # a collapsed block instance
 # the label's names of the primitives a layer adds to its main op (by role): BatchNorm, activations

@@ -74,6 +74,8 @@ LOWERINGS: dict[type, Callable[[Any], list[Prim]]] = {
     L.Add: lambda s: [("", "add", {}), *_act(s.act)],
     L.Mul: lambda s: [("", "mul", {})],
     L.Identity: lambda s: [("", "identity", {})],
+    L.ChannelSplit: lambda s: [("", "channel_split", {"half": 0 if s.half == "first" else 1})],
+    L.ChannelShuffle: lambda s: [("", "channel_shuffle", {"groups": s.groups})],
 }
 
 

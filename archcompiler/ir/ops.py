@@ -337,6 +337,21 @@ def _channel_slice_shape(a: Attrs, shapes: list[Shape]) -> Shape:
     return (a["end"] - a["start"], h, w)
 
 
+def _channel_split_shape(a: Attrs, shapes: list[Shape]) -> Shape:
+    c, h, w = _image("channel_split", shapes)
+    if c % 2:
+        raise ShapeError(f"channel_split halves the channels and needs an even number of them, got {_fmt(shapes[0])}")
+    return (c // 2, h, w)
+
+
+def _channel_shuffle_shape(a: Attrs, shapes: list[Shape]) -> Shape:
+    c, h, w = _image("channel_shuffle", shapes)
+    if c % a["groups"]:
+        raise ShapeError(f"channel_shuffle: groups={a['groups']} must divide the input's channels, "
+                         f"got {_fmt(shapes[0])}")
+    return shapes[0]
+
+
 def activation_of(op: str, attrs: Attrs) -> ActivationDef | None:
     """The :class:`ActivationDef` of a node of op ``op`` with ``attrs``; None for other ops."""
     return ACTIVATIONS[attrs["kind"]] if op == "activation" else None
@@ -465,4 +480,14 @@ OPS: dict[str, OpDef] = {op.kind: op for op in [
     # made by the fuse_siblings pass only: channels [start, end) of its input, a view
     OpDef("channel_slice", shape=_channel_slice_shape, elementwise=lambda a, i, o: 0, alias="view",
           grad_passthrough=True, latency=_A_STATEMENT),
+    # ShuffleNetV2's channel split (x.chunk(2, dim=1)[half]): a view of half the channels; its
+    # backward builds a gradient of the whole input (zeros where the other half is); with both halves
+    # read (ShuffleNetV2), autograd holds two such gradients before it sums them: the transient is
+    # one more input (measured; a lone half is overcounted by that much)
+    OpDef("channel_split", shape=_channel_split_shape, elementwise=lambda a, i, o: 0, alias="view",
+          backward_workspace=lambda a, i, o: math.prod(i[0]), latency=_A_STATEMENT),
+    # channel shuffle: a transposed view copied to a new tensor (torchvision's .contiguous()); autograd
+    # keeps nothing; timed like the calibrated concat (one copy of the map)
+    OpDef("channel_shuffle", shape=_channel_shuffle_shape,
+          latency=_per_map(("concat",), lambda a: "concat", _elements)),
 ]}

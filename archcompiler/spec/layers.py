@@ -283,11 +283,28 @@ class Identity(LayerBase):
     op: Literal["identity"]
 
 
+class ChannelSplit(LayerBase):
+    """ShuffleNetV2's channel split (torch's ``x.chunk(2, dim=1)``): one half of the input's channels,
+    a view; the input must have an even number of channels."""
+
+    op: Literal["channel_split"]
+    half: Literal["first", "second"] = Field(description="which half of the channels: 'first' or 'second'")
+
+
+class ChannelShuffle(LayerBase):
+    """ShuffleNet's channel shuffle: the channels, seen as groups x (C / groups), transposed to
+    (C / groups) x groups, so that each group of the next grouped layer reads every group of this one."""
+
+    op: Literal["channel_shuffle"]
+    groups: PosInt = Field(description="the number of groups (ShuffleNetV2: 2); it must divide the channels")
+
+
 OPS: dict[str, type[LayerBase]] = {}
-for _model in (Conv, MaxPool, AvgPool, AdaptiveAvgPool, GlobalAvgPool, LRN, BatchNorm, Act, Dropout, StochasticDepth,
-               Flatten, Linear, Softmax, Concat, Add, Mul, Identity):
+# every layer model, in the order the schema lists them (a new op adds its model here, once)
+LAYER_MODELS = (Conv, MaxPool, AvgPool, AdaptiveAvgPool, GlobalAvgPool, LRN, BatchNorm, Act, Dropout, StochasticDepth,
+                Flatten, Linear, Softmax, Concat, Add, Mul, Identity, ChannelSplit, ChannelShuffle)
+for _model in LAYER_MODELS:
     for _op in _model.model_fields["op"].annotation.__args__:
         OPS[_op] = _model
 
-AnyLayer = Union[Conv, MaxPool, AvgPool, AdaptiveAvgPool, GlobalAvgPool, LRN, BatchNorm, Act, Dropout, StochasticDepth,
-                 Flatten, Linear, Softmax, Concat, Add, Mul, Identity]
+AnyLayer = Union[LAYER_MODELS]  # noqa: UP007   (a Union of the tuple's members)

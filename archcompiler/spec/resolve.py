@@ -128,6 +128,7 @@ class Resolver:
         self.layer_refs: dict[int, list[_Ref]] = {}   # the references each layer reads
         self.input_refs: dict[str, _Ref] = {}     # "@instance" -> the reference of its input
         self.shapes: dict[str, Any] = {}          # output shapes computed for conditions
+        self.refused: list[Diagnostic] = []       # layers whose op refused their input's shape there
         self.position = 0                         # i of the next top-level block instance
         self.count = 0                            # N: the top-level block instances
 
@@ -301,7 +302,7 @@ class Resolver:
             if key == "when":
                 continue
             if key in _RAW_FIELDS or key not in model.model_fields:
-                data[key] = plain(value)
+                data[key] = self._claim_values(plain(value), scope) if key == "claims" else plain(value)
                 continue
             try:
                 data[key], src = self._substitute(value, key, op, scope)
@@ -417,6 +418,8 @@ class Resolver:
         if not wanted or scope.block_input is None:
             return scope.values
         shape = self._shape(scope.block_input)
+        if shape is None and self.refused:
+            raise _Located(self.refused[0])       # the cause: a layer above refused its input's shape
         if shape is None or len(shape) != 3:
             raise _Located(error("cannot compute the value: the shape of the block's input is not known here",
                                  value=text,
@@ -435,10 +438,29 @@ class Resolver:
             scope.failed.add(name)
         return out
 
-    def _claims(self, claims: Any, logical: str, where: Location) -> Claims | None:
+    def _claim_values(self, claims: Any, scope: _Scope) -> Any:
+        """``claims`` with each value that names a parameter replaced by its value: a table of variants
+        gives each column's claims (ShuffleNetV2's ``output: stage2_out``)."""
+        if not isinstance(claims, dict):
+            return claims
+        out = YDict(loc=claims.loc) if isinstance(claims, YDict) else {}   # a copy: the document stays
+        for key, value in claims.items():
+            named = scope.values.get(value) if isinstance(value, str) else None
+            if isinstance(named, (str, int)) and not isinstance(named, bool):
+                self.used.add(value)
+                value = named
+            if isinstance(out, YDict):
+                out.put(key, value, claims.where(key), claims.where(key, key_only=True))
+            else:
+                out[key] = value
+        return out
+
+    def _claims(self, claims: Any, logical: str, where: Location, scope: _Scope | None = None) -> Claims | None:
         """A row's claims, validated (errors located at the claim, or at the row)."""
         if not claims:
             return None
+        if scope is not None:
+            claims = self._claim_values(claims, scope)
         try:
             return Claims.model_validate(claims)
         except ValidationError as exc:
@@ -505,7 +527,7 @@ class Resolver:
         full = self._claim_name(name, scope, where, logical)
         if not ok or full is None:
             return previous
-        claim_model = self._claims(claims, logical, where)
+        claim_model = self._claims(claims, logical, where, scope)
         block_input = f"@{full}"              # placeholder, resolved below
         inherited = {k: v for k, v in scope.value_src.items() if k not in values}   # params used bare inside
         position: dict[str, int] = {}
@@ -746,7 +768,7 @@ class Resolver:
         if count is None or full is None:
             scope.failed.add(name)
             return previous
-        claim_model = self._claims(claims, logical, where)
+        claim_model = self._claims(claims, logical, where, scope)
         group_input = f"@{full}"
         iloc = locate(item, ("input",)) if isinstance(item, dict) and "input" in item else where
         ref = (_Ref(None, previous, scope, iloc, None, group_input) if input_ref is None else
@@ -827,6 +849,9 @@ class Resolver:
                                          hint="conditions on the input's shape belong in a block's layers"))
                 return None
             shape = self._shape(scope.block_input)
+            if shape is None and self.refused:
+                self.errors.append(self.refused[0])     # the cause: a layer above refused its input's shape
+                return None
             if shape is None or len(shape) != 3:
                 self.errors.append(error("cannot decide the condition: the shape of the block's input is not "
                                          "known here", path, where, value=text,
@@ -915,9 +940,13 @@ class Resolver:
             elif n.startswith("@"):
                 cache[n] = shapes[0]
             else:
+                layer = self.layers[self.index[n]]
                 try:
-                    cache[n] = tuple(_SHAPE_RULE(self.layers[self.index[n]].spec, shapes))
-                except (ValueError, TypeError, KeyError):
+                    cache[n] = tuple(_SHAPE_RULE(layer.spec, shapes))
+                except ValueError as exc:       # the op refuses these shapes: said at the layer
+                    cache[n] = None
+                    self.refused.append(error(str(exc), layer.name, layer.loc))
+                except (TypeError, KeyError):
                     cache[n] = None
         return cache[name]
 

@@ -92,6 +92,10 @@ TORCH_OPS: dict[str, TorchOp] = {
     "mul": TorchOp(None, lambda a, x, m, ip: " * ".join(x)),
     "identity": TorchOp(None, lambda a, x, m, ip: x[0]),
     "channel_slice": TorchOp(None, lambda a, x, m, ip: f"{x[0]}[:, {a['start']}:{a['end']}]"),
+    "channel_split": TorchOp(None, lambda a, x, m, ip: f"{x[0]}.chunk(2, 1)[{a['half']}]"),
+    # torchvision's channel_shuffle: view as (N, groups, C / groups, H, W), transpose, copy, view back
+    "channel_shuffle": TorchOp(None, lambda a, x, m, ip: f"{x[0]}.unflatten(1, ({a['groups']}, -1))"
+                                                        f".transpose(1, 2).flatten(1, 2)"),
 }
 
 

@@ -65,7 +65,9 @@ class BlockUse(Strict):
     name: Name
     use: str = Field(description="a block's name, or a parameter (or variant row) whose value is one")
     input: str | None = None
-    args: dict[str, Scalar] = Field(default_factory=dict)
+    args: dict[str, Scalar] = Field(default_factory=dict, description="the block's arguments; expressions "
+                                    "of the parameters, and inside a block of its arguments and its input's "
+                                    "shape (in_channels, in_height, in_width)")
     claims: dict[str, Any] | None = None
     doc: str | None = None
     repeat: int | str | None = Field(None, description="instances in a row (the paper's 'x3'): the first "

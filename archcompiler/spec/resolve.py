@@ -475,8 +475,13 @@ class Resolver:
                 ok = False
                 continue
             if isinstance(value, str):
-                try:
-                    value = expr.evaluate(value, scope.values, self.used)
+                try:       # inside a block, an argument may read that block's input (RegNetY's SE width)
+                    value = expr.evaluate(value, self._with_input_shape(value, scope), self.used)
+                except _Located as exc:
+                    d = exc.diagnostic
+                    self.errors.append(error(d.message, aloc[1], aloc[0], hint=d.hint, value=d.value))
+                    ok = False
+                    continue
                 except expr.ExprError as exc:
                     if exc.unknown not in self.failed_params:
                         self.errors.append(error(str(exc), aloc[1], aloc[0], value=value))

@@ -42,3 +42,10 @@ def test_outside_a_block_in_channels_is_an_unknown_name_located():
     d = info.value.errors[0]
     assert "unknown name 'in_channels'" in d.message and d.line == text.splitlines().index(
         "  - {name: b, use: inner, args: {squeeze: \"in_channels // 2\"}}") + 1
+
+
+def test_hyphenated_module_names_are_kept_as_torchvision_writes_them():
+    from archcompiler.backends.torch.naming import segment
+
+    assert segment("block1-0") == "block1-0" and segment("block12-10") == "block12-10"
+    assert segment("a-") == "a_" and segment("-0") == "m_0" and segment("a b") == "a_b"

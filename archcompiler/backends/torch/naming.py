@@ -46,11 +46,15 @@ def _module_attributes() -> frozenset[str]:
     return MODULE_ATTRIBUTES | {a for a in dir(torch.nn.Module) if not a.startswith("__")}
 
 
+# torchvision's RegNet names its blocks 'block1-0': a module name (add_module takes it), not an identifier
+_HYPHENATED = re.compile(r"[A-Za-z][A-Za-z0-9_]*(?:-[A-Za-z0-9_]+)+")
+
+
 def segment(text: str) -> str:
-    """A module-path segment: digits stay (Sequential style, as in 'branch2.0'), other names
-    become identifiers that no attribute of nn.Module or of the generated class has
-    ('forward' -> 'forward_')."""
-    if text.isdigit():
+    """A module-path segment: digits stay (Sequential style, as in 'branch2.0'), and so do words
+    joined by hyphens ('block1-0', which no attribute has); other names become identifiers that no
+    attribute of nn.Module or of the generated class has ('forward' -> 'forward_')."""
+    if text.isdigit() or _HYPHENATED.fullmatch(text):
         return text
     out = identifier(text)
     if out.startswith("_"):

@@ -6,10 +6,91 @@ block's input (RegNetY's SE width) and torchvision's hyphenated module names ('b
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import pytest
+from conftest import DATA, SPECS, meta_layout, recipe_input, recipe_weights
 
 import archcompiler
 from archcompiler import SpecError
+
+REGNET = SPECS / "regnet.yaml"
+BUILDERS = [f"regnet_x_{m}" for m in ("400mf", "800mf", "1_6gf", "3_2gf", "8gf", "16gf", "32gf")] + \
+           [f"regnet_y_{m}" for m in ("400mf", "800mf", "1_6gf", "3_2gf", "8gf", "16gf", "32gf", "128gf")]
+
+
+@pytest.fixture(scope="module")
+def reference() -> dict[str, dict]:
+    return json.loads((DATA / "torchvision_regnet.json").read_text())["builders"]
+
+
+def test_every_builder_has_its_reference_and_a_column():
+    data = json.loads((DATA / "torchvision_regnet.json").read_text())["builders"]
+    assert set(data) == set(BUILDERS)
+    spec = archcompiler.load_spec(REGNET)
+    assert set(spec.document["builders"]) == set(BUILDERS)
+    assert spec.document["variants"]["columns"] == [b.removeprefix("regnet_") for b in BUILDERS]
+
+
+# ----------------------------------------------------------------------------- the paper's table
+
+def test_stages_follow_the_per_stage_table():
+    spec = archcompiler.load_spec("regnet_y_400mf")          # d = [1, 3, 6, 6], w = [48, 104, 208, 440], g = 8
+    names = {layer.name for layer in spec.layers}
+    assert [sum(f"stage{s}/{k}/add" in names for k in range(20)) for s in range(1, 5)] == [1, 3, 6, 6]
+    assert [spec.layer(f"stage{s}/0/b").spec.out for s in range(1, 5)] == [48, 104, 208, 440]
+    assert spec.layer("stage3/0/b").spec.groups == 208 // 8 and spec.layer("stage3/0/b").spec.stride == 2
+    assert spec.layer("stage3/1/b").spec.stride == 1
+    # a projection shortcut only where the shape changes: the first block of each stage
+    assert "stage2/0/proj" in names and "stage2/1/proj" not in names
+    # SE squeezes to 0.25 x the block's input width: 104 // 4 for stage3's first block, 208 // 4 after it
+    assert spec.layer("stage3/0/se/fc1").spec.out == 26 and spec.layer("stage3/1/se/fc1").spec.out == 52
+    assert archcompiler.check(spec) == []
+
+
+def test_regnet_x_has_no_se_and_clamps_the_group_width():
+    spec = archcompiler.load_spec(REGNET, overrides={"model": "x_8gf"})   # g = 120, stage 1 only 80 wide
+    assert not any("/se/" in layer.name for layer in spec.layers)
+    assert spec.layer("stage1/0/b").spec.groups == 1                       # group width min(120, 80)
+    assert spec.layer("stage2/0/b").spec.groups == 240 // 120
+    assert archcompiler.check(spec) == []
+
+
+# ----------------------------------------------------------------------------- exact to torchvision
+
+@pytest.mark.parametrize("builder", BUILDERS)
+def test_params_and_flops_equal_torchvision(builder, reference):
+    total = archcompiler.analyze(builder)["total"]
+    assert (total["params"], total["flops"]) == (reference[builder]["params"], reference[builder]["flops"])
+
+
+@pytest.mark.parametrize("builder", BUILDERS)
+def test_state_dict_keys_in_torchvisions_order(builder, reference):
+    keys, params = meta_layout(builder)          # on the meta device: regnet_y_128gf has 645M parameters
+    ref = reference[builder]
+    if "keys" in ref:
+        assert keys == ref["keys"]
+    else:       # the count and a digest of the list (tests/data/README.md)
+        assert len(keys) == ref["keys_count"]
+        assert hashlib.sha256(json.dumps(keys, separators=(",", ":")).encode()).hexdigest() == ref["keys_sha256"]
+    assert params == ref["params"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("builder", ["regnet_x_400mf", "regnet_y_400mf"])
+def test_logits_equal_torchvision(builder, reference):
+    torch = pytest.importorskip("torch")
+    ref = reference[builder]
+    model = archcompiler.build(builder, weights=recipe_weights(ref["keys"]))
+    with torch.no_grad():
+        logits = model.eval()(recipe_input())
+    expected = torch.tensor(ref["logits"])
+    assert logits.shape == expected.shape
+    assert (logits - expected).abs().max().item() <= 1e-5 * expected.abs().max().item()
+
+
+# ----------------------------------------------------------------------------- what the spec needed
 
 NESTED = """name: t
 input: [3, 8, 8]

@@ -130,3 +130,63 @@ def test_hyphenated_module_names_are_kept_as_torchvision_writes_them():
 
     assert segment("block1-0") == "block1-0" and segment("block12-10") == "block12-10"
     assert segment("a-") == "a_" and segment("-0") == "m_0" and segment("a b") == "a_b"
+
+
+# ----------------------------------------------------------------------------- the paper's numbers
+
+def _warnings(found):
+    return [(d.message, d.line) for d in found if d.severity == "warning"]
+
+
+def test_check_reports_where_torchvision_departs_from_the_authors_numbers():
+    """variants.claims: the whole network's params and multiply-adds per model; torchvision's
+    regnet_x_400mf rounds its last stage to 400 channels where the authors' code has 384."""
+    text = REGNET.read_text().splitlines()
+    params_line = next(n for n, line in enumerate(text, 1) if line.strip().startswith("params: [   5.2M"))
+    found = archcompiler.check(archcompiler.load_spec("regnet_x_400mf"))
+    assert _warnings(found) == [("params: the paper says 5.2M (5,200,000 parameters), the spec computes "
+                                 "5,495,976 (5.496M), 5.7% off", params_line)]
+    assert archcompiler.check(archcompiler.load_spec("regnet_y_400mf")) == []
+    found = archcompiler.check(archcompiler.load_spec("regnet_y_8gf"))
+    assert [line for _, line in _warnings(found)] == [params_line + 1]          # its ops, on the ops row
+    assert archcompiler.load_spec("regnet_y_128gf").claims is None              # not in the paper
+
+
+def test_network_claims_are_checked_and_located():
+    text = NESTED.replace("input: [3, 8, 8]", """input: [3, 8, 8]
+params: {v: a}
+variants:
+  by: v
+  columns: [a, b]
+  rows: {c1: [16, 8]}
+  claims: {params: [2K, null]}""").replace("args: {c: 16}", "args: {c: c1}")
+    found = archcompiler.check(archcompiler.load_spec(text))
+    assert len(found) == 1 and "the paper says 2K" in found[0].message and found[0].line == 8
+    assert archcompiler.load_spec(text, overrides={"v": "b"}).claims is None     # null: not printed
+
+
+@pytest.mark.parametrize("claims, message", [
+    ("{params: [1K]}", "claims.params has 1 values but the variants have 2 columns"),
+    ("{params: [1K, 2Q]}", "is not a quantity"),
+    ("{depth: [1, 2]}", "depth"),
+])
+def test_mistakes_in_network_claims_are_located(claims, message):
+    text = NESTED.replace("input: [3, 8, 8]", f"""input: [3, 8, 8]
+params: {{v: a}}
+variants:
+  by: v
+  columns: [a, b]
+  rows: {{c1: [16, 8]}}
+  claims: {claims}""").replace("args: {c: 16}", "args: {c: c1}")
+    with pytest.raises(SpecError) as info:
+        archcompiler.load_spec(text)
+    d = info.value.errors[0]
+    assert message in d.message and d.line > 0
+
+
+def test_a_variant_drops_the_network_claims_unless_it_keeps_them(tmp_path):
+    (tmp_path / "regnet.yaml").write_text(REGNET.read_text())
+    (tmp_path / "mine.yaml").write_text("extends: regnet.yaml\nname: mine\n")
+    assert archcompiler.load_spec(tmp_path / "mine.yaml").claims is None
+    (tmp_path / "mine.yaml").write_text("extends: regnet.yaml\nname: mine\nkeep_claims: true\n")
+    assert archcompiler.load_spec(tmp_path / "mine.yaml").claims.params == "4.3M"

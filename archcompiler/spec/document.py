@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import Field, field_validator, model_validator
 
 from .base import Strict
-from .layers import AnyLayer, Bool, Float, Name, NonNegFloat, PosFloat, PosInt
+from .layers import AnyLayer, Bool, Float, Name, NonNegFloat, PosFloat, PosInt, parse_quantity
 from .limits import MAX_NAME_CHARS
 
 # Names the generated PyTorch source defines itself: a class may not take one of them.
@@ -113,6 +113,9 @@ class Variants(Strict):
     columns: Annotated[list[Scalar], Field(min_length=1)] = Field(description="the variants, in the paper's order")
     rows: Annotated[dict[str, list[Scalar]], Field(min_length=1)] = Field(
         description="name: one value per column (a number, or a word such as a block's name)")
+    claims: dict[Literal["params", "ops"], list[str | Annotated[int, Field(ge=0)] | None]] | None = Field(
+        None, description="the whole network's numbers as the paper prints them, one per column (null where "
+                          "it prints none): params, ops (multiply-adds); archc check compares them with the totals")
 
     @field_validator("columns")
     @classmethod
@@ -120,6 +123,17 @@ class Variants(Strict):
         if len(set(map(repr, v))) != len(v):
             raise ValueError("the variants' columns must be unique")
         return v
+
+    @model_validator(mode="after")
+    def _claims(self) -> "Variants":
+        for key, values in (self.claims or {}).items():
+            if len(values) != len(self.columns):
+                raise ValueError(f"claims.{key} has {len(values)} values but the variants have "
+                                 f"{len(self.columns)} columns: one per column, null where the paper prints none")
+            for value in values:
+                if value is not None:
+                    parse_quantity(value)
+        return self
 
 
 class TableItem(Strict):

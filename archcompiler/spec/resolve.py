@@ -165,7 +165,19 @@ class Resolver:
             name=m.name, description=m.description, paper=m.paper, input=self.input,
             params=params, layers=self.layers, instances=self.instances, rows=self.rows,
             outputs=outputs, loss=m.loss, init=m.init, claim_units=m.claim_units, torch=m.torch,
-            file=self.file, train=m.train, data=m.data, document=self.doc)
+            file=self.file, train=m.train, data=m.data, document=self.doc, **self._network_claims(values))
+
+    def _network_claims(self, values: dict[str, Any]) -> dict[str, Any]:
+        """``variants.claims`` in the chosen column: the paper's numbers for the whole network."""
+        table = self.model.variants
+        if table is None or not table.claims or values.get(table.by) not in table.columns:
+            return {}
+        k = table.columns.index(values[table.by])
+        chosen = {key: column[k] for key, column in table.claims.items() if column[k] is not None}
+        if not chosen:
+            return {}
+        where = {key: locate(self.doc, ("variants", "claims", key, k)) for key in chosen}
+        return {"claims": Claims(**chosen), "claims_locs": where}
 
     def _input(self, values: dict[str, Any]) -> tuple[int, ...]:
         """``input:``, its expressions evaluated (EfficientNet's resolution comes from its variant's column)."""

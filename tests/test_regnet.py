@@ -115,13 +115,14 @@ def test_a_block_used_inside_a_block_reads_the_enclosing_blocks_input():
     assert spec.layer("b/se/fc").spec.out == 3                 # the outer block's input: 6 channels, not 16
 
 
-def test_outside_a_block_in_channels_is_an_unknown_name_located():
+def test_outside_a_block_in_channels_is_refused_at_the_argument():
     text = NESTED.replace("  - {name: b, use: outer, args: {c: 16}}",
                           "  - {name: b, use: inner, args: {squeeze: \"in_channels // 2\"}}")
     with pytest.raises(SpecError) as info:
         archcompiler.load_spec(text)
     d = info.value.errors[0]
-    assert "unknown name 'in_channels'" in d.message and d.line == text.splitlines().index(
+    assert len(info.value.errors) == 1          # not also "needs argument(s) squeeze"
+    assert "'in_channels' is the shape of a block's input" in d.message and d.line == text.splitlines().index(
         "  - {name: b, use: inner, args: {squeeze: \"in_channels // 2\"}}") + 1
 
 

@@ -11,7 +11,7 @@ import keyword
 import re
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from .base import Strict
 from .layers import AnyLayer, Bool, Float, Name, NonNegFloat, PosFloat, PosInt, parse_quantity
@@ -124,16 +124,18 @@ class Variants(Strict):
             raise ValueError("the variants' columns must be unique")
         return v
 
-    @model_validator(mode="after")
-    def _claims(self) -> "Variants":
-        for key, values in (self.claims or {}).items():
-            if len(values) != len(self.columns):
+    @field_validator("claims")
+    @classmethod
+    def _claims(cls, v: dict[str, list[Any]] | None, info: ValidationInfo) -> dict[str, list[Any]] | None:
+        columns = info.data.get("columns")
+        for key, values in (v or {}).items():
+            if columns is not None and len(values) != len(columns):
                 raise ValueError(f"claims.{key} has {len(values)} values but the variants have "
-                                 f"{len(self.columns)} columns: one per column, null where the paper prints none")
+                                 f"{len(columns)} columns: one per column, null where the paper prints none")
             for value in values:
                 if value is not None:
                     parse_quantity(value)
-        return self
+        return v
 
 
 class TableItem(Strict):

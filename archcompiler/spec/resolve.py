@@ -495,13 +495,17 @@ class Resolver:
                     ok = False
                     continue
                 except expr.ExprError as exc:
-                    if exc.unknown not in self.failed_params:
+                    if exc.unknown in SHAPE_NAMES and scope.block_input is None and exc.unknown not in scope.values:
+                        self.errors.append(error(f"{exc.unknown!r} is the shape of a block's input; at the top "
+                                                 "level there is none", aloc[1], aloc[0], value=value,
+                                                 hint="a block used inside a block may read its input's shape"))
+                    elif exc.unknown not in self.failed_params:
                         self.errors.append(error(str(exc), aloc[1], aloc[0], value=value))
                     ok = False
                     continue
             values[arg] = plain(value)
             arg_src[arg] = aloc
-        missing = [a for a in declared if a not in values]
+        missing = [a for a in declared if a not in values and a not in args]   # a failed value: said above
         if missing:
             self.errors.append(error(f"block {block_name!r} needs argument(s) {', '.join(missing)}",
                                      logical, where, hint=f"arguments: {', '.join(declared)}"))

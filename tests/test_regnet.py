@@ -126,11 +126,17 @@ def test_outside_a_block_in_channels_is_refused_at_the_argument():
         "  - {name: b, use: inner, args: {squeeze: \"in_channels // 2\"}}") + 1
 
 
-def test_hyphenated_module_names_are_kept_as_torchvision_writes_them():
+def test_hyphenated_module_names_are_kept_where_a_rename_rule_writes_them():
     from archcompiler.backends.torch.naming import segment
 
-    assert segment("block1-0") == "block1-0" and segment("block12-10") == "block12-10"
-    assert segment("a-") == "a_" and segment("-0") == "m_0" and segment("a b") == "a_b"
+    assert segment("block1-0", renamed=True) == "block1-0" and segment("block12-10", renamed=True) == "block12-10"
+    assert segment("a-", renamed=True) == "a_" and segment("-0", renamed=True) == "m_0"
+    assert segment("conv-a") == "conv_a"          # a spec's own layer name: an identifier, as before
+    pytest.importorskip("torch")
+    text = NESTED + "torch:\n  rename:\n    - ['^b/', 'trunk/b-0/']\n"
+    keys, _ = meta_layout(text.replace("name: stem,", "name: stem-1,"))
+    assert [k for k, _ in keys] == ["stem_1.weight", "stem_1.bias", "trunk.b-0.conv.weight", "trunk.b-0.conv.bias",
+                                    "trunk.b-0.se.fc.weight", "trunk.b-0.se.fc.bias"]
 
 
 # ----------------------------------------------------------------------------- the paper's numbers

@@ -170,6 +170,7 @@ MEASURED = {
     "efficientnet_b0": ["input=[3,64,64]", "num_classes=10"],
     "shufflenet_v2_x0_5": ["input=[3,64,64]", "num_classes=10"],
     "mnasnet0_5": ["input=[3,64,64]", "num_classes=10"],
+    "regnet_y_400mf": ["input=[3,64,64]", "num_classes=10"],
 }
 
 

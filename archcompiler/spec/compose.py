@@ -137,6 +137,8 @@ def strip_claims(doc: Any) -> None:
                 for i in reversed(drop):
                     _remove(columns, i)
     layers(doc.get("layers"))
+    if isinstance(doc.get("variants"), dict):
+        doc["variants"].pop("claims", None)        # the whole network's, per column
     for block in (doc.get("blocks") or {}).values():
         if isinstance(block, dict):
             layers(block.get("layers"))

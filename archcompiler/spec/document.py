@@ -11,11 +11,11 @@ import keyword
 import re
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from . import expr
 from .base import Strict
-from .layers import AnyLayer, Bool, Float, Name, NonNegFloat, PosFloat, PosInt
+from .layers import AnyLayer, Bool, Float, Name, NonNegFloat, PosFloat, PosInt, parse_quantity
 from .limits import MAX_NAME_CHARS
 
 # Names the generated PyTorch source defines itself: a class may not take one of them.
@@ -66,7 +66,9 @@ class BlockUse(Strict):
     name: Name
     use: str = Field(description="a block's name, or a parameter (or variant row) whose value is one")
     input: str | None = None
-    args: dict[str, Scalar] = Field(default_factory=dict)
+    args: dict[str, Scalar] = Field(default_factory=dict, description="the block's arguments; expressions "
+                                    "of the parameters, and inside a block of its arguments and its input's "
+                                    "shape (in_channels, in_height, in_width)")
     claims: dict[str, Any] | None = None
     doc: str | None = None
     repeat: int | str | None = Field(None, description="instances in a row (the paper's 'x3'): the first "
@@ -129,12 +131,28 @@ class Variants(Strict):
     columns: Annotated[list[Scalar], Field(min_length=1)] = Field(description="the variants, in the paper's order")
     rows: Annotated[dict[str, list[Scalar]], Field(min_length=1)] = Field(
         description="name: one value per column (a number, or a word such as a block's name)")
+    claims: dict[Literal["params", "ops"], list[str | Annotated[int, Field(ge=0)] | None]] | None = Field(
+        None, description="the whole network's numbers as the paper prints them, one per column (null where "
+                          "it prints none): params, ops (multiply-adds); archc check compares them with the totals")
 
     @field_validator("columns")
     @classmethod
     def _unique(cls, v: list[Any]) -> list[Any]:
         if len(set(map(repr, v))) != len(v):
             raise ValueError("the variants' columns must be unique")
+        return v
+
+    @field_validator("claims")
+    @classmethod
+    def _claims(cls, v: dict[str, list[Any]] | None, info: ValidationInfo) -> dict[str, list[Any]] | None:
+        columns = info.data.get("columns")
+        for key, values in (v or {}).items():
+            if columns is not None and len(values) != len(columns):
+                raise ValueError(f"claims.{key} has {len(values)} values but the variants have "
+                                 f"{len(columns)} columns: one per column, null where the paper prints none")
+            for value in values:
+                if value is not None:
+                    parse_quantity(value)
         return v
 
 

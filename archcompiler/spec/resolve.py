@@ -166,7 +166,19 @@ class Resolver:
             name=m.name, description=m.description, paper=m.paper, input=self.input,
             params=params, layers=self.layers, instances=self.instances, rows=self.rows,
             outputs=outputs, loss=m.loss, init=m.init, claim_units=m.claim_units, torch=m.torch,
-            file=self.file, train=m.train, data=m.data, document=self.doc)
+            file=self.file, train=m.train, data=m.data, document=self.doc, **self._network_claims(values))
+
+    def _network_claims(self, values: dict[str, Any]) -> dict[str, Any]:
+        """``variants.claims`` in the chosen column: the paper's numbers for the whole network."""
+        table = self.model.variants
+        if table is None or not table.claims or values.get(table.by) not in table.columns:
+            return {}
+        k = table.columns.index(values[table.by])
+        chosen = {key: column[k] for key, column in table.claims.items() if column[k] is not None}
+        if not chosen:
+            return {}
+        where = {key: locate(self.doc, ("variants", "claims", key, k)) for key in chosen}
+        return {"claims": Claims(**chosen), "claims_locs": where}
 
     def _input(self, values: dict[str, Any]) -> tuple[int, ...]:
         """``input:``, its expressions evaluated (EfficientNet's resolution comes from its variant's column)."""
@@ -504,22 +516,25 @@ class Resolver:
                 ok = False
                 continue
             if isinstance(value, str):
-                try:
+                try:       # inside a block, an argument may read that block's input (RegNetY's SE width)
                     value = expr.evaluate(value, self._with_input_shape(value, scope), self.used)
                 except _Located as exc:
                     d = exc.diagnostic
-                    self.errors.append(d if d.location.line else
-                                       error(d.message, aloc[1], aloc[0], hint=d.hint, value=d.value))
+                    self.errors.append(error(d.message, aloc[1], aloc[0], hint=d.hint, value=d.value))
                     ok = False
                     continue
                 except expr.ExprError as exc:
-                    if exc.unknown not in self.failed_params:
+                    if exc.unknown in SHAPE_NAMES and scope.block_input is None and exc.unknown not in scope.values:
+                        self.errors.append(error(f"{exc.unknown!r} is the shape of a block's input; at the top "
+                                                 "level there is none", aloc[1], aloc[0], value=value,
+                                                 hint="a block used inside a block may read its input's shape"))
+                    elif exc.unknown not in self.failed_params:
                         self.errors.append(error(str(exc), aloc[1], aloc[0], value=value))
                     ok = False
                     continue
             values[arg] = plain(value)
             arg_src[arg] = aloc
-        missing = [a for a in declared if a not in values]
+        missing = [a for a in declared if a not in values and a not in args]   # a failed value: said above
         if missing:
             self.errors.append(error(f"block {block_name!r} needs argument(s) {', '.join(missing)}",
                                      logical, where, hint=f"arguments: {', '.join(declared)}"))

@@ -46,11 +46,16 @@ def _module_attributes() -> frozenset[str]:
     return MODULE_ATTRIBUTES | {a for a in dir(torch.nn.Module) if not a.startswith("__")}
 
 
-def segment(text: str) -> str:
-    """A module-path segment: digits stay (Sequential style, as in 'branch2.0'), other names
-    become identifiers that no attribute of nn.Module or of the generated class has
-    ('forward' -> 'forward_')."""
-    if text.isdigit():
+# torchvision's RegNet names its blocks 'block1-0': a module name (add_module takes it), not an identifier
+_HYPHENATED = re.compile(r"[A-Za-z][A-Za-z0-9_]*(?:-[A-Za-z0-9_]+)+")
+
+
+def segment(text: str, renamed: bool = False) -> str:
+    """A module-path segment: digits stay (Sequential style, as in 'branch2.0'), and so do words
+    joined by hyphens that a torch.rename rule wrote ('block1-0', which no attribute has); other
+    names become identifiers that no attribute of nn.Module or of the generated class has
+    ('forward' -> 'forward_', a layer named 'conv-a' -> 'conv_a', as before)."""
+    if text.isdigit() or (renamed and _HYPHENATED.fullmatch(text)):
         return text
     out = identifier(text)
     if out.startswith("_"):
@@ -89,8 +94,9 @@ def module_paths(spec: Spec, nodes: list[str]) -> dict[str, str]:
             raise BackendError([error(f"torch.rename replacement {repl!r}: {exc}", "torch.rename")]) from None
     out = {}
     for node, name in zip(nodes, names):
+        own = set(re.split(r"[/.]", node))          # segments of the spec's own name, not a rule's
         parts = [p for p in re.split(r"[/.]", name) if p]
-        out[node] = ".".join(segment(p) for p in parts)
+        out[node] = ".".join(segment(p, renamed=p not in own) for p in parts)
     return out
 
 

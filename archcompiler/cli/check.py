@@ -45,12 +45,14 @@ def run(args: argparse.Namespace) -> int:
     n_claims = sum(1 for r in spec.rows if spec.row_claims(r) is not None)
     if args.format == "json":
         print(json.dumps({"ok": not failed, "spec": spec.name, "rows_with_claims": n_claims,
+                          "network_claims": spec.claims is not None,
                           "errors": [d.to_json() for d in errors],
                           "warnings": [d.to_json() for d in warnings]}, indent=2))
     else:
         for d in found:
             print(d.format())
         verdict = "FAILED" if failed else "ok"
-        print(f"{verdict}: {spec.name}: {n_claims} rows with claims, {len(errors)} error(s), "
+        network = ", and the network's" if spec.claims is not None else ""
+        print(f"{verdict}: {spec.name}: {n_claims} rows with claims{network}, {len(errors)} error(s), "
               f"{len(warnings)} warning(s) (tolerance {args.tolerance:.0%})")
     return 1 if failed else 0

@@ -117,7 +117,8 @@ CLAIM_COLUMNS = ("output", "params", "ops", "depth")
 
 
 def strip_claims(doc: Any) -> None:
-    """Remove every claim (layer ``claims`` and table claim columns) from a document."""
+    """Remove every claim (layer ``claims``, table claim columns, the network's) from a document."""
+    doc.pop("claims", None)
     def layers(items: Any) -> None:
         for item in items if isinstance(items, list) else []:
             if not isinstance(item, dict):

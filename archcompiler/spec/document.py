@@ -248,6 +248,17 @@ class Edit(Strict):
         return given[0]
 
 
+ClaimValue = Union[str, Annotated[int, Field(ge=0)]]
+
+
+class NetworkClaims(Strict):
+    """The paper's numbers for the whole network (its results table: ConvNeXt-T 28M params, 4.5G
+    multiply-adds): each a quantity (``28M``), or a list of them, one per column of ``variants``."""
+
+    params: ClaimValue | list[ClaimValue] | None = Field(None, description="parameters, e.g. 28M")
+    ops: ClaimValue | list[ClaimValue] | None = Field(None, description="multiply-adds, e.g. 4.5G")
+
+
 class Document(Strict):
     """A spec file (after ``extends`` and overrides are merged in)."""
 
@@ -273,6 +284,8 @@ class Document(Strict):
     loss: LossKind = "cross_entropy"
     init: dict[str, InitRule] = Field(default_factory=dict)
     claim_units: ClaimUnits = Field(default_factory=ClaimUnits)
+    claims: NetworkClaims | None = Field(None, description="the paper's numbers for the whole network "
+                                         "(params, ops): each a quantity, or one per column of 'variants'")
     torch: TorchOptions = Field(default_factory=TorchOptions)
     train: TrainOptions = Field(default_factory=TrainOptions, description="the training recipe (archc train)")
     data: DataOptions = Field(default_factory=DataOptions, description="image preprocessing and augmentation")

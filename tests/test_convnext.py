@@ -212,3 +212,25 @@ def test_network_claims_without_variants_and_a_variant_drops_them(tmp_path):
     parent.write_text(text.replace(", ops: [1K]", ""))
     (tmp_path / "child.yaml").write_text("extends: parent.yaml\nname: child\n")
     assert archcompiler.load_spec(tmp_path / "child.yaml").claims is None
+
+
+# ----------------------------------------------------------------------------- a parameter as a node's path
+
+def test_a_layer_scale_is_copied_into_the_optimised_module_and_frozen_with_its_block():
+    """layer_scale's path names a parameter (torchvision's key), not a submodule: --optimize copies
+    it, --freeze stops it training, and a checkpoint's mismatch names its layer."""
+    torch = pytest.importorskip("torch")
+    from archcompiler.backends.torch.weights import freeze
+    from archcompiler.passes import annotated_graph
+
+    text = _BLOCK.replace("init: 0.5", "init: 0.25")
+    model = archcompiler.build(text, seed=0).eval()
+    optimized = archcompiler.build(text, seed=0, optimize=True)
+    x = torch.randn(2, 8, 12, 12)
+    with torch.no_grad():
+        assert torch.allclose(optimized(x), model(x), rtol=0, atol=1e-5)
+    assert torch.equal(optimized.s.detach(), torch.full((16, 1, 1), 0.25))
+    spec = archcompiler.load_spec(text)
+    frozen, _ = freeze(model, annotated_graph(spec), spec, "s")
+    assert not model.s.requires_grad and not model.l2.weight.requires_grad and model.fc.weight.requires_grad
+    assert model.n in frozen and model.s not in frozen

@@ -60,6 +60,13 @@ GENERATORS = {
     "flatten": lambda r: ({"op": "flatten"}, (r.randint(1, 4), r.randint(1, 4), r.randint(1, 4))),
     "linear": lambda r: ({"op": "linear", "out": r.randint(1, 30), "bias": r.choice([True, False]),
                           "act": r.choice(["none", "relu"])}, (r.randint(1, 5), r.randint(1, 4), r.randint(1, 4))),
+    "channel_linear": lambda r: ({"op": "linear", "over": "channels", "out": r.randint(1, 30),
+                                  "bias": r.choice([True, False]), "act": r.choice(["none", "gelu"])},
+                                 (r.randint(1, 9), r.randint(1, 6), r.randint(1, 6))),
+    "layer_norm": lambda r: ({"op": "layer_norm", "eps": r.choice([1e-5, 1e-6])},
+                             (r.randint(1, 9), r.randint(1, 6), r.randint(1, 6))),
+    "layer_scale": lambda r: ({"op": "layer_scale", "init": r.choice([1e-6, 0.5])},
+                              (r.randint(1, 9), r.randint(1, 6), r.randint(1, 6))),
     "softmax": lambda r: ({"op": "softmax"}, (r.randint(2, 9), 1, 1)),
     "identity": lambda r: ({"op": "identity"}, (2, 3, 3)),
 }

@@ -115,7 +115,7 @@ def _warnings(found):
 
 
 def test_check_reports_where_torchvision_departs_from_the_authors_numbers():
-    """variants.claims: the whole network's params and multiply-adds per model; torchvision's
+    """claims: the whole network's params and multiply-adds, one per model; torchvision's
     regnet_x_400mf rounds its last stage to 400 channels where the authors' code has 384."""
     text = REGNET.read_text().splitlines()
     params_line = next(n for n, line in enumerate(text, 1) if line.strip().startswith("params: [   5.2M"))
@@ -135,7 +135,7 @@ variants:
   by: v
   columns: [a, b]
   rows: {c1: [16, 8]}
-  claims: {params: [2K, null]}""").replace("args: {c: 16}", "args: {c: c1}")
+claims: {params: [2K, null]}""").replace("args: {c: 16}", "args: {c: c1}")
     found = archcompiler.check(archcompiler.load_spec(text))
     assert len(found) == 1 and "the paper says 2K" in found[0].message and found[0].line == 8
     assert archcompiler.load_spec(text, overrides={"v": "b"}).claims is None     # null: not printed
@@ -153,7 +153,7 @@ variants:
   by: v
   columns: [a, b]
   rows: {{c1: [16, 8]}}
-  claims: {claims}""").replace("args: {c: 16}", "args: {c: c1}")
+claims: {claims}""").replace("args: {c: 16}", "args: {c: c1}")
     with pytest.raises(SpecError) as info:
         archcompiler.load_spec(text)
     d = info.value.errors[0]

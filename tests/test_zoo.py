@@ -171,6 +171,7 @@ MEASURED = {
     "shufflenet_v2_x0_5": ["input=[3,64,64]", "num_classes=10"],
     "mnasnet0_5": ["input=[3,64,64]", "num_classes=10"],
     "regnet_y_400mf": ["input=[3,64,64]", "num_classes=10"],
+    "convnext_tiny": ["input=[3,64,64]", "num_classes=10"],
 }
 
 

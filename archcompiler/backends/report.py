@@ -194,7 +194,7 @@ def report_html(spec_or_path: Spec | str | Path, diagram: tuple[str, dict[str, s
                 device: str = "cpu") -> str:
     """The page's HTML. ``diagram`` is the collapsed diagram as SVG with each module's node id (the dot
     backend's ``collapsed_svg``); ``measured`` the measured milliseconds per row, when profiled."""
-    from ..passes import annotated_graph, check_claims, rows
+    from ..passes import annotated_graph, check_claims, rows, totals
     from ..passes.analyze import analyze
     from ..passes.memory import training_memory
     from ..spec.origins import annotated_yaml
@@ -204,7 +204,7 @@ def report_html(spec_or_path: Spec | str | Path, diagram: tuple[str, dict[str, s
     report = analyze(spec, batch=batch)
     g = annotated_graph(spec)
     train = training_memory(annotated_graph(spec), batch=max(batch, 8), optimizer=spec.train.optimizer)
-    findings = check_claims(spec, rows(g, spec), 0.02)
+    findings = check_claims(spec, rows(g, spec), 0.02, totals(g))
     latency = None
     note = ""
     try:

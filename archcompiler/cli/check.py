@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         for d in found:
             print(d.format())
         verdict = "FAILED" if failed else "ok"
-        network = " and the whole network's" if spec.claims is not None else ""
+        network = ", and the network's" if spec.claims is not None else ""
         print(f"{verdict}: {spec.name}: {n_claims} rows with claims{network}, {len(errors)} error(s), "
               f"{len(warnings)} warning(s) (tolerance {args.tolerance:.0%})")
     return 1 if failed else 0

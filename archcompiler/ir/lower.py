@@ -67,8 +67,11 @@ LOWERINGS: dict[type, Callable[[Any], list[Prim]]] = {
     L.Dropout: lambda s: [("", "dropout", {"p": s.p})],
     L.StochasticDepth: lambda s: [("", "stochastic_depth", {"p": s.p, "mode": s.mode})],
     L.Flatten: lambda s: [("", "flatten", {})],
-    L.Linear: lambda s: [("/flatten", "flatten", {}),
-                         ("", "linear", {"out_features": s.out, "bias": s.bias}), *_act(s.act)],
+    L.Linear: lambda s: [("", "channel_linear", {"out_features": s.out, "bias": s.bias}), *_act(s.act)]
+    if s.over == "channels" else [("/flatten", "flatten", {}),
+                                  ("", "linear", {"out_features": s.out, "bias": s.bias}), *_act(s.act)],
+    L.LayerNorm: lambda s: [("", "layer_norm2d", {"eps": s.eps})],
+    L.LayerScale: lambda s: [("", "layer_scale", {"init": s.init})],
     L.Softmax: lambda s: [("", "softmax", {})],
     L.Concat: lambda s: [("", "concat", {})],
     L.Add: lambda s: [("", "add", {}), *_act(s.act)],

@@ -313,6 +313,11 @@ def _mul_shape(a: Attrs, shapes: list[Shape]) -> Shape:
     return tuple(max(x, y) for x, y in zip(a_, b))
 
 
+def _channel_linear_shape(a: Attrs, shapes: list[Shape]) -> Shape:
+    _, h, w = _image("a linear over channels", shapes)
+    return (a["out_features"], h, w)
+
+
 def _bn_params(a: Attrs, i: list[Shape], o: Shape) -> Params:
     c = o[0]
     return Params(c, c, 2 * c + 1)   # running mean, running var, num_batches_tracked
@@ -328,6 +333,13 @@ def _lrn_workspace(a: Attrs, i: list[Shape], o: Shape) -> int:
     (C + size - 1 channels), whichever is larger."""
     c, h, w = o
     return max(2 * c, c + a["size"] - 1) * h * w
+
+
+def _ln_workspace(a: Attrs, i: list[Shape], o: Shape) -> int:
+    """F.layer_norm over the channels-last view: mean and 1 / std per position (measured: the
+    strided input is read as it is, not copied)."""
+    c, h, w = o
+    return 2 * h * w
 
 
 def _channel_slice_shape(a: Attrs, shapes: list[Shape]) -> Shape:
@@ -386,6 +398,16 @@ def _linear_macs(a: Attrs, i: list[Shape], o: Shape) -> int:
     return i[0][0] * a["out_features"]
 
 
+def _channel_linear_macs(a: Attrs, i: list[Shape], o: Shape) -> int:
+    return math.prod(o) * i[0][0]       # one Linear per position: H x W x C_in x C_out
+
+
+def _channel_linear_kernel(a: Attrs, i: list[Shape], o: Shape) -> Kernel:
+    """A Linear over each position's channels is a 1x1 convolution's work: timed like one."""
+    c, h, _ = i[0]
+    return Kernel("conv1x1", (c, a["out_features"], h), _channel_linear_macs(a, i, o))
+
+
 def _per_map(classes: tuple[str, ...], choose: Callable[[Attrs], str],
              work: Callable[[Attrs, list[Shape], Shape], int],
              by_input: Callable[[Attrs], bool] = lambda a: False) -> Latency:
@@ -431,6 +453,18 @@ OPS: dict[str, OpDef] = {op.kind: op for op in [
     OpDef("batch_norm2d", shape=_channels_same("batch_norm"), params=_bn_params,
           saves=lambda a, i, o: (("input",), 2 * o[0]),
           latency=_per_map(("batch_norm",), lambda a: "batch_norm", _elements), eval_affine=True),
+    # ConvNeXt's LayerNorm2d: each position's channels normalised (F.layer_norm over a channels-last
+    # view), then a per-channel scale and shift; the input made contiguous in that layout first (a
+    # copy, freed at once), mean and 1 / std per position (kept by autograd)
+    OpDef("layer_norm2d", shape=_channels_same("layer_norm"), params=lambda a, i, o: Params(o[0], o[0]),
+          elementwise=lambda a, i, o: 5 * math.prod(o), workspace=_ln_workspace,
+          saves=lambda a, i, o: (("input",), 2 * o[1] * o[2]),
+          latency=_per_map(("batch_norm",), lambda a: "batch_norm", _elements)),
+    # ConvNeXt's learned per-channel scale of the residual branch, a C x 1 x 1 parameter: its
+    # gradient is computed at the map's size before it is summed down
+    OpDef("layer_scale", shape=_channels_same("layer_scale"), params=lambda a, i, o: Params(o[0]),
+          saves=lambda a, i, o: (("input",), 0), backward_workspace=lambda a, i, o: math.prod(o),
+          latency=_per_map(("add",), lambda a: "add", _elements)),
     OpDef("activation", shape=_same("activation"), saves=_saves_activation,
           inplace=lambda a: ACTIVATIONS[a["kind"]].inplace,
           # every activation is timed like the calibrated ReLU: one pass over the map
@@ -465,6 +499,13 @@ OPS: dict[str, OpDef] = {op.kind: op for op in [
           saves=lambda a, i, o: (("input",), 0),
           latency=Latency(("linear",), lambda a, i, o: Kernel("linear", (i[0][0], a["out_features"], 1),
                                                               _linear_macs(a, i, o)))),
+    # ConvNeXt's pointwise layers: nn.Linear over each position's channels (torchvision permutes to
+    # channels-last and back); a copy of the input where it is not channels-last already
+    OpDef("channel_linear", shape=_channel_linear_shape,
+          params=lambda a, i, o: Params(i[0][0] * a["out_features"], a["out_features"] if a["bias"] else 0),
+          macs=_channel_linear_macs, elementwise=lambda a, i, o: 0, depth="params",
+          saves=lambda a, i, o: (("input",), 0),
+          latency=Latency(("conv1x1",), _channel_linear_kernel), channels_last=True),
     OpDef("softmax", shape=_same("softmax"), elementwise=lambda a, i, o: 3 * math.prod(o), probabilities=True),
     OpDef("concat", shape=_concat_shape, join="stack", grad_passthrough=True,
           latency=_per_map(("concat",), lambda a: "concat", _elements)),

@@ -18,15 +18,15 @@ def _base(kind: str) -> int:
     return 1024 if kind == "binary" else 1000
 
 
-def check_claims(spec: Spec, rows: list[dict[str, Any]], tolerance: float = 0.02) -> list[Diagnostic]:
-    """Compare each row's claims with its computed values (``rows`` from :func:`analyze`)."""
+def check_claims(spec: Spec, rows: list[dict[str, Any]], tolerance: float = 0.02,
+                 total: dict[str, Any] | None = None) -> list[Diagnostic]:
+    """Compare each row's claims with its computed values (``rows`` from :func:`analyze`), and the
+    network's claims with ``total`` (:func:`~archcompiler.passes.analyze.totals`, inference)."""
     found: list[Diagnostic] = []
+    if spec.claims is not None and total is not None:
+        found += _quantities(spec, spec.claims, "network", spec.claims_locs,
+                             {"params": total["params"], "ops": total["macs"]}, tolerance)
     by_name = {r["name"]: r for r in rows}
-    if spec.claims is not None:     # the whole network's (variants.claims): against the inference totals
-        inference = [r for r in rows if not r["training_only"]]
-        total = {"params": sum(r["params"] for r in inference),
-                 "macs_per_sample": sum(r["macs_per_sample"] for r in inference)}
-        found += _quantities(spec, spec.claims, total, "the whole network", spec.claims_locs, tolerance)
     for name in spec.rows:
         claims = spec.row_claims(name)
         row = by_name.get(name)
@@ -39,21 +39,20 @@ def check_claims(spec: Spec, rows: list[dict[str, Any]], tolerance: float = 0.02
             c, h, w = computed_chw
             found.append(error(f"output size: the paper says {claims.output}, the spec computes {h}x{w}x{c}",
                                name, loc, hint=_size_hint(spec, name, tuple(chw), computed_chw)))
-        found += _quantities(spec, claims, row, name, loc, tolerance)
+        found += _quantities(spec, claims, name, {"params": loc, "ops": loc}, {"params": row["params"], "ops": row["macs_per_sample"]},
+                             tolerance)
         if claims.depth is not None and claims.depth != row["depth"]:
             found.append(warning(f"depth: the paper says {claims.depth}, the spec computes {row['depth']}",
                                  name, loc))
     return found
 
 
-def _quantities(spec: Spec, claims: Any, row: dict[str, Any], name: str, loc: Any,
+def _quantities(spec: Spec, claims: Any, name: str, locs: dict[str, Any], computed_by: dict[str, int],
                 tolerance: float) -> list[Diagnostic]:
-    """Warnings for the claimed params / ops further off than the tolerance (``loc``: the claims'
-    location, or each one's by key)."""
+    """Warnings for the params / ops claims further off than the tolerance (each at ``locs[key]``)."""
     found = []
-    for key, computed, base in (("params", row["params"], _base(spec.claim_units.params)),
-                                ("ops", row["macs_per_sample"], _base(spec.claim_units.ops))):
-        text = getattr(claims, key)
+    for key, base in (("params", _base(spec.claim_units.params)), ("ops", _base(spec.claim_units.ops))):
+        text, computed = getattr(claims, key), computed_by[key]
         if text is None:
             continue
         claimed = parse_quantity(text, base)
@@ -62,8 +61,7 @@ def _quantities(spec: Spec, claims: Any, row: dict[str, Any], name: str, loc: An
             unit = "parameters" if key == "params" else "multiply-adds"
             found.append(warning(
                 f"{key}: the paper says {text} ({claimed:,.0f} {unit}), the spec computes "
-                f"{computed:,} ({_human(computed, base)}), {100 * off:.1f}% off", name,
-                loc.get(key) if isinstance(loc, dict) else loc))
+                f"{computed:,} ({_human(computed, base)}), {100 * off:.1f}% off", name, locs[key]))
     return found
 
 

@@ -117,7 +117,8 @@ CLAIM_COLUMNS = ("output", "params", "ops", "depth")
 
 
 def strip_claims(doc: Any) -> None:
-    """Remove every claim (layer ``claims`` and table claim columns) from a document."""
+    """Remove every claim (layer ``claims``, table claim columns, the network's) from a document."""
+    doc.pop("claims", None)
     def layers(items: Any) -> None:
         for item in items if isinstance(items, list) else []:
             if not isinstance(item, dict):
@@ -137,8 +138,6 @@ def strip_claims(doc: Any) -> None:
                 for i in reversed(drop):
                     _remove(columns, i)
     layers(doc.get("layers"))
-    if isinstance(doc.get("variants"), dict):
-        doc["variants"].pop("claims", None)        # the whole network's, per column
     for block in (doc.get("blocks") or {}).values():
         if isinstance(block, dict):
             layers(block.get("layers"))

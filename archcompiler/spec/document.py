@@ -11,7 +11,7 @@ import keyword
 import re
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from . import expr
 from .base import Strict
@@ -131,28 +131,12 @@ class Variants(Strict):
     columns: Annotated[list[Scalar], Field(min_length=1)] = Field(description="the variants, in the paper's order")
     rows: Annotated[dict[str, list[Scalar]], Field(min_length=1)] = Field(
         description="name: one value per column (a number, or a word such as a block's name)")
-    claims: dict[Literal["params", "ops"], list[str | Annotated[int, Field(ge=0)] | None]] | None = Field(
-        None, description="the whole network's numbers as the paper prints them, one per column (null where "
-                          "it prints none): params, ops (multiply-adds); archc check compares them with the totals")
 
     @field_validator("columns")
     @classmethod
     def _unique(cls, v: list[Any]) -> list[Any]:
         if len(set(map(repr, v))) != len(v):
             raise ValueError("the variants' columns must be unique")
-        return v
-
-    @field_validator("claims")
-    @classmethod
-    def _claims(cls, v: dict[str, list[Any]] | None, info: ValidationInfo) -> dict[str, list[Any]] | None:
-        columns = info.data.get("columns")
-        for key, values in (v or {}).items():
-            if columns is not None and len(values) != len(columns):
-                raise ValueError(f"claims.{key} has {len(values)} values but the variants have "
-                                 f"{len(columns)} columns: one per column, null where the paper prints none")
-            for value in values:
-                if value is not None:
-                    parse_quantity(value)
         return v
 
 
@@ -284,6 +268,27 @@ class Edit(Strict):
         return given[0]
 
 
+ClaimValue = Union[str, Annotated[int, Field(ge=0)]]
+
+
+class NetworkClaims(Strict):
+    """The paper's numbers for the whole network (its results table: ConvNeXt-T 28M params, 4.5G
+    multiply-adds): each a quantity (``28M``), or a list of them, one per column of ``variants``."""
+
+    params: ClaimValue | list[ClaimValue | None] | None = Field(
+        None, description="parameters, e.g. 28M; in a list, null where the paper prints none for a column")
+    ops: ClaimValue | list[ClaimValue | None] | None = Field(
+        None, description="multiply-adds, e.g. 4.5G; in a list, null where the paper prints none for a column")
+
+    @field_validator("params", "ops")
+    @classmethod
+    def _quantities(cls, v: Any) -> Any:
+        for value in v if isinstance(v, list) else [v]:
+            if value is not None:
+                parse_quantity(value)       # every column's, not only the chosen one's
+        return v
+
+
 class Document(Strict):
     """A spec file (after ``extends`` and overrides are merged in)."""
 
@@ -309,6 +314,8 @@ class Document(Strict):
     loss: LossKind = "cross_entropy"
     init: dict[str, InitRule] = Field(default_factory=dict)
     claim_units: ClaimUnits = Field(default_factory=ClaimUnits)
+    claims: NetworkClaims | None = Field(None, description="the paper's numbers for the whole network "
+                                         "(params, ops): each a quantity, or one per column of 'variants'")
     torch: TorchOptions = Field(default_factory=TorchOptions)
     train: TrainOptions = Field(default_factory=TrainOptions, description="the training recipe (archc train)")
     data: DataOptions = Field(default_factory=DataOptions, description="image preprocessing and augmentation")

@@ -242,12 +242,32 @@ class Flatten(LayerBase):
 
 
 class Linear(LayerBase):
-    """Fully connected layer; a C x H x W input is flattened first."""
+    """Fully connected layer; a C x H x W input is flattened first, or, with ``over: channels``, the
+    same Linear maps each position's channels (ConvNeXt's pointwise layers: nn.Linear on a
+    channels-last image) and the output is an image of ``out`` channels."""
 
     op: Literal["linear"]
     out: PosInt = Field(description="output features")
     bias: Bool = True
     act: Activation = "none"
+    over: Literal["flat", "channels"] = Field(
+        "flat", description="flat: the input flattened first; channels: each position's channels (an image stays one)")
+
+
+class LayerNorm(LayerBase):
+    """LayerNorm over an image's channels at each position (ConvNeXt's LayerNorm2d: nn.LayerNorm on
+    the channels-last view), with a learned per-channel scale and shift."""
+
+    op: Literal["layer_norm"]
+    eps: PosFloat = 1e-5
+
+
+class LayerScale(LayerBase):
+    """A learned per-channel scale, a C x 1 x 1 parameter that multiplies the map (ConvNeXt's
+    residual branch, torchvision's ``layer_scale``)."""
+
+    op: Literal["layer_scale"]
+    init: PosFloat = Field(1e-6, description="the scale's initial value (ConvNeXt: 1e-6)")
 
 
 class Softmax(LayerBase):
@@ -302,7 +322,7 @@ class ChannelShuffle(LayerBase):
 OPS: dict[str, type[LayerBase]] = {}
 # every layer model, in the order the schema lists them (a new op adds its model here, once)
 LAYER_MODELS = (Conv, MaxPool, AvgPool, AdaptiveAvgPool, GlobalAvgPool, LRN, BatchNorm, Act, Dropout, StochasticDepth,
-                Flatten, Linear, Softmax, Concat, Add, Mul, Identity, ChannelSplit, ChannelShuffle)
+                Flatten, Linear, LayerNorm, LayerScale, Softmax, Concat, Add, Mul, Identity, ChannelSplit, ChannelShuffle)
 for _model in LAYER_MODELS:
     for _op in _model.model_fields["op"].annotation.__args__:
         OPS[_op] = _model

@@ -156,6 +156,7 @@ class Resolver:
             raise SpecError([*_dedupe(self.errors)[:20], stop.diagnostic]) from None
         self._resolve_refs()
         outputs = self._outputs(top)
+        network_claims = self._network_claims(values)
         if not self.errors:
             used = self.used | (mentioned_in_blocks(self.doc) if variant else set())
             self.errors += unused_params(self.doc, params, used)
@@ -166,19 +167,46 @@ class Resolver:
             name=m.name, description=m.description, paper=m.paper, input=self.input,
             params=params, layers=self.layers, instances=self.instances, rows=self.rows,
             outputs=outputs, loss=m.loss, init=m.init, claim_units=m.claim_units, torch=m.torch,
-            file=self.file, train=m.train, data=m.data, document=self.doc, **self._network_claims(values))
+            file=self.file, train=m.train, data=m.data, document=self.doc,
+            claims=network_claims, claims_locs={k: locate(self.doc, ("claims", k)) for k in ("params", "ops")})
 
-    def _network_claims(self, values: dict[str, Any]) -> dict[str, Any]:
-        """``variants.claims`` in the chosen column: the paper's numbers for the whole network."""
-        table = self.model.variants
-        if table is None or not table.claims or values.get(table.by) not in table.columns:
-            return {}
-        k = table.columns.index(values[table.by])
-        chosen = {key: column[k] for key, column in table.claims.items() if column[k] is not None}
+    def _network_claims(self, values: dict[str, Any]) -> Claims | None:
+        """The whole network's claims, for the chosen variant: a list holds one per column."""
+        raw = self.doc.get("claims")
+        if not raw or self.model.claims is None:
+            return None
+        variants = self.model.variants
+        chosen = YDict(loc=locate(self.doc, ("claims",)))
+        for key in ("params", "ops"):
+            value = raw.get(key)
+            where = locate(self.doc, ("claims", key))
+            if not isinstance(value, list):
+                if value is not None:
+                    chosen.put(key, value, where)
+                continue
+            if variants is None:
+                self.errors.append(error(f"claims.{key} is a list, but the spec has no variants", f"claims.{key}",
+                                         where, hint="give one quantity (28M), or a 'variants:' table whose "
+                                                     "columns the list follows"))
+                continue
+            if len(value) != len(variants.columns):
+                self.errors.append(error(f"claims.{key} has {len(value)} values but the variants have "
+                                         f"{len(variants.columns)} columns ({', '.join(map(str, variants.columns))})",
+                                         f"claims.{key}", where, hint="one value per column, in order"))
+                continue
+            column = values.get(variants.by)
+            if column not in variants.columns:
+                continue                  # choose_variant has said why
+            index = list(variants.columns).index(column)
+            if value[index] is not None:          # null: the paper prints none for this column
+                chosen.put(key, value[index], locate(self.doc, ("claims", key, index)))
         if not chosen:
-            return {}
-        where = {key: locate(self.doc, ("variants", "claims", key, k)) for key in chosen}
-        return {"claims": Claims(**chosen), "claims_locs": where}
+            return None
+        try:
+            return Claims.model_validate(chosen)
+        except ValidationError as exc:
+            self.errors += pydantic_errors(exc, chosen, "claims", fallback=chosen.loc)
+            return None
 
     def _input(self, values: dict[str, Any]) -> tuple[int, ...]:
         """``input:``, its expressions evaluated (EfficientNet's resolution comes from its variant's column)."""

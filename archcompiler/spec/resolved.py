@@ -78,8 +78,8 @@ class Spec:
     train: TrainOptions = field(default_factory=TrainOptions)
     data: DataOptions = field(default_factory=DataOptions)
     document: Any = field(repr=False, default=None)   # the merged YAML data (YDict), for resolve / embedding
-    claims: Claims | None = None                        # the whole network's (variants.claims, its column)
-    claims_locs: dict[str, Location] = field(default_factory=dict)   # each of those claims' cell
+    claims: Claims | None = None       # the paper's numbers for the whole network (this variant's)
+    claims_locs: dict[str, Location] = field(default_factory=dict)   # where each of them is written
 
     def layer(self, name: str) -> Layer:
         index = self.__dict__.get("_index")

@@ -76,6 +76,13 @@ TORCH_OPS: dict[str, TorchOp] = {
                             lambda a, x, m, ip: f"{m}({x[0]})"),
     "linear": TorchOp(lambda a, ins, out: f"nn.Linear({ins[0][0]}, {a['out_features']}, bias={a['bias']})",
                       lambda a, x, m, ip: f"{m}({x[0]})"),
+    # over an image's channels: the channels-last view and back (as torchvision's ConvNeXt permutes)
+    "channel_linear": TorchOp(lambda a, ins, out: f"nn.Linear({ins[0][0]}, {a['out_features']}, bias={a['bias']})",
+                              lambda a, x, m, ip: f"{m}({x[0]}.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)"),
+    "layer_norm2d": TorchOp(lambda a, ins, out: f"nn.LayerNorm({out[0]}, eps={a['eps']})",
+                            lambda a, x, m, ip: f"{m}({x[0]}.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)"),
+    "layer_scale": TorchOp(lambda a, ins, out: f"nn.Parameter(torch.full(({out[0]}, 1, 1), {a['init']!r}))",
+                           lambda a, x, m, ip: f"{m} * {x[0]}"),
     "activation": TorchOp(None, lambda a, x, m, ip: _ACT[a["kind"]].format(x=x[0], inplace=ip)),
     "max_pool2d": TorchOp(None, _pool_call("max_pool2d")),
     "avg_pool2d": TorchOp(None, _pool_call("avg_pool2d")),

@@ -16,6 +16,7 @@ from ...passes.optimize import fold_weights, optimize
 from .codegen import generate
 from .info import ArchcInfo, archc_info
 from .loader import compile_source
+from .weights import state_at
 
 
 def _weights(base: torch.nn.Module, source: dict[str, str], node: str, attrs: dict) -> tuple:
@@ -51,8 +52,8 @@ def optimize_module(base: torch.nn.Module, g: Any, spec: Any, passes: Any = None
             elif attrs.get("folded_bn"):
                 state[f"{path}.weight"], state[f"{path}.bias"] = _weights(base, source, node, attrs)
             else:
-                for key, value in base.get_submodule(source[node]).state_dict().items():
-                    state[f"{path}.{key}"] = value
+                for key, value in state_at(base, source[node]).items():
+                    state[path + key[len(source[node]):]] = value
     model.load_state_dict(state, strict=True)
     model.eval()
     if og.graph.get("memory_format") == "channels_last":

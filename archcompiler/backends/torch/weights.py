@@ -68,8 +68,27 @@ def classifier_nodes(g: Any) -> list[str]:
 
 
 def _owner(key: str, by_path: dict[str, str]) -> str | None:
+    if key in by_path:                  # a node whose path is a parameter itself (layer_scale)
+        return by_path[key]
     prefix = key.rsplit(".", 1)[0] if "." in key else ""
     return by_path.get(prefix)
+
+
+def part(model: torch.nn.Module, path: str) -> torch.nn.Module | torch.nn.Parameter:
+    """What a node's path names in the built module: a submodule, or (ConvNeXt's ``layer_scale``,
+    a parameter registered on its block, as torchvision names it) a parameter."""
+    try:
+        return model.get_submodule(path)
+    except AttributeError:
+        return model.get_parameter(path)
+
+
+def state_at(model: torch.nn.Module, path: str) -> dict[str, torch.Tensor]:
+    """The state_dict entries of the node at ``path``, by their full keys."""
+    owner = part(model, path)
+    if isinstance(owner, torch.nn.Parameter):
+        return {path: owner.detach()}
+    return {f"{path}.{k}": v for k, v in owner.state_dict().items()}
 
 
 def _capped(problems: list[Diagnostic], kind: str, where: Location) -> list[Diagnostic]:
@@ -212,7 +231,10 @@ def freeze(model: torch.nn.Module, g: Any, spec: Spec, layer: str, heads: bool =
         if paths[node] in keep:
             spared.append(paths[node])
             continue
-        module = model.get_submodule(paths[node])
+        module = part(model, paths[node])
+        if isinstance(module, torch.nn.Parameter):
+            module.requires_grad_(False)
+            continue
         for p in module.parameters():
             p.requires_grad_(False)
         frozen.append(module)

@@ -327,7 +327,8 @@ class Resolver:
             if not holds:
                 refs = item.get("inputs") if isinstance(item.get("inputs"), list) else item.get("input")
                 refs = [refs] if isinstance(refs, str) else refs
-                if not isinstance(name, str) or (refs is not None and not all(isinstance(r, str) for r in refs)):
+                if not isinstance(name, str) or (refs is not None and not (
+                        isinstance(refs, list) and all(isinstance(r, str) for r in refs))):
                     holds = True                # the layer's own validation below says what is wrong
                 else:
                     return self._skip(name, refs or None, scope, previous, where, logical)

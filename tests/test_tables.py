@@ -208,7 +208,9 @@ def test_resnet_is_written_as_the_papers_table():
     assert spec.rows == ["conv1", "maxpool", "conv2_x", "conv3_x", "conv4_x", "conv5_x", "avgpool", "fc", "prob"]
     assert [spec.instances[r].args["repeat"] for r in ("conv2_x", "conv3_x", "conv4_x", "conv5_x")] == [3, 4, 6, 3]
     assert spec.instances["conv2_x"].block == "bottleneck"
-    assert archcompiler.check(spec) == []
+    # torchvision's ResNet-50 is v1.5 (the stride in the 3x3): 4.09G multiply-adds where Table 1 prints 3.8G
+    found = archcompiler.check(spec)
+    assert [(d.path, d.severity) for d in found] == [("network", "warning")] and "3.8G" in found[0].message
 
 
 def test_a_row_of_the_table_takes_a_set_override():

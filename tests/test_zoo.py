@@ -142,8 +142,9 @@ def test_the_builders_index_reads_what_a_full_parse_reads():
     full = {}
     for path in zoo.spec_files():
         for name, sets in (yaml.safe_load(path.read_text()).get("builders") or {}).items():
-            full.setdefault(name, (path, sets or {}))
-    assert {n: (b.file, b.sets) for n, b in zoo.builders().items()} == full
+            sets = dict(sets or {})
+            full.setdefault(name, (path, sets, sets.pop("claims", None)))
+    assert {n: (b.file, b.sets, b.claims) for n, b in zoo.builders().items()} == full
 
 
 def test_diff_of_resnet50_and_resnext50_reads_as_what_differs(capsys):
@@ -233,3 +234,38 @@ def test_every_torchvision_cnn_builder_is_a_name():
     cnns += [f"efficientnet_b{k}" for k in range(8)]
     cnns += [f"regnet_{xy}_{size}" for xy in "xy" for size in ("400mf", "800mf", "1_6gf", "3_2gf", "8gf", "16gf", "32gf")]
     assert sorted(zoo.builders()) == sorted(cnns)
+
+
+# Where torchvision departs from the papers' own numbers, by more than check's 2%: each a warning at the claim
+# (GoogLeNet's rows: torchvision's variant of the network; the others: whole-network claims)
+DEPARTURES = {
+    "googlenet": {f"{row}: {q}" for row in ["conv1", *(f"inception_{m}" for m in
+                                                       ("3a", "3b", "4a", "4b", "4c", "4d", "4e", "5a", "5b"))]
+                  for q in ("ops", "params")},
+    "squeezenet1_1": {"conv1: params", "fire2: params"},        # 1.1 is not the paper's Table 1
+    "resnet50": {"network: ops"}, "resnet101": {"network: ops"},   # ResNet v1.5: the stride in the 3x3
+    "efficientnet_b2": {"network: ops"},                          # read at 288, the paper's 260
+    "efficientnet_b4": {"network: ops"}, "efficientnet_b5": {"network: ops"}, "efficientnet_b7": {"network: ops"},
+    "mobilenet_v2": {"network: params"},                          # 3.50M, printed 3.4M
+    "regnet_x_400mf": {"network: params"}, "regnet_y_800mf": {"network: params"}, "regnet_y_8gf": {"network: ops"},
+    "convnext_tiny": {"network: params"},                         # 28.59M, printed 28M
+}
+
+
+@pytest.mark.slow
+def test_check_reports_where_torchvision_departs_from_the_papers():
+    found = {}
+    for name in zoo.builders():
+        diagnostics = archcompiler.check(archcompiler.load_spec(name))
+        assert all(d.severity == "warning" for d in diagnostics), name
+        if diagnostics:
+            found[name] = {f"{d.path}: {d.message.split(':')[0]}" for d in diagnostics}
+    assert found == DEPARTURES
+
+
+def test_a_builder_may_claim_its_own_papers_numbers():
+    """ResNeXt-50 is built by the ResNet spec but claims the ResNeXt paper's numbers, not ResNet-50's."""
+    assert archcompiler.load_spec("resnext50_32x4d").claims.ops == "4.2G"
+    assert archcompiler.load_spec("resnet50").claims.ops == "3.8G"
+    assert archcompiler.load_spec("wide_resnet50_2").claims is None
+    assert archcompiler.check(archcompiler.load_spec("resnext50_32x4d")) == []

@@ -302,9 +302,10 @@ class Document(Strict):
     input: Annotated[list[Union[PosInt, str]], Field(min_length=3, max_length=3)] = Field(
         description="C, H, W: numbers, or expressions of the parameters (EfficientNet: [3, resolution, resolution])")
     params: dict[str, Scalar] = Field(default_factory=dict)
-    builders: dict[Name, dict[Name, Scalar]] = Field(
+    builders: dict[Name, dict[Name, Union[Scalar, NetworkClaims]]] = Field(
         default_factory=dict, description="names a user can give instead of the file (torchvision's builders: "
-        "resnet101), each with the parameters it sets, as --set would")
+        "resnet101), each with the parameters it sets, as --set would, and optionally `claims:`, its own "
+        "paper's numbers (ResNeXt-50's in the ResNet spec)")
     variants: Variants | None = Field(None, description="a table of the paper's variants; a parameter "
                                       "chooses the column")
     defaults: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-op default fields")

@@ -27,10 +27,12 @@ class Builder:
     name: str
     file: Path
     sets: dict[str, Any] = field(default_factory=dict)
+    claims: dict[str, Any] | None = None      # the paper's numbers for this builder, where they are not the spec's
 
     def overrides(self) -> dict[str, Any]:
-        """What loading it applies before the user's own ``--set`` (the spec takes the builder's name)."""
-        return {"name": self.name, **self.sets}
+        """What loading it applies before the user's own ``--set`` (the spec takes the builder's name, and
+        the builder's own ``claims``, when it has them, replace the spec's)."""
+        return {"name": self.name, **self.sets, **({"claims": self.claims} if self.claims is not None else {})}
 
 
 @functools.cache
@@ -44,7 +46,9 @@ def builders() -> dict[str, Builder]:
         section = _SECTION.search(path.read_text(encoding="utf-8"))
         data = yaml.load(section.group(0), Loader=loader) if section else {}
         for name, sets in (data.get("builders") or {}).items():
-            found.setdefault(name, Builder(name, path, dict(sets or {})))
+            sets = dict(sets or {})
+            claims = sets.pop("claims", None)
+            found.setdefault(name, Builder(name, path, sets, claims))
     return found
 
 

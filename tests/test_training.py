@@ -242,3 +242,14 @@ def test_amp_and_starting_weights(few, tmp_path):
                                 amp=True, weights=tmp_path / "first" / "best.pt", out=tmp_path / "amp", progress=False)
     assert len(result.history) == 1 and result.history[0]["train_loss"] == result.history[0]["train_loss"]  # not NaN
     assert first.history[0]["epoch"] == 1
+
+
+@pytest.mark.slow
+def test_a_small_mobilenet_v2_learns_the_digits(digits, tmp_path):
+    """A zoo network by its name, shrunk by --set (64x64 images, width 0.35, two classes), trains on the
+    digits with the recipe's loop: the table language's networks are trainable like GoogLeNet."""
+    overrides = ["num_classes=2", "input=[3,64,64]", "width_mult=0.35", "dropout=0", "train.optimizer=adam",
+                 "data.random_resized_crop=false"]
+    result = archcompiler.train("mobilenet_v2", digits, overrides=overrides, epochs=6, batch_size=32, lr=0.002,
+                                workers=0, seed=0, out=tmp_path / "run", progress=False)
+    assert max(h["val_accuracy"] for h in result.history) >= 0.9, result.history

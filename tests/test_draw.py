@@ -165,3 +165,12 @@ def test_the_readmes_diagrams_are_what_archc_draws_today(name, options, tmp_path
     assert texts(committed) == texts(today), (
         f"regenerate it: archc draw specs/googlenet.yaml {'--collapse --color flops ' if options else ''}-o docs/{name}")
     assert "224x224x3" in texts(committed) and "3x224x224" not in texts(committed)
+
+
+def test_a_collapsed_row_says_how_often_the_table_repeats_its_block():
+    from archcompiler.backends.dot import build_dot
+
+    pytest.importorskip("graphviz")
+    source = build_dot(archcompiler.load_spec("resnet50"), collapse=True).source
+    assert "conv2_x\\nbottleneck x3\\n" in source and "conv4_x\\nbottleneck x6\\n" in source
+    assert "fc\\n" in source and " x1\\n" not in source

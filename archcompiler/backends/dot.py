@@ -200,7 +200,9 @@ def build_dot(spec: Spec, collapse: bool = False, depth: int | None = None, colo
             in_shape = _shape(g.nodes[first_inputs[0]]["shape"]) if first_inputs else ""
             params = sum(g.nodes[n]["params"].total for n in nodes)
             macs = sum(g.nodes[n]["macs"] for n in nodes)
-            label = (f"{_esc(u.rsplit('/', 1)[-1])}\\n{_esc(inst.block)}\\n{in_shape} -> "
+            times = inst.args.get("repeat", 1)       # a row the table repeats: the paper's "x3"
+            block = f"{inst.block} x{times}" if isinstance(times, int) and times > 1 else inst.block
+            label = (f"{_esc(u.rsplit('/', 1)[-1])}\\n{_esc(block)}\\n{in_shape} -> "
                      f"{_shape(g.nodes[out_node(u)]['shape'])}\\n{_human(params)} params, {_human(macs)} MACs")
             shape, fill = BLOCK.shape, BLOCK.fill
         elif u == INPUT:

@@ -269,3 +269,21 @@ def test_a_builder_may_claim_its_own_papers_numbers():
     assert archcompiler.load_spec("resnet50").claims.ops == "3.8G"
     assert archcompiler.load_spec("wide_resnet50_2").claims is None
     assert archcompiler.check(archcompiler.load_spec("resnext50_32x4d")) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("builder", ["shufflenet_v2_x0_5", "convnext_tiny"])
+def test_onnx_export_of_the_new_ops_matches_torch(builder, tmp_path):
+    """channel_split / channel_shuffle and layer_norm / linear over channels / layer_scale survive ONNX."""
+    np = pytest.importorskip("numpy")
+    onnxruntime = pytest.importorskip("onnxruntime")
+    torch = pytest.importorskip("torch")
+    from archcompiler.backends.torch.export import export
+
+    spec = _small(builder)
+    model = archcompiler.build(spec, seed=0).eval()
+    export(model, spec, "onnx", tmp_path / "m.onnx")
+    x = torch.randn(1, *spec.input)
+    (y,) = onnxruntime.InferenceSession(str(tmp_path / "m.onnx")).run(None, {"image": x.numpy()})
+    with torch.no_grad():
+        assert np.abs(y - model(x).numpy()).max() < 1e-4

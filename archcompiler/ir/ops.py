@@ -509,8 +509,9 @@ OPS: dict[str, OpDef] = {op.kind: op for op in [
     OpDef("softmax", shape=_same("softmax"), elementwise=lambda a, i, o: 3 * math.prod(o), probabilities=True),
     OpDef("concat", shape=_concat_shape, join="stack", grad_passthrough=True,
           latency=_per_map(("concat",), lambda a: "concat", _elements)),
+    # in place over its first input, as torchvision's blocks do (out += identity): no new map
     OpDef("add", shape=_add_shape, elementwise=lambda a, i, o: (len(i) - 1) * math.prod(o), join="sum",
-          grad_passthrough=True, latency=_per_map(("add",), lambda a: "add", _elements)),
+          inplace=lambda a: True, grad_passthrough=True, latency=_per_map(("add",), lambda a: "add", _elements)),
     # broadcast product (squeeze-and-excitation's gate): autograd keeps both inputs, each the
     # other's gradient factor; timed like the calibrated add (one pass over the map)
     OpDef("mul", shape=_mul_shape, saves=lambda a, i, o: (("input",), 0),

@@ -37,6 +37,21 @@ def _order(g: nx.DiGraph, heads: bool) -> list[str]:
     return order
 
 
+def _may_overwrite(g: nx.DiGraph, tensor: str, consumers: dict[str, list[int]], results: set[str],
+                   alias: dict[str, str]) -> bool:
+    """Whether an op may compute in place over ``tensor``: this op is its only reader, it is no model output,
+    and the op that made it (through views) does not keep it for its backward pass (a ReLU keeps its output)."""
+    if tensor == INPUT or len(consumers[tensor]) != 1 or tensor in results:
+        return False
+    while tensor in alias:           # a view of another tensor: the same memory, so the same question
+        tensor = alias[tensor]
+        if tensor == INPUT or len(consumers[tensor]) != 1 or tensor in results:
+            return False
+    d = g.nodes[tensor]
+    kinds, _ = OPS[d["op"]].saves(d["attrs"], [g.nodes[p]["shape"] for p in d["inputs"]], d["shape"])
+    return "output" not in kinds
+
+
 def plan(g: nx.DiGraph, heads: bool = True) -> Plan:
     """The plan of ``g`` (annotated with shapes); ``heads=False`` leaves the training-only heads out."""
     outputs = {k: v for k, v in g.graph["outputs"].items() if heads or not v["training_only"]}
@@ -59,8 +74,7 @@ def plan(g: nx.DiGraph, heads: bool = True) -> Plan:
         op = OPS[data["op"]]
         if op.alias:
             alias[n] = ins[0]            # a view, or (dropout in eval mode) the input itself
-        elif op.inplace(data["attrs"]) and \
-                all(i != INPUT and len(consumers[i]) == 1 and i not in results for i in ins):
-            inplace.add(n)               # the input's only reader, and no model output: safe
+        elif op.inplace(data["attrs"]) and _may_overwrite(g, ins[0], consumers, results, alias):
+            inplace.add(n)               # over its first input: its only reader, no output, not kept for backward
             alias[n] = ins[0]
     return Plan(order, result_of, consumers, frozenset(inplace), alias)

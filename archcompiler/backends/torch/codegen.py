@@ -95,7 +95,7 @@ TORCH_OPS: dict[str, TorchOp] = {
     "flatten": TorchOp(None, lambda a, x, m, ip: f"torch.flatten({x[0]}, 1)"),
     "softmax": TorchOp(None, lambda a, x, m, ip: f"F.softmax({x[0]}, dim=1)"),
     "concat": TorchOp(None, lambda a, x, m, ip: f"torch.cat([{', '.join(x)}], 1)"),
-    "add": TorchOp(None, lambda a, x, m, ip: " + ".join(x)),
+    "add": TorchOp(None, lambda a, x, m, ip: x[0] + "".join(f".add_({y})" for y in x[1:]) if ip else " + ".join(x)),
     "mul": TorchOp(None, lambda a, x, m, ip: " * ".join(x)),
     "identity": TorchOp(None, lambda a, x, m, ip: x[0]),
     "channel_slice": TorchOp(None, lambda a, x, m, ip: f"{x[0]}[:, {a['start']}:{a['end']}]"),

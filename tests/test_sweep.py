@@ -151,3 +151,59 @@ def test_measure_times_every_variant_in_interleaved_rounds():
     assert all(r["ok"] and r["measured_ms"] > 0 for r in rows)
     assert sorted(r["measured_rank"] for r in rows) == [1, 2] and result["rounds"] == 2
     assert result["axes"]["y"] == "measured_ms"
+
+
+@pytest.fixture(scope="module")
+def few_digits(tmp_path_factory):
+    """48 images of the digits 0 and 1 (a few seconds of training per variant)."""
+    import shutil
+
+    from archcompiler.training.digits import write_digits
+
+    every = tmp_path_factory.mktemp("data") / "digits"
+    write_digits(every)
+    folder = tmp_path_factory.mktemp("data") / "few"
+    for digit in ("0", "1"):
+        (folder / digit).mkdir(parents=True)
+        for n in range(24):
+            shutil.copy(every / digit / f"{n}.png", folder / digit / f"{n}.png")
+    return folder
+
+
+@pytest.mark.slow
+def test_train_makes_every_variant_an_optuna_trial_records_a_failure_and_resumes(few_digits, tmp_path, monkeypatch):
+    import optuna
+
+    import archcompiler.training.loop as loop
+
+    real = loop.train
+
+    def train(spec, data, **options):
+        if "width=0.25" in options["overrides"]:
+            raise RuntimeError("this variant fails")
+        return real(spec, data, **options)
+
+    monkeypatch.setattr(loop, "train", train)
+    grid = ["width=0.125,0.25", "train.batch_size=16,abc"]
+    out = tmp_path / "sweep"
+    result = archcompiler.sweep(SMALL, grid, ["num_classes=2"], train=True, data=few_digits, epochs=1, output=out,
+                                machine=MACHINE, workers=0)
+    rows = {r["name"]: r for r in result["rows"]}
+    good, bad = rows["width=0.125 train.batch_size=16"], rows["width=0.25 train.batch_size=16"]
+    assert good["trial_state"] == "COMPLETE" and 0 <= good["accuracy"] <= 1
+    assert bad["trial_state"] == "FAIL" and bad["accuracy"] is None and "this variant fails" in bad["train_error"]
+    assert "trial" not in rows["width=0.125 train.batch_size=abc"]          # invalid: never a trial
+    assert result["axes"] == {"x": "predicted_ms", "y": "accuracy", "maximize_y": True}
+    assert {p.name for p in out.iterdir()} >= {"sweep.db", "sweep.json", "pareto.png", "trials"}
+    # the sweep resumes: finished trials (completed or failed) are read from the study, not run again
+    monkeypatch.setattr(loop, "train", lambda *a, **k: pytest.fail("a finished trial ran again"))
+    again = archcompiler.sweep(SMALL, grid, ["num_classes=2"], train=True, data=few_digits, epochs=1, output=out,
+                               machine=MACHINE)
+    assert {r["name"]: r.get("accuracy") for r in again["rows"]} == {n: r.get("accuracy") for n, r in rows.items()}
+    study = optuna.load_study(study_name="archc-sweep", storage=f"sqlite:///{out / 'sweep.db'}")
+    assert len(study.trials) == 2
+
+
+def test_train_needs_data_and_a_folder():
+    with pytest.raises(SpecError, match="needs the images"):
+        archcompiler.sweep(SMALL, ["width=0.125"], train=True, machine=MACHINE)

@@ -60,6 +60,7 @@ TOP_EXAMPLES = "\n".join(f"  {e}" for e in [
     "archc flops specs/googlenet.yaml --set num_classes=2 --set width=0.5   # a variant",
     "archc train specs/googlenet-small.yaml --data digits/ --set num_classes=2 --epochs 6",
     "archc report specs/googlenet.yaml -o googlenet-report.html",
+    "archc sweep specs/googlenet.yaml --grid width=0.5,0.75,1.0 -o sweep   # variants: table, Pareto plot",
 ])
 # examples that need a folder of images (tests/test_training.py runs them on one it writes)
 NEEDS_IMAGES = {"train", "evaluate", "predict"}

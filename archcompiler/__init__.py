@@ -8,13 +8,14 @@ The public API mirrors the command line::
     problems = archcompiler.check(spec)          # what `archc check` reports
     model = archcompiler.build(spec, seed=0)     # torch.nn.Module   (imports torch)
     dot = archcompiler.draw(spec, "net.svg")     # graphviz diagram  (imports graphviz)
+    table = archcompiler.sweep(spec, ["width=0.5,1.0"], output="sweep/")   # variants, Pareto plot
 
 torch and graphviz are imported only by the functions that need them.
 """
 
 from __future__ import annotations
 
-from .api import build, check, diff, draw, evaluate, load_model, predict, report, save_model, train, zoo
+from .api import build, check, diff, draw, evaluate, load_model, predict, report, save_model, sweep, train, zoo
 from .errors import ArchcError, BackendError, Diagnostic, GraphError, Location, SpecError
 from .ir import lower
 from .passes import analyze
@@ -22,5 +23,5 @@ from .spec import Spec, load_spec
 from .version import __version__
 
 __all__ = ["load_spec", "lower", "analyze", "check", "build", "save_model", "load_model", "train", "evaluate",
-           "predict", "report", "draw", "diff", "zoo", "Spec",
+           "predict", "report", "draw", "diff", "zoo", "sweep", "Spec",
            "SpecError", "GraphError", "BackendError", "ArchcError", "Diagnostic", "Location", "__version__"]

@@ -138,3 +138,81 @@ def diff(a: Spec | str | Path, b: Spec | str | Path, overrides_a: dict | list | 
     from .passes.diff import diff as _diff
 
     return _diff(load_spec(a, overrides_a), load_spec(b, overrides_b))
+
+
+def sweep(spec_or_path: Spec | str | Path, grid: list[str] | dict[str, list[Any]], overrides: list[str] | None = None,
+          batch: int = 1, optimize: bool = False, output: str | Path | None = None, machine: str | Path | None = None,
+          measure: bool = False, rounds: int = 5, device: str = "cpu", train: bool = False,
+          data: str | Path | None = None, epochs: int | None = None, progress: bool = False,
+          **train_options: Any) -> dict[str, Any]:
+    """``archc sweep``: every combination of ``grid`` (``["width=0.5,1.0", ...]`` or ``{"width": [0.5, 1.0]}``)
+    as a variant of the spec, validated like ``--set`` (after ``overrides``, the sweep's own ``--set``).
+    Returns ``rows`` (one per variant: ``name``, ``sets``, ``ok``, ``errors``, ``params``, ``macs``,
+    ``peak_activation_bytes``, ``train_memory_bytes``, ``predicted_ms``, ``predicted_rank``, ``pareto``;
+    with ``measure=True`` also ``measured_ms`` and ``measured_rank``, each variant built and timed in
+    ``rounds`` interleaved rounds; with ``train=True`` also ``accuracy``, ``trial`` and ``trial_state``)
+    and ``axes`` (the plot's). Without ``measure`` and ``train`` it never imports torch.
+
+    ``output``: a folder that receives ``sweep.json`` (this result) and ``pareto.png``; with ``train``
+    also ``sweep.db``, the Optuna study (SQLite) each variant is a trial of, so that a sweep resumes and
+    several processes given the same folder share the work, and ``trials/`` (each trial's run folder).
+    ``train_options`` go to :func:`train` (``batch_size``, ``seed``, ``workers``, ``device``, ...)."""
+    import json
+
+    from .errors import error
+    from .io import write_text
+    from .passes import sweep as static
+    from .passes.latency import load_profile
+    from .passes.machine import default_note
+
+    base = list(overrides or [])
+    parsed = static.parse_grid(grid)
+    if train and (data is None or output is None):
+        raise SpecError([error("a sweep with training needs the images (--data DIR) and a folder for its study "
+                               "(-o DIR)", "--train")])
+    spec = load_spec(spec_or_path, base)           # the sweep's own --set values are checked once, up front
+    profile = load_profile(machine, device)
+    rows = [static.analyse_variant(spec, sets, (), batch, optimize, profile) for sets in static.variants(parsed)]
+    result: dict[str, Any] = {"archc_sweep": 1, "spec": spec.name, "file": str(spec.file) if spec.file else None,
+                              "grid": [[p, v] for p, v in parsed], "set": base, "batch": batch, "optimize": optimize,
+                              "machine": profile["name"], "profile_note": default_note(profile), "rows": rows}
+    valid = [r for r in rows if r["ok"]]
+    if measure and valid:
+        from .measure.sweep import time_variants
+
+        timed = time_variants([load_spec(spec, static.overrides(r["sets"])) for r in valid], batch, optimize,
+                              rounds, device, progress)
+        for r, t in zip(valid, timed):
+            if isinstance(t, str):
+                r.update(ok=False, errors=[{"text": t, "message": t}])
+            else:
+                r["measured_ms"] = t
+        result["rounds"] = rounds
+    if train and valid:
+        from .training.sweep import train_variants
+
+        trained = train_variants(spec, [r for r in rows if r["ok"]], data, Path(output), epochs=epochs,
+                                 progress=progress, **train_options)
+        for r in rows:
+            r.update(trained.get(r["name"], {}))
+    static.finish(rows)
+    x, y, maximize = static.axes(rows)
+    result["axes"] = {"x": x, "y": y, "maximize_y": maximize}
+    if output is not None:
+        from .backends.sweep import write_pareto
+
+        out = Path(output)
+        result["files"] = {"table": str(out / "sweep.json"), "plot": str(out / "pareto.png")}
+        write_pareto(result, out / "pareto.png")
+        write_text(out / "sweep.json", json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def sweep_report(sweep_dir_or_json: str | Path, output: str | Path) -> Path:
+    """``archc report --sweep DIR``: a page with a sweep's table and its plot (``sweep.json`` and
+    ``pareto.png`` in DIR, or the given ``sweep.json`` and the ``pareto.png`` beside it)."""
+    from .backends.sweep import read_sweep, sweep_html
+    from .io import write_text
+
+    result, png = read_sweep(sweep_dir_or_json)
+    return write_text(output, sweep_html(result, png))

@@ -29,6 +29,7 @@ from . import (
     report,
     resolve,
     schema,
+    sweep,
     train,
     validate,
     zoo,
@@ -36,7 +37,7 @@ from . import (
 from .common import EXAMPLES, EXIT_CODES, NEEDS_IMAGES, TOP_EXAMPLES, print_errors
 
 COMMANDS = [validate, flops, check, build, draw, resolve, diff, schema, train, evaluate, predict, calibrate, profile,
-            report, zoo]
+            report, sweep, zoo]
 
 
 def parser() -> argparse.ArgumentParser:

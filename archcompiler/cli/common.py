@@ -39,8 +39,11 @@ EXAMPLES: dict[str, list[str]] = {
     "evaluate": ["archc evaluate specs/googlenet-small.yaml --set num_classes=2 --weights runs/small/best.pt "
                  "--data digits/",
                  "archc evaluate runs/small/best.pt --data digits/ --format json --plot none"],
+    "sweep": ["archc sweep specs/googlenet.yaml --grid width=0.5,0.75,1.0 --grid num_classes=10,1000",
+              "archc sweep mobilenet_v2 --grid width_mult=0.5,1.0 --grid 'input=[3,160,160],[3,224,224]' -o sweep-mnv2"],
     "report": ["archc report specs/googlenet.yaml -o googlenet-report.html",
-               "archc report specs/resnet18.yaml --machine machine.json --batch 8 -o resnet18-report.html"],
+               "archc report specs/resnet18.yaml --machine machine.json --batch 8 -o resnet18-report.html",
+               "archc report --sweep sweep-mnv2 -o sweep-mnv2.html"],
     "zoo": ["archc zoo", "archc zoo resnet --format markdown"],
     "calibrate": ["archc calibrate --quick -o machine.json", "archc calibrate"],
     "profile": ["archc profile specs/googlenet-small.yaml --machine machine.json --repeats 3",
@@ -57,6 +60,7 @@ TOP_EXAMPLES = "\n".join(f"  {e}" for e in [
     "archc flops specs/googlenet.yaml --set num_classes=2 --set width=0.5   # a variant",
     "archc train specs/googlenet-small.yaml --data digits/ --set num_classes=2 --epochs 6",
     "archc report specs/googlenet.yaml -o googlenet-report.html",
+    "archc sweep specs/googlenet.yaml --grid width=0.5,0.75,1.0 -o sweep   # variants: table, Pareto plot",
 ])
 # examples that need a folder of images (tests/test_training.py runs them on one it writes)
 NEEDS_IMAGES = {"train", "evaluate", "predict"}

@@ -16,7 +16,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                 "MACs and parameters per row and per stage, the share of each op kind, the roofline, memory per "
                 "row for inference and training, predicted latency (from archc calibrate's machine profile) and, "
                 "with --profile, measured latency, and the resolved spec with origins.")
-    p.add_argument("spec", metavar="SPEC", help="the spec file (YAML)")
+    p.add_argument("spec", metavar="SPEC", nargs="?",
+                   help="the spec file (YAML), or a sweep's sweep.json (archc sweep -o DIR)")
+    p.add_argument("--sweep", metavar="DIR", help="instead of a spec: the page of a sweep (archc sweep -o DIR): "
+                   "its table and Pareto plot")
     p.add_argument("-o", "--output", metavar="FILE", help="the page (default: SPEC_NAME-report.html here)")
     p.add_argument("--batch", type=positive, default=1, metavar="N", help="images per batch (default 1)")
     p.add_argument("--machine", metavar="FILE", help="machine profile (default: the one archc calibrate saved)")
@@ -30,9 +33,15 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..api import report
+    from ..errors import SpecError, error
     from ..io import check_default_output, refuse_inputs
     from ..spec import load_spec
 
+    if args.sweep or (args.spec and args.spec.endswith(".json")):
+        return run_sweep(args)
+    if not args.spec:
+        raise SpecError([error("archc report needs a SPEC (or --sweep DIR)", "SPEC",
+                               hint="e.g. archc report specs/googlenet.yaml")])
     spec = load_spec(args.spec, args.set)
     out = Path(args.output or f"{spec.name}-report.html")
     refuse_inputs(out, [args.spec])
@@ -41,5 +50,24 @@ def run(args: argparse.Namespace) -> int:
     if args.profile:
         print("measuring every row (importing torch)...", file=sys.stderr)
     report(spec, out, batch=args.batch, machine=args.machine, profile=args.profile)
+    print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB)")
+    return 0
+
+
+def run_sweep(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..api import sweep_report
+    from ..errors import SpecError, error
+    from ..io import check_default_output
+
+    if args.sweep and args.spec:
+        raise SpecError([error("give a SPEC or --sweep DIR, not both", "--sweep")])
+    source = Path(args.sweep or args.spec)
+    folder = source if source.is_dir() else source.parent
+    out = Path(args.output or folder / "sweep-report.html")
+    if not args.output:
+        check_default_output(out, args.force)
+    sweep_report(source, out)
     print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB)")
     return 0

@@ -19,3 +19,4 @@ MAX_LAYERS = 20_000                  # concrete layers once blocks and tables ar
 MAX_BLOCK_NESTING = 32               # blocks using blocks
 MAX_NAME_CHARS = 200                 # a layer, block, parameter or output name
 MAX_REGEX_CHARS = 200                # a torch.rename pattern
+MAX_SWEEP_VARIANTS = 1_000             # combinations of one `archc sweep` grid (100 GoogLeNets take ~2 s)

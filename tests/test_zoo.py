@@ -231,7 +231,7 @@ def test_a_small_variant_built_and_optimized_agrees_with_the_analysis(builder):
 
 
 def test_every_torchvision_cnn_builder_is_a_name():
-    """The issue's list: every torchvision classification CNN."""
+    """The issue's list: every torchvision classification CNN; and the Vision Transformers (issue 23)."""
     cnns = ("alexnet vgg11 vgg11_bn vgg13 vgg13_bn vgg16 vgg16_bn vgg19 vgg19_bn resnet18 resnet34 resnet50 resnet101 "
             "resnet152 resnext50_32x4d resnext101_32x8d resnext101_64x4d wide_resnet50_2 wide_resnet101_2 densenet121 "
             "densenet161 densenet169 densenet201 squeezenet1_0 squeezenet1_1 inception_v3 googlenet mobilenet_v2 "
@@ -240,4 +240,5 @@ def test_every_torchvision_cnn_builder_is_a_name():
             "shufflenet_v2_x2_0 regnet_y_128gf convnext_tiny convnext_small convnext_base convnext_large").split()
     cnns += [f"efficientnet_b{k}" for k in range(8)]
     cnns += [f"regnet_{xy}_{size}" for xy in "xy" for size in ("400mf", "800mf", "1_6gf", "3_2gf", "8gf", "16gf", "32gf")]
-    assert sorted(zoo.builders()) == sorted(cnns)
+    transformers = "vit_b_16 vit_b_32 vit_l_16 vit_l_32 vit_h_14".split()
+    assert sorted(zoo.builders()) == sorted(cnns + transformers)

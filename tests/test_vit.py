@@ -123,3 +123,18 @@ def test_a_tiny_vit_learns_the_digits_on_a_cpu(tmp_path):
                                 workers=0, out=tmp_path / "run", progress=False, seed=0)
     assert max(h["val_accuracy"] for h in result.history) >= 0.9, result.history
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+
+
+@pytest.mark.slow
+def test_torchscript_export_matches_torch(tmp_path):
+    """Traced without autograd: nn.MultiheadAttention's fused path, the same in the trace and its check."""
+    torch = pytest.importorskip("torch")
+    from conftest import run_archc
+
+    out = tmp_path / "vit.ts"
+    result = run_archc("build", "specs/vit-tiny.yaml", "--emit", "torchscript", "-o", str(out), "-q", "--seed", "3")
+    assert result.returncode == 0, result.stderr
+    model = archcompiler.build("vit-tiny", seed=3).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert (torch.jit.load(str(out))(x) - model(x)).abs().max().item() < 1e-5

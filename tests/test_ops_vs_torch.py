@@ -155,3 +155,41 @@ def test_channel_split_and_shuffle_agree_with_torchvision():
             shuffled = m.view(2, groups, n // groups, h, w).transpose(1, 2).contiguous().view(2, n, h, w)
             expected = torch.cat([m.chunk(2, dim=1)[0 if half == "first" else 1], shuffled], 1)
             assert torch.equal(model(x), expected)
+
+
+# ----------------------------------------------------------------------------- over sequences of tokens
+# An image made tokens by patch_embed, then the op: counted with autograd on and the math attention
+# backend, where FlopCounterMode sees attention's QK^T and AV products (README, "FLOPs of attention")
+
+TOKEN_GENERATORS = {
+    "patch_embed": lambda r: ({"op": "identity"}, r.choice([2, 3, 4])),
+    "class_token": lambda r: ({"op": "class_token"}, r.choice([2, 4])),
+    "pos_embedding": lambda r: ({"op": "pos_embedding"}, r.choice([2, 4])),
+    "layer_norm": lambda r: ({"op": "layer_norm", "eps": r.choice([1e-5, 1e-6])}, r.choice([2, 4])),
+    "linear": lambda r: ({"op": "linear", "over": "tokens", "out": r.randint(1, 30), "bias": r.choice([True, False]),
+                          "act": r.choice(["none", "gelu"])}, r.choice([2, 4])),
+    "dropout": lambda r: ({"op": "dropout", "p": r.choice([0.0, 0.5])}, 2),
+    "self_attention": lambda r: ({"op": "self_attention", "heads": r.choice([1, 2, 4])}, r.choice([1, 2, 4])),
+    "select_token": lambda r: ({"op": "select_token", "index": r.randint(0, 3)}, 2),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(TOKEN_GENERATORS))
+def test_token_op_agrees_with_torch(kind):
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    r = random.Random(kind)
+    for _ in range(4):
+        layer, patch = TOKEN_GENERATORS[kind](r)
+        dim, size = 4 * r.randint(1, 4), patch * r.randint(2, 4)
+        fields = ", ".join(f"{k}: {_yaml(v)}" for k, v in layer.items())
+        text = (f"name: t\ninput: [3, {size}, {size}]\nlayers:\n"
+                f"  - {{name: p, op: patch_embed, out: {dim}, patch: {patch}}}\n  - {{name: x, {fields}}}\n")
+        report = archcompiler.analyze(text)
+        model = archcompiler.build(text, seed=0).eval()
+        x = torch.randn(2, 3, size, size)
+        with torch.enable_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+            y = model(x)
+        assert tuple(y.shape[1:]) == tuple(report["rows"][-1]["output"]), text
+        assert sum(p.numel() for p in model.parameters()) == report["total"]["params"], text
+        assert counter.get_total_flops() == 2 * 2 * report["total"]["macs"], text   # batch of 2

@@ -68,6 +68,11 @@ STYLES: dict[str, Style] = {   # the backend's own small table: one entry per op
     "channel_slice": _PLAIN,
     "channel_split": Style("box", "#f5f5f5", lambda a: ("first", "second")[a["half"]] + " half"),
     "channel_shuffle": Style("box", "#eeeeee", lambda a: f"groups {a['groups']}"),
+    "patch_embed": Style("box", "#dbe9f6", lambda a: f"{a['out_channels']} per patch"),
+    "class_token": Style("box", "#fff2cc"),
+    "pos_embedding": Style("box", "#fff2cc"),
+    "self_attention": Style("box", "#fce4d6", lambda a: f"{a['heads']} heads"),
+    "select_token": Style("box", "#f5f5f5", lambda a: f"token {a['index']}"),
 }
 BLOCK = Style("box3d", "#dbe9f6")     # a collapsed block instance
 # the label's names of the primitives a layer adds to its main op (by role): BatchNorm, activations

@@ -55,6 +55,17 @@ def _pool(kind: str) -> Callable[[Any], list[Prim]]:
     return lower
 
 
+def _linear(s: L.Linear) -> list[Prim]:
+    """``over: channels``: a Linear per position of an image; ``tokens``: per token of a sequence
+    (nn.Linear over the last dimension); ``flat``: the input flattened first."""
+    attrs = {"out_features": s.out, "bias": s.bias}
+    if s.over == "channels":
+        return [("", "channel_linear", attrs), *_act(s.act)]
+    if s.over == "tokens":
+        return [("", "linear", attrs), *_act(s.act)]
+    return [("/flatten", "flatten", {}), ("", "linear", attrs), *_act(s.act)]
+
+
 LOWERINGS: dict[type, Callable[[Any], list[Prim]]] = {
     L.Conv: _conv,
     L.MaxPool: _pool("max_pool2d"),
@@ -67,9 +78,7 @@ LOWERINGS: dict[type, Callable[[Any], list[Prim]]] = {
     L.Dropout: lambda s: [("", "dropout", {"p": s.p})],
     L.StochasticDepth: lambda s: [("", "stochastic_depth", {"p": s.p, "mode": s.mode})],
     L.Flatten: lambda s: [("", "flatten", {})],
-    L.Linear: lambda s: [("", "channel_linear", {"out_features": s.out, "bias": s.bias}), *_act(s.act)]
-    if s.over == "channels" else [("/flatten", "flatten", {}),
-                                  ("", "linear", {"out_features": s.out, "bias": s.bias}), *_act(s.act)],
+    L.Linear: _linear,
     L.LayerNorm: lambda s: [("", "layer_norm2d", {"eps": s.eps})],
     L.LayerScale: lambda s: [("", "layer_scale", {"init": s.init})],
     L.Softmax: lambda s: [("", "softmax", {})],
@@ -79,6 +88,11 @@ LOWERINGS: dict[type, Callable[[Any], list[Prim]]] = {
     L.Identity: lambda s: [("", "identity", {})],
     L.ChannelSplit: lambda s: [("", "channel_split", {"half": 0 if s.half == "first" else 1})],
     L.ChannelShuffle: lambda s: [("", "channel_shuffle", {"groups": s.groups})],
+    L.PatchEmbed: lambda s: [("", "patch_embed", {"out_channels": s.out, "patch": s.patch, "bias": s.bias})],
+    L.ClassToken: lambda s: [("", "class_token", {})],
+    L.PosEmbedding: lambda s: [("", "pos_embedding", {})],
+    L.SelfAttention: lambda s: [("", "self_attention", {"heads": s.heads, "dropout": s.dropout})],
+    L.SelectToken: lambda s: [("", "select_token", {"index": s.index})],
 }
 
 

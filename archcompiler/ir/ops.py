@@ -30,7 +30,12 @@ source; the spec language's own ``op`` names, which come before the IR, are ``sp
   a fusable ``"activation"`` after it, ``"siblings"`` reading the same tensor);
   ``channels_last``: it runs faster on channels-last tensors (the layout pass chooses them).
 
-Shapes are per sample: ``(C, H, W)`` for images, ``(F,)`` after flattening.
+- ``mixes``: every output position sees every input position (attention): the receptive field
+  becomes the whole input.
+
+Shapes are per sample: ``(C, H, W)`` for images, ``(S, D)`` for a sequence of S tokens of D
+features (ViT's ``197x768``), ``(F,)`` after flattening. An op states which it takes: an image op
+given a sequence (or a sequence op an image) is a :class:`ShapeError` naming both.
 Cost convention: one multiply-add = 1 MAC; FLOPs = 2 x MACs (as torch's FlopCounterMode counts
 conv and linear).  Memory-bound ops (pooling, normalisation, activation, concat, add) are counted
 apart, as element operations, never as MACs.
@@ -134,6 +139,7 @@ class OpDef:
     eval_affine: bool = False           # a per-channel affine map in evaluation (BatchNorm)
     fuses: frozenset[str] = frozenset()  # "affine", "activation", "siblings": what --optimize folds into it
     channels_last: bool = False         # faster on channels-last tensors
+    mixes: bool = False                 # every output token sees every input token (attention)
 
 
 @dataclass(frozen=True)
@@ -166,9 +172,30 @@ def _image(kind: str, shapes: list[Shape]) -> Shape:
     if len(shapes) != 1:
         raise ShapeError(f"{kind} takes one input, got {len(shapes)}")
     s = shapes[0]
+    if len(s) == 2:
+        raise ShapeError(f"{kind} needs an image (H x W x C) input, got a sequence {_fmt(s)} (tokens x dim)")
     if len(s) != 3:
         raise ShapeError(f"{kind} needs an image (H x W x C) input, got a flat {_fmt(s)}")
     return s
+
+
+def _sequence(kind: str, shapes: list[Shape]) -> Shape:
+    """The one input of an op over a sequence of tokens, ``(S, D)``."""
+    if len(shapes) != 1:
+        raise ShapeError(f"{kind} takes one input, got {len(shapes)}")
+    s = shapes[0]
+    if len(s) != 2:
+        what = "an image" if len(s) == 3 else "a flat"
+        raise ShapeError(f"{kind} needs a sequence (tokens x dim) input, got {what} {_fmt(s)}")
+    return s
+
+
+def _image_or_sequence(kind: str, shapes: list[Shape]) -> Shape:
+    if len(shapes) != 1:
+        raise ShapeError(f"{kind} takes one input, got {len(shapes)}")
+    if len(shapes[0]) == 2:
+        return shapes[0]
+    return _image(kind, shapes)
 
 
 def _fmt(shape: Shape) -> str:
@@ -270,8 +297,12 @@ def _channels_same(kind: str) -> Callable[[Attrs, list[Shape]], Shape]:
 
 
 def _linear_shape(a: Attrs, shapes: list[Shape]) -> Shape:
+    """A flat ``(F,)`` to ``(out,)``; a sequence ``(S, D)`` to ``(S, out)`` (each token's features,
+    as nn.Linear maps the last dimension)."""
+    if len(shapes) == 1 and len(shapes[0]) == 2:
+        return (shapes[0][0], a["out_features"])
     if len(shapes) != 1 or len(shapes[0]) != 1:
-        raise ShapeError(f"linear needs a flat input, got {', '.join(_fmt(s) for s in shapes)}")
+        raise ShapeError(f"linear needs a flat input or a sequence, got {', '.join(_fmt(s) for s in shapes)}")
     return (a["out_features"],)
 
 
@@ -324,7 +355,7 @@ def _bn_params(a: Attrs, i: list[Shape], o: Shape) -> Params:
 
 
 def _linear_params(a: Attrs, i: list[Shape], o: Shape) -> Params:
-    return Params(i[0][0] * a["out_features"], a["out_features"] if a["bias"] else 0)
+    return Params(i[0][-1] * a["out_features"], a["out_features"] if a["bias"] else 0)
 
 
 def _lrn_workspace(a: Attrs, i: list[Shape], o: Shape) -> int:
@@ -335,11 +366,74 @@ def _lrn_workspace(a: Attrs, i: list[Shape], o: Shape) -> int:
     return max(2 * c, c + a["size"] - 1) * h * w
 
 
+def _positions(o: Shape) -> int:
+    """The positions a per-position op (a LayerNorm) normalises: an image's H x W, a sequence's tokens."""
+    return o[0] if len(o) == 2 else o[1] * o[2]
+
+
+def _features(o: Shape) -> int:
+    """The features of each position: an image's channels, a token's dimension."""
+    return o[-1] if len(o) == 2 else o[0]
+
+
 def _ln_workspace(a: Attrs, i: list[Shape], o: Shape) -> int:
-    """F.layer_norm over the channels-last view: mean and 1 / std per position (measured: the
-    strided input is read as it is, not copied)."""
-    c, h, w = o
-    return 2 * h * w
+    """F.layer_norm over the channels-last view (or a sequence's last dimension): mean and 1 / std
+    per position (measured: the strided input is read as it is, not copied)."""
+    return 2 * _positions(o)
+
+
+def _patch_shape(a: Attrs, shapes: list[Shape]) -> Shape:
+    """ViT's patch embedding: a p x p, stride p convolution to D channels, its map flattened into
+    (H / p) x (W / p) tokens of D features; the patch must tile the image (torchvision asserts it)."""
+    c, h, w = _image("patch_embed", shapes)
+    p = a["patch"]
+    if h % p or w % p:
+        raise ShapeError(f"patch {p}x{p} does not tile the image {_fmt(shapes[0])}: {h}x{w} is not a multiple of {p}")
+    return ((h // p) * (w // p), a["out_channels"])
+
+
+def _patch_params(a: Attrs, i: list[Shape], o: Shape) -> Params:
+    return Params(a["out_channels"] * i[0][0] * a["patch"] ** 2, a["out_channels"] if a["bias"] else 0)
+
+
+def _patch_macs(a: Attrs, i: list[Shape], o: Shape) -> int:
+    return math.prod(o) * i[0][0] * a["patch"] ** 2
+
+
+def _class_token_shape(a: Attrs, shapes: list[Shape]) -> Shape:
+    s, d = _sequence("class_token", shapes)
+    return (s + 1, d)
+
+
+def _attention_shape(a: Attrs, shapes: list[Shape]) -> Shape:
+    s, d = _sequence("self_attention", shapes)
+    if d % a["heads"]:
+        raise ShapeError(f"heads={a['heads']} does not divide the dimension {d} of the sequence {_fmt(shapes[0])}: "
+                         f"each head takes {d} / {a['heads']} features")
+    return (s, d)
+
+
+def _attention_macs(a: Attrs, i: list[Shape], o: Shape) -> int:
+    """The q, k, v and output projections (4 S D^2), QK^T (S^2 D: S x S scores per head, D / h deep,
+    h heads) and the scores times V (S^2 D)."""
+    s, d = o
+    return 4 * s * d * d + 2 * s * s * d
+
+
+def _saves_attention(a: Attrs, i: list[Shape], o: Shape) -> tuple[tuple[str, ...], int]:
+    """F.multi_head_attention_forward in training: the input (in_proj's), q, k and v (one contiguous
+    S x 3D copy of the projection), the attention's output (the heads' output out_proj reads is a
+    view of it) and its log-sum-exp per head and token: scaled_dot_product_attention's fused kernel
+    keeps these, not the S x S scores (measured: tests/test_tokens.py)."""
+    s, d = o
+    return ("input",), 4 * s * d + a["heads"] * s
+
+
+def _select_token_shape(a: Attrs, shapes: list[Shape]) -> Shape:
+    s, d = _sequence("select_token", shapes)
+    if a["index"] >= s:
+        raise ShapeError(f"token {a['index']} is not within the sequence {_fmt(shapes[0])} of {s} tokens")
+    return (d,)
 
 
 def _channel_slice_shape(a: Attrs, shapes: list[Shape]) -> Shape:
@@ -395,7 +489,15 @@ def _conv_kernel(a: Attrs, i: list[Shape], o: Shape) -> Kernel:
 
 
 def _linear_macs(a: Attrs, i: list[Shape], o: Shape) -> int:
-    return i[0][0] * a["out_features"]
+    return math.prod(o[:-1]) * i[0][-1] * a["out_features"]
+
+
+def _linear_kernel(a: Attrs, i: list[Shape], o: Shape) -> Kernel:
+    """A Linear on a flat vector is the calibrated ``linear``; over a sequence's tokens it is a
+    matrix product, (S x D) times (D x out): the calibrated ``matmul``, looked up by D, out and S."""
+    if len(o) == 2:
+        return Kernel("matmul", (i[0][-1], a["out_features"], o[0]), _linear_macs(a, i, o))
+    return Kernel("linear", (i[0][0], a["out_features"], 1), _linear_macs(a, i, o))
 
 
 def _channel_linear_macs(a: Attrs, i: list[Shape], o: Shape) -> int:
@@ -456,9 +558,11 @@ OPS: dict[str, OpDef] = {op.kind: op for op in [
     # ConvNeXt's LayerNorm2d: each position's channels normalised (F.layer_norm over a channels-last
     # view), then a per-channel scale and shift; the input made contiguous in that layout first (a
     # copy, freed at once), mean and 1 / std per position (kept by autograd)
-    OpDef("layer_norm2d", shape=_channels_same("layer_norm"), params=lambda a, i, o: Params(o[0], o[0]),
+    # over a sequence, each token's D features (ViT's nn.LayerNorm over the last dimension)
+    OpDef("layer_norm2d", shape=lambda a, i: _image_or_sequence("layer_norm", i),
+          params=lambda a, i, o: Params(_features(o), _features(o)),
           elementwise=lambda a, i, o: 5 * math.prod(o), workspace=_ln_workspace,
-          saves=lambda a, i, o: (("input",), 2 * o[1] * o[2]),
+          saves=lambda a, i, o: (("input",), 2 * _positions(o)),
           latency=_per_map(("batch_norm",), lambda a: "batch_norm", _elements)),
     # ConvNeXt's learned per-channel scale of the residual branch, a C x 1 x 1 parameter: its
     # gradient is computed at the map's size before it is summed down
@@ -497,8 +601,7 @@ OPS: dict[str, OpDef] = {op.kind: op for op in [
     OpDef("linear", shape=_linear_shape, params=_linear_params, depth="params",
           macs=_linear_macs, elementwise=lambda a, i, o: 0,
           saves=lambda a, i, o: (("input",), 0),
-          latency=Latency(("linear",), lambda a, i, o: Kernel("linear", (i[0][0], a["out_features"], 1),
-                                                              _linear_macs(a, i, o)))),
+          latency=Latency(("linear", "matmul"), _linear_kernel)),
     # ConvNeXt's pointwise layers: nn.Linear over each position's channels (torchvision permutes to
     # channels-last and back); a copy of the input where it is not channels-last already
     OpDef("channel_linear", shape=_channel_linear_shape,
@@ -532,4 +635,26 @@ OPS: dict[str, OpDef] = {op.kind: op for op in [
     # keeps nothing; timed like the calibrated concat (one copy of the map)
     OpDef("channel_shuffle", shape=_channel_shuffle_shape,
           latency=_per_map(("concat",), lambda a: "concat", _elements)),
+    # --- sequences of tokens (ViT) ---
+    # torchvision's conv_proj, then flatten(2).transpose(1, 2): the tokens are a view of the conv's map
+    OpDef("patch_embed", shape=_patch_shape, params=_patch_params, macs=_patch_macs,
+          elementwise=lambda a, i, o: 0, depth="params",
+          window=lambda a, i: Window((a["patch"],) * 2, (a["patch"],) * 2, (0, 0)),
+          patch=lambda a: f"{a['patch']}x{a['patch']}/{a['patch']}", saves=lambda a, i, o: (("input",), 0),
+          latency=Latency(("conv7x7s2",), lambda a, i, o: Kernel("conv7x7s2", (i[0][0], a["out_channels"], i[0][1]),
+                                                                 _patch_macs(a, i, o)))),
+    # a learned (1, 1, D) token prepended to every sequence: torch.cat copies the sequence
+    OpDef("class_token", shape=_class_token_shape, params=lambda a, i, o: Params(o[1])),
+    # a learned (1, S, D) position embedding added: its gradient is the output's summed over the batch
+    OpDef("pos_embedding", shape=lambda a, i: _sequence("pos_embedding", i), params=lambda a, i, o: Params(o[0] * o[1]),
+          grad_passthrough=True),
+    # nn.MultiheadAttention (in_proj, scaled dot-product attention, out_proj), as torchvision calls it
+    OpDef("self_attention", shape=_attention_shape, params=lambda a, i, o: Params(4 * o[1] ** 2, 4 * o[1]),
+          macs=_attention_macs, elementwise=lambda a, i, o: 3 * a["heads"] * o[0] ** 2, depth="params",
+          saves=_saves_attention, mixes=True,
+          latency=Latency(("attention",), lambda a, i, o: Kernel("attention", (o[1], a["heads"], o[0]),
+                                                                 _attention_macs(a, i, o)))),
+    # x[:, index]: one token's features (ViT's class token before the head), a view
+    OpDef("select_token", shape=_select_token_shape, elementwise=lambda a, i, o: 0, alias="view",
+          latency=_A_STATEMENT),
 ]}

@@ -50,6 +50,9 @@ MAX_MACS = 1.2e9
 LARGE_MAPS = [(3, 64, 224), (64, 64, 224), (64, 128, 112), (128, 128, 112), (128, 256, 56), (256, 256, 56)]  # VGG
 STEM = [(3, 64, 224), (3, 64, 112), (3, 16, 64), (3, 32, 32)]
 LINEARS = [(256, 10), (1024, 1000), (2048, 1024), (4096, 4096), (25088, 4096)]
+# (D, out or heads, tokens) of the sequence kernels: ViT's Base at 224 (197 tokens) and smaller
+MATMULS = [(64, 256, 64), (192, 768, 197), (768, 3072, 197), (768, 768, 50)]
+ATTENTIONS = [(64, 4, 64), (192, 3, 197), (768, 12, 197), (768, 12, 50)]
 SIZES = [(16, 32), (48, 16), (128, 8), (256, 4), (64, 56), (192, 28), (480, 14), (832, 7), (256, 28), (512, 14),
          (32, 112)]
 QUICK = {(64, 64, 28), (192, 128, 14), (192, 192, 14), (3, 64, 112), (3, 16, 64)}   # --quick: mid-sized shapes only
@@ -173,6 +176,31 @@ def _measure_kernels(dev: torch.device, timed: Callable[[Callable[[], Any]], flo
                 break
             points.append([batch, fin, fout, 1, batch * fin * fout, seconds])
     kernels["linear"] = points
+    for name, grid in (("matmul", MATMULS), ("attention", ATTENTIONS)):
+        say(name)
+        points = []
+        for d, other, tokens in [(FIXED[0], 2 if name == "attention" else FIXED[0], FIXED[1])] + (grid[:2] if quick else grid):
+            if name == "matmul":
+                mod = torch.nn.Linear(d, other).to(dev)
+                macs = tokens * d * other
+            else:
+                mod = torch.nn.MultiheadAttention(d, other, batch_first=True).to(dev).eval()
+                macs = 4 * tokens * d * d + 2 * tokens * tokens * d
+            for batch in (1, 8):
+                x = torch.randn(batch, tokens, d, device=dev)
+                if name == "matmul":
+                    def run(mod=mod, x=x):
+                        return mod(x)
+                else:
+                    def run(mod=mod, x=x):
+                        with torch.no_grad():
+                            return mod(x, x, x, need_weights=False)[0]
+                seconds = timed(run)
+                if d == FIXED[0]:
+                    fixed[name] = seconds
+                    break
+                points.append([batch, d, other, tokens, batch * macs, seconds])
+        kernels[name] = points
     elementwise = {
         "relu": (lambda x: F.relu(x, inplace=True), lambda c, s: c * s * s),
         "batch_norm": (None, lambda c, s: c * s * s),

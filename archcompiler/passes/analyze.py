@@ -24,6 +24,11 @@ CONVENTION = ("1 MAC = one multiply-add; FLOPs = 2 x MACs (as torch.utils.flop_c
               "counts conv and linear); pooling, normalisation, activation, concat and add are "
               "counted apart as element operations; params = weights + biases (BatchNorm's affine "
               "weights included), buffers apart")
+# added where the network has attention (ViT): what its count holds
+ATTENTION_CONVENTION = ("; attention counts its q, k, v and output projections and the QK^T and AV products "
+                        "(2 S^2 D multiply-adds per layer for S tokens of D features), as torchvision's _ops do; "
+                        "FlopCounterMode sees those products only with autograd on and the math attention "
+                        "backend (torch.nn.attention.sdpa_kernel(SDPBackend.MATH))")
 
 
 def annotated_graph(spec: Spec) -> nx.DiGraph:
@@ -124,7 +129,8 @@ def stages(row_list: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for r in row_list:
         if r["training_only"]:
             continue
-        size = "x".join(map(str, r["output"][1:])) if len(r["output"]) == 3 else "flat"
+        shape = r["output"]
+        size = "x".join(map(str, shape[1:])) if len(shape) == 3 else f"{shape[0]} tokens" if len(shape) == 2 else "flat"
         if not out or out[-1]["resolution"] != size:
             out.append({"resolution": size, "rows": [], "params": 0, "macs": 0, "flops": 0})
         stage = out[-1]
@@ -206,7 +212,8 @@ def analyze(spec_or_path: Spec | str | Path, overrides: dict | list | None = Non
         "file": spec.file,
         "input": list(spec.input),
         "batch": batch,
-        "convention": CONVENTION,
+        "convention": CONVENTION + (ATTENTION_CONVENTION if any(OPS[d["op"]].mixes for _, d in g.nodes(data=True))
+                                    else ""),
         "rows": row_list,
         "stages": stages(rows(g, spec, batch, 1) if depth != 1 else row_list),
         "total": total,

@@ -26,7 +26,7 @@ import networkx as nx
 
 from ..ir import MEMORY, OPS, STATEMENT
 from ..ir.plan import plan
-from .machine import default_profile_path, is_compute, kernel_key, load_profile
+from .machine import FALLBACK, default_profile_path, is_compute, kernel_key, load_profile
 
 UNSTEADY = 1.5              # the reference kernel's 90th over 10th percentile beyond which a profile is suspect
 
@@ -137,6 +137,8 @@ def predict(g: nx.DiGraph, profile: dict[str, Any], batch: int = 1) -> dict[str,
         else:
             key = kernel_key(kernel.kind, layout) if kernel.kind != MEMORY else None
             features, work = [batch, *kernel.features], batch * kernel.work
+            if key and key not in kernels and kernel.kind in FALLBACK:   # a profile from before the class
+                key = kernel_key(FALLBACK[kernel.kind], layout)
             points = kernels.get(key) if key else None
             if not points or not work:      # a kind the profile lacks: at memory speed
                 seconds = moved / bandwidth + call

@@ -25,11 +25,15 @@ VERSION = 3                 # written by calibrate; the latency pass reads no ot
 LAYOUTS = ("nchw", "nhwc")  # the ordinary module's layout, and channels-last (what --optimize runs)
 # The kernel classes calibrate measures: the compute kernels (convolutions, fully connected layers)
 # and the element-wise ones ("relu" stands for every activation: one pass over the map).
+# Over sequences of tokens: "matmul" (a Linear over each token, S x D times D x out) and "attention"
+# (nn.MultiheadAttention: projections, QK^T, softmax, AV), looked up by (D, out or heads, S).
 CONVOLUTIONS = ("conv1x1", "conv3x3", "conv5x5", "conv7x7s2", "depthwise")
-COMPUTE = (*CONVOLUTIONS, "linear")
+COMPUTE = (*CONVOLUTIONS, "linear", "matmul", "attention")
 ELEMENTWISE = ("relu", "batch_norm", "max_pool", "max_pool_s2", "avg_pool", "adaptive_pool", "lrn", "concat", "add")
 KERNELS = (*COMPUTE, *ELEMENTWISE)
-UNLAID = ("linear",)        # timed once, on flat tensors: their key has no layout
+UNLAID = ("linear", "matmul", "attention")   # timed once, without a memory layout: their key has none
+# A profile calibrated before a class existed times it like another one, by its work
+FALLBACK = {"matmul": "linear", "attention": "linear"}
 
 
 def kernel_key(kind: str, layout: str) -> str:
@@ -120,5 +124,6 @@ def load_profile(path: str | Path | None = None, device: str = "cpu") -> dict[st
     return data
 
 
-__all__ = ["VERSION", "LAYOUTS", "CONVOLUTIONS", "COMPUTE", "ELEMENTWISE", "KERNELS", "kernel_key", "is_compute",
+__all__ = ["VERSION", "LAYOUTS", "CONVOLUTIONS", "COMPUTE", "ELEMENTWISE", "KERNELS", "UNLAID", "FALLBACK",
+           "kernel_key", "is_compute",
            "Profile", "default_profile_path", "shipped_profile_path", "default_note", "load_profile"]

@@ -6,7 +6,8 @@ between neighbouring output pixels, the effective stride) and ``start`` (centre 
 output pixel's field, in input pixels; negative inside the padding).  For a window op with kernel
 k, stride s, padding p and dilation d:  r' = r + (k - 1) d j,  j' = j s,
 start' = start + ((k - 1) d / 2 - p) j.  Where paths meet (concat, add, mul) the largest field is kept, stepping like the
-full-size input where another is broadcast (a 1x1 gate).
+full-size input where another is broadcast (a 1x1 gate). Attention (``OpDef.mixes``) lets every
+token see every other: its field is the whole input.
 """
 
 from __future__ import annotations
@@ -30,6 +31,11 @@ def annotate_receptive_field(g: nx.DiGraph) -> nx.DiGraph:
         if full and base not in full:
             step = max(full, key=lambda f: f["size"][0] * f["size"][1])
             base = {"size": base["size"], "jump": step["jump"], "start": step["start"]}
+        if OPS[data["op"]].mixes:       # attention: every token sees every other, so the whole input
+            h, w = g.graph["input"][1:]
+            data["rf"] = {"size": (max(h, base["size"][0]), max(w, base["size"][1])), "jump": base["jump"],
+                          "start": base["start"]}
+            continue
         win = OPS[data["op"]].window(data["attrs"], [g.nodes[i]["shape"] for i in data["inputs"]])
         if win is None:
             data["rf"] = base

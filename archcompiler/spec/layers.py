@@ -244,19 +244,22 @@ class Flatten(LayerBase):
 class Linear(LayerBase):
     """Fully connected layer; a C x H x W input is flattened first, or, with ``over: channels``, the
     same Linear maps each position's channels (ConvNeXt's pointwise layers: nn.Linear on a
-    channels-last image) and the output is an image of ``out`` channels."""
+    channels-last image) and the output is an image of ``out`` channels; with ``over: tokens`` it maps
+    each token of a sequence (a transformer's MLP: S x D to S x out)."""
 
     op: Literal["linear"]
     out: PosInt = Field(description="output features")
     bias: Bool = True
     act: Activation = "none"
-    over: Literal["flat", "channels"] = Field(
-        "flat", description="flat: the input flattened first; channels: each position's channels (an image stays one)")
+    over: Literal["flat", "channels", "tokens"] = Field(
+        "flat", description="flat: the input flattened first; channels: each position's channels (an image stays "
+                            "one); tokens: each token's features (a sequence stays one)")
 
 
 class LayerNorm(LayerBase):
     """LayerNorm over an image's channels at each position (ConvNeXt's LayerNorm2d: nn.LayerNorm on
-    the channels-last view), with a learned per-channel scale and shift."""
+    the channels-last view), or over each token's features of a sequence (a transformer's
+    nn.LayerNorm over the last dimension), with a learned per-feature scale and shift."""
 
     op: Literal["layer_norm"]
     eps: PosFloat = 1e-5
@@ -319,10 +322,55 @@ class ChannelShuffle(LayerBase):
     groups: PosInt = Field(description="the number of groups (ShuffleNetV2: 2); it must divide the channels")
 
 
+class PatchEmbed(LayerBase):
+    """ViT's patch embedding: the image cut into ``patch`` x ``patch`` patches, each mapped to ``out``
+    features (torchvision's ``conv_proj``, a p x p convolution of stride p, flattened and transposed):
+    a C x H x W image becomes a sequence of (H / p) x (W / p) tokens of ``out`` features."""
+
+    op: Literal["patch_embed"]
+    out: PosInt = Field(description="features per token (ViT's hidden size D)")
+    patch: PosInt = Field(description="the patch's side in pixels; it must divide the image's height and width")
+    bias: Bool = True
+
+
+class ClassToken(LayerBase):
+    """A learned token of the sequence's dimension, prepended to it (ViT's ``class_token``, a
+    (1, 1, D) parameter): S tokens become S + 1."""
+
+    op: Literal["class_token"]
+
+
+class PosEmbedding(LayerBase):
+    """A learned position embedding added to the sequence (ViT's ``pos_embedding``, a (1, S, D)
+    parameter): its length follows the sequence's, and so the image size and the patch."""
+
+    op: Literal["pos_embedding"]
+
+
+class SelfAttention(LayerBase):
+    """Multi-head self-attention over a sequence, laid out as torch's ``nn.MultiheadAttention``
+    (``in_proj_weight`` / ``in_proj_bias`` for q, k and v, ``out_proj``), so torchvision's keys load;
+    ``heads`` must divide the sequence's dimension."""
+
+    op: Literal["self_attention"]
+    heads: PosInt = Field(description="attention heads; each attends over dim / heads features")
+    dropout: Annotated[float, BeforeValidator(_not_bool), Field(ge=0, lt=1)] = Field(
+        0.0, description="dropout on the attention weights in training, in [0, 1)")
+
+
+class SelectToken(LayerBase):
+    """One token of a sequence, its features as a flat vector (ViT's ``x[:, 0]``: the class token
+    before the head)."""
+
+    op: Literal["select_token"]
+    index: NonNegInt = Field(0, description="which token, from 0 (the class token)")
+
+
 OPS: dict[str, type[LayerBase]] = {}
 # every layer model, in the order the schema lists them (a new op adds its model here, once)
 LAYER_MODELS = (Conv, MaxPool, AvgPool, AdaptiveAvgPool, GlobalAvgPool, LRN, BatchNorm, Act, Dropout, StochasticDepth,
-                Flatten, Linear, LayerNorm, LayerScale, Softmax, Concat, Add, Mul, Identity, ChannelSplit, ChannelShuffle)
+                Flatten, Linear, LayerNorm, LayerScale, Softmax, Concat, Add, Mul, Identity, ChannelSplit, ChannelShuffle,
+                PatchEmbed, ClassToken, PosEmbedding, SelfAttention, SelectToken)
 for _model in LAYER_MODELS:
     for _op in _model.model_fields["op"].annotation.__args__:
         OPS[_op] = _model

@@ -66,6 +66,18 @@ class TorchOp:
     module: Callable[[dict, list, tuple], str] | None
     call: Callable[[dict, list[str], str, bool], str]
     helper: Callable | None = None      # a function of runtime.py the call uses (the module gets its text)
+    sequence_call: Callable[[dict, list[str], str, bool], str] | None = None   # the call on a sequence input
+
+    def call_on(self, attrs: dict, xs: list[str], module: str, inplace: bool, ins: list) -> str:
+        """The call for these input shapes: ``sequence_call`` where the first input is a sequence."""
+        if self.sequence_call is not None and ins and len(ins[0]) == 2:
+            return self.sequence_call(attrs, xs, module, inplace)
+        return self.call(attrs, xs, module, inplace)
+
+
+def _per_feature(ins: list, out: tuple) -> int:
+    """The features a per-position module holds: an image's channels, a token's dimension."""
+    return out[-1] if len(out) == 2 else out[0]
 
 
 TORCH_OPS: dict[str, TorchOp] = {
@@ -74,13 +86,14 @@ TORCH_OPS: dict[str, TorchOp] = {
                       else f"{m}({x[0]})"),
     "batch_norm2d": TorchOp(lambda a, ins, out: f"nn.BatchNorm2d({out[0]}, eps={a['eps']}, momentum={a['momentum']})",
                             lambda a, x, m, ip: f"{m}({x[0]})"),
-    "linear": TorchOp(lambda a, ins, out: f"nn.Linear({ins[0][0]}, {a['out_features']}, bias={a['bias']})",
+    "linear": TorchOp(lambda a, ins, out: f"nn.Linear({ins[0][-1]}, {a['out_features']}, bias={a['bias']})",
                       lambda a, x, m, ip: f"{m}({x[0]})"),
     # over an image's channels: the channels-last view and back (as torchvision's ConvNeXt permutes)
     "channel_linear": TorchOp(lambda a, ins, out: f"nn.Linear({ins[0][0]}, {a['out_features']}, bias={a['bias']})",
                               lambda a, x, m, ip: f"{m}({x[0]}.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)"),
-    "layer_norm2d": TorchOp(lambda a, ins, out: f"nn.LayerNorm({out[0]}, eps={a['eps']})",
-                            lambda a, x, m, ip: f"{m}({x[0]}.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)"),
+    "layer_norm2d": TorchOp(lambda a, ins, out: f"nn.LayerNorm({_per_feature(ins, out)}, eps={a['eps']})",
+                            lambda a, x, m, ip: f"{m}({x[0]}.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)",
+                            sequence_call=lambda a, x, m, ip: f"{m}({x[0]})"),
     "layer_scale": TorchOp(lambda a, ins, out: f"nn.Parameter(torch.full(({out[0]}, 1, 1), {a['init']!r}))",
                            lambda a, x, m, ip: f"{m} * {x[0]}"),
     "activation": TorchOp(None, lambda a, x, m, ip: _ACT[a["kind"]].format(x=x[0], inplace=ip)),
@@ -103,6 +116,20 @@ TORCH_OPS: dict[str, TorchOp] = {
     # torchvision's channel_shuffle: view as (N, groups, C / groups, H, W), transpose, copy, view back
     "channel_shuffle": TorchOp(None, lambda a, x, m, ip: f"{x[0]}.unflatten(1, ({a['groups']}, -1))"
                                                         f".transpose(1, 2).flatten(1, 2)"),
+    # tokens: torchvision's conv_proj, its N x D x H' x W' map flattened and transposed to N x S x D
+    "patch_embed": TorchOp(lambda a, ins, out: f"nn.Conv2d({ins[0][0]}, {a['out_channels']}, "
+                                               f"kernel_size={_t((a['patch'],) * 2)}, stride={_t((a['patch'],) * 2)}, "
+                                               f"bias={a['bias']})",
+                           lambda a, x, m, ip: f"{m}({x[0]}).flatten(2).transpose(1, 2)"),
+    "class_token": TorchOp(lambda a, ins, out: f"nn.Parameter(torch.zeros(1, 1, {out[1]}))",
+                           lambda a, x, m, ip: f"torch.cat([{m}.expand({x[0]}.shape[0], -1, -1), {x[0]}], dim=1)"),
+    "pos_embedding": TorchOp(lambda a, ins, out: f"nn.Parameter(torch.empty(1, {out[0]}, {out[1]}).normal_(std=0.02))",
+                             lambda a, x, m, ip: f"{x[0]} + {m}"),
+    # as torchvision's EncoderBlock calls it (its fused path in evaluation, scaled_dot_product_attention otherwise)
+    "self_attention": TorchOp(lambda a, ins, out: f"nn.MultiheadAttention({out[1]}, {a['heads']}, "
+                                                  f"dropout={a['dropout']!r}, batch_first=True)",
+                              lambda a, x, m, ip: f"{m}({x[0]}, {x[0]}, {x[0]}, need_weights=False)[0]"),
+    "select_token": TorchOp(None, lambda a, x, m, ip: f"{x[0]}[:, {a['index']}]"),
 }
 
 
@@ -249,9 +276,9 @@ def emit(g: nx.DiGraph, spec: Spec, run: Plan, outputs: dict[str, dict], paths: 
             bound[xs[0]].add(n)
         else:
             out = _choose_var(n, g, spec, i, var, holder, last_use, result_of)
-            expr = TORCH_OPS[data["op"]].call(data["attrs"], xs,
-                                              attr_expr("self", paths[n]) if n in paths else "",
-                                              n in run.inplace)
+            expr = TORCH_OPS[data["op"]].call_on(data["attrs"], xs,
+                                                 attr_expr("self", paths[n]) if n in paths else "",
+                                                 n in run.inplace, ins)
             body.append(f"{indent}{out} = {expr}  {shape_comment(data['shape'])}")
             if profile and not training:
                 body.append(f"{indent}self.archc_mark({n!r})")

@@ -16,7 +16,10 @@ def export(model: torch.nn.Module, spec: Spec, kind: str, path: str | Path) -> P
     model.eval()
     example = torch.randn(1, *spec.input)
     if kind == "torchscript":
-        traced = torch.jit.trace(model, example)
+        # traced as it runs for inference: without autograd, nn.MultiheadAttention takes its fused path,
+        # and the trace's check (which runs without autograd) then sees the same graph
+        with torch.no_grad():
+            traced = torch.jit.trace(model, example)
         with atomic_path(path) as tmp:
             torch.jit.save(traced, str(tmp))
         return Path(path)

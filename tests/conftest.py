@@ -161,3 +161,24 @@ def meta_layout(spec, overrides=None) -> tuple[list, int]:
     with torch.device("meta"):
         model = archcompiler.build(spec, overrides=overrides, check_memory=False)
     return [[k, list(v.shape)] for k, v in model.state_dict().items()], sum(p.numel() for p in model.parameters())
+
+
+def assert_memory_measured(spec, infer_batch: int = 4, train_batch: int | None = 8, optimizer: str = "sgd") -> None:
+    """archc's figures against torch's live tensors (archcompiler.measure.memory): the inference peak of a
+    forward pass at ``infer_batch`` exactly; a training step at ``train_batch`` within 1% (None: not trained)."""
+    import torch
+
+    import archcompiler
+    from archcompiler.measure.memory import measure_peak_activation_bytes, measure_training_peak_bytes
+
+    spec = archcompiler.load_spec(spec)
+    torch.manual_seed(0)
+    model = archcompiler.build(spec, seed=0)
+    assert archcompiler.analyze(spec, batch=infer_batch)["peak_activation_bytes"] == \
+        measure_peak_activation_bytes(model, torch.randn(infer_batch, *spec.input))
+    if train_batch is None:
+        return
+    predicted = archcompiler.analyze(spec, batch=train_batch, train_memory=optimizer)["train_memory"]["peak"]
+    measured = measure_training_peak_bytes(model, torch.randn(train_batch, *spec.input),
+                                           torch.randint(0, 2, (train_batch,)), optimizer)
+    assert abs(predicted - measured) <= 0.01 * measured, (predicted, measured)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import DATA
+from conftest import DATA, assert_memory_measured
 
 import archcompiler
 
@@ -129,18 +129,9 @@ def test_linear_over_channels_needs_an_image():
 def test_memory_matches_a_measurement(body):
     """Inference peak exactly; a training step within 1% (LayerNorm keeps mean and 1 / std per
     position; the layer scale's gradient is computed at the map's size, then summed down)."""
-    torch = pytest.importorskip("torch")
-    from archcompiler.measure.memory import measure_peak_activation_bytes, measure_training_peak_bytes
-
-    text = ("name: t\ninput: [8, 12, 12]\nlayers:\n  - {name: c, op: conv, out: 16, kernel: 3, padding: 1}\n"
-            + body + "  - {name: p, op: global_avg_pool}\n  - {name: fc, op: linear, out: 2}\n")
-    torch.manual_seed(0)
-    assert archcompiler.analyze(text, batch=4)["peak_activation_bytes"] == \
-        measure_peak_activation_bytes(archcompiler.build(text, seed=0), torch.randn(4, 8, 12, 12))
-    predicted = archcompiler.analyze(text, batch=8, train_memory="sgd")["train_memory"]["peak"]
-    measured = measure_training_peak_bytes(archcompiler.build(text, seed=0), torch.randn(8, 8, 12, 12),
-                                           torch.randint(0, 2, (8,)), "sgd")
-    assert abs(predicted - measured) <= 0.01 * measured, (predicted, measured)
+    pytest.importorskip("torch")
+    assert_memory_measured("name: t\ninput: [8, 12, 12]\nlayers:\n  - {name: c, op: conv, out: 16, kernel: 3, "
+                           "padding: 1}\n" + body + "  - {name: p, op: global_avg_pool}\n  - {name: fc, op: linear, out: 2}\n")
 
 
 def test_the_new_ops_are_drawn():

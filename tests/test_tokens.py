@@ -6,6 +6,7 @@ op and back, attention's cost against torch's FlopCounterMode and its memory aga
 from __future__ import annotations
 
 import pytest
+from conftest import assert_memory_measured
 
 import archcompiler
 from archcompiler import GraphError
@@ -144,17 +145,8 @@ def test_attentions_flops_are_what_the_counter_sees_with_autograd_and_the_math_b
 def test_memory_matches_a_measurement(overrides):
     """Inference peak exactly (the fused attention path keeps no S x S scores); a training step within 1%
     (attention keeps its input, q, k, v, its output and a log-sum-exp per head and token)."""
-    torch = pytest.importorskip("torch")
-    from archcompiler.measure.memory import measure_peak_activation_bytes, measure_training_peak_bytes
-
-    spec = archcompiler.load_spec("vit-tiny", overrides=overrides)
-    model = archcompiler.build(spec, seed=0)
-    torch.manual_seed(0)
-    assert archcompiler.analyze(spec, batch=2)["peak_activation_bytes"] == \
-        measure_peak_activation_bytes(model, torch.randn(2, *spec.input))
-    predicted = archcompiler.analyze(spec, batch=8, train_memory="adam")["train_memory"]["peak"]
-    measured = measure_training_peak_bytes(model, torch.randn(8, *spec.input), torch.randint(0, 2, (8,)), "adam")
-    assert abs(predicted - measured) <= 0.01 * measured, (predicted, measured)
+    pytest.importorskip("torch")
+    assert_memory_measured(archcompiler.load_spec("vit-tiny", overrides=overrides), infer_batch=2, optimizer="adam")
 
 
 def test_the_token_ops_are_drawn():

@@ -14,7 +14,7 @@ import sys
 import zipfile
 
 import pytest
-from conftest import DATA, ROOT, meta_layout, recipe_input, recipe_weights
+from conftest import DATA, ROOT, assert_memory_measured, meta_layout, recipe_input, recipe_weights
 
 import archcompiler
 from archcompiler import SpecError
@@ -186,17 +186,8 @@ def _small(builder):
 @pytest.mark.slow
 @pytest.mark.parametrize("builder", sorted(MEASURED))
 def test_memory_of_a_small_variant_matches_a_measurement(builder):
-    torch = pytest.importorskip("torch")
-    from archcompiler.measure.memory import measure_peak_activation_bytes, measure_training_peak_bytes
-
-    spec = _small(builder)
-    model = archcompiler.build(spec, seed=0)
-    torch.manual_seed(0)
-    assert archcompiler.analyze(spec, batch=2)["peak_activation_bytes"] == \
-        measure_peak_activation_bytes(model, torch.randn(2, *spec.input))
-    predicted = archcompiler.analyze(spec, batch=2, train_memory="adam")["train_memory"]["peak"]
-    measured = measure_training_peak_bytes(model, torch.randn(2, *spec.input), torch.randint(0, 2, (2,)), "adam")
-    assert abs(predicted - measured) <= 0.01 * measured, (predicted, measured)
+    pytest.importorskip("torch")
+    assert_memory_measured(_small(builder), infer_batch=2, train_batch=2, optimizer="adam")
 
 
 @pytest.mark.slow

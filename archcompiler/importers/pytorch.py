@@ -1,0 +1,349 @@
+"""From PyTorch: a module traced with torch.fx becomes a flat list of spec layers.
+
+Tracing runs the module's own ``forward`` with symbolic values, so this runs the user's code: it is
+done only when the user asks for it (``archc import MODULE:CALLABLE``, :func:`import_module`). Each
+call maps through ``FROM_TORCH`` (backends/torch/codegen.py); the module paths name the layers, so
+the spec builds a module with the same state_dict keys. What has no op is refused with the module
+path, its class and the closest call archc maps.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.util
+import operator
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..errors import BackendError, error
+from ..spec.limits import MAX_LAYERS
+from ..backends.torch.codegen import FROM_TORCH
+from .flat import Flat, Item
+
+# calls that change nothing a spec sees (a view's memory layout): the value passes through
+_PASSTHROUGH = {"method:contiguous"}
+
+
+def _closest(key: str) -> str:
+    from ..backends.torch.codegen import FROM_TORCH
+
+    names = sorted({k.split(":")[-1] for k in FROM_TORCH})
+    best = difflib.get_close_matches(key.split(":")[-1], names, n=1, cutoff=0.0)
+    return best[0] if best else names[0]
+
+
+def _refuse(path: str, cls: str, what: str, key: str, why: str = "") -> BackendError:
+    where = path or "the model"
+    because = f": {why}" if why else " has no archc op"
+    return BackendError([error(f"{where} ({cls}): {what}{because}", path or "model",
+                               hint=f"the closest call archc maps is {_closest(key)!r}; see the README's "
+                                    "'Import' section for what maps")])
+
+
+def load_callable(target: str, args: dict[str, Any] | None = None) -> tuple[Any, str]:
+    """``my_model.py:Net`` or ``torchvision.models:resnet50`` -> the module the callable returns
+    (called with ``args``) and a name for the spec. This imports and runs the user's code."""
+    import torch
+
+    module_name, sep, attr = target.rpartition(":")
+    if not sep or not module_name or not attr:
+        raise BackendError([error(f"{target!r} is not MODULE:CALLABLE", "import",
+                                  hint="for example my_model.py:Net or torchvision.models:resnet50")])
+    try:
+        if module_name.endswith(".py"):
+            file = Path(module_name)
+            if not file.is_file():
+                raise BackendError([error(f"{file} does not exist", "import")])
+            name = f"archc_import_{re.sub(r'[^A-Za-z0-9_]', '_', file.stem)}"
+            spec = importlib.util.spec_from_file_location(name, file)
+            mod = importlib.util.module_from_spec(spec)
+            sys.modules[name] = mod
+            spec.loader.exec_module(mod)
+        else:
+            mod = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise BackendError([error(f"cannot import {module_name!r}: {exc}", "import")]) from None
+    fn = getattr(mod, attr, None)
+    if fn is None:
+        raise BackendError([error(f"{module_name!r} has no {attr!r}", "import")])
+    model = fn(**(args or {})) if not isinstance(fn, torch.nn.Module) else fn
+    if not isinstance(model, torch.nn.Module):
+        raise BackendError([error(f"{target} returned a {type(model).__name__}, not a torch.nn.Module", "import")])
+    return model, attr
+
+
+def _tracer(model: Any) -> Any:
+    import torch.fx as fx
+
+    from ..backends.torch.codegen import FROM_TORCH
+
+    # archc's own generated modules check their input in plain Python: that call is kept as one opaque node
+    helper = getattr(model.forward, "__globals__", {}).get("check_input")
+    wrapped = (helper,) if callable(helper) and getattr(helper, "__module__", "") != "builtins" else ()
+
+    class Tracer(fx.Tracer):
+        def __init__(self) -> None:
+            super().__init__(autowrap_functions=wrapped)
+            self.stack: list[tuple[str, str]] = []
+            self.failed_in: tuple[str, str] | None = None
+
+        def is_leaf_module(self, m: Any, qualname: str) -> bool:
+            return type(m).__name__ in FROM_TORCH and type(m).__module__.startswith("torch.nn")
+
+        def call_module(self, m: Any, forward: Any, args: Any, kwargs: Any) -> Any:
+            self.stack.append((self.path_of_module(m), type(m).__name__))
+            try:
+                return super().call_module(m, forward, args, kwargs)
+            except Exception:
+                if self.failed_in is None:
+                    self.failed_in = self.stack[-1]
+                raise
+            finally:
+                self.stack.pop()
+
+    return Tracer(), wrapped
+
+
+def trace(model: Any, input_shape: tuple[int, ...] | None = None, name: str = "model", source: str = "") -> Flat:
+    """The flat layers of ``model`` (an ``nn.Module``), traced in evaluation mode with a batch of
+    one zero input of ``input_shape`` (default: the model's ``INPUT_SHAPE``, or 3 x 224 x 224)."""
+    import torch
+    import torch.fx as fx
+    from torch.fx.passes.shape_prop import ShapeProp
+
+    from ..backends.torch.codegen import FROM_TORCH, Seen, Unmappable
+
+    shape = tuple(input_shape or getattr(model, "INPUT_SHAPE", None) or (3, 224, 224))
+    was_training = model.training
+    model.train()           # training mode: auxiliary heads are traced too (they become training-only outputs)
+    tracer, wrapped = _tracer(model)
+    root_cls = type(model).__name__
+    try:
+        graph = tracer.trace(model)
+    except Exception as exc:        # noqa: BLE001 (the user's code may raise anything while traced)
+        path, cls = tracer.failed_in or ("", root_cls)
+        branch = "control flow" in str(exc) or "iterate" in str(exc)
+        what = "its forward branches on the input (torch.fx sees one path of an if or a loop over a tensor)" \
+            if branch else f"tracing failed ({type(exc).__name__}: {str(exc)[:200]})"
+        raise BackendError([error(f"{path or 'the model'} ({cls}): {what}", path or "model",
+                                  hint="archc writes one graph for every input; make the choice a module "
+                                       "attribute or a spec 'when:' condition (the closest archc op to a "
+                                       "choice)")]) from None
+    finally:
+        model.train(was_training)
+    for node in list(graph.nodes):
+        if node.op == "call_function" and node.target in wrapped and not node.users:
+            graph.erase_node(node)
+    if sum(1 for _ in graph.nodes) > 4 * MAX_LAYERS:
+        raise BackendError([error(f"the traced graph has more than {4 * MAX_LAYERS} calls", "model")])
+    gm = fx.GraphModule(model, graph)
+    try:
+        with torch.no_grad():
+            model.eval()            # BatchNorm's running statistics stay as they are
+            ShapeProp(gm).propagate(torch.zeros(1, *shape))
+    except Exception as exc:  # noqa: BLE001
+        raise BackendError([error(f"the model does not run on a 1 x {' x '.join(map(str, shape))} input: "
+                                  f"{type(exc).__name__}: {str(exc)[:200]}", "model",
+                                  hint="give the input shape with --input CxHxW")]) from None
+    finally:
+        model.train(was_training)
+
+    modules = dict(model.named_modules())
+    items: list[Item] = []
+    by_node: dict[Any, str] = {}          # fx node -> the name of the item that holds its value
+    item_of: dict[str, Item] = {}
+    calls: dict[str, int] = {}
+    taken: set[str] = set()
+
+    def unique(base: str) -> str:
+        k, out = 0, base
+        while out in taken:
+            k += 1
+            out = f"{base}_{k}"
+        taken.add(out)
+        return out
+
+    def where(node: Any) -> tuple[str, str]:
+        stack = node.meta.get("nn_module_stack") or {}
+        if stack:
+            path, cls = list(stack.values())[-1]
+            return path, getattr(cls, "__name__", str(cls))
+        return "", root_cls
+
+    for node in graph.nodes:
+        if node.op == "placeholder":
+            if by_node:
+                raise BackendError([error(f"forward takes more than one tensor ({node.name})", "model",
+                                          hint="archc networks have one input")])
+            by_node[node] = "input"
+            continue
+        if node.op == "output":
+            out = node.args[0]
+            if isinstance(out, fx.Node) and isinstance(out.target, type) and issubclass(out.target, tuple):
+                out = out.target(*out.args, **out.kwargs)      # a named tuple of outputs built in forward
+            fields = list(getattr(out, "_fields", ())) or [f"out{i}" for i in range(len(out))] \
+                if isinstance(out, (tuple, list)) else []
+            values = list(out) if isinstance(out, (tuple, list)) else [out]
+            if not values or not all(isinstance(v, fx.Node) and v in by_node for v in values):
+                raise BackendError([error("the model returns something that is not a tensor or a tuple of "
+                                          "tensors", "model", hint="import a module that returns its logits")])
+            result = by_node[values[0]]
+            heads = {_head_name(f): by_node[v] for f, v in zip(fields[1:], values[1:])}
+            continue
+        if node.op == "get_attr":
+            path, cls = where(node)
+            raise _refuse(path, cls, f"reads the parameter or buffer {node.target!r} directly", "Identity",
+                          "archc's layers own their parameters (a custom nn.Module with its own nn.Parameter)")
+        if node.op == "call_function" and isinstance(node.target, type) and issubclass(node.target, tuple):
+            continue                # the named tuple of outputs: read at the output below
+        if node.op == "call_module":
+            mod = modules[node.target]
+            key, path, cls = type(mod).__name__, node.target, type(mod).__name__
+        else:
+            mod = None
+            fn = node.target
+            key = (f"method:{fn}" if node.op == "call_method"
+                   else f"fn:{getattr(fn, '__name__', str(fn))}")
+            path, cls = where(node)
+        ins = [a for a in _flat_args(node.args) + _flat_args(list(node.kwargs.values())) if isinstance(a, fx.Node)]
+        for a in ins:
+            if a not in by_node:
+                raise _refuse(path, cls, f"{_what(node)} reads {a.name}, a value that is not a layer's output "
+                                         "(a size, an index or a constant)", key)
+        if key in _PASSTHROUGH and len(ins) == 1:
+            by_node[node] = by_node[ins[0]]
+            continue
+        entry = FROM_TORCH.get(key)
+        if entry is None or node.target is operator.getitem:
+            raise _refuse(path, cls, f"{_what(node)}", key)
+        consts = [a for a in node.args if not isinstance(a, fx.Node) and not _is_node_list(a)]
+        arg = dict(zip(entry.params, consts))
+        arg.update({k: v for k, v in node.kwargs.items() if not isinstance(v, fx.Node)})
+        meta = node.meta.get("tensor_meta")
+        if meta is None or not hasattr(meta, "shape"):
+            raise _refuse(path, cls, f"{_what(node)} returns several values", key)
+        shapes = [tuple(a.meta["tensor_meta"].shape[1:]) for a in ins]
+        seen = Seen(mod, arg, shapes, tuple(meta.shape[1:]))
+        try:
+            fields = entry.layer(seen)
+        except Unmappable as exc:
+            raise _refuse(path, cls, _what(node), key, str(exc)) from None
+        sources = [by_node[a] for a in ins]
+        if mod is not None:
+            n = calls[path] = calls.get(path, 0) + 1
+            if n > 1 and any(True for _ in mod.parameters(recurse=False)):
+                raise _refuse(path, cls, "is called twice (its weights are shared)", key,
+                              "each archc layer has weights of its own")
+            layer = unique(path) if n == 1 else unique(f"{path}_{n - 1}")
+            scope = path.rpartition(".")[0]
+            holder = path if any(True for _ in mod.parameters(recurse=False)) else None
+        else:
+            scope = path if path else None          # None: placed after the trace (see place())
+            layer = unique(f"{scope}.{fields['op']}" if scope else f"%{node.name}")
+            holder = None
+        item = Item(layer, fields, sources, entry.kind, holder, scope, seen.shape, shapes[0] if shapes else (), cls)
+        items.append(item)
+        item_of[layer] = item
+        by_node[node] = layer
+        if len(items) > MAX_LAYERS:
+            raise BackendError([error(f"the model has more than {MAX_LAYERS} layers", "model")])
+    result, heads = place(items, result, heads, unique)
+    classes = {p: type(m).__name__ for p, m in modules.items() if p}
+    return Flat(name, shape, items, source or name, classes, result, heads)
+
+
+def _head_name(field: str) -> str:
+    out = re.sub(r"[^A-Za-z0-9_]", "_", field) or "head"
+    return out if not out[0].isdigit() else f"out{out}"
+
+
+def _what(node: Any) -> str:
+    if node.op == "call_module":
+        return f"the module {node.target!r}"
+    if node.op == "call_method":
+        return f"the tensor method .{node.target}()"
+    fn = node.target
+    mod = getattr(fn, "__module__", None) or "operator"
+    return f"the call {mod.replace('torch.nn.functional', 'F')}.{getattr(fn, '__name__', fn)}()"
+
+
+def _is_node_list(a: Any) -> bool:
+    import torch.fx as fx
+    return isinstance(a, (list, tuple)) and any(isinstance(x, fx.Node) for x in a)
+
+
+def _flat_args(args: Any) -> list:
+    out = []
+    for a in args:
+        if isinstance(a, (list, tuple)):
+            out += _flat_args(a)
+        else:
+            out.append(a)
+    return out
+
+
+def _common(scopes: list[str]) -> str:
+    parts = [s.split(".") if s else [] for s in scopes]
+    common = []
+    for seg in zip(*parts):
+        if len(set(seg)) > 1:
+            break
+        common.append(seg[0])
+    return ".".join(common)
+
+
+def place(items: list[Item], result: str, heads: dict[str, str], unique: Any) -> tuple[str, dict[str, str]]:
+    """Calls made outside any sub-module (a flat forward, as archc's own modules have) get the
+    container they belong to, and their names from it: an activation, add or product where its
+    first input is; a concatenation where its inputs are; another op (a pool, a dropout) with the
+    layers that read the same input, or else between where its input and its reader are."""
+    by_name = {it.name: it for it in items}
+    readers: dict[str, list[Item]] = {}
+    for it in items:
+        for s in it.inputs:
+            readers.setdefault(s, []).append(it)
+    joins = {FROM_TORCH[k].kind for k in ("fn:add", "fn:mul", "ReLU")}
+    concat = FROM_TORCH["fn:cat"].kind
+
+    def scope_of(name: str) -> str:
+        it = by_name.get(name)
+        return "" if it is None or it.scope is None else it.scope
+
+    def down(it: Item, depth: int = 0) -> str | None:
+        for r in readers.get(it.name, []):
+            if r.path is not None or r.scope is not None:
+                return r.scope
+            if depth < 8:
+                d = down(r, depth + 1)
+                if d is not None:
+                    return d
+        return None
+
+    renamed: dict[str, str] = {}
+    for it in items:
+        if it.scope is not None:
+            continue
+        ins = [s for s in it.inputs if s != "input"]
+        if it.kind in joins:
+            it.scope = scope_of(ins[0]) if ins else ""
+        elif it.kind == concat:
+            it.scope = _common([scope_of(s) for s in ins])
+        else:
+            others = [r.scope for r in readers.get(it.inputs[0], []) if r is not it and r.path is not None]
+            below = down(it)
+            if others and (below is None or below.startswith(_common(others))):
+                it.scope = _common(others)
+            elif others:
+                it.scope = below            # a head's first op (GoogLeNet's aux pooling) goes with the head
+            else:
+                it.scope = _common([scope_of(ins[0]) if ins else "", below if below is not None else ""])
+        old = it.name
+        it.name = unique(f"{it.scope}.{it.fields['op']}" if it.scope else it.fields["op"])
+        renamed[old] = it.name
+        by_name[it.name] = it
+    for it in items:
+        it.inputs = [renamed.get(s, s) for s in it.inputs]
+    return renamed.get(result, result), {k: renamed.get(v, v) for k, v in heads.items()}

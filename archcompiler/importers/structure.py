@@ -1,0 +1,186 @@
+"""From a flat list of layers to a spec a person reads.
+
+1. ``fuse``: a convolution and the BatchNorm after it (module paths ``P.conv`` and ``P.bn``, as
+   torchvision's BasicConv2d names them) become one ``conv`` layer ``P`` with ``norm``; an activation
+   that alone reads a conv, linear or add becomes that layer's ``act``.
+2. ``blocks`` (see :func:`find_blocks`): sub-modules with the same inner graph become one block
+   whose arguments are what differs between them; consecutive uses become a table.
+3. the YAML text: the schema line, a comment naming the source, then the spec.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from ..backends.torch.codegen import FROM_TORCH
+from .flat import Flat, Item
+
+_PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
+_YAML_WORDS = {"true", "false", "yes", "no", "on", "off", "null", "y", "n"}
+# the spec ops that take an activation (``act:``) and the activations: from the reverse table
+_ACTS = {k.split(":")[-1] for k, v in FROM_TORCH.items() if v.kind == FROM_TORCH["ReLU"].kind}
+_TAKES_ACT = {"conv", "linear", "add"}
+
+
+def scalar(v: Any) -> str:
+    """One YAML value, in flow style, that reads back as ``v``."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        text = repr(v)
+        if "e" in text and "." not in text.split("e")[0]:
+            mant, _, exp = text.partition("e")
+            text = f"{mant}.0e{exp}"
+        return text
+    if isinstance(v, str):
+        return v if _PLAIN.match(v) and v.lower() not in _YAML_WORDS else json.dumps(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(scalar(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{scalar(k)}: {scalar(x)}" for k, x in v.items()) + "}"
+    raise TypeError(f"cannot write {v!r}")
+
+
+def fuse(flat: Flat) -> Flat:
+    """Conv + BatchNorm pairs named ``P.conv`` / ``P.bn`` become one conv ``P``; activations join
+    the conv, linear or add they alone read. The model computes the same."""
+    items = list(flat.items)
+    readers: dict[str, list[Item]] = {}
+    for it in items:
+        for s in it.inputs:
+            readers.setdefault(s, []).append(it)
+    by_name = {it.name: it for it in items}
+    gone: dict[str, str] = {}     # a removed item -> the item whose value it was
+
+    def only_reader(it: Item) -> Item | None:
+        r = readers.get(it.name, [])
+        return r[0] if len(r) == 1 and it.name != flat.result and it.name not in flat.heads.values() else None
+
+    for it in items:
+        if it.name in gone or it.fields["op"] != "conv" or it.path is None:
+            continue
+        bn = only_reader(it)
+        parent, _, leaf = it.path.rpartition(".")
+        if bn is None or bn.fields["op"] != "batch_norm" or leaf != "conv" or bn.path != f"{parent}.bn" \
+                or parent in by_name:
+            continue
+        norm = {k: v for k, v in bn.fields.items() if k != "op"}
+        fields = {k: v for k, v in it.fields.items() if k != "bias"}
+        fields["norm"] = "batch_norm" if norm == {"eps": 1e-5, "momentum": 0.1} else {"kind": "batch_norm", **norm}
+        if it.fields.get("bias"):
+            fields["bias"] = True
+        fused = Item(parent, fields, it.inputs, it.kind, parent, parent.rpartition(".")[0], bn.shape, it.in_shape,
+                     flat.classes.get(parent, it.cls))
+        by_name[parent] = fused
+        _replace(items, it, fused, gone, bn)
+        readers[parent] = readers.pop(bn.name, [])
+        if flat.result == bn.name:
+            flat.result = parent
+    items = [it for it in items if it.name not in gone]
+    items = _rewire(items, gone)
+    readers = {}
+    for it in items:
+        for s in it.inputs:
+            readers.setdefault(s, []).append(it)
+    by_name = {it.name: it for it in items}
+    gone = {}
+    for it in items:
+        if it.fields["op"] not in _ACTS or len(it.inputs) != 1 or it.inputs[0] == "input":
+            continue
+        src = by_name[it.inputs[0]]
+        if src.fields["op"] in _TAKES_ACT and "act" not in src.fields and only_reader(src) is it:
+            src.fields["act"] = it.fields["op"]
+            src.shape = it.shape
+            gone[it.name] = src.name
+            if flat.result == it.name:
+                flat.result = src.name
+    items = _rewire([it for it in items if it.name not in gone], gone)
+    return Flat(flat.name, flat.input, items, flat.source, flat.classes, flat.result, flat.heads)
+
+
+def _replace(items: list[Item], old: Item, new: Item, gone: dict[str, str], bn: Item) -> None:
+    items[items.index(old)] = new
+    gone[bn.name] = new.name
+    gone[old.name] = new.name
+
+
+def _rewire(items: list[Item], gone: dict[str, str]) -> list[Item]:
+    def follow(n: str) -> str:
+        while n in gone and gone[n] != n:
+            n = gone[n]
+        return n
+    for it in items:
+        it.inputs = [follow(s) for s in it.inputs]
+    return items
+
+
+def prune(flat: Flat) -> Flat:
+    """Only what the result depends on (a traced module may compute values it never returns)."""
+    by_name = {it.name: it for it in flat.items}
+    need, todo = set(), [flat.result, *flat.heads.values()]
+    while todo:
+        n = todo.pop()
+        if n in need or n == "input":
+            continue
+        need.add(n)
+        todo += by_name[n].inputs
+    return Flat(flat.name, flat.input, [it for it in flat.items if it.name in need], flat.source, flat.classes,
+                flat.result, flat.heads)
+
+
+def without_defaults(fields: dict) -> dict:
+    """The fields a reader needs: those that differ from the spec language's defaults."""
+    from ..spec.layers import OPS
+
+    model = OPS[fields["op"]].model_fields
+    out = {}
+    for k, v in fields.items():
+        default = model[k].default if k in model else None
+        if k == "op" or not (v == default or (k == "stride" and fields.get("kernel") == v and fields["op"] != "conv")):
+            out[k] = v
+    if "norm" in model and out.get("bias") == ("norm" not in fields):     # a conv's bias: true without a norm
+        del out["bias"]
+    return out
+
+
+def layer_line(name: str, fields: dict, inputs: list[str], previous: str | None, indent: str) -> str:
+    f = {"name": name, **without_defaults(fields)}
+    if fields["op"] in ("concat", "add", "mul"):
+        f["inputs"] = inputs
+    elif inputs and inputs[0] != previous:
+        f["input"] = inputs[0]
+    return f"{indent}- {scalar(f)}"
+
+
+def header(flat: Flat, schema: str) -> list[str]:
+    return [f"# yaml-language-server: $schema={schema}",
+            "#",
+            f"# Imported by archc from {flat.source} ('archc import'). Edit it like any spec: archc flops,",
+            "# check, draw and build read it; built, the module's state_dict keys are the original's.",
+            f"name: {scalar(flat.name)}",
+            f"input: {scalar(list(flat.input))}"]
+
+
+def spec_text(flat: Flat, schema: str = "archc.schema.json", blocks: bool = True) -> str:
+    """The spec's YAML text."""
+    flat = prune(fuse(flat))
+    lines = header(flat, schema)
+    body = None
+    if blocks:
+        from .blocks import block_lines
+        body = block_lines(flat)
+    if body is None:
+        body = ["", "layers:"]
+        previous = "input"
+        for it in flat.items:
+            body.append(layer_line(it.name, it.fields, it.inputs, previous, "  "))
+            previous = it.name
+    lines += body
+    if flat.heads or (flat.items and flat.result != flat.items[-1].name):
+        lines += ["", "outputs:", f"  main: {{layer: {scalar(flat.result)}}}"]
+        lines += [f"  {scalar(k)}: {{layer: {scalar(v)}, training_only: true}}" for k, v in flat.heads.items()]
+    return "\n".join(lines) + "\n"

@@ -14,7 +14,8 @@ torch and graphviz are imported only by the functions that need them.
 
 from __future__ import annotations
 
-from .api import build, check, diff, draw, evaluate, load_model, predict, report, save_model, train, zoo
+from .api import (build, check, diff, draw, evaluate, import_module, load_model, predict, report, save_model, train,
+                  zoo)
 from .errors import ArchcError, BackendError, Diagnostic, GraphError, Location, SpecError
 from .ir import lower
 from .passes import analyze
@@ -22,5 +23,5 @@ from .spec import Spec, load_spec
 from .version import __version__
 
 __all__ = ["load_spec", "lower", "analyze", "check", "build", "save_model", "load_model", "train", "evaluate",
-           "predict", "report", "draw", "diff", "zoo", "Spec",
+           "predict", "report", "draw", "diff", "zoo", "import_module", "Spec",
            "SpecError", "GraphError", "BackendError", "ArchcError", "Diagnostic", "Location", "__version__"]

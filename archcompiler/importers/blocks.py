@@ -61,6 +61,8 @@ def _signature(inst: Instance) -> tuple:
             it.inputs = [s for s in it.inputs if s == inst.entry][:0] + \
                 [s for s in it.inputs if s != inst.entry] + [inst.entry]
         fixed = tuple(sorted((k, scalar(v)) for k, v in it.fields.items() if not _numeric(v)))
+        if it.bn:
+            fixed += (("bn", it.bn[len(inst.path) + 1:] if it.bn.startswith(inst.path + ".") else it.bn),)
         out.append((rel, tuple(sorted(it.fields)), fixed, tuple(ins)))
     return tuple(out), inst.output
 
@@ -330,6 +332,17 @@ def block_lines(flat: Flat) -> list[str] | None:
             for it in inst.members.values():
                 owner[it.name] = (b, inst)
     lines = ["", "blocks:"]
+    rules: dict[str, str] = {}
+    for b in blocks:
+        full = next(i for i in b.family.instances if not any(m not in i.members for m in b.fields))
+        for rel, it in full.members.items():
+            if it.bn:
+                bn_rel = it.bn[len(full.path) + 1:]
+                rules.setdefault(f"/{re.escape(rel)}/conv$", f"/{rel}")
+                rules.setdefault(f"/{re.escape(rel)}/bn$", f"/{bn_rel}")
+    top = [[f"^{re.escape(it.name)}/conv$", it.name] for it in flat.items if it.bn and it.name not in owner] + \
+        [[f"^{re.escape(it.name)}/bn$", it.bn] for it in flat.items if it.bn and it.name not in owner]
+    flat.rules = top + [[k, v] for k, v in rules.items()]
     for b in blocks:
         lines.append(f"  {b.name}:")
         fam = b.family

@@ -22,6 +22,7 @@ class Item:
     shape: tuple[int, ...] = ()
     in_shape: tuple[int, ...] = ()
     cls: str = ""
+    bn: str | None = None       # a conv fused with its BatchNorm: the BatchNorm's module path (a torch.rename rule)
 
 
 @dataclass
@@ -35,3 +36,4 @@ class Flat:
     classes: dict[str, str] = field(default_factory=dict)     # container path -> its class name
     result: str = ""                                          # the item the model returns
     heads: dict[str, str] = field(default_factory=dict)       # training-only outputs: name -> item
+    rules: list[list[str]] = field(default_factory=list)      # torch.rename rules the blocks need

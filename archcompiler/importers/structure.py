@@ -64,23 +64,28 @@ def fuse(flat: Flat) -> Flat:
         if it.name in gone or it.fields["op"] != "conv" or it.path is None:
             continue
         bn = only_reader(it)
-        parent, _, leaf = it.path.rpartition(".")
-        if bn is None or bn.fields["op"] != "batch_norm" or leaf != "conv" or bn.path != f"{parent}.bn" \
-                or parent in by_name:
+        if bn is None or bn.fields["op"] != "batch_norm" or bn.path is None or bn.inputs != [it.name]:
             continue
+        parent, _, leaf = it.path.rpartition(".")
+        own = leaf == "conv" and bn.path == f"{parent}.bn" and parent and parent not in by_name
+        name = parent if own else it.name          # P.conv + P.bn: the layer P; else a torch.rename rule
         norm = {k: v for k, v in bn.fields.items() if k != "op"}
         fields = {k: v for k, v in it.fields.items() if k != "bias"}
         fields["norm"] = "batch_norm" if norm == {"eps": 1e-5, "momentum": 0.1} else {"kind": "batch_norm", **norm}
         if it.fields.get("bias"):
             fields["bias"] = True
-        fused = Item(parent, fields, it.inputs, it.kind, parent, parent.rpartition(".")[0], bn.shape, it.in_shape,
-                     flat.classes.get(parent, it.cls))
-        by_name[parent] = fused
-        _replace(items, it, fused, gone, bn)
-        readers[parent] = readers.pop(bn.name, [])
+        fused = Item(name, fields, it.inputs, it.kind, it.path, name.rpartition(".")[0] if own else it.scope,
+                     bn.shape, it.in_shape, flat.classes.get(name, it.cls), None if own else bn.path)
+        by_name[name] = fused
+        items[items.index(it)] = fused
+        gone[bn.name] = name
+        if name != it.name:
+            gone[it.name] = name
+        readers[name] = readers.pop(bn.name, [])
         if flat.result == bn.name:
-            flat.result = parent
-    items = [it for it in items if it.name not in gone]
+            flat.result = name
+        flat.heads = {h: name if v == bn.name else v for h, v in flat.heads.items()}
+    items = [it for it in items if it.name not in gone or gone[it.name] == it.name and it is by_name[it.name]]
     items = _rewire(items, gone)
     readers = {}
     for it in items:
@@ -100,12 +105,6 @@ def fuse(flat: Flat) -> Flat:
                 flat.result = src.name
     items = _rewire([it for it in items if it.name not in gone], gone)
     return Flat(flat.name, flat.input, items, flat.source, flat.classes, flat.result, flat.heads)
-
-
-def _replace(items: list[Item], old: Item, new: Item, gone: dict[str, str], bn: Item) -> None:
-    items[items.index(old)] = new
-    gone[bn.name] = new.name
-    gone[old.name] = new.name
 
 
 def _rewire(items: list[Item], gone: dict[str, str]) -> list[Item]:
@@ -180,6 +179,12 @@ def spec_text(flat: Flat, schema: str = "archc.schema.json", blocks: bool = True
             body.append(layer_line(it.name, it.fields, it.inputs, previous, "  "))
             previous = it.name
     lines += body
+    rules = flat.rules or [
+        [f"^{re.escape(it.name)}/conv$", it.name] for it in flat.items if it.bn] + [
+        [f"^{re.escape(it.name)}/bn$", it.bn] for it in flat.items if it.bn]
+    if rules:
+        lines += ["", "torch:", "  rename:     # a conv and its BatchNorm are one layer; these are their module paths"]
+        lines += [f"    - {scalar(r)}" for r in sorted(rules, key=lambda r: (not r[0].startswith("^"), r[0].endswith("/bn$")))]
     if flat.heads or (flat.items and flat.result != flat.items[-1].name):
         lines += ["", "outputs:", f"  main: {{layer: {scalar(flat.result)}}}"]
         lines += [f"  {scalar(k)}: {{layer: {scalar(v)}, training_only: true}}" for k, v in flat.heads.items()]

@@ -143,7 +143,7 @@ def trace(model: Any, input_shape: tuple[int, ...] | None = None, name: str = "m
     try:
         with torch.no_grad():
             model.eval()            # BatchNorm's running statistics stay as they are
-            ShapeProp(gm).propagate(torch.zeros(1, *shape))
+            ShapeProp(gm, fake_mode=_fake_mode()).propagate(torch.zeros(1, *shape))   # shapes only: nothing computed
     except Exception as exc:  # noqa: BLE001
         raise BackendError([error(f"the model does not run on a 1 x {' x '.join(map(str, shape))} input: "
                                   f"{type(exc).__name__}: {str(exc)[:200]}", "model",
@@ -258,6 +258,14 @@ def trace(model: Any, input_shape: tuple[int, ...] | None = None, name: str = "m
 def _head_name(field: str) -> str:
     out = re.sub(r"[^A-Za-z0-9_]", "_", field) or "head"
     return out if not out[0].isdigit() else f"out{out}"
+
+
+def _fake_mode() -> Any:
+    try:
+        from torch._subclasses.fake_tensor import FakeTensorMode
+        return FakeTensorMode(allow_non_fake_inputs=True)
+    except (ImportError, TypeError):      # an older torch: the shapes are computed for real
+        return None
 
 
 def _what(node: Any) -> str:

@@ -145,7 +145,7 @@ def test_a_module_with_a_for_loop_over_its_layers_imports():
     x = torch.randn(2, 3, 16, 16)
     with torch.no_grad():
         torch.testing.assert_close(rebuilt(x), model(x), rtol=0, atol=0)
-    assert "{name: layers.2.0, op: conv, out: 8, kernel: 3, padding: 1, norm: batch_norm, act: relu}" in text
+    assert "{name: layers.2.0, op: conv, out: 8, kernel: 3, padding: 1, norm: batch_norm, bias: true, act: relu}" in text
 
 
 def test_a_custom_module_archc_cannot_map_is_named_with_its_class_and_the_closest_op():

@@ -16,8 +16,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..spec import layers as L
 from .flat import Flat, Item
-from .structure import layer_line, scalar, without_defaults
+from .text import layer_line, model, scalar, without_defaults
 
 IN = "in"
 
@@ -56,7 +57,7 @@ def _signature(inst: Instance) -> tuple:
     out = []
     for rel, it in inst.members.items():
         ins = [_rel(s, inst, inst.members) for s in it.inputs]
-        if it.fields["op"] == "add" and IN in ins:       # the shortcut last: the branch is what stays when
+        if model(it.fields) is L.Add and IN in ins:       # the shortcut last: the branch is what stays when
             ins = [s for s in ins if s != IN] + [IN]     # the add is left out (an add's first input)
             it.inputs = [s for s in it.inputs if s == inst.entry][:0] + \
                 [s for s in it.inputs if s != inst.entry] + [inst.entry]
@@ -144,13 +145,11 @@ def _choose(flat: Flat) -> list[tuple[Family, dict[str, set[str]]]]:
                 if not any(i.path == u or i.path.startswith(u + ".") or u.startswith(i.path + ".") for u in used)]
         if len(keep) < 2 or len({i.path for i in keep}) != len(keep):
             continue
-        full = {m[0] for m in fam.sig[0]}
         if not any(removed[i.path] == set() for i in keep):
             continue            # the full signature itself must be used (its layers' fields come from it)
         fam.instances = sorted(keep, key=lambda i: i.first)
         used += [i.path for i in keep]
         chosen.append((fam, {i.path: removed[i.path] for i in keep}))
-        del full
     return chosen
 
 
@@ -197,9 +196,6 @@ def _arguments(name: str, fam: Family, removed: dict[str, set[str]]) -> Block:
     ins = [i.in_channels for i in insts]
     args: list[str] = []
     vec_of: dict[str, list] = {}
-    keys_count: dict[str, int] = {}
-    for (rel, k) in vectors:
-        keys_count[k] = keys_count.get(k, 0) + 1
     for (rel, k), vec in vectors.items():
         same = next((a for a, v in vec_of.items()
                      if all(x is None or y is None or scalar(x) == scalar(y) for x, y in zip(vec, v))), None)
@@ -235,7 +231,7 @@ def _arguments(name: str, fam: Family, removed: dict[str, set[str]]) -> Block:
         args.append(arg)
     # several arguments from one field (an inception's out channels): each named after its layer
     origin = {}
-    for (rel, k), vec in vectors.items():
+    for rel, k in vectors:
         if fields[rel][k] in args and fields[rel][k] not in origin:
             origin[fields[rel][k]] = (rel, k)
     rename = {}
@@ -271,10 +267,6 @@ def _conditions(fam: Family, removed: dict[str, set[str]], args: list[str], valu
         o = inst.members.get(inst.output)
         out_ch.append(o.shape[0] if o is not None else None)
     channel_exprs = [a for a in args if all(values[i.path][a] == c for i, c in zip(insts, out_ch) if c is not None)]
-    for rel, f in fields.items():
-        for k, v in f.items():
-            if k == "out" and isinstance(v, str) and v not in channel_exprs:
-                pass
     for f in fields.values():
         e = f.get("out")
         if isinstance(e, str) and e not in channel_exprs and \
@@ -287,7 +279,7 @@ def _conditions(fam: Family, removed: dict[str, set[str]], args: list[str], valu
     groups: dict[tuple, list[str]] = {}
     for m in optional:
         groups.setdefault(tuple(m not in removed[i.path] for i in insts), []).append(m)
-    for k, (presence, members) in enumerate(groups.items()):
+    for presence, members in groups.items():
         cands = []
         for e in channel_exprs:
             if stride:

@@ -10,39 +10,12 @@
 
 from __future__ import annotations
 
-import json
 import re
-from typing import Any
 
-from ..backends.torch.codegen import FROM_TORCH
+from ..spec import layers as L
+from .blocks import block_lines
 from .flat import Flat, Item
-
-_PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
-_YAML_WORDS = {"true", "false", "yes", "no", "on", "off", "null", "y", "n"}
-# the spec ops that take an activation (``act:``) and the activations: from the reverse table
-_ACTS = {k.split(":")[-1] for k, v in FROM_TORCH.items() if v.kind == FROM_TORCH["ReLU"].kind}
-_TAKES_ACT = {"conv", "linear", "add"}
-
-
-def scalar(v: Any) -> str:
-    """One YAML value, in flow style, that reads back as ``v``."""
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        text = repr(v)
-        if "e" in text and "." not in text.split("e")[0]:
-            mant, _, exp = text.partition("e")
-            text = f"{mant}.0e{exp}"
-        return text
-    if isinstance(v, str):
-        return v if _PLAIN.match(v) and v.lower() not in _YAML_WORDS else json.dumps(v)
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(scalar(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{" + ", ".join(f"{scalar(k)}: {scalar(x)}" for k, x in v.items()) + "}"
-    raise TypeError(f"cannot write {v!r}")
+from .text import layer_line, model, scalar
 
 
 def fuse(flat: Flat) -> Flat:
@@ -61,10 +34,10 @@ def fuse(flat: Flat) -> Flat:
         return r[0] if len(r) == 1 and it.name != flat.result and it.name not in flat.heads.values() else None
 
     for it in items:
-        if it.name in gone or it.fields["op"] != "conv" or it.path is None:
+        if it.name in gone or model(it.fields) is not L.Conv or it.path is None:
             continue
         bn = only_reader(it)
-        if bn is None or bn.fields["op"] != "batch_norm" or bn.path is None or bn.inputs != [it.name]:
+        if bn is None or model(bn.fields) is not L.BatchNorm or bn.path is None or bn.inputs != [it.name]:
             continue
         parent, _, leaf = it.path.rpartition(".")
         own = leaf == "conv" and bn.path == f"{parent}.bn" and parent and parent not in by_name
@@ -94,10 +67,10 @@ def fuse(flat: Flat) -> Flat:
     by_name = {it.name: it for it in items}
     gone = {}
     for it in items:
-        if it.fields["op"] not in _ACTS or len(it.inputs) != 1 or it.inputs[0] == "input":
+        if model(it.fields) is not L.Act or len(it.inputs) != 1 or it.inputs[0] == "input":
             continue
         src = by_name[it.inputs[0]]
-        if src.fields["op"] in _TAKES_ACT and "act" not in src.fields and only_reader(src) is it:
+        if "act" in model(src.fields).model_fields and "act" not in src.fields and only_reader(src) is it:
             src.fields["act"] = it.fields["op"]
             src.shape = it.shape
             gone[it.name] = src.name
@@ -131,30 +104,6 @@ def prune(flat: Flat) -> Flat:
                 flat.result, flat.heads)
 
 
-def without_defaults(fields: dict) -> dict:
-    """The fields a reader needs: those that differ from the spec language's defaults."""
-    from ..spec.layers import OPS
-
-    model = OPS[fields["op"]].model_fields
-    out = {}
-    for k, v in fields.items():
-        default = model[k].default if k in model else None
-        if k == "op" or not (v == default or (k == "stride" and fields.get("kernel") == v and fields["op"] != "conv")):
-            out[k] = v
-    if "norm" in model and out.get("bias") == ("norm" not in fields):     # a conv's bias: true without a norm
-        del out["bias"]
-    return out
-
-
-def layer_line(name: str, fields: dict, inputs: list[str], previous: str | None, indent: str) -> str:
-    f = {"name": name, **without_defaults(fields)}
-    if fields["op"] in ("concat", "add", "mul"):
-        f["inputs"] = inputs
-    elif inputs and inputs[0] != previous:
-        f["input"] = inputs[0]
-    return f"{indent}- {scalar(f)}"
-
-
 def header(flat: Flat, schema: str) -> list[str]:
     return [f"# yaml-language-server: $schema={schema}",
             "#",
@@ -170,7 +119,6 @@ def spec_text(flat: Flat, schema: str = "archc.schema.json", blocks: bool = True
     lines = header(flat, schema)
     body = None
     if blocks:
-        from .blocks import block_lines
         body = block_lines(flat)
     if body is None:
         body = ["", "layers:"]

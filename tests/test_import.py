@@ -187,3 +187,112 @@ def test_the_command_writes_the_spec_atomically_and_leaves_nothing_on_failure(tm
     assert main(["import", f"{module}:Net", "-o", str(bad)]) == 1
     assert "has no archc op" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["custom.py", "net.yaml"]
+
+
+# ----------------------------------------------------------------------------- from ONNX (data: nothing in it runs)
+
+
+def _onnx_graph(tmp_path, extra_nodes=(), op_type=None):
+    """A small ONNX model written with onnx.helper: conv + BatchNorm + ReLU, a max pool branch, a
+    concat, HardSwish, global pooling, a flatten and a Gemm; random initializers named as a state_dict."""
+    onnx = pytest.importorskip("onnx")
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+
+    def init(name, *shape, positive=False):
+        a = rng.random(shape, dtype=np.float32) + 0.5 if positive else rng.standard_normal(shape).astype(np.float32)
+        return numpy_helper.from_array(a, name)
+    inits = [init("stem.weight", 8, 3, 3, 3), init("stem.bias", 8), init("bn.weight", 8, positive=True),
+             init("bn.bias", 8), init("bn.running_mean", 8), init("bn.running_var", 8, positive=True),
+             init("fc.weight", 5, 16), init("fc.bias", 5)]
+    nodes = [helper.make_node("Conv", ["image", "stem.weight", "stem.bias"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("BatchNormalization", ["c", "bn.weight", "bn.bias", "bn.running_mean", "bn.running_var"],
+                              ["b"], epsilon=1e-5),
+             helper.make_node("Relu", ["b"], ["r"]),
+             helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1]),
+             helper.make_node(op_type or "HardSwish", ["r"], ["h"]),
+             helper.make_node("Concat", ["h", "p"], ["cat"], axis=1),
+             helper.make_node("GlobalAveragePool", ["cat"], ["g"]),
+             helper.make_node("Flatten", ["g"], ["f"], axis=1),
+             helper.make_node("Gemm", ["f", "fc.weight", "fc.bias"], ["logits"], transB=1), *extra_nodes]
+    graph = helper.make_graph(nodes, "small", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 5])], inits)
+    path = tmp_path / "small.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path, {t.name: numpy_helper.to_array(t) for t in inits}
+
+
+def test_an_onnx_file_imports_as_a_spec_and_a_weights_file_that_computes_the_same(tmp_path):
+    from archcompiler.cli import main
+
+    path, w = _onnx_graph(tmp_path)
+    out = tmp_path / "small.yaml"
+    assert main(["import", str(path), "-o", str(out)]) == 0
+    text = out.read_text()
+    assert "{name: stem, op: conv, out: 8, kernel: 3, padding: 1, norm: batch_norm, bias: true, act: relu}" in text
+    assert '- ["^stem/bn$", bn]' in text          # the BatchNorm's own module path, by a torch.rename rule
+    spec = archcompiler.load_spec(out)
+    model = archcompiler.build(spec, weights=str(tmp_path / "small.safetensors")).eval()
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    t = {k: torch.tensor(v) for k, v in w.items()}
+    F = torch.nn.functional
+    r = F.relu(F.batch_norm(F.conv2d(x, t["stem.weight"], t["stem.bias"], padding=1), t["bn.running_mean"],
+                            t["bn.running_var"], t["bn.weight"], t["bn.bias"], eps=1e-5))
+    cat = torch.cat([F.hardswish(r), F.max_pool2d(r, 3, 1, 1)], 1)
+    want = F.linear(cat.mean((2, 3)), t["fc.weight"], t["fc.bias"])
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), want, rtol=1e-5, atol=1e-5)
+    assert archcompiler.analyze(spec)["total"]["params"] == sum(v.size for k, v in w.items() if "running" not in k)
+
+
+def test_an_onnx_node_archc_cannot_map_is_refused_by_name_and_op_type_and_nothing_is_written(tmp_path, capsys):
+    from archcompiler.cli import main
+
+    path, _ = _onnx_graph(tmp_path, op_type="Softplus")
+    assert main(["import", str(path), "-o", str(tmp_path / "x.yaml")]) == 1
+    err = capsys.readouterr().err
+    assert "(Softplus): has no archc op" in err and "closest op type" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["small.onnx"]
+
+
+def test_an_onnx_file_is_bounded_like_every_untrusted_input(tmp_path, monkeypatch):
+    from archcompiler.importers import onnx as reader
+
+    path, _ = _onnx_graph(tmp_path)
+    monkeypatch.setattr(reader, "MAX_NODES", 3)
+    with pytest.raises(BackendError, match="at most 3 of each"):
+        reader.read(path)
+    monkeypatch.setattr(reader, "MAX_ONNX_BYTES", 100)
+    with pytest.raises(BackendError, match="at most 100 are read"):
+        reader.read(path)
+    monkeypatch.undo()
+    (tmp_path / "junk.onnx").write_bytes(b"\x00not a model" * 10)
+    with pytest.raises(BackendError, match="not a readable ONNX model"):
+        reader.read(tmp_path / "junk.onnx")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "alexnet", "squeezenet1_1"])
+def test_build_emit_onnx_then_import_round_trips(name, tmp_path):
+    """archc build --emit onnx, then archc import: the spec and its weights compute the exported
+    network (its BatchNorms are folded into the convolutions by the exporter, so the parameters are
+    the ONNX file's)."""
+    pytest.importorskip("onnxscript")
+    from archcompiler.backends.torch.export import export
+    from archcompiler.cli import main
+
+    spec = archcompiler.load_spec(name)
+    original = archcompiler.build(spec, seed=0).eval()
+    export(original, spec, "onnx", tmp_path / "m.onnx")
+    assert main(["import", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "m.yaml")]) == 0
+    imported = archcompiler.load_spec(tmp_path / "m.yaml")
+    rebuilt = archcompiler.build(imported, weights=str(tmp_path / "m.safetensors")).eval()
+    from safetensors.torch import load_file
+    state = load_file(tmp_path / "m.safetensors")
+    assert archcompiler.analyze(imported)["total"]["params"] == sum(
+        v.numel() for k, v in state.items() if k.endswith(("weight", "bias")))
+    x = torch.randn(1, *spec.input, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x), original(x), rtol=1e-4, atol=1e-4)

@@ -83,9 +83,14 @@ def _matmul(n: Node) -> dict:
     return {"op": "linear", "out": int(w.shape[1]), "bias": False}
 
 
+def _f32(v: Any) -> float:
+    """A float attribute (stored in 32 bits) as the decimal it was written as: 1e-05, not 9.9999997e-06."""
+    return float(f"{float(v):.7g}")
+
+
 def _bn(n: Node) -> dict:
-    return {"op": "batch_norm", "eps": float(n.attrs.get("epsilon", 1e-5)),
-            "momentum": round(1 - float(n.attrs.get("momentum", 0.9)), 6)}
+    return {"op": "batch_norm", "eps": _f32(n.attrs.get("epsilon", 1e-5)),
+            "momentum": _f32(1 - _f32(n.attrs.get("momentum", 0.9)))}
 
 
 def _pool(name: str, average: bool = False) -> Callable[[Node], dict]:
@@ -139,8 +144,8 @@ def _softmax(n: Node) -> dict:
 
 
 def _lrn(n: Node) -> dict:
-    return {"op": "lrn", "size": int(n.attrs["size"]), "alpha": float(n.attrs.get("alpha", 1e-4)),
-            "beta": float(n.attrs.get("beta", 0.75)), "k": float(n.attrs.get("bias", 1.0))}
+    return {"op": "lrn", "size": int(n.attrs["size"]), "alpha": _f32(n.attrs.get("alpha", 1e-4)),
+            "beta": _f32(n.attrs.get("beta", 0.75)), "k": _f32(n.attrs.get("bias", 1.0))}
 
 
 def _join(name: str, same_shape: bool) -> Callable[[Node], dict]:
@@ -264,7 +269,8 @@ def read(path: str | Path, name: str | None = None) -> tuple[Flat, dict[str, Any
         try:
             fields = entry[0](n)
         except _No as exc:
-            raise _refuse(node, str(exc)) from None
+            raise _refuse(node, str(exc), f"archc reads {node.op_type} only where the reason above does not hold") \
+                from None
         except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
             raise _refuse(node, f"unexpected attributes or inputs ({type(exc).__name__})") from None
         params = {suffix: node.input[pos] for pos, suffix in entry[1].items() if pos < len(node.input) and node.input[pos]}

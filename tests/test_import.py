@@ -19,7 +19,7 @@ torch = pytest.importorskip("torch")
 nn = torch.nn
 
 QUICK = ["resnet18", "mobilenet_v2", "googlenet"]
-SLOW = ["resnet50", "vgg16", "densenet121", "squeezenet1_1", "efficientnet_b0", "mnasnet0_5", "mobilenet_v3_large",
+SLOW = ["resnet50", "vgg16_bn", "densenet121", "squeezenet1_1", "regnet_y_400mf", "mnasnet0_5", "mobilenet_v3_large",
         "alexnet", "regnet_x_400mf", "inception_v3"]
 
 

@@ -90,6 +90,31 @@ def _rewire(items: list[Item], gone: dict[str, str]) -> list[Item]:
     return items
 
 
+def _unhyphenate(flat: Flat) -> tuple[Flat, list[list[str]]]:
+    """Module names with a hyphen (torchvision's RegNet: ``block1-0``) are no spec names: the spec
+    says ``block1_0`` and a torch.rename rule gives the module its name back."""
+    rules: dict[str, list[str]] = {}
+
+    def fix(name: str | None) -> str | None:
+        if name is None or "-" not in name:
+            return name
+        parts = name.split(".")
+        for k, part in enumerate(parts):
+            if "-" in part:
+                prefix = ".".join(parts[:k + 1])
+                plain = prefix.replace("-", "_")
+                rules.setdefault(plain, [f"^{re.escape(plain)}([/.])", prefix + r"\1"])
+        return name.replace("-", "_")
+    for it in flat.items:
+        it.name, it.path, it.bn = fix(it.name), fix(it.path), fix(it.bn)
+        it.scope = fix(it.scope) or ""
+        it.inputs = [fix(s) for s in it.inputs]
+    flat.result = fix(flat.result)
+    flat.heads = {h: fix(v) for h, v in flat.heads.items()}
+    flat.classes = {fix(k): v for k, v in flat.classes.items()}
+    return flat, list(rules.values())
+
+
 def prune(flat: Flat) -> Flat:
     """Only what the result depends on (a traced module may compute values it never returns)."""
     by_name = {it.name: it for it in flat.items}
@@ -115,7 +140,7 @@ def header(flat: Flat, schema: str) -> list[str]:
 
 def spec_text(flat: Flat, schema: str = "archc.schema.json", blocks: bool = True) -> str:
     """The spec's YAML text."""
-    flat = prune(fuse(flat))
+    flat, hyphens = _unhyphenate(prune(fuse(flat)))
     lines = header(flat, schema)
     body = None
     if blocks:
@@ -130,8 +155,9 @@ def spec_text(flat: Flat, schema: str = "archc.schema.json", blocks: bool = True
     rules = flat.rules or [
         [f"^{re.escape(it.name)}/conv$", it.name] for it in flat.items if it.bn] + [
         [f"^{re.escape(it.name)}/bn$", it.bn] for it in flat.items if it.bn]
+    rules = hyphens + rules
     if rules:
-        lines += ["", "torch:", "  rename:     # a conv and its BatchNorm are one layer; these are their module paths"]
+        lines += ["", "torch:", "  rename:     # module paths where a spec name cannot be one (a conv and its BatchNorm are one layer)"]
         lines += [f"    - {scalar(r)}" for r in sorted(rules, key=lambda r: (not r[0].startswith("^"), r[0].endswith("/bn$")))]
     if flat.heads or (flat.items and flat.result != flat.items[-1].name):
         lines += ["", "outputs:", f"  main: {{layer: {scalar(flat.result)}}}"]

@@ -79,9 +79,10 @@ def _tracer(model: Any) -> Any:
 
     from ..backends.torch.codegen import FROM_TORCH
 
-    # archc's own generated modules check their input in plain Python: that call is kept as one opaque node
-    helper = getattr(model.forward, "__globals__", {}).get("check_input")
-    wrapped = (helper,) if callable(helper) and getattr(helper, "__module__", "") != "builtins" else ()
+    # archc's own generated modules check their input in plain Python, and draw stochastic depth's noise:
+    # those calls are kept as one opaque node each (the check is dropped, stochastic depth maps)
+    space = getattr(model.forward, "__globals__", {})
+    wrapped = tuple(f for f in (space.get("check_input"), space.get("stochastic_depth")) if callable(f))
 
     class Tracer(fx.Tracer):
         def __init__(self) -> None:
@@ -90,7 +91,7 @@ def _tracer(model: Any) -> Any:
             self.failed_in: tuple[str, str] | None = None
 
         def is_leaf_module(self, m: Any, qualname: str) -> bool:
-            return type(m).__name__ in FROM_TORCH and type(m).__module__.startswith("torch.nn")
+            return type(m).__name__ in FROM_TORCH and type(m).__module__.startswith(("torch.nn", "torchvision.ops"))
 
         def call_module(self, m: Any, forward: Any, args: Any, kwargs: Any) -> Any:
             self.stack.append((self.path_of_module(m), type(m).__name__))

@@ -239,7 +239,13 @@ def _join_in(name: str, same_shape: bool) -> Callable[[Seen], dict]:
 
 def _cat_in(s: Seen) -> dict:
     _need(s.arg.get("dim", 0) == 1, f"a concatenation along dim {s.arg.get('dim', 0)} (archc's is along channels)")
-    return {"op": "concat"}
+    return {"op": "concat"} if len(s.shapes) > 1 else {"op": "identity"}     # torch.cat([x], 1) is x (DenseNet)
+
+
+def _stochastic_depth_in(s: Seen) -> dict:
+    p = s.module.p if s.module is not None else s.arg["p"]
+    mode = s.module.mode if s.module is not None else s.arg.get("mode", "row")
+    return {"op": "stochastic_depth", "p": float(p), "mode": "row" if mode in ("row", True) else "batch"}
 
 
 _ACT_KINDS = {"ReLU": "relu", "ReLU6": "relu6", "LeakyReLU": "leaky_relu", "Sigmoid": "sigmoid", "Tanh": "tanh",
@@ -272,6 +278,9 @@ FROM_TORCH: dict[str, FromTorch] = {
     "Softmax": FromTorch("softmax", _softmax_in),
     "fn:softmax": FromTorch("softmax", _softmax_in, ("dim",)),
     "Identity": FromTorch("identity", lambda s: {"op": "identity"}),
+    # torchvision.ops.StochasticDepth and its function; archc's own helper takes mode as row=True
+    "StochasticDepth": FromTorch("stochastic_depth", _stochastic_depth_in),
+    "fn:stochastic_depth": FromTorch("stochastic_depth", _stochastic_depth_in, ("p", "mode", "training")),
     "fn:cat": FromTorch("concat", _cat_in, ("dim",)),
     "fn:add": FromTorch("add", _join_in("add", True)),
     "fn:iadd": FromTorch("add", _join_in("add", True)),

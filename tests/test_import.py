@@ -20,7 +20,8 @@ nn = torch.nn
 
 QUICK = ["resnet18", "mobilenet_v2", "googlenet"]
 # the slow tier: one of each other family that imports (benchmarks/import_torchvision.py runs all of torchvision's)
-SLOW = ["resnet50", "densenet121", "squeezenet1_1", "regnet_y_400mf", "mobilenet_v3_large", "inception_v3"]
+SLOW = ["resnet50", "densenet121", "squeezenet1_1", "regnet_y_400mf", "mobilenet_v3_large", "inception_v3",
+        "shufflenet_v2_x0_5", "efficientnet_b0"]
 
 
 def _round_trip(name: str) -> str:
@@ -146,6 +147,36 @@ def test_a_module_with_a_for_loop_over_its_layers_imports():
     with torch.no_grad():
         torch.testing.assert_close(rebuilt(x), model(x), rtol=0, atol=0)
     assert "{name: layers.2.0, op: conv, out: 8, kernel: 3, padding: 1, norm: batch_norm, bias: true, act: relu}" in text
+
+
+class Shuffle(nn.Module):
+    """ShuffleNetV2's unit as torchvision writes it: chunk, a branch, cat, and the channel shuffle by
+    view / transpose / contiguous / view on the sizes x.size() gives."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 1)
+        self.branch2 = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1, groups=4), nn.BatchNorm2d(4), nn.ReLU(inplace=True))
+
+    def forward(self, x):
+        x = self.stem(x)
+        x1, x2 = x.chunk(2, dim=1)
+        out = torch.cat((x1, self.branch2(x2)), dim=1)
+        b, c, h, w = out.size()
+        out = out.view(b, 2, c // 2, h, w)
+        out = torch.transpose(out, 1, 2).contiguous()
+        return out.view(b, -1, h, w)
+
+
+def test_channel_split_and_shuffle_written_with_views_import_as_their_ops():
+    model = Shuffle().eval()
+    text = archcompiler.import_module(model, input=(3, 6, 6))
+    assert "op: channel_split, half: first" in text and "op: channel_shuffle, groups: 2" in text
+    rebuilt = archcompiler.build(archcompiler.load_spec(text)).eval()
+    rebuilt.load_state_dict(model.state_dict(), strict=True)
+    x = torch.randn(2, 3, 6, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x), model(x), rtol=0, atol=0)
 
 
 def test_a_custom_module_archc_cannot_map_is_named_with_its_class_and_the_closest_op():

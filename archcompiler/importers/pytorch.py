@@ -114,7 +114,7 @@ def trace(model: Any, input_shape: tuple[int, ...] | None = None, name: str = "m
     import torch.fx as fx
     from torch.fx.passes.shape_prop import ShapeProp
 
-    from ..backends.torch.codegen import FROM_TORCH, Seen, Unmappable
+    from ..backends.torch.codegen import FROM_TORCH, VIEW_STEPS, Seen, Unmappable
 
     shape = tuple(input_shape or getattr(model, "INPUT_SHAPE", None) or (3, 224, 224))
     was_training = model.training
@@ -157,6 +157,8 @@ def trace(model: Any, input_shape: tuple[int, ...] | None = None, name: str = "m
     item_of: dict[str, Item] = {}
     calls: dict[str, int] = {}
     taken: set[str] = set()
+    pending: dict[Any, tuple] = {}        # a node midway through a pattern of VIEW_STEPS -> its state
+    sizes: set[Any] = set()               # nodes that compute sizes (ints), not tensors
 
     def unique(base: str) -> str:
         k, out = 0, base
@@ -208,7 +210,25 @@ def trace(model: Any, input_shape: tuple[int, ...] | None = None, name: str = "m
             key = (f"method:{fn}" if node.op == "call_method"
                    else f"fn:{getattr(fn, '__name__', str(fn))}")
             path, cls = where(node)
-        ins = [a for a in _flat_args(node.args) + _flat_args(list(node.kwargs.values())) if isinstance(a, fx.Node)]
+        ins = [a for a in _flat_args(node.args) + _flat_args(list(node.kwargs.values()))
+               if isinstance(a, fx.Node) and a not in sizes]
+        meta = node.meta.get("tensor_meta")
+        step = VIEW_STEPS.get(key) if mod is None else None
+        if step is not None:
+            done = _view_step(step, node, ins, meta, by_node, pending, sizes)
+            if done is True:
+                continue
+            if done is not None:                   # the pattern is complete: one layer
+                fields, src = done
+                layer = unique(f"{item_of[src].scope}.{fields['op']}" if src in item_of and item_of[src].scope
+                               else f"%{node.name}")
+                made = tuple(meta.shape[1:])
+                item = Item(layer, fields, [src], fields["op"], None, None, made,
+                            item_of[src].shape if src in item_of else made, cls)
+                items.append(item)
+                item_of[layer] = item
+                by_node[node] = layer
+                continue
         for a in ins:
             if a not in by_node:
                 raise _refuse(path, cls, f"{_what(node)} reads {a.name}, a value that is not a layer's output "
@@ -222,7 +242,6 @@ def trace(model: Any, input_shape: tuple[int, ...] | None = None, name: str = "m
         consts = [a for a in node.args if not isinstance(a, fx.Node) and not _is_node_list(a)]
         arg = dict(zip(entry.params, consts))
         arg.update({k: v for k, v in node.kwargs.items() if not isinstance(v, fx.Node)})
-        meta = node.meta.get("tensor_meta")
         if meta is None or not hasattr(meta, "shape"):
             raise _refuse(path, cls, f"{_what(node)} returns several values", key)
         shapes = [tuple(a.meta["tensor_meta"].shape[1:]) for a in ins]
@@ -253,6 +272,51 @@ def trace(model: Any, input_shape: tuple[int, ...] | None = None, name: str = "m
     result, heads = place(items, result, heads, unique)
     classes = {p: type(m).__name__ for p, m in modules.items() if p}
     return Flat(name, shape, items, source or name, classes, result, heads)
+
+
+def _view_step(step: str, node: Any, ins: list, meta: Any, by_node: dict, pending: dict, sizes: set) -> Any:
+    """One step of a channel shuffle or split (see VIEW_STEPS): True when the node is absorbed (its state
+    in ``pending``, or a size in ``sizes``), the finished layer's (fields, input) when the pattern is
+    complete, None when it is no such step (the reverse table then decides)."""
+    shape = tuple(meta.shape[1:]) if meta is not None and hasattr(meta, "shape") else None
+    if step == "size":
+        if shape is None or not ins or all(a in sizes or a not in by_node and a not in pending for a in ins):
+            sizes.add(node)
+            return True
+        return None
+    src = ins[0] if ins else None
+    state = pending.get(src)
+    if step == "same" and state is not None:
+        pending[node] = state
+        return True
+    if step == "reshape" and shape is not None:
+        if state is None and src in by_node and len(shape) == 4:
+            c = tuple(src.meta["tensor_meta"].shape[1:])
+            if len(c) == 3 and shape[0] * shape[1] == c[0] and shape[2:] == c[1:]:
+                pending[node] = ("grouped", by_node[src], shape[0])
+                return True
+        if state is not None and state[0] == "swapped" and len(shape) == 3:
+            return {"op": "channel_shuffle", "groups": state[2]}, state[1]
+        return None
+    if step == "swap" and state is not None and state[0] == "grouped":
+        dims = sorted(int(d) % 5 for d in [*node.args[1:], *node.kwargs.values()][:2])
+        if dims == [1, 2]:
+            pending[node] = ("swapped", state[1], state[2])
+            return True
+        return None
+    if step == "split" and src in by_node:
+        args = [*node.args[1:], *node.kwargs.values()]
+        if len(args) == 2 and int(args[0]) == 2 and int(args[1]) == 1:
+            pending[node] = ("split", by_node[src])
+            return True
+        return None
+    if step == "pick" and node.args[0] in sizes:
+        sizes.add(node)
+        return True
+    if step == "pick" and isinstance(node.args[0], type(node)) and pending.get(node.args[0], ("",))[0] == "split":
+        half = int(node.args[1])
+        return {"op": "channel_split", "half": "first" if half == 0 else "second"}, pending[node.args[0]][1]
+    return None
 
 
 def _head_name(field: str) -> str:

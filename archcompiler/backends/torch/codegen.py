@@ -289,6 +289,20 @@ FROM_TORCH: dict[str, FromTorch] = {
 }
 
 
+# Calls that are one step of a pattern the table maps as a whole (ShuffleNet's channel shuffle, written
+# x.view(N, g, C // g, H, W).transpose(1, 2).contiguous().view(N, C, H, W) by torchvision and
+# x.unflatten(1, (g, -1)).transpose(1, 2).flatten(1, 2) by archc; its split, x.chunk(2, 1)[i]), and the
+# arithmetic on sizes such patterns read: the step each call is, by the shapes it makes.
+VIEW_STEPS: dict[str, str] = {
+    "method:view": "reshape", "method:reshape": "reshape", "fn:reshape": "reshape", "method:unflatten": "reshape",
+    "method:flatten": "reshape", "fn:flatten": "reshape",
+    "method:transpose": "swap", "fn:transpose": "swap",
+    "method:contiguous": "same",
+    "method:chunk": "split", "fn:chunk": "split", "fn:getitem": "pick",
+    "method:size": "size", "fn:getattr": "size", "fn:floordiv": "size", "fn:mul": "size", "fn:sub": "size",
+}
+
+
 def shape_comment(shape: tuple[int, ...]) -> str:
     return "# N x " + " x ".join(str(d) for d in shape)
 

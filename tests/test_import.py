@@ -278,6 +278,30 @@ def test_an_onnx_file_imports_as_a_spec_and_a_weights_file_that_computes_the_sam
     assert archcompiler.analyze(spec)["total"]["params"] == sum(v.size for k, v in w.items() if "running" not in k)
 
 
+def test_an_onnx_channel_shuffle_and_split_are_read_as_their_ops(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    from archcompiler.importers.onnx import read
+
+    shape5 = numpy_helper.from_array(np.array([1, 2, 4, 4, 4], dtype=np.int64), "s5")
+    shape4 = numpy_helper.from_array(np.array([1, 8, 4, 4], dtype=np.int64), "s4")
+    nodes = [helper.make_node("Reshape", ["image", "s5"], ["g"]),
+             helper.make_node("Transpose", ["g"], ["t"], perm=[0, 2, 1, 3, 4]),
+             helper.make_node("Reshape", ["t", "s4"], ["shuffled"]),
+             helper.make_node("Split", ["shuffled"], ["a", "b"], axis=1, num_outputs=2),
+             helper.make_node("Relu", ["b"], ["rb"]),
+             helper.make_node("Concat", ["a", "rb"], ["out"], axis=1)]
+    graph = helper.make_graph(nodes, "shuffle", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 8, 4, 4])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 8, 4, 4])], [shape5, shape4])
+    path = tmp_path / "shuffle.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    flat, _ = read(path)
+    assert [it.fields for it in flat.items] == [{"op": "channel_shuffle", "groups": 2}, {"op": "channel_split", "half": "first"},
+                                                {"op": "channel_split", "half": "second"}, {"op": "relu"}, {"op": "concat"}]
+
+
 def test_an_onnx_node_archc_cannot_map_is_refused_by_name_and_op_type_and_nothing_is_written(tmp_path, capsys):
     from archcompiler.cli import main
 
@@ -305,7 +329,7 @@ def test_an_onnx_file_is_bounded_like_every_untrusted_input(tmp_path, monkeypatc
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2"])
+@pytest.mark.parametrize("name", ["resnet18", "shufflenet_v2_x0_5"])
 def test_build_emit_onnx_then_import_round_trips(name, tmp_path):
     """archc build --emit onnx, then archc import: the spec and its weights compute the exported
     network (its BatchNorms are folded into the convolutions by the exporter, so the parameters are

@@ -190,6 +190,8 @@ FROM_ONNX: dict[str, tuple[Callable[[Node], dict], dict[int, str]]] = {
     "Reshape": (_reshape, {}),
     "Softmax": (_softmax, {}),
     "LRN": (_lrn, {}),
+    # Split (into two halves along the channels) and Transpose (as a channel shuffle between two
+    # Reshapes) are read as patterns: see _shuffle_step
 }
 _PASS = {"Identity", "Dropout"}         # the value passes through in inference
 
@@ -243,6 +245,7 @@ def read(path: str | Path, name: str | None = None) -> tuple[Flat, dict[str, Any
     items: list[Item] = []
     weights: dict[str, Any] = {}
     taken: set[str] = set()
+    pending: dict[str, tuple] = {}      # a value midway through a channel shuffle -> its state
     for node in g.node:
         if node.op_type == "Constant":
             attr = {a.name: a for a in node.attribute}
@@ -255,6 +258,16 @@ def read(path: str | Path, name: str | None = None) -> tuple[Flat, dict[str, Any
         if node.op_type in _PASS and node.input and node.input[0] in value_of:
             for out in node.output[:1]:
                 value_of[out] = value_of[node.input[0]]
+            continue
+        made = _shuffle_step(node, consts, shapes, value_of, pending)
+        if made is True:
+            continue
+        if made is not None:             # a channel shuffle or split, complete: one layer per output
+            for out, fields, src in made:
+                layer = _unique("%" + out, taken)
+                items.append(Item(layer, fields, [src], node.op_type, None, None, shapes.get(out, ())[1:],
+                                  (), node.op_type))
+                value_of[out] = layer
             continue
         entry = FROM_ONNX.get(node.op_type)
         if entry is None or node.domain not in ("", "ai.onnx"):
@@ -304,6 +317,37 @@ def read(path: str | Path, name: str | None = None) -> tuple[Flat, dict[str, Any
     result, _ = place(items, result, {}, lambda base: _unique(base, taken))
     return Flat(name or _clean(path.stem) or "model", tuple(shapes[inputs[0].name][1:]), items, str(path),
                 {}, result), weights
+
+
+def _shuffle_step(node: Any, consts: dict, shapes: dict, value_of: dict, pending: dict) -> Any:
+    """ShuffleNet's channel shuffle as exporters write it (Reshape into N x g x C/g x H x W, Transpose
+    perm 0 2 1 3 4, Reshape back) and its split (Split along the channels into two halves): True when
+    the node is a step (its state in ``pending``), the finished layers [(output, fields, input)] when
+    the pattern is complete, None when it is no such step."""
+    import onnx
+
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    src = node.input[0] if node.input else None
+    out_shape = shapes.get(node.output[0], ())[1:] if node.output else ()
+    state = pending.get(src)
+    if node.op_type == "Reshape" and state is None and src in value_of:
+        c = shapes.get(src, ())[1:]
+        if len(out_shape) == 4 and len(c) == 3 and out_shape[0] * out_shape[1] == c[0] and out_shape[2:] == c[1:]:
+            pending[node.output[0]] = ("grouped", value_of[src], int(out_shape[0]))
+            return True
+    if node.op_type == "Transpose" and state is not None and state[0] == "grouped" \
+            and list(attrs.get("perm", [])) == [0, 2, 1, 3, 4]:
+        pending[node.output[0]] = ("swapped", state[1], state[2])
+        return True
+    if node.op_type == "Reshape" and state is not None and state[0] == "swapped" and len(out_shape) == 3:
+        return [(node.output[0], {"op": "channel_shuffle", "groups": state[2]}, state[1])]
+    if node.op_type == "Split" and src in value_of and attrs.get("axis") == 1 and len(node.output) == 2:
+        halves = [shapes.get(o, ())[1:2] for o in node.output]
+        sizes = consts.get(node.input[1]) if len(node.input) > 1 and node.input[1] else None
+        equal = halves[0] == halves[1] and (sizes is None or len(set(int(v) for v in sizes)) == 1)
+        if equal:
+            return [(o, {"op": "channel_split", "half": h}, value_of[src]) for o, h in zip(node.output, ("first", "second"))]
+    return None
 
 
 def _clean(text: str) -> str:

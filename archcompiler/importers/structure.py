@@ -155,10 +155,11 @@ def spec_text(flat: Flat, schema: str = "archc.schema.json", blocks: bool = True
     rules = flat.rules or [
         [f"^{re.escape(it.name)}/conv$", it.name] for it in flat.items if it.bn] + [
         [f"^{re.escape(it.name)}/bn$", it.bn] for it in flat.items if it.bn]
-    rules = hyphens + rules
+    # the conv / BatchNorm rules first (they read the spec's names), the hyphens given back last
+    rules = sorted(rules, key=lambda r: (not r[0].startswith("^"), r[0].endswith("/bn$"))) + hyphens
     if rules:
         lines += ["", "torch:", "  rename:     # module paths where a spec name cannot be one (a conv and its BatchNorm are one layer)"]
-        lines += [f"    - {scalar(r)}" for r in sorted(rules, key=lambda r: (not r[0].startswith("^"), r[0].endswith("/bn$")))]
+        lines += [f"    - {scalar(r)}" for r in rules]
     if flat.heads or (flat.items and flat.result != flat.items[-1].name):
         lines += ["", "outputs:", f"  main: {{layer: {scalar(flat.result)}}}"]
         lines += [f"  {scalar(k)}: {{layer: {scalar(v)}, training_only: true}}" for k, v in flat.heads.items()]

@@ -242,6 +242,14 @@ def _cat_in(s: Seen) -> dict:
     return {"op": "concat"} if len(s.shapes) > 1 else {"op": "identity"}     # torch.cat([x], 1) is x (DenseNet)
 
 
+def _mean_in(s: Seen) -> dict:
+    dims = s.arg.get("dim")
+    dims = sorted(int(d) % 4 for d in (dims if isinstance(dims, (list, tuple)) else [dims])) if dims is not None else []
+    _need(dims == [2, 3] and len(s.shapes[0]) == 3, f"a mean over dims {s.arg.get('dim')} (archc's global_avg_pool "
+                                                    "averages height and width)")
+    return {"op": "global_avg_pool"}      # x.mean([2, 3]) (MNASNet): the same numbers, as C x 1 x 1
+
+
 def _stochastic_depth_in(s: Seen) -> dict:
     p = s.module.p if s.module is not None else s.arg["p"]
     mode = s.module.mode if s.module is not None else s.arg.get("mode", "row")
@@ -282,6 +290,8 @@ FROM_TORCH: dict[str, FromTorch] = {
     "StochasticDepth": FromTorch("stochastic_depth", _stochastic_depth_in),
     "fn:stochastic_depth": FromTorch("stochastic_depth", _stochastic_depth_in, ("p", "mode", "training")),
     "fn:cat": FromTorch("concat", _cat_in, ("dim",)),
+    "method:mean": FromTorch("adaptive_avg_pool2d", _mean_in, ("dim", "keepdim")),
+    "fn:mean": FromTorch("adaptive_avg_pool2d", _mean_in, ("dim", "keepdim")),
     "fn:add": FromTorch("add", _join_in("add", True)),
     "fn:iadd": FromTorch("add", _join_in("add", True)),
     "fn:mul": FromTorch("mul", _join_in("mul", False)),

@@ -14,8 +14,7 @@ torch and graphviz are imported only by the functions that need them.
 
 from __future__ import annotations
 
-from .api import (build, check, diff, draw, evaluate, import_module, load_model, predict, report, save_model, train,
-                  zoo)
+from .api import build, check, diff, draw, evaluate, import_module, load_model, predict, report, save_model, train, zoo
 from .errors import ArchcError, BackendError, Diagnostic, GraphError, Location, SpecError
 from .ir import lower
 from .passes import analyze

@@ -21,7 +21,7 @@ nn = torch.nn
 QUICK = ["resnet18", "mobilenet_v2", "googlenet"]
 # the slow tier: one of each other family that imports (benchmarks/import_torchvision.py runs all of torchvision's)
 SLOW = ["resnet50", "densenet121", "squeezenet1_1", "regnet_y_400mf", "mobilenet_v3_large", "inception_v3",
-        "shufflenet_v2_x0_5", "efficientnet_b0"]
+        "shufflenet_v2_x0_5", "efficientnet_b0", "convnext_tiny"]
 
 
 def _round_trip(name: str) -> str:

@@ -91,7 +91,7 @@ def _tracer(model: Any) -> Any:
             self.failed_in: tuple[str, str] | None = None
 
         def is_leaf_module(self, m: Any, qualname: str) -> bool:
-            return type(m).__name__ in FROM_TORCH and type(m).__module__.startswith(("torch.nn", "torchvision.ops"))
+            return type(m).__name__ in FROM_TORCH and type(m).__module__.startswith(("torch.nn", "torchvision"))
 
         def call_module(self, m: Any, forward: Any, args: Any, kwargs: Any) -> Any:
             self.stack.append((self.path_of_module(m), type(m).__name__))
@@ -196,6 +196,10 @@ def trace(model: Any, input_shape: tuple[int, ...] | None = None, name: str = "m
             heads = {_head_name(f): by_node[v] for f, v in zip(fields[1:], values[1:])}
             continue
         if node.op == "get_attr":
+            value = _attribute(model, node.target)
+            if isinstance(value, torch.Tensor) and value.dim() == 3 and tuple(value.shape[1:]) == (1, 1):
+                pending[node] = ("param", node.target)        # a per-channel scale: read by a product below
+                continue
             path, cls = where(node)
             raise _refuse(path, cls, f"reads the parameter or buffer {node.target!r} directly", "Identity",
                           "archc's layers own their parameters (a custom nn.Module with its own nn.Parameter)")
@@ -229,8 +233,12 @@ def trace(model: Any, input_shape: tuple[int, ...] | None = None, name: str = "m
                 item_of[layer] = item
                 by_node[node] = layer
                 continue
+        scale = [a for a in ins if pending.get(a, ("",))[0] == "param"]
+        if scale and len(ins) == 2:                 # a C x 1 x 1 parameter times a map: layer_scale
+            key, path, ins = f"param:{key.split(':')[-1]}", pending[scale[0]][1], [a for a in ins if a not in scale]
+        last = [a for a in ins if pending.get(a, ("",))[0] == "last"]
         for a in ins:
-            if a not in by_node:
+            if a not in by_node and a not in last:
                 raise _refuse(path, cls, f"{_what(node)} reads {a.name}, a value that is not a layer's output "
                                          "(a size, an index or a constant)", key)
         if key in _PASSTHROUGH and len(ins) == 1:
@@ -244,14 +252,23 @@ def trace(model: Any, input_shape: tuple[int, ...] | None = None, name: str = "m
         arg.update({k: v for k, v in node.kwargs.items() if not isinstance(v, fx.Node)})
         if meta is None or not hasattr(meta, "shape"):
             raise _refuse(path, cls, f"{_what(node)} returns several values", key)
-        shapes = [tuple(a.meta["tensor_meta"].shape[1:]) for a in ins]
-        seen = Seen(mod, arg, shapes, tuple(meta.shape[1:]))
+        if last:                   # on x.permute(0, 2, 3, 1): each position's channels, an image again after
+            arg["channels_last"] = True
+            shapes = [item_of[pending[a][1]].shape for a in ins]
+            made = tuple(meta.shape[1:])
+            made = (made[-1], *made[:-1]) if len(made) == 3 else made
+        else:
+            shapes = [tuple(a.meta["tensor_meta"].shape[1:]) for a in ins]
+            made = tuple(meta.shape[1:])
+        seen = Seen(mod, arg, shapes, made)
         try:
             fields = entry.layer(seen)
         except Unmappable as exc:
             raise _refuse(path, cls, _what(node), key, str(exc)) from None
-        sources = [by_node[a] for a in ins]
-        if mod is not None:
+        sources = [pending[a][1] if a in last else by_node[a] for a in ins]
+        if key.startswith("param:"):
+            layer, scope, holder = unique(path), path.rpartition(".")[0], path
+        elif mod is not None:
             n = calls[path] = calls.get(path, 0) + 1
             if n > 1 and any(True for _ in mod.parameters(recurse=False)):
                 raise _refuse(path, cls, "is called twice (its weights are shared)", key,
@@ -266,7 +283,10 @@ def trace(model: Any, input_shape: tuple[int, ...] | None = None, name: str = "m
         item = Item(layer, fields, sources, entry.kind, holder, scope, seen.shape, shapes[0] if shapes else (), cls)
         items.append(item)
         item_of[layer] = item
-        by_node[node] = layer
+        if last:
+            pending[node] = ("last", layer)
+        else:
+            by_node[node] = layer
         if len(items) > MAX_LAYERS:
             raise BackendError([error(f"the model has more than {MAX_LAYERS} layers", "model")])
     result, heads = place(items, result, heads, unique)
@@ -304,6 +324,15 @@ def _view_step(step: str, node: Any, ins: list, meta: Any, by_node: dict, pendin
             pending[node] = ("swapped", state[1], state[2])
             return True
         return None
+    if step == "permute":
+        dims = [int(d) for d in _flat_args([*node.args[1:], *node.kwargs.values()])]
+        if dims == [0, 2, 3, 1] and src in by_node and len(src.meta["tensor_meta"].shape) == 4:
+            pending[node] = ("last", by_node[src])
+            return True
+        if dims == [0, 3, 1, 2] and state is not None and state[0] == "last":
+            by_node[node] = state[1]
+            return True
+        return None
     if step == "split" and src in by_node:
         args = [*node.args[1:], *node.kwargs.values()]
         if len(args) == 2 and int(args[0]) == 2 and int(args[1]) == 1:
@@ -317,6 +346,13 @@ def _view_step(step: str, node: Any, ins: list, meta: Any, by_node: dict, pendin
         half = int(node.args[1])
         return {"op": "channel_split", "half": "first" if half == 0 else "second"}, pending[node.args[0]][1]
     return None
+
+
+def _attribute(model: Any, target: str) -> Any:
+    value = model
+    for part in target.split("."):
+        value = getattr(value, part, None)
+    return value
 
 
 def _head_name(field: str) -> str:

@@ -164,9 +164,21 @@ def _bn_in(s: Seen) -> dict:
 
 
 def _linear_in(s: Seen) -> dict:
+    if s.arg.get("channels_last"):          # x.permute(0, 2, 3, 1) before it: over each position's channels
+        return {"op": "linear", "out": s.module.out_features, "bias": s.module.bias is not None, "over": "channels"}
     _need(len(s.shapes[0]) == 1, f"a Linear over a {len(s.shapes[0]) + 1}-d tensor (archc's linear reads a "
-                                 "flat vector; flatten it first)")
+                                 "flat vector, or an image's channels after x.permute(0, 2, 3, 1))")
     return {"op": "linear", "out": s.module.out_features, "bias": s.module.bias is not None}
+
+
+def _layer_norm_in(s: Seen) -> dict:
+    m = s.module
+    channels_first = type(m).__name__ == "LayerNorm2d"       # torchvision's ConvNeXt: it permutes inside
+    _need(channels_first or s.arg.get("channels_last"), "a LayerNorm over other dims than an image's channels "
+                                                        "(archc's layer_norm normalises each position's channels)")
+    _need(tuple(m.normalized_shape) == (s.shapes[0][0],) and m.elementwise_affine and m.bias is not None,
+          "a LayerNorm without its per-channel weight and bias")
+    return {"op": "layer_norm", "eps": m.eps}
 
 
 def _act_in(kind: str) -> Callable[[Seen], dict]:
@@ -263,6 +275,10 @@ FROM_TORCH: dict[str, FromTorch] = {
     "Conv2d": FromTorch("conv2d", _conv_in),
     "BatchNorm2d": FromTorch("batch_norm2d", _bn_in),
     "Linear": FromTorch("linear", _linear_in),
+    "LayerNorm": FromTorch("layer_norm2d", _layer_norm_in),
+    "LayerNorm2d": FromTorch("layer_norm2d", _layer_norm_in),
+    # a C x 1 x 1 parameter times the map (ConvNeXt's layer_scale): the parameter is the layer
+    "param:mul": FromTorch("layer_scale", lambda s: {"op": "layer_scale"}),
     **{cls: FromTorch("activation", _act_in(kind)) for cls, kind in _ACT_KINDS.items()},
     **{f"fn:{kind}": FromTorch("activation", _act_in(kind), ("inplace",)) for kind in _ACT_KINDS.values()},
     **{f"method:{kind}": FromTorch("activation", _act_in(kind)) for kind in ("relu", "sigmoid", "tanh")},
@@ -309,6 +325,7 @@ VIEW_STEPS: dict[str, str] = {
     "method:transpose": "swap", "fn:transpose": "swap",
     "method:contiguous": "same",
     "method:chunk": "split", "fn:chunk": "split", "fn:getitem": "pick",
+    "method:permute": "permute", "fn:permute": "permute",
     "method:size": "size", "fn:getattr": "size", "fn:floordiv": "size", "fn:mul": "size", "fn:sub": "size",
 }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 
@@ -57,9 +58,15 @@ def run(args: argparse.Namespace) -> int:
     if args.output:
         refuse_inputs(args.output, [args.target.rpartition(":")[0] or args.target])
     schema = _schema_line(args.output)
+    weights = None
     if args.target.lower().endswith(".onnx"):
         from ..importers.onnx import import_onnx
-        text = import_onnx(args.target, args.output, weights=args.weights, name=args.name, schema=schema,
+        weights = args.weights or (str(Path(args.output).with_suffix(".safetensors")) if args.output else None)
+        if weights:
+            refuse_inputs(weights, [args.target])
+        else:
+            print("archc: the weights are written only with -o or --weights", file=sys.stderr)
+        text = import_onnx(args.target, args.output, weights=weights, name=args.name, schema=schema,
                            blocks=not args.flat)
     else:
         from ..importers.pytorch import load_callable, trace
@@ -73,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         load_spec(text)
     if args.output:
         write_text(args.output, text)
-        print(f"wrote {args.output}")
+        print(f"wrote {args.output}" + (f" and {weights}" if weights else ""))
     else:
         print(text, end="")
     return 0

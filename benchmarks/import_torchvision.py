@@ -10,6 +10,7 @@ Run in an environment that has torchvision (it is no dependency of archc):
 from __future__ import annotations
 
 import argparse
+import inspect
 import statistics
 import time
 
@@ -25,7 +26,7 @@ def main() -> None:
     import archcompiler
     from archcompiler.spec import zoo as shipped
 
-    names = [n for n in shipped.names() if hasattr(tvm, n)]
+    names = [n for n in shipped.names() if inspect.isfunction(getattr(tvm, n, None))]     # builders, not modules
     if args.only:
         names = [n for n in names if n in args.only.split(",")]
     torch.manual_seed(0)
@@ -44,15 +45,17 @@ def main() -> None:
                 diff = (rebuilt(x) - model(x)).abs().max().item()
             a, b = archcompiler.analyze(spec_in)["total"], archcompiler.analyze(spec)["total"]
             same = a["params"] == b["params"] and a["flops"] == b["flops"]
-            ok += diff == 0.0 and same
+            ok += diff <= 1e-5 and same
             print(f"| {name} | ok | {diff:.1e} | {'equal' if same else 'DIFFER'} | {text.count(chr(10))} "
                   f"| {time.perf_counter() - t0:.1f} s |", flush=True)
         except Exception as exc:  # noqa: BLE001 (a report: every builder gets its line)
             first = str(exc).splitlines()[0][:150].replace("|", "/")
             print(f"| {name} | refused | | | | {first} |", flush=True)
-    print(f"{ok} / {len(names)} builders: strict state_dict, identical logits, equal params and FLOPs")
+    print(f"{ok} / {len(names)} builders: strict state_dict, logits within 1e-5, equal params and FLOPs")
     model = tvm.resnet50(weights=None)
+    t = time.perf_counter()
     archcompiler.import_module(model)                     # the first call also imports torch.fx's parts
+    print(f"import resnet50, the first call after torch is imported: {time.perf_counter() - t:.2f} s")
     times = []
     for _ in range(args.repeats):
         t = time.perf_counter()

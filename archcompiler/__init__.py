@@ -15,7 +15,21 @@ torch and graphviz are imported only by the functions that need them.
 
 from __future__ import annotations
 
-from .api import build, check, diff, draw, evaluate, load_model, predict, report, save_model, sweep, train, zoo
+from .api import (
+           build,
+           check,
+           diff,
+           draw,
+           evaluate,
+           import_module,
+           load_model,
+           predict,
+           report,
+           save_model,
+           sweep,
+           train,
+           zoo,
+)
 from .errors import ArchcError, BackendError, Diagnostic, GraphError, Location, SpecError
 from .ir import lower
 from .passes import analyze
@@ -23,5 +37,5 @@ from .spec import Spec, load_spec
 from .version import __version__
 
 __all__ = ["load_spec", "lower", "analyze", "check", "build", "save_model", "load_model", "train", "evaluate",
-           "predict", "report", "draw", "diff", "zoo", "sweep", "Spec",
+           "predict", "report", "draw", "diff", "zoo", "sweep", "import_module", "Spec",
            "SpecError", "GraphError", "BackendError", "ArchcError", "Diagnostic", "Location", "__version__"]

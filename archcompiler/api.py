@@ -216,3 +216,26 @@ def sweep_report(sweep_dir_or_json: str | Path, output: str | Path) -> Path:
 
     result, png = read_sweep(sweep_dir_or_json)
     return write_text(output, sweep_html(result, png))
+
+
+def import_module(model: Any, input: tuple[int, ...] | list[int] | None = None, name: str | None = None,
+                  source: str | None = None, blocks: bool = True) -> str:
+    """The spec of a PyTorch module (``archc import``), as YAML text: ``model`` is traced with
+    torch.fx (this runs its forward), each call mapped to a layer; repeated sub-modules become blocks
+    and tables. ``input`` is (C, H, W) (default: the model's ``INPUT_SHAPE`` or 3 x 224 x 224).
+    Built, the spec has the module's state_dict keys: ``build(load_spec(text)).load_state_dict(
+    model.state_dict())`` loads strictly. Raises :class:`BackendError` naming the module path, its
+    class and the closest supported op for what does not map."""
+    from .importers.pytorch import trace
+    from .importers.structure import spec_text
+
+    name = name or _snake(type(model).__name__)
+    flat = trace(model, tuple(input) if input else None, name=name, source=source or f"a {type(model).__name__}")
+    text = spec_text(flat, blocks=blocks)
+    load_spec(text)         # what is written is a valid spec (a failure here is a bug in archc)
+    return text
+
+
+def _snake(text: str) -> str:
+    import re
+    return re.sub(r"(?<!^)(?=[A-Z][a-z])", "_", text).lower() or "model"

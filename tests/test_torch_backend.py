@@ -376,3 +376,15 @@ def test_the_drop_heads_hint_follows_the_training_only_fact_not_the_name():
             archcompiler.build(text, weights={k: v for k, v in state.items() if k != missing})
         assert any(missing in d.message for d in info.value.errors)
         assert any(hint in d.message for d in info.value.errors) is hinted, missing
+
+
+def test_a_layer_named_like_a_helper_of_the_generated_code_does_not_shadow_it():
+    """A layer named stochastic_depth (torchvision's EfficientNet names its module so; archc import
+    keeps the name) gets the variable stochastic_depth_: the helper of that name stays callable."""
+    spec = archcompiler.load_spec("name: sd\ninput: [3, 8, 8]\nlayers:\n"
+                                  "  - {name: conv, op: conv, out: 4, kernel: 3, padding: 1}\n"
+                                  "  - {name: stochastic_depth, op: stochastic_depth, p: 0.1}\n"
+                                  "  - {name: add, op: add, inputs: [stochastic_depth, conv]}\n")
+    model = archcompiler.build(spec).eval()
+    assert "stochastic_depth_ = stochastic_depth(" in model.code
+    assert model(torch.randn(1, 3, 8, 8)).shape == (1, 4, 8, 8)

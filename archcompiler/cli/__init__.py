@@ -24,6 +24,7 @@ from . import (
     draw,
     evaluate,
     flops,
+    importing,
     predict,
     profile,
     report,
@@ -36,8 +37,8 @@ from . import (
 )
 from .common import EXAMPLES, EXIT_CODES, NEEDS_IMAGES, TOP_EXAMPLES, print_errors
 
-COMMANDS = [validate, flops, check, build, draw, resolve, diff, schema, train, evaluate, predict, calibrate, profile,
-            report, sweep, zoo]
+COMMANDS = [validate, flops, check, build, draw, resolve, diff, schema, importing, train, evaluate, predict, calibrate,
+            profile, report, sweep, zoo]
 
 
 def parser() -> argparse.ArgumentParser:

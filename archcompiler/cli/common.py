@@ -45,6 +45,8 @@ EXAMPLES: dict[str, list[str]] = {
                "archc report specs/resnet18.yaml --machine machine.json --batch 8 -o resnet18-report.html",
                "archc report --sweep sweep-mnv2 -o sweep-mnv2.html"],
     "zoo": ["archc zoo", "archc zoo resnet --format markdown"],
+    "import": ["archc import archcompiler:build --arg spec_or_path=resnet50 -o resnet50-imported.yaml",
+               "archc import archcompiler:build --arg spec_or_path=specs/mobilenet_v2.yaml --flat"],
     "calibrate": ["archc calibrate --quick -o machine.json", "archc calibrate"],
     "profile": ["archc profile specs/googlenet-small.yaml --machine machine.json --repeats 3",
                 "archc profile specs/googlenet-small.yaml --machine machine.json --batch 8 --optimize --format json"],

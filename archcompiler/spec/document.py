@@ -20,7 +20,7 @@ from .limits import MAX_NAME_CHARS
 
 # Names the generated PyTorch source defines itself: a class may not take one of them.
 GENERATED_NAMES = frozenset({"torch", "nn", "F", "Tensor", "Optional", "NamedTuple", "List", "spec_loss",
-                             "_log1m_softmax", "check_input", "conv_act", "self", "x"})
+                             "_log1m_softmax", "check_input", "conv_act", "stochastic_depth", "self", "x"})
 
 LossKind = Literal["cross_entropy", "binary_cross_entropy"]
 Scalar = Union[bool, int, float, str]

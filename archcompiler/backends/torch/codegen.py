@@ -133,6 +133,232 @@ TORCH_OPS: dict[str, TorchOp] = {
 }
 
 
+# ----------------------------------------------------------------------------- the reverse table: torch -> spec
+# ``archc import`` (archcompiler/importers/torch.py) maps each call torch.fx records through this table: the
+# key is a module's class name, ``fn:NAME`` for a function (torch.*, F.*, operator.*) or ``method:NAME`` for a
+# tensor method. ``kind`` is the op of the op table it becomes (the key of TORCH_OPS that emits it back);
+# ``layer`` turns what was called into the spec layer's fields, or raises Unmappable saying why.
+
+
+class Unmappable(ValueError):
+    """A call the reverse table has, with arguments archc has no op for (the message says which)."""
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One call as torch.fx traced it: the module (for a module call), the call's other arguments
+    bound to their names (``arg``), and the per-sample shapes of its tensor inputs and output."""
+
+    module: Any
+    arg: dict[str, Any]
+    shapes: list[tuple[int, ...]]
+    shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class FromTorch:
+    kind: str                                   # the op of the op table (a key of TORCH_OPS)
+    layer: Callable[[Seen], dict]               # the spec layer's fields (op: ...), or Unmappable
+    params: tuple[str, ...] = ()                # a function's arguments after its tensor inputs, in order
+
+
+def _one(value: Any) -> Any:
+    """(3, 3) -> 3; [3, 5] stays a pair; a number stays."""
+    if isinstance(value, (tuple, list)):
+        value = [int(v) for v in value]
+        return value[0] if len(set(value)) == 1 else value
+    return int(value) if not isinstance(value, (bool, str)) else value
+
+
+def _need(ok: bool, why: str) -> None:
+    if not ok:
+        raise Unmappable(why)
+
+
+def _conv_in(s: Seen) -> dict:
+    m = s.module
+    _need(m.padding_mode == "zeros", f"padding_mode {m.padding_mode!r} (archc pads with zeros)")
+    return {"op": "conv", "out": m.out_channels, "kernel": _one(m.kernel_size), "stride": _one(m.stride),
+            "padding": m.padding if isinstance(m.padding, str) else _one(m.padding), "dilation": _one(m.dilation),
+            "groups": m.groups, "bias": m.bias is not None}
+
+
+def _bn_in(s: Seen) -> dict:
+    m = s.module
+    _need(m.affine and m.track_running_stats and m.momentum is not None,
+          "a BatchNorm2d without affine parameters, running statistics or a momentum")
+    return {"op": "batch_norm", "eps": m.eps, "momentum": m.momentum}
+
+
+def _linear_in(s: Seen) -> dict:
+    if s.arg.get("channels_last"):          # x.permute(0, 2, 3, 1) before it: over each position's channels
+        return {"op": "linear", "out": s.module.out_features, "bias": s.module.bias is not None, "over": "channels"}
+    _need(len(s.shapes[0]) == 1, f"a Linear over a {len(s.shapes[0]) + 1}-d tensor (archc's linear reads a "
+                                 "flat vector, or an image's channels after x.permute(0, 2, 3, 1))")
+    return {"op": "linear", "out": s.module.out_features, "bias": s.module.bias is not None}
+
+
+def _layer_norm_in(s: Seen) -> dict:
+    m = s.module
+    channels_first = type(m).__name__ == "LayerNorm2d"       # torchvision's ConvNeXt: it permutes inside
+    _need(channels_first or s.arg.get("channels_last"), "a LayerNorm over other dims than an image's channels "
+                                                        "(archc's layer_norm normalises each position's channels)")
+    _need(tuple(m.normalized_shape) == (s.shapes[0][0],) and m.elementwise_affine and m.bias is not None,
+          "a LayerNorm without its per-channel weight and bias")
+    return {"op": "layer_norm", "eps": m.eps}
+
+
+def _act_in(kind: str) -> Callable[[Seen], dict]:
+    def layer(s: Seen) -> dict:
+        slope = s.arg.get("negative_slope", getattr(s.module, "negative_slope", 0.01))
+        _need(slope == 0.01, f"negative_slope {slope} (archc's leaky_relu has PyTorch's default, 0.01)")
+        approx = s.arg.get("approximate", getattr(s.module, "approximate", "none"))
+        _need(approx == "none", f"approximate={approx!r} (archc's gelu is the exact one)")
+        return {"op": kind}
+    return layer
+
+
+def _pool_in(name: str) -> Callable[[Seen], dict]:
+    def layer(s: Seen) -> dict:
+        a = {k: getattr(s.module, k) for k in ("kernel_size", "stride", "padding", "ceil_mode", "dilation",
+                                               "count_include_pad", "divisor_override", "return_indices")
+             if hasattr(s.module, k)} if s.module is not None else dict(s.arg)
+        _need(_one(a.get("dilation", 1)) == 1, "a dilated pooling")
+        _need(not a.get("return_indices") and a.get("divisor_override") is None,
+              "return_indices or divisor_override")
+        out = {"op": name, "kernel": _one(a["kernel_size"]),
+               "stride": _one(a.get("stride") or a["kernel_size"]), "padding": _one(a.get("padding", 0))}
+        if a.get("ceil_mode"):
+            out["ceil_mode"] = True
+        if not a.get("count_include_pad", True):
+            out["count_include_pad"] = False
+        return out
+    return layer
+
+
+def _adaptive_in(s: Seen) -> dict:
+    size = s.module.output_size if s.module is not None else s.arg["output_size"]
+    size = [s.shape[1 + i] if v is None else int(v) for i, v in enumerate(size)] if isinstance(size, (tuple, list)) \
+        else [int(size)] * 2
+    return {"op": "global_avg_pool"} if size == [1, 1] else {"op": "adaptive_avg_pool", "output": _one(size)}
+
+
+def _lrn_in(s: Seen) -> dict:
+    a = vars(s.module) if s.module is not None else s.arg
+    return {"op": "lrn", "size": int(a["size"]), "alpha": float(a.get("alpha", 1e-4)),
+            "beta": float(a.get("beta", 0.75)), "k": float(a.get("k", 1.0))}
+
+
+def _flatten_in(s: Seen) -> dict:
+    start = getattr(s.module, "start_dim", s.arg.get("start_dim", 0 if s.module is None else 1))
+    end = getattr(s.module, "end_dim", s.arg.get("end_dim", -1))
+    _need(start == 1 and end == -1, f"flatten({start}, {end}) (archc flattens all but the batch: flatten(x, 1))")
+    return {"op": "flatten"}
+
+
+def _softmax_in(s: Seen) -> dict:
+    dim = getattr(s.module, "dim", None) if s.module is not None else s.arg.get("dim")
+    _need(dim in (1, -1 if len(s.shape) == 1 else 1), f"softmax over dim {dim} (archc's is over the channels)")
+    return {"op": "softmax"}
+
+
+def _dropout_in(s: Seen) -> dict:
+    p = s.module.p if s.module is not None else s.arg.get("p", 0.5)
+    return {"op": "dropout", "p": float(p)}
+
+
+def _join_in(name: str, same_shape: bool) -> Callable[[Seen], dict]:
+    def layer(s: Seen) -> dict:
+        _need(len(s.shapes) >= 2, f"an operation with a constant (archc's {name} joins two layers)")
+        _need(not same_shape or all(sh == s.shape for sh in s.shapes), f"a {name} of tensors of different shapes")
+        _need(same_shape or len(s.shapes) == 2, f"a {name} of more than two tensors")
+        return {"op": name}
+    return layer
+
+
+def _cat_in(s: Seen) -> dict:
+    _need(s.arg.get("dim", 0) == 1, f"a concatenation along dim {s.arg.get('dim', 0)} (archc's is along channels)")
+    return {"op": "concat"} if len(s.shapes) > 1 else {"op": "identity"}     # torch.cat([x], 1) is x (DenseNet)
+
+
+def _mean_in(s: Seen) -> dict:
+    dims = s.arg.get("dim")
+    dims = sorted(int(d) % 4 for d in (dims if isinstance(dims, (list, tuple)) else [dims])) if dims is not None else []
+    _need(dims == [2, 3] and len(s.shapes[0]) == 3, f"a mean over dims {s.arg.get('dim')} (archc's global_avg_pool "
+                                                    "averages height and width)")
+    return {"op": "global_avg_pool"}      # x.mean([2, 3]) (MNASNet): the same numbers, as C x 1 x 1
+
+
+def _stochastic_depth_in(s: Seen) -> dict:
+    p = s.module.p if s.module is not None else s.arg["p"]
+    mode = s.module.mode if s.module is not None else s.arg.get("mode", "row")
+    return {"op": "stochastic_depth", "p": float(p), "mode": "row" if mode in ("row", True) else "batch"}
+
+
+_ACT_KINDS = {"ReLU": "relu", "ReLU6": "relu6", "LeakyReLU": "leaky_relu", "Sigmoid": "sigmoid", "Tanh": "tanh",
+              "GELU": "gelu", "SiLU": "silu", "Hardswish": "hardswish", "Hardsigmoid": "hardsigmoid"}
+
+FROM_TORCH: dict[str, FromTorch] = {
+    "Conv2d": FromTorch("conv2d", _conv_in),
+    "BatchNorm2d": FromTorch("batch_norm2d", _bn_in),
+    "Linear": FromTorch("linear", _linear_in),
+    "LayerNorm": FromTorch("layer_norm2d", _layer_norm_in),
+    "LayerNorm2d": FromTorch("layer_norm2d", _layer_norm_in),
+    # a C x 1 x 1 parameter times the map (ConvNeXt's layer_scale): the parameter is the layer
+    "param:mul": FromTorch("layer_scale", lambda s: {"op": "layer_scale"}),
+    **{cls: FromTorch("activation", _act_in(kind)) for cls, kind in _ACT_KINDS.items()},
+    **{f"fn:{kind}": FromTorch("activation", _act_in(kind), ("inplace",)) for kind in _ACT_KINDS.values()},
+    **{f"method:{kind}": FromTorch("activation", _act_in(kind)) for kind in ("relu", "sigmoid", "tanh")},
+    "fn:leaky_relu": FromTorch("activation", _act_in("leaky_relu"), ("negative_slope", "inplace")),
+    "fn:gelu": FromTorch("activation", _act_in("gelu"), ("approximate",)),
+    "MaxPool2d": FromTorch("max_pool2d", _pool_in("max_pool")),
+    "fn:max_pool2d": FromTorch("max_pool2d", _pool_in("max_pool"),
+                               ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")),
+    "AvgPool2d": FromTorch("avg_pool2d", _pool_in("avg_pool")),
+    "fn:avg_pool2d": FromTorch("avg_pool2d", _pool_in("avg_pool"), ("kernel_size", "stride", "padding", "ceil_mode",
+                                                                    "count_include_pad", "divisor_override")),
+    "AdaptiveAvgPool2d": FromTorch("adaptive_avg_pool2d", _adaptive_in),
+    "fn:adaptive_avg_pool2d": FromTorch("adaptive_avg_pool2d", _adaptive_in, ("output_size",)),
+    "LocalResponseNorm": FromTorch("lrn", _lrn_in),
+    "fn:local_response_norm": FromTorch("lrn", _lrn_in, ("size", "alpha", "beta", "k")),
+    "Dropout": FromTorch("dropout", _dropout_in),
+    "fn:dropout": FromTorch("dropout", _dropout_in, ("p", "training", "inplace")),
+    "Flatten": FromTorch("flatten", _flatten_in),
+    "fn:flatten": FromTorch("flatten", _flatten_in, ("start_dim", "end_dim")),
+    "method:flatten": FromTorch("flatten", _flatten_in, ("start_dim", "end_dim")),
+    "Softmax": FromTorch("softmax", _softmax_in),
+    "fn:softmax": FromTorch("softmax", _softmax_in, ("dim",)),
+    "Identity": FromTorch("identity", lambda s: {"op": "identity"}),
+    # torchvision.ops.StochasticDepth and its function; archc's own helper takes mode as row=True
+    "StochasticDepth": FromTorch("stochastic_depth", _stochastic_depth_in),
+    "fn:stochastic_depth": FromTorch("stochastic_depth", _stochastic_depth_in, ("p", "mode", "training")),
+    "fn:cat": FromTorch("concat", _cat_in, ("dim",)),
+    "method:mean": FromTorch("adaptive_avg_pool2d", _mean_in, ("dim", "keepdim")),
+    "fn:mean": FromTorch("adaptive_avg_pool2d", _mean_in, ("dim", "keepdim")),
+    "fn:add": FromTorch("add", _join_in("add", True)),
+    "fn:iadd": FromTorch("add", _join_in("add", True)),
+    "method:add": FromTorch("add", _join_in("add", True)),
+    "method:add_": FromTorch("add", _join_in("add", True)),     # archc's own residual sums (x.add_(y))
+    "fn:mul": FromTorch("mul", _join_in("mul", False)),
+    "fn:imul": FromTorch("mul", _join_in("mul", False)),
+}
+
+
+# Calls that are one step of a pattern the table maps as a whole (ShuffleNet's channel shuffle, written
+# x.view(N, g, C // g, H, W).transpose(1, 2).contiguous().view(N, C, H, W) by torchvision and
+# x.unflatten(1, (g, -1)).transpose(1, 2).flatten(1, 2) by archc; its split, x.chunk(2, 1)[i]), and the
+# arithmetic on sizes such patterns read: the step each call is, by the shapes it makes.
+VIEW_STEPS: dict[str, str] = {
+    "method:view": "reshape", "method:reshape": "reshape", "fn:reshape": "reshape", "method:unflatten": "reshape",
+    "method:flatten": "reshape", "fn:flatten": "reshape",
+    "method:transpose": "swap", "fn:transpose": "swap",
+    "method:contiguous": "same",
+    "method:chunk": "split", "fn:chunk": "split", "fn:getitem": "pick",
+    "method:permute": "permute", "fn:permute": "permute",
+    "method:size": "size", "fn:getattr": "size", "fn:floordiv": "size", "fn:mul": "size", "fn:sub": "size",
+}
+
+
 def shape_comment(shape: tuple[int, ...]) -> str:
     return "# N x " + " x ".join(str(d) for d in shape)
 

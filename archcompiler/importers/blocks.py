@@ -1,0 +1,469 @@
+"""Repeated structure: sub-modules with the same inner graph become one block, consecutive uses a table.
+
+A *container* is a module path that holds several layers, reads one value from outside and gives
+one value to the outside (torchvision's Bottleneck, Inception, InvertedResidual). Its *signature* is
+its layers' names relative to it, their ops, their non-numeric fields and their wiring; numbers
+(channels, strides, kernels) may differ and become the block's arguments. A container whose
+signature is another's with some layers left out (ResNet's blocks without a projection shortcut)
+uses the same block, the missing layers under a ``when:`` condition that archc evaluates on each
+use (the same rule as the hand-written specs: where it is false, what reads the layer reads its
+input). Families are chosen greedily by how many layers they cover; the rest stay plain layers.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..spec import layers as L
+from .flat import Flat, Item
+from .text import layer_line, model, scalar, without_defaults
+
+IN = "in"
+
+
+@dataclass
+class Instance:
+    path: str
+    members: dict[str, Item]            # relative name -> item, in order
+    entry: str                          # the value read from outside (an item name or "input")
+    output: str                         # the relative name of the member read outside
+    in_channels: int
+    first: int                          # position of its first layer in the model
+
+
+@dataclass
+class Family:
+    sig: tuple                          # the full signature (every optional layer present)
+    instances: list[Instance] = field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        return sum(len(i.members) for i in self.instances)
+
+
+def _numeric(v: Any) -> bool:
+    return (isinstance(v, (int, float)) and not isinstance(v, bool)) or \
+        (isinstance(v, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in v))
+
+
+def _rel(name: str, inst: Instance, members: dict[str, Item]) -> str:
+    prefix = inst.path + "."
+    return name[len(prefix):] if name.startswith(prefix) and name[len(prefix):] in members else IN
+
+
+def _signature(inst: Instance) -> tuple:
+    out = []
+    for rel, it in inst.members.items():
+        ins = [_rel(s, inst, inst.members) for s in it.inputs]
+        if model(it.fields) is L.Add and IN in ins:       # the shortcut last: the branch is what stays when
+            ins = [s for s in ins if s != IN] + [IN]     # the add is left out (an add's first input)
+            it.inputs = [s for s in it.inputs if s == inst.entry][:0] + \
+                [s for s in it.inputs if s != inst.entry] + [inst.entry]
+        fixed = tuple(sorted((k, scalar(v)) for k, v in it.fields.items() if not _numeric(v)))
+        if it.bn:
+            fixed += (("bn", it.bn[len(inst.path) + 1:] if it.bn.startswith(inst.path + ".") else it.bn),)
+        out.append((rel, tuple(sorted(it.fields)), fixed, tuple(ins)))
+    return tuple(out), inst.output
+
+
+def _reduce(sig: tuple, removed: set[str]) -> tuple:
+    members, output = sig
+    first = {m[0]: (m[3][0] if m[3] else IN) for m in members}
+
+    def follow(n: str) -> str:
+        while n in removed:
+            n = first[n]
+        return n
+    kept = tuple((m[0], m[1], m[2], tuple(follow(s) for s in m[3])) for m in members if m[0] not in removed)
+    return kept, follow(output)
+
+
+def _containers(flat: Flat) -> list[Instance]:
+    items = flat.items
+    pos = {it.name: i for i, it in enumerate(items)}
+    shapes = {it.name: it.shape for it in items}
+    shapes["input"] = tuple(flat.input)
+    outside_readers: dict[str, set[str]] = {}
+    for it in items:
+        for s in it.inputs:
+            outside_readers.setdefault(s, set()).add(it.name)
+    for s in [flat.result, *flat.heads.values()]:
+        outside_readers.setdefault(s, set()).add("<output>")
+    paths: set[str] = set()
+    for it in items:
+        parts = it.name.split(".")
+        for k in range(1, len(parts)):
+            paths.add(".".join(parts[:k]))
+    out = []
+    for path in sorted(paths):
+        prefix = path + "."
+        members = {it.name[len(prefix):]: it for it in items if it.name.startswith(prefix)}
+        if len(members) < 2:
+            continue
+        names = {it.name for it in members.values()}
+        entries = {s for it in members.values() for s in it.inputs if s not in names}
+        leaving = [rel for rel, it in members.items() if outside_readers.get(it.name, set()) - names]
+        if len(entries) != 1 or len(leaving) != 1:
+            continue
+        entry = next(iter(entries))
+        out.append(Instance(path, members, entry, leaving[0], int(shapes[entry][0]),
+                            min(pos[it.name] for it in members.values())))
+    return out
+
+
+def _families(instances: list[Instance]) -> list[tuple[Family, dict[str, set[str]]]]:
+    by_sig: dict[tuple, list[Instance]] = {}
+    for inst in instances:
+        by_sig.setdefault(_signature(inst), []).append(inst)
+    sigs = sorted(by_sig, key=lambda s: -len(s[0]))
+    families: list[Family] = []
+    removed_of: list[dict[str, set[str]]] = []
+    for sig in sigs:
+        names = {m[0] for m in sig[0]}
+        for fam, removed in zip(families, removed_of):
+            full = {m[0] for m in fam.sig[0]}
+            if names < full and _reduce(fam.sig, full - names) == sig:
+                fam.instances += by_sig[sig]
+                for inst in by_sig[sig]:
+                    removed[inst.path] = full - names
+                break
+        else:
+            families.append(Family(sig, list(by_sig[sig])))
+            removed_of.append({inst.path: set() for inst in by_sig[sig]})
+    return list(zip(families, removed_of))
+
+
+def _choose(flat: Flat) -> list[tuple[Family, dict[str, set[str]]]]:
+    chosen: list[tuple[Family, dict[str, set[str]]]] = []
+    used: list[str] = []
+    # the layers a block saves: what its uses hold less what its definition holds
+    ranked = sorted(_families(_containers(flat)), key=lambda f: -(f[0].size - len(f[0].sig[0])))
+    for fam, removed in ranked:
+        keep = [i for i in fam.instances
+                if not any(i.path == u or i.path.startswith(u + ".") or u.startswith(i.path + ".") for u in used)]
+        if len(keep) < 2 or len({i.path for i in keep}) != len(keep):
+            continue
+        if not any(removed[i.path] == set() for i in keep):
+            continue            # the full signature itself must be used (its layers' fields come from it)
+        fam.instances = sorted(keep, key=lambda i: i.first)
+        used += [i.path for i in keep]
+        chosen.append((fam, {i.path: removed[i.path] for i in keep}))
+    return chosen
+
+
+def _ident(text: str) -> str:
+    out = re.sub(r"[^A-Za-z0-9_]", "_", text).strip("_") or "x"
+    return out if not out[0].isdigit() else "n" + out
+
+
+def _block_name(fam: Family, classes: dict[str, str], taken: set[str]) -> str:
+    cls = classes.get(fam.instances[0].path, "")
+    if cls and cls not in ("Module", "Sequential", "ModuleList"):
+        base = re.sub(r"(?<!^)(?=[A-Z][a-z])", "_", cls).lower()
+    else:
+        base = re.sub(r"\d.*$", "", fam.instances[0].path.rsplit(".", 1)[-1]) or "block"
+    base = _ident(base)
+    name, k = base, 2
+    while name in taken:
+        name, k = f"{base}_{k}", k + 1
+    taken.add(name)
+    return name
+
+
+@dataclass
+class Block:
+    name: str
+    family: Family
+    args: list[str]
+    values: dict[str, dict[str, Any]]        # instance path -> argument -> value
+    fields: dict[str, dict[str, Any]]        # member -> its fields (numbers or expressions)
+    when: dict[str, str]                     # member -> condition
+
+
+def _arguments(name: str, fam: Family, removed: dict[str, set[str]]) -> Block:
+    insts = fam.instances
+    full = next(i for i in insts if not removed[i.path])
+    fields = {rel: dict(it.fields) for rel, it in full.members.items()}
+    vectors: dict[tuple[str, str], list] = {}
+    for rel, it in full.members.items():
+        for k, v in it.fields.items():
+            if _numeric(v):
+                vec = [i.members[rel].fields[k] if rel in i.members else None for i in insts]
+                if len({scalar(x) for x in vec if x is not None}) > 1:
+                    vectors[(rel, k)] = vec
+    ins = [i.in_channels for i in insts]
+    args: list[str] = []
+    vec_of: dict[str, list] = {}
+    for (rel, k), vec in vectors.items():
+        same = next((a for a, v in vec_of.items()
+                     if all(x is None or y is None or scalar(x) == scalar(y) for x, y in zip(vec, v))), None)
+        if same is not None:
+            fields[rel][k] = same
+            vec_of[same] = [y if y is not None else x for x, y in zip(vec, vec_of[same])]
+            continue
+        present = [(x, c) for x, c in zip(vec, ins) if x is not None]
+        if all(isinstance(x, int) for x, _ in present):
+            if all(x == c for x, c in present):
+                fields[rel][k] = "in_channels"
+                continue
+            ratios = {x // c if x % c == 0 else None for x, c in present}
+            if len(ratios) == 1 and None not in ratios:
+                fields[rel][k] = f"in_channels * {ratios.pop()}"
+                continue
+        scaled = None
+        for a, v in vec_of.items():
+            pairs = [(x, y) for x, y in zip(vec, v) if x is not None and y is not None]
+            if pairs and all(isinstance(x, int) and isinstance(y, int) and y and x % y == 0 for x, y in pairs):
+                r = {x // y for x, y in pairs}
+                if len(r) == 1 and r != {1}:
+                    scaled = f"{a} * {r.pop()}"
+                    break
+        if scaled is not None:
+            fields[rel][k] = scaled
+            continue
+        arg = k if k not in vec_of else _ident(f"{k}_{rel}")
+        while arg in vec_of or arg in ("in", "in_channels", "in_height", "in_width", "i", "N"):
+            arg += "_"
+        vec_of[arg] = list(vec)
+        fields[rel][k] = arg
+        args.append(arg)
+    # several arguments from one field (an inception's out channels): each named after its layer
+    origin = {}
+    for rel, k in vectors:
+        if fields[rel][k] in args and fields[rel][k] not in origin:
+            origin[fields[rel][k]] = (rel, k)
+    rename = {}
+    for a, (rel, k) in origin.items():
+        if sum(1 for r, kk in origin.values() if kk == k) > 1:
+            rename[a] = _ident(f"{k}_{rel}")
+    for rel in fields:
+        for k, v in fields[rel].items():
+            if isinstance(v, str):
+                fields[rel][k] = re.sub(r"[A-Za-z_][A-Za-z0-9_]*", lambda m: rename.get(m.group(0), m.group(0)), v)
+    vec_of = {rename.get(a, a): v for a, v in vec_of.items()}
+    args = [rename.get(a, a) for a in args]
+    values = {}
+    for j, inst in enumerate(insts):
+        vals = {}
+        for a in args:
+            v = vec_of[a][j]
+            vals[a] = v if v is not None else next(x for x in vec_of[a] if x is not None)
+        values[inst.path] = vals
+    when = _conditions(fam, removed, args, values, fields)
+    return Block(name, fam, args, values, fields, when)
+
+
+def _conditions(fam: Family, removed: dict[str, set[str]], args: list[str], values: dict, fields: dict) -> dict:
+    """A ``when:`` for each layer that some uses leave out: the first of the usual conditions (the
+    shape changes: a projection shortcut; it does not: a residual add) that holds exactly where the
+    layer is present; else a boolean argument."""
+    optional = sorted({m for r in removed.values() for m in r})
+    out: dict[str, str] = {}
+    insts = fam.instances
+    out_ch = []
+    for inst in insts:
+        o = inst.members.get(inst.output)
+        out_ch.append(o.shape[0] if o is not None else None)
+    channel_exprs = [a for a in args if all(values[i.path][a] == c for i, c in zip(insts, out_ch) if c is not None)]
+    for f in fields.values():
+        e = f.get("out")
+        if isinstance(e, str) and e not in channel_exprs and \
+                all(_val(e, values[i.path], i.in_channels) == c for i, c in zip(insts, out_ch) if c is not None):
+            channel_exprs.append(e)
+    const = {c for c in out_ch if c is not None}
+    if len(const) == 1:
+        channel_exprs.append(str(const.pop()))
+    stride = "stride" if "stride" in args else None
+    groups: dict[tuple, list[str]] = {}
+    for m in optional:
+        groups.setdefault(tuple(m not in removed[i.path] for i in insts), []).append(m)
+    for presence, members in groups.items():
+        cands = []
+        for e in channel_exprs:
+            if stride:
+                cands.append((f"{stride} != 1 or in_channels != {e}",
+                              lambda i, e=e: values[i.path][stride] != 1 or i.in_channels != _val(e, values[i.path], i.in_channels)))
+                cands.append((f"{stride} == 1 and in_channels == {e}",
+                              lambda i, e=e: values[i.path][stride] == 1 and i.in_channels == _val(e, values[i.path], i.in_channels)))
+            cands.append((f"in_channels != {e}", lambda i, e=e: i.in_channels != _val(e, values[i.path], i.in_channels)))
+            cands.append((f"in_channels == {e}", lambda i, e=e: i.in_channels == _val(e, values[i.path], i.in_channels)))
+        if stride:
+            cands.append((f"{stride} != 1", lambda i: values[i.path][stride] != 1))
+            cands.append((f"{stride} == 1", lambda i: values[i.path][stride] == 1))
+        found = next((text for text, fn in cands if tuple(bool(fn(i)) for i in insts) == presence), None)
+        if found is None:
+            flag = _ident(f"has_{members[0]}")
+            args.append(flag)
+            for i, p in zip(insts, presence):
+                values[i.path][flag] = p
+            found = flag
+        for m in members:
+            out[m] = found
+    return out
+
+
+def _val(e: str, vals: dict, in_channels: int = 0) -> Any:
+    """The value of an argument expression this module writes: a number, a name, or ``name * k``."""
+    name, _, factor = e.partition(" * ")
+    base = int(name) if name.isdigit() else in_channels if name == "in_channels" else vals.get(name)
+    return None if base is None else base * (int(factor) if factor else 1)
+
+
+def block_lines(flat: Flat) -> list[str] | None:
+    """The ``blocks:`` and ``layers:`` sections, or None when nothing repeats."""
+    chosen = _choose(flat)
+    if not chosen:
+        return None
+    taken: set[str] = set()
+    blocks = [_arguments(_block_name(fam, flat.classes, taken), fam, removed) for fam, removed in chosen]
+    owner: dict[str, tuple[Block, Instance]] = {}
+    for b in blocks:
+        for inst in b.family.instances:
+            for it in inst.members.values():
+                owner[it.name] = (b, inst)
+    lines = ["", "blocks:"]
+    rules: dict[str, str] = {}
+    for b in blocks:
+        full = next(i for i in b.family.instances if not any(m not in i.members for m in b.fields))
+        for rel, it in full.members.items():
+            if it.bn:
+                bn_rel = it.bn[len(full.path) + 1:]
+                rules.setdefault(f"/{re.escape(rel)}/conv$", f"/{rel}")
+                rules.setdefault(f"/{re.escape(rel)}/bn$", f"/{bn_rel}")
+    top = [[f"^{re.escape(it.name)}/conv$", it.name] for it in flat.items if it.bn and it.name not in owner] + \
+        [[f"^{re.escape(it.name)}/bn$", it.bn] for it in flat.items if it.bn and it.name not in owner]
+    flat.rules = top + [[k, v] for k, v in rules.items()]
+    for b in blocks:
+        lines.append(f"  {b.name}:")
+        fam = b.family
+        cls = fam.instances[0]
+        lines.append(f"    doc: {scalar(f'{len(fam.instances)} uses, the first {cls.path}')}")
+        if b.args:
+            lines.append(f"    args: {scalar(b.args)}")
+        lines.append("    layers:")
+        full = next(i for i in fam.instances if not any(m not in i.members for m in b.fields))
+        previous = IN
+        rels = list(b.fields)
+        for rel in rels:
+            it = full.members[rel]
+            f = dict(b.fields[rel])
+            line_fields = without_defaults(f)
+            if rel in b.when:
+                line_fields["when"] = b.when[rel]
+            ins = [_rel(s, full, full.members) for s in it.inputs]
+            lines.append(layer_line(rel, line_fields, ins, previous, "      "))
+            previous = rel if rel not in b.when else None   # after a conditional layer, inputs are explicit
+        if full.output != rels[-1]:
+            lines.append(f"    output: {scalar(full.output)}")
+    lines += ["", "layers:"]
+    # top-level units in order: plain layers and block uses
+    units: list[tuple[int, Any]] = []
+    seen: set[str] = set()
+    for pos, it in enumerate(flat.items):
+        if it.name in owner:
+            b, inst = owner[it.name]
+            if inst.path not in seen:
+                seen.add(inst.path)
+                units.append((pos, (b, inst)))
+        else:
+            units.append((pos, it))
+    value_name = {name: inst.path for name, (b, inst) in owner.items() if inst.members[inst.output].name == name}
+
+    def ref(n: str) -> str:
+        return value_name.get(n, n)
+
+    previous = "input"
+    k = 0
+    while k < len(units):
+        unit = units[k][1]
+        if isinstance(unit, Item):
+            lines.append(layer_line(unit.name, without_defaults(unit.fields), [ref(s) for s in unit.inputs],
+                                    previous, "  "))
+            previous = unit.name
+            k += 1
+            continue
+        # a run of uses of one block, each reading the one before
+        b = unit[0]
+        run = [unit[1]]
+        while k + len(run) < len(units) and isinstance(units[k + len(run)][1], tuple) \
+                and units[k + len(run)][1][0] is b and units[k + len(run)][1][1].entry == \
+                run[-1].members[run[-1].output].name:
+            run.append(units[k + len(run)][1][1])
+        k += len(run)
+        if ref(run[0].entry) != previous:
+            first = run.pop(0)
+            lines.append(_use_line(b, first, ref(first.entry)))
+            previous = first.path
+            if not run:
+                continue
+        rows = _rows(b, run)
+        if len(rows) == 1 and not rows[0][2]:
+            lines.append(_use_line(b, run[0], None))
+        else:
+            lines += _table(b, rows)
+        for name, _, n in rows:
+            for inst in run:
+                if inst.path == name or n and inst.path.startswith(name + "."):
+                    value_name[inst.members[inst.output].name] = name
+        previous = rows[-1][0]
+    flat.result = ref(flat.result)
+    flat.heads = {h: ref(v) for h, v in flat.heads.items()}
+    return lines
+
+
+def _rows(b: Block, run: list[Instance]) -> list[tuple[str, dict, int]]:
+    """(name, arguments, repeat) per row: instances P.0 .. P.n-1 whose later ones differ from the
+    first only by stride 1 become one row repeated n times (repeat 0: a row of its own)."""
+    rows = []
+    j = 0
+    while j < len(run):
+        inst = run[j]
+        parent, _, idx = inst.path.rpartition(".")
+        n = 1
+        if idx == "0" and parent:
+            first = b.values[inst.path]
+            later = {**first, "stride": 1} if "stride" in first else first
+            while j + n < len(run) and run[j + n].path == f"{parent}.{n}" and b.values[run[j + n].path] == later:
+                n += 1
+            others = sum(1 for r in run if r.path.startswith(parent + "."))
+            if others == n and n > 1:
+                rows.append((parent, first, n))
+                j += n
+                continue
+        rows.append((inst.path, b.values[inst.path], 0))
+        j += 1
+    return rows
+
+
+def _use_line(b: Block, inst: Instance, source: str | None) -> str:
+    use: dict[str, Any] = {"name": inst.path, "use": b.name}
+    if source is not None:
+        use["input"] = source
+    if b.args:
+        use["args"] = {a: b.values[inst.path][a] for a in b.args}
+    return f"  - {scalar(use)}"
+
+
+def _table(b: Block, rows: list[tuple[str, dict, int]]) -> list[str]:
+    out = []
+    groups: list[list] = []
+    for r in rows:
+        if groups and (groups[-1][0][2] > 0) == (r[2] > 0):
+            groups[-1].append(r)
+        else:
+            groups.append([r])
+    for g in groups:
+        repeat = g[0][2] > 0
+        if len(g) == 1 and not repeat:
+            use = {"name": g[0][0], "use": b.name}
+            if b.args:
+                use["args"] = {a: g[0][1][a] for a in b.args}
+            out.append(f"  - {scalar(use)}")
+            continue
+        cols = ["name", *b.args] + (["repeat"] if repeat else [])
+        out += ["  - table:", f"      use: {b.name}", f"      columns: {scalar(cols)}", "      rows:"]
+        for name, vals, n in g:
+            out.append(f"        - {scalar([name, *[vals[a] for a in b.args]] + ([n] if repeat else []))}")
+    return out

@@ -1,0 +1,395 @@
+"""From PyTorch: a module traced with torch.fx becomes a flat list of spec layers.
+
+Tracing runs the module's own ``forward`` with symbolic values, so this runs the user's code: it is
+done only when the user asks for it (``archc import MODULE:CALLABLE``, :func:`import_module`). Each
+call maps through ``FROM_TORCH`` (backends/torch/codegen.py); the module paths name the layers, so
+the spec builds a module with the same state_dict keys. What has no op is refused with the module
+path, its class and the closest call archc maps.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.util
+import operator
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..errors import BackendError, error
+from ..spec.limits import MAX_LAYERS
+from .flat import Flat, Item, place
+
+# calls that change nothing a spec sees (a view's memory layout): the value passes through
+_PASSTHROUGH = {"method:contiguous"}
+
+
+def _closest(key: str) -> str:
+    from ..backends.torch.codegen import FROM_TORCH
+
+    names = sorted({k.split(":")[-1] for k in FROM_TORCH})
+    best = difflib.get_close_matches(key.split(":")[-1], names, n=1, cutoff=0.0)
+    return best[0] if best else names[0]
+
+
+def _refuse(path: str, cls: str, what: str, key: str, why: str = "") -> BackendError:
+    where = path or "the model"
+    because = f": {why}" if why else " has no archc op"
+    return BackendError([error(f"{where} ({cls}): {what}{because}", path or "model",
+                               hint=f"the closest call archc maps is {_closest(key)!r}; see the README's "
+                                    "'Import' section for what maps")])
+
+
+def load_callable(target: str, args: dict[str, Any] | None = None) -> tuple[Any, str]:
+    """``my_model.py:Net`` or ``torchvision.models:resnet50`` -> the module the callable returns
+    (called with ``args``) and a name for the spec. This imports and runs the user's code."""
+    import torch
+
+    module_name, sep, attr = target.rpartition(":")
+    if not sep or not module_name or not attr:
+        raise BackendError([error(f"{target!r} is not MODULE:CALLABLE", "import",
+                                  hint="for example my_model.py:Net or torchvision.models:resnet50")])
+    try:
+        if module_name.endswith(".py"):
+            file = Path(module_name)
+            if not file.is_file():
+                raise BackendError([error(f"{file} does not exist", "import")])
+            name = f"archc_import_{re.sub(r'[^A-Za-z0-9_]', '_', file.stem)}"
+            spec = importlib.util.spec_from_file_location(name, file)
+            mod = importlib.util.module_from_spec(spec)
+            sys.modules[name] = mod
+            spec.loader.exec_module(mod)
+        else:
+            mod = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise BackendError([error(f"cannot import {module_name!r}: {exc}", "import")]) from None
+    fn = getattr(mod, attr, None)
+    if fn is None:
+        raise BackendError([error(f"{module_name!r} has no {attr!r}", "import")])
+    model = fn(**(args or {})) if not isinstance(fn, torch.nn.Module) else fn
+    if not isinstance(model, torch.nn.Module):
+        raise BackendError([error(f"{target} returned a {type(model).__name__}, not a torch.nn.Module", "import")])
+    return model, attr
+
+
+def _tracer(model: Any) -> Any:
+    import torch.fx as fx
+
+    from ..backends.torch.codegen import FROM_TORCH
+
+    # archc's own generated modules check their input in plain Python, and draw stochastic depth's noise:
+    # those calls are kept as one opaque node each (the check is dropped, stochastic depth maps)
+    space = getattr(model.forward, "__globals__", {})
+    wrapped = tuple(f for f in (space.get("check_input"), space.get("stochastic_depth")) if callable(f))
+
+    class Tracer(fx.Tracer):
+        def __init__(self) -> None:
+            super().__init__(autowrap_functions=wrapped)
+            self.stack: list[tuple[str, str]] = []
+            self.failed_in: tuple[str, str] | None = None
+
+        def is_leaf_module(self, m: Any, qualname: str) -> bool:
+            return type(m).__name__ in FROM_TORCH and type(m).__module__.startswith(("torch.nn", "torchvision"))
+
+        def call_module(self, m: Any, forward: Any, args: Any, kwargs: Any) -> Any:
+            self.stack.append((self.path_of_module(m), type(m).__name__))
+            try:
+                return super().call_module(m, forward, args, kwargs)
+            except Exception:
+                if self.failed_in is None:
+                    self.failed_in = self.stack[-1]
+                raise
+            finally:
+                self.stack.pop()
+
+    return Tracer(), wrapped
+
+
+def trace(model: Any, input_shape: tuple[int, ...] | None = None, name: str = "model", source: str = "") -> Flat:
+    """The flat layers of ``model`` (an ``nn.Module``), traced in evaluation mode with a batch of
+    one zero input of ``input_shape`` (default: the model's ``INPUT_SHAPE``, or 3 x 224 x 224)."""
+    import torch
+    import torch.fx as fx
+    from torch.fx.passes.shape_prop import ShapeProp
+
+    from ..backends.torch.codegen import FROM_TORCH, VIEW_STEPS, Seen, Unmappable
+
+    shape = tuple(input_shape or getattr(model, "INPUT_SHAPE", None) or (3, 224, 224))
+    was_training = model.training
+    model.train()           # training mode: auxiliary heads are traced too (they become training-only outputs)
+    tracer, wrapped = _tracer(model)
+    root_cls = type(model).__name__
+    try:
+        graph = tracer.trace(model)
+    except Exception as exc:        # noqa: BLE001 (the user's code may raise anything while traced)
+        path, cls = tracer.failed_in or ("", root_cls)
+        branch = "control flow" in str(exc) or "iterate" in str(exc)
+        what = "its forward branches on the input (torch.fx sees one path of an if or a loop over a tensor)" \
+            if branch else f"tracing failed ({type(exc).__name__}: {str(exc)[:200]})"
+        raise BackendError([error(f"{path or 'the model'} ({cls}): {what}", path or "model",
+                                  hint="archc writes one graph for every input; make the choice a module "
+                                       "attribute or a spec 'when:' condition (the closest archc op to a "
+                                       "choice)")]) from None
+    finally:
+        model.train(was_training)
+    for node in list(graph.nodes):
+        if node.op == "call_function" and node.target in wrapped and not node.users:
+            graph.erase_node(node)
+    if sum(1 for _ in graph.nodes) > 4 * MAX_LAYERS:
+        raise BackendError([error(f"the traced graph has more than {4 * MAX_LAYERS} calls", "model")])
+    gm = fx.GraphModule(model, graph)
+    try:
+        with torch.no_grad():
+            model.eval()            # BatchNorm's running statistics stay as they are
+            ShapeProp(gm, fake_mode=_fake_mode()).propagate(torch.zeros(1, *shape))   # shapes only: nothing computed
+    except Exception as exc:  # noqa: BLE001
+        raise BackendError([error(f"the model does not run on a 1 x {' x '.join(map(str, shape))} input: "
+                                  f"{type(exc).__name__}: {str(exc)[:200]}", "model",
+                                  hint="give the input shape with --input CxHxW")]) from None
+    finally:
+        model.train(was_training)
+
+    modules = dict(model.named_modules())
+    items: list[Item] = []
+    by_node: dict[Any, str] = {}          # fx node -> the name of the item that holds its value
+    item_of: dict[str, Item] = {}
+    calls: dict[str, int] = {}
+    taken: set[str] = set()
+    pending: dict[Any, tuple] = {}        # a node midway through a pattern of VIEW_STEPS -> its state
+    sizes: set[Any] = set()               # nodes that compute sizes (ints), not tensors
+
+    def unique(base: str) -> str:
+        k, out = 0, base
+        while out in taken:
+            k += 1
+            out = f"{base}_{k}"
+        taken.add(out)
+        return out
+
+    def where(node: Any) -> tuple[str, str]:
+        stack = node.meta.get("nn_module_stack") or {}
+        if stack:
+            path, cls = list(stack.values())[-1]
+            return path, getattr(cls, "__name__", str(cls))
+        return "", root_cls
+
+    for node in graph.nodes:
+        if node.op == "placeholder":
+            if by_node:
+                raise BackendError([error(f"forward takes more than one tensor ({node.name})", "model",
+                                          hint="archc networks have one input")])
+            by_node[node] = "input"
+            continue
+        if node.op == "output":
+            out = node.args[0]
+            if isinstance(out, fx.Node) and isinstance(out.target, type) and issubclass(out.target, tuple):
+                out = out.target(*out.args, **out.kwargs)      # a named tuple of outputs built in forward
+            fields = list(getattr(out, "_fields", ())) or [f"out{i}" for i in range(len(out))] \
+                if isinstance(out, (tuple, list)) else []
+            values = list(out) if isinstance(out, (tuple, list)) else [out]
+            if not values or not all(isinstance(v, fx.Node) and v in by_node for v in values):
+                raise BackendError([error("the model returns something that is not a tensor or a tuple of "
+                                          "tensors", "model", hint="import a module that returns its logits")])
+            result = by_node[values[0]]
+            heads = {_head_name(f): by_node[v] for f, v in zip(fields[1:], values[1:])}
+            continue
+        if node.op == "get_attr":
+            value = _attribute(model, node.target)
+            if isinstance(value, torch.Tensor) and value.dim() == 3 and tuple(value.shape[1:]) == (1, 1):
+                pending[node] = ("param", node.target)        # a per-channel scale: read by a product below
+                continue
+            path, cls = where(node)
+            raise _refuse(path, cls, f"reads the parameter or buffer {node.target!r} directly", "Identity",
+                          "archc's layers own their parameters (a custom nn.Module with its own nn.Parameter)")
+        if node.op == "call_function" and isinstance(node.target, type) and issubclass(node.target, tuple):
+            continue                # the named tuple of outputs: read at the output below
+        if node.op == "call_module":
+            mod = modules[node.target]
+            key, path, cls = type(mod).__name__, node.target, type(mod).__name__
+        else:
+            mod = None
+            fn = node.target
+            key = (f"method:{fn}" if node.op == "call_method"
+                   else f"fn:{getattr(fn, '__name__', str(fn))}")
+            path, cls = where(node)
+        ins = [a for a in _flat_args(node.args) + _flat_args(list(node.kwargs.values()))
+               if isinstance(a, fx.Node) and a not in sizes]
+        meta = node.meta.get("tensor_meta")
+        step = VIEW_STEPS.get(key) if mod is None else None
+        if step is not None:
+            done = _view_step(step, node, ins, meta, by_node, pending, sizes)
+            if done is True:
+                continue
+            if done is not None:                   # the pattern is complete: one layer
+                fields, src = done
+                layer = unique(f"{item_of[src].scope}.{fields['op']}" if src in item_of and item_of[src].scope
+                               else f"%{node.name}")
+                made = tuple(meta.shape[1:])
+                item = Item(layer, fields, [src], fields["op"], None, None, made,
+                            item_of[src].shape if src in item_of else made, cls)
+                items.append(item)
+                item_of[layer] = item
+                by_node[node] = layer
+                continue
+        scale = [a for a in ins if pending.get(a, ("",))[0] == "param"]
+        if scale and len(ins) == 2:                 # a C x 1 x 1 parameter times a map: layer_scale
+            key, path, ins = f"param:{key.split(':')[-1]}", pending[scale[0]][1], [a for a in ins if a not in scale]
+        last = [a for a in ins if pending.get(a, ("",))[0] == "last"]
+        for a in ins:
+            if a not in by_node and a not in last:
+                raise _refuse(path, cls, f"{_what(node)} reads {a.name}, a value that is not a layer's output "
+                                         "(a size, an index or a constant)", key)
+        if key in _PASSTHROUGH and len(ins) == 1:
+            by_node[node] = by_node[ins[0]]
+            continue
+        entry = FROM_TORCH.get(key)
+        if entry is None or node.target is operator.getitem:
+            raise _refuse(path, cls, f"{_what(node)}", key)
+        consts = [a for a in node.args if not isinstance(a, fx.Node) and not _is_node_list(a)]
+        arg = dict(zip(entry.params, consts))
+        arg.update({k: v for k, v in node.kwargs.items() if not isinstance(v, fx.Node)})
+        if meta is None or not hasattr(meta, "shape"):
+            raise _refuse(path, cls, f"{_what(node)} returns several values", key)
+        if last:                   # on x.permute(0, 2, 3, 1): each position's channels, an image again after
+            arg["channels_last"] = True
+            shapes = [item_of[pending[a][1]].shape for a in ins]
+            made = tuple(meta.shape[1:])
+            made = (made[-1], *made[:-1]) if len(made) == 3 else made
+        else:
+            shapes = [tuple(a.meta["tensor_meta"].shape[1:]) for a in ins]
+            made = tuple(meta.shape[1:])
+        seen = Seen(mod, arg, shapes, made)
+        try:
+            fields = entry.layer(seen)
+        except Unmappable as exc:
+            raise _refuse(path, cls, _what(node), key, str(exc)) from None
+        sources = [pending[a][1] if a in last else by_node[a] for a in ins]
+        if key.startswith("param:"):
+            layer, scope, holder = unique(path), path.rpartition(".")[0], path
+        elif mod is not None:
+            n = calls[path] = calls.get(path, 0) + 1
+            if n > 1 and any(True for _ in mod.parameters(recurse=False)):
+                raise _refuse(path, cls, "is called twice (its weights are shared)", key,
+                              "each archc layer has weights of its own")
+            layer = unique(path) if n == 1 else unique(f"{path}_{n - 1}")
+            scope = path.rpartition(".")[0]
+            holder = path if any(True for _ in mod.parameters(recurse=False)) else None
+        else:
+            scope = path if path else None          # None: placed after the trace (see place())
+            layer = unique(f"{scope}.{fields['op']}" if scope else f"%{node.name}")
+            holder = None
+        item = Item(layer, fields, sources, entry.kind, holder, scope, seen.shape, shapes[0] if shapes else (), cls)
+        items.append(item)
+        item_of[layer] = item
+        if last:
+            pending[node] = ("last", layer)
+        else:
+            by_node[node] = layer
+        if len(items) > MAX_LAYERS:
+            raise BackendError([error(f"the model has more than {MAX_LAYERS} layers", "model")])
+    result, heads = place(items, result, heads, unique)
+    classes = {p: type(m).__name__ for p, m in modules.items() if p}
+    return Flat(name, shape, items, source or name, classes, result, heads)
+
+
+def _view_step(step: str, node: Any, ins: list, meta: Any, by_node: dict, pending: dict, sizes: set) -> Any:
+    """One step of a channel shuffle or split (see VIEW_STEPS): True when the node is absorbed (its state
+    in ``pending``, or a size in ``sizes``), the finished layer's (fields, input) when the pattern is
+    complete, None when it is no such step (the reverse table then decides)."""
+    shape = tuple(meta.shape[1:]) if meta is not None and hasattr(meta, "shape") else None
+    if step == "size":
+        if shape is None or not ins or all(a in sizes or a not in by_node and a not in pending for a in ins):
+            sizes.add(node)
+            return True
+        return None
+    src = ins[0] if ins else None
+    state = pending.get(src)
+    if step == "same" and state is not None:
+        pending[node] = state
+        return True
+    if step == "reshape" and shape is not None:
+        if state is None and src in by_node and len(shape) == 4:
+            c = tuple(src.meta["tensor_meta"].shape[1:])
+            if len(c) == 3 and shape[0] * shape[1] == c[0] and shape[2:] == c[1:]:
+                pending[node] = ("grouped", by_node[src], shape[0])
+                return True
+        if state is not None and state[0] == "swapped" and len(shape) == 3:
+            return {"op": "channel_shuffle", "groups": state[2]}, state[1]
+        return None
+    if step == "swap" and state is not None and state[0] == "grouped":
+        dims = sorted(int(d) % 5 for d in [*node.args[1:], *node.kwargs.values()][:2])
+        if dims == [1, 2]:
+            pending[node] = ("swapped", state[1], state[2])
+            return True
+        return None
+    if step == "permute":
+        dims = [int(d) for d in _flat_args([*node.args[1:], *node.kwargs.values()])]
+        if dims == [0, 2, 3, 1] and src in by_node and len(src.meta["tensor_meta"].shape) == 4:
+            pending[node] = ("last", by_node[src])
+            return True
+        if dims == [0, 3, 1, 2] and state is not None and state[0] == "last":
+            by_node[node] = state[1]
+            return True
+        return None
+    if step == "split" and src in by_node:
+        args = [*node.args[1:], *node.kwargs.values()]
+        if len(args) == 2 and int(args[0]) == 2 and int(args[1]) == 1:
+            pending[node] = ("split", by_node[src])
+            return True
+        return None
+    if step == "pick" and node.args[0] in sizes:
+        sizes.add(node)
+        return True
+    if step == "pick" and isinstance(node.args[0], type(node)) and pending.get(node.args[0], ("",))[0] == "split":
+        half = int(node.args[1])
+        return {"op": "channel_split", "half": "first" if half == 0 else "second"}, pending[node.args[0]][1]
+    return None
+
+
+def _attribute(model: Any, target: str) -> Any:
+    value = model
+    for part in target.split("."):
+        value = getattr(value, part, None)
+    return value
+
+
+def _head_name(field: str) -> str:
+    out = re.sub(r"[^A-Za-z0-9_]", "_", field) or "head"
+    return out if not out[0].isdigit() else f"out{out}"
+
+
+def _fake_mode() -> Any:
+    try:
+        from torch._subclasses.fake_tensor import FakeTensorMode
+        return FakeTensorMode(allow_non_fake_inputs=True)
+    except (ImportError, TypeError):      # an older torch: the shapes are computed for real
+        return None
+
+
+def _what(node: Any) -> str:
+    if node.op == "call_module":
+        return f"the module {node.target!r}"
+    if node.op == "call_method":
+        return f"the tensor method .{node.target}()"
+    fn = node.target
+    mod = getattr(fn, "__module__", None) or "operator"
+    return f"the call {mod.replace('torch.nn.functional', 'F')}.{getattr(fn, '__name__', fn)}()"
+
+
+def _is_node_list(a: Any) -> bool:
+    import torch.fx as fx
+    return isinstance(a, (list, tuple)) and any(isinstance(x, fx.Node) for x in a)
+
+
+def _flat_args(args: Any) -> list:
+    out = []
+    for a in args:
+        if isinstance(a, (list, tuple)):
+            out += _flat_args(a)
+        else:
+            out.append(a)
+    return out
+
+

@@ -1,0 +1,354 @@
+"""archc import (issue #24): a PyTorch module becomes a readable spec that builds the same network.
+
+The modules imported here are archc's own zoo modules (they have torchvision's state_dict keys;
+torchvision is no dependency): build a zoo builder, import the built module, build the imported
+spec, load the original state_dict strictly, and compare logits, parameters and FLOPs. The check
+against torchvision's own modules runs in the side environment (benchmarks/RESULTS.md)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from conftest import ROOT
+
+import archcompiler
+from archcompiler import BackendError
+
+torch = pytest.importorskip("torch")
+nn = torch.nn
+
+QUICK = ["resnet18", "mobilenet_v2", "googlenet"]
+# the slow tier: one zoo module per pattern the importer reads (blocks with when:, stochastic depth and SE,
+# channel shuffle and split, ConvNeXt's channels-last stretch, auxiliary heads); benchmarks/import_torchvision.py
+# runs all of torchvision's 68 builders
+SLOW = ["resnet50", "efficientnet_b0", "shufflenet_v2_x0_5", "convnext_tiny", "inception_v3"]
+
+
+def _round_trip(name: str) -> str:
+    spec = archcompiler.load_spec(name)
+    original = archcompiler.build(spec, seed=0).eval()
+    text = archcompiler.import_module(original, name=name)
+    imported = archcompiler.load_spec(text)
+    a, b = archcompiler.analyze(spec)["total"], archcompiler.analyze(imported)["total"]
+    assert (a["params"], a["macs"], a["flops"]) == (b["params"], b["macs"], b["flops"])
+    rebuilt = archcompiler.build(imported).eval()
+    rebuilt.load_state_dict(original.state_dict(), strict=True)
+    assert list(rebuilt.state_dict()) == list(original.state_dict()) or name == "googlenet"
+    x = torch.randn(1, *spec.input, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x), original(x), rtol=0, atol=0)
+    return text
+
+
+@pytest.mark.parametrize("name", QUICK + [pytest.param(n, marks=pytest.mark.slow) for n in SLOW])
+def test_an_imported_zoo_module_builds_the_same_network(name):
+    text = _round_trip(name)
+    assert text.startswith("# yaml-language-server: $schema=")
+    assert "Imported by archc from" in text.splitlines()[2]
+
+
+def _blocks_and_rows(text: str) -> tuple[list[str], int]:
+    import yaml
+    doc = yaml.safe_load(text)
+    rows = sum(len(layer["table"]["rows"]) for layer in doc["layers"] if "table" in layer)
+    return list(doc.get("blocks", {})), rows
+
+
+def test_resnet50_is_one_bottleneck_block_and_four_rows_and_matches_the_hand_written_spec_row_by_row():
+    original = archcompiler.build(archcompiler.load_spec("resnet50"), seed=0)
+    text = archcompiler.import_module(original, name="resnet50")
+    blocks, rows = _blocks_and_rows(text)
+    assert len(blocks) == 1 and rows == 4
+    assert re.search(r"- \[layer3, 256, 2, 6\]", text)
+    hand = (ROOT / "specs" / "resnet.yaml").read_text()
+    assert text.count("\n") <= 2 * hand.count("\n")
+    # archc diff: the rows are named differently (layer1 / conv2_x), so the rows that compute something are
+    # paired in order; none differs in output shape, parameters or MACs
+    report = archcompiler.diff(archcompiler.load_spec(text), "resnet50")
+    def cost(r, side):
+        return r["output"][side], r["params"]["ab"[side]], r["macs"]["ab"[side]]
+    removed = [cost(r, 0) for r in report["rows"] if r["status"] == "removed" and any(cost(r, 0)[1:])]
+    added = [cost(r, 1) for r in report["rows"] if r["status"] == "added" and any(cost(r, 1)[1:])]
+    assert removed == added and len(removed) == 4                       # layer1..4 against conv2_x..conv5_x
+    assert all(cost(r, 0) == cost(r, 1) for r in report["rows"] if r["status"] in ("same", "changed"))
+    assert report["total"]["params"]["delta"] == report["total"]["macs"]["delta"] == 0
+
+
+def test_googlenet_is_the_inception_block_and_table_1s_rows():
+    original = archcompiler.build(archcompiler.load_spec("googlenet"), seed=0)
+    text = archcompiler.import_module(original, name="googlenet")
+    import yaml
+    doc = yaml.safe_load(text)
+    uses = [r[0] for layer in doc["layers"] if layer.get("table", {}).get("use") == "inception"
+            for r in layer["table"]["rows"]] + [layer["name"] for layer in doc["layers"] if layer.get("use") == "inception"]
+    assert list(doc["blocks"])[0] == "inception" and sorted(uses) == [f"inception{k}" for k in
+                                                                       ("3a", "3b", "4a", "4b", "4c", "4d", "4e", "5a", "5b")]
+
+
+# ----------------------------------------------------------------------------- user modules
+
+
+class Looped(nn.Module):
+    """A user's module: layers in a ModuleList, run by a for loop."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.layers = nn.ModuleList(nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+                                    for _ in range(3))
+        self.head = nn.Linear(8, 5)
+
+    def forward(self, x):
+        x = self.stem(x)
+        for layer in self.layers:
+            x = x + layer(x)
+        return self.head(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+class Clamp(nn.Module):
+    def forward(self, x):
+        return x.clamp(0, 6)
+
+
+class WithCustom(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.act = Clamp()
+
+    def forward(self, x):
+        return self.act(self.conv(x))
+
+
+class Gate(nn.Module):
+    def forward(self, x):
+        if x.mean() > 0:
+            return x
+        return -x
+
+
+class Branching(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.gate = Gate()
+
+    def forward(self, x):
+        return self.gate(self.conv(x))
+
+
+def test_a_module_with_a_for_loop_over_its_layers_imports():
+    model = Looped().eval()
+    text = archcompiler.import_module(model, input=(3, 16, 16))
+    spec = archcompiler.load_spec(text)
+    rebuilt = archcompiler.build(spec).eval()
+    rebuilt.load_state_dict(model.state_dict(), strict=True)
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x), model(x), rtol=0, atol=0)
+    assert "{name: layers.2.0, op: conv, out: 8, kernel: 3, padding: 1, norm: batch_norm, bias: true, act: relu}" in text
+
+
+class Shuffle(nn.Module):
+    """ShuffleNetV2's unit as torchvision writes it: chunk, a branch, cat, and the channel shuffle by
+    view / transpose / contiguous / view on the sizes x.size() gives."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 1)
+        self.branch2 = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1, groups=4), nn.BatchNorm2d(4), nn.ReLU(inplace=True))
+
+    def forward(self, x):
+        x = self.stem(x)
+        x1, x2 = x.chunk(2, dim=1)
+        out = torch.cat((x1, self.branch2(x2)), dim=1)
+        b, c, h, w = out.size()
+        out = out.view(b, 2, c // 2, h, w)
+        out = torch.transpose(out, 1, 2).contiguous()
+        return out.view(b, -1, h, w)
+
+
+def test_channel_split_and_shuffle_written_with_views_import_as_their_ops():
+    model = Shuffle().eval()
+    text = archcompiler.import_module(model, input=(3, 6, 6))
+    assert "op: channel_split, half: first" in text and "op: channel_shuffle, groups: 2" in text
+    rebuilt = archcompiler.build(archcompiler.load_spec(text)).eval()
+    rebuilt.load_state_dict(model.state_dict(), strict=True)
+    x = torch.randn(2, 3, 6, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x), model(x), rtol=0, atol=0)
+
+
+def test_a_custom_module_archc_cannot_map_is_named_with_its_class_and_the_closest_op():
+    with pytest.raises(BackendError) as exc:
+        archcompiler.import_module(WithCustom(), input=(3, 8, 8))
+    message = exc.value.errors[0].format()
+    assert "act (Clamp)" in message and ".clamp()" in message and "closest" in message
+
+
+def test_a_forward_that_branches_on_the_input_is_named_with_its_module_and_class():
+    with pytest.raises(BackendError) as exc:
+        archcompiler.import_module(Branching(), input=(3, 8, 8))
+    message = exc.value.errors[0].format()
+    assert "gate (Gate)" in message and "branches on the input" in message and "closest" in message
+
+
+def test_the_reverse_table_maps_to_ops_of_the_op_table():
+    from archcompiler.backends.torch.codegen import FROM_TORCH, TORCH_OPS
+    from archcompiler.ir import OPS
+
+    assert {e.kind for e in FROM_TORCH.values()} <= set(OPS) == set(TORCH_OPS)
+
+
+# ----------------------------------------------------------------------------- the command
+
+
+def test_the_command_writes_the_spec_atomically_and_leaves_nothing_on_failure(tmp_path, capsys):
+    from archcompiler.cli import main
+
+    out = tmp_path / "net.yaml"
+    assert main(["import", "archcompiler:build", "--arg", "spec_or_path=resnet18", "-o", str(out)]) == 0
+    text = out.read_text()
+    assert text.startswith("# yaml-language-server: $schema=") and "archcompiler:build --arg spec_or_path=resnet18" in text
+    assert archcompiler.analyze(archcompiler.load_spec(out))["total"]["params"] == 11_689_512
+    module = tmp_path / "custom.py"
+    module.write_text("import torch\n\nclass Net(torch.nn.Module):\n    def forward(self, x):\n"
+                      "        return torch.cumsum(x, 1)\n")
+    bad = tmp_path / "bad.yaml"
+    assert main(["import", f"{module}:Net", "-o", str(bad)]) == 1
+    assert "has no archc op" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["custom.py", "net.yaml"]
+
+
+# ----------------------------------------------------------------------------- from ONNX (data: nothing in it runs)
+
+
+def _onnx_graph(tmp_path, extra_nodes=(), op_type=None):
+    """A small ONNX model written with onnx.helper: conv + BatchNorm + ReLU, a max pool branch, a
+    concat, HardSwish, global pooling, a flatten and a Gemm; random initializers named as a state_dict."""
+    onnx = pytest.importorskip("onnx")
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+
+    def init(name, *shape, positive=False):
+        a = rng.random(shape, dtype=np.float32) + 0.5 if positive else rng.standard_normal(shape).astype(np.float32)
+        return numpy_helper.from_array(a, name)
+    inits = [init("stem.weight", 8, 3, 3, 3), init("stem.bias", 8), init("bn.weight", 8, positive=True),
+             init("bn.bias", 8), init("bn.running_mean", 8), init("bn.running_var", 8, positive=True),
+             init("fc.weight", 5, 16), init("fc.bias", 5)]
+    nodes = [helper.make_node("Conv", ["image", "stem.weight", "stem.bias"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("BatchNormalization", ["c", "bn.weight", "bn.bias", "bn.running_mean", "bn.running_var"],
+                              ["b"], epsilon=1e-5),
+             helper.make_node("Relu", ["b"], ["r"]),
+             helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1]),
+             helper.make_node(op_type or "HardSwish", ["r"], ["h"]),
+             helper.make_node("Concat", ["h", "p"], ["cat"], axis=1),
+             helper.make_node("GlobalAveragePool", ["cat"], ["g"]),
+             helper.make_node("Flatten", ["g"], ["f"], axis=1),
+             helper.make_node("Gemm", ["f", "fc.weight", "fc.bias"], ["logits"], transB=1), *extra_nodes]
+    graph = helper.make_graph(nodes, "small", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 5])], inits)
+    path = tmp_path / "small.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path, {t.name: numpy_helper.to_array(t) for t in inits}
+
+
+def test_an_onnx_file_imports_as_a_spec_and_a_weights_file_that_computes_the_same(tmp_path):
+    from archcompiler.cli import main
+
+    path, w = _onnx_graph(tmp_path)
+    out = tmp_path / "small.yaml"
+    assert main(["import", str(path), "-o", str(out)]) == 0
+    text = out.read_text()
+    assert "{name: stem, op: conv, out: 8, kernel: 3, padding: 1, norm: batch_norm, bias: true, act: relu}" in text
+    assert '- ["^stem/bn$", bn]' in text          # the BatchNorm's own module path, by a torch.rename rule
+    spec = archcompiler.load_spec(out)
+    model = archcompiler.build(spec, weights=str(tmp_path / "small.safetensors")).eval()
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    t = {k: torch.tensor(v) for k, v in w.items()}
+    F = torch.nn.functional
+    r = F.relu(F.batch_norm(F.conv2d(x, t["stem.weight"], t["stem.bias"], padding=1), t["bn.running_mean"],
+                            t["bn.running_var"], t["bn.weight"], t["bn.bias"], eps=1e-5))
+    cat = torch.cat([F.hardswish(r), F.max_pool2d(r, 3, 1, 1)], 1)
+    want = F.linear(cat.mean((2, 3)), t["fc.weight"], t["fc.bias"])
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), want, rtol=1e-5, atol=1e-5)
+    assert archcompiler.analyze(spec)["total"]["params"] == sum(v.size for k, v in w.items() if "running" not in k)
+
+
+def test_an_onnx_channel_shuffle_and_split_are_read_as_their_ops(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    from archcompiler.importers.onnx import read
+
+    shape5 = numpy_helper.from_array(np.array([1, 2, 4, 4, 4], dtype=np.int64), "s5")
+    shape4 = numpy_helper.from_array(np.array([1, 8, 4, 4], dtype=np.int64), "s4")
+    nodes = [helper.make_node("Reshape", ["image", "s5"], ["g"]),
+             helper.make_node("Transpose", ["g"], ["t"], perm=[0, 2, 1, 3, 4]),
+             helper.make_node("Reshape", ["t", "s4"], ["shuffled"]),
+             helper.make_node("Split", ["shuffled"], ["a", "b"], axis=1, num_outputs=2),
+             helper.make_node("Relu", ["b"], ["rb"]),
+             helper.make_node("Concat", ["a", "rb"], ["out"], axis=1)]
+    graph = helper.make_graph(nodes, "shuffle", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 8, 4, 4])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 8, 4, 4])], [shape5, shape4])
+    path = tmp_path / "shuffle.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    flat, _ = read(path)
+    assert [it.fields for it in flat.items] == [{"op": "channel_shuffle", "groups": 2}, {"op": "channel_split", "half": "first"},
+                                                {"op": "channel_split", "half": "second"}, {"op": "relu"}, {"op": "concat"}]
+
+
+def test_an_onnx_node_archc_cannot_map_is_refused_by_name_and_op_type_and_nothing_is_written(tmp_path, capsys):
+    from archcompiler.cli import main
+
+    path, _ = _onnx_graph(tmp_path, op_type="Softplus")
+    assert main(["import", str(path), "-o", str(tmp_path / "x.yaml")]) == 1
+    err = capsys.readouterr().err
+    assert "(Softplus): has no archc op" in err and "closest op type" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["small.onnx"]
+
+
+def test_an_onnx_file_is_bounded_like_every_untrusted_input(tmp_path, monkeypatch):
+    from archcompiler.importers import onnx as reader
+
+    path, _ = _onnx_graph(tmp_path)
+    monkeypatch.setattr(reader, "MAX_NODES", 3)
+    with pytest.raises(BackendError, match="at most 3 of each"):
+        reader.read(path)
+    monkeypatch.setattr(reader, "MAX_ONNX_BYTES", 100)
+    with pytest.raises(BackendError, match="at most 100 are read"):
+        reader.read(path)
+    monkeypatch.undo()
+    (tmp_path / "junk.onnx").write_bytes(b"\x00not a model" * 10)
+    with pytest.raises(BackendError, match="not a readable ONNX model"):
+        reader.read(tmp_path / "junk.onnx")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["shufflenet_v2_x0_5"])
+def test_build_emit_onnx_then_import_round_trips(name, tmp_path):
+    """archc build --emit onnx, then archc import: the spec and its weights compute the exported
+    network (its BatchNorms are folded into the convolutions by the exporter, so the parameters are
+    the ONNX file's)."""
+    pytest.importorskip("onnxscript")
+    from archcompiler.backends.torch.export import export
+    from archcompiler.cli import main
+
+    spec = archcompiler.load_spec(name)
+    original = archcompiler.build(spec, seed=0).eval()
+    export(original, spec, "onnx", tmp_path / "m.onnx")
+    assert main(["import", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "m.yaml")]) == 0
+    imported = archcompiler.load_spec(tmp_path / "m.yaml")
+    rebuilt = archcompiler.build(imported, weights=str(tmp_path / "m.safetensors")).eval()
+    from safetensors.torch import load_file
+    state = load_file(tmp_path / "m.safetensors")
+    assert archcompiler.analyze(imported)["total"]["params"] == sum(
+        v.numel() for k, v in state.items() if k.endswith(("weight", "bias")))
+    x = torch.randn(1, *spec.input, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x), original(x), rtol=1e-4, atol=1e-4)

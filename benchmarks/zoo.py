@@ -47,50 +47,57 @@ def main() -> None:
           f"{torch.get_num_threads()} threads, batch {args.batch}\n")
     print(f"{'builder':<20} {'eval':>8} {'train step':>11} {'--optimize vs hand-tuned':>26}")
     for name in args.builders:
-        theirs = getattr(torchvision.models, name)(weights=None).eval()
-        weights = theirs.state_dict()
-        ours = archcompiler.build(name, weights=weights, check_memory=False).eval()
-        fast = archcompiler.build(name, weights=weights, optimize=True, check_memory=False)
-        tuned = hand_tuned(theirs)
-        spec = archcompiler.load_spec(name)
-        x = torch.randn(args.batch, *spec.input)
-        with torch.no_grad():
-            expected = theirs(x)
-            for model in (ours, fast, tuned):
-                got = model(x.contiguous(memory_format=torch.channels_last) if model is tuned else x)
-                assert (got - expected).abs().max() <= 1e-3 * expected.abs().max(), f"{name}: the models disagree"
+        compare(name, args)
 
-        def forward(model, layout=torch.contiguous_format):
-            inp = x.contiguous(memory_format=layout)
 
-            def run():
-                with torch.no_grad():
-                    model(inp)
-            return run
+def compare(name: str, args: argparse.Namespace) -> None:
+    """One builder: archc's module against torchvision's, and --optimize against the hand-tuned one."""
+    import torchvision
 
-        evals = interleave({"archc": forward(ours), "torchvision": forward(theirs),
-                            "optimized": forward(fast), "tuned": forward(tuned, torch.channels_last)}, args.repeats)
+    theirs = getattr(torchvision.models, name)(weights=None).eval()
+    weights = theirs.state_dict()
+    ours = archcompiler.build(name, weights=weights, check_memory=False).eval()
+    fast = archcompiler.build(name, weights=weights, optimize=True, check_memory=False)
+    tuned = hand_tuned(theirs)
+    spec = archcompiler.load_spec(name)
+    x = torch.randn(args.batch, *spec.input)
+    with torch.no_grad():
+        expected = theirs(x)
+        for model in (ours, fast, tuned):
+            got = model(x.contiguous(memory_format=torch.channels_last) if model is tuned else x)
+            assert (got - expected).abs().max() <= 1e-3 * expected.abs().max(), f"{name}: the models disagree"
 
-        target = torch.randint(0, 1000, (args.batch,))
-        train_a, train_t = copy.deepcopy(ours).train(), copy.deepcopy(theirs).train()
-        opts = {id(m): torch.optim.SGD(m.parameters(), lr=1e-4) for m in (train_a, train_t)}
+    def forward(model, layout=torch.contiguous_format):
+        inp = x.contiguous(memory_format=layout)
 
-        def step(model):
-            def run():
-                out = model(x)
-                out = out[0] if isinstance(out, tuple) else out
-                F.cross_entropy(out, target).backward()
-                opts[id(model)].step()
-                opts[id(model)].zero_grad(set_to_none=True)
-            return run
+        def run():
+            with torch.no_grad():
+                model(inp)
+        return run
 
-        steps = interleave({"archc": step(train_a), "torchvision": step(train_t)}, max(3, args.repeats // 2))
-        ratio = median(evals["archc"]) / median(evals["torchvision"])
-        train_ratio = median(steps["archc"]) / median(steps["torchvision"])
-        opt_ratio = median(evals["optimized"]) / median(evals["tuned"])
-        print(f"{name:<20} {ratio:>7.3f}x {train_ratio:>10.3f}x {opt_ratio:>25.3f}x   "
-              f"(torchvision eval {median(evals['torchvision']) * 1e3:.0f} ms, hand-tuned "
-              f"{median(evals['tuned']) * 1e3:.0f} ms)", flush=True)
+    evals = interleave({"archc": forward(ours), "torchvision": forward(theirs),
+                        "optimized": forward(fast), "tuned": forward(tuned, torch.channels_last)}, args.repeats)
+
+    target = torch.randint(0, 1000, (args.batch,))
+    train_a, train_t = copy.deepcopy(ours).train(), copy.deepcopy(theirs).train()
+    opts = {id(m): torch.optim.SGD(m.parameters(), lr=1e-4) for m in (train_a, train_t)}
+
+    def step(model):
+        def run():
+            out = model(x)
+            out = out[0] if isinstance(out, tuple) else out
+            F.cross_entropy(out, target).backward()
+            opts[id(model)].step()
+            opts[id(model)].zero_grad(set_to_none=True)
+        return run
+
+    steps = interleave({"archc": step(train_a), "torchvision": step(train_t)}, max(3, args.repeats // 2))
+    ratio = median(evals["archc"]) / median(evals["torchvision"])
+    train_ratio = median(steps["archc"]) / median(steps["torchvision"])
+    opt_ratio = median(evals["optimized"]) / median(evals["tuned"])
+    print(f"{name:<20} {ratio:>7.3f}x {train_ratio:>10.3f}x {opt_ratio:>25.3f}x   "
+          f"(torchvision eval {median(evals['torchvision']) * 1e3:.0f} ms, hand-tuned "
+          f"{median(evals['tuned']) * 1e3:.0f} ms)", flush=True)
 
 
 if __name__ == "__main__":

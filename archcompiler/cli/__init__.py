@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib
 import os
 import signal
 import sys
@@ -17,31 +18,16 @@ from collections.abc import Callable
 
 from ..errors import ArchcError
 from ..util import paused_gc
-from . import (
-    build,
-    calibrate,
-    check,
-    diff,
-    draw,
-    evaluate,
-    flops,
-    predict,
-    profile,
-    report,
-    resolve,
-    schema,
-    sweep,
-    train,
-    validate,
-    zoo,
-)
 from .common import EXAMPLES, EXIT_CODES, NEEDS_IMAGES, TOP_EXAMPLES, print_errors
 
-COMMANDS = [validate, flops, check, build, draw, resolve, diff, schema, train, evaluate, predict, calibrate, profile,
-            report, sweep, zoo]
+# the commands, in the order `archc --help` lists them; each is the module of the same name here
+COMMANDS = ["validate", "flops", "check", "build", "draw", "resolve", "diff", "schema", "train", "evaluate", "predict",
+            "calibrate", "profile", "report", "sweep", "zoo"]
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(command: str | None = None) -> argparse.ArgumentParser:
+    """archc's argument parser: with every command (for ``archc --help``), or with ``command`` alone,
+    which is all that running it needs (the other commands' modules are then not even imported)."""
     p = argparse.ArgumentParser(
         prog="archc", description="Compile architecture specs (YAML, written like a paper's table) into "
         "analyses, PyTorch modules and diagrams.",
@@ -51,8 +37,8 @@ def parser() -> argparse.ArgumentParser:
     from ..version import __version__
     p.add_argument("--version", action="version", version=f"archc {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in COMMANDS:
-        module.add_parser(sub)
+    for name in COMMANDS if command is None else [command]:
+        importlib.import_module(f".{name}", __name__).add_parser(sub)
     return p
 
 
@@ -61,7 +47,8 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    top = parser()
+    argv = sys.argv[1:] if argv is None else argv
+    top = parser(argv[0] if argv and argv[0] in COMMANDS else None)
     args, extra = top.parse_known_args(argv)
     if extra:       # said by the command it was given to, with that command's usage
         commands = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction)).choices

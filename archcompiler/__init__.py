@@ -10,31 +10,61 @@ The public API mirrors the command line::
     dot = archcompiler.draw(spec, "net.svg")     # graphviz diagram  (imports graphviz)
     table = archcompiler.sweep(spec, ["width=0.5,1.0"], output="sweep/")   # variants, Pareto plot
 
-torch and graphviz are imported only by the functions that need them.
+torch and graphviz are imported only by the functions that need them.  The API itself (pydantic,
+networkx and the spec models) is imported on first use of one of its names, so ``import archcompiler``
+and the command line's start-up stay light.
 """
 
 from __future__ import annotations
 
-from .api import (
-           build,
-           check,
-           diff,
-           draw,
-           evaluate,
-           import_module,
-           load_model,
-           predict,
-           report,
-           save_model,
-           sweep,
-           train,
-           zoo,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .errors import ArchcError, BackendError, Diagnostic, GraphError, Location, SpecError
-from .ir import lower
-from .passes import analyze
-from .spec import Spec, load_spec
 from .version import __version__
+
+# name -> the module (relative to this package) that defines it, imported on first use (PEP 562)
+_LAZY = {
+    **dict.fromkeys(["build", "check", "diff", "draw", "evaluate", "import_module", "load_model", "predict", "report",
+                     "save_model", "sweep", "train", "zoo"], ".api"),
+    "lower": ".ir",
+    "analyze": ".passes",
+    "Spec": ".spec",
+    "load_spec": ".spec",
+}
+
+if TYPE_CHECKING:       # what the names are, for type checkers and editors
+    from .api import (
+        build,
+        check,
+        diff,
+        draw,
+        evaluate,
+        import_module,
+        load_model,
+        predict,
+        report,
+        save_model,
+        sweep,
+        train,
+        zoo,
+    )
+    from .ir import lower
+    from .passes import analyze
+    from .spec import Spec, load_spec
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    globals()[name] = value         # later uses find it directly
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = ["load_spec", "lower", "analyze", "check", "build", "save_model", "load_model", "train", "evaluate",
            "predict", "report", "draw", "diff", "zoo", "sweep", "import_module", "Spec",

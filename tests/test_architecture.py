@@ -148,3 +148,43 @@ def test_the_measuring_tools_are_used_only_by_the_api_and_the_cli():
     users = {u for m in measure for u in g.predecessors(m)}
     assert users and all(u.startswith(("archcompiler.cli", "archcompiler.api", "archcompiler.measure"))
                          for u in users), sorted(users)
+
+
+# ----------------------------------------------------------------------------- start-up
+
+def test_the_root_and_the_command_line_load_no_library_before_a_command_needs_it():
+    """`import archcompiler` and the command line's parser stay light: pydantic, networkx and PyYAML
+    are imported by the command that uses them (`archc flops` is mostly start-up)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, archcompiler, archcompiler.cli\narchcompiler.cli.parser()\n"
+            "print(sorted({'pydantic', 'networkx', 'yaml', 'torch'} & set(sys.modules)))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_every_public_name_of_the_root_resolves():
+    import archcompiler
+    from archcompiler import api, spec
+
+    assert all(getattr(archcompiler, name) is not None for name in archcompiler.__all__)
+    assert set(archcompiler.__all__) <= set(dir(archcompiler))
+    assert archcompiler.build is api.build and archcompiler.load_spec is spec.load_spec
+    try:
+        archcompiler.no_such_name  # noqa: B018
+    except AttributeError as exc:
+        assert "no_such_name" in str(exc)
+    else:
+        raise AssertionError("an unknown name must raise AttributeError")
+
+
+def test_the_archc_program_is_the_entry_that_exits_without_a_last_collection():
+    import tomllib
+
+    from archcompiler import cli
+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["archc"] == "archcompiler.cli:entry" and callable(cli.entry)
+    assert "entry()" in (PACKAGE / "__main__.py").read_text()

@@ -120,7 +120,7 @@ def test_internal_errors_never_show_a_traceback(monkeypatch):
         raise RuntimeError("kaput")
     parser = cli.parser()
     args = parser.parse_args(["schema"])
-    monkeypatch.setattr(cli, "parser", lambda: type("P", (), {"parse_known_args": lambda self, a: (args, [])})())
+    monkeypatch.setattr(cli, "parser", lambda command=None: type("P", (), {"parse_known_args": lambda self, a: (args, [])})())
     args.run = boom
     assert cli.main(["schema"]) == 3
 

@@ -352,3 +352,44 @@ def test_build_emit_onnx_then_import_round_trips(name, tmp_path):
     x = torch.randn(1, *spec.input, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(rebuilt(x), original(x), rtol=1e-4, atol=1e-4)
+
+
+def _onnx_round_trip(spec, tmp_path):
+    """Export with the BatchNormalization nodes kept, import: (original, rebuilt, imported spec)."""
+    from archcompiler.backends.torch.export import export
+    from archcompiler.cli import main
+
+    original = archcompiler.build(spec, seed=0).eval()
+    export(original, spec, "onnx", tmp_path / "m.onnx", keep_batch_norm=True)
+    assert main(["import", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "m.yaml")]) == 0
+    imported = archcompiler.load_spec(tmp_path / "m.yaml")
+    return original, archcompiler.build(imported, weights=str(tmp_path / "m.safetensors")).eval(), imported
+
+
+def test_emit_onnx_keeping_batch_norm_imports_with_identical_params_and_logits(tmp_path):
+    """archc build --emit onnx --keep-batch-norm, then archc import: the BatchNorms come back as
+    BatchNorms (not folded into the convolutions), so the parameter count is the original's."""
+    pytest.importorskip("onnxscript")
+    import onnx
+
+    spec = archcompiler.load_spec(str(ROOT / "tests" / "data" / "digits-cnn.yaml"))
+    original, rebuilt, imported = _onnx_round_trip(spec, tmp_path)
+    assert sum(n.op_type == "BatchNormalization" for n in onnx.load(str(tmp_path / "m.onnx")).graph.node) == 3
+    assert archcompiler.analyze(imported)["total"]["params"] == archcompiler.analyze(spec)["total"]["params"]
+    assert sorted(p.numel() for p in rebuilt.parameters()) == sorted(p.numel() for p in original.parameters())
+    x = torch.randn(2, *spec.input, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x), original(x), rtol=0, atol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2"])
+def test_shipped_specs_round_trip_through_onnx_with_identical_params_and_logits(name, tmp_path):
+    pytest.importorskip("onnxscript")
+    spec = archcompiler.load_spec(name)
+    original, rebuilt, imported = _onnx_round_trip(spec, tmp_path)
+    assert archcompiler.analyze(imported)["total"]["params"] == archcompiler.analyze(spec)["total"]["params"]
+    assert sum(p.numel() for p in rebuilt.parameters()) == sum(p.numel() for p in original.parameters())
+    x = torch.randn(1, *spec.input, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x), original(x), rtol=1e-5, atol=1e-5)

@@ -21,6 +21,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--emit", choices=["model", "python", "torchscript", "onnx"], default="model",
                    help="model: weights + spec, reloadable with archcompiler.load_model (default); "
                         "python: standalone source; torchscript; onnx")
+    p.add_argument("--keep-batch-norm", action="store_true",
+                   help="with --emit onnx: keep the BatchNormalization nodes (by default each is folded into the "
+                        "convolution before it), so that archc import gives back the same parameters")
     p.add_argument("--weights", metavar="FILE", help="load a state_dict, checkpoint or .safetensors file; classifier layers of another class "
                         "count start afresh (from --seed), any other mismatch is an error")
     p.add_argument("--drop-training-heads", action="store_true",
@@ -117,5 +120,5 @@ def _write(out: Path, args: argparse.Namespace, spec, model) -> Path:
     else:
         from ..backends.torch.export import export
         print(f"exporting {args.emit}...", file=sys.stderr)
-        export(model, spec, args.emit, out)
+        export(model, spec, args.emit, out, keep_batch_norm=args.keep_batch_norm)
     return out

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -12,7 +14,10 @@ from ...io import atomic_path
 from ...spec import Spec
 
 
-def export(model: torch.nn.Module, spec: Spec, kind: str, path: str | Path) -> Path:
+def export(model: torch.nn.Module, spec: Spec, kind: str, path: str | Path, keep_batch_norm: bool = False) -> Path:
+    """Write ``model`` as TorchScript or ONNX. An ONNX file has each BatchNorm folded into the convolution
+    before it (for deployment) unless ``keep_batch_norm``: then its BatchNormalization nodes stay, with the
+    original parameters and running statistics, so ``archc import`` gives back the same parameters."""
     model.eval()
     example = torch.randn(1, *spec.input)
     if kind == "torchscript":
@@ -29,7 +34,29 @@ def export(model: torch.nn.Module, spec: Spec, kind: str, path: str | Path) -> P
             raise BackendError([error(f"ONNX export needs the package(s) {', '.join(missing)}", "--emit onnx",
                                       hint="pip install 'archcompiler[onnx]'")])
         with atomic_path(path) as tmp:
-            torch.onnx.export(model, (example,), str(tmp), input_names=["image"], output_names=["logits"],
-                              dynamo=True, external_data=False)
+            program = torch.onnx.export(model, (example,), None, input_names=["image"], output_names=["logits"],
+                                        dynamo=True, optimize=False)
+            with _batch_norm_kept(keep_batch_norm):
+                program.optimize()          # constant folding and onnxscript's rewrite rules
+            program.save(str(tmp), external_data=False)
         return Path(path)
     raise BackendError([error(f"unknown export kind {kind!r}", "--emit")])
+
+
+@contextmanager
+def _batch_norm_kept(keep: bool) -> Iterator[None]:
+    """onnxscript's optimizer without its rules that fold BatchNormalization into Conv / Gemm (its other
+    rules, and constant folding, still run: the graph stays as small as the default export's)."""
+    if not keep:
+        yield
+        return
+    from onnxscript import rewriter
+    from onnxscript.rewriter.rules.common import _fuse_batchnorm
+
+    folding = set(_fuse_batchnorm.rules.rules)
+    default = rewriter._DEFAULT_REWRITE_RULES
+    rewriter._DEFAULT_REWRITE_RULES = tuple(r for r in default if r not in folding)
+    try:
+        yield
+    finally:
+        rewriter._DEFAULT_REWRITE_RULES = default

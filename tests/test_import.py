@@ -22,11 +22,11 @@ QUICK = ["resnet18", "mobilenet_v2", "googlenet"]
 # the slow tier: one zoo module per pattern the importer reads (blocks with when:, stochastic depth and SE,
 # channel shuffle and split, ConvNeXt's channels-last stretch, auxiliary heads); benchmarks/import_torchvision.py
 # runs all of torchvision's 68 builders
-SLOW = ["resnet50", "efficientnet_b0", "shufflenet_v2_x0_5", "convnext_tiny", "inception_v3"]
+SLOW = ["resnet50", "efficientnet_b0", "shufflenet_v2_x0_5", "convnext_tiny", "inception_v3", "vit_b_16"]
 
 
-def _round_trip(name: str) -> str:
-    spec = archcompiler.load_spec(name)
+def _round_trip(name: str, path: str | None = None) -> str:
+    spec = archcompiler.load_spec(path or name)
     original = archcompiler.build(spec, seed=0).eval()
     text = archcompiler.import_module(original, name=name)
     imported = archcompiler.load_spec(text)
@@ -46,6 +46,17 @@ def test_an_imported_zoo_module_builds_the_same_network(name):
     text = _round_trip(name)
     assert text.startswith("# yaml-language-server: $schema=")
     assert "Imported by archc from" in text.splitlines()[2]
+
+
+def test_an_imported_vit_is_its_token_ops_and_one_encoder_block():
+    """ViT's token ops (patch_embed, class_token, pos_embedding, self_attention, select_token, layer_norm
+    and linear over tokens) map back: the same state_dict keys, parameters, MACs and logits."""
+    text = _round_trip("vit_tiny", str(ROOT / "specs" / "vit-tiny.yaml"))
+    for op in ("patch_embed", "class_token", "pos_embedding", "self_attention", "select_token"):
+        assert f"op: {op}" in text
+    assert "over: tokens" in text
+    blocks, rows = _blocks_and_rows(text)
+    assert len(blocks) == 1 and rows == 4
 
 
 def _blocks_and_rows(text: str) -> tuple[list[str], int]:

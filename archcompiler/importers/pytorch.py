@@ -197,8 +197,10 @@ def trace(model: Any, input_shape: tuple[int, ...] | None = None, name: str = "m
             continue
         if node.op == "get_attr":
             value = _attribute(model, node.target)
-            if isinstance(value, torch.Tensor) and value.dim() == 3 and tuple(value.shape[1:]) == (1, 1):
-                pending[node] = ("param", node.target)        # a per-channel scale: read by a product below
+            if isinstance(value, torch.Tensor) and value.dim() == 3 and (tuple(value.shape[1:]) == (1, 1)
+                                                                         or value.shape[0] == 1):
+                # a per-channel scale (read by a product below), a class token or a position embedding
+                pending[node] = ("param", node.target)
                 continue
             path, cls = where(node)
             raise _refuse(path, cls, f"reads the parameter or buffer {node.target!r} directly", "Identity",
@@ -217,6 +219,8 @@ def trace(model: Any, input_shape: tuple[int, ...] | None = None, name: str = "m
         ins = [a for a in _flat_args(node.args) + _flat_args(list(node.kwargs.values()))
                if isinstance(a, fx.Node) and a not in sizes]
         meta = node.meta.get("tensor_meta")
+        if mod is None and _token_step(key, node, ins, meta, by_node, item_of, pending):
+            continue
         step = VIEW_STEPS.get(key) if mod is None else None
         if step is not None:
             done = _view_step(step, node, ins, meta, by_node, pending, sizes)
@@ -245,11 +249,14 @@ def trace(model: Any, input_shape: tuple[int, ...] | None = None, name: str = "m
             by_node[node] = by_node[ins[0]]
             continue
         entry = FROM_TORCH.get(key)
-        if entry is None or node.target is operator.getitem:
+        if entry is None:
             raise _refuse(path, cls, f"{_what(node)}", key)
         consts = [a for a in node.args if not isinstance(a, fx.Node) and not _is_node_list(a)]
         arg = dict(zip(entry.params, consts))
         arg.update({k: v for k, v in node.kwargs.items() if not isinstance(v, fx.Node)})
+        if key == "MultiheadAttention":            # attn(x, x, x): one input; it returns (output, weights)
+            ins = list(dict.fromkeys(ins))
+            meta = meta[0] if isinstance(meta, (tuple, list)) and meta else meta
         if meta is None or not hasattr(meta, "shape"):
             raise _refuse(path, cls, f"{_what(node)} returns several values", key)
         if last:                   # on x.permute(0, 2, 3, 1): each position's channels, an image again after
@@ -346,6 +353,52 @@ def _view_step(step: str, node: Any, ins: list, meta: Any, by_node: dict, pendin
         half = int(node.args[1])
         return {"op": "channel_split", "half": "first" if half == 0 else "second"}, pending[node.args[0]][1]
     return None
+
+
+TORCH_PATCHES = "patch_embed"      # the op of the op table a patch convolution becomes (TORCH_OPS's key)
+_FLATTEN = {"method:flatten", "fn:flatten", "method:reshape", "fn:reshape", "method:view"}
+_TRANSPOSE = {"method:transpose", "fn:transpose", "method:permute", "fn:permute"}
+
+
+def _token_step(key: str, node: Any, ins: list, meta: Any, by_node: dict, item_of: dict, pending: dict) -> bool:
+    """ViT's token steps, True when the node is one: a patch convolution's map flattened to D x S and
+    transposed to S x D (the conv becomes ``patch_embed``), an expanded parameter (the class token, read by
+    the concatenation after it), attention's output taken from its (output, weights) pair, and
+    ``x[:, i]`` of a sequence (``select_token``)."""
+    import operator
+
+    from ..backends.torch.codegen import FROM_TORCH
+
+    src = ins[0] if ins else None
+    shape = tuple(meta.shape[1:]) if meta is not None and hasattr(meta, "shape") else None
+    state = pending.get(src)
+    if key == "method:expand" and state is not None and state[0] == "param":
+        pending[node] = state
+        return True
+    if key in _FLATTEN and state is None and src in by_node and shape is not None and len(shape) == 2:
+        conv = item_of.get(by_node[src])
+        f = conv.fields if conv is not None else {}
+        if conv is not None and conv.kind == FROM_TORCH["Conv2d"].kind and f.get("kernel") == f.get("stride") and isinstance(f.get("kernel"), int) \
+                and f.get("padding") == 0 and f.get("dilation") == 1 and f.get("groups") == 1 \
+                and shape == (f["out"], conv.shape[1] * conv.shape[2]):
+            pending[node] = ("patches", by_node[src])
+            return True
+    if key in _TRANSPOSE and state is not None and state[0] == "patches":
+        dims = sorted(int(d) % 3 for d in [*node.args[1:], *node.kwargs.values()])
+        if dims in ([1, 2], [0, 1, 2]) and [int(d) for d in node.args[1:]] != [0, 1, 2]:
+            conv = item_of[state[1]]
+            conv.fields = {"op": "patch_embed", "out": conv.fields["out"], "patch": conv.fields["kernel"],
+                           "bias": conv.fields["bias"]}
+            conv.kind, conv.shape = TORCH_PATCHES, shape
+            by_node[node] = state[1]
+            return True
+    if node.target is operator.getitem and src in by_node and len(node.args) == 2:
+        made = item_of.get(by_node[src])
+        index = node.args[1]
+        if made is not None and made.kind == FROM_TORCH["MultiheadAttention"].kind and index == 0:
+            by_node[node] = by_node[src]
+            return True
+    return False
 
 
 def _attribute(model: Any, target: str) -> Any:

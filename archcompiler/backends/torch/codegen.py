@@ -191,6 +191,8 @@ def _bn_in(s: Seen) -> dict:
 
 
 def _linear_in(s: Seen) -> dict:
+    if len(s.shapes[0]) == 2 and not s.arg.get("channels_last"):      # a sequence: each token's features
+        return {"op": "linear", "out": s.module.out_features, "bias": s.module.bias is not None, "over": "tokens"}
     if s.arg.get("channels_last"):          # x.permute(0, 2, 3, 1) before it: over each position's channels
         return {"op": "linear", "out": s.module.out_features, "bias": s.module.bias is not None, "over": "channels"}
     _need(len(s.shapes[0]) == 1, f"a Linear over a {len(s.shapes[0]) + 1}-d tensor (archc's linear reads a "
@@ -201,6 +203,10 @@ def _linear_in(s: Seen) -> dict:
 def _layer_norm_in(s: Seen) -> dict:
     m = s.module
     channels_first = type(m).__name__ == "LayerNorm2d"       # torchvision's ConvNeXt: it permutes inside
+    if len(s.shapes[0]) == 2 and not s.arg.get("channels_last"):      # a sequence: each token's features
+        _need(tuple(m.normalized_shape) == (s.shapes[0][-1],) and m.elementwise_affine and m.bias is not None,
+              "a LayerNorm without its per-feature weight and bias")
+        return {"op": "layer_norm", "eps": m.eps}
     _need(channels_first or s.arg.get("channels_last"), "a LayerNorm over other dims than an image's channels "
                                                         "(archc's layer_norm normalises each position's channels)")
     _need(tuple(m.normalized_shape) == (s.shapes[0][0],) and m.elementwise_affine and m.bias is not None,
@@ -289,6 +295,27 @@ def _mean_in(s: Seen) -> dict:
     return {"op": "global_avg_pool"}      # x.mean([2, 3]) (MNASNet): the same numbers, as C x 1 x 1
 
 
+def _attention_in(s: Seen) -> dict:
+    m = s.module
+    _need(m.batch_first and m._qkv_same_embed_dim and m.in_proj_bias is not None and m.bias_k is None
+          and not m.add_zero_attn, "a MultiheadAttention other than torchvision's (batch_first, one in_proj with "
+                                   "bias, no bias_k / add_zero_attn)")
+    _need(s.arg.get("need_weights") is False and len(s.shapes) == 1 and not s.arg.get("attn_mask"),
+          "attention other than self-attention (query, key and value the same tensor, need_weights=False, no mask)")
+    out = {"op": "self_attention", "heads": m.num_heads}
+    if m.dropout:
+        out["dropout"] = float(m.dropout)
+    return out
+
+
+def _select_in(s: Seen) -> dict:
+    index = s.arg.get("index")
+    ok = isinstance(index, tuple) and len(index) == 2 and index[0] == slice(None) and isinstance(index[1], int)
+    _need(ok and len(s.shapes) == 1 and len(s.shapes[0]) == 2 and index[1] >= 0,
+          f"indexing with {index!r} (archc's select_token is x[:, i] of a sequence)")
+    return {"op": "select_token", "index": index[1]}
+
+
 def _stochastic_depth_in(s: Seen) -> dict:
     p = s.module.p if s.module is not None else s.arg["p"]
     mode = s.module.mode if s.module is not None else s.arg.get("mode", "row")
@@ -341,6 +368,14 @@ FROM_TORCH: dict[str, FromTorch] = {
     "method:add_": FromTorch("add", _join_in("add", True)),     # archc's own residual sums (x.add_(y))
     "fn:mul": FromTorch("mul", _join_in("mul", False)),
     "fn:imul": FromTorch("mul", _join_in("mul", False)),
+    # tokens (ViT): attention as torchvision's EncoderBlock calls it, attn(x, x, x, need_weights=False)[0]; the
+    # patch embedding (a conv then flatten(2).transpose(1, 2), or reshape then permute(0, 2, 1)), the class
+    # token (a (1, 1, D) parameter expanded and concatenated before the tokens), the position embedding (a
+    # (1, S, D) parameter added) and x[:, i] are patterns of the importer (importers/pytorch.py, _token_step)
+    "MultiheadAttention": FromTorch("self_attention", _attention_in),
+    "param:cat": FromTorch("class_token", lambda s: {"op": "class_token"}),
+    "param:add": FromTorch("pos_embedding", lambda s: {"op": "pos_embedding"}),
+    "fn:getitem": FromTorch("select_token", _select_in, ("index",)),
 }
 
 

@@ -429,6 +429,80 @@ def _saves_attention(a: Attrs, i: list[Shape], o: Shape) -> tuple[tuple[str, ...
     return ("input",), 4 * s * d + a["heads"] * s
 
 
+def _window_attention_shape(a: Attrs, shapes: list[Shape]) -> Shape:
+    """Swin's window attention keeps the map's shape; the window must tile it, unless ``pad`` pads
+    the map with zeros to the next multiple of the window first (as torchvision does, and crops the
+    result); the heads must divide its channels."""
+    c, h, w = _image("window_attention", shapes)
+    win = a["window"]
+    if (h % win or w % win) and not a["pad"]:
+        raise ShapeError(f"window {win}x{win} does not tile the map {_fmt(shapes[0])}: {h}x{w} is not a "
+                         f"multiple of {win} (pad: true pads the map to one, as torchvision does)")
+    if c % a["heads"]:
+        raise ShapeError(f"heads={a['heads']} does not divide the {c} channels of the map {_fmt(shapes[0])}: "
+                         f"each head takes {c} / {a['heads']} features")
+    if a["shift"] >= win:
+        raise ShapeError(f"shift {a['shift']} must be smaller than the window {win}x{win}")
+    return shapes[0]
+
+
+CPB_HIDDEN = 512        # Swin V2's continuous position bias: an MLP 2 -> 512 -> heads (torchvision's)
+
+
+def _padded(a: Attrs, o: Shape) -> int:
+    """The positions window attention computes over: the map padded to a multiple of the window."""
+    win = a["window"]
+    return -(-o[1] // win) * win * -(-o[2] // win) * win
+
+
+def _window_attention_params(a: Attrs, i: list[Shape], o: Shape) -> Params:
+    """qkv (C -> 3C) and proj (C -> C) with biases; the relative position bias: a (2W - 1)^2 x heads
+    table, or (cosine, Swin V2) the MLP that computes it and the per-head logit scale; buffers: the
+    W^4 relative position index (and V2's (2W - 1)^2 x 2 coordinates table)."""
+    c, h, w = o[0], a["heads"], a["window"]
+    cells = (2 * w - 1) ** 2
+    weights, biases, buffers = 4 * c * c, 4 * c, w ** 4
+    if a["cosine"]:
+        weights += 2 * CPB_HIDDEN + CPB_HIDDEN * h + h
+        biases += CPB_HIDDEN
+        buffers += 2 * cells
+    else:
+        weights += cells * h
+    return Params(weights, biases, buffers)
+
+
+def _window_attention_macs(a: Attrs, i: list[Shape], o: Shape) -> int:
+    """The qkv and output projections (4 N C^2 over the map's N = H x W positions), QK^T and the
+    scores times V within each window (N W^2 C each: N / W^2 windows of W^2 x W^2 scores per head,
+    C / heads deep); Swin V2's position-bias MLP runs once per forward over the (2W - 1)^2 offsets
+    (counted per image: the batch shares it). A padded map costs its padded size (torchvision's)."""
+    c, n, win = o[0], _padded(a, o), a["window"]
+    macs = 4 * n * c * c + 2 * n * win * win * c
+    if a["cosine"]:
+        macs += (2 * win - 1) ** 2 * (2 * CPB_HIDDEN + CPB_HIDDEN * a["heads"])
+    return macs
+
+
+def _window_scores(a: Attrs, o: Shape) -> int:
+    """The attention scores of all windows: heads x N x W^2 (N / W^2 windows of W^2 x W^2 per head)."""
+    return a["heads"] * _padded(a, o) * a["window"] ** 2
+
+
+def _patch_merging_shape(a: Attrs, shapes: list[Shape]) -> Shape:
+    c, h, w = _image("patch_merging", shapes)
+    return (a["out_channels"] or 2 * c, (h + 1) // 2, (w + 1) // 2)
+
+
+def _patch_merging_params(a: Attrs, i: list[Shape], o: Shape) -> Params:
+    c, out = i[0][0], o[0]
+    norm = 4 * c if a["norm"] == "before" else out
+    return Params(4 * c * out + norm, norm)
+
+
+def _patch_merging_macs(a: Attrs, i: list[Shape], o: Shape) -> int:
+    return math.prod(o) * 4 * i[0][0]
+
+
 def _select_token_shape(a: Attrs, shapes: list[Shape]) -> Shape:
     s, d = _sequence("select_token", shapes)
     if a["index"] >= s:
@@ -654,6 +728,24 @@ OPS: dict[str, OpDef] = {op.kind: op for op in [
           saves=_saves_attention, mixes=True,
           latency=Latency(("attention",), lambda a, i, o: Kernel("attention", (o[1], a["heads"], o[0]),
                                                                  _attention_macs(a, i, o)))),
+    # Swin's (shifted) window attention on the map, as torchvision's ShiftedWindowAttention(V2)
+    # computes it on its channels-last view: the score matrices are the windows'
+    OpDef("window_attention", shape=_window_attention_shape, params=_window_attention_params,
+          macs=_window_attention_macs, elementwise=lambda a, i, o: 3 * _window_scores(a, o), depth="params",
+          window=lambda a, i: Window((a["window"],) * 2, (1, 1), ((a["window"] - 1) // 2,) * 2),
+          workspace=lambda a, i, o: 2 * _window_scores(a, o) + 4 * math.prod(o),
+          saves=lambda a, i, o: (("input",), 2 * _window_scores(a, o) + 4 * math.prod(o)),
+          latency=Latency(("attention",), lambda a, i, o: Kernel("attention", (o[0], a["heads"], a["window"] ** 2),
+                                                                 _window_attention_macs(a, i, o)))),
+    # Swin's patch merging: 2 x 2 neighbours concatenated (4C), LayerNorm and a Linear (or V2: the
+    # Linear, then the LayerNorm); timed like the 1x1 convolution it is
+    OpDef("patch_merging", shape=_patch_merging_shape, params=_patch_merging_params, macs=_patch_merging_macs,
+          elementwise=lambda a, i, o: 5 * math.prod(o) * (4 * i[0][0] // o[0] if a["norm"] == "before" else 1),
+          depth="params", window=lambda a, i: Window((2, 2), (2, 2), (0, 0)), patch=lambda a: "2x2/2",
+          workspace=lambda a, i, o: 2 * math.prod(i[0]),
+          saves=lambda a, i, o: (("input",), 2 * math.prod(i[0])),
+          latency=Latency(("conv1x1",), lambda a, i, o: Kernel("conv1x1", (4 * i[0][0], o[0], o[1]),
+                                                               _patch_merging_macs(a, i, o)))),
     # x[:, index]: one token's features (ViT's class token before the head), a view
     OpDef("select_token", shape=_select_token_shape, elementwise=lambda a, i, o: 0, alias="view",
           latency=_A_STATEMENT),

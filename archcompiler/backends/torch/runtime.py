@@ -82,12 +82,118 @@ def stochastic_depth(x: Tensor, p: float, row: bool, training: bool) -> Tensor:
     return x * noise
 
 
+class WindowAttention(nn.Module):
+    """Swin's shifted window attention on a channels-last map (N x H x W x C), as torchvision's
+    ShiftedWindowAttention (``cosine``: ShiftedWindowAttentionV2) computes it, with its parameters and
+    buffers under its names and in its order; the relative position index is built here."""
+
+    def __init__(self, dim: int, heads: int, window: int, shift: int, pad: bool, cosine: bool,
+                 dropout: float) -> None:
+        super().__init__()
+        self.heads, self.window, self.shift, self.pad, self.cosine, self.dropout = heads, window, shift, pad, cosine, dropout
+        span = torch.arange(-(window - 1), window, dtype=torch.float32)
+        if cosine:
+            self.logit_scale = nn.Parameter(torch.log(10 * torch.ones((heads, 1, 1))))
+            table = torch.stack(torch.meshgrid([span, span], indexing="ij")).permute(1, 2, 0).contiguous().unsqueeze(0)
+            table = table / (window - 1) * 8           # offsets scaled to [-8, 8], then log-spaced
+            self.register_buffer("relative_coords_table", torch.sign(table) * torch.log2(torch.abs(table) + 1.0) / 3.0)
+        else:
+            self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window - 1) ** 2, heads))
+            nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+        coords = torch.stack(torch.meshgrid([torch.arange(window), torch.arange(window)], indexing="ij")).flatten(1)
+        relative = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (window - 1)
+        self.register_buffer("relative_position_index", (relative[:, :, 0] * (2 * window - 1) + relative[:, :, 1]).flatten())
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        if cosine:
+            self.cpb_mlp = nn.Sequential(nn.Linear(2, 512), nn.ReLU(inplace=True), nn.Linear(512, heads, bias=False))
+
+    def position_bias(self) -> Tensor:
+        """heads x W^2 x W^2: the table (V1) or the MLP's output (V2) at every pair of positions."""
+        n = self.window * self.window
+        if self.cosine:
+            table = self.cpb_mlp(self.relative_coords_table).view(-1, self.heads)
+        else:
+            table = self.relative_position_bias_table
+        bias = table[self.relative_position_index].view(n, n, -1).permute(2, 0, 1).contiguous().unsqueeze(0)
+        return 16 * torch.sigmoid(bias) if self.cosine else bias
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, h, w, c = x.shape
+        win = self.window
+        pad_b, pad_r = (win - h % win) % win, (win - w % win) % win
+        if pad_b or pad_r:
+            x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
+        ph, pw = h + pad_b, w + pad_r
+        # no shift along an axis the window covers whole (torchvision's rule)
+        sh, sw = (0 if win >= ph else self.shift), (0 if win >= pw else self.shift)
+        if sh + sw > 0:
+            x = torch.roll(x, shifts=(-sh, -sw), dims=(1, 2))
+        windows = (ph // win) * (pw // win)
+        x = x.view(b, ph // win, win, pw // win, win, c).permute(0, 1, 3, 2, 4, 5).reshape(b * windows, win * win, c)
+        qkv_bias = self.qkv.bias
+        if self.cosine:              # V2 has no key bias
+            qkv_bias = torch.cat([qkv_bias[:c], torch.zeros_like(qkv_bias[c:2 * c]), qkv_bias[2 * c:]])
+        qkv = F.linear(x, self.qkv.weight, qkv_bias)
+        qkv = qkv.reshape(x.size(0), x.size(1), 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        if self.cosine:
+            attn = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)
+            attn = attn * torch.clamp(self.logit_scale, max=4.605170185988092).exp()    # log(100)
+        else:
+            attn = (q * (c // self.heads) ** -0.5).matmul(k.transpose(-2, -1))
+        attn = attn + self.position_bias()
+        if sh + sw > 0:              # positions rolled in from the other side attend only among themselves
+            mask = x.new_zeros((ph, pw))
+            count = 0
+            for h0, h1 in ((0, ph - win), (ph - win, ph - sh), (ph - sh, ph)):
+                for w0, w1 in ((0, pw - win), (pw - win, pw - sw), (pw - sw, pw)):
+                    mask[h0:h1, w0:w1] = count
+                    count += 1
+            mask = mask.view(ph // win, win, pw // win, win).permute(0, 2, 1, 3).reshape(windows, win * win)
+            mask = mask.unsqueeze(1) - mask.unsqueeze(2)
+            mask = mask.masked_fill(mask != 0, -100.0).masked_fill(mask == 0, 0.0)
+            attn = attn.view(b, windows, self.heads, win * win, win * win) + mask.unsqueeze(1).unsqueeze(0)
+            attn = attn.view(-1, self.heads, win * win, win * win)
+        attn = F.dropout(F.softmax(attn, dim=-1), p=self.dropout, training=self.training)
+        x = attn.matmul(v).transpose(1, 2).reshape(x.size(0), x.size(1), c)
+        x = self.proj(x)
+        x = x.view(b, ph // win, pw // win, win, win, c).permute(0, 1, 3, 2, 4, 5).reshape(b, ph, pw, c)
+        if sh + sw > 0:
+            x = torch.roll(x, shifts=(sh, sw), dims=(1, 2))
+        if pad_b or pad_r:
+            x = x[:, :h, :w, :]
+        return x.contiguous()
+
+
+class PatchMerging(nn.Module):
+    """Swin's patch merging on a channels-last map, as torchvision's PatchMerging (``norm_after``:
+    PatchMergingV2): each 2 x 2 group of positions concatenated (an odd side padded with zeros), a
+    LayerNorm and a Linear without bias (V2: the Linear, then the LayerNorm)."""
+
+    def __init__(self, dim: int, out: int, norm_after: bool, eps: float) -> None:
+        super().__init__()
+        self.norm_after = norm_after
+        self.reduction = nn.Linear(4 * dim, out, bias=False)
+        self.norm = nn.LayerNorm(out if norm_after else 4 * dim, eps=eps)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h, w = x.shape[1], x.shape[2]
+        x = F.pad(x, (0, 0, 0, w % 2, 0, h % 2))
+        x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], -1)
+        if self.norm_after:
+            return self.norm(self.reduction(x))
+        return self.reduction(self.norm(x))
+
+
 def helper_source(*functions) -> str:
     """The text of these helpers as the generated module holds it: each preceded by two blank lines."""
     return "".join("\n\n" + inspect.getsource(f) for f in functions)
 
 
 # the functions whose text a generated module may hold
-IN_GENERATED = ("_log1m_softmax", "spec_loss", "check_input", "conv_act", "stochastic_depth")
+IN_GENERATED = ("_log1m_softmax", "spec_loss", "check_input", "conv_act", "stochastic_depth", "WindowAttention",
+                "PatchMerging")
 
-__all__ = ["spec_loss", "check_input", "conv_act", "stochastic_depth", "helper_source"]
+__all__ = ["spec_loss", "check_input", "conv_act", "stochastic_depth", "WindowAttention", "PatchMerging",
+           "helper_source"]

@@ -93,7 +93,7 @@ def test_the_relative_position_index_archc_builds_is_torchvisions():
 
     for builder, window, cosine in (("swin_t", 7, False), ("swin_v2_t", 8, True)):
         expected = set(REFERENCE[builder]["int_buffers_sha256"].values())
-        module = WindowAttention(8, 2, window, 0, False, cosine, 0.0)
+        module = WindowAttention(8, 2, window, 0, False, cosine, 0.0, window, window)
         assert module.relative_position_index.dtype == torch.int64
         assert {digest(module.relative_position_index)} == expected
     # and in the built network, under torchvision's key of every block
@@ -196,3 +196,50 @@ def test_a_small_swin_trains_a_step():
     loss = model.loss(model(x), y)
     loss.backward()
     assert model.get_submodule("features.1.0.attn").relative_position_bias_table.grad is not None
+
+
+# ----------------------------------------------------------------------------- memory against a measurement
+
+def test_the_ops_transient_memory_is_what_torch_allocates():
+    """window_attention (V1 and V2, padded or not, shifted or not, one window across or many) and
+    patch_merging, in random small configurations: the op table's workspace is the measured peak
+    beyond the op's input and output, for batches of 1 to 3."""
+    import random
+
+    torch = pytest.importorskip("torch")
+    from archcompiler.backends.torch.runtime import PatchMerging, WindowAttention
+    from archcompiler.ir import OPS
+    from archcompiler.measure.memory import LiveTensors
+
+    def transient(module, x):
+        with torch.no_grad(), LiveTensors(ignore=[*module.parameters(), *module.buffers()]) as tracker:
+            tracker.hold(x)
+            y = module.eval()(x)
+        return (tracker.peak - 4 * x.numel() - y.untyped_storage().nbytes()) // 4
+
+    r = random.Random("swin memory")
+    for _ in range(24):
+        batch, heads, win = r.choice([1, 2, 3]), r.choice([1, 2, 3]), r.choice([2, 3, 4, 7])
+        c, h, w, shift, cosine = heads * r.choice([1, 2, 8]), r.randint(2, 12), r.randint(2, 12), r.choice([0, 1]), \
+            r.choice([False, True])
+        attrs = {"heads": heads, "window": win, "shift": shift * (win // 2), "pad": True, "cosine": cosine}
+        module = WindowAttention(c, heads, win, attrs["shift"], True, cosine, 0.0, h, w)
+        expected = OPS["window_attention"].batch_workspace(attrs, [(c, h, w)], (c, h, w), batch)
+        assert transient(module, torch.randn(batch, c, h, w).permute(0, 2, 3, 1)) == expected, (batch, attrs, c, h, w)
+        norm, out = r.choice(["before", "after"]), r.choice([2 * c, 5])
+        merged = (out, (h + 1) // 2, (w + 1) // 2)
+        expected = batch * OPS["patch_merging"].workspace({"norm": norm}, [(c, h, w)], merged)
+        module = PatchMerging(c, out, norm == "after", 1e-5)
+        assert transient(module, torch.randn(batch, c, h, w).permute(0, 2, 3, 1)) == expected, (batch, norm, c, h, w)
+
+
+@pytest.mark.parametrize("builder", ["swin_t", "swin_v2_t"])
+def test_a_small_swins_peak_memory_is_measured_exactly(builder):
+    torch = pytest.importorskip("torch")
+    from archcompiler.measure.memory import measure_peak_activation_bytes
+
+    spec = archcompiler.load_spec(builder, overrides=SMALL)
+    model = archcompiler.build(spec, seed=0)
+    for batch in (1, 3):
+        assert archcompiler.analyze(spec, batch=batch)["peak_activation_bytes"] == \
+            measure_peak_activation_bytes(model, torch.randn(batch, 3, 64, 64))

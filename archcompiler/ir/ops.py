@@ -18,7 +18,8 @@ source; the spec language's own ``op`` names, which come before the IR, are ``sp
 - ``passthrough``: whether, for these attributes and input shapes, the value passes through
   unchanged and nothing is computed (identity; flatten of a flat input);
 - ``inplace``: whether PyTorch computes it over its input (when that input has no other reader);
-- ``workspace``: transient memory while it runs; ``saves``: what autograd keeps for backward;
+- ``workspace``: transient memory while it runs (``batch_workspace``: for a whole batch, where part
+  of it does not grow with the batch); ``saves``: what autograd keeps for backward;
   ``backward_workspace``: transient memory while its backward runs;
   ``grad_passthrough``: the backward pass hands the gradient on as views, allocating none;
 - ``probabilities``: it turns logits into class probabilities (softmax): as a model's final op,
@@ -121,6 +122,9 @@ class OpDef:
     # transient memory while the op runs, beyond its inputs and output, in float32 elements
     # (what PyTorch's kernel allocates and frees again: measured, see tests/test_memory.py)
     workspace: Callable[[Attrs, list[Shape], Shape], int] = lambda a, i, o: 0
+    # the same for a whole batch, where part of it does not grow with the batch (Swin V2's position-bias
+    # MLP runs once per forward): when set, it replaces batch x workspace
+    batch_workspace: Callable[[Attrs, list[Shape], Shape, int], int] | None = None
     # what autograd keeps for the backward pass in training: "input" and/or "output" (the tensors
     # themselves, shared with the forward) and extra float32 elements (indices, masks, temporaries)
     saves: Callable[[Attrs, list[Shape], Shape], tuple[tuple[str, ...], int]] = lambda a, i, o: ((), 0)
@@ -488,9 +492,46 @@ def _window_scores(a: Attrs, o: Shape) -> int:
     return a["heads"] * _padded(a, o) * a["window"] ** 2
 
 
+def _window_attention_workspace(a: Attrs, i: list[Shape], o: Shape, batch: int) -> int:
+    """The most the module holds at once beyond its input and output, for a whole batch (measured with
+    torch: tests/test_swin.py). With P the padded map, S the windows' scores and X the map: the windows
+    (P) and q, k, v (3P) live through the attention; at QK^T, the scaled q (V2: the normalised q and k)
+    and, where the windows and heads do not fold into one batch dimension as views, matmul's contiguous
+    copies of both; then the scores with the position bias (heads x W^4) or softmax's output (2S); at
+    AV, the output and a copy of v or of the heads' transposed output. V2 adds its q, v bias (3C) and,
+    once per forward whatever the batch, the position-bias MLP's hidden (2W - 1)^2 x 512 and output."""
+    c, heads, win = o[0], a["heads"], a["window"]
+    p, s, x = batch * _padded(a, o) * c, batch * _window_scores(a, o), batch * math.prod(o)
+    windows = batch * _padded(a, o) // win ** 2
+    copies = p if windows > 1 and heads > 1 and win > 1 else 0      # matmul's reshape to a batch of matrices
+    ph, pw = -(-o[1] // win) * win, -(-o[2] // win) * win
+    moved = ph > o[1] or pw > o[2] or (win < ph or win < pw) and a["shift"] > 0      # padded or rolled: a copy
+    windowed = p if moved or pw > win else 0        # one window across: the windows are a view of the map
+    bias = heads * win ** 4
+    av = 3 * p + windowed + s + p + max(copies, p if heads > 1 else 0)
+    qkv = 3 * p + windowed
+    if not a["cosine"]:
+        return max(qkv + p + 2 * copies + s, qkv + 2 * s, qkv + s + bias, av) - x
+    cells = (2 * win - 1) ** 2
+    return 3 * c + max(qkv + 2 * p + 2 * copies + s, qkv + 2 * s + heads, qkv + s + cells * (CPB_HIDDEN + heads),
+                       qkv + s + cells * heads + 2 * bias, av) - x
+
+
 def _patch_merging_shape(a: Attrs, shapes: list[Shape]) -> Shape:
     c, h, w = _image("patch_merging", shapes)
     return (a["out_channels"] or 2 * c, (h + 1) // 2, (w + 1) // 2)
+
+
+def _patch_merging_workspace(a: Attrs, i: list[Shape], o: Shape) -> int:
+    """Measured (tests/test_swin.py): the 4C x H/2 x W/2 concatenation Q lives through the module;
+    before the reduction the LayerNorm's output (Q) and its mean and 1 / std per position; after it,
+    the reduction's output and the norm's statistics; the padded copy (Q: F.pad copies, odd sides or
+    not, as in torchvision) while it is cut."""
+    q, y, positions = 4 * i[0][0] * o[1] * o[2], math.prod(o), o[1] * o[2]
+    padded = 2 * q - y
+    if a["norm"] == "before":
+        return max(2 * q + max(0, 2 * positions - y), padded)
+    return max(q + y + 2 * positions, padded)
 
 
 def _patch_merging_params(a: Attrs, i: list[Shape], o: Shape) -> Params:
@@ -733,7 +774,7 @@ OPS: dict[str, OpDef] = {op.kind: op for op in [
     OpDef("window_attention", shape=_window_attention_shape, params=_window_attention_params,
           macs=_window_attention_macs, elementwise=lambda a, i, o: 3 * _window_scores(a, o), depth="params",
           window=lambda a, i: Window((a["window"],) * 2, (1, 1), ((a["window"] - 1) // 2,) * 2),
-          workspace=lambda a, i, o: 2 * _window_scores(a, o) + 4 * math.prod(o),
+          batch_workspace=_window_attention_workspace,
           saves=lambda a, i, o: (("input",), 2 * _window_scores(a, o) + 4 * math.prod(o)),
           latency=Latency(("attention",), lambda a, i, o: Kernel("attention", (o[0], a["heads"], a["window"] ** 2),
                                                                  _window_attention_macs(a, i, o)))),
@@ -742,7 +783,7 @@ OPS: dict[str, OpDef] = {op.kind: op for op in [
     OpDef("patch_merging", shape=_patch_merging_shape, params=_patch_merging_params, macs=_patch_merging_macs,
           elementwise=lambda a, i, o: 5 * math.prod(o) * (4 * i[0][0] // o[0] if a["norm"] == "before" else 1),
           depth="params", window=lambda a, i: Window((2, 2), (2, 2), (0, 0)), patch=lambda a: "2x2/2",
-          workspace=lambda a, i, o: 2 * math.prod(i[0]),
+          workspace=_patch_merging_workspace,
           saves=lambda a, i, o: (("input",), 2 * math.prod(i[0])),
           latency=Latency(("conv1x1",), lambda a, i, o: Kernel("conv1x1", (4 * i[0][0], o[0], o[1]),
                                                                _patch_merging_macs(a, i, o)))),

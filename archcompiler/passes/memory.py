@@ -60,7 +60,10 @@ def annotate_memory(g: nx.DiGraph, batch: int = 1, bytes_per_element: int = 4,
         if buffer(n) == n and runs:
             live += data["activation_bytes"]
         ins = [g.nodes[p]["shape"] for p in data["inputs"]]
-        work = batch * bytes_per_element * OPS[data["op"]].workspace(data["attrs"], ins, data["shape"])
+        op = OPS[data["op"]]
+        work = bytes_per_element * (op.batch_workspace(data["attrs"], ins, data["shape"], batch)
+                                    if op.batch_workspace is not None
+                                    else batch * op.workspace(data["attrs"], ins, data["shape"]))
         peak = max(peak, live + work if runs else live)
         for done in freeing.get(i, []):
             if training or not g.nodes[done]["training_only"]:

@@ -8,7 +8,7 @@ every generated module (and the golden files of ``tests/test_behaviour_golden.py
 """
 
 import inspect
-from typing import List
+from typing import List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -85,12 +85,14 @@ def stochastic_depth(x: Tensor, p: float, row: bool, training: bool) -> Tensor:
 class WindowAttention(nn.Module):
     """Swin's shifted window attention on a channels-last map (N x H x W x C), as torchvision's
     ShiftedWindowAttention (``cosine``: ShiftedWindowAttentionV2) computes it, with its parameters and
-    buffers under its names and in its order; the relative position index is built here."""
+    buffers under its names and in its order; the relative position index is built here. The map's
+    size is known when the module is made: the shifted windows' mask is made once (a buffer outside
+    the state_dict), and the position bias and the mask are added in place (the same values)."""
 
     def __init__(self, dim: int, heads: int, window: int, shift: int, pad: bool, cosine: bool,
-                 dropout: float) -> None:
+                 dropout: float, height: int, width: int) -> None:
         super().__init__()
-        self.heads, self.window, self.shift, self.pad, self.cosine, self.dropout = heads, window, shift, pad, cosine, dropout
+        self.heads, self.window, self.cosine, self.dropout = heads, window, cosine, dropout
         span = torch.arange(-(window - 1), window, dtype=torch.float32)
         if cosine:
             self.logit_scale = nn.Parameter(torch.log(10 * torch.ones((heads, 1, 1))))
@@ -107,26 +109,37 @@ class WindowAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         if cosine:
             self.cpb_mlp = nn.Sequential(nn.Linear(2, 512), nn.ReLU(inplace=True), nn.Linear(512, heads, bias=False))
+        ph, pw = -(-height // window) * window, -(-width // window) * window
+        # no shift along an axis the window covers whole (torchvision's rule)
+        self.shift = [0 if window >= ph else shift, 0 if window >= pw else shift]
+        self.padded = [ph, pw]
+        mask: Optional[Tensor] = None
+        if self.shift[0] + self.shift[1] > 0:  # positions rolled in from the other side attend only among themselves
+            sh, sw = self.shift
+            labels = torch.zeros((ph, pw))
+            count = 0
+            for h0, h1 in ((0, ph - window), (ph - window, ph - sh), (ph - sh, ph)):
+                for w0, w1 in ((0, pw - window), (pw - window, pw - sw), (pw - sw, pw)):
+                    labels[h0:h1, w0:w1] = count
+                    count += 1
+            labels = labels.view(ph // window, window, pw // window, window).permute(0, 2, 1, 3).reshape(-1, window * window)
+            mask = labels.unsqueeze(1) - labels.unsqueeze(2)
+            mask = mask.masked_fill(mask != 0, -100.0).masked_fill(mask == 0, 0.0).unsqueeze(1)
+        self.register_buffer("attn_mask", mask, persistent=False)
 
     def position_bias(self) -> Tensor:
         """heads x W^2 x W^2: the table (V1) or the MLP's output (V2) at every pair of positions."""
         n = self.window * self.window
         if self.cosine:
             table = self.cpb_mlp(self.relative_coords_table).view(-1, self.heads)
-        else:
-            table = self.relative_position_bias_table
-        bias = table[self.relative_position_index].view(n, n, -1).permute(2, 0, 1).contiguous().unsqueeze(0)
-        return 16 * torch.sigmoid(bias) if self.cosine else bias
+            return 16 * torch.sigmoid(table.t()[:, self.relative_position_index].view(self.heads, n, n))
+        return self.relative_position_bias_table.t()[:, self.relative_position_index].view(self.heads, n, n)
 
     def forward(self, x: Tensor) -> Tensor:
         b, h, w, c = x.shape
-        win = self.window
-        pad_b, pad_r = (win - h % win) % win, (win - w % win) % win
-        if pad_b or pad_r:
-            x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
-        ph, pw = h + pad_b, w + pad_r
-        # no shift along an axis the window covers whole (torchvision's rule)
-        sh, sw = (0 if win >= ph else self.shift), (0 if win >= pw else self.shift)
+        win, (ph, pw), (sh, sw) = self.window, self.padded, self.shift
+        if ph > h or pw > w:
+            x = F.pad(x, (0, 0, 0, pw - w, 0, ph - h))
         if sh + sw > 0:
             x = torch.roll(x, shifts=(-sh, -sw), dims=(1, 2))
         windows = (ph // win) * (pw // win)
@@ -142,28 +155,20 @@ class WindowAttention(nn.Module):
             attn = attn * torch.clamp(self.logit_scale, max=4.605170185988092).exp()    # log(100)
         else:
             attn = (q * (c // self.heads) ** -0.5).matmul(k.transpose(-2, -1))
-        attn = attn + self.position_bias()
-        if sh + sw > 0:              # positions rolled in from the other side attend only among themselves
-            mask = x.new_zeros((ph, pw))
-            count = 0
-            for h0, h1 in ((0, ph - win), (ph - win, ph - sh), (ph - sh, ph)):
-                for w0, w1 in ((0, pw - win), (pw - win, pw - sw), (pw - sw, pw)):
-                    mask[h0:h1, w0:w1] = count
-                    count += 1
-            mask = mask.view(ph // win, win, pw // win, win).permute(0, 2, 1, 3).reshape(windows, win * win)
-            mask = mask.unsqueeze(1) - mask.unsqueeze(2)
-            mask = mask.masked_fill(mask != 0, -100.0).masked_fill(mask == 0, 0.0)
-            attn = attn.view(b, windows, self.heads, win * win, win * win) + mask.unsqueeze(1).unsqueeze(0)
-            attn = attn.view(-1, self.heads, win * win, win * win)
-        attn = F.dropout(F.softmax(attn, dim=-1), p=self.dropout, training=self.training)
+        attn.add_(self.position_bias())
+        if self.attn_mask is not None:
+            attn.view(b, windows, self.heads, win * win, win * win).add_(self.attn_mask)
+        attn = F.softmax(attn, dim=-1)
+        if self.dropout > 0.0:
+            attn = F.dropout(attn, p=self.dropout, training=self.training)
         x = attn.matmul(v).transpose(1, 2).reshape(x.size(0), x.size(1), c)
         x = self.proj(x)
         x = x.view(b, ph // win, pw // win, win, win, c).permute(0, 1, 3, 2, 4, 5).reshape(b, ph, pw, c)
         if sh + sw > 0:
             x = torch.roll(x, shifts=(sh, sw), dims=(1, 2))
-        if pad_b or pad_r:
-            x = x[:, :h, :w, :]
-        return x.contiguous()
+        if ph > h or pw > w:         # cropped to a tensor of its own (a view would keep the padded map alive)
+            return x[:, :h, :w, :].clone(memory_format=torch.contiguous_format)
+        return x
 
 
 class PatchMerging(nn.Module):

@@ -439,6 +439,10 @@ def _window_attention_shape(a: Attrs, shapes: list[Shape]) -> Shape:
     result); the heads must divide its channels."""
     c, h, w = _image("window_attention", shapes)
     win = a["window"]
+    if a["grid"] and (h % win or w % win or a["shift"]):
+        raise ShapeError(f"grid attention's {win}x{win} grid must tile the map {_fmt(shapes[0])} evenly (no padding, "
+                         f"no shift): {h}x{w} is not a multiple of {win}" if h % win or w % win
+                         else "grid attention does not shift its grid (shift must be 0)")
     if (h % win or w % win) and not a["pad"]:
         raise ShapeError(f"window {win}x{win} does not tile the map {_fmt(shapes[0])}: {h}x{w} is not a "
                          f"multiple of {win} (pad: true pads the map to one, as torchvision does)")
@@ -506,7 +510,7 @@ def _window_attention_workspace(a: Attrs, i: list[Shape], o: Shape, batch: int) 
     copies = p if windows > 1 and heads > 1 and win > 1 else 0      # matmul's reshape to a batch of matrices
     ph, pw = -(-o[1] // win) * win, -(-o[2] // win) * win
     moved = ph > o[1] or pw > o[2] or (win < ph or win < pw) and a["shift"] > 0      # padded or rolled: a copy
-    windowed = p if moved or pw > win else 0        # one window across: the windows are a view of the map
+    windowed = p if moved or pw > win or a["grid"] else 0    # one window across: the windows are a view of the map
     bias = heads * win ** 4
     av = 3 * p + windowed + s + p + max(copies, p if heads > 1 else 0)
     qkv = 3 * p + windowed

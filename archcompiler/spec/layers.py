@@ -373,7 +373,8 @@ class WindowAttention(LayerBase):
     torchvision's ``ShiftedWindowAttention`` (``qkv``, ``proj``, ``relative_position_bias_table``
     and the integer buffer ``relative_position_index``); ``cosine``: Swin V2's scaled cosine
     attention (``logit_scale``) with the continuous position bias of a small MLP (``cpb_mlp``).
-    The window must tile the map (or ``pad`` pads it) and ``heads`` divide the channels."""
+    ``grid``: MaxViT's grid attention (``layout: maxvit`` its torchvision module). The window must
+    tile the map (or ``pad`` pads it) and ``heads`` divide the channels."""
 
     op: Literal["window_attention"]
     heads: PosInt = Field(description="attention heads; each attends over channels / heads features")
@@ -383,6 +384,12 @@ class WindowAttention(LayerBase):
     pad: Bool = Field(False, description="pad the map with zeros to a multiple of the window first and crop "
                                          "the result (torchvision's); without it the window must tile the map")
     cosine: Bool = Field(False, description="Swin V2's scaled cosine attention and continuous position bias")
+    grid: Bool = Field(False, description="MaxViT's grid attention: each group a window x window grid of positions "
+                                          "H / window apart across the map, instead of a window of neighbours")
+    layout: Literal["swin", "maxvit"] = Field("swin", description="the torchvision module it is laid out as: Swin's "
+                                              "ShiftedWindowAttention (qkv, proj; q scaled by head_dim^-0.5) or "
+                                              "MaxViT's RelativePositionalMultiHeadAttention (to_qkv, merge, a 2D "
+                                              "index; k scaled by C^-0.5)")
     dropout: Annotated[float, BeforeValidator(_not_bool), Field(ge=0, lt=1)] = Field(
         0.0, description="dropout on the attention weights in training, in [0, 1)")
 

@@ -133,7 +133,8 @@ TORCH_OPS: dict[str, TorchOp] = {
     "select_token": TorchOp(None, lambda a, x, m, ip: f"{x[0]}[:, {a['index']}]"),
     # Swin: modules over the channels-last view of the map (torchvision keeps N x H x W x C throughout)
     "window_attention": TorchOp(lambda a, ins, out: f"WindowAttention({out[0]}, {a['heads']}, {a['window']}, {a['shift']}, "
-                                                    f"{a['pad']}, {a['cosine']}, {a['dropout']!r}, {out[1]}, {out[2]})",
+                                                    f"{a['pad']}, {a['cosine']}, {a['dropout']!r}, {out[1]}, {out[2]}, "
+                                                    f"{a['grid']}, {a['layout'] == 'maxvit'})",
                                 lambda a, x, m, ip: f"{m}({x[0]}.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)", WindowAttention),
     "patch_merging": TorchOp(lambda a, ins, out: f"PatchMerging({ins[0][0]}, {out[0]}, {a['norm'] == 'after'}, {a['eps']!r})",
                              lambda a, x, m, ip: f"{m}({x[0]}.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)", PatchMerging),

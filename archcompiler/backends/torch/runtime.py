@@ -90,9 +90,9 @@ class WindowAttention(nn.Module):
     the state_dict), and the position bias and the mask are added in place (the same values)."""
 
     def __init__(self, dim: int, heads: int, window: int, shift: int, pad: bool, cosine: bool,
-                 dropout: float, height: int, width: int) -> None:
+                 dropout: float, height: int, width: int, grid: bool = False, maxvit: bool = False) -> None:
         super().__init__()
-        self.heads, self.window, self.cosine, self.dropout = heads, window, cosine, dropout
+        self.heads, self.window, self.cosine, self.dropout, self.grid, self.maxvit = heads, window, cosine, dropout, grid, maxvit
         span = torch.arange(-(window - 1), window, dtype=torch.float32)
         if cosine:
             self.logit_scale = nn.Parameter(torch.log(10 * torch.ones((heads, 1, 1))))
@@ -104,9 +104,14 @@ class WindowAttention(nn.Module):
             nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
         coords = torch.stack(torch.meshgrid([torch.arange(window), torch.arange(window)], indexing="ij")).flatten(1)
         relative = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (window - 1)
-        self.register_buffer("relative_position_index", (relative[:, :, 0] * (2 * window - 1) + relative[:, :, 1]).flatten())
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
+        index = relative[:, :, 0] * (2 * window - 1) + relative[:, :, 1]
+        self.register_buffer("relative_position_index", index if maxvit else index.flatten())
+        if maxvit:                   # MaxViT's RelativePositionalMultiHeadAttention (its names, a 2D index)
+            self.to_qkv = nn.Linear(dim, 3 * dim)
+            self.merge = nn.Linear(dim, dim)
+        else:
+            self.qkv = nn.Linear(dim, 3 * dim)
+            self.proj = nn.Linear(dim, dim)
         if cosine:
             self.cpb_mlp = nn.Sequential(nn.Linear(2, 512), nn.ReLU(inplace=True), nn.Linear(512, heads, bias=False))
         ph, pw = -(-height // window) * window, -(-width // window) * window
@@ -133,7 +138,7 @@ class WindowAttention(nn.Module):
         if self.cosine:
             table = self.cpb_mlp(self.relative_coords_table).view(-1, self.heads)
             return 16 * torch.sigmoid(table.t()[:, self.relative_position_index].view(self.heads, n, n))
-        return self.relative_position_bias_table.t()[:, self.relative_position_index].view(self.heads, n, n)
+        return self.relative_position_bias_table.t()[:, self.relative_position_index.view(-1)].view(self.heads, n, n)
 
     def forward(self, x: Tensor) -> Tensor:
         b, h, w, c = x.shape
@@ -143,16 +148,24 @@ class WindowAttention(nn.Module):
         if sh + sw > 0:
             x = torch.roll(x, shifts=(-sh, -sw), dims=(1, 2))
         windows = (ph // win) * (pw // win)
-        x = x.view(b, ph // win, win, pw // win, win, c).permute(0, 1, 3, 2, 4, 5).reshape(b * windows, win * win, c)
-        qkv_bias = self.qkv.bias
-        if self.cosine:              # V2 has no key bias
-            qkv_bias = torch.cat([qkv_bias[:c], torch.zeros_like(qkv_bias[c:2 * c]), qkv_bias[2 * c:]])
-        qkv = F.linear(x, self.qkv.weight, qkv_bias)
+        if self.grid:                # MaxViT's grid: each group the positions (ph // win, pw // win) apart
+            x = x.view(b, win, ph // win, win, pw // win, c).permute(0, 2, 4, 1, 3, 5).reshape(b * windows, win * win, c)
+        else:
+            x = x.view(b, ph // win, win, pw // win, win, c).permute(0, 1, 3, 2, 4, 5).reshape(b * windows, win * win, c)
+        if self.maxvit:
+            qkv = self.to_qkv(x)
+        else:
+            qkv_bias = self.qkv.bias
+            if self.cosine:          # V2 has no key bias
+                qkv_bias = torch.cat([qkv_bias[:c], torch.zeros_like(qkv_bias[c:2 * c]), qkv_bias[2 * c:]])
+            qkv = F.linear(x, self.qkv.weight, qkv_bias)
         qkv = qkv.reshape(x.size(0), x.size(1), 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]
         if self.cosine:
             attn = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)
             attn = attn * torch.clamp(self.logit_scale, max=4.605170185988092).exp()    # log(100)
+        elif self.maxvit:            # MaxViT scales k, by the whole feature dimension
+            attn = q.matmul((k * c ** -0.5).transpose(-2, -1))
         else:
             attn = (q * (c // self.heads) ** -0.5).matmul(k.transpose(-2, -1))
         attn.add_(self.position_bias())
@@ -162,8 +175,11 @@ class WindowAttention(nn.Module):
         if self.dropout > 0.0:
             attn = F.dropout(attn, p=self.dropout, training=self.training)
         x = attn.matmul(v).transpose(1, 2).reshape(x.size(0), x.size(1), c)
-        x = self.proj(x)
-        x = x.view(b, ph // win, pw // win, win, win, c).permute(0, 1, 3, 2, 4, 5).reshape(b, ph, pw, c)
+        x = self.merge(x) if self.maxvit else self.proj(x)
+        if self.grid:
+            x = x.view(b, ph // win, pw // win, win, win, c).permute(0, 3, 1, 4, 2, 5).reshape(b, ph, pw, c)
+        else:
+            x = x.view(b, ph // win, pw // win, win, win, c).permute(0, 1, 3, 2, 4, 5).reshape(b, ph, pw, c)
         if sh + sw > 0:
             x = torch.roll(x, shifts=(sh, sw), dims=(1, 2))
         if ph > h or pw > w:         # cropped to a tensor of its own (a view would keep the padded map alive)

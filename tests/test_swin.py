@@ -143,7 +143,8 @@ def test_latency_times_window_attention_as_attention_and_patch_merging_as_a_1x1_
 SMALL = ["input=[3,64,64]", "num_classes=10", "dim=16", "heads=1"]     # 16x16 .. 2x2 maps, padded
 
 
-@pytest.mark.parametrize("builder", ["swin_t", pytest.param("swin_v2_t", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("builder", ["swin_t", "swin_v2_t"])
 def test_optimize_and_emitted_python_give_the_same_output(builder, tmp_path):
     torch = pytest.importorskip("torch")
     model = archcompiler.build(builder, overrides=SMALL, seed=0).eval()

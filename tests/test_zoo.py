@@ -181,6 +181,7 @@ MEASURED = {
     "vit_b_16": ["input=[3,64,64]", "num_classes=10", "depth=2"],
     "swin_t": ["input=[3,64,64]", "num_classes=10"],          # 16x16 .. 2x2 maps, padded to the window
     "swin_v2_t": ["input=[3,64,64]", "num_classes=10"],
+    "maxvit_t": ["input=[3,64,64]", "window=2", "num_classes=10"],   # 16x16 .. 2x2 maps: the partition must tile them
 }
 
 
@@ -238,7 +239,7 @@ def test_a_small_variant_built_and_optimized_agrees_with_the_analysis(builder):
 
 
 def test_every_torchvision_cnn_builder_is_a_name():
-    """The issue's list: every torchvision classification CNN; and the Vision Transformers and Swin (issue 23)."""
+    """The issue's list: every torchvision classification CNN; and the Vision Transformers, Swin and MaxViT (issue 23)."""
     cnns = ("alexnet vgg11 vgg11_bn vgg13 vgg13_bn vgg16 vgg16_bn vgg19 vgg19_bn resnet18 resnet34 resnet50 resnet101 "
             "resnet152 resnext50_32x4d resnext101_32x8d resnext101_64x4d wide_resnet50_2 wide_resnet101_2 densenet121 "
             "densenet161 densenet169 densenet201 squeezenet1_0 squeezenet1_1 inception_v3 googlenet mobilenet_v2 "
@@ -248,7 +249,7 @@ def test_every_torchvision_cnn_builder_is_a_name():
     cnns += [f"efficientnet_b{k}" for k in range(8)]
     cnns += [f"regnet_{xy}_{size}" for xy in "xy" for size in ("400mf", "800mf", "1_6gf", "3_2gf", "8gf", "16gf", "32gf")]
     transformers = ("vit_b_16 vit_b_32 vit_l_16 vit_l_32 vit_h_14 swin_t swin_s swin_b swin_v2_t swin_v2_s "
-                    "swin_v2_b").split()
+                    "swin_v2_b maxvit_t").split()
     assert sorted(zoo.builders()) == sorted(cnns + transformers)
 
 

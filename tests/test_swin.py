@@ -234,6 +234,42 @@ def test_the_ops_transient_memory_is_what_torch_allocates():
         assert transient(module, torch.randn(batch, c, h, w).permute(0, 2, 3, 1)) == expected, (batch, norm, c, h, w)
 
 
+def test_what_autograd_keeps_of_window_attention_is_the_op_tables():
+    """Per sample (``saves``) and once per forward (``saves_once``: Swin V2's position-bias MLP), from
+    the tensors autograd's saved-tensor hooks see, at batches of 1 and 2."""
+    import random
+
+    torch = pytest.importorskip("torch")
+    from archcompiler.backends.torch.runtime import WindowAttention
+    from archcompiler.ir import OPS
+
+    def kept(module, x):
+        own = {t.untyped_storage()._cdata for t in [*module.parameters(), *module.buffers()]}
+        seen = {}
+
+        def pack(t):
+            if t.untyped_storage()._cdata not in own:
+                seen[t.untyped_storage()._cdata] = t.untyped_storage().nbytes() // 4
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            module.train()(x)
+        return sum(seen.values())
+
+    r = random.Random("swin saves")
+    for _ in range(8):
+        heads, win, cosine = r.choice([2, 3]), r.choice([3, 4, 7]), r.choice([False, True])
+        c, h, w, shift = 4 * heads, r.randint(3, 12), r.randint(3, 12), r.choice([0, 1])
+        attrs = {"heads": heads, "window": win, "shift": shift * (win // 2), "pad": True, "cosine": cosine, "grid": False}
+        module = WindowAttention(c, heads, win, attrs["shift"], True, cosine, 0.0, h, w)
+        kinds, elements = OPS["window_attention"].saves(attrs, [(c, h, w)], (c, h, w))
+        per_sample = elements + (c * h * w if "input" in kinds else 0)
+        once = OPS["window_attention"].saves_once(attrs, [(c, h, w)], (c, h, w))
+        for batch in (1, 2):
+            x = torch.randn(batch, c, h, w, requires_grad=True).permute(0, 2, 3, 1)
+            assert kept(module, x) == batch * per_sample + once, (batch, attrs, c, h, w)
+
+
 @pytest.mark.parametrize("builder", ["swin_t", "swin_v2_t"])
 def test_a_small_swins_peak_memory_is_measured_exactly(builder):
     torch = pytest.importorskip("torch")

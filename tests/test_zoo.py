@@ -179,9 +179,10 @@ MEASURED = {
     "regnet_y_400mf": ["input=[3,64,64]", "num_classes=10"],
     "convnext_tiny": ["input=[3,64,64]", "num_classes=10"],
     "vit_b_16": ["input=[3,64,64]", "num_classes=10", "depth=2"],
-    "swin_t": ["input=[3,64,64]", "num_classes=10"],          # 16x16 .. 2x2 maps, padded to the window
-    "swin_v2_t": ["input=[3,64,64]", "num_classes=10"],
-    "maxvit_t": ["input=[3,64,64]", "window=2", "num_classes=10"],   # 16x16 .. 2x2 maps: the partition must tile them
+    "swin_t": ["input=[3,64,64]", "num_classes=10", "dim=64", "heads=2"],     # 16x16 .. 2x2 maps, padded to the window
+    "swin_v2_t": ["input=[3,64,64]", "num_classes=10", "dim=64", "heads=2"],
+    "maxvit_t": ["input=[3,64,64]", "window=2", "num_classes=10", "stem=16", "C1=32", "C2=64", "C3=64",
+                 "C4=128"],                                     # 16x16 .. 2x2 maps: the partition must tile them
 }
 
 

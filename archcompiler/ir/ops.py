@@ -19,7 +19,7 @@ source; the spec language's own ``op`` names, which come before the IR, are ``sp
   unchanged and nothing is computed (identity; flatten of a flat input);
 - ``inplace``: whether PyTorch computes it over its input (when that input has no other reader);
 - ``workspace``: transient memory while it runs (``batch_workspace``: for a whole batch, where part
-  of it does not grow with the batch); ``saves``: what autograd keeps for backward;
+  of it does not grow with the batch); ``saves`` (``saves_once``: what is kept once per forward): what autograd keeps for backward;
   ``backward_workspace``: transient memory while its backward runs;
   ``grad_passthrough``: the backward pass hands the gradient on as views, allocating none;
 - ``probabilities``: it turns logits into class probabilities (softmax): as a model's final op,
@@ -128,6 +128,8 @@ class OpDef:
     # what autograd keeps for the backward pass in training: "input" and/or "output" (the tensors
     # themselves, shared with the forward) and extra float32 elements (indices, masks, temporaries)
     saves: Callable[[Attrs, list[Shape], Shape], tuple[tuple[str, ...], int]] = lambda a, i, o: ((), 0)
+    # float32 elements autograd keeps once per forward, whatever the batch (Swin V2's position-bias MLP)
+    saves_once: Callable[[Attrs, list[Shape], Shape], int] = lambda a, i, o: 0
     # transient memory while its backward pass runs, beyond the gradients it hands on, in float32
     # elements (a broadcast input's gradient is computed at the output's size, then summed down)
     backward_workspace: Callable[[Attrs, list[Shape], Shape], int] = lambda a, i, o: 0
@@ -526,6 +528,30 @@ def _patch_merging_shape(a: Attrs, shapes: list[Shape]) -> Shape:
     return (a["out_channels"] or 2 * c, (h + 1) // 2, (w + 1) // 2)
 
 
+def _window_attention_saves(a: Attrs, i: list[Shape], o: Shape) -> tuple[tuple[str, ...], int]:
+    """What autograd keeps (measured, tests/test_swin.py): the windows (qkv's input; the map itself
+    where they are a view of it), q and k as QK^T reads them, the softmax's output (S), v and the
+    heads' output (proj's input); V2 also its normalised q and k with their norms and the scores
+    before the logit scale (S)."""
+    c, heads, win = o[0], a["heads"], a["window"]
+    positions = _padded(a, o)
+    p, s = positions * c, _window_scores(a, o)
+    ph, pw = -(-o[1] // win) * win, -(-o[2] // win) * win
+    moved = ph > o[1] or pw > o[2] or (win < ph or win < pw) and a["shift"] > 0
+    view = not (moved or pw > win or a["grid"])
+    kept = 2 * s + 8 * p + 4 * heads * positions if a["cosine"] else s + 5 * p
+    return (("input",), kept - p) if view else ((), kept)
+
+
+def _window_attention_saves_once(a: Attrs, i: list[Shape], o: Shape) -> int:
+    """Swin V2's position-bias MLP, once per forward: its hidden layer, the W^4 bias per head through
+    its sigmoid, and the clamped logit scale."""
+    if not a["cosine"]:
+        return 0
+    heads, win = a["heads"], a["window"]
+    return (2 * win - 1) ** 2 * CPB_HIDDEN + heads * win ** 4 + heads
+
+
 def _patch_merging_workspace(a: Attrs, i: list[Shape], o: Shape) -> int:
     """Measured (tests/test_swin.py): the 4C x H/2 x W/2 concatenation Q lives through the module;
     before the reduction the LayerNorm's output (Q) and its mean and 1 / std per position; after it,
@@ -779,7 +805,7 @@ OPS: dict[str, OpDef] = {op.kind: op for op in [
           macs=_window_attention_macs, elementwise=lambda a, i, o: 3 * _window_scores(a, o), depth="params",
           window=lambda a, i: Window((a["window"],) * 2, (1, 1), ((a["window"] - 1) // 2,) * 2),
           batch_workspace=_window_attention_workspace,
-          saves=lambda a, i, o: (("input",), 2 * _window_scores(a, o) + 4 * math.prod(o)),
+          saves=_window_attention_saves, saves_once=_window_attention_saves_once,
           latency=Latency(("attention",), lambda a, i, o: Kernel("attention", (o[0], a["heads"], a["window"] ** 2),
                                                                  _window_attention_macs(a, i, o)))),
     # Swin's patch merging: 2 x 2 neighbours concatenated (4C), LayerNorm and a Linear (or V2: the

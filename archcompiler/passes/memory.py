@@ -120,7 +120,7 @@ def training_memory(g: nx.DiGraph, batch: int = 1, optimizer: str = "sgd", bytes
             # of it from before the op overwrote it (silu_, hardswish_)
             kinds = tuple(k for k in kinds if k != "input")
             elements += sum(math.prod(s) for s in ins)
-        extra[n] = batch * bytes_per_element * elements
+        extra[n] = bytes_per_element * (batch * elements + OPS[d["op"]].saves_once(d["attrs"], ins, d["shape"]))
         keep = ([buffer(p) for p in d["inputs"]] if "input" in kinds else []) + ([buffer(n)] if "output" in kinds else [])
         keeps[n] = keep
         for b in keep:

@@ -21,8 +21,16 @@ from ...ir import OPS
 from ...ir.plan import Plan, plan
 from ...spec import Spec
 from .naming import RESERVED_VARIABLES, attr_expr, identifier, module_paths, variable
-from .runtime import (PatchMerging, WindowAttention, _log1m_softmax, check_input, conv_act, helper_source, spec_loss,
-                      stochastic_depth)
+from .runtime import (
+    PatchMerging,
+    WindowAttention,
+    _log1m_softmax,
+    check_input,
+    conv_act,
+    helper_source,
+    spec_loss,
+    stochastic_depth,
+)
 from .verify import check_source
 
 # ----------------------------------------------------------------------------- the op table

@@ -8,7 +8,7 @@ every generated module (and the golden files of ``tests/test_behaviour_golden.py
 """
 
 import inspect
-from typing import List, Optional
+from typing import List
 
 import torch
 import torch.nn.functional as F
@@ -118,7 +118,7 @@ class WindowAttention(nn.Module):
         # no shift along an axis the window covers whole (torchvision's rule)
         self.shift = [0 if window >= ph else shift, 0 if window >= pw else shift]
         self.padded = [ph, pw]
-        mask: Optional[Tensor] = None
+        mask = None
         if self.shift[0] + self.shift[1] > 0:  # positions rolled in from the other side attend only among themselves
             sh, sw = self.shift
             labels = torch.zeros((ph, pw))

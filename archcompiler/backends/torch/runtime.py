@@ -93,6 +93,7 @@ class WindowAttention(nn.Module):
                  dropout: float, height: int, width: int, grid: bool = False, maxvit: bool = False) -> None:
         super().__init__()
         self.heads, self.window, self.cosine, self.dropout, self.grid, self.maxvit = heads, window, cosine, dropout, grid, maxvit
+        self.dim, self.size = dim, [height, width]      # plain numbers: a trace records no shape checks
         span = torch.arange(-(window - 1), window, dtype=torch.float32)
         if cosine:
             self.logit_scale = nn.Parameter(torch.log(10 * torch.ones((heads, 1, 1))))
@@ -141,7 +142,7 @@ class WindowAttention(nn.Module):
         return self.relative_position_bias_table.t()[:, self.relative_position_index.view(-1)].view(self.heads, n, n)
 
     def forward(self, x: Tensor) -> Tensor:
-        b, h, w, c = x.shape
+        b, (h, w), c = x.shape[0], self.size, self.dim
         win, (ph, pw), (sh, sw) = self.window, self.padded, self.shift
         if ph > h or pw > w:
             x = F.pad(x, (0, 0, 0, pw - w, 0, ph - h))

@@ -45,15 +45,19 @@ def torchvision_reference() -> dict[str, dict]:
     return {ref["model"].split("(")[0].rsplit(".", 1)[-1]: ref for ref in data["references"]}
 
 
-def recipe_weights(keys: list) -> dict:
+def recipe_weights(keys: list, keep: dict | None = None) -> dict:
     """The reference weights, regenerated with torch alone: for the key at position i, a generator
-    seeded 1000 + i (the recipe of tests/data/README.md)."""
+    seeded 1000 + i (the recipe of tests/data/README.md). An integer buffer of ``keep`` (a built
+    module's state_dict: Swin's relative_position_index) keeps its value, as the recipe keeps the builder's."""
     import torch
 
     out = {}
     for i, (key, shape) in enumerate(keys):
         g = torch.Generator().manual_seed(1000 + i)
-        if key.endswith("num_batches_tracked"):
+        if keep is not None and key in keep and not keep[key].is_floating_point() \
+                and not key.endswith("num_batches_tracked"):
+            t = keep[key]
+        elif key.endswith("num_batches_tracked"):
             t = torch.zeros(shape, dtype=torch.int64)
         elif key.endswith("running_var"):
             t = torch.rand(shape, generator=g) + 0.5

@@ -69,6 +69,12 @@ GENERATORS = {
                               (r.randint(1, 9), r.randint(1, 6), r.randint(1, 6))),
     "softmax": lambda r: ({"op": "softmax"}, (r.randint(2, 9), 1, 1)),
     "identity": lambda r: ({"op": "identity"}, (2, 3, 3)),
+    # Swin's: the window tiles the map or pad: true pads it; shifted or not; an odd side merged with padding
+    "window_attention": lambda r: ({"op": "window_attention", "heads": r.choice([1, 2]), "window": r.choice([2, 3]),
+                                    "shift": r.choice([0, 1]), "pad": True},
+                                   (2 * r.randint(1, 3), r.randint(2, 7), r.randint(2, 7))),
+    "patch_merging": lambda r: ({"op": "patch_merging", "out": r.choice([None, 5]), "norm": r.choice(["before", "after"])},
+                                (r.randint(1, 6), r.randint(1, 7), r.randint(1, 7))),
 }
 
 
@@ -193,3 +199,21 @@ def test_token_op_agrees_with_torch(kind):
         assert tuple(y.shape[1:]) == tuple(report["rows"][-1]["output"]), text
         assert sum(p.numel() for p in model.parameters()) == report["total"]["params"], text
         assert counter.get_total_flops() == 2 * 2 * report["total"]["macs"], text   # batch of 2
+
+
+def test_swin_v2_window_attention_counts_its_position_bias_mlp_once_per_forward():
+    """Scaled cosine attention with the continuous position bias: the MLP over the (2W - 1)^2 offsets
+    runs once per forward, whatever the batch; archc counts it per image, so one image agrees exactly."""
+    r = random.Random("cosine")
+    for _ in range(4):
+        c, win = 2 * r.randint(1, 3), r.choice([2, 3])
+        h, w = r.randint(2, 7), r.randint(2, 7)
+        text = _spec({"op": "window_attention", "heads": 2, "window": win, "shift": r.choice([0, 1]), "pad": True,
+                      "cosine": True}, (c, h, w))
+        report = archcompiler.analyze(text)
+        model = archcompiler.build(text, seed=0).eval()
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            y = model(torch.randn(1, c, h, w))
+        assert tuple(y.shape[1:]) == (c, h, w)
+        assert sum(p.numel() for p in model.parameters()) == report["total"]["params"], text
+        assert counter.get_total_flops() == 2 * report["total"]["macs"], text

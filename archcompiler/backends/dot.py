@@ -73,6 +73,9 @@ STYLES: dict[str, Style] = {   # the backend's own small table: one entry per op
     "pos_embedding": Style("box", "#fff2cc"),
     "self_attention": Style("box", "#fce4d6", lambda a: f"{a['heads']} heads"),
     "select_token": Style("box", "#f5f5f5", lambda a: f"token {a['index']}"),
+    "window_attention": Style("box", "#fce4d6", lambda a: f"{a['heads']} heads, {'grid' if a['grid'] else 'window'} {a['window']}"
+                                                          + (f", shift {a['shift']}" if a["shift"] else "")),
+    "patch_merging": Style("box", "#dbe9f6", lambda a: "2x2 merged"),
 }
 BLOCK = Style("box3d", "#dbe9f6")     # a collapsed block instance
 # the label's names of the primitives a layer adds to its main op (by role): BatchNorm, activations

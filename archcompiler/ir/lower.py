@@ -93,6 +93,10 @@ LOWERINGS: dict[type, Callable[[Any], list[Prim]]] = {
     L.PosEmbedding: lambda s: [("", "pos_embedding", {})],
     L.SelfAttention: lambda s: [("", "self_attention", {"heads": s.heads, "dropout": s.dropout})],
     L.SelectToken: lambda s: [("", "select_token", {"index": s.index})],
+    L.WindowAttention: lambda s: [("", "window_attention", {"heads": s.heads, "window": s.window, "shift": s.shift,
+                                                            "pad": s.pad, "cosine": s.cosine, "dropout": s.dropout,
+                                                            "grid": s.grid, "layout": s.layout})],
+    L.PatchMerging: lambda s: [("", "patch_merging", {"out_channels": s.out, "norm": s.norm, "eps": s.eps})],
 }
 
 

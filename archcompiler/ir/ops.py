@@ -18,7 +18,8 @@ source; the spec language's own ``op`` names, which come before the IR, are ``sp
 - ``passthrough``: whether, for these attributes and input shapes, the value passes through
   unchanged and nothing is computed (identity; flatten of a flat input);
 - ``inplace``: whether PyTorch computes it over its input (when that input has no other reader);
-- ``workspace``: transient memory while it runs; ``saves``: what autograd keeps for backward;
+- ``workspace``: transient memory while it runs (``batch_workspace``: for a whole batch, where part
+  of it does not grow with the batch); ``saves`` (``saves_once``: what is kept once per forward): what autograd keeps for backward;
   ``backward_workspace``: transient memory while its backward runs;
   ``grad_passthrough``: the backward pass hands the gradient on as views, allocating none;
 - ``probabilities``: it turns logits into class probabilities (softmax): as a model's final op,
@@ -121,9 +122,14 @@ class OpDef:
     # transient memory while the op runs, beyond its inputs and output, in float32 elements
     # (what PyTorch's kernel allocates and frees again: measured, see tests/test_memory.py)
     workspace: Callable[[Attrs, list[Shape], Shape], int] = lambda a, i, o: 0
+    # the same for a whole batch, where part of it does not grow with the batch (Swin V2's position-bias
+    # MLP runs once per forward): when set, it replaces batch x workspace
+    batch_workspace: Callable[[Attrs, list[Shape], Shape, int], int] | None = None
     # what autograd keeps for the backward pass in training: "input" and/or "output" (the tensors
     # themselves, shared with the forward) and extra float32 elements (indices, masks, temporaries)
     saves: Callable[[Attrs, list[Shape], Shape], tuple[tuple[str, ...], int]] = lambda a, i, o: ((), 0)
+    # float32 elements autograd keeps once per forward, whatever the batch (Swin V2's position-bias MLP)
+    saves_once: Callable[[Attrs, list[Shape], Shape], int] = lambda a, i, o: 0
     # transient memory while its backward pass runs, beyond the gradients it hands on, in float32
     # elements (a broadcast input's gradient is computed at the output's size, then summed down)
     backward_workspace: Callable[[Attrs, list[Shape], Shape], int] = lambda a, i, o: 0
@@ -429,6 +435,145 @@ def _saves_attention(a: Attrs, i: list[Shape], o: Shape) -> tuple[tuple[str, ...
     return ("input",), 4 * s * d + a["heads"] * s
 
 
+def _window_attention_shape(a: Attrs, shapes: list[Shape]) -> Shape:
+    """Swin's window attention keeps the map's shape; the window must tile it, unless ``pad`` pads
+    the map with zeros to the next multiple of the window first (as torchvision does, and crops the
+    result); the heads must divide its channels."""
+    c, h, w = _image("window_attention", shapes)
+    win = a["window"]
+    if a["grid"] and (h % win or w % win or a["shift"]):
+        raise ShapeError(f"grid attention's {win}x{win} grid must tile the map {_fmt(shapes[0])} evenly (no padding, "
+                         f"no shift): {h}x{w} is not a multiple of {win}" if h % win or w % win
+                         else "grid attention does not shift its grid (shift must be 0)")
+    if (h % win or w % win) and not a["pad"]:
+        raise ShapeError(f"window {win}x{win} does not tile the map {_fmt(shapes[0])}: {h}x{w} is not a "
+                         f"multiple of {win} (pad: true pads the map to one, as torchvision does)")
+    if c % a["heads"]:
+        raise ShapeError(f"heads={a['heads']} does not divide the {c} channels of the map {_fmt(shapes[0])}: "
+                         f"each head takes {c} / {a['heads']} features")
+    if a["shift"] >= win:
+        raise ShapeError(f"shift {a['shift']} must be smaller than the window {win}x{win}")
+    return shapes[0]
+
+
+CPB_HIDDEN = 512        # Swin V2's continuous position bias: an MLP 2 -> 512 -> heads (torchvision's)
+
+
+def _padded(a: Attrs, o: Shape) -> int:
+    """The positions window attention computes over: the map padded to a multiple of the window."""
+    win = a["window"]
+    return -(-o[1] // win) * win * -(-o[2] // win) * win
+
+
+def _window_attention_params(a: Attrs, i: list[Shape], o: Shape) -> Params:
+    """qkv (C -> 3C) and proj (C -> C) with biases; the relative position bias: a (2W - 1)^2 x heads
+    table, or (cosine, Swin V2) the MLP that computes it and the per-head logit scale; buffers: the
+    W^4 relative position index (and V2's (2W - 1)^2 x 2 coordinates table)."""
+    c, h, w = o[0], a["heads"], a["window"]
+    cells = (2 * w - 1) ** 2
+    weights, biases, buffers = 4 * c * c, 4 * c, w ** 4
+    if a["cosine"]:
+        weights += 2 * CPB_HIDDEN + CPB_HIDDEN * h + h
+        biases += CPB_HIDDEN
+        buffers += 2 * cells
+    else:
+        weights += cells * h
+    return Params(weights, biases, buffers)
+
+
+def _window_attention_macs(a: Attrs, i: list[Shape], o: Shape) -> int:
+    """The qkv and output projections (4 N C^2 over the map's N = H x W positions), QK^T and the
+    scores times V within each window (N W^2 C each: N / W^2 windows of W^2 x W^2 scores per head,
+    C / heads deep); Swin V2's position-bias MLP runs once per forward over the (2W - 1)^2 offsets
+    (counted per image: the batch shares it). A padded map costs its padded size (torchvision's)."""
+    c, n, win = o[0], _padded(a, o), a["window"]
+    macs = 4 * n * c * c + 2 * n * win * win * c
+    if a["cosine"]:
+        macs += (2 * win - 1) ** 2 * (2 * CPB_HIDDEN + CPB_HIDDEN * a["heads"])
+    return macs
+
+
+def _window_scores(a: Attrs, o: Shape) -> int:
+    """The attention scores of all windows: heads x N x W^2 (N / W^2 windows of W^2 x W^2 per head)."""
+    return a["heads"] * _padded(a, o) * a["window"] ** 2
+
+
+def _window_attention_workspace(a: Attrs, i: list[Shape], o: Shape, batch: int) -> int:
+    """The most the module holds at once beyond its input and output, for a whole batch (measured with
+    torch: tests/test_swin.py). With P the padded map, S the windows' scores and X the map: the windows
+    (P) and q, k, v (3P) live through the attention; at QK^T, the scaled q (V2: the normalised q and k)
+    and, where the windows and heads do not fold into one batch dimension as views, matmul's contiguous
+    copies of both; then the scores with the position bias (heads x W^4) or softmax's output (2S); at
+    AV, the output and a copy of v or of the heads' transposed output. V2 adds its q, v bias (3C) and,
+    once per forward whatever the batch, the position-bias MLP's hidden (2W - 1)^2 x 512 and output."""
+    c, heads, win = o[0], a["heads"], a["window"]
+    p, s, x = batch * _padded(a, o) * c, batch * _window_scores(a, o), batch * math.prod(o)
+    windows = batch * _padded(a, o) // win ** 2
+    copies = p if windows > 1 and heads > 1 and win > 1 else 0      # matmul's reshape to a batch of matrices
+    ph, pw = -(-o[1] // win) * win, -(-o[2] // win) * win
+    moved = ph > o[1] or pw > o[2] or (win < ph or win < pw) and a["shift"] > 0      # padded or rolled: a copy
+    windowed = p if moved or pw > win or a["grid"] else 0    # one window across: the windows are a view of the map
+    bias = heads * win ** 4
+    av = 3 * p + windowed + s + p + max(copies, p if heads > 1 else 0)
+    qkv = 3 * p + windowed
+    if not a["cosine"]:
+        return max(qkv + p + 2 * copies + s, qkv + 2 * s, qkv + s + bias, av) - x
+    cells = (2 * win - 1) ** 2
+    return 3 * c + max(qkv + 2 * p + 2 * copies + s, qkv + 2 * s + heads, qkv + s + cells * (CPB_HIDDEN + heads),
+                       qkv + s + cells * heads + 2 * bias, av) - x
+
+
+def _patch_merging_shape(a: Attrs, shapes: list[Shape]) -> Shape:
+    c, h, w = _image("patch_merging", shapes)
+    return (a["out_channels"] or 2 * c, (h + 1) // 2, (w + 1) // 2)
+
+
+def _window_attention_saves(a: Attrs, i: list[Shape], o: Shape) -> tuple[tuple[str, ...], int]:
+    """What autograd keeps (measured, tests/test_swin.py): the windows (qkv's input; the map itself
+    where they are a view of it), q and k as QK^T reads them, the softmax's output (S), v and the
+    heads' output (proj's input); V2 also its normalised q and k with their norms and the scores
+    before the logit scale (S)."""
+    c, heads, win = o[0], a["heads"], a["window"]
+    positions = _padded(a, o)
+    p, s = positions * c, _window_scores(a, o)
+    ph, pw = -(-o[1] // win) * win, -(-o[2] // win) * win
+    moved = ph > o[1] or pw > o[2] or (win < ph or win < pw) and a["shift"] > 0
+    view = not (moved or pw > win or a["grid"])
+    kept = 2 * s + 8 * p + 4 * heads * positions if a["cosine"] else s + 5 * p
+    return (("input",), kept - p) if view else ((), kept)
+
+
+def _window_attention_saves_once(a: Attrs, i: list[Shape], o: Shape) -> int:
+    """Swin V2's position-bias MLP, once per forward: its hidden layer, the W^4 bias per head through
+    its sigmoid, and the clamped logit scale."""
+    if not a["cosine"]:
+        return 0
+    heads, win = a["heads"], a["window"]
+    return (2 * win - 1) ** 2 * CPB_HIDDEN + heads * win ** 4 + heads
+
+
+def _patch_merging_workspace(a: Attrs, i: list[Shape], o: Shape) -> int:
+    """Measured (tests/test_swin.py): the 4C x H/2 x W/2 concatenation Q lives through the module;
+    before the reduction the LayerNorm's output (Q) and its mean and 1 / std per position; after it,
+    the reduction's output and the norm's statistics; the padded copy (Q: F.pad copies, odd sides or
+    not, as in torchvision) while it is cut."""
+    q, y, positions = 4 * i[0][0] * o[1] * o[2], math.prod(o), o[1] * o[2]
+    padded = 2 * q - y
+    if a["norm"] == "before":
+        return max(2 * q + max(0, 2 * positions - y), padded)
+    return max(q + y + 2 * positions, padded)
+
+
+def _patch_merging_params(a: Attrs, i: list[Shape], o: Shape) -> Params:
+    c, out = i[0][0], o[0]
+    norm = 4 * c if a["norm"] == "before" else out
+    return Params(4 * c * out + norm, norm)
+
+
+def _patch_merging_macs(a: Attrs, i: list[Shape], o: Shape) -> int:
+    return math.prod(o) * 4 * i[0][0]
+
+
 def _select_token_shape(a: Attrs, shapes: list[Shape]) -> Shape:
     s, d = _sequence("select_token", shapes)
     if a["index"] >= s:
@@ -654,6 +799,24 @@ OPS: dict[str, OpDef] = {op.kind: op for op in [
           saves=_saves_attention, mixes=True,
           latency=Latency(("attention",), lambda a, i, o: Kernel("attention", (o[1], a["heads"], o[0]),
                                                                  _attention_macs(a, i, o)))),
+    # Swin's (shifted) window attention on the map, as torchvision's ShiftedWindowAttention(V2)
+    # computes it on its channels-last view: the score matrices are the windows'
+    OpDef("window_attention", shape=_window_attention_shape, params=_window_attention_params,
+          macs=_window_attention_macs, elementwise=lambda a, i, o: 3 * _window_scores(a, o), depth="params",
+          window=lambda a, i: Window((a["window"],) * 2, (1, 1), ((a["window"] - 1) // 2,) * 2),
+          batch_workspace=_window_attention_workspace,
+          saves=_window_attention_saves, saves_once=_window_attention_saves_once,
+          latency=Latency(("attention",), lambda a, i, o: Kernel("attention", (o[0], a["heads"], a["window"] ** 2),
+                                                                 _window_attention_macs(a, i, o)))),
+    # Swin's patch merging: 2 x 2 neighbours concatenated (4C), LayerNorm and a Linear (or V2: the
+    # Linear, then the LayerNorm); timed like the 1x1 convolution it is
+    OpDef("patch_merging", shape=_patch_merging_shape, params=_patch_merging_params, macs=_patch_merging_macs,
+          elementwise=lambda a, i, o: 5 * math.prod(o) * (4 * i[0][0] // o[0] if a["norm"] == "before" else 1),
+          depth="params", window=lambda a, i: Window((2, 2), (2, 2), (0, 0)), patch=lambda a: "2x2/2",
+          workspace=_patch_merging_workspace,
+          saves=lambda a, i, o: (("input",), 2 * math.prod(i[0])),
+          latency=Latency(("conv1x1",), lambda a, i, o: Kernel("conv1x1", (4 * i[0][0], o[0], o[1]),
+                                                               _patch_merging_macs(a, i, o)))),
     # x[:, index]: one token's features (ViT's class token before the head), a view
     OpDef("select_token", shape=_select_token_shape, elementwise=lambda a, i, o: 0, alias="view",
           latency=_A_STATEMENT),

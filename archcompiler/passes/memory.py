@@ -60,7 +60,10 @@ def annotate_memory(g: nx.DiGraph, batch: int = 1, bytes_per_element: int = 4,
         if buffer(n) == n and runs:
             live += data["activation_bytes"]
         ins = [g.nodes[p]["shape"] for p in data["inputs"]]
-        work = batch * bytes_per_element * OPS[data["op"]].workspace(data["attrs"], ins, data["shape"])
+        op = OPS[data["op"]]
+        work = bytes_per_element * (op.batch_workspace(data["attrs"], ins, data["shape"], batch)
+                                    if op.batch_workspace is not None
+                                    else batch * op.workspace(data["attrs"], ins, data["shape"]))
         peak = max(peak, live + work if runs else live)
         for done in freeing.get(i, []):
             if training or not g.nodes[done]["training_only"]:
@@ -117,7 +120,7 @@ def training_memory(g: nx.DiGraph, batch: int = 1, optimizer: str = "sgd", bytes
             # of it from before the op overwrote it (silu_, hardswish_)
             kinds = tuple(k for k in kinds if k != "input")
             elements += sum(math.prod(s) for s in ins)
-        extra[n] = batch * bytes_per_element * elements
+        extra[n] = bytes_per_element * (batch * elements + OPS[d["op"]].saves_once(d["attrs"], ins, d["shape"]))
         keep = ([buffer(p) for p in d["inputs"]] if "input" in kinds else []) + ([buffer(n)] if "output" in kinds else [])
         keeps[n] = keep
         for b in keep:

@@ -366,11 +366,52 @@ class SelectToken(LayerBase):
     index: NonNegInt = Field(0, description="which token, from 0 (the class token)")
 
 
+class WindowAttention(LayerBase):
+    """Swin's (shifted) window multi-head self-attention over an image's positions: the map cut into
+    ``window`` x ``window`` windows (after a cyclic shift of ``shift`` positions), each a sequence
+    of window^2 tokens attending among themselves with a learned relative position bias, laid out as
+    torchvision's ``ShiftedWindowAttention`` (``qkv``, ``proj``, ``relative_position_bias_table``
+    and the integer buffer ``relative_position_index``); ``cosine``: Swin V2's scaled cosine
+    attention (``logit_scale``) with the continuous position bias of a small MLP (``cpb_mlp``).
+    ``grid``: MaxViT's grid attention (``layout: maxvit`` its torchvision module). The window must
+    tile the map (or ``pad`` pads it) and ``heads`` divide the channels."""
+
+    op: Literal["window_attention"]
+    heads: PosInt = Field(description="attention heads; each attends over channels / heads features")
+    window: PosInt = Field(description="the window's side in positions (Swin: 7, Swin V2: 8); it must tile the map")
+    shift: NonNegInt = Field(0, description="the cyclic shift of the shifted windows (window // 2), 0 for "
+                                           "regular windows; none where the window covers the whole map")
+    pad: Bool = Field(False, description="pad the map with zeros to a multiple of the window first and crop "
+                                         "the result (torchvision's); without it the window must tile the map")
+    cosine: Bool = Field(False, description="Swin V2's scaled cosine attention and continuous position bias")
+    grid: Bool = Field(False, description="MaxViT's grid attention: each group a window x window grid of positions "
+                                          "H / window apart across the map, instead of a window of neighbours")
+    layout: Literal["swin", "maxvit"] = Field("swin", description="the torchvision module it is laid out as: Swin's "
+                                              "ShiftedWindowAttention (qkv, proj; q scaled by head_dim^-0.5) or "
+                                              "MaxViT's RelativePositionalMultiHeadAttention (to_qkv, merge, a 2D "
+                                              "index; k scaled by C^-0.5)")
+    dropout: Annotated[float, BeforeValidator(_not_bool), Field(ge=0, lt=1)] = Field(
+        0.0, description="dropout on the attention weights in training, in [0, 1)")
+
+
+class PatchMerging(LayerBase):
+    """Swin's patch merging: each 2 x 2 group of positions concatenated (4C channels at half the
+    height and width, an odd side padded with zeros as torchvision does), then a LayerNorm and a
+    Linear to ``out`` channels without bias (torchvision's ``reduction`` and ``norm``); ``norm:
+    after`` normalises the ``out`` channels after the Linear instead (Swin V2)."""
+
+    op: Literal["patch_merging"]
+    out: PosInt | None = Field(None, description="output channels (default: twice the input's)")
+    norm: Literal["before", "after"] = Field("before", description="the LayerNorm before the reduction "
+                                                                   "(Swin) or after it (Swin V2)")
+    eps: PosFloat = 1e-5
+
+
 OPS: dict[str, type[LayerBase]] = {}
 # every layer model, in the order the schema lists them (a new op adds its model here, once)
 LAYER_MODELS = (Conv, MaxPool, AvgPool, AdaptiveAvgPool, GlobalAvgPool, LRN, BatchNorm, Act, Dropout, StochasticDepth,
                 Flatten, Linear, LayerNorm, LayerScale, Softmax, Concat, Add, Mul, Identity, ChannelSplit, ChannelShuffle,
-                PatchEmbed, ClassToken, PosEmbedding, SelfAttention, SelectToken)
+                PatchEmbed, ClassToken, PosEmbedding, SelfAttention, SelectToken, WindowAttention, PatchMerging)
 for _model in LAYER_MODELS:
     for _op in _model.model_fields["op"].annotation.__args__:
         OPS[_op] = _model

@@ -21,7 +21,16 @@ from ...ir import OPS
 from ...ir.plan import Plan, plan
 from ...spec import Spec
 from .naming import RESERVED_VARIABLES, attr_expr, identifier, module_paths, variable
-from .runtime import _log1m_softmax, check_input, conv_act, helper_source, spec_loss, stochastic_depth
+from .runtime import (
+    PatchMerging,
+    WindowAttention,
+    _log1m_softmax,
+    check_input,
+    conv_act,
+    helper_source,
+    spec_loss,
+    stochastic_depth,
+)
 from .verify import check_source
 
 # ----------------------------------------------------------------------------- the op table
@@ -130,6 +139,13 @@ TORCH_OPS: dict[str, TorchOp] = {
                                                   f"dropout={a['dropout']!r}, batch_first=True)",
                               lambda a, x, m, ip: f"{m}({x[0]}, {x[0]}, {x[0]}, need_weights=False)[0]"),
     "select_token": TorchOp(None, lambda a, x, m, ip: f"{x[0]}[:, {a['index']}]"),
+    # Swin: modules over the channels-last view of the map (torchvision keeps N x H x W x C throughout)
+    "window_attention": TorchOp(lambda a, ins, out: f"WindowAttention({out[0]}, {a['heads']}, {a['window']}, {a['shift']}, "
+                                                    f"{a['pad']}, {a['cosine']}, {a['dropout']!r}, {out[1]}, {out[2]}, "
+                                                    f"{a['grid']}, {a['layout'] == 'maxvit'})",
+                                lambda a, x, m, ip: f"{m}({x[0]}.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)", WindowAttention),
+    "patch_merging": TorchOp(lambda a, ins, out: f"PatchMerging({ins[0][0]}, {out[0]}, {a['norm'] == 'after'}, {a['eps']!r})",
+                             lambda a, x, m, ip: f"{m}({x[0]}.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)", PatchMerging),
 }
 
 

@@ -365,7 +365,6 @@ def _token_step(key: str, node: Any, ins: list, meta: Any, by_node: dict, item_o
     transposed to S x D (the conv becomes ``patch_embed``), an expanded parameter (the class token, read by
     the concatenation after it), attention's output taken from its (output, weights) pair, and
     ``x[:, i]`` of a sequence (``select_token``)."""
-    import operator
 
     from ..backends.torch.codegen import FROM_TORCH
 

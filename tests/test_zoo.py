@@ -297,3 +297,11 @@ def test_onnx_export_of_the_new_ops_matches_torch(builder, tmp_path):
     (y,) = onnxruntime.InferenceSession(str(tmp_path / "m.onnx")).run(None, {"image": x.numpy()})
     with torch.no_grad():
         assert np.abs(y - model(x).numpy()).max() < 1e-4
+
+
+def test_the_public_api_alone_resolves_shape_conditions():
+    """A fresh `import archcompiler; archcompiler.load_spec(...)`: the lazily loaded API brings the IR's shape
+    rules, which ResNet's `when: "stride != 1 or in_channels != out"` needs."""
+    code = "import archcompiler\nprint(len(archcompiler.load_spec('resnet18').layers))\n"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr

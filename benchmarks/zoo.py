@@ -24,7 +24,7 @@ from _timing import interleave, machine, median  # noqa: E402
 
 import archcompiler  # noqa: E402
 
-BUILDERS = ["resnet50", "mobilenet_v3_large", "efficientnet_b0", "densenet121", "convnext_tiny", "vit_b_16"]
+BUILDERS = ["resnet50", "mobilenet_v3_large", "efficientnet_b0", "densenet121", "convnext_tiny", "vit_b_16", "swin_t"]
 
 
 def hand_tuned(model: torch.nn.Module) -> torch.nn.Module:

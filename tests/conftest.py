@@ -186,3 +186,21 @@ def assert_memory_measured(spec, infer_batch: int = 4, train_batch: int | None =
     measured = measure_training_peak_bytes(model, torch.randn(train_batch, *spec.input),
                                            torch.randint(0, 2, (train_batch,)), optimizer)
     assert abs(predicted - measured) <= 0.01 * measured, (predicted, measured)
+
+
+def assert_onnx_matches(spec, path: Path) -> None:
+    """The spec's module exported to ONNX at ``path`` gives, under onnxruntime, the module's own output."""
+    import numpy as np
+    import onnxruntime
+    import torch
+
+    import archcompiler
+    from archcompiler.backends.torch.export import export
+
+    spec = archcompiler.load_spec(spec)
+    model = archcompiler.build(spec, seed=0).eval()
+    export(model, spec, "onnx", path)
+    x = torch.randn(1, *spec.input)
+    (y,) = onnxruntime.InferenceSession(str(path)).run(None, {"image": x.numpy()})
+    with torch.no_grad():
+        assert np.abs(y - model(x).numpy()).max() < 1e-4

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from conftest import ROOT
 
@@ -188,3 +192,16 @@ def test_the_archc_program_is_the_entry_that_exits_without_a_last_collection():
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["archc"] == "archcompiler.cli:entry" and callable(cli.entry)
     assert "entry()" in (PACKAGE / "__main__.py").read_text()
+
+
+@pytest.mark.parametrize("command, collector_at_exit", [("flops", False), ("build", True)])
+def test_a_command_that_loaded_torch_exits_with_the_collector_on(command, collector_at_exit, tmp_path):
+    """Short commands skip the last collection; one that loaded torch must not (torch objects in
+    cycles, such as a torchrun process group, abort the process when left to C++ exit)."""
+    probe = ("import atexit, gc, sys\n"
+             "atexit.register(lambda: print('collector', gc.isenabled(), 'torch' in sys.modules))\n"
+             f"sys.argv = ['archc', '{command}', 'resnet18']\n"
+             "from archcompiler.cli import entry\nentry()\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == f"collector {collector_at_exit} {collector_at_exit}"

@@ -85,10 +85,18 @@ def entry() -> None:
     networkx, and the heap is frozen at the end so that interpreter shutdown does not scan it once
     more.  That is about a quarter of a short command such as ``archc flops``.  Reference counting
     frees memory as usual, and shutdown still runs exit handlers and flushes output.
+
+    A command that loaded torch gets the collector back before shutdown: torch objects left in
+    reference cycles (a distributed run's process group, its reducer's threads) must be finalised
+    while the interpreter still runs, or a torchrun process aborts at exit ("terminate called
+    without an active exception", about one run in three without this).
     """
     gc.disable()
     code = main()
-    gc.freeze()
+    if "torch" in sys.modules:
+        gc.enable()
+    else:
+        gc.freeze()
     sys.exit(code)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import random
 import statistics
 import subprocess
 import sys
@@ -23,19 +24,33 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"
 
 
-def interleave(candidates: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
-    """Run each candidate once per round, in turn, ``repeats`` rounds; seconds per run."""
+def interleave(candidates: dict[str, Callable[[], object]], repeats: int, seed: int = 0) -> dict[str, list[float]]:
+    """Run each candidate once per round, ``repeats`` rounds; seconds per run.
+
+    Each round runs the candidates in a new order (shuffled, seeded), so no candidate always runs right
+    after the same neighbour: one that evicts the caches or leaves the allocator in another state
+    (a channels-last model before a contiguous one) would otherwise slow the same candidate in every
+    round.  (Rotating the order is not enough: it keeps every candidate's neighbours.)"""
     times: dict[str, list[float]] = {name: [] for name in candidates}
+    order = list(candidates.items())
+    shuffle = random.Random(seed).shuffle
     for _ in range(repeats):
-        for name, fn in candidates.items():
+        for name, fn in order:
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
+        shuffle(order)
     return times
 
 
 def median(values: list[float]) -> float:
     return statistics.median(values)
+
+
+def paired(a: list[float], b: list[float]) -> float:
+    """The median of per-round ratios a/b: each pair ran within the same round, so a step in the
+    machine's speed between rounds (this VM's moves 1.4x within minutes) cancels out of every ratio."""
+    return statistics.median(x / y for x, y in zip(a, b, strict=True))
 
 
 def process(*args: str) -> Callable[[], None]:

@@ -6,7 +6,8 @@ holding the same weights (archc's keys are torchvision's), interleaved at batch 
 - eval forward, and one training step (forward, cross-entropy, backward, SGD step), archc / torchvision;
 - archc's --optimize module against torchvision's hand-tuned one (torch.fx's BatchNorm folding, the
   same fusion torchvision documents for inference, and channels-last), eval forward.
-Targets: the compiled module at least 0.97x torchvision's speed (time ratio <= 1.03); --optimize at
+Each ratio is the median over rounds of the two times measured in that round. Targets: the compiled
+module at least 0.97x torchvision's speed (time ratio <= 1.03); --optimize at
 least 1.0x the hand-tuned one (ratio <= 1.0). Ratios below 1 mean archc is faster."""
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timing import interleave, machine, median  # noqa: E402
+from _timing import interleave, machine, median, paired  # noqa: E402
 
 import archcompiler  # noqa: E402
 
@@ -92,9 +93,9 @@ def compare(name: str, args: argparse.Namespace) -> None:
         return run
 
     steps = interleave({"archc": step(train_a), "torchvision": step(train_t)}, max(3, args.repeats // 2))
-    ratio = median(evals["archc"]) / median(evals["torchvision"])
-    train_ratio = median(steps["archc"]) / median(steps["torchvision"])
-    opt_ratio = median(evals["optimized"]) / median(evals["tuned"])
+    ratio = paired(evals["archc"], evals["torchvision"])
+    train_ratio = paired(steps["archc"], steps["torchvision"])
+    opt_ratio = paired(evals["optimized"], evals["tuned"])
     print(f"{name:<20} {ratio:>7.3f}x {train_ratio:>10.3f}x {opt_ratio:>25.3f}x   "
           f"(torchvision eval {median(evals['torchvision']) * 1e3:.0f} ms, hand-tuned "
           f"{median(evals['tuned']) * 1e3:.0f} ms)", flush=True)

@@ -5,8 +5,8 @@ Calibrates this machine (archc calibrate), then takes variants of several famili
 (widths, input sizes, batch 1 and 8, --optimize off and on), predicts each one's latency without
 torch (what `archc sweep` shows) and measures it: all variants are built first, then timed in
 interleaved rounds (every variant once per round, each round in a new order; one untimed warm-up
-round), the median kept, so a
-machine whose speed steps during the run shifts every variant of a round alike.
+round), the median kept, so a machine whose speed steps during the run shifts every variant of a
+round alike.
 Reported, over all variants and within each (batch, --optimize) group:
 - Spearman's rank correlation of predicted and measured latency (target >= 0.98), beside that of
   the FLOPs-only predictor (MACs at the batch) and the params-only one (params x batch), which the

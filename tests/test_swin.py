@@ -270,3 +270,14 @@ def test_a_small_swins_peak_memory_is_measured_exactly(builder):
     for batch in (1, 3):
         assert archcompiler.analyze(spec, batch=batch)["peak_activation_bytes"] == \
             measure_peak_activation_bytes(model, torch.randn(batch, 3, 64, 64))
+
+
+def test_swin_v2s_claims_are_the_authors_numbers_at_their_training_size():
+    """The authors counted SwinV2's FLOPs at 256x256 (`claims: {input: ...}`): check compares there,
+    while the builders keep torchvision's default 224x224 input."""
+    for builder in ("swin_v2_t", "swin_v2_s", "swin_v2_b"):
+        assert archcompiler.load_spec(builder).input == (3, 224, 224)
+        assert archcompiler.check(builder) == []
+    found = archcompiler.check("swin_v2_t", overrides=["claims.ops=[5.0G, 11.5G, 20.3G]"])
+    assert [d.message for d in found] == ["ops: the paper says 5.0G (5,000,000,000 multiply-adds), the spec "
+                                         "computes at 3x256x256 5,939,690,496 (5.94G), 18.8% off"]

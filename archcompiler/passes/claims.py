@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import Diagnostic, error, warning
-from ..spec import Spec
+from ..spec import Spec, load_spec
 from ..spec.layers import parse_quantity
+from .analyze import annotated_graph, totals
 
 
 def _base(kind: str) -> int:
@@ -21,11 +22,17 @@ def _base(kind: str) -> int:
 def check_claims(spec: Spec, rows: list[dict[str, Any]], tolerance: float = 0.02,
                  total: dict[str, Any] | None = None) -> list[Diagnostic]:
     """Compare each row's claims with its computed values (``rows`` from :func:`analyze`), and the
-    network's claims with ``total`` (:func:`~archcompiler.passes.analyze.totals`, inference)."""
+    network's claims with ``total`` (:func:`~archcompiler.passes.analyze.totals`, inference), or,
+    where the claims name the input the paper counted at (``claims: {input: ...}``), with the
+    network's totals at that input."""
     found: list[Diagnostic] = []
     if spec.claims is not None and total is not None:
+        at = ""
+        if spec.claims_input is not None and spec.claims_input != tuple(spec.input):
+            total = totals(annotated_graph(load_spec(spec, {"input": list(spec.claims_input)})))
+            at = f" at {'x'.join(map(str, spec.claims_input))}"
         found += _quantities(spec, spec.claims, "network", spec.claims_locs,
-                             {"params": total["params"], "ops": total["macs"]}, tolerance)
+                             {"params": total["params"], "ops": total["macs"]}, tolerance, at)
     by_name = {r["name"]: r for r in rows}
     for name in spec.rows:
         claims = spec.row_claims(name)
@@ -48,7 +55,7 @@ def check_claims(spec: Spec, rows: list[dict[str, Any]], tolerance: float = 0.02
 
 
 def _quantities(spec: Spec, claims: Any, name: str, locs: dict[str, Any], computed_by: dict[str, int],
-                tolerance: float) -> list[Diagnostic]:
+                tolerance: float, at: str = "") -> list[Diagnostic]:
     """Warnings for the params / ops claims further off than the tolerance (each at ``locs[key]``)."""
     found = []
     for key, base in (("params", _base(spec.claim_units.params)), ("ops", _base(spec.claim_units.ops))):
@@ -60,7 +67,7 @@ def _quantities(spec: Spec, claims: Any, name: str, locs: dict[str, Any], comput
         if off > tolerance and not _same_when_printed(computed, str(text), base):
             unit = "parameters" if key == "params" else "multiply-adds"
             found.append(warning(
-                f"{key}: the paper says {text} ({claimed:,.0f} {unit}), the spec computes "
+                f"{key}: the paper says {text} ({claimed:,.0f} {unit}), the spec computes{at if key == 'ops' else ''} "
                 f"{computed:,} ({_human(computed, base)}), {100 * off:.1f}% off", name, locs[key]))
     return found
 

@@ -279,6 +279,9 @@ class NetworkClaims(Strict):
         None, description="parameters, e.g. 28M; in a list, null where the paper prints none for a column")
     ops: ClaimValue | list[ClaimValue | None] | None = Field(
         None, description="multiply-adds, e.g. 4.5G; in a list, null where the paper prints none for a column")
+    input: Annotated[list[PosInt], Field(min_length=3, max_length=3)] | None = Field(
+        None, description="C, H, W the paper counted its ops at, when not the spec's input (SwinV2's models: "
+                          "[3, 256, 256], where torchvision's builders default to 224)")
 
     @field_validator("params", "ops")
     @classmethod

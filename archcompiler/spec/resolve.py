@@ -168,7 +168,8 @@ class Resolver:
             params=params, layers=self.layers, instances=self.instances, rows=self.rows,
             outputs=outputs, loss=m.loss, init=m.init, claim_units=m.claim_units, torch=m.torch,
             file=self.file, train=m.train, data=m.data, document=self.doc,
-            claims=network_claims, claims_locs={k: locate(self.doc, ("claims", k)) for k in ("params", "ops")})
+            claims=network_claims, claims_locs={k: locate(self.doc, ("claims", k)) for k in ("params", "ops")},
+            claims_input=tuple(m.claims.input) if network_claims is not None and m.claims.input else None)
 
     def _network_claims(self, values: dict[str, Any]) -> Claims | None:
         """The whole network's claims, for the chosen variant: a list holds one per column."""

@@ -80,6 +80,7 @@ class Spec:
     document: Any = field(repr=False, default=None)   # the merged YAML data (YDict), for resolve / embedding
     claims: Claims | None = None       # the paper's numbers for the whole network (this variant's)
     claims_locs: dict[str, Location] = field(default_factory=dict)   # where each of them is written
+    claims_input: tuple[int, ...] | None = None     # the input the paper counted its ops at, when not `input`
 
     def layer(self, name: str) -> Layer:
         index = self.__dict__.get("_index")

@@ -463,7 +463,7 @@ def block_lines(flat: Flat) -> list[str] | None:
             lines.append(_use_line(b, run[0], None))
         else:
             lines += _table(b, [r[:3] for r in rows])
-        for name, _, n, insts in rows:
+        for name, _, _, insts in rows:
             for inst in insts:
                 value_name[inst.members[inst.output].name] = name
         previous = rows[-1][0]

@@ -148,6 +148,12 @@ def _lrn(n: Node) -> dict:
             "beta": _f32(n.attrs.get("beta", 0.75)), "k": _f32(n.attrs.get("bias", 1.0))}
 
 
+def _gelu(n: Node) -> dict:
+    approximate = n.attrs.get("approximate", "none")
+    _need(approximate in ("none", b"none"), f"approximate={approximate!r} (archc's gelu is the exact one)")
+    return {"op": "gelu"}
+
+
 def _join(name: str, same_shape: bool) -> Callable[[Node], dict]:
     def layer(n: Node) -> dict:
         _need(all(c is None for c in n.consts), f"a {name} with a constant")
@@ -178,6 +184,7 @@ FROM_ONNX: dict[str, tuple[Callable[[Node], dict], dict[int, str]]] = {
     "Tanh": (lambda n: {"op": "tanh"}, {}),
     "LeakyRelu": (_leaky, {}),
     "HardSwish": (lambda n: {"op": "hardswish"}, {}),
+    "Gelu": (_gelu, {}),
     "HardSigmoid": (_hardsigmoid, {}),
     "Mul": (_join("mul", False), {}),
     "Add": (_join("add", True), {}),

@@ -140,6 +140,7 @@ def trace(model: Any, input_shape: tuple[int, ...] | None = None, name: str = "m
                                        "choice)")]) from None
     finally:
         model.train(was_training)
+
     class _Shapes(ShapeProp):
         """ShapeProp that also keeps what each call without a tensor result gave: a size, a shape,
         a comparison of sizes, None from torch._assert (see _static)."""

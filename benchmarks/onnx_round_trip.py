@@ -21,7 +21,9 @@ from typing import Any
 
 # the huge ones: their ONNX export at the native input takes minutes and gigabytes; these inputs keep every
 # layer's shape rule (ViT's patches, RegNet's and EfficientNet's strides), and the parameters are unchanged
-# except ViT's position embedding, whose length follows the input (its count is compared as built)
+# except ViT's position embedding, whose length follows the input (its count is compared as built).
+# vit_h_14 and regnet_y_128gf hold more than 2 GB of float32 parameters, protobuf's limit for one file:
+# the exporter writes them as external data, which archc import refuses (it reads one file as data)
 REDUCED = {"vit_h_14": [3, 112, 112], "regnet_y_128gf": [3, 64, 64], "efficientnet_b7": [3, 64, 64]}
 
 

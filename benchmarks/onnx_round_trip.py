@@ -50,8 +50,8 @@ def round_trip(name: str, folder: Path) -> tuple[str, int, int, float]:
 
     import archcompiler
     from archcompiler.backends.torch.export import export
-    from archcompiler.spec import zoo
     from archcompiler.importers.onnx import import_onnx
+    from archcompiler.spec import zoo
 
     overrides = [f"input=[{','.join(map(str, REDUCED[name]))}]"] if name in REDUCED else None
     spec = archcompiler.load_spec(zoo.SPEC_DIR / Path(name).name if name.startswith("specs/") else name, overrides)

@@ -1,7 +1,10 @@
-"""archc import against torchvision's own modules (issue #24): for each builder the zoo covers,
-import torchvision's module (weights=None, seeded), build the spec, load torchvision's state_dict
-strictly, compare logits in evaluation mode, and parameters and FLOPs with the shipped spec; and
-the time to import resnet50 once torch is imported (median of --repeats).
+"""archc import against torchvision's own modules (issue #24): for each builder the zoo covers (the
+CNNs and the token models: ViT, Swin, Swin V2, MaxViT), import torchvision's module (weights=None,
+seeded), build the spec, load torchvision's state_dict strictly, compare logits in evaluation mode,
+and parameters and FLOPs with the shipped spec; count the imported spec's lines; compare it row by
+row with the shipped spec (archc diff: the rows are named differently, so the rows that compute
+something are paired in order, and their output shape, parameters and MACs compared); and the time
+to import resnet50 once torch is imported (median of --repeats).
 
 Run in an environment that has torchvision (it is no dependency of archc):
     PYTHONPATH=. /tmp/tvenv/bin/python benchmarks/import_torchvision.py [--only resnet50,googlenet]
@@ -13,6 +16,37 @@ import argparse
 import inspect
 import statistics
 import time
+
+
+def rows_against(text: str, name: str) -> str:
+    """archc diff of the imported spec against the shipped one. The rows are named differently, so the rows
+    that compute something (parameters or MACs) are aligned in order by their output shape, parameters and
+    MACs: 'n equal', or how many of each side's rows have no equal on the other, the first few named."""
+    import difflib
+
+    import archcompiler
+
+    report = archcompiler.diff(archcompiler.load_spec(text), name)
+
+    def side(k: int) -> list[tuple]:
+        out = []
+        for r in report["rows"]:
+            if r["status"] != ("added", "removed")[k]:
+                cost = (tuple(r["output"][k] or ()), r["params"]["ab"[k]], r["macs"]["ab"[k]])
+                if any(cost[1:]):
+                    out.append((r["name"], cost))
+        return out
+    a, b = side(0), side(1)
+    match = difflib.SequenceMatcher(None, [c for _, c in a], [c for _, c in b], autojunk=False)
+    paired = sum(m.size for m in match.get_matching_blocks())
+    if paired == len(a) == len(b):
+        return f"{paired} equal"
+    seen_a = {k for m in match.get_matching_blocks() for k in range(m.a, m.a + m.size)}
+    seen_b = {k for m in match.get_matching_blocks() for k in range(m.b, m.b + m.size)}
+    only_a = [n for k, (n, _) in enumerate(a) if k not in seen_a]
+    only_b = [n for k, (n, _) in enumerate(b) if k not in seen_b]
+    return (f"{paired} equal; imported only: {len(only_a)} ({', '.join(only_a[:2])}{', ...' if len(only_a) > 2 else ''}), "
+            f"shipped only: {len(only_b)} ({', '.join(only_b[:2])}{', ...' if len(only_b) > 2 else ''})")
 
 
 def main() -> None:
@@ -46,11 +80,12 @@ def main() -> None:
             a, b = archcompiler.analyze(spec_in)["total"], archcompiler.analyze(spec)["total"]
             same = a["params"] == b["params"] and a["flops"] == b["flops"]
             ok += diff <= 1e-5 and same
+            rows = rows_against(text, name)
             print(f"| {name} | ok | {diff:.1e} | {'equal' if same else 'DIFFER'} | {text.count(chr(10))} "
-                  f"| {time.perf_counter() - t0:.1f} s |", flush=True)
+                  f"| {rows} | {time.perf_counter() - t0:.1f} s |", flush=True)
         except Exception as exc:  # noqa: BLE001 (a report: every builder gets its line)
             first = str(exc).splitlines()[0][:150].replace("|", "/")
-            print(f"| {name} | refused | | | | {first} |", flush=True)
+            print(f"| {name} | refused | | | | | {first} |", flush=True)
     print(f"{ok} / {len(names)} builders: strict state_dict, logits within 1e-5, equal params and FLOPs")
     model = tvm.resnet50(weights=None)
     t = time.perf_counter()

@@ -76,7 +76,12 @@ def _reduce(sig: tuple, removed: set[str]) -> tuple:
         while n in removed:
             n = first[n]
         return n
-    kept = tuple((m[0], m[1], m[2], tuple(follow(s) for s in m[3])) for m in members if m[0] not in removed)
+    def ins(m: tuple) -> tuple:
+        out = [follow(s) for s in m[3]]
+        if ("op", "add") in m[2] and IN in out:       # the shortcut last, as _signature writes it
+            out = [s for s in out if s != IN] + [IN]
+        return tuple(out)
+    kept = tuple((m[0], m[1], m[2], ins(m)) for m in members if m[0] not in removed)
     return kept, follow(output)
 
 
@@ -147,6 +152,8 @@ def _choose(flat: Flat) -> list[tuple[Family, dict[str, set[str]]]]:
             continue
         if not any(removed[i.path] == set() for i in keep):
             continue            # the full signature itself must be used (its layers' fields come from it)
+        if sum(len(i.members) for i in keep) < len(fam.sig[0]) + len(keep) + 3:
+            continue            # it would not shorten the spec (ConvNeXt's downsampling: two layers, three uses)
         fam.instances = sorted(keep, key=lambda i: i.first)
         used += [i.path for i in keep]
         chosen.append((fam, {i.path: removed[i.path] for i in keep}))
@@ -180,10 +187,41 @@ class Block:
     values: dict[str, dict[str, Any]]        # instance path -> argument -> value
     fields: dict[str, dict[str, Any]]        # member -> its fields (numbers or expressions)
     when: dict[str, str]                     # member -> condition
+    rules: list[list[str]] = field(default_factory=list)     # torch.rename rules its rows need
 
 
-def _arguments(name: str, fam: Family, removed: dict[str, set[str]]) -> Block:
+def _by_position(vec: list, pos: list[int], total: int) -> str | None:
+    """An expression in the use's position i among all N uses of blocks that gives each use's value, where
+    one does for at least three uses: torchvision's stochastic depth rate, linear in the block's position
+    (``p * i / (N - 1)``, EfficientNet's ``p * i / N``), and Swin's shift of every other block
+    (``(i % 2) * s``). A rate computed another way (np.linspace) may differ from it in the last bit."""
+    present = [(x, i) for x, i in zip(vec, pos) if x is not None]
+    if len(present) < 3 or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x, _ in present):
+        return None
+    top = max(present, key=lambda p: abs(p[0]))
+    if isinstance(top[0], int) and top[0] and all(x == (i % 2) * top[0] for x, i in present):
+        return f"(i % 2) * {top[0]}"
+    # i / (N - 1), i / N; and (i + 1) / (N + 1) where the first of the network's N + 1 such blocks is no use of
+    # this block (EfficientNet's first MBConv, without an expansion)
+    for shift, div, text in ((0, total - 1, "i / (N - 1)"), (0, total, "i / N"), (1, total + 1, "(i + 1) / (N + 1)")):
+        if not top[0] or not top[1] + shift or div <= 0:
+            continue
+        c = float(f"{top[0] * div / (top[1] + shift):.12g}")
+        if all(abs(c * (i + shift) / div - x) <= 1e-12 * max(1.0, abs(x)) for x, i in present):
+            return f"{scalar(c)} * {text}"
+    return None
+
+
+def _short(rel: str, taken: set) -> str:
+    """A member's name for an argument named after it: its last part that is not a number."""
+    words = [w for w in rel.split(".") if not w.isdigit()]
+    short = _ident(words[-1]) if words else _ident(rel)
+    return short if short not in taken else _ident(rel)
+
+
+def _arguments(name: str, fam: Family, removed: dict[str, set[str]], position: dict[str, int]) -> Block:
     insts = fam.instances
+    pos = [position[i.path] for i in insts]
     full = next(i for i in insts if not removed[i.path])
     fields = {rel: dict(it.fields) for rel, it in full.members.items()}
     vectors: dict[tuple[str, str], list] = {}
@@ -197,6 +235,10 @@ def _arguments(name: str, fam: Family, removed: dict[str, set[str]]) -> Block:
     args: list[str] = []
     vec_of: dict[str, list] = {}
     for (rel, k), vec in vectors.items():
+        by_pos = _by_position(vec, pos, len(position))
+        if by_pos is not None:
+            fields[rel][k] = by_pos
+            continue
         same = next((a for a, v in vec_of.items()
                      if all(x is None or y is None or scalar(x) == scalar(y) for x, y in zip(vec, v))), None)
         if same is not None:
@@ -212,18 +254,27 @@ def _arguments(name: str, fam: Family, removed: dict[str, set[str]]) -> Block:
             if len(ratios) == 1 and None not in ratios:
                 fields[rel][k] = f"in_channels * {ratios.pop()}"
                 continue
+            parts = {c // x for x, c in present if x > 0}       # a squeeze: in_channels // 4
+            if len(parts) == 1 and min(parts) > 1 and all(x > 0 and c // min(parts) == x for x, c in present):
+                fields[rel][k] = f"in_channels // {parts.pop()}"
+                continue
         scaled = None
         for a, v in vec_of.items():
             pairs = [(x, y) for x, y in zip(vec, v) if x is not None and y is not None]
-            if pairs and all(isinstance(x, int) and isinstance(y, int) and y and x % y == 0 for x, y in pairs):
+            if not pairs or not all(isinstance(x, int) and isinstance(y, int) for x, y in pairs):
+                continue
+            if all(y and x % y == 0 for x, y in pairs):
                 r = {x // y for x, y in pairs}
                 if len(r) == 1 and r != {1}:
                     scaled = f"{a} * {r.pop()}"
                     break
+            if all(x == (y - 1) // 2 for x, y in pairs):          # a kernel's "same" padding
+                scaled = f"({a} - 1) // 2"
+                break
         if scaled is not None:
             fields[rel][k] = scaled
             continue
-        arg = k if k not in vec_of else _ident(f"{k}_{rel}")
+        arg = k if k not in vec_of else _ident(f"{k}_{_short(rel, set())}")
         while arg in vec_of or arg in ("in", "in_channels", "in_height", "in_width", "i", "N"):
             arg += "_"
         vec_of[arg] = list(vec)
@@ -235,9 +286,11 @@ def _arguments(name: str, fam: Family, removed: dict[str, set[str]]) -> Block:
         if fields[rel][k] in args and fields[rel][k] not in origin:
             origin[fields[rel][k]] = (rel, k)
     rename = {}
+    shorts = [_short(r, set()) for r, _ in origin.values()]
     for a, (rel, k) in origin.items():
         if sum(1 for r, kk in origin.values() if kk == k) > 1:
-            rename[a] = _ident(f"{k}_{rel}")
+            short = _short(rel, set())
+            rename[a] = _ident(f"{k}_{short if shorts.count(short) == 1 else rel}")
     for rel in fields:
         for k, v in fields[rel].items():
             if isinstance(v, str):
@@ -251,14 +304,16 @@ def _arguments(name: str, fam: Family, removed: dict[str, set[str]]) -> Block:
             v = vec_of[a][j]
             vals[a] = v if v is not None else next(x for x in vec_of[a] if x is not None)
         values[inst.path] = vals
-    when = _conditions(fam, removed, args, values, fields)
+    when = _conditions(fam, removed, args, values, fields, position)
     return Block(name, fam, args, values, fields, when)
 
 
-def _conditions(fam: Family, removed: dict[str, set[str]], args: list[str], values: dict, fields: dict) -> dict:
+def _conditions(fam: Family, removed: dict[str, set[str]], args: list[str], values: dict, fields: dict,
+                position: dict[str, int]) -> dict:
     """A ``when:`` for each layer that some uses leave out: the first of the usual conditions (the
-    shape changes: a projection shortcut; it does not: a residual add) that holds exactly where the
-    layer is present; else a boolean argument."""
+    shape changes: a projection shortcut; it does not: a residual add; not the first block: MaxViT's
+    stochastic depth, an nn.Identity where its rate is 0) that holds exactly where the layer is present;
+    else a boolean argument."""
     optional = sorted({m for r in removed.values() for m in r})
     out: dict[str, str] = {}
     insts = fam.instances
@@ -292,6 +347,7 @@ def _conditions(fam: Family, removed: dict[str, set[str]], args: list[str], valu
         if stride:
             cands.append((f"{stride} != 1", lambda i: values[i.path][stride] != 1))
             cands.append((f"{stride} == 1", lambda i: values[i.path][stride] == 1))
+        cands.append(("i > 0", lambda i: position[i.path] > 0))
         found = next((text for text, fn in cands if tuple(bool(fn(i)) for i in insts) == presence), None)
         if found is None:
             flag = _ident(f"has_{members[0]}")
@@ -317,7 +373,10 @@ def block_lines(flat: Flat) -> list[str] | None:
     if not chosen:
         return None
     taken: set[str] = set()
-    blocks = [_arguments(_block_name(fam, flat.classes, taken), fam, removed) for fam, removed in chosen]
+    # i and N of the spec language: each use's position among all the uses of blocks, and how many there are
+    uses = sorted((i for fam, _ in chosen for i in fam.instances), key=lambda i: i.first)
+    position = {u.path: k for k, u in enumerate(uses)}
+    blocks = [_arguments(_block_name(fam, flat.classes, taken), fam, removed, position) for fam, removed in chosen]
     owner: dict[str, tuple[Block, Instance]] = {}
     for b in blocks:
         for inst in b.family.instances:
@@ -370,6 +429,7 @@ def block_lines(flat: Flat) -> list[str] | None:
         else:
             units.append((pos, it))
     value_name = {name: inst.path for name, (b, inst) in owner.items() if inst.members[inst.output].name == name}
+    names = {it.name for it in flat.items} | {p.rpartition(".")[0] for p in flat.classes}
 
     def ref(n: str) -> str:
         return value_name.get(n, n)
@@ -398,41 +458,52 @@ def block_lines(flat: Flat) -> list[str] | None:
             previous = first.path
             if not run:
                 continue
-        rows = _rows(b, run)
+        rows = _rows(b, run, names)
         if len(rows) == 1 and not rows[0][2]:
             lines.append(_use_line(b, run[0], None))
         else:
-            lines += _table(b, rows)
-        for name, _, n in rows:
-            for inst in run:
-                if inst.path == name or n and inst.path.startswith(name + "."):
-                    value_name[inst.members[inst.output].name] = name
+            lines += _table(b, [r[:3] for r in rows])
+        for name, _, _, insts in rows:
+            for inst in insts:
+                value_name[inst.members[inst.output].name] = name
         previous = rows[-1][0]
     flat.result = ref(flat.result)
     flat.heads = {h: ref(v) for h, v in flat.heads.items()}
+    flat.rules = [r for b in blocks for r in b.rules] + flat.rules
     return lines
 
 
-def _rows(b: Block, run: list[Instance]) -> list[tuple[str, dict, int]]:
-    """(name, arguments, repeat) per row: instances P.0 .. P.n-1 whose later ones differ from the
-    first only by stride 1 become one row repeated n times (repeat 0: a row of its own)."""
+def _rows(b: Block, run: list[Instance], taken: set[str]) -> list[tuple[str, dict, int, list[Instance]]]:
+    """(name, arguments, repeat, instances) per row: instances numbered on (``P.0``, ``P.1``, ... as
+    nn.Sequential names them, or ``P.layer1``, ``P.layer2``, ... and ``P.encoder_layer_0``, ...) whose
+    later ones differ from the first only by stride 1 become one row repeated n times (repeat 0: a row
+    of its own). A row's instances are named ``row/k`` in the spec: where the module's names are not
+    ``P.k``, a torch.rename rule (in ``b.rules``) gives them back."""
     rows = []
     j = 0
     while j < len(run):
         inst = run[j]
-        parent, _, idx = inst.path.rpartition(".")
+        parent, _, last = inst.path.rpartition(".")
+        stem, start = re.fullmatch(r"(.*?)(\d*)", last).groups()
         n = 1
-        if idx == "0" and parent:
+        if start and parent and (start == "0" or stem):
             first = b.values[inst.path]
             later = {**first, "stride": 1} if "stride" in first else first
-            while j + n < len(run) and run[j + n].path == f"{parent}.{n}" and b.values[run[j + n].path] == later:
+            while j + n < len(run) and run[j + n].path == f"{parent}.{stem}{int(start) + n}" \
+                    and b.values[run[j + n].path] == later:
                 n += 1
-            others = sum(1 for r in run if r.path.startswith(parent + "."))
-            if others == n and n > 1:
-                rows.append((parent, first, n))
+            numbered = re.compile(re.escape(f"{parent}.{stem}") + r"\d+")
+            others = sum(1 for r in run if numbered.match(r.path) and r.path[len(parent) + 1:].startswith(stem))
+            name = f"{parent}.{stem.rstrip('_')}" if stem else parent
+            free = not stem or name not in taken and not any(t.startswith(name + ".") for t in taken)
+            if others == n and n > 1 and free:
+                if stem:
+                    index = "{index}" if start == "0" else f"{{index + {start}}}"
+                    b.rules.append([f"^{re.escape(name)}/\\d+/", f"{parent}.{stem}{index}/"])
+                rows.append((name, first, n, run[j:j + n]))
                 j += n
                 continue
-        rows.append((inst.path, b.values[inst.path], 0))
+        rows.append((inst.path, b.values[inst.path], 0, [inst]))
         j += 1
     return rows
 

@@ -148,6 +148,12 @@ def _lrn(n: Node) -> dict:
             "beta": _f32(n.attrs.get("beta", 0.75)), "k": _f32(n.attrs.get("bias", 1.0))}
 
 
+def _gelu(n: Node) -> dict:
+    approximate = n.attrs.get("approximate", "none")
+    _need(approximate in ("none", b"none"), f"approximate={approximate!r} (archc's gelu is the exact one)")
+    return {"op": "gelu"}
+
+
 def _join(name: str, same_shape: bool) -> Callable[[Node], dict]:
     def layer(n: Node) -> dict:
         _need(all(c is None for c in n.consts), f"a {name} with a constant")
@@ -178,6 +184,7 @@ FROM_ONNX: dict[str, tuple[Callable[[Node], dict], dict[int, str]]] = {
     "Tanh": (lambda n: {"op": "tanh"}, {}),
     "LeakyRelu": (_leaky, {}),
     "HardSwish": (lambda n: {"op": "hardswish"}, {}),
+    "Gelu": (_gelu, {}),
     "HardSigmoid": (_hardsigmoid, {}),
     "Mul": (_join("mul", False), {}),
     "Add": (_join("add", True), {}),
@@ -259,10 +266,12 @@ def read(path: str | Path, name: str | None = None) -> tuple[Flat, dict[str, Any
             for out in node.output[:1]:
                 value_of[out] = value_of[node.input[0]]
             continue
-        made = _shuffle_step(node, consts, shapes, value_of, pending)
+        made = _lrn_step(node, consts, value_of, pending)
+        if made is None:
+            made = _shuffle_step(node, consts, shapes, value_of, pending)
         if made is True:
             continue
-        if made is not None:             # a channel shuffle or split, complete: one layer per output
+        if made is not None:             # a pattern complete (a channel shuffle or split, LRN): one layer per output
             for out, fields, src in made:
                 layer = _unique("%" + out, taken)
                 items.append(Item(layer, fields, [src], node.op_type, None, None, shapes.get(out, ())[1:],
@@ -317,6 +326,48 @@ def read(path: str | Path, name: str | None = None) -> tuple[Flat, dict[str, Any
     result, _ = place(items, result, {}, lambda base: _unique(base, taken))
     return Flat(name or _clean(path.stem) or "model", tuple(shapes[inputs[0].name][1:]), items, str(path),
                 {}, result), weights
+
+
+def _lrn_step(node: Any, consts: dict, value_of: dict, pending: dict) -> Any:
+    """PyTorch's local_response_norm as its ONNX export writes it (the function's own steps, not the LRN
+    operator): x * x, Reshape to N x 1 x C x H x W, Pad along the channels, AveragePool (size, 1, 1),
+    Squeeze, Mul(alpha), Add(k), Pow(beta), then x / that. True when the node is a step (its state in
+    ``pending``), [(output, fields, input)] at the division, None when it is no such step."""
+    import onnx
+
+    ins = [i for i in node.input if i]
+    kind = node.op_type
+
+    def number(name: str) -> float | None:
+        v = consts.get(name)
+        return _f32(v.reshape(-1)[0]) if v is not None and getattr(v, "size", 0) == 1 else None
+    if kind == "Mul" and len(ins) == 2 and ins[0] == ins[1] and ins[0] in value_of:
+        pending[node.output[0]] = ("lrn", ins[0], "square")
+        return True
+    at = next((i for i in ins if pending.get(i, ("",))[0] == "lrn"), None)
+    if at is None:
+        return None
+    state, other = pending[at], [i for i in ins if i != at]
+    stage = state[2]
+    if kind == "Div" and stage == "pow" and len(ins) == 2 and ins == [state[1], at]:
+        size, alpha, k, beta = state[3:]
+        return [(node.output[0], {"op": "lrn", "size": size, "alpha": alpha, "beta": beta, "k": k}, value_of[state[1]])]
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    value = number(other[0]) if len(other) == 1 else None
+    step = {("Reshape", "square"): "5d", ("Pad", "5d"): "pad", ("Squeeze", "pool"): "squeeze"}.get((kind, stage))
+    if step is not None and ins[0] == at:
+        pending[node.output[0]] = (*state[:2], step, *state[3:])
+        return True
+    kernel = list(attrs.get("kernel_shape", []))
+    if kind == "AveragePool" and stage == "pad" and len(kernel) == 3 and kernel[1:] == [1, 1] \
+            and list(attrs.get("strides", [1, 1, 1])) == [1, 1, 1]:
+        pending[node.output[0]] = (*state[:2], "pool", int(kernel[0]))
+        return True
+    step = {("Mul", "squeeze"): "alpha", ("Add", "alpha"): "k", ("Pow", "k"): "pow"}.get((kind, stage))
+    if step is not None and value is not None:
+        pending[node.output[0]] = (*state[:2], step, *state[3:], value)
+        return True
+    return None
 
 
 def _shuffle_step(node: Any, consts: dict, shapes: dict, value_of: dict, pending: dict) -> Any:

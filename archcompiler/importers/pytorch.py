@@ -78,11 +78,16 @@ def _tracer(model: Any) -> Any:
     import torch.fx as fx
 
     from ..backends.torch.codegen import FROM_TORCH
+    from ..backends.torch.runtime import IN_GENERATED
 
     # archc's own generated modules check their input in plain Python, and draw stochastic depth's noise:
     # those calls are kept as one opaque node each (the check is dropped, stochastic depth maps)
     space = getattr(model.forward, "__globals__", {})
     wrapped = tuple(f for f in (space.get("check_input"), space.get("stochastic_depth")) if callable(f))
+    # leaves: modules of torch.nn and torchvision whose class FROM_TORCH names (leaf-module recognition by class
+    # name and module path: torchvision is never imported here), and the helper classes of archc's own generated
+    # modules (runtime.py's WindowAttention, PatchMerging) as the module's namespace holds them
+    own = {v for k, v in space.items() if k in IN_GENERATED and isinstance(v, type)} if wrapped else set()
 
     class Tracer(fx.Tracer):
         def __init__(self) -> None:
@@ -91,7 +96,8 @@ def _tracer(model: Any) -> Any:
             self.failed_in: tuple[str, str] | None = None
 
         def is_leaf_module(self, m: Any, qualname: str) -> bool:
-            return type(m).__name__ in FROM_TORCH and type(m).__module__.startswith(("torch.nn", "torchvision"))
+            return type(m).__name__ in FROM_TORCH and (type(m).__module__.startswith(("torch.nn", "torchvision"))
+                                                       or type(m) in own)
 
         def call_module(self, m: Any, forward: Any, args: Any, kwargs: Any) -> Any:
             self.stack.append((self.path_of_module(m), type(m).__name__))
@@ -134,6 +140,17 @@ def trace(model: Any, input_shape: tuple[int, ...] | None = None, name: str = "m
                                        "choice)")]) from None
     finally:
         model.train(was_training)
+
+    class _Shapes(ShapeProp):
+        """ShapeProp that also keeps what each call without a tensor result gave: a size, a shape,
+        a comparison of sizes, None from torch._assert (see _static)."""
+
+        def run_node(self, n: Any) -> Any:
+            result = super().run_node(n)
+            if "tensor_meta" not in n.meta:
+                n.meta["archc_static"] = result
+            return result
+
     for node in list(graph.nodes):
         if node.op == "call_function" and node.target in wrapped and not node.users:
             graph.erase_node(node)
@@ -143,7 +160,7 @@ def trace(model: Any, input_shape: tuple[int, ...] | None = None, name: str = "m
     try:
         with torch.no_grad():
             model.eval()            # BatchNorm's running statistics stay as they are
-            ShapeProp(gm, fake_mode=_fake_mode()).propagate(torch.zeros(1, *shape))   # shapes only: nothing computed
+            _Shapes(gm, fake_mode=_fake_mode()).propagate(torch.zeros(1, *shape))   # shapes only: nothing computed
     except Exception as exc:  # noqa: BLE001
         raise BackendError([error(f"the model does not run on a 1 x {' x '.join(map(str, shape))} input: "
                                   f"{type(exc).__name__}: {str(exc)[:200]}", "model",
@@ -159,6 +176,7 @@ def trace(model: Any, input_shape: tuple[int, ...] | None = None, name: str = "m
     taken: set[str] = set()
     pending: dict[Any, tuple] = {}        # a node midway through a pattern of VIEW_STEPS -> its state
     sizes: set[Any] = set()               # nodes that compute sizes (ints), not tensors
+    cats: dict[tuple, Any] = {}           # the inputs of each concatenation so far -> its node
 
     def unique(base: str) -> str:
         k, out = 0, base
@@ -207,6 +225,11 @@ def trace(model: Any, input_shape: tuple[int, ...] | None = None, name: str = "m
                           "archc's layers own their parameters (a custom nn.Module with its own nn.Parameter)")
         if node.op == "call_function" and isinstance(node.target, type) and issubclass(node.target, tuple):
             continue                # the named tuple of outputs: read at the output below
+        if _static(node):
+            sizes.add(node)         # size arithmetic: its value is known once the shapes are (see _static)
+            continue
+        if node.target is operator.getitem and not node.users:
+            continue                # a part of a result nothing reads (attention's weights, need_weights=False)
         if node.op == "call_module":
             mod = modules[node.target]
             key, path, cls = type(mod).__name__, node.target, type(mod).__name__
@@ -240,7 +263,7 @@ def trace(model: Any, input_shape: tuple[int, ...] | None = None, name: str = "m
         scale = [a for a in ins if pending.get(a, ("",))[0] == "param"]
         if scale and len(ins) == 2:                 # a C x 1 x 1 parameter times a map: layer_scale
             key, path, ins = f"param:{key.split(':')[-1]}", pending[scale[0]][1], [a for a in ins if a not in scale]
-        last = [a for a in ins if pending.get(a, ("",))[0] == "last"]
+        last = [a for a in ins if pending.get(a, ("",))[0] in _VIEWS]
         for a in ins:
             if a not in by_node and a not in last:
                 raise _refuse(path, cls, f"{_what(node)} reads {a.name}, a value that is not a layer's output "
@@ -251,19 +274,30 @@ def trace(model: Any, input_shape: tuple[int, ...] | None = None, name: str = "m
         entry = FROM_TORCH.get(key)
         if entry is None:
             raise _refuse(path, cls, f"{_what(node)}", key)
-        consts = [a for a in node.args if not isinstance(a, fx.Node) and not _is_node_list(a)]
+        consts = [_value(a, sizes) for a in node.args
+                  if not isinstance(a, fx.Node) and not _is_node_list(a) or isinstance(a, fx.Node) and a in sizes]
         arg = dict(zip(entry.params, consts))
-        arg.update({k: v for k, v in node.kwargs.items() if not isinstance(v, fx.Node)})
+        arg.update({k: _value(v, sizes) for k, v in node.kwargs.items() if not isinstance(v, fx.Node) or v in sizes})
         if key == "MultiheadAttention":            # attn(x, x, x): one input; it returns (output, weights)
             ins = list(dict.fromkeys(ins))
             meta = meta[0] if isinstance(meta, (tuple, list)) and meta else meta
         if meta is None or not hasattr(meta, "shape"):
             raise _refuse(path, cls, f"{_what(node)} returns several values", key)
+        if entry.kind == FROM_TORCH["fn:cat"].kind and not last:
+            ins = _after_earlier_cat(node, ins, cats)
+        if entry.kind == FROM_TORCH["LayerNorm"].kind and len(ins) == 1 and not last:
+            ins, last = _flat_map(ins[0], by_node, item_of, pending)
         if last:                   # on x.permute(0, 2, 3, 1): each position's channels, an image again after
             arg["channels_last"] = True
             shapes = [item_of[pending[a][1]].shape for a in ins]
             made = tuple(meta.shape[1:])
-            made = (made[-1], *made[:-1]) if len(made) == 3 else made
+            if pending[last[0]][0] == "part":       # a map cut into windows (MaxViT): G x P^2 x C per sample
+                arg["partition"] = pending[last[0]][2:]
+                made = (made[-1], *shapes[0][1:])
+            elif pending[last[0]][0] == "flat":
+                made = shapes[0]
+            else:
+                made = (made[-1], *made[:-1]) if len(made) == 3 else made
         else:
             shapes = [tuple(a.meta["tensor_meta"].shape[1:]) for a in ins]
             made = tuple(meta.shape[1:])
@@ -272,6 +306,12 @@ def trace(model: Any, input_shape: tuple[int, ...] | None = None, name: str = "m
             fields = entry.layer(seen)
         except Unmappable as exc:
             raise _refuse(path, cls, _what(node), key, str(exc)) from None
+        if fields is None:          # the call computes its input (dropout with p 0, torch.cat([x], 1))
+            if last:
+                pending[node] = pending[ins[0]]
+            else:
+                by_node[node] = by_node[ins[0]]
+            continue
         sources = [pending[a][1] if a in last else by_node[a] for a in ins]
         if key.startswith("param:"):
             layer, scope, holder = unique(path), path.rpartition(".")[0], path
@@ -290,8 +330,8 @@ def trace(model: Any, input_shape: tuple[int, ...] | None = None, name: str = "m
         item = Item(layer, fields, sources, entry.kind, holder, scope, seen.shape, shapes[0] if shapes else (), cls)
         items.append(item)
         item_of[layer] = item
-        if last:
-            pending[node] = ("last", layer)
+        if last and pending[last[0]][0] != "flat":
+            pending[node] = (pending[last[0]][0], layer, *pending[last[0]][2:])
         else:
             by_node[node] = layer
         if len(items) > MAX_LAYERS:
@@ -299,6 +339,70 @@ def trace(model: Any, input_shape: tuple[int, ...] | None = None, name: str = "m
     result, heads = place(items, result, heads, unique)
     classes = {p: type(m).__name__ for p, m in modules.items() if p}
     return Flat(name, shape, items, source or name, classes, result, heads)
+
+
+def _partition_step(step: str, node: Any, src: Any, state: Any, shape: tuple, by_node: dict, pending: dict) -> Any:
+    """MaxViT's WindowPartition (N x C x H x W to N x G x P^2 x C: G windows of P x P positions), the swap
+    of its last two axes that makes it a grid (G' = P^2 groups of positions H / P apart), and the way back
+    (WindowDepartition): True when the node is a step (its state in ``pending``), the layer's value again
+    at the end, None when it is no such step. Per-position ops read the cut map as the map itself."""
+    dims = [d for d in _flat_args([*node.args[1:], *node.kwargs.values()]) if isinstance(d, int)]
+    kind = state[0] if state is not None else None
+    if step == "reshape" and state is None and src in by_node and len(shape) == 5:
+        c = tuple(src.meta["tensor_meta"].shape[1:])
+        if len(c) == 3 and shape[0] == c[0] and shape[1] * shape[2] == c[1] and shape[3] * shape[4] == c[2] \
+                and shape[2] == shape[4]:
+            pending[node] = ("cut", by_node[src], shape[2])
+            return True
+    if step == "permute" and kind == "cut" and dims == [0, 2, 4, 3, 5, 1]:
+        pending[node] = ("cut2", *state[1:])
+        return True
+    if step == "reshape" and kind == "cut2" and len(shape) == 3 and shape[1] == state[2] ** 2:
+        pending[node] = ("part", state[1], False, state[2])
+        return True
+    if step == "swap" and kind == "part" and sorted(d % 4 for d in dims) == [1, 2]:
+        pending[node] = ("part", state[1], not state[2], state[3])
+        return True
+    if step == "reshape" and kind == "part" and not state[2] and len(shape) == 5 and shape[2] == shape[3] == state[3]:
+        pending[node] = ("uncut", state[1], state[3])
+        return True
+    if step == "permute" and kind == "uncut" and dims == [0, 5, 1, 3, 2, 4]:
+        pending[node] = ("uncut2", *state[1:])
+        return True
+    if step == "reshape" and kind == "uncut2" and len(shape) == 3:
+        by_node[node] = state[1]
+        return True
+    return None
+
+
+# the views of a layer's output that per-position ops read as the layer itself: channels-last (x.permute(0, 2,
+# 3, 1), state ("last", layer)), cut into windows or a grid (MaxViT's partition, ("part", layer, grid, P)), and
+# a C x 1 x 1 map flattened, as a LayerNorm reads it (("flat", layer): what it gives is flat again)
+_VIEWS = ("last", "part", "flat")
+
+
+def _after_earlier_cat(node: Any, ins: list, cats: dict) -> list:
+    """DenseNet concatenates the list of all earlier outputs in every layer (torch.cat(features, 1)): a
+    concatenation whose inputs start with all the inputs of an earlier one reads that one instead, then
+    the rest (the same values), so every layer computes the same as the one before it."""
+    best: tuple = ()
+    for earlier in cats:
+        if len(best) < len(earlier) < len(ins) and tuple(ins[:len(earlier)]) == earlier:
+            best = earlier
+    cats[tuple(ins)] = node
+    return [cats[best], *ins[len(best):]] if best else ins
+
+
+def _flat_map(a: Any, by_node: dict, item_of: dict, pending: dict) -> tuple[list, list]:
+    """A LayerNorm of a flattened C x 1 x 1 map (MaxViT's classifier) normalises the map's channels: it reads
+    the map, as its channels-last view (the spec's linear after it flattens)."""
+    made = item_of.get(by_node.get(a))
+    if made is not None and made.fields.get("op") == "flatten" and len(made.inputs) == 1 \
+            and len(made.in_shape) == 3 and made.in_shape[1:] == (1, 1):
+        view = ("flat", a)
+        pending[view] = ("flat", made.inputs[0])
+        return [view], [view]
+    return [a], []
 
 
 def _view_step(step: str, node: Any, ins: list, meta: Any, by_node: dict, pending: dict, sizes: set) -> Any:
@@ -316,7 +420,14 @@ def _view_step(step: str, node: Any, ins: list, meta: Any, by_node: dict, pendin
     if step == "same" and state is not None:
         pending[node] = state
         return True
+    if step in ("reshape", "permute", "swap") and shape is not None:
+        done = _partition_step(step, node, src, state, shape, by_node, pending)
+        if done is not None:
+            return done
     if step == "reshape" and shape is not None:
+        if state is None and src in by_node and shape == tuple(src.meta["tensor_meta"].shape[1:]):
+            by_node[node] = by_node[src]           # to the shape it has: x.reshape(n, -1) of a flat x
+            return True
         if state is None and src in by_node and len(shape) == 4:
             c = tuple(src.meta["tensor_meta"].shape[1:])
             if len(c) == 3 and shape[0] * shape[1] == c[0] and shape[2:] == c[1:]:
@@ -398,6 +509,29 @@ def _token_step(key: str, node: Any, ins: list, meta: Any, by_node: dict, item_o
             by_node[node] = by_node[src]
             return True
     return False
+
+
+def _static(node: Any) -> bool:
+    """Whether a call computes no tensor: size arithmetic (``x.shape``, ``x.size()``, ``x.dim()``, ``==``,
+    ``//`` or ``*`` on sizes, ``_assert_int_or_pair``) or a check (``torch._assert``, None). With the input's
+    shape fixed, fake tensors give each such value (a check that fails fails the shape propagation), so
+    it is evaluated there and dropped here: no op, and what reads it reads the number."""
+    return node.op in ("call_function", "call_method") and "archc_static" in node.meta \
+        and _plain(node.meta["archc_static"])
+
+
+def _plain(value: Any) -> bool:
+    if isinstance(value, (list, tuple)):       # torch.Size is a tuple
+        return all(_plain(v) for v in value)
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
+def _value(a: Any, sizes: set) -> Any:
+    """An argument as the call saw it: a size node's value, else the constant itself."""
+    if hasattr(a, "meta") and a in sizes and "archc_static" in a.meta:
+        value = a.meta["archc_static"]
+        return tuple(value) if isinstance(value, tuple) else value
+    return a
 
 
 def _attribute(model: Any, target: str) -> Any:

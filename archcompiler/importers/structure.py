@@ -129,6 +129,39 @@ def prune(flat: Flat) -> Flat:
                 flat.result, flat.heads)
 
 
+def own_concats(flat: Flat) -> Flat:
+    """A concatenation of a sub-module's input and its output (DenseNet's layer: its new features after
+    the ones it read) belongs to that sub-module: it is named inside it, so every such layer is the same
+    block ("concatenated to its input", as the hand-written specs say). Only the name changes."""
+    taken = {it.name for it in flat.items}
+    for c in list(flat.items):
+        if model(c.fields) is not L.Concat or len(c.inputs) != 2:
+            continue
+        a, b = c.inputs
+        parts = b.split(".")
+        for k in range(len(parts) - 1, 0, -1):
+            path = ".".join(parts[:k])
+            if c.name.startswith(path + "."):
+                break                                   # it is inside already
+            members = {it.name for it in flat.items if it.name.startswith(path + ".")}
+            entries = {s for it in flat.items if it.name in members for s in it.inputs if s not in members}
+            leaving = {it.name for it in flat.items if it.name not in members and set(it.inputs) & members}
+            if entries != {a} or leaving != {c.name} or {flat.result, *flat.heads.values()} & members:
+                continue
+            old, name, n = c.name, f"{path}.concat", 1
+            while name in taken:
+                name, n = f"{path}.concat_{n}", n + 1
+            taken.add(name)
+            taken.discard(old)
+            c.name, c.scope = name, path
+            for it in flat.items:
+                it.inputs = [name if s == old else s for s in it.inputs]
+            flat.result = name if flat.result == old else flat.result
+            flat.heads = {h: name if v == old else v for h, v in flat.heads.items()}
+            break
+    return flat
+
+
 def header(flat: Flat, schema: str) -> list[str]:
     return [f"# yaml-language-server: $schema={schema}",
             "#",
@@ -140,7 +173,7 @@ def header(flat: Flat, schema: str) -> list[str]:
 
 def spec_text(flat: Flat, schema: str = "archc.schema.json", blocks: bool = True) -> str:
     """The spec's YAML text."""
-    flat, hyphens = _unhyphenate(prune(fuse(flat)))
+    flat, hyphens = _unhyphenate(own_concats(prune(fuse(flat))))
     lines = header(flat, schema)
     body = None
     if blocks:

@@ -174,7 +174,8 @@ class Seen:
 @dataclass(frozen=True)
 class FromTorch:
     kind: str                                   # the op of the op table (a key of TORCH_OPS)
-    layer: Callable[[Seen], dict]               # the spec layer's fields (op: ...), or Unmappable
+    layer: Callable[[Seen], dict | None]        # the spec layer's fields (op: ...), None where the call
+    #                                             gives its input back (no layer), or Unmappable
     params: tuple[str, ...] = ()                # a function's arguments after its tensor inputs, in order
 
 
@@ -284,9 +285,9 @@ def _softmax_in(s: Seen) -> dict:
     return {"op": "softmax"}
 
 
-def _dropout_in(s: Seen) -> dict:
+def _dropout_in(s: Seen) -> dict | None:
     p = s.module.p if s.module is not None else s.arg.get("p", 0.5)
-    return {"op": "dropout", "p": float(p)}
+    return {"op": "dropout", "p": float(p)} if p else None      # p 0: the input, in training too
 
 
 def _join_in(name: str, same_shape: bool) -> Callable[[Seen], dict]:
@@ -300,7 +301,7 @@ def _join_in(name: str, same_shape: bool) -> Callable[[Seen], dict]:
 
 def _cat_in(s: Seen) -> dict:
     _need(s.arg.get("dim", 0) == 1, f"a concatenation along dim {s.arg.get('dim', 0)} (archc's is along channels)")
-    return {"op": "concat"} if len(s.shapes) > 1 else {"op": "identity"}     # torch.cat([x], 1) is x (DenseNet)
+    return {"op": "concat"} if len(s.shapes) > 1 else None      # torch.cat([x], 1) is x (DenseNet)
 
 
 def _mean_in(s: Seen) -> dict:
@@ -338,6 +339,72 @@ def _stochastic_depth_in(s: Seen) -> dict:
     return {"op": "stochastic_depth", "p": float(p), "mode": "row" if mode in ("row", True) else "batch"}
 
 
+def _square(value: Any, what: str) -> int:
+    v = _one(value)
+    _need(isinstance(v, int), f"a {what} of {list(value)} (archc's windows are square)")
+    return v
+
+
+def _swin_attention_in(s: Seen) -> dict:
+    """torchvision's ShiftedWindowAttention (V2: its logit_scale and cpb_mlp) on a channels-last map."""
+    m = s.module
+    _need(m.qkv.bias is not None and m.proj.bias is not None and not m.dropout,
+          "window attention without the qkv or proj bias, or with dropout after the projection")
+    out = {"op": "window_attention", "heads": m.num_heads, "window": _square(m.window_size, "window"),
+           "shift": _square(m.shift_size, "shift"), "pad": True}
+    if hasattr(m, "logit_scale"):
+        out["cosine"] = True
+    if m.attention_dropout:
+        out["dropout"] = float(m.attention_dropout)
+    return out
+
+
+def _own_attention_in(s: Seen) -> dict:
+    """archc's own WindowAttention (runtime.py, as a built spec holds it): its fields back from its
+    attributes (the shift it applies: none along a side the window covers whole)."""
+    m = s.module
+    out = {"op": "window_attention", "heads": m.heads, "window": m.window, "shift": max(m.shift),
+           "pad": not m.maxvit or list(m.padded) != list(m.size)}
+    out.update({k: True for k in ("cosine", "grid") if getattr(m, k)})
+    if m.maxvit:
+        out["layout"] = "maxvit"
+    if m.dropout:
+        out["dropout"] = float(m.dropout)
+    return out
+
+
+def _partition_attention_in(s: Seen) -> dict:
+    """torchvision's MaxViT RelativePositionalMultiHeadAttention on a map cut into windows or a grid
+    (the importer's partition steps say which: ``s.arg["partition"]``)."""
+    m = s.module
+    part = s.arg.get("partition")
+    _need(part is not None, "attention on a tensor that is not a map cut into windows or a grid by "
+                            "MaxViT's WindowPartition")
+    grid, p = part
+    _need(m.size * m.size == m.max_seq_len and m.to_qkv.bias is not None and m.merge.bias is not None
+          and m.n_heads * m.head_dim == s.shape[0] and (grid or p == m.size) and (not grid or p * m.size == s.shape[1]),
+          "relative attention whose windows are not the partition's")
+    out = {"op": "window_attention", "heads": m.n_heads, "window": m.size, "layout": "maxvit"}
+    if grid:
+        out["grid"] = True
+    return out
+
+
+def _patch_merging_in(s: Seen) -> dict:
+    """torchvision's PatchMerging (the LayerNorm before the reduction) and PatchMergingV2 (after it), and
+    archc's own, told apart by the LayerNorm's size."""
+    m = s.module
+    out_ch = m.reduction.out_features
+    norm = m.norm
+    _need(m.reduction.bias is None and type(norm).__name__ == "LayerNorm" and norm.elementwise_affine
+          and norm.bias is not None and tuple(norm.normalized_shape) in ((out_ch,), (m.reduction.in_features,)),
+          "patch merging other than torchvision's (a Linear without bias and a LayerNorm)")
+    out = {"op": "patch_merging", "out": out_ch, "eps": norm.eps}
+    if tuple(norm.normalized_shape) == (out_ch,):
+        out["norm"] = "after"
+    return out
+
+
 _ACT_KINDS = {"ReLU": "relu", "ReLU6": "relu6", "LeakyReLU": "leaky_relu", "Sigmoid": "sigmoid", "Tanh": "tanh",
               "GELU": "gelu", "SiLU": "silu", "Hardswish": "hardswish", "Hardsigmoid": "hardsigmoid"}
 
@@ -371,7 +438,7 @@ FROM_TORCH: dict[str, FromTorch] = {
     "method:flatten": FromTorch("flatten", _flatten_in, ("start_dim", "end_dim")),
     "Softmax": FromTorch("softmax", _softmax_in),
     "fn:softmax": FromTorch("softmax", _softmax_in, ("dim",)),
-    "Identity": FromTorch("identity", lambda s: {"op": "identity"}),
+    "Identity": FromTorch("identity", lambda s: None),        # the input itself: no layer
     # torchvision.ops.StochasticDepth and its function; archc's own helper takes mode as row=True
     "StochasticDepth": FromTorch("stochastic_depth", _stochastic_depth_in),
     "fn:stochastic_depth": FromTorch("stochastic_depth", _stochastic_depth_in, ("p", "mode", "training")),
@@ -392,17 +459,27 @@ FROM_TORCH: dict[str, FromTorch] = {
     "param:cat": FromTorch("class_token", lambda s: {"op": "class_token"}),
     "param:add": FromTorch("pos_embedding", lambda s: {"op": "pos_embedding"}),
     "fn:getitem": FromTorch("select_token", _select_in, ("index",)),
+    # Swin and MaxViT: their modules, leaves of the trace (by class name; torchvision's, or archc's own in a
+    # module it generated), on a channels-last map (Swin) or one cut into windows or a grid (MaxViT)
+    "ShiftedWindowAttention": FromTorch("window_attention", _swin_attention_in),
+    "ShiftedWindowAttentionV2": FromTorch("window_attention", _swin_attention_in),
+    "WindowAttention": FromTorch("window_attention", _own_attention_in),
+    "RelativePositionalMultiHeadAttention": FromTorch("window_attention", _partition_attention_in),
+    "PatchMerging": FromTorch("patch_merging", _patch_merging_in),
+    "PatchMergingV2": FromTorch("patch_merging", _patch_merging_in),
 }
 
 
 # Calls that are one step of a pattern the table maps as a whole (ShuffleNet's channel shuffle, written
 # x.view(N, g, C // g, H, W).transpose(1, 2).contiguous().view(N, C, H, W) by torchvision and
-# x.unflatten(1, (g, -1)).transpose(1, 2).flatten(1, 2) by archc; its split, x.chunk(2, 1)[i]), and the
-# arithmetic on sizes such patterns read: the step each call is, by the shapes it makes.
+# x.unflatten(1, (g, -1)).transpose(1, 2).flatten(1, 2) by archc; its split, x.chunk(2, 1)[i]; MaxViT's
+# partition of the map into windows, x.reshape(N, C, H / P, P, W / P, P).permute(0, 2, 4, 3, 5, 1).reshape(N,
+# G, P * P, C), its grid (then swapaxes(-2, -3)) and the way back), and the arithmetic on sizes such patterns
+# read: the step each call is, by the shapes it makes.
 VIEW_STEPS: dict[str, str] = {
     "method:view": "reshape", "method:reshape": "reshape", "fn:reshape": "reshape", "method:unflatten": "reshape",
     "method:flatten": "reshape", "fn:flatten": "reshape",
-    "method:transpose": "swap", "fn:transpose": "swap",
+    "method:transpose": "swap", "fn:transpose": "swap", "method:swapaxes": "swap", "fn:swapaxes": "swap",
     "method:contiguous": "same",
     "method:chunk": "split", "fn:chunk": "split", "fn:getitem": "pick",
     "method:permute": "permute", "fn:permute": "permute",

@@ -396,8 +396,10 @@ def _after_earlier_cat(node: Any, ins: list, cats: dict) -> list:
 def _flat_map(a: Any, by_node: dict, item_of: dict, pending: dict) -> tuple[list, list]:
     """A LayerNorm of a flattened C x 1 x 1 map (MaxViT's classifier) normalises the map's channels: it reads
     the map, as its channels-last view (the spec's linear after it flattens)."""
+    from ..backends.torch.codegen import FROM_TORCH
+
     made = item_of.get(by_node.get(a))
-    if made is not None and made.fields.get("op") == "flatten" and len(made.inputs) == 1 \
+    if made is not None and made.kind == FROM_TORCH["Flatten"].kind and len(made.inputs) == 1 \
             and len(made.in_shape) == 3 and made.in_shape[1:] == (1, 1):
         view = ("flat", a)
         pending[view] = ("flat", made.inputs[0])

@@ -266,3 +266,21 @@ def test_a_fresh_machine_predicts_with_the_shipped_profile_and_says_so(tmp_path)
 
 def test_a_calibration_that_saw_the_machine_stall_still_warns_instead_of_dividing_by_zero():
     assert "moved" in unsteady({"speed_percentiles": [0.0, 1.5]})
+
+
+def test_analyze_takes_the_profile_as_the_cli_does(tmp_path, monkeypatch):
+    """archcompiler.analyze(latency=...) takes a profile's dict, a path to its file, or True for this
+    machine's (here none is calibrated: the shipped one, with its note), like `archc flops --latency`;
+    anything else is an error value naming the argument."""
+    import archcompiler
+    from archcompiler.passes.machine import shipped_profile_path
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))          # no profile of this machine
+    assert {"matmul", "attention"} <= set(load_profile(shipped_profile_path())["kernels"])   # token models
+    by_dict = archcompiler.analyze("resnet18", latency=load_profile(shipped_profile_path()))["latency"]
+    by_path = archcompiler.analyze("resnet18", latency=str(shipped_profile_path()))["latency"]
+    by_default = archcompiler.analyze("resnet18", latency=True)["latency"]
+    assert by_dict["predicted_ms"] == by_path["predicted_ms"] == by_default["predicted_ms"] > 0
+    assert by_default["profile_note"] and "latency" not in archcompiler.analyze("resnet18", latency=False)
+    with pytest.raises(archcompiler.SpecError, match="latency must be a machine profile"):
+        archcompiler.analyze("resnet18", latency=3)

@@ -50,9 +50,13 @@ MAX_MACS = 1.2e9
 LARGE_MAPS = [(3, 64, 224), (64, 64, 224), (64, 128, 112), (128, 128, 112), (128, 256, 56), (256, 256, 56)]  # VGG
 STEM = [(3, 64, 224), (3, 64, 112), (3, 16, 64), (3, 32, 32)]
 LINEARS = [(256, 10), (1024, 1000), (2048, 1024), (4096, 4096), (25088, 4096)]
-# (D, out or heads, tokens) of the sequence kernels: ViT's Base at 224 (197 tokens) and smaller
-MATMULS = [(64, 256, 64), (192, 768, 197), (768, 3072, 197), (768, 768, 50)]
-ATTENTIONS = [(64, 4, 64), (192, 3, 197), (768, 12, 197), (768, 12, 50)]
+# (D, out or heads, tokens) of the sequence kernels: ViT's Base at 224 (197 tokens) and smaller, down to
+# a few tokens (a 96 x 96 image in patches of 32: 10), where a product reads its whole weight matrix for
+# a handful of rows and runs several times slower per multiply-add (ViT-B/32 at 96 x 96, one image, was
+# predicted at a quarter of its measured time from the 50-token shapes alone)
+MATMULS = [(64, 256, 64), (192, 768, 197), (768, 3072, 197), (768, 768, 50), (768, 3072, 10), (768, 768, 10),
+           (192, 768, 17)]
+ATTENTIONS = [(64, 4, 64), (192, 3, 197), (768, 12, 197), (768, 12, 50), (768, 12, 10), (192, 3, 17)]
 SIZES = [(16, 32), (48, 16), (128, 8), (256, 4), (64, 56), (192, 28), (480, 14), (832, 7), (256, 28), (512, 14),
          (32, 112)]
 QUICK = {(64, 64, 28), (192, 128, 14), (192, 192, 14), (3, 64, 112), (3, 16, 64)}   # --quick: mid-sized shapes only

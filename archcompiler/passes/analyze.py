@@ -12,6 +12,7 @@ from typing import Any
 import networkx as nx
 
 from ..ir import OPS, lower, schedule
+from ..errors import SpecError, error
 from ..spec import Spec, load_spec
 from ..util import without_gc
 from .cost import annotate_cost
@@ -154,9 +155,25 @@ def by_op(g: nx.DiGraph, batch: int = 1) -> dict[str, dict[str, int]]:
     return dict(sorted(out.items(), key=lambda kv: (-kv[1]["macs"], -kv[1]["elementwise"], kv[0])))
 
 
+def _profile(latency: Any) -> dict[str, Any] | None:
+    """``analyze``'s ``latency`` argument as a machine profile (None: no prediction)."""
+    from .machine import load_profile
+
+    if latency is None or latency is False:
+        return None
+    if latency is True:
+        return load_profile()
+    if isinstance(latency, (str, Path)):
+        return load_profile(latency)
+    if isinstance(latency, dict) and isinstance(latency.get("kernels"), dict):
+        return latency
+    raise SpecError([error(f"latency must be a machine profile (its dict, or a path to its file) or True for "
+                           f"this machine's, got {type(latency).__name__}", "latency")])
+
+
 def analyze(spec_or_path: Spec | str | Path, overrides: dict | list | None = None, batch: int = 1,
             depth: int = 1, input: tuple[int, int, int] | None = None, optimized: bool = False,
-            train_memory: str | None = None, latency: dict[str, Any] | None = None) -> dict[str, Any]:
+            train_memory: str | None = None, latency: dict[str, Any] | str | Path | bool | None = None) -> dict[str, Any]:
     """Everything ``archc flops --format json`` prints, as a dict.
 
     Keys: ``spec``, ``input`` [C, H, W], ``batch``, ``convention``, ``rows`` (``name``, ``type``,
@@ -164,13 +181,15 @@ def analyze(spec_or_path: Spec | str | Path, overrides: dict | list | None = Non
     (inference: ``params``, ``macs``, ``flops``; and ``with_training_heads``), ``stages`` (totals
     per spatial resolution), ``by_op`` (totals per primitive op kind), ``depth``
     (``with_params``, ``with_pooling``), ``peak_activation_bytes``, ``receptive_field``; with
-    ``latency`` (a machine profile), each row's ``predicted_ms``, ``intensity`` and ``bound`` and a
+    ``latency`` (a machine profile: its dict, a path to its file, or True for this machine's, as
+    ``archc flops --latency`` uses: ``archc calibrate``'s, or the rough one archc ships), each row's ``predicted_ms``, ``intensity`` and ``bound`` and a
     ``latency`` block (``machine``, ``threads``, ``predicted_ms``, ``working_set_bytes``,
     ``cache_bytes``, ``cold``, ``calibration_warning``: None, or why the profile is suspect,
     ``profile_note``: None, or that the profile is archc's shipped default, not this machine's); with
     ``train_memory``, a ``train_memory`` block.
     """
     overrides = _with_input(overrides, input)
+    latency = _profile(latency)
     spec = load_spec(spec_or_path, overrides)
     g = annotated_graph(spec)
     removed = None

@@ -4,6 +4,10 @@ All the variants are built first; then each round runs every variant once, in tu
 A B C ...), after one untimed warm-up round. A machine whose speed changes during the sweep (a
 shared or virtual one steps by 1.4-1.5x within minutes) slows every variant of a round alike, so the
 median over rounds keeps their ratios and ranks, which are what a choice between variants needs.
+Within a round each variant runs once untimed, then once timed: its steady-state time, which a model
+that serves requests has. (Timed right after all the others, a variant's first call also pays for
+their eviction of its weights and memory blocks: small networks at batch 1 measured 2-4x their
+repeated time, which would rank them behind larger ones.)
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ def time_variants(specs: Sequence[Spec], batch: int = 1, optimize: bool = False,
             for i, (m, x) in enumerate(zip(modules, inputs)):
                 if isinstance(m, str):
                     continue
+                m(x)                            # untimed: the variant back in its steady state
                 sync()
                 start = time.perf_counter()
                 m(x)

@@ -511,7 +511,8 @@ def test_emit_onnx_keeping_batch_norm_imports_with_identical_params_and_logits(t
 # exporter writes as local_response_norm's own steps (Mul, Pad, 3-d AveragePool, Pow, Div)
 ONNX_FAMILIES = [("resnet18", ["input=[3,64,64]"]), ("mobilenet_v2", ["input=[3,64,64]"]),
                  ("mobilenet_v3_small", ["input=[3,64,64]"]), ("shufflenet_v2_x0_5", ["input=[3,64,64]"]),
-                 ("squeezenet1_1", ["input=[3,64,64]"]), ("densenet121", ["input=[3,64,64]"]),
+                 ("squeezenet1_1", ["input=[3,64,64]"]),
+                 ("densenet121", ["input=[3,64,64]", *(f"variants.rows.block{b}_n=[2,2,2,2]" for b in (2, 3, 4))]),
                  ("googlenet", ["input=[3,64,64]"]), ("googlenet-small", None)]
 
 

@@ -200,15 +200,19 @@ class Shuffle(nn.Module):
         return out.view(b, -1, h, w)
 
 
+def _rebuilds(model, text: str, x, tol: float = 0.0) -> None:
+    """The imported spec builds a module that loads ``model``'s state_dict strictly and computes the same."""
+    rebuilt = archcompiler.build(archcompiler.load_spec(text)).eval()
+    rebuilt.load_state_dict(model.state_dict(), strict=True)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x), model(x), rtol=tol, atol=tol)
+
+
 def test_channel_split_and_shuffle_written_with_views_import_as_their_ops():
     model = Shuffle().eval()
     text = archcompiler.import_module(model, input=(3, 6, 6))
     assert "op: channel_split, half: first" in text and "op: channel_shuffle, groups: 2" in text
-    rebuilt = archcompiler.build(archcompiler.load_spec(text)).eval()
-    rebuilt.load_state_dict(model.state_dict(), strict=True)
-    x = torch.randn(2, 3, 6, 6)
-    with torch.no_grad():
-        torch.testing.assert_close(rebuilt(x), model(x), rtol=0, atol=0)
+    _rebuilds(model, text, torch.randn(2, 3, 6, 6))
 
 
 class DenseLayer(nn.Module):
@@ -265,11 +269,7 @@ def test_densenets_list_of_all_earlier_features_imports_as_one_block_concatenate
     blocks, rows = _blocks_and_rows(text)
     assert blocks == ["dense_layer"] and rows == 2 and "- [block1.denselayer, 4]" in text
     assert "{name: concat, op: concat, inputs: [in, conv2]}" in text and "block1.denselayer{index + 1}/" in text
-    rebuilt = archcompiler.build(archcompiler.load_spec(text)).eval()
-    rebuilt.load_state_dict(model.state_dict(), strict=True)
-    x = torch.randn(2, 3, 16, 16)
-    with torch.no_grad():
-        torch.testing.assert_close(rebuilt(x), model(x), rtol=0, atol=0)
+    _rebuilds(model, text, torch.randn(2, 3, 16, 16))
 
 
 class Partitioned(nn.Module):
@@ -295,11 +295,7 @@ def test_layers_on_a_map_cut_into_windows_read_the_map():
     model = Partitioned().eval()
     text = archcompiler.import_module(model, input=(3, 4, 6))
     assert "{name: norm, op: layer_norm}" in text and "{name: fc, op: linear, out: 8, over: channels}" in text
-    rebuilt = archcompiler.build(archcompiler.load_spec(text)).eval()
-    rebuilt.load_state_dict(model.state_dict(), strict=True)
-    x = torch.randn(2, 3, 4, 6)
-    with torch.no_grad():
-        torch.testing.assert_close(rebuilt(x), model(x), rtol=1e-6, atol=1e-6)
+    _rebuilds(model, text, torch.randn(2, 3, 4, 6), 1e-6)
 
 
 def test_a_custom_module_archc_cannot_map_is_named_with_its_class_and_the_closest_op():
@@ -518,17 +514,14 @@ ONNX_FAMILIES = [("resnet18", ["input=[3,64,64]"]), ("mobilenet_v2", ["input=[3,
 
 def _trained(model):
     """Seeded parameters and BatchNorm statistics as a trained network has them: a fresh one's zero biases
-    and identical BatchNorm tensors are dropped or shared by ONNX's optimiser (see onnx_round_trip.py)."""
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.mul_(1 + 0.1 * torch.randn(p.shape, generator=g)).add_(1e-3 * torch.randn(p.shape, generator=g))
-        for name, b in model.named_buffers():
-            if name.endswith("running_mean"):
-                b.copy_(0.1 * torch.randn(b.shape, generator=g))
-            elif name.endswith("running_var"):
-                b.copy_(0.5 + torch.rand(b.shape, generator=g))
-    return model
+    and identical BatchNorm tensors are dropped or shared by ONNX's optimiser (benchmarks/onnx_round_trip.py,
+    whose every-spec run uses the same weights)."""
+    import importlib.util
+
+    where = importlib.util.spec_from_file_location("onnx_round_trip", ROOT / "benchmarks" / "onnx_round_trip.py")
+    module = importlib.util.module_from_spec(where)
+    where.loader.exec_module(module)
+    return module.randomized(model)
 
 
 @pytest.mark.slow

@@ -11,8 +11,8 @@ from typing import Any
 
 import networkx as nx
 
-from ..ir import OPS, lower, schedule
 from ..errors import SpecError, error
+from ..ir import OPS, lower, schedule
 from ..spec import Spec, load_spec
 from ..util import without_gc
 from .cost import annotate_cost
@@ -182,8 +182,9 @@ def analyze(spec_or_path: Spec | str | Path, overrides: dict | list | None = Non
     per spatial resolution), ``by_op`` (totals per primitive op kind), ``depth``
     (``with_params``, ``with_pooling``), ``peak_activation_bytes``, ``receptive_field``; with
     ``latency`` (a machine profile: its dict, a path to its file, or True for this machine's, as
-    ``archc flops --latency`` uses: ``archc calibrate``'s, or the rough one archc ships), each row's ``predicted_ms``, ``intensity`` and ``bound`` and a
-    ``latency`` block (``machine``, ``threads``, ``predicted_ms``, ``working_set_bytes``,
+    ``archc flops --latency`` uses: ``archc calibrate``'s, or the rough one archc ships), each row's
+    ``predicted_ms``, ``intensity`` and ``bound`` and a ``latency`` block (``machine``, ``threads``,
+    ``predicted_ms``, ``working_set_bytes``,
     ``cache_bytes``, ``cold``, ``calibration_warning``: None, or why the profile is suspect,
     ``profile_note``: None, or that the profile is archc's shipped default, not this machine's); with
     ``train_memory``, a ``train_memory`` block.

@@ -67,7 +67,7 @@ def _quantities(spec: Spec, claims: Any, name: str, locs: dict[str, Any], comput
         if off > tolerance and not _same_when_printed(computed, str(text), base):
             unit = "parameters" if key == "params" else "multiply-adds"
             found.append(warning(
-                f"{key}: the paper says {text} ({claimed:,.0f} {unit}), the spec computes{at if key == 'ops' else ''} "
+                f"{key}: the paper says {text} ({claimed:,.0f} {unit}), the spec computes{at} "
                 f"{computed:,} ({_human(computed, base)}), {100 * off:.1f}% off", name, locs[key]))
     return found
 

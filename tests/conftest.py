@@ -14,6 +14,14 @@ from pathlib import Path
 
 import pytest
 
+# The suite runs in parallel workers (pytest-xdist, `-n` in pyproject.toml), one per core. Each worker and
+# the processes its tests start get one torch thread: OpenMP threads that outnumber the cores wait for
+# each other in spinning barriers, and a training step ran 10x slower with two 2-thread processes on two
+# cores. (Set before torch is imported; the conftest is read before any test module.)
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MKL_NUM_THREADS"] = "1"
+
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"
 CORPUS = Path(__file__).resolve().parent / "corpus"
@@ -204,3 +212,22 @@ def assert_onnx_matches(spec, path: Path) -> None:
     (y,) = onnxruntime.InferenceSession(str(path)).run(None, {"image": x.numpy()})
     with torch.no_grad():
         assert np.abs(y - model(x).numpy()).max() < 1e-4
+
+
+# fixtures whose folder a module's tests fill in order (later commands read what earlier ones wrote)
+SHARED_FOLDERS = {"readme_workdir": "readme", "readme_digits_run": "readme"}
+# the modules that take longest start first, so that no worker is left with a long one at the end
+LONGEST_FIRST = ["test_training", "test_zoo", "test_import", "test_properties", "test_memory", "test_readme",
+                 "test_cli", "test_swin", "test_torch_backend", "test_optimize"]
+
+
+@pytest.hookimpl(tryfirst=True)        # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(config, items):
+    """Parallel workers (pytest-xdist's loadgroup) take whole modules, each in its own order, as a
+    serial run would; the tests that share the README's working folder (the README's commands and the
+    training tests that check what its training run wrote) run in one worker, in the README's order."""
+    for item in items:
+        group = next((SHARED_FOLDERS[f] for f in item.fixturenames if f in SHARED_FOLDERS), item.module.__name__)
+        item.add_marker(pytest.mark.xdist_group(group))
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.module.__name__, len(rank)))      # stable: each module's order kept

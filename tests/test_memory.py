@@ -43,14 +43,20 @@ def test_the_measurement_sees_what_it_should():
 
 
 QUICK = {"googlenet-small", "resnet18"}      # the quick tier's specs; the others are measured in the whole suite
+# Adam adds two state tensors per parameter, which moves the step's peak on a network whose weights
+# dominate (AlexNet: in the update) and adds to it on one whose activations do (GoogLeNet, ResNet-18,
+# MobileNetV3: in the backward pass): Adam measured on those, SGD on every network
+ADAM = {"googlenet-small", "resnet18", "googlenet", "mobilenet_v3", "alexnet"}
 
 
-def _memory_case(p):
-    return pytest.param(p, marks=[] if p.stem in QUICK else [pytest.mark.slow])
+def _memory_cases():
+    for p in MEASURED_SPECS:
+        for optimizer in ("sgd", "adam") if p.stem in ADAM else ("sgd",):
+            yield pytest.param(p, optimizer, marks=[] if p.stem in QUICK else [pytest.mark.slow],
+                               id=f"{p.stem}-{optimizer}")
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-@pytest.mark.parametrize("path", [_memory_case(p) for p in MEASURED_SPECS], ids=lambda p: p.stem)
+@pytest.mark.parametrize("path, optimizer", _memory_cases())
 def test_training_memory_matches_a_measured_training_step(path, optimizer):
     """Parameters + gradients + optimizer state + saved activations, along the forward and backward
     passes and the optimizer step, against the live tensors of a real training step (batch 8)."""

@@ -218,7 +218,10 @@ def test_ctrl_c_keeps_a_resumable_state_and_says_how_to_resume(few, tmp_path):
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "archcompiler", "train", str(SMALL), "--data", str(few), "--set", "num_classes=2",
            "--set", "width=0.125", "--epochs", "30", "--workers", "0", "--out", str(run)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # a suite started in the background of a non-interactive shell ignores SIGINT, and so would the child
+    # (Python keeps an inherited SIG_IGN): the child gets Ctrl-C's default, as in a terminal
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     for line in proc.stderr:
         if line.startswith("epoch 1/30"):
             break

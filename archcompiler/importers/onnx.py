@@ -13,7 +13,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ class Node:
     consts: list[Any]
     shapes: list[tuple[int, ...]]
     shape: tuple[int, ...]
+    last: bool = False              # its tensor inputs are channels-last views (archc's shapes given: C x H x W)
 
 
 def _need(ok: bool, why: str) -> None:
@@ -78,9 +79,22 @@ def _gemm(n: Node) -> dict:
 
 
 def _matmul(n: Node) -> dict:
+    """A Linear without bias (_linear_step takes the bias Add after it): on a flat vector, each token of a
+    sequence, or each position's channels of a channels-last view."""
     w = n.consts[1]
-    _need(w is not None and len(n.shapes[0]) == 1 and w.ndim == 2, "a product with a computed matrix")
-    return {"op": "linear", "out": int(w.shape[1]), "bias": False}
+    _need(w is not None and w.ndim == 2 and n.consts[0] is None, "a product with a computed matrix")
+    over = "channels" if n.last else {1: "flat", 2: "tokens"}.get(len(n.shapes[0]))
+    _need(over is not None, "a product over an image's last axis (archc's linear maps a vector, a token's features "
+                            "or a channels-last view's channels)")
+    return {"op": "linear", "out": int(w.shape[1]), "bias": False, **({"over": over} if over != "flat" else {})}
+
+
+def _layer_norm(n: Node) -> dict:
+    _need(n.attrs.get("axis", -1) in (-1, len(n.shapes[0])) and (n.last or len(n.shapes[0]) == 2),
+          "a LayerNormalization over other axes than a sequence's features or a channels-last view's channels")
+    _need(len(n.consts) == 3 and n.consts[1] is not None and n.consts[2] is not None,
+          "a LayerNormalization without its scale and bias")
+    return {"op": "layer_norm", "eps": _f32(n.attrs.get("epsilon", 1e-5))}
 
 
 def _f32(v: Any) -> float:
@@ -197,8 +211,10 @@ FROM_ONNX: dict[str, tuple[Callable[[Node], dict], dict[int, str]]] = {
     "Reshape": (_reshape, {}),
     "Softmax": (_softmax, {}),
     "LRN": (_lrn, {}),
+    "LayerNormalization": (_layer_norm, {1: "weight", 2: "bias"}),
     # Split (into two halves along the channels) and Transpose (as a channel shuffle between two
-    # Reshapes) are read as patterns: see _shuffle_step
+    # Reshapes) are read as patterns: see _shuffle_step; Transpose to and from channels-last views, a
+    # MatMul's bias Add, products and sums with a parameter, ViT's tokens and attention: see _STEPS
 }
 _PASS = {"Identity", "Dropout"}         # the value passes through in inference
 
@@ -209,11 +225,76 @@ def _refuse(node: Any, why: str, hint: str | None = None) -> BackendError:
                                hint=hint or f"the closest op type archc reads is {close[0] if close else 'Conv'}")])
 
 
+@dataclass
+class _Graph:
+    """What the reader knows while it walks the nodes: the constants, every value's shape (with the
+    batch), the layer each value is (``value_of``), the values that are a layer's channels-last view
+    (N x H x W x C after a Transpose 0 2 3 1: ConvNeXt's and Swin's layout), each value's readers,
+    the nodes a pattern has already taken, the layers and their weights."""
+
+    consts: dict[str, Any]
+    shapes: dict[str, tuple[int, ...]]
+    value_of: dict[str, str]
+    readers: dict[str, list[Any]]
+    last: set[str] = field(default_factory=set)
+    skip: set[int] = field(default_factory=set)
+    items: list[Item] = field(default_factory=list)
+    weights: dict[str, Any] = field(default_factory=dict)
+    taken: set[str] = field(default_factory=set)
+    pending: dict[str, tuple] = field(default_factory=dict)
+
+    def shape(self, value: str) -> tuple[int, ...]:
+        """The per-sample shape archc gives the value: C x H x W for a channels-last view."""
+        s = self.shapes.get(value, ())[1:]
+        return (s[2], s[0], s[1]) if value in self.last and len(s) == 3 else s
+
+    def emit(self, node: Any, out: str, fields: dict, sources: list[str], params: dict[str, tuple[str, Any]],
+             in_shape: tuple[int, ...] = ()) -> Item:
+        """One layer computing ``out`` from the layers ``sources``; ``params``: state_dict suffix (empty for
+        a module that is a parameter itself) -> (initializer name, array). Its name is the module path the
+        initializers' names give, where they give one."""
+        import numpy as np
+
+        holder = None
+        if params:
+            for suffix, (init, _) in params.items():
+                base = init[:-len(suffix) - 1] if suffix and init.endswith("." + suffix) else None if suffix else init
+                if base and _MODULE.fullmatch(base) and base not in self.taken:
+                    holder = base
+                    break
+            holder = holder or _unique(node.op_type.lower(), self.taken)
+            self.taken.add(holder)
+            for suffix, (_, arr) in params.items():
+                self.weights[f"{holder}.{suffix}" if suffix else holder] = np.ascontiguousarray(arr)
+        layer = holder if holder is not None else _unique("%" + out, self.taken)
+        scope = layer.rpartition(".")[0] if holder else None
+        item = Item(layer, fields, sources, node.op_type, holder, scope, self.shape(out), in_shape, node.op_type)
+        self.items.append(item)
+        self.value_of[out] = layer
+        if len(self.items) > MAX_LAYERS:
+            raise BackendError([error(f"the model has more than {MAX_LAYERS} layers", "import")])
+        return item
+
+    def alias(self, out: str, value: str, last: bool | None = None) -> None:
+        """``out`` is the same layer as ``value`` (a view: a layout change, an identity)."""
+        self.value_of[out] = self.value_of[value]
+        if last if last is not None else value in self.last:
+            self.last.add(out)
+        else:
+            self.last.discard(out)
+
+
+_MODULE = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*")
+# the ops that compute the same on a channels-last view (element by element, or LayerNormalization over
+# its last axis: the channels); any other op reading such a view is refused
+_ANY_LAYOUT = {"Relu", "Clip", "Sigmoid", "Tanh", "LeakyRelu", "HardSwish", "Gelu", "HardSigmoid", "Add", "Mul",
+               "LayerNormalization"}
+
+
 def read(path: str | Path, name: str | None = None) -> tuple[Flat, dict[str, Any]]:
     """The flat layers of the ONNX file and its weights (state_dict key -> numpy array)."""
-    import numpy as np
     import onnx
-    from onnx import numpy_helper, shape_inference
+    from onnx import shape_inference
 
     path = Path(path)
     size = path.stat().st_size if path.is_file() else -1
@@ -230,15 +311,7 @@ def read(path: str | Path, name: str | None = None) -> tuple[Flat, dict[str, Any
     if len(g.node) > MAX_NODES or len(g.initializer) > MAX_NODES:
         raise BackendError([error(f"{path} has {len(g.node)} nodes and {len(g.initializer)} initializers; "
                                   f"at most {MAX_NODES} of each are read", "import")])
-    consts: dict[str, Any] = {}
-    total = 0
-    for t in g.initializer:
-        if any(d < 0 or d > MAX_DIM for d in t.dims) or t.data_location == onnx.TensorProto.EXTERNAL:
-            raise BackendError([error(f"initializer {t.name!r}: dimensions {list(t.dims)} or external data", "import")])
-        total += int(np.prod(t.dims)) if t.dims else 1
-        if total > MAX_ELEMENTS:
-            raise BackendError([error(f"the initializers hold more than {MAX_ELEMENTS} numbers", "import")])
-        consts[t.name] = numpy_helper.to_array(t)
+    consts = _initializers(g, path)
     shapes: dict[str, tuple[int, ...]] = {}
     for vi in [*g.input, *g.value_info, *g.output]:
         dims = vi.type.tensor_type.shape.dim
@@ -248,84 +321,116 @@ def read(path: str | Path, name: str | None = None) -> tuple[Flat, dict[str, Any
         raise BackendError([error("the model must have one input of a fixed N x C x H x W shape", "import")])
     if len(g.output) < 1:
         raise BackendError([error("the model has no output", "import")])
-    value_of: dict[str, str] = {inputs[0].name: "input"}
-    items: list[Item] = []
-    weights: dict[str, Any] = {}
-    taken: set[str] = set()
-    pending: dict[str, tuple] = {}      # a value midway through a channel shuffle -> its state
+    readers: dict[str, list[Any]] = {}
     for node in g.node:
+        for i in node.input:
+            readers.setdefault(i, []).append(node)
+    ctx = _Graph(consts, shapes, {inputs[0].name: "input"}, readers)
+    for node in g.node:
+        if id(node) in ctx.skip:
+            continue
         if node.op_type == "Constant":
             attr = {a.name: a for a in node.attribute}
             if "value" not in attr:
                 raise _refuse(node, "a Constant other than a tensor")
-            consts[node.output[0]] = numpy_helper.to_array(attr["value"].t)
+            consts[node.output[0]] = onnx.numpy_helper.to_array(attr["value"].t)
             continue
         if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
             raise _refuse(node, "a subgraph (control flow)", "archc writes one graph for every input")
-        if node.op_type in _PASS and node.input and node.input[0] in value_of:
+        if node.op_type in _PASS and node.input and node.input[0] in ctx.value_of:
             for out in node.output[:1]:
-                value_of[out] = value_of[node.input[0]]
+                ctx.alias(out, node.input[0])
             continue
-        made = _lrn_step(node, consts, value_of, pending)
+        made = _lrn_step(node, consts, ctx.value_of, ctx.pending)
         if made is None:
-            made = _shuffle_step(node, consts, shapes, value_of, pending)
+            made = _shuffle_step(node, ctx)
         if made is True:
             continue
         if made is not None:             # a pattern complete (a channel shuffle or split, LRN): one layer per output
             for out, fields, src in made:
-                layer = _unique("%" + out, taken)
-                items.append(Item(layer, fields, [src], node.op_type, None, None, shapes.get(out, ())[1:],
-                                  (), node.op_type))
-                value_of[out] = layer
+                layer = _unique("%" + out, ctx.taken)
+                ctx.items.append(Item(layer, fields, [src], node.op_type, None, None, shapes.get(out, ())[1:],
+                                      (), node.op_type))
+                ctx.value_of[out] = layer
             continue
-        entry = FROM_ONNX.get(node.op_type)
-        if entry is None or node.domain not in ("", "ai.onnx"):
-            raise _refuse(node, "has no archc op")
-        tensor_ins = [i for i in node.input if i and i not in consts]
-        for i in tensor_ins:
-            if i not in value_of:
-                raise _refuse(node, f"reads {i!r}, which is not a layer's output")
-        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        n = Node(node.name, attrs, [consts.get(i) if i else None for i in node.input],
-                 [shapes.get(i, ())[1:] for i in tensor_ins], shapes.get(node.output[0], ())[1:])
-        try:
-            fields = entry[0](n)
-        except _No as exc:
-            raise _refuse(node, str(exc), f"archc reads {node.op_type} only where the reason above does not hold") \
-                from None
-        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
-            raise _refuse(node, f"unexpected attributes or inputs ({type(exc).__name__})") from None
-        params = {suffix: node.input[pos] for pos, suffix in entry[1].items() if pos < len(node.input) and node.input[pos]}
-        holder = None
-        if params:
-            first = next(iter(params.values()))
-            base = re.sub(r"\.(weight|bias|running_mean|running_var)$", "", first)
-            holder = base if re.fullmatch(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*", base) and base not in taken else None
-            if holder is None:
-                holder = _unique(f"{node.op_type.lower()}", taken)
-        layer = holder if holder is not None else _unique("%" + node.output[0], taken)
-        taken.add(layer)
-        for suffix, init in params.items():
-            arr = consts[init]
-            if node.op_type == "Gemm" and suffix == "weight" and not attrs.get("transB", 0):
-                arr = arr.T
-            if node.op_type == "MatMul" and suffix == "weight":
-                arr = arr.T
-            weights[f"{layer}.{suffix}"] = np.ascontiguousarray(arr)
-        if node.op_type == "BatchNormalization":
-            weights[f"{layer}.num_batches_tracked"] = np.zeros((), dtype=np.int64)
-        scope = layer.rpartition(".")[0] if holder else None
-        items.append(Item(layer, fields, [value_of[i] for i in tensor_ins], node.op_type, holder, scope,
-                          n.shape, n.shapes[0] if n.shapes else (), node.op_type))
-        value_of[node.output[0]] = layer
-        if len(items) > MAX_LAYERS:
-            raise BackendError([error(f"the model has more than {MAX_LAYERS} layers", "import")])
-    result = value_of.get(g.output[0].name)
+        if node.domain in ("", "ai.onnx") and any(step(node, ctx) for step in _STEPS):
+            continue
+        _mapped(node, ctx)
+    result = ctx.value_of.get(g.output[0].name)
     if result is None:
         raise BackendError([error(f"the output {g.output[0].name!r} is not computed by a mapped node", "import")])
-    result, _ = place(items, result, {}, lambda base: _unique(base, taken))
-    return Flat(name or _clean(path.stem) or "model", tuple(shapes[inputs[0].name][1:]), items, str(path),
-                {}, result), weights
+    if g.output[0].name in ctx.last:
+        raise BackendError([error(f"the output {g.output[0].name!r} is a channels-last view (no Transpose back)",
+                                  "import")])
+    result, _ = place(ctx.items, result, {}, lambda base: _unique(base, ctx.taken))
+    return Flat(name or _clean(path.stem) or "model", tuple(shapes[inputs[0].name][1:]), ctx.items, str(path),
+                {}, result), ctx.weights
+
+
+def _initializers(g: Any, path: Path) -> dict[str, Any]:
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    consts: dict[str, Any] = {}
+    total = 0
+    for t in g.initializer:
+        if any(d < 0 or d > MAX_DIM for d in t.dims) or t.data_location == onnx.TensorProto.EXTERNAL:
+            raise BackendError([error(f"initializer {t.name!r}: dimensions {list(t.dims)} or external data", "import")])
+        total += int(np.prod(t.dims)) if t.dims else 1
+        if total > MAX_ELEMENTS:
+            raise BackendError([error(f"the initializers hold more than {MAX_ELEMENTS} numbers", "import")])
+        consts[t.name] = numpy_helper.to_array(t)
+    return consts
+
+
+def _attrs(node: Any) -> dict[str, Any]:
+    import onnx
+
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _mapped(node: Any, ctx: _Graph) -> None:
+    """A node of FROM_ONNX: one layer (its initializers its weights), or refused."""
+    entry = FROM_ONNX.get(node.op_type)
+    if entry is None or node.domain not in ("", "ai.onnx"):
+        raise _refuse(node, "has no archc op")
+    consts = ctx.consts
+    tensor_ins = [i for i in node.input if i and i not in consts]
+    for i in tensor_ins:
+        if i not in ctx.value_of:
+            raise _refuse(node, f"reads {i!r}, which is not a layer's output")
+    last = [i in ctx.last for i in tensor_ins]
+    if any(last) and (not all(last) or node.op_type not in _ANY_LAYOUT):
+        raise _refuse(node, "reads a channels-last view (after Transpose 0 2 3 1) that archc has no op for",
+                      f"archc reads {', '.join(sorted(_ANY_LAYOUT))} on a channels-last view")
+    attrs = _attrs(node)
+    n = Node(node.name, attrs, [consts.get(i) if i else None for i in node.input],
+             [ctx.shape(i) for i in tensor_ins], ctx.shapes.get(node.output[0], ())[1:], any(last))
+    if any(last):
+        s = n.shape
+        n.shape = (s[2], s[0], s[1]) if len(s) == 3 else s
+    try:
+        fields = entry[0](n)
+    except _No as exc:
+        raise _refuse(node, str(exc), f"archc reads {node.op_type} only where the reason above does not hold") \
+            from None
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        raise _refuse(node, f"unexpected attributes or inputs ({type(exc).__name__})") from None
+    params = {}
+    for pos, suffix in entry[1].items():
+        if pos < len(node.input) and node.input[pos]:
+            arr = consts[node.input[pos]]
+            if suffix == "weight" and (node.op_type == "Gemm" and not attrs.get("transB", 0) or node.op_type == "MatMul"):
+                arr = arr.T
+            params[suffix] = (node.input[pos], arr)
+    item = ctx.emit(node, node.output[0], fields, [ctx.value_of[i] for i in tensor_ins], params,
+                    n.shapes[0] if n.shapes else ())
+    if any(last):
+        ctx.last.add(node.output[0])
+    if node.op_type == "BatchNormalization":
+        import numpy as np
+        ctx.weights[f"{item.name}.num_batches_tracked"] = np.zeros((), dtype=np.int64)
 
 
 def _lrn_step(node: Any, consts: dict, value_of: dict, pending: dict) -> Any:
@@ -370,15 +475,16 @@ def _lrn_step(node: Any, consts: dict, value_of: dict, pending: dict) -> Any:
     return None
 
 
-def _shuffle_step(node: Any, consts: dict, shapes: dict, value_of: dict, pending: dict) -> Any:
+def _shuffle_step(node: Any, ctx: _Graph) -> Any:
     """ShuffleNet's channel shuffle as exporters write it (Reshape into N x g x C/g x H x W, Transpose
     perm 0 2 1 3 4, Reshape back) and its split (Split along the channels into two halves): True when
     the node is a step (its state in ``pending``), the finished layers [(output, fields, input)] when
     the pattern is complete, None when it is no such step."""
-    import onnx
-
-    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    consts, shapes, value_of, pending = ctx.consts, ctx.shapes, ctx.value_of, ctx.pending
+    attrs = _attrs(node)
     src = node.input[0] if node.input else None
+    if src in ctx.last:
+        return None
     out_shape = shapes.get(node.output[0], ())[1:] if node.output else ()
     state = pending.get(src)
     if node.op_type == "Reshape" and state is None and src in value_of:
@@ -399,6 +505,234 @@ def _shuffle_step(node: Any, consts: dict, shapes: dict, value_of: dict, pending
         if equal:
             return [(o, {"op": "channel_split", "half": h}, value_of[src]) for o, h in zip(node.output, ("first", "second"))]
     return None
+
+
+def _only_reader(ctx: _Graph, value: str, op_type: str) -> Any:
+    """The one node reading ``value``, where it is one of ``op_type``; else None."""
+    r = ctx.readers.get(value, [])
+    return r[0] if len(r) == 1 and r[0].op_type == op_type and r[0].domain in ("", "ai.onnx") else None
+
+
+def _const_of(ctx: _Graph, node: Any) -> tuple[list[str], list[tuple[int, Any]]]:
+    """A node's tensor inputs (layers' outputs) and its constant inputs (position, value)."""
+    tensors = [i for i in node.input if i and i not in ctx.consts]
+    consts = [(k, ctx.consts[i]) for k, i in enumerate(node.input) if i and i in ctx.consts]
+    return tensors, consts
+
+
+def _layout_step(node: Any, ctx: _Graph) -> bool:
+    """Transpose 0 2 3 1 of an image: its channels-last view (the same layer); Transpose 0 3 1 2 of such a
+    view: the image again. What reads a view must be an op that computes the same on it (_ANY_LAYOUT,
+    a Linear over the channels), else the reader is refused."""
+    if node.op_type != "Transpose" or not node.input or node.input[0] not in ctx.value_of:
+        return False
+    perm, src = list(_attrs(node).get("perm", [])), node.input[0]
+    if perm == [0, 2, 3, 1] and src not in ctx.last and len(ctx.shape(src)) == 3:
+        ctx.alias(node.output[0], src, True)
+        return True
+    if perm == [0, 3, 1, 2] and src in ctx.last:
+        ctx.alias(node.output[0], src, False)
+        return True
+    return False
+
+
+def _linear_step(node: Any, ctx: _Graph) -> bool:
+    """MatMul by a constant matrix, and the Add of a constant vector that alone reads it: one Linear (over
+    a flat vector, each token or each channels-last position), its weight the matrix transposed."""
+    tensors, consts = _const_of(ctx, node)
+    if node.op_type != "MatMul" or len(tensors) != 1 or node.input[0] != tensors[0] or len(consts) != 1 \
+            or tensors[0] not in ctx.value_of or getattr(consts[0][1], "ndim", 0) != 2:
+        return False
+    w = consts[0][1]
+    src = tensors[0]
+    n = Node(node.name, {}, [None, w], [ctx.shape(src)], (), src in ctx.last)
+    try:
+        fields = _matmul(n)
+    except _No:
+        return False
+    out, params = node.output[0], {"weight": (node.input[1], w.T)}
+    add = _only_reader(ctx, out, "Add")
+    if add is not None:
+        others, bias = _const_of(ctx, add)
+        if others == [out] and len(bias) == 1 and getattr(bias[0][1], "shape", ()) == (w.shape[1],):
+            fields["bias"] = True
+            params["bias"] = (add.input[bias[0][0]], bias[0][1])
+            ctx.skip.add(id(add))
+    ctx.emit(node, out, fields, [ctx.value_of[src]], params, ctx.shape(src))
+    if add is not None and id(add) in ctx.skip:
+        ctx.alias(add.output[0], out, src in ctx.last)
+    if src in ctx.last:
+        ctx.last.add(out)
+    return True
+
+
+def _parameter_step(node: Any, ctx: _Graph) -> bool:
+    """A layer times or plus a parameter, or joined with one: a C x 1 x 1 scale times an image (ConvNeXt's
+    layer_scale), a 1 x S x D embedding added to a sequence (ViT's pos_embedding), a 1 x 1 x D token
+    concatenated before it (ViT's class_token); and a sequence's token i (Gather along axis 1: ViT's
+    select_token)."""
+    import numpy as np
+
+    tensors, consts = _const_of(ctx, node)
+    if len(tensors) != 1 or len(consts) != 1 or tensors[0] not in ctx.value_of or tensors[0] in ctx.last:
+        return False
+    src, (pos, value) = tensors[0], consts[0]
+    shape, kind = ctx.shape(src), node.op_type
+    value_shape = tuple(getattr(value, "shape", ()))
+    name = node.input[pos]
+    if kind == "Mul" and len(shape) == 3 and value_shape == (shape[0], 1, 1):
+        fields = {"op": "layer_scale"}
+    elif kind == "Add" and len(shape) == 2 and value_shape == (1, *shape):
+        fields = {"op": "pos_embedding"}
+    elif kind == "Concat" and pos == 0 and _attrs(node).get("axis") == 1 and len(shape) == 2 \
+            and value_shape == (1, 1, shape[1]):
+        fields = {"op": "class_token"}
+    elif kind == "Gather" and pos == 1 and _attrs(node).get("axis") == 1 and len(shape) == 2 and value_shape == () \
+            and 0 <= int(value) < shape[0]:
+        ctx.emit(node, node.output[0], {"op": "select_token", "index": int(value)}, [ctx.value_of[src]], {}, shape)
+        return True
+    else:
+        return False
+    ctx.emit(node, node.output[0], fields, [ctx.value_of[src]], {"": (name, np.asarray(value))}, shape)
+    return True
+
+
+def _view_step(node: Any, ctx: _Graph) -> bool:
+    """Reshapes that are no op of their own: a patch convolution's map (kernel = stride, no padding)
+    reshaped to N x D x S and transposed to N x S x D (the conv becomes ViT's ``patch_embed``); and a
+    tensor flattened whole then gathered back at indices 0, 1, ... in its own shape (the exporter's
+    as_strided after a global mean): the tensor itself."""
+    import numpy as np
+
+    if node.op_type != "Reshape" or not node.input or node.input[0] not in ctx.value_of:
+        return False
+    src, out = node.input[0], node.output[0]
+    full = ctx.shapes.get(src, ())
+    out_full = ctx.shapes.get(out, ())
+    gathers = ctx.readers.get(out, [])
+    if len(out_full) == 1 and gathers and min(full, default=0) > 0 and all(
+            g.op_type == "Gather" and _attrs(g).get("axis", 0) == 0 and g.input[0] == out and len(g.input) == 2
+            and g.input[1] in ctx.consts and np.array_equal(ctx.consts[g.input[1]],
+                                                            np.arange(int(np.prod(full))).reshape(full))
+            for g in gathers):
+        for g in gathers:
+            ctx.skip.add(id(g))
+            ctx.alias(g.output[0], src)
+        return True
+    turn = _only_reader(ctx, out, "Transpose")
+    conv = next((it for it in reversed(ctx.items) if it.name == ctx.value_of[src]), None)
+    if turn is None or conv is None or src in ctx.last or list(_attrs(turn).get("perm", [])) != [0, 2, 1]:
+        return False
+    f, c = conv.fields, conv.shape
+    if f.get("op") != "conv" or len(ctx.readers.get(src, [])) != 1 or len(c) != 3 \
+            or out_full[1:] != (c[0], c[1] * c[2]) or not (f.get("kernel") == f.get("stride") and
+                                                         isinstance(f.get("kernel"), int)) \
+            or f.get("padding") != 0 or f.get("dilation") != 1 or f.get("groups") != 1:
+        return False
+    conv.fields = {"op": "patch_embed", "out": f["out"], "patch": f["kernel"], "bias": f["bias"]}
+    conv.shape = (c[1] * c[2], c[0])
+    ctx.skip.add(id(turn))
+    ctx.alias(out, src)
+    ctx.alias(turn.output[0], src)
+    return True
+
+
+# the ops torch's nn.MultiheadAttention is written as (batch_first: the sequence transposed to S x N x D and
+# back; the in-projection, q, k and v split into heads, the scaled product, softmax, the product with v, the
+# out-projection)
+_ATTENTION_OPS = {"Transpose", "Reshape", "Unsqueeze", "Squeeze", "Gather", "Mul", "Div", "MatMul", "Softmax", "Add",
+                  "Gemm", "Split", "Slice"}
+MAX_ATTENTION_NODES = 64
+
+
+def _attention_step(node: Any, ctx: _Graph) -> bool:
+    """ViT's self-attention (torch's nn.MultiheadAttention, batch_first, as the exporter writes it): from
+    the Transpose 1 0 2 of a 1 x S x D sequence to the Transpose 1 0 2 back to 1 x S x D, every node in
+    between one of _ATTENTION_OPS that reads only values of the pattern and constants, with one
+    in-projection (a D x 3D matrix and a 3D bias), one softmax over the last axis of 1 x heads x S x S,
+    the scale 1 / sqrt(D / heads) as constant factors and one out-projection (D x D and D): one
+    ``self_attention`` layer."""
+
+    if node.op_type != "Transpose" or not node.input or node.input[0] not in ctx.value_of \
+            or list(_attrs(node).get("perm", [])) != [1, 0, 2]:
+        return False
+    src = node.input[0]
+    full = ctx.shapes.get(src, ())
+    if len(full) != 3 or full[0] != 1 or src in ctx.last:
+        return False
+    seq, dim = full[1], full[2]
+    inside, region, exits = {node.output[0]}, [], []
+    frontier = [node.output[0]]
+    seen: set[int] = {id(node)}
+    while frontier:
+        value = frontier.pop()
+        for r in ctx.readers.get(value, []):
+            if id(r) in seen:
+                continue
+            seen.add(id(r))
+            region.append(r)
+            if len(region) > MAX_ATTENTION_NODES or r.op_type not in _ATTENTION_OPS or r.domain not in ("", "ai.onnx"):
+                return False
+            if r.op_type == "Transpose" and list(_attrs(r).get("perm", [])) == [1, 0, 2] \
+                    and ctx.shapes.get(r.output[0]) == (1, seq, dim):
+                exits.append(r)
+                continue
+            inside.update(r.output)
+            frontier.extend(r.output)
+    if len(exits) != 1 or any(i and i not in inside and i not in ctx.consts for r in region for i in r.input):
+        return False
+
+    def weight(r: Any) -> tuple[str, Any] | None:
+        consts = [(i, ctx.consts[i]) for i in r.input[1:2] if i in ctx.consts]
+        return consts[0] if consts and getattr(consts[0][1], "ndim", 0) == 2 else None
+
+    products = [(r, weight(r)) for r in region if r.op_type in ("MatMul", "Gemm") and weight(r) is not None]
+    softmax = [r for r in region if r.op_type == "Softmax"]
+    if len(products) != 2 or len(softmax) != 1 or _attrs(softmax[0]).get("axis", -1) not in (-1, 3):
+        return False
+    scores = ctx.shapes.get(softmax[0].output[0], ())
+    if len(scores) != 4 or scores[0] != 1 or scores[2:] != (seq, seq) or dim % scores[1]:
+        return False
+    heads = scores[1]
+    params: dict[str, tuple[str, Any]] = {}
+    for r, (init, w) in products:
+        gemm = r.op_type == "Gemm"
+        a = _attrs(r)
+        if gemm and (a.get("alpha", 1.0) != 1.0 or a.get("beta", 1.0) != 1.0 or a.get("transA", 0)):
+            return False
+        w = w if gemm and a.get("transB", 0) else w.T          # torch's layout: out x in
+        names = {(3 * dim, dim): ("in_proj_weight", "in_proj_bias"), (dim, dim): ("out_proj.weight", "out_proj.bias")}
+        if w.shape not in names or names[w.shape][0] in params:
+            return False
+        bias = (r.input[2], ctx.consts.get(r.input[2])) if gemm and len(r.input) > 2 and r.input[2] else None
+        add = _only_reader(ctx, r.output[0], "Add") if not gemm else None
+        if add is not None:
+            bias = next(((i, ctx.consts[i]) for i in add.input if i in ctx.consts), None)
+        if bias is None or bias[1] is None or tuple(bias[1].shape) != (w.shape[0],):
+            return False
+        params[names[w.shape][0]], params[names[w.shape][1]] = (init, w), bias
+    if len(params) != 4:
+        return False
+    scale = 1.0
+    for r in region:
+        for i in r.input[1:] if r.op_type == "Div" else r.input:
+            v = ctx.consts.get(i) if r.op_type in ("Mul", "Div") else None
+            if v is not None and getattr(v, "size", 0) == 1:
+                scale *= float(v.reshape(-1)[0]) ** (-1 if r.op_type == "Div" else 1)
+    if abs(scale * (dim // heads) ** 0.5 - 1) > 1e-5:
+        return False
+    for r in region:
+        ctx.skip.add(id(r))
+    ctx.skip.discard(id(node))
+    order = ["in_proj_weight", "in_proj_bias", "out_proj.weight", "out_proj.bias"]
+    ctx.emit(exits[0], exits[0].output[0], {"op": "self_attention", "heads": heads}, [ctx.value_of[src]],
+             {k: params[k] for k in order}, ctx.shape(src))
+    return True
+
+
+# the pattern steps tried, in order, before FROM_ONNX: each True when it took the node (and maybe others after it)
+_STEPS: list[Callable[[Any, _Graph], bool]] = [_layout_step, _linear_step, _parameter_step, _view_step,
+                                               _attention_step]
 
 
 def _clean(text: str) -> str:

@@ -242,6 +242,8 @@ class _Graph:
     weights: dict[str, Any] = field(default_factory=dict)
     taken: set[str] = field(default_factory=set)
     pending: dict[str, tuple] = field(default_factory=dict)
+    producer: dict[str, Any] = field(default_factory=dict)     # value -> the node that computes it
+    order: list[Any] = field(default_factory=list)            # the nodes in the file's (topological) order
 
     def shape(self, value: str) -> tuple[int, ...]:
         """The per-sample shape archc gives the value: C x H x W for a channels-last view."""
@@ -325,9 +327,16 @@ def read(path: str | Path, name: str | None = None) -> tuple[Flat, dict[str, Any
     for node in g.node:
         for i in node.input:
             readers.setdefault(i, []).append(node)
+    for node in g.node:                  # a constant reshaped (the exporter leaves some unfolded): a constant
+        if node.op_type == "Reshape" and node.domain in ("", "ai.onnx") and len(node.input) == 2 \
+                and all(i in consts for i in node.input) and len(shapes.get(node.output[0], ())) > 0 \
+                and min(shapes[node.output[0]]) >= 0 and consts[node.input[0]].size == _size(shapes[node.output[0]]):
+            consts[node.output[0]] = consts[node.input[0]].reshape(shapes[node.output[0]])
     ctx = _Graph(consts, shapes, {inputs[0].name: "input"}, readers)
+    ctx.order = list(g.node)
+    ctx.producer = {o: node for node in g.node for o in node.output}
     for node in g.node:
-        if id(node) in ctx.skip:
+        if id(node) in ctx.skip or node.output and all(o in consts for o in node.output):
             continue
         if node.op_type == "Constant":
             attr = {a.name: a for a in node.attribute}
@@ -365,6 +374,13 @@ def read(path: str | Path, name: str | None = None) -> tuple[Flat, dict[str, Any
     result, _ = place(ctx.items, result, {}, lambda base: _unique(base, ctx.taken))
     return Flat(name or _clean(path.stem) or "model", tuple(shapes[inputs[0].name][1:]), ctx.items, str(path),
                 {}, result), ctx.weights
+
+
+def _size(shape: tuple[int, ...]) -> int:
+    out = 1
+    for d in shape:
+        out *= d
+    return out
 
 
 def _initializers(g: Any, path: Path) -> dict[str, Any]:
@@ -601,10 +617,14 @@ def _view_step(node: Any, ctx: _Graph) -> bool:
     """Reshapes that are no op of their own: a patch convolution's map (kernel = stride, no padding)
     reshaped to N x D x S and transposed to N x S x D (the conv becomes ViT's ``patch_embed``); and a
     tensor flattened whole then gathered back at indices 0, 1, ... in its own shape (the exporter's
-    as_strided after a global mean): the tensor itself."""
+    as_strided after a global mean), a reshape to the same shape, or to another and back: the tensor itself."""
     import numpy as np
 
-    if node.op_type != "Reshape" or not node.input or node.input[0] not in ctx.value_of:
+    if node.op_type not in ("Reshape", "Transpose") or not node.input or node.input[0] not in ctx.value_of:
+        return False
+    if _identity_chain(node, ctx):
+        return True
+    if node.op_type != "Reshape":
         return False
     src, out = node.input[0], node.output[0]
     full = ctx.shapes.get(src, ())
@@ -730,9 +750,280 @@ def _attention_step(node: Any, ctx: _Graph) -> bool:
     return True
 
 
+def _slice(ctx: _Graph, node: Any) -> tuple[int, int, int, int] | None:
+    """(axis, start, end, step) of a Slice along one axis with constant bounds, clipped to the input's size."""
+    ins = [*node.input, "", "", ""][:5]
+    starts, ends, axes, steps = (ctx.consts.get(i) if i else None for i in ins[1:5])
+    full = ctx.shapes.get(ins[0], ())
+    if node.op_type != "Slice" or starts is None or ends is None or starts.size != 1 or not full:
+        return None
+    axis = int(axes.reshape(-1)[0]) % len(full) if axes is not None else 0
+    step = int(steps.reshape(-1)[0]) if steps is not None else 1
+    size = full[axis]
+
+    def clip(v: int) -> int:
+        return max(0, min(size, v + size if v < 0 else v))
+    return (axis, clip(int(starts.reshape(-1)[0])), clip(int(ends.reshape(-1)[0])), step) if step > 0 else None
+
+
+def _identity_chain(node: Any, ctx: _Graph) -> bool:
+    """Reshapes and Transposes, each the only reader of the one before, that give the tensor back as it was
+    (every element where it started: the exporter writes an in-place op on a view as the views undone,
+    then done again): the tensor itself. Checked on the positions 0, 1, ... of a tensor of its shape."""
+    import numpy as np
+
+    src = node.input[0]
+    full = ctx.shapes.get(src, ())
+    if not full or min(full) < 1 or int(np.prod(full)) > MAX_CHAIN_ELEMENTS:
+        return False
+    x = start = np.arange(int(np.prod(full))).reshape(full)
+    chain, step = [], node
+    while step is not None and len(chain) < 16:
+        if step.op_type == "Transpose":
+            perm = list(_attrs(step).get("perm", reversed(range(x.ndim))))
+            if sorted(perm) != list(range(x.ndim)):
+                return False
+            x = x.transpose(perm)
+        else:
+            target = ctx.shapes.get(step.output[0], ())
+            if len(step.input) < 2 or step.input[1] not in ctx.consts or not target or min(target) < 1 \
+                    or int(np.prod(target)) != x.size:
+                return False
+            x = x.reshape(target)
+        chain.append(step)
+        if x.shape == start.shape and np.array_equal(x, start):
+            for c in chain:
+                ctx.skip.add(id(c))
+                ctx.alias(c.output[0], src)
+            ctx.skip.discard(id(node))
+            return True
+        readers = ctx.readers.get(step.output[0], [])
+        step = readers[0] if len(readers) == 1 and readers[0].op_type in ("Reshape", "Transpose") \
+            and readers[0].input[0] == step.output[0] else None
+    return False
+
+
+MAX_CHAIN_ELEMENTS = 2 ** 24
+
+
+def _merge_step(node: Any, ctx: _Graph) -> bool:
+    """Swin's patch merging on a channels-last view, as the exporter writes it: a Pad of the bottom and right
+    by H % 2 and W % 2 (zeros), the four Slices x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2],
+    x[:, 1::2, 1::2] concatenated along the channels, then LayerNormalization and a MatMul without bias (V2:
+    the MatMul, then the LayerNormalization): one ``patch_merging`` layer, its output channels-last."""
+    if node.op_type != "Pad" or not node.input or node.input[0] not in ctx.last:
+        return False
+    src, top = node.input[0], node.output[0]
+    full = ctx.shapes.get(src, ())
+    pads = ctx.consts.get(node.input[1]) if len(node.input) > 1 else None
+    value = ctx.consts.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    if len(full) != 4 or pads is None or list(pads.reshape(-1)) != [0, 0, 0, 0, 0, full[1] % 2, full[2] % 2, 0] \
+            or _attrs(node).get("mode", b"constant") not in (b"constant", "constant") \
+            or (value is not None and float(value.reshape(-1)[0]) != 0) or len(node.input) > 3:
+        return False
+    taken = [node]
+    cat = None
+    offsets = []
+    for r in ctx.readers.get(top, []):
+        first = _slice(ctx, r)
+        after = ctx.readers.get(r.output[0], [])
+        if first is None or first[0] != 1 or first[3] != 2:
+            return False
+        for second in after:
+            cut = _slice(ctx, second)
+            join = _only_reader(ctx, second.output[0], "Concat")
+            if cut is None or cut[0] != 2 or cut[3] != 2 or join is None or (cat is not None and join is not cat):
+                return False
+            cat = join
+            offsets.append((list(cat.input).index(second.output[0]), first[1], cut[1]))
+            taken.append(second)
+        taken.append(r)
+    if cat is None or sorted(offsets) != [(0, 0, 0), (1, 1, 0), (2, 0, 1), (3, 1, 1)] or len(cat.input) != 4 \
+            or _attrs(cat).get("axis") not in (-1, 3):
+        return False
+    chain, value_name = [], cat.output[0]
+    for _ in range(2):
+        nxt = [r for r in ctx.readers.get(value_name, [])]
+        if len(nxt) != 1 or nxt[0].op_type not in ("LayerNormalization", "MatMul") or any(c.op_type == nxt[0].op_type
+                                                                                          for c in chain):
+            return False
+        chain.append(nxt[0])
+        value_name = nxt[0].output[0]
+    norm, product = (chain[0], chain[1]) if chain[0].op_type == "LayerNormalization" else (chain[1], chain[0])
+    w = ctx.consts.get(product.input[1]) if product.input[0] in (cat.output[0], norm.output[0]) else None
+    gamma, beta = (ctx.consts.get(i) for i in (list(norm.input) + ["", ""])[1:3])
+    after = chain[0] is product
+    channels = 4 * full[3]
+    if w is None or w.ndim != 2 or w.shape[0] != channels or gamma is None or beta is None \
+            or gamma.shape != ((w.shape[1],) if after else (channels,)) or beta.shape != gamma.shape \
+            or _attrs(norm).get("axis", -1) not in (-1, 3):
+        return False
+    ctx.skip.update(id(t) for t in [*taken, cat, *chain])
+    fields = {"op": "patch_merging", "out": int(w.shape[1]), "eps": _f32(_attrs(norm).get("epsilon", 1e-5))}
+    if after:
+        fields["norm"] = "after"
+    out = chain[1].output[0]
+    ctx.last.add(out)
+    ctx.emit(chain[1], out, fields, [ctx.value_of[src]],
+             {"norm.weight": (norm.input[1], gamma), "norm.bias": (norm.input[2], beta),
+              "reduction.weight": (product.input[1], w.T)}, ctx.shape(src))
+    return True
+
+
+def _relative_index(window: int) -> Any:
+    """Swin's relative position index, window^2 x window^2 (as archc's WindowAttention builds it)."""
+    import numpy as np
+
+    coords = np.stack(np.meshgrid(np.arange(window), np.arange(window), indexing="ij")).reshape(2, -1)
+    rel = (coords[:, :, None] - coords[:, None, :]).transpose(1, 2, 0) + (window - 1)
+    return rel[:, :, 0] * (2 * window - 1) + rel[:, :, 1]
+
+
+def _shift_mask(height: int, width: int, window: int, shift: tuple[int, int]) -> Any:
+    """The mask of Swin's shifted windows (-100 between positions rolled in from different sides), as
+    archc's WindowAttention (and torchvision) builds it: windows x 1 x window^2 x window^2."""
+    import numpy as np
+
+    sh, sw = shift
+    labels = np.zeros((height, width), dtype=np.float32)
+    count = 0
+    for h0, h1 in ((0, height - window), (height - window, height - sh), (height - sh, height)):
+        for w0, w1 in ((0, width - window), (width - window, width - sw), (width - sw, width)):
+            labels[h0:h1, w0:w1] = count
+            count += 1
+    labels = labels.reshape(height // window, window, width // window, window).transpose(0, 2, 1, 3)
+    labels = labels.reshape(-1, window * window)
+    mask = labels[:, None, :] - labels[:, :, None]
+    return np.where(mask != 0, np.float32(-100.0), np.float32(0.0))[:, None]
+
+
+# the ops archc's WindowAttention is written as: pad, roll (Slice and Concat), the windows cut out
+# (Reshape, Transpose), the projections, heads, scaled product, position bias and mask, softmax, and back
+_WINDOW_OPS = {"Transpose", "Reshape", "Slice", "Concat", "Pad", "Gather", "Mul", "MatMul", "Add", "Softmax",
+               "Squeeze", "Unsqueeze"}
+MAX_WINDOW_NODES = 96
+
+
+def _window_step(node: Any, ctx: _Graph) -> bool:
+    """Swin's (shifted) window attention on a channels-last view, as the exporter writes archc's
+    WindowAttention: every reader of the view and what they compute, up to the one Transpose 0 3 1 2 back
+    to N x C x H x W, one of _WINDOW_OPS that reads only values of the pattern and constants, with one
+    qkv projection (C x 3C and 3C), one proj (C x C and C), one softmax over windows x heads x N x N
+    (N = window^2), a position bias heads x N x N that the relative position index maps from a table
+    (the table is read back from it), q scaled by (C / heads)^-0.5, and, for shifted windows, a roll
+    (Slice, Concat) before and after and the mask archc builds for that shift: one ``window_attention``."""
+    import numpy as np
+
+    if node.op_type not in ("Reshape", "Slice", "Pad") or not node.input or node.input[0] not in ctx.last:
+        return False
+    src = node.input[0]
+    full = ctx.shapes.get(src, ())
+    if len(full) != 4 or full[0] != 1:
+        return False
+    _, height, width, c = full
+    region, exits, inside, seen = [], [], {src}, set()
+    frontier = [src]
+    while frontier:
+        for r in ctx.readers.get(frontier.pop(), []):
+            if id(r) in seen:
+                continue
+            seen.add(id(r))
+            region.append(r)
+            if len(region) > MAX_WINDOW_NODES or r.op_type not in _WINDOW_OPS or r.domain not in ("", "ai.onnx"):
+                return False
+            if r.op_type == "Transpose" and list(_attrs(r).get("perm", [])) == [0, 3, 1, 2]:
+                exits.append(r)
+                continue
+            inside.update(r.output)
+            frontier.extend(r.output)
+    if len(exits) != 1 or ctx.shapes.get(exits[0].output[0]) != (1, c, height, width) \
+            or any(i and i not in inside and i not in ctx.consts for r in region for i in r.input):
+        return False
+    softmax = [r for r in region if r.op_type == "Softmax"]
+    scores = ctx.shapes.get(softmax[0].output[0], ()) if len(softmax) == 1 else ()
+    window = int(round(scores[-1] ** 0.5)) if len(scores) == 4 else 0
+    if not window or window * window != scores[-1] or scores[-2] != scores[-1] \
+            or _attrs(softmax[0]).get("axis", -1) not in (-1, 3) or c % scores[1]:
+        return False
+    heads, n = scores[1], scores[-1]
+    ph, pw = -(-height // window) * window, -(-width // window) * window
+    params: dict[str, tuple[str, Any]] = {}
+    for r in region:
+        w = ctx.consts.get(r.input[1]) if r.op_type == "MatMul" and len(r.input) == 2 else None
+        if w is None or w.ndim != 2:
+            continue
+        names = {(c, 3 * c): "qkv", (c, c): "proj"}.get(w.shape)
+        add = _only_reader(ctx, r.output[0], "Add")
+        bias = next(((i, ctx.consts[i]) for i in add.input if i in ctx.consts), None) if add is not None else None
+        if names is None or names + ".weight" in params or bias is None or bias[1].shape != (w.shape[1],):
+            return False
+        params[names + ".weight"], params[names + ".bias"] = (r.input[1], w.T), bias
+    if len(params) != 4:
+        return False
+    index = _relative_index(window)
+    bias_adds = [(i, ctx.consts[i]) for r in region if r.op_type == "Add" for i in r.input
+                 if i in ctx.consts and ctx.consts[i].ndim >= 3]
+    tables = [(i, v.reshape(heads, n, n)) for i, v in bias_adds if v.shape in ((heads, n, n), (1, heads, n, n))]
+    masks = [v for i, v in bias_adds if i != (tables[0][0] if tables else None) and v.ndim == 4 and v.shape[1:] == (1, n, n)]
+    if len(tables) != 1 or len(bias_adds) != len(tables) + len(masks) or len(masks) > 1:
+        return False
+    table = np.zeros(((2 * window - 1) ** 2, heads), dtype=tables[0][1].dtype)
+    table[index.reshape(-1)] = tables[0][1].reshape(heads, -1).T
+    if not np.array_equal(table[index.reshape(-1)].T.reshape(heads, n, n), tables[0][1]):
+        return False
+    scale = 1.0
+    for r in region:
+        for i in r.input if r.op_type == "Mul" else []:
+            if i in ctx.consts and ctx.consts[i].size == 1:
+                scale *= float(ctx.consts[i].reshape(-1)[0])
+    if abs(scale * (c // heads) ** 0.5 - 1) > 1e-5:
+        return False
+    position = {id(x): k for k, x in enumerate(ctx.order)}
+    rolls = sorted((position[id(r)], _roll(ctx, r)) for r in region if r.op_type == "Concat")
+    if any(roll is None for _, roll in rolls):
+        return False
+    shift = 0
+    if rolls:            # rolled forward by s along H and W before the windows, back after them
+        forward = [roll for _, roll in rolls[:len(rolls) // 2]]
+        back = [roll for _, roll in rolls[len(rolls) // 2:]]
+        sizes = {1: ph, 2: pw}
+        shifts = {axis: a for axis, a in forward}
+        if len(rolls) % 2 or len(shifts) != len(forward) or len(set(shifts.values())) != 1 \
+                or sorted((axis, sizes[axis] - a) for axis, a in back) != sorted(shifts.items()):
+            return False
+        shift = next(iter(shifts.values()))
+        per_axis = tuple(shifts.get(axis, 0) for axis in (1, 2))
+        if per_axis != tuple(0 if window >= size else shift for size in (ph, pw)) or len(masks) != 1 \
+                or not np.array_equal(masks[0], _shift_mask(ph, pw, window, per_axis)):
+            return False
+    elif masks:
+        return False
+    ctx.skip.update(id(r) for r in region)
+    ctx.skip.discard(id(node))
+    fields = {"op": "window_attention", "heads": heads, "window": window, "shift": shift, "pad": True}
+    params = {"relative_position_bias_table": (tables[0][0], table),
+              "relative_position_index": ("", index.reshape(-1).astype(np.int64)), **params}
+    ctx.emit(exits[0], exits[0].output[0], fields, [ctx.value_of[src]], params, ctx.shape(src))
+    return True
+
+
+def _roll(ctx: _Graph, node: Any) -> tuple[int, int] | None:
+    """(axis, a) of a Concat that is x[a:] then x[:a] along one axis (torch.roll as the exporter writes it)."""
+    cuts = [_slice(ctx, ctx.producer.get(i)) if ctx.producer.get(i) is not None else None for i in node.input]
+    sources = {ctx.producer[i].input[0] for i in node.input if i in ctx.producer}
+    if len(cuts) != 2 or None in cuts or len(sources) != 1:
+        return None
+    (axis, a0, e0, s0), (axis1, a1, e1, s1) = cuts
+    size = ctx.shapes.get(next(iter(sources)), ())[axis]
+    if axis != axis1 or (s0, s1) != (1, 1) or (a0, e0, a1, e1) != (a0, size, 0, a0) or not 0 < a0 < size \
+            or _attrs(node).get("axis") % 4 != axis:
+        return None
+    return axis, a0
+
+
 # the pattern steps tried, in order, before FROM_ONNX: each True when it took the node (and maybe others after it)
 _STEPS: list[Callable[[Any, _Graph], bool]] = [_layout_step, _linear_step, _parameter_step, _view_step,
-                                               _attention_step]
+                                               _attention_step, _merge_step, _window_step]
 
 
 def _clean(text: str) -> str:

@@ -447,6 +447,41 @@ def test_an_onnx_file_is_bounded_like_every_untrusted_input(tmp_path, monkeypatc
         reader.read(tmp_path / "junk.onnx")
 
 
+
+def test_onnx_external_data_is_read_only_from_a_plain_file_beside_the_model(tmp_path):
+    """A model over protobuf's 2 GB has its weights as external data: read from a file beside the model,
+    at the initializer's offset and length; a location with a folder or ``..``, or a length that is not
+    the initializer's size, is refused by name (read as data, nothing written)."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import external_data_helper
+
+    from archcompiler.importers.onnx import read
+
+    path, w = _onnx_graph(tmp_path)
+    model = onnx.load(str(path))
+    external_data_helper.convert_model_to_external_data(model, all_tensors_to_one_file=True, location="small.data",
+                                                        size_threshold=0)
+    onnx.save(model, str(tmp_path / "ext.onnx"))
+    flat, weights = read(tmp_path / "ext.onnx")
+    assert (weights["stem.weight"] == w["stem.weight"]).all() and (weights["fc.weight"] == w["fc.weight"]).all()
+    for location, why in [("../small.data", "not a plain file name"), ("sub/small.data", "not a plain file name"),
+                          ("missing.data", "no such file")]:
+        bad = onnx.load(str(tmp_path / "ext.onnx"), load_external_data=False)
+        for t in bad.graph.initializer:
+            for e in t.external_data:
+                if e.key == "location":
+                    e.value = location
+        onnx.save(bad, str(tmp_path / "bad.onnx"))
+        with pytest.raises(BackendError, match=why):
+            read(tmp_path / "bad.onnx")
+    bad = onnx.load(str(tmp_path / "ext.onnx"), load_external_data=False)
+    entry = next(e for e in bad.graph.initializer[0].external_data if e.key == "length")
+    entry.value = "4"
+    onnx.save(bad, str(tmp_path / "bad.onnx"))
+    with pytest.raises(BackendError, match="do not hold its"):
+        read(tmp_path / "bad.onnx")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["shufflenet_v2_x0_5"])
 def test_build_emit_onnx_then_import_round_trips(name, tmp_path):
@@ -499,6 +534,22 @@ def test_emit_onnx_keeping_batch_norm_imports_with_identical_params_and_logits(t
     with torch.no_grad():
         torch.testing.assert_close(rebuilt(x), original(x), rtol=0, atol=1e-6)
 
+
+
+def test_a_model_over_two_gigabytes_exports_its_weights_beside_the_file_and_imports(tmp_path, monkeypatch):
+    """Over protobuf's 2 GB (here: the limit set to 0), --emit onnx writes the weights as external data in
+    PATH.data beside PATH (not under the temporary file's name), and archc import reads them back."""
+    pytest.importorskip("onnxscript")
+    from archcompiler.backends.torch import export
+
+    monkeypatch.setattr(export, "ONNX_ONE_FILE_BYTES", 0)
+    spec = archcompiler.load_spec(str(ROOT / "tests" / "data" / "digits-cnn.yaml"))
+    original, rebuilt, imported = _onnx_round_trip(spec, tmp_path)
+    assert {"m.onnx", "m.onnx.data"} <= {p.name for p in tmp_path.iterdir()}
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+    x = torch.randn(2, *spec.input, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x), original(x), rtol=0, atol=1e-6)
 
 # one small variant per family whose ONNX operators differ (benchmarks/onnx_round_trip.py runs every shipped
 # spec): Conv / BatchNormalization / Relu / Add / MaxPool / Gemm; Clip(0, 6); HardSwish / HardSigmoid and

@@ -4,8 +4,17 @@ Nothing in the file runs: the graph is read with the onnx package's protobuf par
 inference, each node maps through ``FROM_ONNX`` below (keyed by ONNX op type), and the
 initializers are written as a safetensors file whose keys are the spec's module paths (``archc
 build SPEC --weights FILE`` loads it). The file is bounded like every untrusted input: its size,
-its node and initializer counts, every dimension; subgraphs (If, Loop) are refused. A node that does
+its node and initializer counts, every dimension; subgraphs (If, Loop) are refused; external data
+(a model over protobuf's 2 GB) is read only from a plain file beside the model. A node that does
 not map is refused with its name, its op type and the closest op type archc reads.
+
+Besides the one-node mappings of ``FROM_ONNX``, pattern steps (``_STEPS``, and the LRN and channel
+shuffle steps) read what the exporter writes for one archc op as many nodes: channels-last views
+(Transpose 0 2 3 1 and back), a MatMul and its bias Add (a Linear), ViT's patch embedding, class
+token, position embedding and nn.MultiheadAttention, and the window attention and patch merging of
+Swin, Swin V2 and MaxViT. Each checks the constants that decide what is computed (the weights'
+shapes, the scale, the position bias, the shift's mask) and gives the node to the next step, or to
+FROM_ONNX's refusal, where one does not hold.
 """
 
 from __future__ import annotations
@@ -362,8 +371,12 @@ def read(path: str | Path, name: str | None = None) -> tuple[Flat, dict[str, Any
                                       (), node.op_type))
                 ctx.value_of[out] = layer
             continue
-        if node.domain in ("", "ai.onnx") and any(step(node, ctx) for step in _STEPS):
-            continue
+        try:
+            if node.domain in ("", "ai.onnx") and any(step(node, ctx) for step in _STEPS):
+                continue
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError, ZeroDivisionError,
+                OverflowError) as exc:       # a pattern's constants of unexpected shapes: refused, by name
+            raise _refuse(node, f"unexpected attributes or inputs ({type(exc).__name__})") from None
         _mapped(node, ctx)
     result = ctx.value_of.get(g.output[0].name)
     if result is None:
@@ -391,13 +404,50 @@ def _initializers(g: Any, path: Path) -> dict[str, Any]:
     consts: dict[str, Any] = {}
     total = 0
     for t in g.initializer:
-        if any(d < 0 or d > MAX_DIM for d in t.dims) or t.data_location == onnx.TensorProto.EXTERNAL:
-            raise BackendError([error(f"initializer {t.name!r}: dimensions {list(t.dims)} or external data", "import")])
+        if any(d < 0 or d > MAX_DIM for d in t.dims):
+            raise BackendError([error(f"initializer {t.name!r}: dimensions {list(t.dims)}", "import")])
         total += int(np.prod(t.dims)) if t.dims else 1
         if total > MAX_ELEMENTS:
             raise BackendError([error(f"the initializers hold more than {MAX_ELEMENTS} numbers", "import")])
-        consts[t.name] = numpy_helper.to_array(t)
+        consts[t.name] = _external(t, path) if t.data_location == onnx.TensorProto.EXTERNAL else numpy_helper.to_array(t)
     return consts
+
+
+def _external(t: Any, path: Path) -> Any:
+    """An initializer whose numbers are in another file (the exporter's external data, for a model over
+    protobuf's 2 GB): read only from a plain file beside the model (its ``location`` a file name: no folder,
+    no ``..``, no link), at the offset and length the initializer gives, which must be its own size."""
+    import numpy as np
+    from onnx import helper
+
+    info = {e.key: e.value for e in t.external_data}
+    where = info.get("location", "")
+
+    def refuse(why: str) -> BackendError:
+        return BackendError([error(f"initializer {t.name!r}: external data {where!r}: {why}", "import",
+                                   hint="external data is read only from a file beside the model, named by a "
+                                        "plain file name")])
+    if not where or where in (".", "..") or any(c in where for c in "/\\\0:") or where != where.strip():
+        raise refuse("its location is not a plain file name")
+    file = path.parent / where
+    if file.is_symlink() or not file.is_file():
+        raise refuse(f"no such file beside {path.name}")
+    try:
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(t.data_type)).newbyteorder("<")
+        offset = int(info.get("offset", 0))
+        size = int(np.prod(t.dims)) * dtype.itemsize if t.dims else dtype.itemsize
+        length = int(info.get("length", size))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise refuse(f"unreadable ({type(exc).__name__})") from None
+    if dtype.kind not in "fiub" or offset < 0 or length != size or offset + length > file.stat().st_size:
+        raise refuse(f"offset {offset} and length {length} do not hold its {list(t.dims)} {dtype.name} numbers "
+                     f"in a file of {file.stat().st_size} bytes")
+    with open(file, "rb") as f:
+        f.seek(offset)
+        data = f.read(length)
+    if len(data) != length:
+        raise refuse("the file ended early")
+    return np.frombuffer(data, dtype=dtype).reshape(tuple(t.dims))
 
 
 def _attrs(node: Any) -> dict[str, Any]:

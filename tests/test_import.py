@@ -555,12 +555,25 @@ def test_a_model_over_two_gigabytes_exports_its_weights_beside_the_file_and_impo
 # spec): Conv / BatchNormalization / Relu / Add / MaxPool / Gemm; Clip(0, 6); HardSwish / HardSigmoid and
 # squeeze-and-excitation's Mul; channel shuffle and split; Concat without BatchNorm; DenseNet's Concat and
 # AveragePool; GoogLeNet's ceil-mode pooling and four-way Concat; the paper's GoogLeNet's LRN, which the
-# exporter writes as local_response_norm's own steps (Mul, Pad, 3-d AveragePool, Pow, Div)
+# exporter writes as local_response_norm's own steps (Mul, Pad, 3-d AveragePool, Pow, Div); the token models
 ONNX_FAMILIES = [("resnet18", ["input=[3,64,64]"]), ("mobilenet_v2", ["input=[3,64,64]"]),
                  ("mobilenet_v3_small", ["input=[3,64,64]"]), ("shufflenet_v2_x0_5", ["input=[3,64,64]"]),
                  ("squeezenet1_1", ["input=[3,64,64]"]),
                  ("densenet121", ["input=[3,64,64]", *(f"variants.rows.block{b}_n=[2,2,2,2]" for b in (2, 3, 4))]),
-                 ("googlenet", ["input=[3,64,64]"]), ("googlenet-small", None)]
+                 ("googlenet", ["input=[3,64,64]"]), ("googlenet-small", None),
+                 # the token models, reduced: ConvNeXt's channels-last stretches, layer_scale and as_strided;
+                 # ViT's patches, class token, position embedding and attention; Swin's shifted, padded and
+                 # whole-map windows and patch merging; Swin V2's cosine attention and position MLP; MaxViT's
+                 # MBConv, window and grid attention
+                 ("convnext_tiny", [*(f"variants.rows.C{k}=[16,16,16,16]" for k in range(1, 5)),
+                                    *(f"variants.rows.B{k}=[1,1,1,1]" for k in (1, 2, 4)), "variants.rows.B3=[2,2,2,2]",
+                                    "input=[3,32,32]"]),
+                 ("vit_b_16", ["dim=32", "depth=1", "heads=2", "mlp=64", "input=[3,32,32]"]),
+                 ("swin_t", ["dim=16", "heads=1", *(f"variants.rows.L{k}=[1,1,1]" for k in (2, 3, 4)), "input=[3,56,56]"]),
+                 ("swin_v2_t", ["dim=16", "heads=1", *(f"variants.rows.L{k}=[1,1,1]" for k in (2, 3, 4)),
+                                "input=[3,64,64]"]),
+                 ("maxvit_t", ["stem=16", "C1=16", "C2=16", "C3=32", "C4=32", "B1=1", "B2=1", "B3=1", "B4=1",
+                               "head_dim=16", "window=2", "input=[3,64,64]"])]
 
 
 def _trained(model):

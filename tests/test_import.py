@@ -431,6 +431,36 @@ def test_an_onnx_node_archc_cannot_map_is_refused_by_name_and_op_type_and_nothin
     assert sorted(p.name for p in tmp_path.iterdir()) == ["small.onnx"]
 
 
+def test_an_onnx_channels_last_view_is_read_only_by_ops_that_compute_the_same_on_it(tmp_path):
+    """Transpose 0 2 3 1 makes a channels-last view: LayerNormalization over its last axis and element-wise
+    ops read it (as archc's layer_norm and activations), Transpose 0 3 1 2 gives the image back; another op
+    reading the view, or a view as the model's output, is refused by node, never guessed."""
+    onnx = pytest.importorskip("onnx")
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    from archcompiler.importers.onnx import read
+
+    def model(tail, out_shape):
+        inits = [numpy_helper.from_array(np.ones(4, np.float32), "norm.weight"),
+                 numpy_helper.from_array(np.zeros(4, np.float32), "norm.bias")]
+        nodes = [helper.make_node("Transpose", ["image"], ["v"], perm=[0, 2, 3, 1]),
+                 helper.make_node("LayerNormalization", ["v", "norm.weight", "norm.bias"], ["n"], axis=-1, epsilon=1e-6),
+                 helper.make_node("Relu", ["n"], ["r"]), *tail]
+        graph = helper.make_graph(nodes, "view", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 4, 3, 3])],
+                                  [helper.make_tensor_value_info(nodes[-1].output[0], TensorProto.FLOAT, out_shape)], inits)
+        path = tmp_path / "view.onnx"
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+        return path
+    flat, _ = read(model([helper.make_node("Transpose", ["r"], ["out"], perm=[0, 3, 1, 2])], [1, 4, 3, 3]))
+    assert [it.fields for it in flat.items] == [{"op": "layer_norm", "eps": 1e-6}, {"op": "relu"}]
+    assert flat.items[-1].shape == (4, 3, 3)
+    with pytest.raises(BackendError, match=r"node mp \(MaxPool\): reads a channels-last view"):
+        read(model([helper.make_node("MaxPool", ["r"], ["out"], kernel_shape=[1, 1], name="mp")], [1, 3, 3, 4]))
+    with pytest.raises(BackendError, match="is a channels-last view"):
+        read(model([], [1, 3, 3, 4]))
+
+
 def test_an_onnx_file_is_bounded_like_every_untrusted_input(tmp_path, monkeypatch):
     from archcompiler.importers import onnx as reader
 

@@ -260,11 +260,14 @@ class _Graph:
         return (s[2], s[0], s[1]) if value in self.last and len(s) == 3 else s
 
     def emit(self, node: Any, out: str, fields: dict, sources: list[str], params: dict[str, tuple[str, Any]],
-             in_shape: tuple[int, ...] = ()) -> Item:
+             in_shape: tuple[int, ...] = (), last: bool = False) -> Item:
         """One layer computing ``out`` from the layers ``sources``; ``params``: state_dict suffix (empty for
-        a module that is a parameter itself) -> (initializer name, array). Its name is the module path the
-        initializers' names give, where they give one."""
+        a module that is a parameter itself) -> (initializer name, array); ``last``: ``out`` is a channels-last
+        view. Its name is the module path the initializers' names give, where they give one."""
         import numpy as np
+
+        if last:
+            self.last.add(out)
 
         holder = None
         if params:
@@ -491,9 +494,7 @@ def _mapped(node: Any, ctx: _Graph) -> None:
                 arr = arr.T
             params[suffix] = (node.input[pos], arr)
     item = ctx.emit(node, node.output[0], fields, [ctx.value_of[i] for i in tensor_ins], params,
-                    n.shapes[0] if n.shapes else ())
-    if any(last):
-        ctx.last.add(node.output[0])
+                    n.shapes[0] if n.shapes else (), any(last))
     if node.op_type == "BatchNormalization":
         import numpy as np
         ctx.weights[f"{item.name}.num_batches_tracked"] = np.zeros((), dtype=np.int64)
@@ -624,11 +625,9 @@ def _linear_step(node: Any, ctx: _Graph) -> bool:
             fields["bias"] = True
             params["bias"] = (add.input[bias[0][0]], bias[0][1])
             ctx.skip.add(id(add))
-    ctx.emit(node, out, fields, [ctx.value_of[src]], params, ctx.shape(src))
+    ctx.emit(node, out, fields, [ctx.value_of[src]], params, ctx.shape(src), src in ctx.last)
     if add is not None and id(add) in ctx.skip:
-        ctx.alias(add.output[0], out, src in ctx.last)
-    if src in ctx.last:
-        ctx.last.add(out)
+        ctx.alias(add.output[0], out)
     return True
 
 

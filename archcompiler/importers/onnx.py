@@ -27,8 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BackendError, error
+from ..spec import layers as L
 from ..spec.limits import MAX_DIM, MAX_LAYERS
 from .flat import Flat, Item, place
+from .text import model as layer_model
 
 MAX_ONNX_BYTES = 2 * 1024 ** 3          # an ONNX file (its protobuf limit)
 MAX_NODES = 4 * MAX_LAYERS
@@ -693,7 +695,7 @@ def _view_step(node: Any, ctx: _Graph) -> bool:
     if turn is None or conv is None or src in ctx.last or list(_attrs(turn).get("perm", [])) != [0, 2, 1]:
         return False
     f, c = conv.fields, conv.shape
-    if f.get("op") != "conv" or len(ctx.readers.get(src, [])) != 1 or len(c) != 3 \
+    if layer_model(f) is not L.Conv or len(ctx.readers.get(src, [])) != 1 or len(c) != 3 \
             or out_full[1:] != (c[0], c[1] * c[2]) or not (f.get("kernel") == f.get("stride") and
                                                          isinstance(f.get("kernel"), int)) \
             or f.get("padding") != 0 or f.get("dilation") != 1 or f.get("groups") != 1:

@@ -654,6 +654,8 @@ def _parameter_step(node: Any, ctx: _Graph) -> bool:
     elif kind == "Concat" and pos == 0 and _attrs(node).get("axis") == 1 and len(shape) == 2 \
             and value_shape == (1, 1, shape[1]):
         fields = {"op": "class_token"}
+        if not name.endswith("class_token"):      # the exporter folds class_token.expand(N, -1, -1) into "expand"
+            name = "class_token"
     elif kind == "Gather" and pos == 1 and _attrs(node).get("axis") == 1 and len(shape) == 2 and value_shape == () \
             and 0 <= int(value) < shape[0]:
         ctx.emit(node, node.output[0], {"op": "select_token", "index": int(value)}, [ctx.value_of[src]], {}, shape)

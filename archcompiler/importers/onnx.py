@@ -856,7 +856,7 @@ def _identity_chain(node: Any, ctx: _Graph) -> bool:
     return False
 
 
-MAX_CHAIN_ELEMENTS = 2 ** 24
+MAX_CHAIN_ELEMENTS = 2 ** 22       # the positions a reshape chain is checked on (a 32 MB index)
 
 
 def _merge_step(node: Any, ctx: _Graph) -> bool:

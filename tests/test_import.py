@@ -431,6 +431,36 @@ def test_an_onnx_node_archc_cannot_map_is_refused_by_name_and_op_type_and_nothin
     assert sorted(p.name for p in tmp_path.iterdir()) == ["small.onnx"]
 
 
+def test_an_onnx_channels_last_view_is_read_only_by_ops_that_compute_the_same_on_it(tmp_path):
+    """Transpose 0 2 3 1 makes a channels-last view: LayerNormalization over its last axis and element-wise
+    ops read it (as archc's layer_norm and activations), Transpose 0 3 1 2 gives the image back; another op
+    reading the view, or a view as the model's output, is refused by node, never guessed."""
+    onnx = pytest.importorskip("onnx")
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    from archcompiler.importers.onnx import read
+
+    def model(tail, out_shape):
+        inits = [numpy_helper.from_array(np.ones(4, np.float32), "norm.weight"),
+                 numpy_helper.from_array(np.zeros(4, np.float32), "norm.bias")]
+        nodes = [helper.make_node("Transpose", ["image"], ["v"], perm=[0, 2, 3, 1]),
+                 helper.make_node("LayerNormalization", ["v", "norm.weight", "norm.bias"], ["n"], axis=-1, epsilon=1e-6),
+                 helper.make_node("Relu", ["n"], ["r"]), *tail]
+        graph = helper.make_graph(nodes, "view", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 4, 3, 3])],
+                                  [helper.make_tensor_value_info(nodes[-1].output[0], TensorProto.FLOAT, out_shape)], inits)
+        path = tmp_path / "view.onnx"
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+        return path
+    flat, _ = read(model([helper.make_node("Transpose", ["r"], ["out"], perm=[0, 3, 1, 2])], [1, 4, 3, 3]))
+    assert [it.fields for it in flat.items] == [{"op": "layer_norm", "eps": 1e-6}, {"op": "relu"}]
+    assert flat.items[-1].shape == (4, 3, 3)
+    with pytest.raises(BackendError, match=r"node mp \(MaxPool\): reads a channels-last view"):
+        read(model([helper.make_node("MaxPool", ["r"], ["out"], kernel_shape=[1, 1], name="mp")], [1, 3, 3, 4]))
+    with pytest.raises(BackendError, match="is a channels-last view"):
+        read(model([], [1, 3, 3, 4]))
+
+
 def test_an_onnx_file_is_bounded_like_every_untrusted_input(tmp_path, monkeypatch):
     from archcompiler.importers import onnx as reader
 
@@ -445,6 +475,41 @@ def test_an_onnx_file_is_bounded_like_every_untrusted_input(tmp_path, monkeypatc
     (tmp_path / "junk.onnx").write_bytes(b"\x00not a model" * 10)
     with pytest.raises(BackendError, match="not a readable ONNX model"):
         reader.read(tmp_path / "junk.onnx")
+
+
+
+def test_onnx_external_data_is_read_only_from_a_plain_file_beside_the_model(tmp_path):
+    """A model over protobuf's 2 GB has its weights as external data: read from a file beside the model,
+    at the initializer's offset and length; a location with a folder or ``..``, or a length that is not
+    the initializer's size, is refused by name (read as data, nothing written)."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import external_data_helper
+
+    from archcompiler.importers.onnx import read
+
+    path, w = _onnx_graph(tmp_path)
+    model = onnx.load(str(path))
+    external_data_helper.convert_model_to_external_data(model, all_tensors_to_one_file=True, location="small.data",
+                                                        size_threshold=0)
+    onnx.save(model, str(tmp_path / "ext.onnx"))
+    flat, weights = read(tmp_path / "ext.onnx")
+    assert (weights["stem.weight"] == w["stem.weight"]).all() and (weights["fc.weight"] == w["fc.weight"]).all()
+    for location, why in [("../small.data", "not a plain file name"), ("sub/small.data", "not a plain file name"),
+                          ("missing.data", "no such file")]:
+        bad = onnx.load(str(tmp_path / "ext.onnx"), load_external_data=False)
+        for t in bad.graph.initializer:
+            for e in t.external_data:
+                if e.key == "location":
+                    e.value = location
+        onnx.save(bad, str(tmp_path / "bad.onnx"))
+        with pytest.raises(BackendError, match=why):
+            read(tmp_path / "bad.onnx")
+    bad = onnx.load(str(tmp_path / "ext.onnx"), load_external_data=False)
+    entry = next(e for e in bad.graph.initializer[0].external_data if e.key == "length")
+    entry.value = "4"
+    onnx.save(bad, str(tmp_path / "bad.onnx"))
+    with pytest.raises(BackendError, match="do not hold its"):
+        read(tmp_path / "bad.onnx")
 
 
 @pytest.mark.slow
@@ -500,16 +565,45 @@ def test_emit_onnx_keeping_batch_norm_imports_with_identical_params_and_logits(t
         torch.testing.assert_close(rebuilt(x), original(x), rtol=0, atol=1e-6)
 
 
+
+def test_a_model_over_two_gigabytes_exports_its_weights_beside_the_file_and_imports(tmp_path, monkeypatch):
+    """Over protobuf's 2 GB (here: the limit set to 0), --emit onnx writes the weights as external data in
+    PATH.data beside PATH (not under the temporary file's name), and archc import reads them back."""
+    pytest.importorskip("onnxscript")
+    from archcompiler.backends.torch import export
+
+    monkeypatch.setattr(export, "ONNX_ONE_FILE_BYTES", 0)
+    spec = archcompiler.load_spec(str(ROOT / "tests" / "data" / "digits-cnn.yaml"))
+    original, rebuilt, imported = _onnx_round_trip(spec, tmp_path)
+    assert {"m.onnx", "m.onnx.data"} <= {p.name for p in tmp_path.iterdir()}
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+    x = torch.randn(2, *spec.input, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x), original(x), rtol=0, atol=1e-6)
+
 # one small variant per family whose ONNX operators differ (benchmarks/onnx_round_trip.py runs every shipped
 # spec): Conv / BatchNormalization / Relu / Add / MaxPool / Gemm; Clip(0, 6); HardSwish / HardSigmoid and
 # squeeze-and-excitation's Mul; channel shuffle and split; Concat without BatchNorm; DenseNet's Concat and
 # AveragePool; GoogLeNet's ceil-mode pooling and four-way Concat; the paper's GoogLeNet's LRN, which the
-# exporter writes as local_response_norm's own steps (Mul, Pad, 3-d AveragePool, Pow, Div)
+# exporter writes as local_response_norm's own steps (Mul, Pad, 3-d AveragePool, Pow, Div); the token models
 ONNX_FAMILIES = [("resnet18", ["input=[3,64,64]"]), ("mobilenet_v2", ["input=[3,64,64]"]),
                  ("mobilenet_v3_small", ["input=[3,64,64]"]), ("shufflenet_v2_x0_5", ["input=[3,64,64]"]),
                  ("squeezenet1_1", ["input=[3,64,64]"]),
                  ("densenet121", ["input=[3,64,64]", *(f"variants.rows.block{b}_n=[2,2,2,2]" for b in (2, 3, 4))]),
-                 ("googlenet", ["input=[3,64,64]"]), ("googlenet-small", None)]
+                 ("googlenet", ["input=[3,64,64]"]), ("googlenet-small", None),
+                 # the token models, reduced: ConvNeXt's channels-last stretches, layer_scale and as_strided;
+                 # ViT's patches, class token, position embedding and attention; Swin's shifted, padded and
+                 # whole-map windows and patch merging; Swin V2's cosine attention and position MLP; MaxViT's
+                 # MBConv, window and grid attention
+                 ("convnext_tiny", [*(f"variants.rows.C{k}=[16,16,16,16]" for k in range(1, 5)),
+                                    *(f"variants.rows.B{k}=[1,1,1,1]" for k in (1, 2, 4)), "variants.rows.B3=[2,2,2,2]",
+                                    "input=[3,32,32]"]),
+                 ("vit_b_16", ["dim=32", "depth=1", "heads=2", "mlp=64", "input=[3,32,32]"]),
+                 ("swin_t", ["dim=16", "heads=1", *(f"variants.rows.L{k}=[1,1,1]" for k in (2, 3, 4)), "input=[3,56,56]"]),
+                 ("swin_v2_t", ["dim=16", "heads=1", *(f"variants.rows.L{k}=[1,1,1]" for k in (2, 3, 4)),
+                                "input=[3,64,64]"]),
+                 ("maxvit_t", ["stem=16", "C1=16", "C2=16", "C3=32", "C4=32", "B1=1", "B2=1", "B3=1", "B4=1",
+                               "head_dim=16", "window=2", "input=[3,64,64]"])]
 
 
 def _trained(model):

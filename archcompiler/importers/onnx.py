@@ -4,8 +4,17 @@ Nothing in the file runs: the graph is read with the onnx package's protobuf par
 inference, each node maps through ``FROM_ONNX`` below (keyed by ONNX op type), and the
 initializers are written as a safetensors file whose keys are the spec's module paths (``archc
 build SPEC --weights FILE`` loads it). The file is bounded like every untrusted input: its size,
-its node and initializer counts, every dimension; subgraphs (If, Loop) are refused. A node that does
+its node and initializer counts, every dimension; subgraphs (If, Loop) are refused; external data
+(a model over protobuf's 2 GB) is read only from a plain file beside the model. A node that does
 not map is refused with its name, its op type and the closest op type archc reads.
+
+Besides the one-node mappings of ``FROM_ONNX``, pattern steps (``_STEPS``, and the LRN and channel
+shuffle steps) read what the exporter writes for one archc op as many nodes: channels-last views
+(Transpose 0 2 3 1 and back), a MatMul and its bias Add (a Linear), ViT's patch embedding, class
+token, position embedding and nn.MultiheadAttention, and the window attention and patch merging of
+Swin, Swin V2 and MaxViT. Each checks the constants that decide what is computed (the weights'
+shapes, the scale, the position bias, the shift's mask) and gives the node to the next step, or to
+FROM_ONNX's refusal, where one does not hold.
 """
 
 from __future__ import annotations
@@ -13,13 +22,15 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import BackendError, error
+from ..spec import layers as L
 from ..spec.limits import MAX_DIM, MAX_LAYERS
 from .flat import Flat, Item, place
+from .text import model as layer_model
 
 MAX_ONNX_BYTES = 2 * 1024 ** 3          # an ONNX file (its protobuf limit)
 MAX_NODES = 4 * MAX_LAYERS
@@ -40,6 +51,7 @@ class Node:
     consts: list[Any]
     shapes: list[tuple[int, ...]]
     shape: tuple[int, ...]
+    last: bool = False              # its tensor inputs are channels-last views (archc's shapes given: C x H x W)
 
 
 def _need(ok: bool, why: str) -> None:
@@ -78,9 +90,22 @@ def _gemm(n: Node) -> dict:
 
 
 def _matmul(n: Node) -> dict:
+    """A Linear without bias (_linear_step takes the bias Add after it): on a flat vector, each token of a
+    sequence, or each position's channels of a channels-last view."""
     w = n.consts[1]
-    _need(w is not None and len(n.shapes[0]) == 1 and w.ndim == 2, "a product with a computed matrix")
-    return {"op": "linear", "out": int(w.shape[1]), "bias": False}
+    _need(w is not None and w.ndim == 2 and n.consts[0] is None, "a product with a computed matrix")
+    over = "channels" if n.last else {1: "flat", 2: "tokens"}.get(len(n.shapes[0]))
+    _need(over is not None, "a product over an image's last axis (archc's linear maps a vector, a token's features "
+                            "or a channels-last view's channels)")
+    return {"op": "linear", "out": int(w.shape[1]), "bias": False, **({"over": over} if over != "flat" else {})}
+
+
+def _layer_norm(n: Node) -> dict:
+    _need(n.attrs.get("axis", -1) in (-1, len(n.shapes[0])) and (n.last or len(n.shapes[0]) == 2),
+          "a LayerNormalization over other axes than a sequence's features or a channels-last view's channels")
+    _need(len(n.consts) == 3 and n.consts[1] is not None and n.consts[2] is not None,
+          "a LayerNormalization without its scale and bias")
+    return {"op": "layer_norm", "eps": _f32(n.attrs.get("epsilon", 1e-5))}
 
 
 def _f32(v: Any) -> float:
@@ -197,8 +222,10 @@ FROM_ONNX: dict[str, tuple[Callable[[Node], dict], dict[int, str]]] = {
     "Reshape": (_reshape, {}),
     "Softmax": (_softmax, {}),
     "LRN": (_lrn, {}),
+    "LayerNormalization": (_layer_norm, {1: "weight", 2: "bias"}),
     # Split (into two halves along the channels) and Transpose (as a channel shuffle between two
-    # Reshapes) are read as patterns: see _shuffle_step
+    # Reshapes) are read as patterns: see _shuffle_step; Transpose to and from channels-last views, a
+    # MatMul's bias Add, products and sums with a parameter, ViT's tokens and attention: see _STEPS
 }
 _PASS = {"Identity", "Dropout"}         # the value passes through in inference
 
@@ -209,11 +236,81 @@ def _refuse(node: Any, why: str, hint: str | None = None) -> BackendError:
                                hint=hint or f"the closest op type archc reads is {close[0] if close else 'Conv'}")])
 
 
+@dataclass
+class _Graph:
+    """What the reader knows while it walks the nodes: the constants, every value's shape (with the
+    batch), the layer each value is (``value_of``), the values that are a layer's channels-last view
+    (N x H x W x C after a Transpose 0 2 3 1: ConvNeXt's and Swin's layout), each value's readers,
+    the nodes a pattern has already taken, the layers and their weights."""
+
+    consts: dict[str, Any]
+    shapes: dict[str, tuple[int, ...]]
+    value_of: dict[str, str]
+    readers: dict[str, list[Any]]
+    last: set[str] = field(default_factory=set)
+    skip: set[int] = field(default_factory=set)
+    items: list[Item] = field(default_factory=list)
+    weights: dict[str, Any] = field(default_factory=dict)
+    taken: set[str] = field(default_factory=set)
+    pending: dict[str, tuple] = field(default_factory=dict)
+    producer: dict[str, Any] = field(default_factory=dict)     # value -> the node that computes it
+    order: list[Any] = field(default_factory=list)            # the nodes in the file's (topological) order
+
+    def shape(self, value: str) -> tuple[int, ...]:
+        """The per-sample shape archc gives the value: C x H x W for a channels-last view."""
+        s = self.shapes.get(value, ())[1:]
+        return (s[2], s[0], s[1]) if value in self.last and len(s) == 3 else s
+
+    def emit(self, node: Any, out: str, fields: dict, sources: list[str], params: dict[str, tuple[str, Any]],
+             in_shape: tuple[int, ...] = (), last: bool = False) -> Item:
+        """One layer computing ``out`` from the layers ``sources``; ``params``: state_dict suffix (empty for
+        a module that is a parameter itself) -> (initializer name, array); ``last``: ``out`` is a channels-last
+        view. Its name is the module path the initializers' names give, where they give one."""
+        import numpy as np
+
+        if last:
+            self.last.add(out)
+
+        holder = None
+        if params:
+            for suffix, (init, _) in params.items():
+                base = init[:-len(suffix) - 1] if suffix and init.endswith("." + suffix) else None if suffix else init
+                if base and _MODULE.fullmatch(base) and base not in self.taken:
+                    holder = base
+                    break
+            holder = holder or _unique(node.op_type.lower(), self.taken)
+            self.taken.add(holder)
+            for suffix, (_, arr) in params.items():
+                self.weights[f"{holder}.{suffix}" if suffix else holder] = np.ascontiguousarray(arr)
+        layer = holder if holder is not None else _unique("%" + out, self.taken)
+        scope = layer.rpartition(".")[0] if holder else None
+        item = Item(layer, fields, sources, node.op_type, holder, scope, self.shape(out), in_shape, node.op_type)
+        self.items.append(item)
+        self.value_of[out] = layer
+        if len(self.items) > MAX_LAYERS:
+            raise BackendError([error(f"the model has more than {MAX_LAYERS} layers", "import")])
+        return item
+
+    def alias(self, out: str, value: str, last: bool | None = None) -> None:
+        """``out`` is the same layer as ``value`` (a view: a layout change, an identity)."""
+        self.value_of[out] = self.value_of[value]
+        if last if last is not None else value in self.last:
+            self.last.add(out)
+        else:
+            self.last.discard(out)
+
+
+_MODULE = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*")
+# the ops that compute the same on a channels-last view (element by element, or LayerNormalization over
+# its last axis: the channels); any other op reading such a view is refused
+_ANY_LAYOUT = {"Relu", "Clip", "Sigmoid", "Tanh", "LeakyRelu", "HardSwish", "Gelu", "HardSigmoid", "Add", "Mul",
+               "LayerNormalization"}
+
+
 def read(path: str | Path, name: str | None = None) -> tuple[Flat, dict[str, Any]]:
     """The flat layers of the ONNX file and its weights (state_dict key -> numpy array)."""
-    import numpy as np
     import onnx
-    from onnx import numpy_helper, shape_inference
+    from onnx import shape_inference
 
     path = Path(path)
     size = path.stat().st_size if path.is_file() else -1
@@ -230,15 +327,7 @@ def read(path: str | Path, name: str | None = None) -> tuple[Flat, dict[str, Any
     if len(g.node) > MAX_NODES or len(g.initializer) > MAX_NODES:
         raise BackendError([error(f"{path} has {len(g.node)} nodes and {len(g.initializer)} initializers; "
                                   f"at most {MAX_NODES} of each are read", "import")])
-    consts: dict[str, Any] = {}
-    total = 0
-    for t in g.initializer:
-        if any(d < 0 or d > MAX_DIM for d in t.dims) or t.data_location == onnx.TensorProto.EXTERNAL:
-            raise BackendError([error(f"initializer {t.name!r}: dimensions {list(t.dims)} or external data", "import")])
-        total += int(np.prod(t.dims)) if t.dims else 1
-        if total > MAX_ELEMENTS:
-            raise BackendError([error(f"the initializers hold more than {MAX_ELEMENTS} numbers", "import")])
-        consts[t.name] = numpy_helper.to_array(t)
+    consts = _initializers(g, path)
     shapes: dict[str, tuple[int, ...]] = {}
     for vi in [*g.input, *g.value_info, *g.output]:
         dims = vi.type.tensor_type.shape.dim
@@ -248,84 +337,169 @@ def read(path: str | Path, name: str | None = None) -> tuple[Flat, dict[str, Any
         raise BackendError([error("the model must have one input of a fixed N x C x H x W shape", "import")])
     if len(g.output) < 1:
         raise BackendError([error("the model has no output", "import")])
-    value_of: dict[str, str] = {inputs[0].name: "input"}
-    items: list[Item] = []
-    weights: dict[str, Any] = {}
-    taken: set[str] = set()
-    pending: dict[str, tuple] = {}      # a value midway through a channel shuffle -> its state
+    readers: dict[str, list[Any]] = {}
     for node in g.node:
+        for i in node.input:
+            readers.setdefault(i, []).append(node)
+    for node in g.node:                  # a constant reshaped (the exporter leaves some unfolded): a constant
+        if node.op_type == "Reshape" and node.domain in ("", "ai.onnx") and len(node.input) == 2 \
+                and all(i in consts for i in node.input) and len(shapes.get(node.output[0], ())) > 0 \
+                and min(shapes[node.output[0]]) >= 0 and consts[node.input[0]].size == _size(shapes[node.output[0]]):
+            consts[node.output[0]] = consts[node.input[0]].reshape(shapes[node.output[0]])
+    ctx = _Graph(consts, shapes, {inputs[0].name: "input"}, readers)
+    ctx.order = list(g.node)
+    ctx.producer = {o: node for node in g.node for o in node.output}
+    for node in g.node:
+        if id(node) in ctx.skip or node.output and all(o in consts for o in node.output):
+            continue
         if node.op_type == "Constant":
             attr = {a.name: a for a in node.attribute}
             if "value" not in attr:
                 raise _refuse(node, "a Constant other than a tensor")
-            consts[node.output[0]] = numpy_helper.to_array(attr["value"].t)
+            consts[node.output[0]] = onnx.numpy_helper.to_array(attr["value"].t)
             continue
         if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
             raise _refuse(node, "a subgraph (control flow)", "archc writes one graph for every input")
-        if node.op_type in _PASS and node.input and node.input[0] in value_of:
+        if node.op_type in _PASS and node.input and node.input[0] in ctx.value_of:
             for out in node.output[:1]:
-                value_of[out] = value_of[node.input[0]]
+                ctx.alias(out, node.input[0])
             continue
-        made = _lrn_step(node, consts, value_of, pending)
+        made = _lrn_step(node, consts, ctx.value_of, ctx.pending)
         if made is None:
-            made = _shuffle_step(node, consts, shapes, value_of, pending)
+            made = _shuffle_step(node, ctx)
         if made is True:
             continue
         if made is not None:             # a pattern complete (a channel shuffle or split, LRN): one layer per output
             for out, fields, src in made:
-                layer = _unique("%" + out, taken)
-                items.append(Item(layer, fields, [src], node.op_type, None, None, shapes.get(out, ())[1:],
-                                  (), node.op_type))
-                value_of[out] = layer
+                layer = _unique("%" + out, ctx.taken)
+                ctx.items.append(Item(layer, fields, [src], node.op_type, None, None, shapes.get(out, ())[1:],
+                                      (), node.op_type))
+                ctx.value_of[out] = layer
             continue
-        entry = FROM_ONNX.get(node.op_type)
-        if entry is None or node.domain not in ("", "ai.onnx"):
-            raise _refuse(node, "has no archc op")
-        tensor_ins = [i for i in node.input if i and i not in consts]
-        for i in tensor_ins:
-            if i not in value_of:
-                raise _refuse(node, f"reads {i!r}, which is not a layer's output")
-        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        n = Node(node.name, attrs, [consts.get(i) if i else None for i in node.input],
-                 [shapes.get(i, ())[1:] for i in tensor_ins], shapes.get(node.output[0], ())[1:])
         try:
-            fields = entry[0](n)
-        except _No as exc:
-            raise _refuse(node, str(exc), f"archc reads {node.op_type} only where the reason above does not hold") \
-                from None
-        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+            if node.domain in ("", "ai.onnx") and any(step(node, ctx) for step in _STEPS):
+                continue
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError, ZeroDivisionError,
+                OverflowError) as exc:       # a pattern's constants of unexpected shapes: refused, by name
             raise _refuse(node, f"unexpected attributes or inputs ({type(exc).__name__})") from None
-        params = {suffix: node.input[pos] for pos, suffix in entry[1].items() if pos < len(node.input) and node.input[pos]}
-        holder = None
-        if params:
-            first = next(iter(params.values()))
-            base = re.sub(r"\.(weight|bias|running_mean|running_var)$", "", first)
-            holder = base if re.fullmatch(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*", base) and base not in taken else None
-            if holder is None:
-                holder = _unique(f"{node.op_type.lower()}", taken)
-        layer = holder if holder is not None else _unique("%" + node.output[0], taken)
-        taken.add(layer)
-        for suffix, init in params.items():
-            arr = consts[init]
-            if node.op_type == "Gemm" and suffix == "weight" and not attrs.get("transB", 0):
-                arr = arr.T
-            if node.op_type == "MatMul" and suffix == "weight":
-                arr = arr.T
-            weights[f"{layer}.{suffix}"] = np.ascontiguousarray(arr)
-        if node.op_type == "BatchNormalization":
-            weights[f"{layer}.num_batches_tracked"] = np.zeros((), dtype=np.int64)
-        scope = layer.rpartition(".")[0] if holder else None
-        items.append(Item(layer, fields, [value_of[i] for i in tensor_ins], node.op_type, holder, scope,
-                          n.shape, n.shapes[0] if n.shapes else (), node.op_type))
-        value_of[node.output[0]] = layer
-        if len(items) > MAX_LAYERS:
-            raise BackendError([error(f"the model has more than {MAX_LAYERS} layers", "import")])
-    result = value_of.get(g.output[0].name)
+        _mapped(node, ctx)
+    result = ctx.value_of.get(g.output[0].name)
     if result is None:
         raise BackendError([error(f"the output {g.output[0].name!r} is not computed by a mapped node", "import")])
-    result, _ = place(items, result, {}, lambda base: _unique(base, taken))
-    return Flat(name or _clean(path.stem) or "model", tuple(shapes[inputs[0].name][1:]), items, str(path),
-                {}, result), weights
+    if g.output[0].name in ctx.last:
+        raise BackendError([error(f"the output {g.output[0].name!r} is a channels-last view (no Transpose back)",
+                                  "import")])
+    result, _ = place(ctx.items, result, {}, lambda base: _unique(base, ctx.taken))
+    return Flat(name or _clean(path.stem) or "model", tuple(shapes[inputs[0].name][1:]), ctx.items, str(path),
+                {}, result), ctx.weights
+
+
+def _size(shape: tuple[int, ...]) -> int:
+    out = 1
+    for d in shape:
+        out *= d
+    return out
+
+
+def _initializers(g: Any, path: Path) -> dict[str, Any]:
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    consts: dict[str, Any] = {}
+    total = 0
+    for t in g.initializer:
+        if any(d < 0 or d > MAX_DIM for d in t.dims):
+            raise BackendError([error(f"initializer {t.name!r}: dimensions {list(t.dims)}", "import")])
+        total += int(np.prod(t.dims)) if t.dims else 1
+        if total > MAX_ELEMENTS:
+            raise BackendError([error(f"the initializers hold more than {MAX_ELEMENTS} numbers", "import")])
+        consts[t.name] = _external(t, path) if t.data_location == onnx.TensorProto.EXTERNAL else numpy_helper.to_array(t)
+    return consts
+
+
+def _external(t: Any, path: Path) -> Any:
+    """An initializer whose numbers are in another file (the exporter's external data, for a model over
+    protobuf's 2 GB): read only from a plain file beside the model (its ``location`` a file name: no folder,
+    no ``..``, no link), at the offset and length the initializer gives, which must be its own size."""
+    import numpy as np
+    from onnx import helper
+
+    info = {e.key: e.value for e in t.external_data}
+    where = info.get("location", "")
+
+    def refuse(why: str) -> BackendError:
+        return BackendError([error(f"initializer {t.name!r}: external data {where!r}: {why}", "import",
+                                   hint="external data is read only from a file beside the model, named by a "
+                                        "plain file name")])
+    if not where or where in (".", "..") or any(c in where for c in "/\\\0:") or where != where.strip():
+        raise refuse("its location is not a plain file name")
+    file = path.parent / where
+    if file.is_symlink() or not file.is_file():
+        raise refuse(f"no such file beside {path.name}")
+    try:
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(t.data_type)).newbyteorder("<")
+        offset = int(info.get("offset", 0))
+        size = int(np.prod(t.dims)) * dtype.itemsize if t.dims else dtype.itemsize
+        length = int(info.get("length", size))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise refuse(f"unreadable ({type(exc).__name__})") from None
+    if dtype.kind not in "fiub" or offset < 0 or length != size or offset + length > file.stat().st_size:
+        raise refuse(f"offset {offset} and length {length} do not hold its {list(t.dims)} {dtype.name} numbers "
+                     f"in a file of {file.stat().st_size} bytes")
+    with open(file, "rb") as f:
+        f.seek(offset)
+        data = f.read(length)
+    if len(data) != length:
+        raise refuse("the file ended early")
+    return np.frombuffer(data, dtype=dtype).reshape(tuple(t.dims))
+
+
+def _attrs(node: Any) -> dict[str, Any]:
+    import onnx
+
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _mapped(node: Any, ctx: _Graph) -> None:
+    """A node of FROM_ONNX: one layer (its initializers its weights), or refused."""
+    entry = FROM_ONNX.get(node.op_type)
+    if entry is None or node.domain not in ("", "ai.onnx"):
+        raise _refuse(node, "has no archc op")
+    consts = ctx.consts
+    tensor_ins = [i for i in node.input if i and i not in consts]
+    for i in tensor_ins:
+        if i not in ctx.value_of:
+            raise _refuse(node, f"reads {i!r}, which is not a layer's output")
+    last = [i in ctx.last for i in tensor_ins]
+    if any(last) and (not all(last) or node.op_type not in _ANY_LAYOUT):
+        raise _refuse(node, "reads a channels-last view (after Transpose 0 2 3 1) that archc has no op for",
+                      f"archc reads {', '.join(sorted(_ANY_LAYOUT))} on a channels-last view")
+    attrs = _attrs(node)
+    n = Node(node.name, attrs, [consts.get(i) if i else None for i in node.input],
+             [ctx.shape(i) for i in tensor_ins], ctx.shapes.get(node.output[0], ())[1:], any(last))
+    if any(last):
+        s = n.shape
+        n.shape = (s[2], s[0], s[1]) if len(s) == 3 else s
+    try:
+        fields = entry[0](n)
+    except _No as exc:
+        raise _refuse(node, str(exc), f"archc reads {node.op_type} only where the reason above does not hold") \
+            from None
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        raise _refuse(node, f"unexpected attributes or inputs ({type(exc).__name__})") from None
+    params = {}
+    for pos, suffix in entry[1].items():
+        if pos < len(node.input) and node.input[pos]:
+            arr = consts[node.input[pos]]
+            if suffix == "weight" and (node.op_type == "Gemm" and not attrs.get("transB", 0) or node.op_type == "MatMul"):
+                arr = arr.T
+            params[suffix] = (node.input[pos], arr)
+    item = ctx.emit(node, node.output[0], fields, [ctx.value_of[i] for i in tensor_ins], params,
+                    n.shapes[0] if n.shapes else (), any(last))
+    if node.op_type == "BatchNormalization":
+        import numpy as np
+        ctx.weights[f"{item.name}.num_batches_tracked"] = np.zeros((), dtype=np.int64)
 
 
 def _lrn_step(node: Any, consts: dict, value_of: dict, pending: dict) -> Any:
@@ -370,15 +544,16 @@ def _lrn_step(node: Any, consts: dict, value_of: dict, pending: dict) -> Any:
     return None
 
 
-def _shuffle_step(node: Any, consts: dict, shapes: dict, value_of: dict, pending: dict) -> Any:
+def _shuffle_step(node: Any, ctx: _Graph) -> Any:
     """ShuffleNet's channel shuffle as exporters write it (Reshape into N x g x C/g x H x W, Transpose
     perm 0 2 1 3 4, Reshape back) and its split (Split along the channels into two halves): True when
     the node is a step (its state in ``pending``), the finished layers [(output, fields, input)] when
     the pattern is complete, None when it is no such step."""
-    import onnx
-
-    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    consts, shapes, value_of, pending = ctx.consts, ctx.shapes, ctx.value_of, ctx.pending
+    attrs = _attrs(node)
     src = node.input[0] if node.input else None
+    if src in ctx.last:
+        return None
     out_shape = shapes.get(node.output[0], ())[1:] if node.output else ()
     state = pending.get(src)
     if node.op_type == "Reshape" and state is None and src in value_of:
@@ -399,6 +574,668 @@ def _shuffle_step(node: Any, consts: dict, shapes: dict, value_of: dict, pending
         if equal:
             return [(o, {"op": "channel_split", "half": h}, value_of[src]) for o, h in zip(node.output, ("first", "second"))]
     return None
+
+
+def _only_reader(ctx: _Graph, value: str, op_type: str) -> Any:
+    """The one node reading ``value``, where it is one of ``op_type``; else None."""
+    r = ctx.readers.get(value, [])
+    return r[0] if len(r) == 1 and r[0].op_type == op_type and r[0].domain in ("", "ai.onnx") else None
+
+
+def _const_of(ctx: _Graph, node: Any) -> tuple[list[str], list[tuple[int, Any]]]:
+    """A node's tensor inputs (layers' outputs) and its constant inputs (position, value)."""
+    tensors = [i for i in node.input if i and i not in ctx.consts]
+    consts = [(k, ctx.consts[i]) for k, i in enumerate(node.input) if i and i in ctx.consts]
+    return tensors, consts
+
+
+def _layout_step(node: Any, ctx: _Graph) -> bool:
+    """Transpose 0 2 3 1 of an image: its channels-last view (the same layer); Transpose 0 3 1 2 of such a
+    view: the image again. What reads a view must be an op that computes the same on it (_ANY_LAYOUT,
+    a Linear over the channels), else the reader is refused."""
+    if node.op_type != "Transpose" or not node.input or node.input[0] not in ctx.value_of:
+        return False
+    perm, src = list(_attrs(node).get("perm", [])), node.input[0]
+    if perm == [0, 2, 3, 1] and src not in ctx.last and len(ctx.shape(src)) == 3:
+        ctx.alias(node.output[0], src, True)
+        return True
+    if perm == [0, 3, 1, 2] and src in ctx.last:
+        ctx.alias(node.output[0], src, False)
+        return True
+    return False
+
+
+def _linear_step(node: Any, ctx: _Graph) -> bool:
+    """MatMul by a constant matrix, and the Add of a constant vector that alone reads it: one Linear (over
+    a flat vector, each token or each channels-last position), its weight the matrix transposed."""
+    tensors, consts = _const_of(ctx, node)
+    if node.op_type != "MatMul" or len(tensors) != 1 or node.input[0] != tensors[0] or len(consts) != 1 \
+            or tensors[0] not in ctx.value_of or getattr(consts[0][1], "ndim", 0) != 2:
+        return False
+    w = consts[0][1]
+    src = tensors[0]
+    n = Node(node.name, {}, [None, w], [ctx.shape(src)], (), src in ctx.last)
+    try:
+        fields = _matmul(n)
+    except _No:
+        return False
+    out, params = node.output[0], {"weight": (node.input[1], w.T)}
+    add = _only_reader(ctx, out, "Add")
+    if add is not None:
+        others, bias = _const_of(ctx, add)
+        if others == [out] and len(bias) == 1 and getattr(bias[0][1], "shape", ()) == (w.shape[1],):
+            fields["bias"] = True
+            params["bias"] = (add.input[bias[0][0]], bias[0][1])
+            ctx.skip.add(id(add))
+    ctx.emit(node, out, fields, [ctx.value_of[src]], params, ctx.shape(src), src in ctx.last)
+    if add is not None and id(add) in ctx.skip:
+        ctx.alias(add.output[0], out)
+    return True
+
+
+def _parameter_step(node: Any, ctx: _Graph) -> bool:
+    """A layer times or plus a parameter, or joined with one: a C x 1 x 1 scale times an image (ConvNeXt's
+    layer_scale), a 1 x S x D embedding added to a sequence (ViT's pos_embedding), a 1 x 1 x D token
+    concatenated before it (ViT's class_token); and a sequence's token i (Gather along axis 1: ViT's
+    select_token)."""
+    import numpy as np
+
+    tensors, consts = _const_of(ctx, node)
+    if len(tensors) != 1 or len(consts) != 1 or tensors[0] not in ctx.value_of or tensors[0] in ctx.last:
+        return False
+    src, (pos, value) = tensors[0], consts[0]
+    shape, kind = ctx.shape(src), node.op_type
+    value_shape = tuple(getattr(value, "shape", ()))
+    name = node.input[pos]
+    if kind == "Mul" and len(shape) == 3 and value_shape == (shape[0], 1, 1):
+        fields = {"op": "layer_scale"}
+    elif kind == "Add" and len(shape) == 2 and value_shape == (1, *shape):
+        fields = {"op": "pos_embedding"}
+    elif kind == "Concat" and pos == 0 and _attrs(node).get("axis") == 1 and len(shape) == 2 \
+            and value_shape == (1, 1, shape[1]):
+        fields = {"op": "class_token"}
+        if not name.endswith("class_token"):      # the exporter folds class_token.expand(N, -1, -1) into "expand"
+            name = "class_token"
+    elif kind == "Gather" and pos == 1 and _attrs(node).get("axis") == 1 and len(shape) == 2 and value_shape == () \
+            and 0 <= int(value) < shape[0]:
+        ctx.emit(node, node.output[0], {"op": "select_token", "index": int(value)}, [ctx.value_of[src]], {}, shape)
+        return True
+    else:
+        return False
+    ctx.emit(node, node.output[0], fields, [ctx.value_of[src]], {"": (name, np.asarray(value))}, shape)
+    return True
+
+
+def _view_step(node: Any, ctx: _Graph) -> bool:
+    """Reshapes that are no op of their own: a patch convolution's map (kernel = stride, no padding)
+    reshaped to N x D x S and transposed to N x S x D (the conv becomes ViT's ``patch_embed``); and a
+    tensor flattened whole then gathered back at indices 0, 1, ... in its own shape (the exporter's
+    as_strided after a global mean), a reshape to the same shape, or to another and back: the tensor itself."""
+    import numpy as np
+
+    if node.op_type not in ("Reshape", "Transpose") or not node.input or node.input[0] not in ctx.value_of:
+        return False
+    if _identity_chain(node, ctx):
+        return True
+    if node.op_type != "Reshape":
+        return False
+    src, out = node.input[0], node.output[0]
+    full = ctx.shapes.get(src, ())
+    out_full = ctx.shapes.get(out, ())
+    gathers = ctx.readers.get(out, [])
+    if len(out_full) == 1 and gathers and min(full, default=0) > 0 and all(
+            g.op_type == "Gather" and _attrs(g).get("axis", 0) == 0 and g.input[0] == out and len(g.input) == 2
+            and g.input[1] in ctx.consts and np.array_equal(ctx.consts[g.input[1]],
+                                                            np.arange(int(np.prod(full))).reshape(full))
+            for g in gathers):
+        for g in gathers:
+            ctx.skip.add(id(g))
+            ctx.alias(g.output[0], src)
+        return True
+    turn = _only_reader(ctx, out, "Transpose")
+    conv = next((it for it in reversed(ctx.items) if it.name == ctx.value_of[src]), None)
+    if turn is None or conv is None or src in ctx.last or list(_attrs(turn).get("perm", [])) != [0, 2, 1]:
+        return False
+    f, c = conv.fields, conv.shape
+    if layer_model(f) is not L.Conv or len(ctx.readers.get(src, [])) != 1 or len(c) != 3 \
+            or out_full[1:] != (c[0], c[1] * c[2]) or not (f.get("kernel") == f.get("stride") and
+                                                         isinstance(f.get("kernel"), int)) \
+            or f.get("padding") != 0 or f.get("dilation") != 1 or f.get("groups") != 1:
+        return False
+    conv.fields = {"op": "patch_embed", "out": f["out"], "patch": f["kernel"], "bias": f["bias"]}
+    conv.shape = (c[1] * c[2], c[0])
+    ctx.skip.add(id(turn))
+    ctx.alias(out, src)
+    ctx.alias(turn.output[0], src)
+    return True
+
+
+# the ops torch's nn.MultiheadAttention is written as (batch_first: the sequence transposed to S x N x D and
+# back; the in-projection, q, k and v split into heads, the scaled product, softmax, the product with v, the
+# out-projection)
+_ATTENTION_OPS = {"Transpose", "Reshape", "Unsqueeze", "Squeeze", "Gather", "Mul", "Div", "MatMul", "Softmax", "Add",
+                  "Gemm", "Split", "Slice"}
+MAX_ATTENTION_NODES = 64
+
+
+def _attention_step(node: Any, ctx: _Graph) -> bool:
+    """ViT's self-attention (torch's nn.MultiheadAttention, batch_first, as the exporter writes it): from
+    the Transpose 1 0 2 of a 1 x S x D sequence to the Transpose 1 0 2 back to 1 x S x D, every node in
+    between one of _ATTENTION_OPS that reads only values of the pattern and constants, with one
+    in-projection (a D x 3D matrix and a 3D bias), one softmax over the last axis of 1 x heads x S x S,
+    the scale 1 / sqrt(D / heads) as constant factors and one out-projection (D x D and D): one
+    ``self_attention`` layer."""
+
+    if node.op_type != "Transpose" or not node.input or node.input[0] not in ctx.value_of \
+            or list(_attrs(node).get("perm", [])) != [1, 0, 2]:
+        return False
+    src = node.input[0]
+    full = ctx.shapes.get(src, ())
+    if len(full) != 3 or full[0] != 1 or src in ctx.last:
+        return False
+    seq, dim = full[1], full[2]
+    inside, region, exits = {node.output[0]}, [], []
+    frontier = [node.output[0]]
+    seen: set[int] = {id(node)}
+    while frontier:
+        value = frontier.pop()
+        for r in ctx.readers.get(value, []):
+            if id(r) in seen:
+                continue
+            seen.add(id(r))
+            region.append(r)
+            if len(region) > MAX_ATTENTION_NODES or r.op_type not in _ATTENTION_OPS or r.domain not in ("", "ai.onnx"):
+                return False
+            if r.op_type == "Transpose" and list(_attrs(r).get("perm", [])) == [1, 0, 2] \
+                    and ctx.shapes.get(r.output[0]) == (1, seq, dim):
+                exits.append(r)
+                continue
+            inside.update(r.output)
+            frontier.extend(r.output)
+    if len(exits) != 1 or any(i and i not in inside and i not in ctx.consts for r in region for i in r.input):
+        return False
+
+    def weight(r: Any) -> tuple[str, Any] | None:
+        consts = [(i, ctx.consts[i]) for i in r.input[1:2] if i in ctx.consts]
+        return consts[0] if consts and getattr(consts[0][1], "ndim", 0) == 2 else None
+
+    products = [(r, weight(r)) for r in region if r.op_type in ("MatMul", "Gemm") and weight(r) is not None]
+    softmax = [r for r in region if r.op_type == "Softmax"]
+    if len(products) != 2 or len(softmax) != 1 or _attrs(softmax[0]).get("axis", -1) not in (-1, 3):
+        return False
+    scores = ctx.shapes.get(softmax[0].output[0], ())
+    if len(scores) != 4 or scores[0] != 1 or scores[2:] != (seq, seq) or dim % scores[1]:
+        return False
+    heads = scores[1]
+    params: dict[str, tuple[str, Any]] = {}
+    for r, (init, w) in products:
+        gemm = r.op_type == "Gemm"
+        a = _attrs(r)
+        if gemm and (a.get("alpha", 1.0) != 1.0 or a.get("beta", 1.0) != 1.0 or a.get("transA", 0)):
+            return False
+        w = w if gemm and a.get("transB", 0) else w.T          # torch's layout: out x in
+        names = {(3 * dim, dim): ("in_proj_weight", "in_proj_bias"), (dim, dim): ("out_proj.weight", "out_proj.bias")}
+        if w.shape not in names or names[w.shape][0] in params:
+            return False
+        bias = (r.input[2], ctx.consts.get(r.input[2])) if gemm and len(r.input) > 2 and r.input[2] else None
+        add = _only_reader(ctx, r.output[0], "Add") if not gemm else None
+        if add is not None:
+            bias = next(((i, ctx.consts[i]) for i in add.input if i in ctx.consts), None)
+        if bias is None or bias[1] is None or tuple(bias[1].shape) != (w.shape[0],):
+            return False
+        params[names[w.shape][0]], params[names[w.shape][1]] = (init, w), bias
+    if len(params) != 4:
+        return False
+    scale = 1.0
+    for r in region:
+        for i in r.input[1:] if r.op_type == "Div" else r.input:
+            v = ctx.consts.get(i) if r.op_type in ("Mul", "Div") else None
+            if v is not None and getattr(v, "size", 0) == 1:
+                scale *= float(v.reshape(-1)[0]) ** (-1 if r.op_type == "Div" else 1)
+    if abs(scale * (dim // heads) ** 0.5 - 1) > 1e-5:
+        return False
+    for r in region:
+        ctx.skip.add(id(r))
+    ctx.skip.discard(id(node))
+    order = ["in_proj_weight", "in_proj_bias", "out_proj.weight", "out_proj.bias"]
+    ctx.emit(exits[0], exits[0].output[0], {"op": "self_attention", "heads": heads}, [ctx.value_of[src]],
+             {k: params[k] for k in order}, ctx.shape(src))
+    return True
+
+
+def _slice(ctx: _Graph, node: Any) -> tuple[int, int, int, int] | None:
+    """(axis, start, end, step) of a Slice along one axis with constant bounds, clipped to the input's size."""
+    ins = [*node.input, "", "", ""][:5]
+    starts, ends, axes, steps = (ctx.consts.get(i) if i else None for i in ins[1:5])
+    full = ctx.shapes.get(ins[0], ())
+    if node.op_type != "Slice" or starts is None or ends is None or starts.size != 1 or not full:
+        return None
+    axis = int(axes.reshape(-1)[0]) % len(full) if axes is not None else 0
+    step = int(steps.reshape(-1)[0]) if steps is not None else 1
+    size = full[axis]
+
+    def clip(v: int) -> int:
+        return max(0, min(size, v + size if v < 0 else v))
+    return (axis, clip(int(starts.reshape(-1)[0])), clip(int(ends.reshape(-1)[0])), step) if step > 0 else None
+
+
+def _identity_chain(node: Any, ctx: _Graph) -> bool:
+    """Reshapes and Transposes, each the only reader of the one before, that give the tensor back as it was
+    (every element where it started: the exporter writes an in-place op on a view as the views undone,
+    then done again): the tensor itself. Checked on the positions 0, 1, ... of a tensor of its shape."""
+    import numpy as np
+
+    src = node.input[0]
+    full = ctx.shapes.get(src, ())
+    if not full or min(full) < 1 or int(np.prod(full)) > MAX_CHAIN_ELEMENTS:
+        return False
+    x = start = np.arange(int(np.prod(full))).reshape(full)
+    chain, step = [], node
+    while step is not None and len(chain) < 16:
+        if step.op_type == "Transpose":
+            perm = list(_attrs(step).get("perm", reversed(range(x.ndim))))
+            if sorted(perm) != list(range(x.ndim)):
+                return False
+            x = x.transpose(perm)
+        else:
+            target = ctx.shapes.get(step.output[0], ())
+            if len(step.input) < 2 or step.input[1] not in ctx.consts or not target or min(target) < 1 \
+                    or int(np.prod(target)) != x.size:
+                return False
+            x = x.reshape(target)
+        chain.append(step)
+        if x.shape == start.shape and np.array_equal(x, start):
+            for c in chain:
+                ctx.skip.add(id(c))
+                ctx.alias(c.output[0], src)
+            ctx.skip.discard(id(node))
+            return True
+        readers = ctx.readers.get(step.output[0], [])
+        step = readers[0] if len(readers) == 1 and readers[0].op_type in ("Reshape", "Transpose") \
+            and readers[0].input[0] == step.output[0] else None
+    return False
+
+
+MAX_CHAIN_ELEMENTS = 2 ** 22       # the positions a reshape chain is checked on (a 32 MB index)
+
+
+def _merge_step(node: Any, ctx: _Graph) -> bool:
+    """Swin's patch merging on a channels-last view, as the exporter writes it: a Pad of the bottom and right
+    by H % 2 and W % 2 (zeros), the four Slices x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2],
+    x[:, 1::2, 1::2] concatenated along the channels, then LayerNormalization and a MatMul without bias (V2:
+    the MatMul, then the LayerNormalization): one ``patch_merging`` layer, its output channels-last."""
+    if node.op_type != "Pad" or not node.input or node.input[0] not in ctx.last:
+        return False
+    src, top = node.input[0], node.output[0]
+    full = ctx.shapes.get(src, ())
+    pads = ctx.consts.get(node.input[1]) if len(node.input) > 1 else None
+    value = ctx.consts.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    if len(full) != 4 or pads is None or list(pads.reshape(-1)) != [0, 0, 0, 0, 0, full[1] % 2, full[2] % 2, 0] \
+            or _attrs(node).get("mode", b"constant") not in (b"constant", "constant") \
+            or (value is not None and float(value.reshape(-1)[0]) != 0) or len(node.input) > 3:
+        return False
+    taken = [node]
+    cat = None
+    offsets = []
+    for r in ctx.readers.get(top, []):
+        first = _slice(ctx, r)
+        after = ctx.readers.get(r.output[0], [])
+        if first is None or first[0] != 1 or first[3] != 2:
+            return False
+        for second in after:
+            cut = _slice(ctx, second)
+            join = _only_reader(ctx, second.output[0], "Concat")
+            if cut is None or cut[0] != 2 or cut[3] != 2 or join is None or (cat is not None and join is not cat):
+                return False
+            cat = join
+            offsets.append((list(cat.input).index(second.output[0]), first[1], cut[1]))
+            taken.append(second)
+        taken.append(r)
+    if cat is None or sorted(offsets) != [(0, 0, 0), (1, 1, 0), (2, 0, 1), (3, 1, 1)] or len(cat.input) != 4 \
+            or _attrs(cat).get("axis") not in (-1, 3):
+        return False
+    chain, value_name = [], cat.output[0]
+    for _ in range(2):
+        nxt = [r for r in ctx.readers.get(value_name, [])]
+        if len(nxt) != 1 or nxt[0].op_type not in ("LayerNormalization", "MatMul") or any(c.op_type == nxt[0].op_type
+                                                                                          for c in chain):
+            return False
+        chain.append(nxt[0])
+        value_name = nxt[0].output[0]
+    norm, product = (chain[0], chain[1]) if chain[0].op_type == "LayerNormalization" else (chain[1], chain[0])
+    w = ctx.consts.get(product.input[1]) if product.input[0] in (cat.output[0], norm.output[0]) else None
+    gamma, beta = (ctx.consts.get(i) for i in (list(norm.input) + ["", ""])[1:3])
+    after = chain[0] is product
+    channels = 4 * full[3]
+    if w is None or w.ndim != 2 or w.shape[0] != channels or gamma is None or beta is None \
+            or gamma.shape != ((w.shape[1],) if after else (channels,)) or beta.shape != gamma.shape \
+            or _attrs(norm).get("axis", -1) not in (-1, 3):
+        return False
+    ctx.skip.update(id(t) for t in [*taken, cat, *chain])
+    fields = {"op": "patch_merging", "out": int(w.shape[1]), "eps": _f32(_attrs(norm).get("epsilon", 1e-5))}
+    if after:
+        fields["norm"] = "after"
+    out = chain[1].output[0]
+    ctx.last.add(out)
+    ctx.emit(chain[1], out, fields, [ctx.value_of[src]],
+             {"norm.weight": (norm.input[1], gamma), "norm.bias": (norm.input[2], beta),
+              "reduction.weight": (product.input[1], w.T)}, ctx.shape(src))
+    return True
+
+
+def _relative_index(window: int) -> Any:
+    """Swin's relative position index, window^2 x window^2 (as archc's WindowAttention builds it)."""
+    import numpy as np
+
+    coords = np.stack(np.meshgrid(np.arange(window), np.arange(window), indexing="ij")).reshape(2, -1)
+    rel = (coords[:, :, None] - coords[:, None, :]).transpose(1, 2, 0) + (window - 1)
+    return rel[:, :, 0] * (2 * window - 1) + rel[:, :, 1]
+
+
+def _shift_mask(height: int, width: int, window: int, shift: tuple[int, int]) -> Any:
+    """The mask of Swin's shifted windows (-100 between positions rolled in from different sides), as
+    archc's WindowAttention (and torchvision) builds it: windows x 1 x window^2 x window^2."""
+    import numpy as np
+
+    sh, sw = shift
+    labels = np.zeros((height, width), dtype=np.float32)
+    count = 0
+    for h0, h1 in ((0, height - window), (height - window, height - sh), (height - sh, height)):
+        for w0, w1 in ((0, width - window), (width - window, width - sw), (width - sw, width)):
+            labels[h0:h1, w0:w1] = count
+            count += 1
+    labels = labels.reshape(height // window, window, width // window, window).transpose(0, 2, 1, 3)
+    labels = labels.reshape(-1, window * window)
+    mask = labels[:, None, :] - labels[:, :, None]
+    return np.where(mask != 0, np.float32(-100.0), np.float32(0.0))[:, None]
+
+
+# the ops archc's WindowAttention is written as: pad, roll (Slice and Concat), the windows cut out
+# (Reshape, Transpose), the projections, heads, scaled product (V2: q and k normalised, ReduceL2, Clip,
+# Expand, Div), position bias and mask, softmax, and back; a reader of another op type is outside it
+_WINDOW_OPS = {"Transpose", "Reshape", "Slice", "Concat", "Pad", "Gather", "Mul", "MatMul", "Add", "Softmax",
+               "Squeeze", "Unsqueeze", "ReduceL2", "Clip", "Expand", "Div"}
+MAX_WINDOW_NODES = 96
+
+
+def _window_step(node: Any, ctx: _Graph) -> bool:
+    """The window attention of Swin, Swin V2 and MaxViT on a channels-last view, as the exporter writes
+    archc's WindowAttention: every reader of the view and what they compute (ops of _WINDOW_OPS that read
+    only values of the pattern and constants) up to the one value read from outside, channels-last again,
+    with one qkv projection (C x 3C and 3C), one output projection (C x C and C), one softmax over
+    windows x heads x N x N (N = window^2), the windows cut out as windows (or MaxViT's grid), and a
+    position bias heads x N x N: a table that the relative position index maps (read back from it), or
+    (V2, cosine attention) the exporter's steps of the position MLP; q scaled by (C / heads)^-0.5 (Swin),
+    k by C^-0.5 (MaxViT), or (V2) q and k normalised and the product times exp(logit_scale); for shifted
+    windows, a roll (Slice, Concat) before and after and the mask archc builds for that shift: one
+    ``window_attention`` layer."""
+    import numpy as np
+
+    if node.op_type not in ("Reshape", "Slice", "Pad") or not node.input or node.input[0] not in ctx.last:
+        return False
+    src = node.input[0]
+    full = ctx.shapes.get(src, ())
+    if len(full) != 4 or full[0] != 1:
+        return False
+    _, height, width, c = full
+    region, outside, inside, seen = [], [], {src}, set()
+    frontier = [src]
+    while frontier:
+        value = frontier.pop()
+        for r in ctx.readers.get(value, []):
+            if r.op_type not in _WINDOW_OPS or r.domain not in ("", "ai.onnx") \
+                    or r.op_type == "Transpose" and list(_attrs(r).get("perm", [])) == [0, 3, 1, 2]:
+                outside.append(value)
+                continue
+            if id(r) in seen:
+                continue
+            seen.add(id(r))
+            region.append(r)
+            if len(region) > MAX_WINDOW_NODES:
+                return False
+            inside.update(r.output)
+            frontier.extend(r.output)
+    outside = [v for v in outside if v != src]      # the view itself may be read elsewhere too (a residual)
+    if len(set(outside)) != 1 or ctx.shapes.get(outside[0]) != full:
+        return False
+    softmax = [r for r in region if r.op_type == "Softmax"]
+    scores = ctx.shapes.get(softmax[0].output[0], ()) if len(softmax) == 1 else ()
+    window = int(round(scores[-1] ** 0.5)) if len(scores) == 4 else 0
+    if not window or window * window != scores[-1] or scores[-2] != scores[-1] \
+            or _attrs(softmax[0]).get("axis", -1) not in (-1, 3) or c % scores[1]:
+        return False
+    heads, n = scores[1], scores[-1]
+    ph, pw = -(-height // window) * window, -(-width // window) * window
+    cosine = any(r.op_type == "ReduceL2" for r in region)
+    # the position bias: a constant (Swin, MaxViT) or the position MLP's steps (V2), added to the scores
+    bias_nodes: list[Any] = []
+    extra: dict[str, tuple[str, Any]] = {}
+    table = None
+    masks = []
+    for r in region:
+        for i in r.input if r.op_type == "Add" else []:
+            if i in inside:
+                continue
+            v = ctx.consts.get(i)
+            if v is not None and v.ndim == 4 and v.shape[1:] == (1, n, n):
+                masks.append(v)
+            elif v is not None and v.shape in ((heads, n, n), (1, heads, n, n)) and table is None and not cosine:
+                table = _table_of(v.reshape(heads, n, n), window)
+                if table is None:
+                    return False
+                extra["relative_position_bias_table"] = (i, table)
+            elif v is None and cosine and not bias_nodes:
+                found = _cpb_branch(ctx, i, window, heads)
+                if found is None:
+                    return False
+                bias_nodes, extra = found
+            elif v is None or v.ndim > 1:
+                return False
+    if (not bias_nodes if cosine else table is None) or len(masks) > 1:
+        return False
+    region_inputs = inside | {o for b in bias_nodes for o in b.output}
+    if any(i and i not in region_inputs and i not in ctx.consts for r in region for i in r.input):
+        return False
+    # the projections, and which of q and k the scale multiplies (Swin: q, MaxViT: k)
+    scaled = [(r, i) for r in region if r.op_type == "Mul" for i in r.input if i in ctx.consts]
+    scales = [(r, ctx.consts[i]) for r, i in scaled]
+    maxvit = False
+    if cosine:
+        logit = [v for _, v in scales if v.shape == (heads, 1, 1)]
+        clips = [r for r in region if r.op_type == "Clip"]
+        if len(logit) != 1 or len(scales) != 1 or len(clips) != 2 or np.any(logit[0] <= 0) or any(
+                _clip_floor(ctx, r) != 1e-12 for r in clips):
+            return False
+        extra["logit_scale"] = ("", np.log(logit[0]).astype(logit[0].dtype))
+    else:
+        if len(scales) != 1 or scales[0][1].size != 1:
+            return False
+        which = next((ctx.producer.get(i) for i in scales[0][0].input if i in inside), None)
+        picked = ctx.consts.get(which.input[1]) if which is not None and which.op_type == "Gather" else None
+        if picked is None or picked.size != 1 or int(picked) not in (0, 1):
+            return False
+        maxvit = int(picked) == 1
+        expected = c ** -0.5 if maxvit else (c // heads) ** -0.5
+        if abs(float(scales[0][1].reshape(-1)[0]) / expected - 1) > 1e-5:
+            return False
+    names = {(c, 3 * c): "to_qkv" if maxvit else "qkv", (c, c): "merge" if maxvit else "proj"}
+    params: dict[str, tuple[str, Any]] = {}
+    for r in region:
+        w = ctx.consts.get(r.input[1]) if r.op_type == "MatMul" and len(r.input) == 2 else None
+        if w is None or w.ndim != 2:
+            continue
+        name = names.get(w.shape)
+        add = _only_reader(ctx, r.output[0], "Add")
+        bias = next(((i, ctx.consts[i]) for i in add.input if i in ctx.consts), None) if add is not None else None
+        if name is None or name + ".weight" in params or bias is None or bias[1].shape != (w.shape[1],):
+            return False
+        params[name + ".weight"], params[name + ".bias"] = (r.input[1], w.T), bias
+    if len(params) != 4 or cosine and np.any(params["qkv.bias"][1][c:2 * c] != 0):
+        return False
+    grid = _partition(ctx, region, window, ph, pw)
+    if grid is None:
+        return False
+    shift = _shift(ctx, region, window, ph, pw, masks)
+    if shift is None:
+        return False
+    ctx.skip.update(id(r) for r in [*region, *bias_nodes])
+    ctx.skip.discard(id(node))
+    fields: dict[str, Any] = {"op": "window_attention", "heads": heads, "window": window}
+    if maxvit:
+        fields.update(({"grid": True} if grid else {}), layout="maxvit")
+        if (ph, pw) != (height, width):
+            fields["pad"] = True
+    else:
+        fields.update(shift=shift, pad=True, **({"cosine": True} if cosine else {}))
+    index = _relative_index(window)
+    out = outside[0]
+    ctx.last.add(out)
+    producer = ctx.producer[out]
+    ctx.emit(producer, out, fields, [ctx.value_of[src]],
+             {**extra, "relative_position_index": ("", (index if maxvit else index.reshape(-1)).astype(np.int64)),
+              **params}, ctx.shape(src))
+    return True
+
+
+def _table_of(bias: Any, window: int) -> Any:
+    """The relative position bias table ((2 window - 1)^2 x heads) that gives ``bias`` (heads x N x N) through
+    the relative position index; None where no table does."""
+    import numpy as np
+
+    heads = bias.shape[0]
+    index = _relative_index(window).reshape(-1)
+    table = np.zeros(((2 * window - 1) ** 2, heads), dtype=bias.dtype)
+    table[index] = bias.reshape(heads, -1).T
+    return table if np.array_equal(table[index].T.reshape(bias.shape), bias) else None
+
+
+def _coords_table(window: int) -> Any:
+    """Swin V2's log-spaced relative coordinates, 1 x (2 window - 1) x (2 window - 1) x 2 (as archc's
+    WindowAttention computes them, in float32)."""
+    import numpy as np
+
+    span = np.arange(-(window - 1), window, dtype=np.float32)
+    table = np.stack(np.meshgrid(span, span, indexing="ij")).transpose(1, 2, 0)[None]
+    table = table / np.float32(window - 1) * np.float32(8)
+    return (np.sign(table) * np.log2(np.abs(table) + np.float32(1)) / np.float32(3)).astype(np.float32)
+
+
+def _cpb_branch(ctx: _Graph, value: str, window: int, heads: int) -> tuple[list[Any], dict] | None:
+    """Swin V2's position bias as the exporter writes it, from the scores' Add back: Mul by 16, Sigmoid,
+    Reshape / Transpose, GatherND by the relative position index, Reshape, the MLP's second Linear
+    (MatMul by 512 x heads), Relu, and the Add of its first Linear's bias to the first Linear applied to the
+    coordinates table (folded into a constant: the weight is read back from it). The nodes and parameters."""
+    import numpy as np
+
+    nodes, v = [], value
+    expect = ["Mul", "Sigmoid", "view", "GatherND", "view", "MatMul", "Relu", "Add"]
+    found: dict[str, Any] = {}
+    for kind in expect:
+        r = ctx.producer.get(v)
+        while kind == "view" and r is not None and r.op_type in ("Reshape", "Transpose"):
+            nodes.append(r)
+            v = r.input[0]
+            r = ctx.producer.get(v)
+        if kind == "view":
+            continue
+        if r is None or r.op_type != kind or len(ctx.readers.get(v, [])) != 1 and v != value:
+            return None
+        nodes.append(r)
+        found[kind] = r
+        tensors = [i for i in r.input if i and i not in ctx.consts]
+        if kind != "Add" and len(tensors) != 1:
+            return None
+        v = tensors[0] if tensors else ""
+    mul, gather, second, first = found["Mul"], found["GatherND"], found["MatMul"], found["Add"]
+    sixteen = [ctx.consts[i] for i in mul.input if i in ctx.consts]
+    index = ctx.consts.get(gather.input[1])
+    w2 = ctx.consts.get(second.input[1])
+    consts = sorted((ctx.consts[i] for i in first.input if i in ctx.consts), key=lambda a: a.ndim)
+    span = 2 * window - 1
+    if len(sixteen) != 1 or sixteen[0].size != 1 or float(sixteen[0]) != 16 or index is None \
+            or not np.array_equal(index.reshape(-1), _relative_index(window).reshape(-1)) or w2 is None \
+            or w2.shape != (512, heads) or len(consts) != 2 or consts[0].shape != (512,) \
+            or consts[1].shape != (1, span, span, 512) or len(first.input) != 2:
+        return None
+    coords = _coords_table(window)
+    solved, *_ = np.linalg.lstsq(coords.reshape(-1, 2).astype(np.float64), consts[1].reshape(-1, 512).astype(np.float64),
+                                 rcond=None)
+    w1 = solved.T.astype(np.float32)              # 512 x 2
+    again = coords.reshape(-1, 2) @ w1.T
+    if np.max(np.abs(again - consts[1].reshape(-1, 512))) > 1e-5 * max(1.0, float(np.max(np.abs(consts[1])))):
+        return None
+    bias_name = next(i for i in first.input if i in ctx.consts and ctx.consts[i].ndim == 1)
+    folded = next(i for i in first.input if i in ctx.consts and ctx.consts[i].ndim == 4)
+    return nodes, {"relative_coords_table": ("", coords), "cpb_mlp.0.weight": (folded, w1),
+                   "cpb_mlp.0.bias": (bias_name, consts[0]), "cpb_mlp.2.weight": (second.input[1], w2.T)}
+
+
+def _clip_floor(ctx: _Graph, node: Any) -> float | None:
+    lo = ctx.consts.get(node.input[1]) if len(node.input) > 1 and node.input[1] else None
+    hi = node.input[2] if len(node.input) > 2 else ""
+    return _f32(lo.reshape(-1)[0]) if lo is not None and lo.size == 1 and not hi else None
+
+
+def _partition(ctx: _Graph, region: list[Any], window: int, ph: int, pw: int) -> bool | None:
+    """Whether the region cuts the map into MaxViT's grid (True) or into windows (False), from its 6-d
+    Transposes (the partition and its reverse); None where they are neither."""
+    found = sorted((tuple(ctx.shapes.get(r.input[0], ())), tuple(_attrs(r).get("perm", []))) for r in region
+                   if r.op_type == "Transpose" and len(ctx.shapes.get(r.input[0], ())) == 6)
+    if len(found) != 2:
+        return None
+    gh, gw, c = ph // window, pw // window, found[0][0][-1]
+    windows = sorted([((1, gh, window, gw, window, c), (0, 1, 3, 2, 4, 5)), ((1, gh, gw, window, window, c), (0, 1, 3, 2, 4, 5))])
+    grid = sorted([((1, window, gh, window, gw, c), (0, 2, 4, 1, 3, 5)), ((1, gh, gw, window, window, c), (0, 3, 1, 4, 2, 5))])
+    if sorted(found) == windows:
+        return False
+    if sorted(found) == grid:
+        return True
+    return None
+
+
+def _shift(ctx: _Graph, region: list[Any], window: int, ph: int, pw: int, masks: list) -> int | None:
+    """The shift of shifted windows: the rolls (Concat of two Slices) before the windows and back after them,
+    and the mask archc builds for it; 0 without rolls and mask; None where they disagree."""
+    import numpy as np
+
+    position = {id(x): k for k, x in enumerate(ctx.order)}
+    rolls = sorted((position[id(r)], _roll(ctx, r)) for r in region if r.op_type == "Concat")
+    if any(roll is None for _, roll in rolls):
+        return None
+    if not rolls:
+        return None if masks else 0
+    forward = [roll for _, roll in rolls[:len(rolls) // 2]]
+    back = [roll for _, roll in rolls[len(rolls) // 2:]]
+    sizes = {1: ph, 2: pw}
+    shifts = {axis: a for axis, a in forward}
+    if len(rolls) % 2 or len(shifts) != len(forward) or len(set(shifts.values())) != 1 \
+            or sorted((axis, sizes[axis] - a) for axis, a in back) != sorted(shifts.items()):
+        return None
+    shift = next(iter(shifts.values()))
+    per_axis = tuple(shifts.get(axis, 0) for axis in (1, 2))
+    if per_axis != tuple(0 if window >= size else shift for size in (ph, pw)) or len(masks) != 1 \
+            or not np.array_equal(masks[0], _shift_mask(ph, pw, window, per_axis)):
+        return None
+    return shift
+
+
+def _roll(ctx: _Graph, node: Any) -> tuple[int, int] | None:
+    """(axis, a) of a Concat that is x[a:] then x[:a] along one axis (torch.roll as the exporter writes it)."""
+    cuts = [_slice(ctx, ctx.producer.get(i)) if ctx.producer.get(i) is not None else None for i in node.input]
+    sources = {ctx.producer[i].input[0] for i in node.input if i in ctx.producer}
+    if len(cuts) != 2 or None in cuts or len(sources) != 1:
+        return None
+    (axis, a0, e0, s0), (axis1, a1, e1, s1) = cuts
+    size = ctx.shapes.get(next(iter(sources)), ())[axis]
+    if axis != axis1 or (s0, s1) != (1, 1) or (a0, e0, a1, e1) != (a0, size, 0, a0) or not 0 < a0 < size \
+            or _attrs(node).get("axis") % 4 != axis:
+        return None
+    return axis, a0
+
+
+# the pattern steps tried, in order, before FROM_ONNX: each True when it took the node (and maybe others after it)
+_STEPS: list[Callable[[Any, _Graph], bool]] = [_layout_step, _linear_step, _parameter_step, _view_step,
+                                               _attention_step, _merge_step, _window_step]
 
 
 def _clean(text: str) -> str:

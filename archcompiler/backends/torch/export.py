@@ -17,7 +17,8 @@ from ...spec import Spec
 def export(model: torch.nn.Module, spec: Spec, kind: str, path: str | Path, keep_batch_norm: bool = False) -> Path:
     """Write ``model`` as TorchScript or ONNX. An ONNX file has each BatchNorm folded into the convolution
     before it (for deployment) unless ``keep_batch_norm``: then its BatchNormalization nodes stay, with the
-    original parameters and running statistics, so ``archc import`` gives back the same parameters."""
+    original parameters and running statistics, so ``archc import`` gives back the same parameters. A
+    model whose weights pass protobuf's 2 GB has them beside the file, in ``PATH.data`` (external data)."""
     model.eval()
     example = torch.randn(1, *spec.input)
     if kind == "torchscript":
@@ -38,9 +39,20 @@ def export(model: torch.nn.Module, spec: Spec, kind: str, path: str | Path, keep
                                         dynamo=True, optimize=False)
             with _batch_norm_kept(keep_batch_norm):
                 program.optimize()          # constant folding and onnxscript's rewrite rules
-            program.save(str(tmp), external_data=False)
+            if _bytes(model) < ONNX_ONE_FILE_BYTES:
+                program.save(str(tmp), external_data=False)
+            else:                           # over protobuf's 2 GB: the weights beside it, in PATH.data
+                from onnxscript import ir
+                ir.save(program.model, str(tmp), external_data=f"{Path(path).name}.data")
         return Path(path)
     raise BackendError([error(f"unknown export kind {kind!r}", "--emit")])
+
+
+ONNX_ONE_FILE_BYTES = 2 ** 31 - 2 ** 24     # protobuf's limit for one file, less room for the graph itself
+
+
+def _bytes(model: torch.nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
 
 
 @contextmanager

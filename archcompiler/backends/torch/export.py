@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,21 +36,35 @@ def export(model: torch.nn.Module, spec: Spec, kind: str, path: str | Path, keep
         if missing:
             raise BackendError([error(f"ONNX export needs the package(s) {', '.join(missing)}", "--emit onnx",
                                       hint="pip install 'archcompiler[onnx]'")])
-        with atomic_path(path) as tmp:
-            program = torch.onnx.export(model, (example,), None, input_names=["image"], output_names=["logits"],
-                                        dynamo=True, optimize=False)
-            with _batch_norm_kept(keep_batch_norm):
-                program.optimize()          # constant folding and onnxscript's rewrite rules
-            if _bytes(model) < ONNX_ONE_FILE_BYTES:
+        program = torch.onnx.export(model, (example,), None, input_names=["image"], output_names=["logits"],
+                                    dynamo=True, optimize=False)
+        with _batch_norm_kept(keep_batch_norm):
+            program.optimize()          # constant folding and onnxscript's rewrite rules
+        if _bytes(model) < ONNX_ONE_FILE_BYTES:
+            with atomic_path(path) as tmp:
                 program.save(str(tmp), external_data=False)
-            else:                           # over protobuf's 2 GB: the weights beside it, in PATH.data
-                from onnxscript import ir
-                ir.save(program.model, str(tmp), external_data=f"{Path(path).name}.data")
+        else:
+            _save_with_external_data(program.model, Path(path))
         return Path(path)
     raise BackendError([error(f"unknown export kind {kind!r}", "--emit")])
 
 
 ONNX_ONE_FILE_BYTES = 2 ** 31 - 2 ** 24     # protobuf's limit for one file, less room for the graph itself
+
+
+def _save_with_external_data(model: object, path: Path) -> None:
+    """A model over protobuf's 2 GB: the graph in ``path``, the weights beside it in ``PATH.data`` (the name
+    the graph records). Both are written in a private folder beside them under their final names, then
+    each replaces its target in one step, the weights first: an interruption leaves the old pair, or the
+    new weights beside the old graph, never a graph naming a half-written file."""
+    from onnxscript import ir
+
+    data = path.with_name(path.name + ".data")
+    with atomic_path(path) as tmp, atomic_path(data) as tmp_data:     # the inner one (the weights) lands first
+        with tempfile.TemporaryDirectory(prefix=f".{path.name}-", dir=path.parent) as folder:
+            ir.save(model, str(Path(folder) / path.name), external_data=data.name)
+            os.replace(Path(folder) / data.name, tmp_data)
+            os.replace(Path(folder) / path.name, tmp)
 
 
 def _bytes(model: torch.nn.Module) -> int:

@@ -77,6 +77,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7, help="timed rounds (default 7)")
     parser.add_argument("--quick", action="store_true", help="calibrate with --quick, 2 rounds (a smoke run)")
     parser.add_argument("--save-profile", metavar="FILE", help="also write the calibration to FILE (json)")
+    parser.add_argument("--save-times", metavar="FILE",
+                        help="also write each variant's predicted and measured times to FILE (json)")
     args = parser.parse_args()
     print(f"machine: {machine()}; torch {torch.__version__}, {torch.get_num_threads()} threads\n", flush=True)
     start = time.perf_counter()
@@ -91,6 +93,7 @@ def main() -> None:
         overrides = [*sets, f"input=[3,{size},{size}]"]
         report = archcompiler.analyze(name, overrides, batch=batch, optimized=opt, latency=profile)
         cases.append({"name": f"{name} {' '.join(sets)} {size}px b{batch}{' opt' if opt else ''}".replace("  ", " "),
+                      "network": name, "overrides": overrides,
                       "spec": archcompiler.load_spec(name, overrides), "batch": batch, "optimize": opt,
                       "predicted_ms": report["latency"]["predicted_ms"], "macs": report["total"]["macs"],
                       "params_x_batch": report["total"]["params"] * batch})
@@ -108,6 +111,9 @@ def main() -> None:
         c["measured_ms"] = 1e3 * statistics.median(times[c["name"]])
         c["spread"] = max(times[c["name"]]) / min(times[c["name"]])
 
+    if args.save_times:
+        Path(args.save_times).write_text(json.dumps([{k: v for k, v in c.items() if k != "spec"} for c in cases],
+                                                    indent=1) + "\n")
     print(f"\n{'variants':<26} {'n':>4} {'Spearman':>9} {'FLOPs':>9} {'params':>9} {'pair err':>11} "
           f"{'FLOPs pair':>11}")
     judge("all", cases)

@@ -134,11 +134,12 @@ def zoo(pattern: str | None = None, progress: bool = False) -> list[dict[str, An
 
 
 def diff(a: Spec | str | Path, b: Spec | str | Path, overrides_a: dict | list | None = None,
-         overrides_b: dict | list | None = None) -> dict[str, Any]:
-    """Row-by-row differences between two specs (see :mod:`archcompiler.passes.diff`)."""
+         overrides_b: dict | list | None = None, layers: bool = False) -> dict[str, Any]:
+    """Row-by-row differences between two specs, or layer by layer (``layers``, as ``archc diff --layers``;
+    see :mod:`archcompiler.passes.diff`)."""
     from .passes.diff import diff as _diff
 
-    return _diff(load_spec(a, overrides_a), load_spec(b, overrides_b))
+    return _diff(load_spec(a, overrides_a), load_spec(b, overrides_b), layers=layers)
 
 
 def sweep(spec_or_path: Spec | str | Path, grid: list[str] | dict[str, list[Any]], overrides: list[str] | None = None,

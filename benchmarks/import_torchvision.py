@@ -1,9 +1,9 @@
 """archc import against torchvision's own modules (issue #24): for each builder the zoo covers (the
 CNNs and the token models: ViT, Swin, Swin V2, MaxViT), import torchvision's module (weights=None,
 seeded), build the spec, load torchvision's state_dict strictly, compare logits in evaluation mode,
-and parameters and FLOPs with the shipped spec; count the imported spec's lines; compare it row by
-row with the shipped spec (archc diff: the rows are named differently, so the rows that compute
-something are paired in order, and their output shape, parameters and MACs compared); and the time
+and parameters and FLOPs with the shipped spec; count the imported spec's lines; compare it layer
+by layer with the shipped spec (archc diff --layers: the layers that compute, in the order the
+network runs them, matched by op, output shape, parameters and MACs whatever their rows); and the time
 to import resnet50 once torch is imported (median of --repeats).
 
 Run in an environment that has torchvision (it is no dependency of archc):
@@ -18,35 +18,17 @@ import statistics
 import time
 
 
-def rows_against(text: str, name: str) -> str:
-    """archc diff of the imported spec against the shipped one. The rows are named differently, so the rows
-    that compute something (parameters or MACs) are aligned in order by their output shape, parameters and
-    MACs: 'n equal', or how many of each side's rows have no equal on the other, the first few named."""
-    import difflib
-
+def layers_against(text: str, name: str) -> str:
+    """archc diff --layers of the imported spec against the shipped one: every layer that computes, in
+    the order the network runs them, matched by op, output shape, parameters and MACs whatever its name
+    and row. 'n equal', or how many differ, the first few named."""
     import archcompiler
 
-    report = archcompiler.diff(archcompiler.load_spec(text), name)
-
-    def side(k: int) -> list[tuple]:
-        out = []
-        for r in report["rows"]:
-            if r["status"] != ("added", "removed")[k]:
-                cost = (tuple(r["output"][k] or ()), r["params"]["ab"[k]], r["macs"]["ab"[k]])
-                if any(cost[1:]):
-                    out.append((r["name"], cost))
-        return out
-    a, b = side(0), side(1)
-    match = difflib.SequenceMatcher(None, [c for _, c in a], [c for _, c in b], autojunk=False)
-    paired = sum(m.size for m in match.get_matching_blocks())
-    if paired == len(a) == len(b):
-        return f"{paired} equal"
-    seen_a = {k for m in match.get_matching_blocks() for k in range(m.a, m.a + m.size)}
-    seen_b = {k for m in match.get_matching_blocks() for k in range(m.b, m.b + m.size)}
-    only_a = [n for k, (n, _) in enumerate(a) if k not in seen_a]
-    only_b = [n for k, (n, _) in enumerate(b) if k not in seen_b]
-    return (f"{paired} equal; imported only: {len(only_a)} ({', '.join(only_a[:2])}{', ...' if len(only_a) > 2 else ''}), "
-            f"shipped only: {len(only_b)} ({', '.join(only_b[:2])}{', ...' if len(only_b) > 2 else ''})")
+    report = archcompiler.diff(archcompiler.load_spec(text), name, layers=True)
+    differ = [r["name"] for r in report["rows"] if r["status"] != "same"]
+    if not differ:
+        return f"{len(report['rows'])} equal"
+    return f"{len(report['rows']) - len(differ)} equal, {len(differ)} differ ({', '.join(differ[:3])}{', ...' if len(differ) > 3 else ''})"
 
 
 def main() -> None:
@@ -80,7 +62,7 @@ def main() -> None:
             a, b = archcompiler.analyze(spec_in)["total"], archcompiler.analyze(spec)["total"]
             same = a["params"] == b["params"] and a["flops"] == b["flops"]
             ok += diff <= 1e-5 and same
-            rows = rows_against(text, name)
+            rows = layers_against(text, name)
             print(f"| {name} | ok | {diff:.1e} | {'equal' if same else 'DIFFER'} | {text.count(chr(10))} "
                   f"| {rows} | {time.perf_counter() - t0:.1f} s |", flush=True)
         except Exception as exc:  # noqa: BLE001 (a report: every builder gets its line)

@@ -104,6 +104,32 @@ def test_resnet50_is_one_bottleneck_block_and_four_rows_and_matches_the_hand_wri
     assert removed == added and len(removed) == 4                       # layer1..4 against conv2_x..conv5_x
     assert all(cost(r, 0) == cost(r, 1) for r in report["rows"] if r["status"] in ("same", "changed"))
     assert report["total"]["params"]["delta"] == report["total"]["macs"]["delta"] == 0
+    # layer by layer, whatever the names: every one of the 107 layers that compute (53 convolutions, their
+    # BatchNorms, the classifier) is the same
+    layers = archcompiler.diff(archcompiler.load_spec(text), "resnet50", layers=True)["rows"]
+    assert len(layers) == 107 and all(r["status"] == "same" for r in layers)
+
+
+def test_diff_by_layers_shows_no_difference_where_only_the_rows_group_layers_differently(tmp_path):
+    """An imported DenseNet-121 groups its stem's layers into rows other than the paper's table does
+    (conv0, norm0, relu0, pool0 against the hand-written stem): `archc diff` by rows shows that; by layers
+    (`--layers`) every layer that computes is equal. A real difference still shows layer by layer."""
+    from conftest import run_archc
+
+    original = archcompiler.build(archcompiler.load_spec("densenet121"), seed=0)
+    path = tmp_path / "densenet121-imported.yaml"
+    path.write_text(archcompiler.import_module(original, name="densenet121"))
+    by_rows = archcompiler.diff(str(path), "densenet121")["rows"]
+    assert any(r["status"] != "same" for r in by_rows)
+    by_layers = archcompiler.diff(str(path), "densenet121", layers=True)["rows"]
+    assert len(by_layers) == 242 and all(r["status"] == "same" for r in by_layers)
+    done = run_archc("diff", str(path), "densenet121", "--layers")
+    assert done.returncode == 0 and "no differences in any layer" in done.stdout
+    # ResNeXt's grouped 3x3 convolutions are twice as wide: those layers (and their BatchNorms) differ
+    variant = archcompiler.diff("resnet50", "resnext50_32x4d", layers=True)["rows"]
+    changed = {(r["name"], r["type"]) for r in variant if r["status"] == "changed"}
+    assert {("conv2_x/0/conv2", "conv2d"), ("conv2_x/0/conv2", "batch_norm2d")} <= changed
+    assert not any(name == "fc" for name, _ in changed)
 
 
 def test_googlenet_is_the_inception_block_and_table_1s_rows():

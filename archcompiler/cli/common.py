@@ -31,7 +31,8 @@ EXAMPLES: dict[str, list[str]] = {
     "resolve": ["archc resolve specs/googlenet-2class.yaml",
                 "archc resolve specs/googlenet.yaml --set width=0.5 --format json"],
     "diff": ["archc diff specs/googlenet.yaml specs/googlenet-torchvision.yaml",
-             "archc diff specs/googlenet.yaml specs/googlenet.yaml --set-b num_classes=2 --format markdown"],
+             "archc diff specs/googlenet.yaml specs/googlenet.yaml --set-b num_classes=2 --format markdown",
+             "archc diff resnet50 resnext50_32x4d --layers"],
     "schema": ["archc schema -o archc.schema.json", "archc schema"],
     "train": ["archc train specs/googlenet-small.yaml --data digits/ --set num_classes=2 --epochs 2 --out runs/small",
               "archc train specs/googlenet-small.yaml --data digits/ --set num_classes=2 --epochs 3 --out runs/small "

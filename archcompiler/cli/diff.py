@@ -1,4 +1,4 @@
-"""archc diff A B : two specs side by side, row by row."""
+"""archc diff A B : two specs side by side, row by row (or layer by layer: --layers)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=["table", "json", "markdown"], default="table",
                    help="table (default), json or markdown")
     p.add_argument("--all", action="store_true", help="list unchanged rows too")
+    p.add_argument("--layers", action="store_true",
+                   help="compare layer by layer (each layer that computes, in the order the network runs them, "
+                        "matched by op, output shape, params and MACs, whatever its name): two specs that group "
+                        "the same layers into different rows, such as an imported spec and the paper's table")
     add_set(p, what=" in both specs")
     add_set(p, "--set-a", "set_a", " in A only")
     add_set(p, "--set-b", "set_b", " in B only")
@@ -102,25 +106,28 @@ def run(args: argparse.Namespace) -> int:
 
     a = load_spec(args.a, [*args.set, *args.set_a])
     b = load_spec(args.b, [*args.set, *args.set_b])
-    result = diff(a, b)
+    result = diff(a, b, layers=args.layers)
+    unit = "layer" if args.layers else "row"
     if args.format == "json":
         print(json.dumps(result, indent=2))
         return 0
     shown = [r for r in result["rows"] if r["status"] != "same" or args.all]
+    if args.layers:                 # a layer's statements share its name: say which op each is
+        shown = [{**r, "name": f"{r['name']} ({r['type']})"} for r in shown]
     print(f"A: {result['a']} ({_file(result['a_file'])})\nB: {result['b']} ({_file(result['b_file'])})")
     if result["params"]:
         print("spec params: " + ", ".join(f"{k} {_value(a)} -> {_value(b)}" for k, (a, b) in result["params"].items()))
     print()
     if not shown:
-        print("no differences in any row")
+        print(f"no differences in any {unit}")
     elif args.format == "markdown":
-        headers = ["row", "status", "changes", "output A", "output B", "params Δ", "MACs Δ"]
+        headers = [unit, "status", "changes", "output A", "output B", "params Δ", "MACs Δ"]
         rows = [[r["name"] + (" *" if r["training_only"] else ""), r["status"], "<br>".join(describe(r["changes"])),
                  *(size(o) if o else "-" for o in r["output"]), _signed(r["params"]["delta"]),
                  _signed(r["macs"]["delta"])] for r in shown]
         print(render(headers, rows, "markdown", {5, 6}), end="")
     else:
-        headers = ["row", "status", "output A", "output B", "params Δ", "MACs Δ"]
+        headers = [unit, "status", "output A", "output B", "params Δ", "MACs Δ"]
         rows = [[r["name"] + (" *" if r["training_only"] else ""), r["status"],
                  *(size(o) if o else "-" for o in r["output"]), _signed(r["params"]["delta"]),
                  _signed(r["macs"]["delta"])] for r in shown]

@@ -141,6 +141,9 @@ def test_googlenet_is_the_inception_block_and_table_1s_rows():
             for r in layer["table"]["rows"]] + [layer["name"] for layer in doc["layers"] if layer.get("use") == "inception"]
     assert list(doc["blocks"])[0] == "inception" and sorted(uses) == [f"inception{k}" for k in
                                                                        ("3a", "3b", "4a", "4b", "4c", "4d", "4e", "5a", "5b")]
+    # layer by layer against the hand-written spec, the auxiliary heads wherever each lists them
+    layers = archcompiler.diff(archcompiler.load_spec(text), "googlenet", layers=True)["rows"]
+    assert all(r["status"] == "same" for r in layers) and sum(r["training_only"] for r in layers) == 8
 
 
 # ----------------------------------------------------------------------------- user modules

@@ -107,32 +107,53 @@ def layer_diff(ga: nx.DiGraph, gb: nx.DiGraph) -> list[dict[str, Any]]:
     same layer names (a spec and its variant) are paired by name; otherwise the layers are aligned by
     what they compute (op, output shape, params, MACs) whatever their names and rows, so that two specs
     of one network whose rows group its layers differently (a spec imported from a module and the
-    paper's table) compare as equal. Each entry as ``diff``'s rows, with ``name`` (``A's / B's`` where they
-    differ)."""
+    paper's table) compare as equal, and a layer that runs at another point of the network (GoogLeNet's
+    auxiliary heads, listed where their branch starts or at the end) is paired with its equal wherever
+    it is. What is left of a stretch that differs is paired in order (changed), then added or removed.
+    Each entry as ``diff``'s rows, with ``name`` (``A's / B's`` where they differ)."""
     la, lb = _computing(ga), _computing(gb)
+    key = ("type", "output", "params", "macs")
+
+    def sig(r: dict[str, Any]) -> tuple:
+        return tuple(str(r[k]) for k in key)
     if [x["name"] for x in la] == [y["name"] for y in lb]:      # the same layers (a variant): paired by name
-        blocks = [("equal" if all(x[k] == y[k] for k in ("type", "output", "params", "macs")) else "replace",
-                   i, i + 1, i, i + 1) for i, (x, y) in enumerate(zip(la, lb))]
-    else:
-        key = ("type", "output", "params", "macs")
-        blocks = difflib.SequenceMatcher(None, [tuple(map(str, (x[k] for k in key))) for x in la],
-                                         [tuple(map(str, (y[k] for k in key))) for y in lb],
-                                         autojunk=False).get_opcodes()
+        return [_layer_entry(x, y, sig(x) == sig(y)) for x, y in zip(la, lb)]
+    blocks = difflib.SequenceMatcher(None, [sig(x) for x in la], [sig(y) for y in lb], autojunk=False).get_opcodes()
+    loose_b: dict[tuple, list[int]] = {}        # a signature -> B's unaligned layers with it, in order
+    for tag, _, _, j1, j2 in blocks:
+        if tag != "equal":
+            for j in range(j1, j2):
+                loose_b.setdefault(sig(lb[j]), []).append(j)
+    moved: dict[int, int] = {}                  # A's unaligned layer -> B's equal one elsewhere
+    for tag, i1, i2, _, _ in blocks:
+        if tag != "equal":
+            for i in range(i1, i2):
+                if loose_b.get(sig(la[i])):
+                    moved[i] = loose_b[sig(la[i])].pop(0)
+    taken = set(moved.values())
     out: list[dict[str, Any]] = []
     for tag, i1, i2, j1, j2 in blocks:
-        xs, ys = la[i1:i2], lb[j1:j2]
-        for k in range(max(len(xs), len(ys))):
-            x = xs[k] if k < len(xs) else None
-            y = ys[k] if k < len(ys) else None
-            status = "same" if tag == "equal" else "changed" if x and y else "added" if y else "removed"
-            names = [r["name"] for r in (x, y) if r]
-            entry: dict[str, Any] = {
-                "name": names[0] if len(set(names)) == 1 else " / ".join(names), "status": status,
-                "type": (y or x)["type"] if not (x and y) or x["type"] == y["type"] else f"{x['type']} -> {y['type']}",
-                "output": [x and x["output"], y and y["output"]], "changes": {},
-                "training_only": (y or x)["training_only"]}
-            for field in ("params", "macs"):
-                va, vb = (x[field] if x else 0), (y[field] if y else 0)
-                entry[field] = {"a": va, "b": vb, "delta": vb - va}
-            out.append(entry)
+        if tag == "equal":
+            out += [_layer_entry(la[i], lb[j], True) for i, j in zip(range(i1, i2), range(j1, j2))]
+            continue
+        out += [_layer_entry(la[i], lb[moved[i]], True) for i in range(i1, i2) if i in moved]
+        xs = [la[i] for i in range(i1, i2) if i not in moved]
+        ys = [lb[j] for j in range(j1, j2) if j not in taken]
+        out += [_layer_entry(xs[k] if k < len(xs) else None, ys[k] if k < len(ys) else None, False)
+                for k in range(max(len(xs), len(ys)))]
     return out
+
+
+def _layer_entry(x: dict[str, Any] | None, y: dict[str, Any] | None, same: bool) -> dict[str, Any]:
+    """One entry of :func:`layer_diff`: A's layer ``x`` against B's ``y`` (None: it has none)."""
+    status = "same" if same else "changed" if x and y else "added" if y else "removed"
+    names = [r["name"] for r in (x, y) if r]
+    r = y or x
+    entry: dict[str, Any] = {
+        "name": names[0] if len(set(names)) == 1 else " / ".join(names), "status": status,
+        "type": r["type"] if not (x and y) or x["type"] == y["type"] else f"{x['type']} -> {y['type']}",
+        "output": [x and x["output"], y and y["output"]], "changes": {}, "training_only": r["training_only"]}
+    for field in ("params", "macs"):
+        va, vb = (x[field] if x else 0), (y[field] if y else 0)
+        entry[field] = {"a": va, "b": vb, "delta": vb - va}
+    return entry

@@ -230,6 +230,12 @@ FROM_ONNX: dict[str, tuple[Callable[[Node], dict], dict[int, str]]] = {
 _PASS = {"Identity", "Dropout"}         # the value passes through in inference
 
 
+def _standard(node: Any) -> bool:
+    """The node is an operator of ONNX's standard domain (what archc reads; a custom domain's op of the
+    same name may compute anything)."""
+    return node.domain in ("", "ai.onnx")
+
+
 def _refuse(node: Any, why: str, hint: str | None = None) -> BackendError:
     close = difflib.get_close_matches(node.op_type, sorted(FROM_ONNX), n=1, cutoff=0.0)
     return BackendError([error(f"node {node.name or '(unnamed)'} ({node.op_type}): {why}", node.name or node.op_type,
@@ -342,7 +348,7 @@ def read(path: str | Path, name: str | None = None) -> tuple[Flat, dict[str, Any
         for i in node.input:
             readers.setdefault(i, []).append(node)
     for node in g.node:                  # a constant reshaped (the exporter leaves some unfolded): a constant
-        if node.op_type == "Reshape" and node.domain in ("", "ai.onnx") and len(node.input) == 2 \
+        if node.op_type == "Reshape" and _standard(node) and len(node.input) == 2 \
                 and all(i in consts for i in node.input) and len(shapes.get(node.output[0], ())) > 0 \
                 and min(shapes[node.output[0]]) >= 0 and consts[node.input[0]].size == _size(shapes[node.output[0]]):
             consts[node.output[0]] = consts[node.input[0]].reshape(shapes[node.output[0]])
@@ -377,7 +383,7 @@ def read(path: str | Path, name: str | None = None) -> tuple[Flat, dict[str, Any
                 ctx.value_of[out] = layer
             continue
         try:
-            if node.domain in ("", "ai.onnx") and any(step(node, ctx) for step in _STEPS):
+            if _standard(node) and any(step(node, ctx) for step in _STEPS):
                 continue
         except (KeyError, IndexError, TypeError, ValueError, AttributeError, ZeroDivisionError,
                 OverflowError) as exc:       # a pattern's constants of unexpected shapes: refused, by name
@@ -464,7 +470,7 @@ def _attrs(node: Any) -> dict[str, Any]:
 def _mapped(node: Any, ctx: _Graph) -> None:
     """A node of FROM_ONNX: one layer (its initializers its weights), or refused."""
     entry = FROM_ONNX.get(node.op_type)
-    if entry is None or node.domain not in ("", "ai.onnx"):
+    if entry is None or not _standard(node):
         raise _refuse(node, "has no archc op")
     consts = ctx.consts
     tensor_ins = [i for i in node.input if i and i not in consts]
@@ -579,7 +585,7 @@ def _shuffle_step(node: Any, ctx: _Graph) -> Any:
 def _only_reader(ctx: _Graph, value: str, op_type: str) -> Any:
     """The one node reading ``value``, where it is one of ``op_type``; else None."""
     r = ctx.readers.get(value, [])
-    return r[0] if len(r) == 1 and r[0].op_type == op_type and r[0].domain in ("", "ai.onnx") else None
+    return r[0] if len(r) == 1 and r[0].op_type == op_type and _standard(r[0]) else None
 
 
 def _const_of(ctx: _Graph, node: Any) -> tuple[list[str], list[tuple[int, Any]]]:
@@ -744,7 +750,7 @@ def _attention_step(node: Any, ctx: _Graph) -> bool:
                 continue
             seen.add(id(r))
             region.append(r)
-            if len(region) > MAX_ATTENTION_NODES or r.op_type not in _ATTENTION_OPS or r.domain not in ("", "ai.onnx"):
+            if len(region) > MAX_ATTENTION_NODES or r.op_type not in _ATTENTION_OPS or not _standard(r):
                 return False
             if r.op_type == "Transpose" and list(_attrs(r).get("perm", [])) == [1, 0, 2] \
                     and ctx.shapes.get(r.output[0]) == (1, seq, dim):
@@ -983,7 +989,7 @@ def _window_step(node: Any, ctx: _Graph) -> bool:
     while frontier:
         value = frontier.pop()
         for r in ctx.readers.get(value, []):
-            if r.op_type not in _WINDOW_OPS or r.domain not in ("", "ai.onnx") \
+            if r.op_type not in _WINDOW_OPS or not _standard(r) \
                     or r.op_type == "Transpose" and list(_attrs(r).get("perm", [])) == [0, 3, 1, 2]:
                 outside.append(value)
                 continue

@@ -29,8 +29,8 @@ _LAZY = {
                      "save_model", "sweep", "train", "zoo"], ".api"),
     "lower": ".ir",
     "analyze": ".passes",
-    "Spec": ".api",         # through the API, which loads the IR's shape rules the spec's conditions use
-    "load_spec": ".api",
+    "Spec": ".spec",
+    "load_spec": ".spec",
 }
 
 if TYPE_CHECKING:       # what the names are, for type checkers and editors

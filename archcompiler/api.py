@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from .errors import Diagnostic, SpecError
-from .ir import layer_shape as _layer_shape  # noqa: F401  (the IR gives the spec's conditions their shape rules)
 from .spec import Spec, load_spec
 
 

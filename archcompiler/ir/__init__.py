@@ -1,6 +1,5 @@
 """The graph IR: the op table and lowering from a resolved spec."""
 
-from . import layer_shape as _layer_shape  # noqa: F401  (gives the spec's conditions the shape rules)
 from .lower import INPUT, lower, schedule
 from .ops import ACTIVATIONS, MEMORY, OPS, STATEMENT, OpDef, Params, Shape, ShapeError, Window, activation_of
 

@@ -1,13 +1,12 @@
 """The output shape of one spec layer, by the op table's rules: the spec's resolver asks for it when a
-block's condition reads its input's shape (``when: "stride != 1 or in_channels != out"``). The spec
-layer never imports the IR; the IR registers this rule with it when it is imported."""
+block's condition reads its input's shape (``when: "stride != 1 or in_channels != out"``), through
+``archcompiler.spec.resolve.layer_shape``, which imports this module on first use."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..spec.resolve import set_shape_rule
-from .lower import LOWERINGS
+from .lowerings import LOWERINGS
 from .ops import OPS, Shape
 
 
@@ -20,5 +19,3 @@ def layer_shape(layer: Any, shapes: list[Shape]) -> Shape:
         shapes = [tuple(OPS[kind].shape(attrs, shapes))]
     return shapes[0]
 
-
-set_shape_rule(layer_shape)

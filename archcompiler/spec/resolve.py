@@ -35,16 +35,15 @@ POSITION = ("i", "N")       # inside a block: its position among the network's b
 SHAPE_NAMES = ("in_channels", "in_height", "in_width")
 _RAW_FIELDS = {"name", "op", "input", "inputs", "doc", "claims"}
 
-# The output shape of one validated layer for its input shapes: conditions on the input's shape need
-# it. The IR owns the shape rules (and the spec layer never imports the IR), so the IR registers
-# its rule here when it is imported (archcompiler/ir/layer_shape.py).
-_SHAPE_RULE: Any = None
+def layer_shape(layer: Any, shapes: list) -> Any:
+    """The output shape of one validated layer for its input shapes, by the op table's rules
+    (``archcompiler/ir/layer_shape.py``); raises ``ValueError`` for shapes the op refuses. Conditions on
+    a block's input shape need it. This is the one place the spec layer reaches into the IR, on first
+    use and never at import (the IR imports the spec layer): whatever was imported before, a spec with
+    ``when: "in_channels != out"`` resolves the same."""
+    from ..ir.layer_shape import layer_shape as rule
 
-
-def set_shape_rule(rule: Any) -> None:
-    """``rule(layer_spec, input_shapes) -> shape``, raising ``ValueError`` for shapes it refuses."""
-    global _SHAPE_RULE
-    _SHAPE_RULE = rule
+    return rule(layer, shapes)
 
 
 _NOT_DEFAULTS = {"name", "op", "input", "inputs", "claims", "when"}     # fields a default cannot give
@@ -953,8 +952,6 @@ class Resolver:
     def _shape(self, name: str) -> Any:
         """The output shape of ``name`` (a layer, a block's input or the network's input) from the
         layers defined so far; None where it cannot be known (an error elsewhere, a later layer)."""
-        if _SHAPE_RULE is None:
-            return None
         cache, stack, visiting = self.shapes, [name], set()
         while stack:
             n = stack[-1]
@@ -987,7 +984,7 @@ class Resolver:
             else:
                 layer = self.layers[self.index[n]]
                 try:
-                    cache[n] = tuple(_SHAPE_RULE(layer.spec, shapes))
+                    cache[n] = tuple(layer_shape(layer.spec, shapes))
                 except ValueError as exc:       # the op refuses these shapes: said at the layer
                     cache[n] = None
                     self.refused.append(error(str(exc), layer.name, layer.loc))

@@ -27,7 +27,7 @@ fi
 
 # (re)install when archc is missing or installed from another checkout than this one
 here="$(pwd)/archcompiler"
-installed="$(cd / && "$PY" -c "import archcompiler, pytest, xdist, hypothesis, graphviz, onnx, onnxscript, onnxruntime, PIL, matplotlib, tqdm, sklearn, selenium, safetensors, tensorboard, optuna, os; print(os.path.dirname(archcompiler.__file__))" 2>/dev/null || true)"
+installed="$(cd / && "$PY" -c "import archcompiler, re2, pytest, xdist, hypothesis, graphviz, onnx, onnxscript, onnxruntime, PIL, matplotlib, tqdm, sklearn, selenium, safetensors, tensorboard, optuna, os; print(os.path.dirname(archcompiler.__file__))" 2>/dev/null || true)"
 if [ "$installed" != "$here" ] || ! command -v archc >/dev/null 2>&1; then
   echo "setup: installing archc..." >&2
   "$PY" -m pip install -q -e ".[dev]"

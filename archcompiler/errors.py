@@ -8,6 +8,7 @@ carries all diagnostics found in one go, so a user sees every error in a file at
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -25,6 +26,15 @@ class Location:
 
 
 NOWHERE = Location("<unknown>")
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters shown as escapes (``\\x1b``): a name from an untrusted file
+    (an ONNX node, a spec's key) never drives the terminal it is printed to."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 @dataclass(frozen=True)
@@ -55,7 +65,7 @@ class Diagnostic:
         what = f"{self.path}: " if self.path else ""
         kind = "" if self.severity == "error" else f"{self.severity}: "
         hint = f" ({self.hint})" if self.hint else ""
-        return f"{where}{kind}{what}{self.message}{hint}"
+        return printable(f"{where}{kind}{what}{self.message}{hint}")
 
     def to_json(self) -> dict[str, Any]:
         data = {
@@ -114,4 +124,4 @@ def warning(message: str, path: str = "", location: Location = NOWHERE, hint: st
 
 
 __all__ = ["Location", "NOWHERE", "Diagnostic", "ArchcError", "SpecError", "GraphError",
-           "BackendError", "error", "warning"]
+           "BackendError", "error", "warning", "printable"]

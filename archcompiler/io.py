@@ -4,12 +4,16 @@
   on failure and on Ctrl-C (and SIGTERM, which the CLI turns into Ctrl-C); one left by a process that
   was killed outright (SIGKILL) is removed by the next write to the same file.
 - Never over an input: an output path that is one of the command's inputs is refused.
+- Never half-written on a full disk: a write that fails because the file system is full (an
+  ``OSError`` ENOSPC, or torch's zip writer's "unexpected pos") is reported as "no space left on
+  ...", exit 1, the temporary file removed.
 - Never over a file archc did not write when the user gave no name: a default output name that is
   taken by somebody else's file is refused (``--force`` replaces it).
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import tempfile
@@ -73,7 +77,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
                       hint="check that the folder exists and is writable") from None
     os.close(fd)
     try:
-        yield Path(tmp)
+        try:
+            yield Path(tmp)
+        except Exception as exc:
+            if disk_full(exc, path.parent):
+                raise no_space(path) from None
+            raise
         os.chmod(tmp, _mode(path))
         try:
             os.replace(tmp, path)
@@ -84,11 +93,38 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             os.unlink(tmp)
 
 
+FULL_BYTES = 1024 * 1024        # a write that failed with less than this left: the file system is full
+
+
+def disk_full(exc: BaseException, folder: str | Path | None = None) -> bool:
+    """Whether ``exc`` (or an exception it was raised from) says the file system is full: ENOSPC or
+    EDQUOT, or any write error in ``folder`` while less than :data:`FULL_BYTES` are left there (torch's
+    writer says "unexpected pos", graphviz's ``dot`` exits 1)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    if folder is None:
+        return False
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < FULL_BYTES
+
+
+def no_space(path: str | Path) -> BackendError:
+    return _refuse(Path(path), f"no space left on the device that holds {Path(path).parent}",
+                   hint="free some space or write elsewhere; nothing was written")
+
+
 def _mode(path: Path) -> int:
     """Keep an existing file's permissions; a new file gets the usual ones (0666 less umask)."""
     try:
         return path.stat().st_mode & 0o777
-    except FileNotFoundError:
+    except OSError:             # none there yet (or a link that leads nowhere, which os.replace replaces)
         umask = os.umask(0)
         os.umask(umask)
         return 0o666 & ~umask

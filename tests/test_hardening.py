@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import re
 import subprocess
@@ -344,3 +345,146 @@ def test_exit_codes_are_documented():
     readme = (ROOT / "README.md").read_text()
     for code in ("0", "1", "2", "3"):
         assert re.search(rf"`{code}`", readme), code
+
+
+# ----------------------------------------------------------------------------- round three: specs
+
+def _small_spec(**extra) -> str:
+    """A spec of three layers, with ``extra`` top-level keys (as YAML flow text)."""
+    head = "".join(f"{k}: {v}\n" for k, v in extra.items())
+    return (f"name: small\ninput: [3, 8, 8]\n{head}layers:\n  - {{name: c, op: conv, out: 4, kernel: 3}}\n"
+            "  - {name: pool, op: global_avg_pool}\n  - {name: fc, op: linear, out: 2}\n")
+
+
+def test_extends_deeper_than_its_bound_is_refused_at_its_line(tmp_path):
+    for i in range(1000):
+        (tmp_path / f"s{i}.yaml").write_text(f"extends: s{i + 1}.yaml\nname: s{i}\n" if i < 999 else _small_spec())
+    done = run_archc("validate", "s0.yaml", cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert re.search(r"s\d+\.yaml:1:10: extends: 'extends' goes more than 32 specs deep", done.stdout + done.stderr)
+    assert "Traceback" not in done.stderr
+    (tmp_path / "s30.yaml").write_text(_small_spec())          # 30 deep: a chain that is long, not hostile
+    assert run_archc("validate", "s0.yaml", cwd=tmp_path).returncode == 0
+
+
+@pytest.mark.parametrize("parent", ["/etc/passwd", "../../../../../../etc/passwd", "notes.txt", "secret.yaml"])
+def test_extends_reads_specs_only_and_never_prints_another_files_lines(parent, tmp_path):
+    """A spec from anyone must not make archc print the lines of another file (`extends: /etc/shadow`
+    printed each line as an unknown key): a parent that is no .yaml file is refused by its name alone, a
+    .yaml file that is no spec with a short excerpt of its first key."""
+    secret = [f"line{i}_{'x' * 30}_{i}: secret value {i}" for i in range(20)]
+    (tmp_path / "notes.txt").write_text("\n".join(secret))
+    (tmp_path / "secret.yaml").write_text("\n".join(secret))
+    (tmp_path / "child.yaml").write_text(f"extends: {parent}\nname: child\n")
+    for command in (["validate", "child.yaml"], ["resolve", "child.yaml"], ["diff", "child.yaml", "resnet18"]):
+        done = run_archc(*command, cwd=tmp_path)
+        text = done.stdout + done.stderr
+        assert done.returncode == 1 and "Traceback" not in text, text
+        assert "root:" not in text and "secret value" not in text and "line1_" not in text, text
+        assert len(text.strip().splitlines()) <= 2, text
+
+
+def test_extends_takes_a_shipped_specs_name(tmp_path):
+    (tmp_path / "mine.yaml").write_text("extends: resnet50\nname: resnet50_2class\nparams: {num_classes: 2}\n")
+    done = run_archc("flops", "mine.yaml", "--format", "json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["rows"][-1]["output"] == [2]
+
+
+def test_a_rename_rule_that_backtracks_matches_in_linear_time(tmp_path):
+    """`(a|a)*$` against 36 a's and a b backtracks for minutes in Python's re; RE2 matches it at once. The
+    pattern's shape is still bounded, and what RE2 cannot run (back-references) is refused at its line."""
+    name = "a" * 36 + "b"
+    (tmp_path / "hang.yaml").write_text(_small_spec(torch="{rename: [['^(a|a)*$', 'x'], ['^(c)$', 'conv_\\1']]}")
+                                        .replace("name: c,", f"name: {name},"))
+    with no_hang(60):
+        done = run_archc("build", "hang.yaml", "--format", "json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    (tmp_path / "backref.yaml").write_text(_small_spec(torch="{rename: [['(a)\\1', 'x']]}"))
+    done = run_archc("validate", "backref.yaml", cwd=tmp_path)
+    assert done.returncode == 1 and "back-references" in done.stdout + done.stderr
+
+
+def test_rename_rules_are_matched_by_re2_with_re_s_replacements():
+    from archcompiler.spec.rename import compile_rule
+
+    rule = compile_rule(r"^(conv\d|pool\d)[^/]*(/\w+)?$")
+    assert rule.sub(r"features.\1", "conv1/relu") == "features.conv1"
+    with no_hang(5):
+        assert compile_rule("^(a|a)*$").sub("x", "a" * 36 + "b") == "a" * 36 + "b"
+    with pytest.raises(ValueError, match="refused"):
+        compile_rule("a(?=b)")
+
+
+@pytest.mark.parametrize("value", ["true", "false", "yes"])
+def test_repeat_is_a_number_not_a_boolean(value, tmp_path):
+    text = ("name: r\ninput: [3, 8, 8]\nblocks:\n  b:\n    layers:\n      - {name: c, op: conv, out: 4, kernel: 3, "
+            f"padding: 1}}\nlayers:\n  - {{name: s, use: b, repeat: {value}}}\n  - {{name: fc, op: linear, out: 2}}\n")
+    (tmp_path / "r.yaml").write_text(text)
+    code, out = archc("validate", str(tmp_path / "r.yaml"))
+    assert code == 1 and "r.yaml:8:" in out and "repeat" in out, out
+
+
+def test_escape_codes_from_a_file_never_reach_the_terminal(tmp_path):
+    (tmp_path / "esc.yaml").write_text(_small_spec(**{'"\\e[2J\\e[31mevil\\a"': 1}))
+    done = run_archc("validate", "esc.yaml", cwd=tmp_path)
+    assert done.returncode == 1
+    assert "\x1b" not in done.stdout + done.stderr and "\x07" not in done.stdout + done.stderr
+    assert "\\x1b[31mevil" in done.stdout + done.stderr
+
+
+# ----------------------------------------------------------------------------- round three: a full disk
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 256 KiB file system (tmpfs, mounted as root; CI runs as root), for writes that run out of space."""
+    where = tmp_path / "small"
+    where.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(where)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("mounting a small file system needs root")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+def _assert_no_space(done: subprocess.CompletedProcess, where: Path, allowed: set[str] = frozenset()) -> None:
+    text = done.stdout + done.stderr
+    assert done.returncode == 1, text
+    assert "no space left" in text and "Traceback" not in text and "internal error" not in text, text
+    left = {p.relative_to(where).as_posix() for p in where.rglob("*") if p.is_file()}
+    assert not [n for n in left if ".archc-" in n], left          # no temporary file stays
+    assert left <= allowed, left
+
+
+@pytest.mark.parametrize("command", [
+    ["build", str(SPECS / "googlenet-small.yaml"), "-o", "OUT/small.pt", "-q"],
+    ["draw", str(SPECS / "googlenet.yaml"), "-o", "OUT/googlenet.svg"],
+    ["build", str(SPECS / "googlenet.yaml"), "--emit", "python", "-o", "OUT/g.py", "-q"],
+])
+def test_a_full_disk_is_exit_1_with_nothing_half_written(command, full_disk):
+    (full_disk / "filler").write_bytes(b"\0" * (240 * 1024))       # a few KiB left
+    done = run_archc(*[a.replace("OUT", str(full_disk)) for a in command])
+    _assert_no_space(done, full_disk, {"filler"})
+
+
+@pytest.mark.slow
+def test_a_full_disk_during_training_and_import_is_exit_1(full_disk, tmp_path):
+    from archcompiler.training.digits import write_digits
+
+    write_digits(tmp_path / "digits")
+    done = run_archc("train", str(ROOT / "tests" / "data" / "digits-cnn.yaml"), "--data", str(tmp_path / "digits"),
+                     "--set", "num_classes=2", "--epochs", "1", "--out",
+                     str(full_disk / "run"))
+    # what was complete stays (the run folder's small files, a checkpoint written whole); nothing half-written
+    _assert_no_space(done, full_disk, {f"run/{n}" for n in ("args.json", "spec.yaml", "last.pt", "last.safetensors",
+                                                             "metrics.csv", "metrics.jsonl", "best.pt")})
+    for p in full_disk.rglob("*"):
+        p.unlink() if p.is_file() else None
+    pytest.importorskip("onnxscript")
+    assert run_archc("build", str(ROOT / "tests" / "data" / "digits-cnn.yaml"), "--emit", "onnx", "--keep-batch-norm",
+                     "-o", str(tmp_path / "d.onnx"), "-q").returncode == 0
+    (full_disk / "filler").write_bytes(b"\0" * (240 * 1024))
+    done = run_archc("import", str(tmp_path / "d.onnx"), "-o", str(full_disk / "d.yaml"))
+    _assert_no_space(done, full_disk, {"filler"})

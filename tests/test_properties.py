@@ -164,10 +164,16 @@ VALUES = [3, 5, 7, 64, 100, 2, 0, -1, 1, 2.5, 1e9, 2**40, "x", "", "same", "vali
           "__import__('os')", "relu", "batch_norm", "conv", "concat", "max_pool", "inception_4a", "aux1",
           "prob", ".nan", float("inf"), "a" * 300, "x y", "self", "torch", "main", "googlenet.yaml",
           "../googlenet.yaml", "/etc/passwd", "1x1", "3x3_reduce * 2", "width", "in_channels != out",
-          "stride == 1", "depth", "i / N", "bottleneck", {"by": "depth", "columns": [1], "rows": {"a": [1]}}]
+          "stride == 1", "depth", "i / N", "bottleneck", {"by": "depth", "columns": [1], "rows": {"a": [1]}},
+          # the newer syntax: positions, shape conditions, rename templates and rules, zoo names, builders
+          "i", "N", "0.2 * i / N", "in_height > 7", "in_width", "make_divisible(in_channels * 6, 8)", "{index}",
+          "features.{index}", "features.{index * 2 + 1}", "{i}", [["^(a|a)*$", "x"]], [["(\\w+)", "\\1.{index}"]],
+          [["(a)\\1", "x"]], "resnet50", "resnet50.yaml", "/etc/shadow", {"tiny": {"sets": {"width": 0.5}}},
+          {"when": "in_channels != out"}, {"use": "bottleneck", "repeat": 2}]
 KEYS = ["zzz", "op", "name", "input", "inputs", "use", "table", "claims", "args", "extends", "edits", "_delete",
         "defaults", "init", "outputs", "params", "torch", "keep_claims", "loss", "weight", "training_only",
-        "repeat", "when", "variants", "by", "columns", "rows"]
+        "repeat", "when", "variants", "by", "columns", "rows", "builders", "rename", "class_name", "i", "N",
+        "sets", "doc"]
 LOCATED = re.compile(r":\d+:\d+: |--set |\"line\": [1-9]")
 COMMANDS = [["validate"], ["flops"], ["flops", "--format", "json"], ["check"], ["resolve"], ["diff", "B"],
             ["draw", "--format", "dot", "-o", "OUT"], ["validate", "--format", "json"]]

@@ -16,7 +16,7 @@ import sys
 import threading
 from collections.abc import Callable
 
-from ..errors import ArchcError
+from ..errors import ArchcError, printable
 from ..util import paused_gc
 from .common import EXAMPLES, EXIT_CODES, NEEDS_IMAGES, TOP_EXAMPLES, print_errors
 
@@ -69,9 +69,15 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return 0
     except Exception as exc:  # an internal error: say so plainly, without a traceback
+        from ..io import disk_full
+        if disk_full(exc):      # a write outside io.atomic_path (a run folder's log) on a full disk
+            where = getattr(exc, "filename", None)
+            print(f"archc: no space left on the device{f' (writing {where})' if where else ''}: free some space "
+                  "or write elsewhere", file=sys.stderr)
+            return 1
         if os.environ.get("ARCHC_DEBUG"):
             raise
-        print(f"archc: internal error: {type(exc).__name__}: {exc}\n"
+        print(f"archc: internal error: {type(exc).__name__}: {printable(str(exc))}\n"
               "This is a bug in archc, not in your spec. Run again with ARCHC_DEBUG=1 to see the "
               "traceback, and please report it.", file=sys.stderr)
         return 3

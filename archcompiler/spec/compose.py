@@ -21,6 +21,7 @@ from ..errors import Location, SpecError, error
 from . import zoo
 from .base import suggest
 from .document import Document
+from .limits import MAX_EXTENDS_DEPTH
 from .source import YDict, YList, clone, from_plain, looks_like_path, parse_yaml, plain, read_text
 
 DELETE = "_delete"
@@ -332,6 +333,9 @@ def _close_name(name: str) -> str:
     return f"did you mean {close[0]!r}? {where}" if close else f"give a file path; {where}"
 
 
+SPEC_SUFFIXES = (".yaml", ".yml")
+
+
 def load_document(source: str | Path, overrides: dict[str, Any] | list[str] | None = None,
                   _chain: tuple[str, ...] = ()) -> tuple[YDict, str]:
     """The merged document for ``source`` (a path or YAML text) and the file name it came from."""
@@ -360,10 +364,21 @@ def load_document(source: str | Path, overrides: dict[str, Any] | list[str] | No
         loc = data.where("extends")
         if not isinstance(parent_ref, str):
             raise SpecError([error("'extends' takes a file path", "extends", loc, value=parent_ref)])
+        if len(_chain) >= MAX_EXTENDS_DEPTH:
+            raise SpecError([error(f"'extends' goes more than {MAX_EXTENDS_DEPTH} specs deep", "extends", loc,
+                                   hint="a spec extends a spec that extends another ...; flatten the chain")])
+        if zoo.is_name(parent_ref) and not (base / parent_ref).exists() and zoo.find(parent_ref) is not None:
+            builder = zoo.find(parent_ref)        # a shipped spec by its zoo name: `extends: resnet50`
+            parent, _ = load_document(builder.file, builder.overrides(), (*_chain, str(Path(file).resolve())))
+            return _extend(data, parent, overrides)
+        if not parent_ref.lower().endswith(SPEC_SUFFIXES):
+            raise SpecError([error(f"'extends' names a spec (a {' or '.join(SPEC_SUFFIXES)} file, or a shipped "
+                                   f"spec's name), not {_short(parent_ref)!r}", "extends", loc,
+                                   hint="'archc zoo' lists the shipped specs")])
         try:
             parent_path = (base / parent_ref).resolve()
             exists = parent_path.is_file()
-        except (OSError, ValueError):           # a name too long, a NUL byte, ...
+        except (OSError, ValueError, RuntimeError):       # a name too long, a NUL byte, a symlink loop, ...
             raise SpecError([error("'extends' does not name a readable file", "extends", loc,
                                    value=parent_ref[:80])]) from None
         key = str(parent_path)
@@ -376,18 +391,41 @@ def load_document(source: str | Path, overrides: dict[str, Any] | list[str] | No
                                    hint=f"looked for {parent_path}")])
         shown = Path(os.path.normpath(base / parent_ref))    # as the user would write it, for messages
         parent, _ = load_document(shown, None, (*_chain, str(Path(file).resolve())))
-        if not data.get("keep_claims"):
-            strip_claims(parent)        # the paper's numbers describe the parent, not the variant
-        child = YDict(loc=data.loc)
-        for k, v in data.items():
-            if k not in ("extends", "edits", "keep_claims"):
-                child.put(k, v, data.where(k), data.where(k, True))
-        merged = merge(parent, child)
-        merged.loc = data.loc
-        apply_edits(merged, data.get("edits"))
-        data = merged
-    elif "edits" in data:
+        return _extend(data, parent, overrides)
+    if "edits" in data:
         raise SpecError([error("'edits' change an inherited spec: add 'extends: PARENT.yaml'",
                                "edits", data.where("edits", True))])
     apply_overrides(data, overrides)
     return data, file
+
+
+def _extend(data: YDict, parent: YDict, overrides: dict[str, Any] | list[str] | None) -> tuple[YDict, str]:
+    """``data`` merged over the spec it extends (its claims dropped unless ``keep_claims``), then edited
+    and overridden."""
+    _refuse_what_is_no_spec(parent)
+    if not data.get("keep_claims"):
+        strip_claims(parent)        # the paper's numbers describe the parent, not the variant
+    child = YDict(loc=data.loc)
+    for k, v in data.items():
+        if k not in LOAD_TIME_KEYS:
+            child.put(k, v, data.where(k), data.where(k, True))
+    merged = merge(parent, child)
+    merged.loc = data.loc
+    apply_edits(merged, data.get("edits"))
+    apply_overrides(merged, overrides)
+    return merged, data.loc.file
+
+
+def _short(text: str, limit: int = 40) -> str:
+    text = text.splitlines()[0] if text.strip() else text
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _refuse_what_is_no_spec(parent: YDict) -> None:
+    """A file that 'extends' reaches and that is no spec is refused once, quoting at most a short excerpt
+    of its first unknown key: a spec from anyone must not make archc print another file's lines."""
+    unknown = [k for k in parent if k not in Document.model_fields and k not in LOAD_TIME_KEYS]
+    if unknown:
+        raise SpecError([error(f"{parent.loc.file} is not an archc spec: its key {_short(str(unknown[0]))!r} is "
+                               "none of a spec's", "extends", parent.where(unknown[0], True),
+                               hint="'extends' names a spec written for archc")])

@@ -11,7 +11,7 @@ import keyword
 import re
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, StrictInt, field_validator, model_validator
 
 from . import expr
 from .base import Strict
@@ -71,7 +71,7 @@ class BlockUse(Strict):
                                     "shape (in_channels, in_height, in_width)")
     claims: dict[str, Any] | None = None
     doc: str | None = None
-    repeat: int | str | None = Field(None, description="instances in a row (the paper's 'x3'): the first "
+    repeat: StrictInt | str | None = Field(None, description="instances in a row (the paper's 'x3'): the first "
                                      "takes the arguments as given, the others stride 1")
     when: bool | str | None = Field(None, description="an expression: the block exists only where it is true; "
                                     "where it is false, what reads it reads its input")

@@ -17,6 +17,7 @@ MAX_INT_BITS = 64                    # any integer an expression computes (or a 
 MAX_DIM = 2**31 - 1                  # channels, sizes, kernels: what torch can index
 MAX_LAYERS = 20_000                  # concrete layers once blocks and tables are expanded
 MAX_BLOCK_NESTING = 32               # blocks using blocks
+MAX_EXTENDS_DEPTH = 32               # a spec extending a spec extending ... (the zoo's deepest: 2)
 MAX_NAME_CHARS = 200                 # a layer, block, parameter or output name
 MAX_REGEX_CHARS = 200                # a torch.rename pattern
 MAX_SWEEP_VARIANTS = 1_000             # combinations of one `archc sweep` grid (100 GoogLeNets take ~2 s)

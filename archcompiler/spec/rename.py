@@ -1,10 +1,11 @@
 """``torch.rename`` patterns are regular expressions from a spec, and so untrusted: a pattern such as
 ``(a+)+$`` backtracks exponentially and would hang archc on a long layer name.
 
-Python's ``re`` has no time limit, so the patterns themselves are bounded instead: a short pattern,
-no repetition inside a repetition, no back-references, and at most :data:`MAX_REPEATS` unbounded
-repetitions. What stays (the rules in ``specs/googlenet-torchvision.yaml`` use one ``\\w+`` each)
-matches a layer path in time polynomial in its length, and layer paths are short.
+The patterns are matched by RE2 (google-re2), whose time is linear in the text whatever the pattern:
+``(a|a)*$`` against a long name takes microseconds, where Python's backtracking ``re`` takes minutes.
+A pattern RE2 cannot run (back-references, look-around) is refused with its reason. The patterns are
+also kept short and plain: no repetition inside a repetition, at most :data:`MAX_REPEATS` unbounded
+repetitions (the rules in ``specs/googlenet-torchvision.yaml`` use one ``\\w+`` each).
 
 A replacement may hold ``{expression}`` parts, in the expression language, over one name: ``index``,
 the position (from 0, in network order) of the text the pattern matched among the distinct texts
@@ -61,6 +62,20 @@ def _walk(parsed: Any, inside_repeat: bool, counts: list[int]) -> str | None:
     return None
 
 
+def compile_rule(pattern: str) -> Any:
+    """``pattern`` compiled by RE2 (linear-time matching; the ``re`` API: ``sub``, ``match.expand``);
+    raises ``ValueError`` with RE2's reason for a pattern it cannot run."""
+    import re2
+
+    options = re2.Options()
+    options.log_errors = False          # the reason is ours to say, not printed to stderr by RE2
+    try:
+        return re2.compile(pattern, options)
+    except re2.error as exc:
+        reason = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        raise ValueError(f"rename pattern {pattern[:60]!r} refused: {reason}") from None
+
+
 TEMPLATE = re.compile(r"\{([^{}]*)\}")
 
 
@@ -100,6 +115,7 @@ def check_pattern(pattern: str, replacement: str) -> None:
         reason = f"more than {MAX_REPEATS} unbounded repetitions (*, +, {{n,}})"
     if reason:
         raise ValueError(f"rename pattern {pattern[:60]!r} refused: {reason}")
+    compile_rule(pattern)
     from . import expr
     for part in template_parts(replacement):
         try:

@@ -6,6 +6,7 @@ import builtins
 import functools
 import keyword
 import re
+from typing import Any
 
 from ...errors import BackendError, error
 from ...spec import Spec
@@ -73,25 +74,25 @@ def module_paths(spec: Spec, nodes: list[str]) -> dict[str, str]:
     the rule matched among the distinct texts it matched before, in ``nodes``' order (the numbering
     of torchvision's ``nn.Sequential``, parameterless modules counted)."""
     from ...spec import expr
-    from ...spec.rename import fill_template, template_parts
+    from ...spec.rename import compile_rule, fill_template, template_parts
 
     names = list(nodes)
     for pattern, repl in spec.torch.rename:
         try:
-            compiled = re.compile(pattern)
+            compiled = compile_rule(pattern)       # RE2: linear time, whatever the pattern
             if not template_parts(repl):
                 names = [compiled.sub(repl, name) for name in names]
                 continue
             seen: dict[str, int] = {}
 
-            def sub(m: re.Match, repl: str = repl, seen: dict[str, int] = seen) -> str:
+            def sub(m: Any, repl: str = repl, seen: dict[str, int] = seen) -> str:
                 index = seen.setdefault(m.group(0), len(seen))
                 return fill_template(m.expand(repl), index)
             names = [compiled.sub(sub, name) for name in names]
-        except re.error as exc:
-            raise BackendError([error(f"bad torch.rename pattern {pattern!r}: {exc}", "torch.rename")]) from None
         except expr.ExprError as exc:
             raise BackendError([error(f"torch.rename replacement {repl!r}: {exc}", "torch.rename")]) from None
+        except ValueError as exc:
+            raise BackendError([error(f"bad torch.rename pattern {pattern[:60]!r}: {exc}", "torch.rename")]) from None
     out = {}
     for node, name in zip(nodes, names):
         own = set(re.split(r"[/.]", node))          # segments of the spec's own name, not a rule's

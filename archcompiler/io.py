@@ -139,7 +139,11 @@ def refuse_inputs(output: str | Path, inputs: Iterable[str | Path]) -> None:
             same = out.exists() and src_path.exists() and os.path.samefile(out, src_path)
         except OSError:
             same = False
-        if same or out.resolve() == src_path.resolve():
+        try:
+            same = same or out.resolve() == src_path.resolve()
+        except (OSError, RuntimeError):         # a symbolic link loop: compared as written
+            same = same or os.path.abspath(out) == os.path.abspath(src_path)
+        if same:
             raise _refuse(out, f"{out} is an input of this command; archc will not write over it",
                           hint="choose another output name with -o")
 

@@ -38,7 +38,7 @@ def _value(text: str):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import BackendError, error
+    from ..errors import BackendError, Location, error, printable
     from ..io import refuse_inputs, write_text
 
     shape = None
@@ -55,32 +55,45 @@ def run(args: argparse.Namespace) -> int:
         if not sep or not key.isidentifier():
             raise BackendError([error(f"--arg {item!r} is not KEY=VALUE", "--arg")])
         call_args[key] = _value(value)
+    onnx = args.target.lower().endswith(".onnx")
+    for option, out in (("-o", args.output), ("--weights", args.weights)):
+        if out is not None and (not out or os.path.isdir(out)):
+            example = "net.yaml" if option == "-o" else "net.safetensors"
+            raise BackendError([error(f"{option} {printable(out) or repr(out)} is {'a folder' if out else 'empty'}",
+                                      "output", Location(printable(out)[:1000]),
+                                      hint=f"give a file name, e.g. {option} {printable(str(Path(out) / example))}")])
     if args.output:
-        refuse_inputs(args.output, [args.target.rpartition(":")[0] or args.target])
+        refuse_inputs(args.output, [args.target if onnx else args.target.rpartition(":")[0] or args.target])
     schema = _schema_line(args.output)
     weights = None
-    if args.target.lower().endswith(".onnx"):
+    if onnx:
         from ..importers.onnx import import_onnx
         weights = args.weights or (str(Path(args.output).with_suffix(".safetensors")) if args.output else None)
         if weights:
             refuse_inputs(weights, [args.target])
         else:
             print("archc: the weights are written only with -o or --weights", file=sys.stderr)
+        # every output checked (against the model, its external data and each other) before either is
+        # written; both written atomically, together
         text = import_onnx(args.target, args.output, weights=weights, name=args.name, schema=schema,
-                           blocks=not args.flat)
-    else:
-        from ..importers.pytorch import load_callable, trace
-        from ..importers.structure import spec_text
-        from ..spec import load_spec
+                           blocks=not args.flat, write_spec=True)
+        if args.output:
+            print(f"wrote {args.output}" + (f" and {weights}" if weights else ""))
+        else:
+            print(text, end="")
+        return 0
+    from ..importers.pytorch import load_callable, trace
+    from ..importers.structure import spec_text
+    from ..spec import load_spec
 
-        model, name = load_callable(args.target, call_args)
-        shown = " ".join([args.target, *(f"--arg {a}" for a in args.arg)])
-        flat = trace(model, shape, name=args.name or name, source=shown)
-        text = spec_text(flat, schema=schema, blocks=not args.flat)
-        load_spec(text)
+    model, name = load_callable(args.target, call_args)
+    shown = " ".join([args.target, *(f"--arg {a}" for a in args.arg)])
+    flat = trace(model, shape, name=args.name or name, source=shown)
+    text = spec_text(flat, schema=schema, blocks=not args.flat)
+    load_spec(text)
     if args.output:
         write_text(args.output, text)
-        print(f"wrote {args.output}" + (f" and {weights}" if weights else ""))
+        print(f"wrote {args.output}")
     else:
         print(text, end="")
     return 0
@@ -91,5 +104,5 @@ def _schema_line(output: str | None) -> str:
     schema = Path(__file__).resolve().parents[2] / "schema" / "archc.schema.json"
     if not schema.exists():
         return "archc.schema.json"
-    base = Path(output).resolve().parent if output else Path.cwd()
+    base = Path(os.path.realpath(output)).parent if output else Path.cwd()     # (realpath: no error on a link loop)
     return os.path.relpath(schema, base)

@@ -20,13 +20,16 @@ FROM_ONNX's refusal, where one does not hold.
 from __future__ import annotations
 
 import difflib
+import errno
+import os
 import re
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import BackendError, error
+from ..errors import NOWHERE, BackendError, Location, error
 from ..spec import layers as L
 from ..spec.limits import MAX_DIM, MAX_LAYERS
 from .flat import Flat, Item, place
@@ -35,6 +38,12 @@ from .text import model as layer_model
 MAX_ONNX_BYTES = 2 * 1024 ** 3          # an ONNX file (its protobuf limit)
 MAX_NODES = 4 * MAX_LAYERS
 MAX_ELEMENTS = 2 ** 31                  # all initializers together
+MAX_TOP_FIELDS = 4096                   # the ModelProto fields walked before the file is read whole
+# the fields of ONNX's ModelProto -> their protobuf wire type (0: a number, 2: bytes or a message)
+_MODEL_FIELDS = {1: 0, 2: 2, 3: 2, 4: 2, 5: 0, 6: 2, 7: 2, 8: 2, 14: 2, 20: 2, 25: 2, 26: 2}
+# the initializer types archc reads (TensorProto.DataType -> its name): numbers safetensors and torch hold
+_DATA_TYPES = {1: "FLOAT", 2: "UINT8", 3: "INT8", 4: "UINT16", 5: "INT16", 6: "INT32", 7: "INT64", 9: "BOOL",
+               10: "FLOAT16", 11: "DOUBLE", 12: "UINT32", 13: "UINT64", 16: "BFLOAT16"}
 
 
 class _No(ValueError):
@@ -65,15 +74,39 @@ def _one(v: Any) -> Any:
 
 
 def _pads(n: Node) -> Any:
-    pads = list(n.attrs.get("pads", [0, 0, 0, 0]))
+    pads = [int(p) for p in n.attrs.get("pads", [0, 0, 0, 0])]
+    _need(len(pads) == 4, f"pads {pads} (archc reads 2-d maps: 4 pads)")
+    _need(min(pads) >= 0, f"negative pads {pads}")
     _need(pads[:2] == pads[2:], f"asymmetric pads {pads}")
     _need(n.attrs.get("auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET"), "auto_pad")
     return _one(pads[:2])
 
 
+def _pairs(n: Node, **defaults: int) -> None:
+    """Strides, dilations and kernel_shape: two numbers each (a 2-d map), each at least 1."""
+    for key, default in defaults.items():
+        v = [int(x) for x in n.attrs.get(key, [default, default])]
+        _need(len(v) == 2, f"{key} {v} (archc reads 2-d maps: two numbers)")
+        _need(min(v) >= 1, f"{key} {v} (each must be at least 1)")
+
+
 def _conv(n: Node) -> dict:
     w = n.consts[1]
     _need(w is not None, "a weight that is computed, not an initializer")
+    _need(w.ndim == 4, f"a weight of shape {list(w.shape)} (archc reads a 2-d convolution: out x in x kh x kw)")
+    _need(min(w.shape) >= 1, f"an empty weight of shape {list(w.shape)}")
+    _pairs(n, strides=1, dilations=1)
+    groups = int(n.attrs.get("group", 1))
+    _need(groups >= 1 and w.shape[0] % groups == 0, f"group {groups} with {w.shape[0]} output channels")
+    kernel = [int(k) for k in n.attrs.get("kernel_shape", w.shape[2:])]
+    _need(kernel == list(w.shape[2:]), f"kernel_shape {kernel} but a weight of shape {list(w.shape)}")
+    channels = n.shapes[0][0] if n.shapes and n.shapes[0] else -1
+    _need(channels < 1 or w.shape[1] * groups == channels,
+          f"a weight of shape {list(w.shape)} with group {groups} reads {w.shape[1] * groups} channels, "
+          f"but its input has {channels}")
+    bias = n.consts[2] if len(n.consts) > 2 else None
+    _need(bias is None or tuple(bias.shape) == (w.shape[0],),
+          f"a bias of shape {list(getattr(bias, 'shape', []))} for {w.shape[0]} output channels")
     out = {"op": "conv", "out": int(w.shape[0]), "kernel": _one(w.shape[2:]), "stride": _one(n.attrs.get("strides", [1, 1])),
            "padding": _pads(n), "dilation": _one(n.attrs.get("dilations", [1, 1])), "groups": int(n.attrs.get("group", 1)),
            "bias": len(n.consts) > 2}
@@ -85,7 +118,10 @@ def _gemm(n: Node) -> dict:
           "alpha, beta or transA")
     w = n.consts[1]
     _need(w is not None and len(n.shapes[0]) == 1, "a product with a computed matrix")
-    out = w.shape[0] if n.attrs.get("transB", 0) else w.shape[1]
+    _need(w.ndim == 2 and min(w.shape) >= 1, f"a weight of shape {list(w.shape)}")
+    out, features = (w.shape[0], w.shape[1]) if n.attrs.get("transB", 0) else (w.shape[1], w.shape[0])
+    _need(n.shapes[0][0] < 1 or features == n.shapes[0][0],
+          f"a weight of shape {list(w.shape)} reads {features} features, but its input has {n.shapes[0][0]}")
     return {"op": "linear", "out": int(out), "bias": len(n.consts) > 2}
 
 
@@ -120,6 +156,8 @@ def _bn(n: Node) -> dict:
 
 def _pool(name: str, average: bool = False) -> Callable[[Node], dict]:
     def layer(n: Node) -> dict:
+        _need("kernel_shape" in n.attrs, "no kernel_shape")
+        _pairs(n, kernel_shape=1, strides=1, dilations=1)
         k = _one(n.attrs["kernel_shape"])
         out = {"op": name, "kernel": k, "stride": _one(n.attrs.get("strides", [1, 1])), "padding": _pads(n)}
         _need(_one(n.attrs.get("dilations", [1, 1])) == 1, "a dilated pooling")
@@ -236,10 +274,32 @@ def _standard(node: Any) -> bool:
     return node.domain in ("", "ai.onnx")
 
 
+def _safe(text: Any, limit: int = 200) -> str:
+    """Text from the file (a name, an op type) as a message may show it: on one line, its control and
+    other unprintable characters escaped as repr would (an ANSI escape in a node's name is shown as
+    ``\\x1b``, never sent to the terminal), cut after ``limit`` characters."""
+    text = str(text)
+    if len(text) > limit:
+        text = text[:limit] + "..."
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _q(text: Any) -> str:
+    """A name from the file, quoted (repr, which escapes what is not printable) and cut to 200 characters."""
+    text = str(text)
+    return repr(text if len(text) <= 200 else text[:200] + "...")
+
+
 def _refuse(node: Any, why: str, hint: str | None = None) -> BackendError:
     close = difflib.get_close_matches(node.op_type, sorted(FROM_ONNX), n=1, cutoff=0.0)
-    return BackendError([error(f"node {node.name or '(unnamed)'} ({node.op_type}): {why}", node.name or node.op_type,
+    name, op = _safe(node.name), _safe(node.op_type, 60)
+    return BackendError([error(f"node {name or '(unnamed)'} ({op}): {why}", name or op,
                                hint=hint or f"the closest op type archc reads is {close[0] if close else 'Conv'}")])
+
+
+def _fail(path: Path, message: str, hint: str | None = None) -> BackendError:
+    """A refusal of the file as a whole, located at it."""
+    return BackendError([error(message, "import", Location(_safe(path, 1000)), hint=hint)])
 
 
 @dataclass
@@ -278,6 +338,9 @@ class _Graph:
             self.last.add(out)
 
         holder = None
+        for init, arr in params.values():
+            if getattr(arr, "size", 1) == 0:
+                raise _refuse(node, f"its parameter {_q(init)} is empty (a dimension is 0)")
         if params:
             for suffix, (init, _) in params.items():
                 base = init[:-len(suffix) - 1] if suffix and init.endswith("." + suffix) else None if suffix else init
@@ -315,25 +378,162 @@ _ANY_LAYOUT = {"Relu", "Clip", "Sigmoid", "Tanh", "LeakyRelu", "HardSwish", "Gel
 
 def read(path: str | Path, name: str | None = None) -> tuple[Flat, dict[str, Any]]:
     """The flat layers of the ONNX file and its weights (state_dict key -> numpy array)."""
-    import onnx
+    flat, weights, _ = _read(Path(path), name)
+    return flat, weights
+
+
+def _read(path: Path, name: str | None) -> tuple[Flat, dict[str, Any], set[Path]]:
+    """read's layers and weights, and the external data files the model's numbers were read from (inputs,
+    which no output may replace); every refusal located at the file."""
+    try:
+        return _walk(path, name)
+    except BackendError as exc:
+        where = Location(_safe(path, 1000))
+        raise BackendError([d.at(where) if d.location is NOWHERE else d for d in exc.errors]) from None
+
+
+def _onnx() -> Any:
+    """The onnx package, or a refusal that says how to install it."""
+    try:
+        import onnx
+        from onnx import numpy_helper, shape_inference  # noqa: F401 (both used once the model is read)
+    except ImportError as exc:
+        raise BackendError([error(f"reading an ONNX file needs the onnx package, which cannot be imported "
+                                  f"({_safe(exc)})", "import", hint="pip install 'archcompiler[onnx]'")]) from None
+    return onnx
+
+
+_KINDS = [(stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")]
+
+
+def _kind(mode: int) -> str:
+    return next((what for test, what in _KINDS if test(mode)), "not a plain file")
+
+
+def _load(path: Path) -> Any:
+    """The ModelProto of the file, read as data: a regular file (not a folder, a pipe or a device, which
+    are never opened for reading), of at most MAX_ONNX_BYTES, whose top-level fields are a ModelProto's
+    (walked with a few small reads, so that a file of zeros or garbage is refused before it is read
+    whole)."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise _fail(path, _stat_error(path, exc)) from None
+    if stat.S_ISDIR(st.st_mode):
+        raise _fail(path, f"{_safe(path)} is a folder, not an ONNX file", hint="give the path of the .onnx file")
+    if not stat.S_ISREG(st.st_mode):
+        raise _fail(path, f"{_safe(path)} is not a regular file: it is {_kind(st.st_mode)}",
+                    hint="archc reads an ONNX model from a plain file")
+    onnx = _onnx()
+    try:        # O_NONBLOCK: a file swapped for a pipe since the stat is never waited on
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    except OSError as exc:
+        raise _fail(path, _stat_error(path, exc)) from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise _fail(path, f"{_safe(path)} is not a regular file: it is {_kind(st.st_mode)}")
+        size = st.st_size
+        if size == 0:
+            raise _fail(path, f"{_safe(path)} is empty, not an ONNX model")
+        if size > MAX_ONNX_BYTES:
+            raise _fail(path, f"{_safe(path)} is {size} bytes; at most {MAX_ONNX_BYTES} are read")
+        why = _not_a_model(f, size)
+        if why:
+            raise _fail(path, f"{_safe(path)} is not a readable ONNX model: {why}",
+                        hint="archc imports an ONNX ModelProto file (what torch.onnx.export writes)")
+        f.seek(0)
+        data = f.read(size + 1)
+    if len(data) != size:
+        raise _fail(path, f"{_safe(path)} changed while it was read ({size} bytes, then {len(data)})")
+    try:
+        return onnx.load_model_from_string(data)
+    except Exception as exc:  # noqa: BLE001 (a malformed file: say so, without a traceback)
+        raise _fail(path, f"{_safe(path)} is not a readable ONNX model: {_safe(exc)}") from None
+
+
+def _stat_error(path: Path, exc: OSError) -> str:
+    if exc.errno == errno.ELOOP:
+        return f"{_safe(path)} is a symbolic link that leads back to itself (a loop)"
+    if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+        return f"{_safe(path)} does not exist"
+    return f"cannot read {_safe(path)}: {_safe(exc.strerror or exc)}"
+
+
+def _varint(data: bytes, at: int) -> tuple[int | None, int]:
+    """The protobuf varint at ``at`` and the offset after it; None where the bytes are not one."""
+    value = 0
+    for k in range(10):
+        if at + k >= len(data):
+            return None, at
+        value |= (data[at + k] & 0x7F) << (7 * k)
+        if not data[at + k] & 0x80:
+            return value, at + k + 1
+    return None, at
+
+
+def _not_a_model(f: Any, size: int) -> str | None:
+    """Why the file's top-level protobuf fields are not a ModelProto's (None where they may be): each
+    field's tag a ModelProto field of its wire type (an unknown field number, which a later ONNX may
+    add, of any valid one), each length within the file, and a graph among them. At most MAX_TOP_FIELDS
+    are walked, a seek and a read of 20 bytes each."""
+    pos, graph = 0, False
+    for _ in range(MAX_TOP_FIELDS):
+        if pos == size:
+            return None if graph else "it holds no graph"
+        f.seek(pos)
+        head = f.read(20)
+        tag, at = _varint(head, 0)
+        field, wire = (tag >> 3, tag & 7) if tag is not None else (0, -1)
+        if field == 0 or wire not in (0, 1, 2, 5) or _MODEL_FIELDS.get(field, wire) != wire:
+            return (f"the bytes at offset {pos} ({head[:8].hex(' ')}) are not a field of a protobuf ModelProto"
+                    if pos else f"its first bytes ({head[:8].hex(' ')}) are not a field of a protobuf ModelProto")
+        if wire == 0:
+            value, at = _varint(head, at)
+            if value is None:
+                return f"the number at offset {pos} does not end"
+            end = pos + at
+        elif wire == 2:
+            length, at = _varint(head, at)
+            if length is None:
+                return f"the length at offset {pos} does not end"
+            end = pos + at + length
+        else:
+            end = pos + at + (8 if wire == 1 else 4)
+        if end > size:
+            return f"field {field} at offset {pos} runs {end - size} bytes past the end of the file (it is cut short)"
+        graph = graph or field == 7
+        pos = end
+    return None
+
+
+def _walk(path: Path, name: str | None) -> tuple[Flat, dict[str, Any], set[Path]]:
+    model = _load(path)
+    onnx = _onnx()
     from onnx import shape_inference
 
-    path = Path(path)
-    size = path.stat().st_size if path.is_file() else -1
-    if size < 0:
-        raise BackendError([error(f"{path} does not exist", "import")])
-    if size > MAX_ONNX_BYTES:
-        raise BackendError([error(f"{path} is {size} bytes; at most {MAX_ONNX_BYTES} are read", "import")])
     try:
-        model = onnx.load(str(path), load_external_data=False)
         model = shape_inference.infer_shapes(model)
     except Exception as exc:  # noqa: BLE001 (a malformed file: say so, without a traceback)
-        raise BackendError([error(f"{path} is not a readable ONNX model: {str(exc)[:200]}", "import")]) from None
+        raise _fail(path, f"{_safe(path)} is not a readable ONNX model: {_safe(exc)}") from None
     g = model.graph
     if len(g.node) > MAX_NODES or len(g.initializer) > MAX_NODES:
-        raise BackendError([error(f"{path} has {len(g.node)} nodes and {len(g.initializer)} initializers; "
+        raise BackendError([error(f"{_safe(path)} has {len(g.node)} nodes and {len(g.initializer)} initializers; "
                                   f"at most {MAX_NODES} of each are read", "import")])
-    consts = _initializers(g, path)
+    external: set[Path] = set()
+    budget = [MAX_ELEMENTS]
+    consts = _initializers(g, path, external, budget)
+    defined = set(consts) | {i.name for i in g.input}
+    for node in g.node:                 # each value is written once (by an initializer, the input or one node)
+        for o in node.output:
+            if o in defined:
+                was = "an initializer" if o in consts else "the model's input" if o in {i.name for i in g.input} \
+                    else "another node"
+                raise _refuse(node, f"writes {_q(o)}, which {was} already writes",
+                              "in an ONNX graph each value is written once")
+            if o:
+                defined.add(o)
     shapes: dict[str, tuple[int, ...]] = {}
     for vi in [*g.input, *g.value_info, *g.output]:
         dims = vi.type.tensor_type.shape.dim
@@ -362,7 +562,10 @@ def read(path: str | Path, name: str | None = None) -> tuple[Flat, dict[str, Any
             attr = {a.name: a for a in node.attribute}
             if "value" not in attr:
                 raise _refuse(node, "a Constant other than a tensor")
-            consts[node.output[0]] = onnx.numpy_helper.to_array(attr["value"].t)
+            if attr["value"].type != onnx.AttributeProto.TENSOR or not node.output:
+                raise _refuse(node, "a Constant other than a tensor")
+            consts[node.output[0]] = _tensor(attr["value"].t, path, external, budget,
+                                             f"node {_safe(node.name) or '(unnamed)'} (Constant): its value")
             continue
         if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
             raise _refuse(node, "a subgraph (control flow)", "archc writes one graph for every input")
@@ -391,13 +594,13 @@ def read(path: str | Path, name: str | None = None) -> tuple[Flat, dict[str, Any
         _mapped(node, ctx)
     result = ctx.value_of.get(g.output[0].name)
     if result is None:
-        raise BackendError([error(f"the output {g.output[0].name!r} is not computed by a mapped node", "import")])
+        raise BackendError([error(f"the output {_q(g.output[0].name)} is not computed by a mapped node", "import")])
     if g.output[0].name in ctx.last:
-        raise BackendError([error(f"the output {g.output[0].name!r} is a channels-last view (no Transpose back)",
+        raise BackendError([error(f"the output {_q(g.output[0].name)} is a channels-last view (no Transpose back)",
                                   "import")])
     result, _ = place(ctx.items, result, {}, lambda base: _unique(base, ctx.taken))
-    return Flat(name or _clean(path.stem) or "model", tuple(shapes[inputs[0].name][1:]), ctx.items, str(path),
-                {}, result), ctx.weights
+    return Flat(name or _clean(path.stem) or "model", tuple(shapes[inputs[0].name][1:]), ctx.items,
+                _safe(path, 1000), {}, result), ctx.weights, external     # (the source: a comment line of the spec)
 
 
 def _size(shape: tuple[int, ...]) -> int:
@@ -407,64 +610,125 @@ def _size(shape: tuple[int, ...]) -> int:
     return out
 
 
-def _initializers(g: Any, path: Path) -> dict[str, Any]:
-    import numpy as np
-    import onnx
-    from onnx import numpy_helper
-
+def _initializers(g: Any, path: Path, external: set[Path], budget: list[int]) -> dict[str, Any]:
     consts: dict[str, Any] = {}
-    total = 0
     for t in g.initializer:
-        if any(d < 0 or d > MAX_DIM for d in t.dims):
-            raise BackendError([error(f"initializer {t.name!r}: dimensions {list(t.dims)}", "import")])
-        total += int(np.prod(t.dims)) if t.dims else 1
-        if total > MAX_ELEMENTS:
-            raise BackendError([error(f"the initializers hold more than {MAX_ELEMENTS} numbers", "import")])
-        consts[t.name] = _external(t, path) if t.data_location == onnx.TensorProto.EXTERNAL else numpy_helper.to_array(t)
+        if t.name in consts:
+            raise BackendError([error(f"initializer {_q(t.name)} is given twice", "import",
+                                      hint="in an ONNX graph each value is written once")])
+        consts[t.name] = _tensor(t, path, external, budget)
     return consts
 
 
-def _external(t: Any, path: Path) -> Any:
-    """An initializer whose numbers are in another file (the exporter's external data, for a model over
-    protobuf's 2 GB): read only from a plain file beside the model (its ``location`` a file name: no folder,
-    no ``..``, no link), at the offset and length the initializer gives, which must be its own size."""
+def _type_name(data_type: int) -> str:
+    from onnx import TensorProto
+
+    try:
+        return TensorProto.DataType.Name(data_type)
+    except ValueError:
+        return f"data type {data_type}"
+
+
+def _tensor(t: Any, path: Path, external: set[Path], budget: list[int], what: str | None = None) -> Any:
+    """The numbers of a TensorProto (an initializer, a Constant node's value) as a numpy array, its
+    declared type, shape and data checked against each other before numpy reads them: a number type of
+    _DATA_TYPES, dimensions within MAX_DIM, and raw_data of exactly the bytes (or a typed field of
+    exactly the numbers) the shape calls for; external data (added to ``external``) read by _external.
+    ``budget`` holds how many numbers may still be read (all tensors together, at most MAX_ELEMENTS);
+    ``what`` names the tensor in a refusal (default: the initializer by its name)."""
     import numpy as np
-    from onnx import helper
+    from onnx import TensorProto, helper, numpy_helper
+
+    dims = [int(d) for d in t.dims]
+    kind = _DATA_TYPES.get(t.data_type)
+
+    def refuse(why: str, hint: str | None = None) -> BackendError:
+        return BackendError([error(f"{what or 'initializer ' + _q(t.name)} ({kind or _type_name(t.data_type)} "
+                                   f"{_safe(dims, 80)}): {why}", "import", hint=hint)])
+    if any(d < 0 or d > MAX_DIM for d in dims):
+        raise refuse(f"a dimension is negative or over {MAX_DIM}")
+    if kind is None:
+        raise refuse("archc reads tensors of numbers only",
+                     hint=f"the types archc reads: {', '.join(_DATA_TYPES.values())}")
+    count = _size(tuple(dims))
+    budget[0] -= count
+    if budget[0] < 0:
+        raise refuse(f"the tensors hold more than {MAX_ELEMENTS} numbers")
+    if t.HasField("segment"):
+        raise refuse("a segment of a tensor (archc reads whole tensors)")
+    dtype = np.dtype(helper.tensor_dtype_to_np_dtype(t.data_type))
+    if t.data_location == TensorProto.EXTERNAL:
+        array = _external(t, path, dtype, count, refuse, external)
+    else:
+        if t.HasField("raw_data"):
+            need = count * dtype.itemsize
+            if len(t.raw_data) != need:
+                raise refuse(f"its raw_data is {len(t.raw_data)} bytes; {count} {kind} numbers are {need} bytes")
+        else:
+            stored = helper.tensor_dtype_to_field(t.data_type)
+            if len(getattr(t, stored)) != count:
+                raise refuse(f"it holds {len(getattr(t, stored))} numbers ({stored}); its shape calls for {count}")
+        try:
+            array = numpy_helper.to_array(t)
+        except Exception as exc:  # noqa: BLE001 (onnx's own reading of numbers checked above: a backstop)
+            raise refuse(f"its numbers cannot be read ({type(exc).__name__}: {_safe(exc, 100)})") from None
+    if tuple(array.shape) != tuple(dims):
+        raise refuse(f"its numbers have the shape {list(array.shape)}")
+    return array
+
+
+def _external(t: Any, path: Path, dtype: Any, count: int, refuse: Callable[..., BackendError],
+              external: set[Path]) -> Any:
+    """A tensor whose numbers are in another file (the exporter's external data, for a model over
+    protobuf's 2 GB): read only from a plain file beside the model (its ``location`` a file name: no folder,
+    no ``..``; a regular file, not a link, with no other name: a hard link could be a file anywhere), at
+    the offset and length the tensor gives, which must be its own size. The file is added to ``external``."""
+    import numpy as np
 
     info = {e.key: e.value for e in t.external_data}
     where = info.get("location", "")
-
-    def refuse(why: str) -> BackendError:
-        return BackendError([error(f"initializer {t.name!r}: external data {where!r}: {why}", "import",
-                                   hint="external data is read only from a file beside the model, named by a "
-                                        "plain file name")])
+    hint = "external data is read only from a plain file beside the model, named by a plain file name"
     if not where or where in (".", "..") or any(c in where for c in "/\\\0:") or where != where.strip():
-        raise refuse("its location is not a plain file name")
+        raise refuse(f"external data {_q(where)}: its location is not a plain file name", hint)
     file = path.parent / where
-    if file.is_symlink() or not file.is_file():
-        raise refuse(f"no such file beside {path.name}")
     try:
-        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(t.data_type)).newbyteorder("<")
         offset = int(info.get("offset", 0))
-        size = int(np.prod(t.dims)) * dtype.itemsize if t.dims else dtype.itemsize
+        size = count * dtype.itemsize
         length = int(info.get("length", size))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise refuse(f"unreadable ({type(exc).__name__})") from None
-    if dtype.kind not in "fiub" or offset < 0 or length != size or offset + length > file.stat().st_size:
-        raise refuse(f"offset {offset} and length {length} do not hold its {list(t.dims)} {dtype.name} numbers "
-                     f"in a file of {file.stat().st_size} bytes")
-    with open(file, "rb") as f:
+    except ValueError as exc:
+        raise refuse(f"external data {_q(where)}: unreadable ({type(exc).__name__})", hint) from None
+    try:        # not followed if a link; a pipe or a device is never waited on (and refused below)
+        fd = os.open(file, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+                     | getattr(os, "O_NOCTTY", 0))
+    except OSError as exc:
+        why = "is a symbolic link" if exc.errno == errno.ELOOP else f"no such file beside {_safe(path.name)}" \
+            if exc.errno == errno.ENOENT else f"cannot be read ({_safe(exc.strerror or exc)})"
+        raise refuse(f"external data {_q(where)}: {why}", hint) from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise refuse(f"external data {_q(where)}: it is {_kind(st.st_mode)}, not a plain file", hint)
+        if st.st_nlink != 1:
+            raise refuse(f"external data {_q(where)}: the file has {st.st_nlink} names (hard links); archc reads "
+                         "external data only from a file that is nowhere else", hint)
+        if offset < 0 or length != size or offset + length > st.st_size:
+            raise refuse(f"external data {_q(where)}: offset {offset} and length {length} do not hold its {count} "
+                         f"{dtype.name} numbers in a file of {st.st_size} bytes", hint)
         f.seek(offset)
         data = f.read(length)
     if len(data) != length:
-        raise refuse("the file ended early")
-    return np.frombuffer(data, dtype=dtype).reshape(tuple(t.dims))
+        raise refuse(f"external data {_q(where)}: the file ended early", hint)
+    external.add(file)
+    return np.frombuffer(data, dtype=dtype.newbyteorder("<")).reshape(tuple(t.dims))
 
 
 def _attrs(node: Any) -> dict[str, Any]:
     import onnx
 
-    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    try:
+        return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    except Exception as exc:  # noqa: BLE001 (an attribute of an unknown type: refused by node)
+        raise _refuse(node, f"an attribute archc cannot read ({type(exc).__name__})") from None
 
 
 def _mapped(node: Any, ctx: _Graph) -> None:
@@ -1258,25 +1522,96 @@ def _unique(base: str, taken: set[str]) -> str:
 
 
 def import_onnx(path: str | Path, output: str | None, weights: str | None = None, name: str | None = None,
-                schema: str = "archc.schema.json", blocks: bool = True) -> str:
+                schema: str = "archc.schema.json", blocks: bool = True, write_spec: bool = False) -> str:
     """The spec text of the ONNX file; its weights written as safetensors beside ``output`` (or to
-    ``weights``) when there is somewhere to write them."""
+    ``weights``) when there is somewhere to write them, and with ``write_spec`` the spec to ``output``.
+    Every output is checked before anything is written (not an input: the model, its external data
+    files; not one another; not a folder), and each is written atomically: a refused import leaves no
+    file behind."""
     from ..spec import load_spec
     from .structure import spec_text
 
-    flat, state = read(path, name)
+    path = Path(path)
+    target = weights or (str(Path(output).with_suffix(".safetensors")) if output else None)
+    outputs = [*([("-o", output)] if write_spec and output else []), *([("--weights", target)] if target else [])]
+    check_outputs(outputs, {path: "the model"})
+    flat, state, external = _read(path, name)
+    check_outputs(outputs, {path: "the model", **{f: "the model's external data" for f in sorted(external)}})
     text = spec_text(flat, schema=schema, blocks=blocks)
     load_spec(text)
-    target = weights or (str(Path(output).with_suffix(".safetensors")) if output else None)
     if target:
-        save_weights(state, target)
         text = text.replace("# check, draw and build read it;",
-                            f"# check, draw and build read it (weights: --weights {Path(target).name});", 1)
+                            f"# check, draw and build read it (weights: --weights {_safe(Path(target).name)});", 1)
+    _write({**({output: text.encode("utf-8")} if write_spec and output else {}),
+            **({target: _weights_bytes(state, Path(target))} if target else {})})
     return text
 
 
-def save_weights(state: dict[str, Any], target: str | Path) -> Path:
+def _same(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths name one file: the same file now (a hard link, a symbolic link), or the same
+    place once resolved (without failing on a symbolic link loop)."""
+    try:
+        if os.path.samefile(a, b):
+            return True
+    except (OSError, ValueError):
+        pass
+    return os.path.realpath(os.path.abspath(a)) == os.path.realpath(os.path.abspath(b))
+
+
+def check_outputs(outputs: list[tuple[str, str]], inputs: dict[Path, str]) -> None:
+    """Refuse, before anything is written, outputs ((option, path)) that name an input (path -> what it
+    is), one another, a folder, or a symbolic link loop."""
+    def refuse(out: str, message: str, hint: str) -> BackendError:
+        return BackendError([error(message, "output", Location(_safe(out, 1000)), hint=hint)])
+    for k, (option, out) in enumerate(outputs):
+        for src, what in inputs.items():
+            if _same(out, src):
+                raise refuse(out, f"{option} {_safe(out)} is {what} ({_safe(src)}), an input of this command; "
+                                  "archc will not write over it", f"choose another {option} name")
+        for other_option, other in outputs[:k]:
+            if _same(out, other):
+                raise refuse(out, f"{other_option} and {option} both name {_safe(out)}: the spec and the weights "
+                                  "would be written over one another", "give --weights another file name")
+        if os.path.isdir(out):
+            raise refuse(out, f"{option} {_safe(out)} is a folder", f"give a file name, e.g. {option} "
+                                                                    f"{_safe(Path(out) / 'net')}")
+        try:
+            os.stat(out)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise refuse(out, f"{option} {_safe(out)} is a symbolic link that leads back to itself (a loop)",
+                             "remove the link or choose another name") from None
+
+
+def _weights_bytes(state: dict[str, Any], target: Path) -> bytes:
     from safetensors.numpy import save
 
+    try:
+        return save(state, metadata={"archc": "imported from ONNX"})
+    except Exception as exc:  # noqa: BLE001 (a number type safetensors cannot hold: said, not a traceback)
+        raise BackendError([error(f"the weights cannot be written as safetensors: {_safe(exc)}", "--weights",
+                                  Location(_safe(target, 1000)))]) from None
+
+
+def _write(files: dict[str, bytes]) -> None:
+    """Write the files together: a temporary file beside each is made (which checks each folder can be
+    written) before any is filled, and each then replaces its file, the last given first; one refused,
+    none is written (but for a replace that fails after another's)."""
+    from contextlib import ExitStack
+
+    from ..io import atomic_path
+
+    with ExitStack() as stack:
+        temporaries = [(p, stack.enter_context(atomic_path(p)), data) for p, data in files.items()]
+        for p, tmp, data in temporaries:
+            try:
+                tmp.write_bytes(data)
+            except OSError as exc:
+                raise BackendError([error(f"cannot write {_safe(p)}: {_safe(exc.strerror or exc)}", "output",
+                                          Location(_safe(p, 1000)))]) from None
+
+
+def save_weights(state: dict[str, Any], target: str | Path) -> Path:
     from ..io import write_bytes
-    return write_bytes(target, save(state, metadata={"archc": "imported from ONNX"}))
+
+    return write_bytes(target, _weights_bytes(state, Path(target)))

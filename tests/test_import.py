@@ -691,3 +691,19 @@ def test_build_emit_onnx_then_import_through_the_command_line(name, overrides, t
     assert done.returncode == 0, done.stderr
     params = archcompiler.analyze(archcompiler.load_spec(name, overrides))["total"]["params"]
     assert json.loads(done.stdout)["parameters"] == params
+
+
+def test_importing_torchvision_without_it_says_the_command_that_fits_this_torch(tmp_path):
+    """torchvision is no dependency: `archc import torchvision.models:...` without it names the install
+    command for the torch that is there (the pairing the README's Import section gives), in a fresh process."""
+    fake = tmp_path / "hide" / "torchvision"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'torchvision'\", name='torchvision')\n")
+    done = run_archc("import", "torchvision.models:resnet18", env={"PYTHONPATH": str(tmp_path / "hide")})
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    version = torch.__version__.split("+")[0]
+    minor = int(version.split(".")[1])
+    assert f"pip install torch=={version} torchvision==0.{minor + 15}.*" in done.stderr, done.stderr
+    readme = (ROOT / "README.md").read_text()
+    assert "torch 2.N pairs with torchvision 0.(N+15)" in readme
+    assert "pip install torch==2.14.1 torchvision==0.29.1 --index-url https://download.pytorch.org/whl/cpu" in readme

@@ -11,7 +11,7 @@ import sys
 from ..errors import ArchcError
 
 EXIT_CODES = ("exit codes: 0 success; 1 invalid input or a failed check (file:line:col: message); "
-              "2 usage error; 3 internal error (a bug in archc)")
+              "2 usage error; 3 internal error (a bug in archc); 130 interrupted (Ctrl-C)")
 
 # The examples every command's --help ends with; tests/test_cli.py runs each of them.
 EXAMPLES: dict[str, list[str]] = {

@@ -42,6 +42,24 @@ def _refuse(path: str, cls: str, what: str, key: str, why: str = "") -> BackendE
                                     "'Import' section for what maps")])
 
 
+CPU_WHEELS = "https://download.pytorch.org/whl/cpu"
+
+
+def torchvision_install(torch_version: str | None = None) -> str:
+    """The command that installs torchvision beside this torch: torchvision is no dependency of archc,
+    and only the release made for the installed torch imports (torch 2.N pairs with torchvision 0.(N+15)),
+    from the same index (PyPI's pulls torch's CUDA build over a CPU one)."""
+    import torch
+
+    version = (torch_version or torch.__version__).split("+")[0]
+    major, minor = (int(v) for v in version.split(".")[:2])
+    cpu = "+cpu" in (torch_version or torch.__version__) or not torch.cuda.is_available()
+    command = f"pip install torch=={version} torchvision==0.{minor + 15}.*" if major == 2 else "pip install torchvision"
+    where = f" --index-url {CPU_WHEELS}" if cpu else ""
+    return (f"archc does not depend on torchvision; install the release made for your torch {version}: "
+            f"{command}{where}")
+
+
 def load_callable(target: str, args: dict[str, Any] | None = None) -> tuple[Any, str]:
     """``my_model.py:Net`` or ``torchvision.models:resnet50`` -> the module the callable returns
     (called with ``args``) and a name for the spec. This imports and runs the user's code."""
@@ -64,7 +82,9 @@ def load_callable(target: str, args: dict[str, Any] | None = None) -> tuple[Any,
         else:
             mod = importlib.import_module(module_name)
     except ImportError as exc:
-        raise BackendError([error(f"cannot import {module_name!r}: {exc}", "import")]) from None
+        missing = getattr(exc, "name", None) or ""
+        hint = torchvision_install() if missing.split(".")[0] == "torchvision" else None
+        raise BackendError([error(f"cannot import {module_name!r}: {exc}", "import", hint=hint)]) from None
     fn = getattr(mod, attr, None)
     if fn is None:
         raise BackendError([error(f"{module_name!r} has no {attr!r}", "import")])

@@ -8,6 +8,7 @@ import json
 import math
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -136,11 +137,64 @@ README_TRAIN = next(line.strip() for block in re.findall(r"```bash\n(.*?)```", R
 README_DIGITS = "python3 -m archcompiler.training.digits digits/"
 
 
-def run_readme_command(command: str, workdir: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+# A busy machine (CI shares its cores) runs a command many times slower than an idle one: the limits below
+# only catch a command that never ends
+COMMAND_TIMEOUT = 1800
+
+
+def run_readme_command(command: str, workdir: Path, timeout: int = COMMAND_TIMEOUT) -> subprocess.CompletedProcess:
     """One of the README's commands, as printed, in ``workdir`` (`archc` is `python -m archcompiler`)."""
     args = command.split()
     argv = [sys.executable, "-m", "archcompiler", *args[1:]] if args[0] == "archc" else [sys.executable, *args[1:]]
+    if any("*" in a for a in args):         # let a shell expand globs, as it would for the user
+        return subprocess.run(" ".join(shlex.quote(a) if "*" not in a else a for a in argv), shell=True, cwd=workdir,
+                              capture_output=True, text=True, timeout=timeout)
     return subprocess.run(argv, cwd=workdir, capture_output=True, text=True, timeout=timeout)
+
+
+OUTPUT_FLAGS = ("-o", "--output", "--out")
+
+
+def command_outputs(command: str) -> list[str]:
+    """What a command writes, by its arguments: ``-o X`` / ``--out X``, and the digits writer's folder."""
+    args = shlex.split(command)
+    outs = [args[i + 1] for i, a in enumerate(args[:-1]) if a in OUTPUT_FLAGS]
+    if "archcompiler.training.digits" in args:
+        outs.append(args[args.index("archcompiler.training.digits") + 1])
+    return [o.rstrip("/") for o in outs]
+
+
+class CommandChain:
+    """Commands that read what earlier ones write (the README's `build -o small.pt`, then `draw small.pt`),
+    run in one folder so that every test prepares what it reads: :meth:`run` runs a command's producers
+    first (the last earlier command that writes each path it reads, and theirs), each at most once, so a
+    test passes alone, in any order, and whatever another test did."""
+
+    def __init__(self, commands: list[str], folder: Path, runner, ran: dict | None = None):
+        self.commands, self.folder, self.runner = list(commands), folder, runner
+        self.ran: dict[str, subprocess.CompletedProcess] = dict(ran or {})
+
+    def producers(self, command: str) -> list[str]:
+        index = self.commands.index(command) if command in self.commands else len(self.commands)
+        written = [(c, out) for c in self.commands[:index] for out in command_outputs(c)]
+        mine = set(command_outputs(command))
+        found = []
+        for arg in shlex.split(command):
+            arg = arg.rstrip("/")
+            for producer, out in reversed(written):
+                if arg not in mine and (arg == out or arg.startswith(out + "/")):
+                    found.append(producer)
+                    break
+        return list(dict.fromkeys(found))
+
+    def run(self, command: str) -> subprocess.CompletedProcess:
+        if command not in self.ran:
+            for producer in self.producers(command):
+                done = self.run(producer)
+                assert done.returncode == 0, (f"{command!r} reads what {producer!r} writes, which failed:\n"
+                                              f"{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+            self.ran[command] = self.runner(command, self.folder)
+        return self.ran[command]
 
 
 @pytest.fixture(scope="session")
@@ -155,12 +209,22 @@ def readme_workdir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def readme_digits_run(readme_workdir) -> tuple[Path, subprocess.CompletedProcess]:
+def readme_digits_run(readme_commands) -> tuple[Path, subprocess.CompletedProcess]:
     """The README's training run (its digits, its command, as printed), run once for the whole
     suite: the README test runs it as a README command, the training tests check what it wrote."""
-    assert (README_DIGITS in README and
-            run_readme_command(README_DIGITS, readme_workdir).returncode == 0)
-    return readme_workdir, run_readme_command(README_TRAIN, readme_workdir)
+    assert README_DIGITS in README
+    return readme_commands.folder, readme_commands.run(README_TRAIN)
+
+
+README_COMMANDS = [part.strip() for block in re.findall(r"```bash\n(.*?)```", README, re.S)
+                   for line in block.splitlines() for part in line.split("&&")
+                   if part.strip().startswith(("archc ", "python3 -m archcompiler"))]
+
+
+@pytest.fixture(scope="session")
+def readme_commands(readme_workdir) -> CommandChain:
+    """The README's commands in its folder, each run once, after what it reads was written."""
+    return CommandChain(README_COMMANDS, readme_workdir, run_readme_command)
 
 
 def meta_layout(spec, overrides=None) -> tuple[list, int]:
@@ -215,7 +279,7 @@ def assert_onnx_matches(spec, path: Path) -> None:
 
 
 # fixtures whose folder a module's tests fill in order (later commands read what earlier ones wrote)
-SHARED_FOLDERS = {"readme_workdir": "readme", "readme_digits_run": "readme"}
+SHARED_FOLDERS = {"readme_workdir": "readme", "readme_digits_run": "readme", "readme_commands": "readme"}
 # the modules that take longest start first, so that no worker is left with a long one at the end
 LONGEST_FIRST = ["test_training", "test_zoo", "test_import", "test_properties", "test_memory", "test_readme",
                  "test_cli", "test_swin", "test_torch_backend", "test_optimize"]

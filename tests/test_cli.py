@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ALL_SPECS, SPECS, run_archc
+from conftest import ALL_SPECS, COMMAND_TIMEOUT, SPECS, CommandChain, run_archc
 
 PAPER = str(SPECS / "googlenet.yaml")
 
@@ -242,30 +242,45 @@ def test_help_describes_every_argument_and_ends_with_examples(name):
     assert 2 <= len(EXAMPLES[name]) <= 3 and all(e in text for e in EXAMPLES[name])
 
 
-@pytest.fixture(scope="module")
-def example_dir(tmp_path_factory):
-    import shutil
-
-    folder = tmp_path_factory.mktemp("examples")
-    shutil.copytree(SPECS, folder / "specs")
-    return folder
+HELP_EXAMPLES = [e for name, examples in __import__("archcompiler.cli", fromlist=["EXAMPLES"]).EXAMPLES.items()
+                 if name not in ("train", "evaluate", "predict") for e in examples]
 
 
-@pytest.mark.parametrize("example", [pytest.param(e, marks=pytest.mark.slow) if name in ("calibrate", "profile") else e
-                                     for name, examples in __import__("archcompiler.cli", fromlist=["EXAMPLES"])
-                                     .EXAMPLES.items() if name not in ("train", "evaluate", "predict")
-                                     for e in examples])
-def test_every_help_example_runs(example, example_dir):
-    """Each example in the help runs as shown, from a folder holding specs/. (train, evaluate and
-    predict need images: tests/test_training.py runs theirs.)"""
+def _run_example(example: str, folder) -> subprocess.CompletedProcess:
     import os
 
     cmd = example.replace("archc ", f"{sys.executable} -m archcompiler ", 1)
     if example == "archc calibrate":        # the full measurement takes up to a minute; the help shows it, the test
         cmd += " --quick"                    # checks the same command path quickly
-    env = {**os.environ, "XDG_CACHE_HOME": str(example_dir / "cache")}   # never the user's own cache
-    result = subprocess.run(cmd, shell=True, cwd=example_dir, capture_output=True, text=True, timeout=300, env=env)
+    env = {**os.environ, "XDG_CACHE_HOME": str(folder / "cache")}   # never the user's own cache
+    return subprocess.run(cmd, shell=True, cwd=folder, capture_output=True, text=True, timeout=COMMAND_TIMEOUT, env=env)
+
+
+@pytest.fixture(scope="module")
+def examples(tmp_path_factory) -> CommandChain:
+    """The help's examples in a folder holding specs/, each run once, after the examples that write what
+    it reads (`archc report --sweep sweep-mnv2` after the sweep that writes sweep-mnv2)."""
+    import shutil
+
+    folder = tmp_path_factory.mktemp("examples")
+    shutil.copytree(SPECS, folder / "specs")
+    return CommandChain(HELP_EXAMPLES, folder, _run_example)
+
+
+@pytest.mark.parametrize("example", [pytest.param(e, marks=pytest.mark.slow) if e.startswith(("archc calibrate",
+                                     "archc profile")) else e for e in HELP_EXAMPLES])
+def test_every_help_example_runs(example, examples):
+    """Each example in the help runs as shown, from a folder holding specs/. (train, evaluate and
+    predict need images: tests/test_training.py runs theirs.)"""
+    result = examples.run(example)
     assert result.returncode == 0, f"{example}\n{result.stderr[-2000:]}"
+
+
+def test_the_help_examples_that_read_an_output_run_after_its_producer(examples):
+    assert examples.producers("archc report --sweep sweep-mnv2 -o sweep-mnv2.html") == [
+        next(e for e in HELP_EXAMPLES if "-o sweep-mnv2" in e and e.startswith("archc sweep"))]
+    assert examples.producers(next(e for e in HELP_EXAMPLES if e.startswith("archc profile"))) == [
+        "archc calibrate --quick -o machine.json"]
 
 
 def test_an_unknown_flag_prints_that_commands_usage():

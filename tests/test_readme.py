@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import README_DIGITS, README_TRAIN, ROOT
+from conftest import README_COMMANDS, ROOT, command_outputs
 
 README = (ROOT / "README.md").read_text()
 BASH = re.findall(r"```bash\n(.*?)```", README, re.S)
@@ -20,8 +20,7 @@ TRANSCRIPTS = [block for block in TEXT if block.startswith("$ archc ")]
 # transcripts whose numbers are this machine's (a latency prediction): they must run, and print the lines
 # their output starts with, but the figures are a machine's own
 MACHINE_DEPENDENT = ("--latency",)
-COMMANDS = [part.strip() for block in BASH for line in block.splitlines() for part in line.split("&&")
-            if part.strip().startswith(("archc ", "python3 -m archcompiler"))]
+COMMANDS = README_COMMANDS
 
 
 @pytest.fixture(scope="module")
@@ -39,22 +38,20 @@ def test_the_readme_shows_the_main_job_and_the_test_command():
 
 
 @pytest.mark.parametrize("command", [pytest.param(c, marks=pytest.mark.slow) if "digits" in c else c for c in COMMANDS])
-def test_readme_command_runs(command, workdir, request):
-    """In the README's order: later commands use what earlier ones wrote (digits/, runs/)."""
-    args = command.split()[1:] if command.startswith("archc ") else command.split()[3:]
-    if "digits" in command:             # the training run, run once for the suite (the training tests read it)
-        _, done = request.getfixturevalue("readme_digits_run")
-        assert done.returncode == 0, f"{README_TRAIN}\n{done.stdout}\n{done.stderr}"
-        if command in (README_DIGITS, README_TRAIN):
-            return
-    if any("*" in a for a in args):       # let a shell expand globs, as it would for the user
-        done = subprocess.run(f"{sys.executable} -m archcompiler {' '.join(args)}", shell=True, cwd=workdir,
-                              capture_output=True, text=True, timeout=300)
-    else:
-        module = "archcompiler" if command.startswith("archc ") else command.split()[2]
-        done = subprocess.run([sys.executable, "-m", module, *args], cwd=workdir, capture_output=True,
-                              text=True, timeout=600)
+def test_readme_command_runs(command, readme_commands):
+    """Each command as printed, after the README's commands that write what it reads (each run once)."""
+    done = readme_commands.run(command)
     assert done.returncode == 0, f"{command}\n{done.stdout}\n{done.stderr}"
+
+
+def test_every_command_that_reads_an_output_has_its_producer(readme_commands):
+    """The chain sees the README's dependencies (else a test would read a file nobody wrote first)."""
+    assert readme_commands.producers("archc diff resnet50-imported.yaml resnet50 --layers") == [
+        "archc import archcompiler:build --arg spec_or_path=resnet50 -o resnet50-imported.yaml"]
+    assert readme_commands.producers("archc draw googlenet_small.pt -o small.png") == [
+        "archc build specs/googlenet-small.yaml -o googlenet_small.pt"]
+    more = next(c for c in COMMANDS if c.startswith("archc predict runs/more-digits"))
+    assert any("--out runs/more-digits" in p for p in readme_commands.producers(more))
 
 
 def test_readme_python_example_runs(workdir, monkeypatch):
@@ -94,13 +91,19 @@ def test_readme_transcript_prints_what_it_shows(transcript, workdir):
         f"{command} prints, today:\n" + "\n".join(actual))
 
 
-def test_what_the_readmes_commands_write_is_ignored_by_git(workdir, tmp_path):
+def test_what_the_readmes_commands_write_is_ignored_by_git(readme_commands, tmp_path):
     """Following the README in a clone leaves nothing untracked: everything its commands wrote (the
-    digits, the run folders, the drawings, the built models) is in .gitignore. Runs after the README's
-    commands (in the quick tier, after those that ran). git reads the repository's .gitignore in a scratch
-    repository, so the check runs from any checkout, a clone or not."""
-    written = sorted(p.name + ("/" if p.is_dir() else "") for p in workdir.iterdir()
-                     if p.name not in ("specs", "examples", "cache"))
+    digits, the run folders, the drawings, the built models) is in .gitignore. The commands of the quick
+    tier run here if no other test ran them (each runs once); the training runs' outputs are named by their
+    arguments. git reads the repository's .gitignore in a scratch repository, so the check runs from any
+    checkout, a clone or not."""
+    for command in COMMANDS:
+        if "digits" not in command:
+            assert readme_commands.run(command).returncode == 0, command
+    written = {p.name + ("/" if p.is_dir() else "") for p in readme_commands.folder.iterdir()
+               if p.name not in ("specs", "examples", "cache")}
+    written |= {out.split("/")[0] + "/" for c in COMMANDS if "digits" in c for out in command_outputs(c)}
+    written = sorted(written)
     assert written, "the README's commands wrote nothing here"
     scratch = tmp_path / "repo"
     scratch.mkdir()

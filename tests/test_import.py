@@ -707,3 +707,105 @@ def test_importing_torchvision_without_it_says_the_command_that_fits_this_torch(
     readme = (ROOT / "README.md").read_text()
     assert "torch 2.N pairs with torchvision 0.(N+15)" in readme
     assert "pip install torch==2.14.1 torchvision==0.29.1 --index-url https://download.pytorch.org/whl/cpu" in readme
+
+
+DLA_LIKE = '''
+import torch
+from torch import nn
+
+
+class Block(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c)
+        self.conv2 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c)
+
+    def forward(self, x):
+        y = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(y)) + x)
+
+
+class Tree(nn.Module):
+    """DLA's pattern: two consecutive uses of one block (tree1, tree2), both read by the root."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.tree1 = Block(c)
+        self.tree2 = Block(c)
+        self.root = nn.Conv2d(2 * c, c, 1)
+
+    def forward(self, x):
+        a = self.tree1(x)
+        b = self.tree2(a)
+        return self.root(torch.cat([b, a], 1))
+
+
+class Root3(Tree):
+    """Another tree: its root also reads the tree's input."""
+
+    def __init__(self, c):
+        super().__init__(c)
+        self.root = nn.Conv2d(3 * c, c, 1)
+
+    def forward(self, x):
+        a = self.tree1(x)
+        b = self.tree2(a)
+        return self.root(torch.cat([b, a, x], 1))
+
+
+class Net(nn.Module):
+    INPUT_SHAPE = (3, 16, 16)
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.level1 = Tree(8)
+        self.level2 = Root3(8)
+        self.level3 = nn.Sequential(Block(8), Block(8))
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x):
+        return self.fc(self.level3(self.level2(self.level1(self.stem(x)))).mean((2, 3)))
+'''
+
+
+def _dla_like(tmp_path):
+    import importlib.util
+
+    (tmp_path / "dla_like.py").write_text(DLA_LIKE)
+    where = importlib.util.spec_from_file_location("dla_like", tmp_path / "dla_like.py")
+    module = importlib.util.module_from_spec(where)
+    where.loader.exec_module(module)
+    original = module.Net().eval()
+    torch.manual_seed(0)
+    for p in original.parameters():
+        p.data.normal_(0, 0.5)
+    return original
+
+
+def _computes_the_same(text: str, original) -> bool:
+    rebuilt = archcompiler.build(archcompiler.load_spec(text)).eval()
+    rebuilt.load_state_dict(original.state_dict(), strict=True)
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        return torch.allclose(rebuilt(x), original(x), rtol=1e-5, atol=1e-5)
+
+
+def test_two_uses_of_a_block_whose_outputs_are_both_read_are_not_folded_into_a_row(tmp_path, monkeypatch):
+    """A table row names only its last instance's output: dla34 imported with tree1 and tree2 folded into
+    `repeat: 2` had equal params and MACs and other logits. Consecutive uses become a row only where
+    nothing but the next use reads each output; the import computes what the module computes. The check
+    itself catches the mis-wiring: with the old rule (any consecutive uses fold), it fails."""
+    original = _dla_like(tmp_path)
+    done = run_archc("import", "dla_like.py:Net", "-o", "net.yaml", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    text = (tmp_path / "net.yaml").read_text()
+    assert "blocks:" in text
+    assert _computes_the_same(text, original)
+    from archcompiler.importers import blocks
+
+    monkeypatch.setattr(blocks, "_read_only_by", lambda *args: True)
+    folded = archcompiler.import_module(original, name="Net")
+    assert not _computes_the_same(folded, original), folded

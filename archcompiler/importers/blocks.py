@@ -434,6 +434,11 @@ def block_lines(flat: Flat) -> list[str] | None:
     def ref(n: str) -> str:
         return value_name.get(n, n)
 
+    readers: dict[str, set[str]] = {}
+    for it in flat.items:
+        for source in it.inputs:
+            readers.setdefault(source, set()).add(it.name)
+    outputs = {flat.result, *flat.heads.values()}
     previous = "input"
     k = 0
     while k < len(units):
@@ -444,12 +449,14 @@ def block_lines(flat: Flat) -> list[str] | None:
             previous = unit.name
             k += 1
             continue
-        # a run of uses of one block, each reading the one before
+        # a run of uses of one block, each reading the one before, and nothing else reading it: a table row
+        # names only its last instance's output (DLA's root reads two consecutive trees' outputs)
         b = unit[0]
         run = [unit[1]]
         while k + len(run) < len(units) and isinstance(units[k + len(run)][1], tuple) \
                 and units[k + len(run)][1][0] is b and units[k + len(run)][1][1].entry == \
-                run[-1].members[run[-1].output].name:
+                run[-1].members[run[-1].output].name \
+                and _read_only_by(run[-1], units[k + len(run)][1][1], readers, outputs):
             run.append(units[k + len(run)][1][1])
         k += len(run)
         if ref(run[0].entry) != previous:
@@ -471,6 +478,13 @@ def block_lines(flat: Flat) -> list[str] | None:
     flat.heads = {h: ref(v) for h, v in flat.heads.items()}
     flat.rules = [r for b in blocks for r in b.rules] + flat.rules
     return lines
+
+
+def _read_only_by(inst: Instance, following: Instance, readers: dict[str, set[str]], outputs: set[str]) -> bool:
+    """Whether ``inst``'s output is read by ``following``'s layers alone (and is no output of the network)."""
+    value = inst.members[inst.output].name
+    inside = {m.name for m in following.members.values()}
+    return value not in outputs and readers.get(value, set()) <= inside
 
 
 def _rows(b: Block, run: list[Instance], taken: set[str]) -> list[tuple[str, dict, int, list[Instance]]]:

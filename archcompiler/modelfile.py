@@ -17,6 +17,7 @@ so ``archc draw`` and ``archc validate`` stay free of them until asked to read o
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,9 +26,30 @@ import yaml
 
 from .errors import BackendError, Location, error
 from .spec import Spec, load_spec
+from .spec.limits import MAX_NAME_CHARS, MAX_SPEC_BYTES, MAX_YAML_DEPTH, MAX_YAML_NODES
 
 SUFFIXES = (".pt", ".pth", ".safetensors")
 SAFETENSORS_FORMAT = "archc-checkpoint"
+
+# What a checkpoint may hold besides its tensors is untrusted data: every field is checked against these
+# bounds (far above what archc writes) before anything uses it, and refused naming the file and the field.
+MAX_METADATA_CHARS = 4 * MAX_SPEC_BYTES     # one JSON field of a .safetensors file's metadata
+MAX_PATH_CHARS = 4096                       # spec_file: the path of the YAML file the spec came from
+MAX_CLASSES = 100_000                       # class names (their count must also be the network's outputs')
+MAX_CLASS_CHARS = 256                       # one class name (a folder name)
+MAX_IMAGE_SIDE = 4096                       # preprocess.size and preprocess.resize, in pixels
+# a .pt file is a zip archive whose records torch.save writes uncompressed ("stored"); before torch
+# reads one, the sizes its records declare are checked: a compressed record may not inflate past
+# max(MAX_INFLATED_BYTES, INFLATE_RATIO x the file's size) in all (a zip bomb is refused unread)
+MAX_INFLATED_BYTES = 64 * 1024 * 1024
+INFLATE_RATIO = 16
+MAX_RECORDS = 200_000
+# the preprocessing fields (archcompiler.training.data.Preprocess), their kinds and defaults (None: required)
+PREPROCESS_FIELDS: dict[str, tuple[str, Any]] = {
+    "size": ("side", None), "resize": ("side", None), "mean": ("floats", None), "std": ("floats", None),
+    "interpolation": ("interpolation", "bilinear"), "random_resized_crop": ("bool", True),
+    "min_scale": ("fraction", 0.08), "horizontal_flip": ("bool", True)}
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 
 
 def is_model_file(source: Any) -> bool:
@@ -58,7 +80,8 @@ class ModelFile:
 
     @property
     def spec_name(self) -> str | None:
-        return self.spec.get("name") if isinstance(self.spec, dict) else None
+        name = self.spec.get("name") if isinstance(self.spec, dict) else None
+        return name if isinstance(name, str) else None
 
     def payload(self) -> dict[str, Any]:
         """The dict a ``.pt`` file holds."""
@@ -81,26 +104,195 @@ def _not_weights(label: str, what: str) -> BackendError:
                                     "under 'state_dict') and .safetensors files")])
 
 
+TAMPERED = "archc writes this field itself: the file was changed since, or written by another tool"
+
+
+def refuse(label: str, key: str, why: str, hint: str | None = TAMPERED) -> BackendError:
+    """A checkpoint's field ``key`` (``preprocess.size``) that archc does not take: the file and the field."""
+    return BackendError([error(f"{key} in {label} {why}", key, Location(label), hint=hint)])
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_tree(data: Any, label: str, key: str) -> None:
+    """Plain data of bounded depth and size (the bounds of a YAML spec), walked without recursion."""
+    todo, count = [(data, 1)], 1
+    while todo:
+        value, depth = todo.pop()
+        if isinstance(value, dict):
+            children = list(value.values())
+        elif isinstance(value, (list, tuple)):
+            children = list(value)
+        else:
+            continue
+        if depth >= MAX_YAML_DEPTH and children:
+            raise refuse(label, key, f"is nested more than {MAX_YAML_DEPTH} deep")
+        count += len(children)
+        if count > MAX_YAML_NODES:
+            raise refuse(label, key, f"holds more than {MAX_YAML_NODES:,} values")
+        todo.extend((child, depth + 1) for child in children)
+
+
+def check_preprocess(data: Any, label: str, channels: int | None = None,
+                     side: tuple[int, int] | None = None) -> dict[str, Any]:
+    """A checkpoint's preprocessing, checked field by field (unknown fields, types, bounds; with
+    ``channels`` and ``side``, the network's input: mean and std have one value per channel, the
+    square ``size`` is the input's height and width), its defaults filled in; refused naming the file
+    and the field."""
+    if not isinstance(data, dict):
+        raise refuse(label, "preprocess", "is not a mapping")
+    unknown = [k for k in data if k not in PREPROCESS_FIELDS]
+    if unknown:
+        name = unknown[0] if isinstance(unknown[0], str) and len(unknown[0]) <= MAX_NAME_CHARS else "?"
+        raise refuse(label, f"preprocess.{name}", f"is not a preprocessing field (they are: "
+                     f"{', '.join(PREPROCESS_FIELDS)})")
+    out: dict[str, Any] = {}
+    for name, (kind, default) in PREPROCESS_FIELDS.items():
+        key = f"preprocess.{name}"
+        if name not in data:
+            if default is None:
+                raise refuse(label, key, "is missing")
+            out[name] = default
+            continue
+        value = data[name]
+        if kind == "side":
+            if not _is_int(value) or not 1 <= value <= MAX_IMAGE_SIDE:
+                shown = value if _is_int(value) and abs(value) < 10**12 else f"not a whole number ({type(value).__name__})"
+                raise refuse(label, key, f"is {shown}: an image side is a whole number from 1 to {MAX_IMAGE_SIDE}")
+        elif kind == "floats":
+            if not isinstance(value, (list, tuple)) or len(value) not in (1, 3) \
+                    or not all(_is_number(v) for v in value):
+                size = f"{len(value):,} values" if isinstance(value, (list, tuple)) else type(value).__name__
+                raise refuse(label, key, f"is not a list of 1 or 3 numbers, one per channel ({size})")
+            if name == "std" and any(v == 0 for v in value):
+                raise refuse(label, key, "holds a zero (images are divided by it)")
+            value = [float(v) for v in value]
+        elif kind == "interpolation":
+            if value not in INTERPOLATIONS:
+                raise refuse(label, key, f"is not one of {', '.join(INTERPOLATIONS)}")
+        elif kind == "bool":
+            if not isinstance(value, bool):
+                raise refuse(label, key, "is not true or false")
+        elif kind == "fraction" and (not _is_number(value) or not 0 < value <= 1):
+            raise refuse(label, key, "is not a number above 0 and at most 1")
+        out[name] = value
+    if len(out["mean"]) != len(out["std"]):
+        raise refuse(label, "preprocess.std", f"has {len(out['std'])} values but preprocess.mean has "
+                     f"{len(out['mean'])}")
+    if channels is not None and len(out["mean"]) != channels:
+        raise refuse(label, "preprocess.mean", f"has {len(out['mean'])} values, but the network's input has "
+                     f"{channels} channels (one value per channel)")
+    if side is not None and (out["size"], out["size"]) != tuple(side):
+        raise refuse(label, "preprocess.size", f"is {out['size']}, but the network takes {side[0]}x{side[1]} "
+                     "images", hint=f"{TAMPERED}; or build the network for that size with --set input=[C,SIZE,SIZE]")
+    return out
+
+
+def check_classes(classes: list[str] | None, label: str, outputs: int) -> None:
+    """The class names of a checkpoint, one per output of the network (two for one sigmoid unit)."""
+    if classes is not None and len(classes) != outputs:
+        raise refuse(label, "classes", f"names {len(classes):,} classes, but the network has {outputs:,} outputs")
+
+
+def _checked(data: dict[str, Any], label: str) -> dict[str, Any]:
+    """The fields archc reads from a checkpoint besides its tensors, each checked (types and bounds)."""
+    out: dict[str, Any] = {}
+    spec = data.get("spec")
+    if spec is not None:
+        if not isinstance(spec, dict):
+            raise refuse(label, "spec", "is not a mapping")
+        _check_tree(spec, label, "spec")
+        name = spec.get("name")
+        if name is not None and (not isinstance(name, str) or len(name) > MAX_NAME_CHARS):
+            raise refuse(label, "spec.name", f"is not a name (a string of at most {MAX_NAME_CHARS} characters)")
+        out["spec"] = spec
+    heads = data.get("heads")
+    if heads is not None and not isinstance(heads, bool):
+        raise refuse(label, "heads", "is not true or false")
+    out["heads"] = heads
+    spec_file = data.get("spec_file")
+    if spec_file is not None and (not isinstance(spec_file, str) or len(spec_file) > MAX_PATH_CHARS):
+        raise refuse(label, "spec_file", f"is not a file name (a string of at most {MAX_PATH_CHARS} characters)")
+    out["spec_file"] = spec_file
+    classes = data.get("classes")
+    if classes is not None:
+        if not isinstance(classes, (list, tuple)) or not 1 <= len(classes) <= MAX_CLASSES:
+            raise refuse(label, "classes", f"is not a list of 1 to {MAX_CLASSES:,} class names")
+        if not all(isinstance(c, str) and 0 < len(c) <= MAX_CLASS_CHARS for c in classes):
+            raise refuse(label, "classes", f"holds something other than names (strings of 1 to {MAX_CLASS_CHARS} "
+                         "characters)")
+        if len(set(classes)) != len(classes):
+            raise refuse(label, "classes", "names a class twice")
+        out["classes"] = list(classes)
+    if data.get("preprocess") is not None:
+        out["preprocess"] = check_preprocess(data["preprocess"], label)
+    epoch = data.get("epoch")
+    if epoch is not None and (not _is_int(epoch) or not 0 <= epoch <= 2**31):
+        raise refuse(label, "epoch", "is not a whole number of epochs")
+    return out
+
+
 def from_payload(data: Any, label: str) -> ModelFile:
-    """A :class:`ModelFile` from what a ``.pt`` file (or a caller) holds."""
+    """A :class:`ModelFile` from what a ``.pt`` file (or a caller) holds; what it holds besides the
+    tensors (spec, class names, preprocessing, ...) is checked first, and refused naming the field."""
     if _is_state_dict(data):
         return ModelFile(label, data)
     if not isinstance(data, dict) or not isinstance(data.get("state_dict"), dict):
         raise _not_weights(label, "not a mapping of names to tensors")
     if not _is_state_dict(data["state_dict"]):
         raise _not_weights(label, "its 'state_dict' is not a mapping of names to tensors")
+    known = _checked(data, label)
     rest = {k: v for k, v in data.items()
             if k not in ("state_dict", "spec", "spec_file", "heads", "classes", "preprocess")}
-    heads = data.get("heads")
-    if heads is not None and not isinstance(heads, bool):
-        raise BackendError([error("'heads' in the model file is not true or false", "heads", Location(label))])
-    classes = data.get("classes")
-    return ModelFile(label, data["state_dict"], spec=data.get("spec"),
-                     spec_file=data.get("spec_file") if isinstance(data.get("spec_file"), str) else None,
-                     heads=heads if isinstance(heads, bool) else None,
-                     classes=[str(c) for c in classes] if isinstance(classes, list) else None,
-                     preprocess=data.get("preprocess") if isinstance(data.get("preprocess"), dict) else None,
+    return ModelFile(label, data["state_dict"], spec=known.get("spec"), spec_file=known["spec_file"],
+                     heads=known["heads"], classes=known.get("classes"), preprocess=known.get("preprocess"),
                      extra=rest)
+
+
+def _check_archive(path: Path, label: str, what: str) -> None:
+    """Refuse, before torch reads it, a zip archive (torch.save's format) whose records declare more
+    bytes than the file can honestly hold: torch.save stores records uncompressed, so their sizes add
+    up to about the file's; a compressed record that inflates far beyond (a zip bomb) is refused
+    unread. (torch's reader, miniz, inflates a record into a buffer of the size it declares, never
+    more, so a record that lies about its size cannot inflate past it.) Files in torch's legacy
+    format (not zip archives) are left to torch."""
+    import zipfile
+
+    hint = "torch.save writes its records uncompressed; this file was changed or written by another tool"
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            if f.read(4) != b"PK\x03\x04":      # torch's own test of its zip format
+                return
+            # the end-of-archive record says how many records there are, before they are read
+            end = getattr(zipfile, "_EndRecData", lambda f: None)(f)
+        records = end[getattr(zipfile, "_ECD_ENTRIES_TOTAL", 4)] if end else 0
+        if records > MAX_RECORDS:
+            raise BackendError([error(f"{label} is a zip archive of {records:,} records, more than the "
+                                      f"{MAX_RECORDS:,} a checkpoint may hold", what, Location(label), hint=hint)])
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+    except BackendError:
+        raise
+    except Exception as exc:
+        raise BackendError([error(f"cannot read {label} as a zip archive: {first_line(exc)}", what,
+                                  Location(label), hint=hint)]) from None
+    limit = max(MAX_INFLATED_BYTES, INFLATE_RATIO * size)
+    declared = sum(info.file_size for info in infos)
+    if declared > limit:
+        big = max(infos, key=lambda info: info.file_size)
+        mib = 1024 * 1024
+        raise BackendError([error(
+            f"{label} declares {declared / mib:,.0f} MiB of data in {len(infos):,} records (the largest, "
+            f"{big.file_size / mib:,.0f} MiB{', compressed' if big.compress_type != zipfile.ZIP_STORED else ''}), "
+            f"more than {limit / mib:,.0f} MiB for a file of {size / mib:,.1f} MiB; refused unread "
+            "(a zip bomb?)", what, Location(label), hint=hint)])
 
 
 def read_weights(source: str | Path | dict | ModelFile, what: str = "--weights") -> ModelFile:
@@ -113,6 +305,8 @@ def read_weights(source: str | Path | dict | ModelFile, what: str = "--weights")
     label = str(source)
     if label.endswith(".safetensors"):
         return _read_safetensors(Path(source), what)
+    if Path(source).is_file():
+        _check_archive(Path(source), label, what)
     import torch
 
     try:
@@ -150,11 +344,18 @@ def _read_safetensors(path: Path, what: str) -> ModelFile:
     out = ModelFile(label, state)
     if meta.get("format") != SAFETENSORS_FORMAT:
         return out                      # weights from elsewhere: no archc metadata
-    try:
-        fields = {k: json.loads(meta[k]) for k in ("spec", "spec_file", "heads", "classes", "preprocess", "epoch")
-                  if k in meta}
-    except ValueError:
-        raise BackendError([error(f"the metadata of {label} is not valid JSON", what, Location(label))]) from None
+    fields = {}
+    for key in ("spec", "spec_file", "heads", "classes", "preprocess", "epoch"):
+        if key not in meta:
+            continue
+        if len(meta[key]) > MAX_METADATA_CHARS:
+            raise refuse(label, key, f"is {len(meta[key]):,} characters of metadata, more than {MAX_METADATA_CHARS:,}")
+        try:
+            fields[key] = json.loads(meta[key])
+        except RecursionError:
+            raise refuse(label, key, f"is nested more than {MAX_YAML_DEPTH} deep") from None
+        except (ValueError, MemoryError):
+            raise refuse(label, key, "is not valid JSON") from None
     return from_payload({**fields, "state_dict": state}, label)
 
 

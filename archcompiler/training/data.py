@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import math
 import random
+import re
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,45 @@ import torch
 from ..errors import Location, SpecError, error
 
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+# evaluation resizes the whole image (shorter side to ``resize``) before its center crop; an image so
+# elongated that this would exceed MAX_RESIZED_PIXELS (a 1 x 100,000 strip: billions) has only the
+# part the crop keeps resized
+MAX_RESIZED_PIXELS = 2**24
+
+
+class ImageError(ValueError):
+    """An image file that cannot be used: unreadable, or larger than Pillow's bound against
+    decompression bombs. ``str()`` says which file and why, in one line."""
+
+
+def read_image(path: str | Path, note: Callable[[str], None] | None = None) -> Any:
+    """The image in ``path``, decoded. An image above twice Pillow's ``MAX_IMAGE_PIXELS`` (a
+    decompression bomb: a small file that decodes to gigabytes) is refused before it is decoded;
+    one above it (which Pillow warns about) is read, without Pillow's raw warning: ``note`` is told
+    instead. ``FileNotFoundError`` passes; any other failure is an :class:`ImageError`."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.load()
+    except FileNotFoundError:
+        raise
+    except Image.DecompressionBombError as exc:
+        limit = 2 * Image.MAX_IMAGE_PIXELS if Image.MAX_IMAGE_PIXELS else 0
+        size = re.search(r"\((\d+) pixels\)", str(exc))
+        said = f"{int(size.group(1)):,} pixels, " if size else ""
+        raise ImageError(f"{path} is too large to read: {said}more than {limit:,} (Pillow's bound against "
+                         "decompression bombs); refused before decoding it") from None
+    except Exception as exc:          # Pillow's decoders raise many kinds of error on a corrupt file
+        text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise ImageError(f"cannot read {path} as an image: {text}") from None
+    w, h = img.size
+    if note is not None and Image.MAX_IMAGE_PIXELS and w * h > Image.MAX_IMAGE_PIXELS:
+        note(f"{path} is a large image ({w:,}x{h:,}, {w * h:,} pixels, more than Pillow's {Image.MAX_IMAGE_PIXELS:,}); "
+             "it was read, which takes time and memory")
+    return img
 
 
 def _fail(message: str, where: str | Path, hint: str | None = None) -> SpecError:
@@ -61,8 +103,14 @@ class Preprocess:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Preprocess:
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+    def from_dict(cls, data: dict[str, Any], source: str = "the checkpoint", channels: int | None = None,
+                  side: tuple[int, int] | None = None) -> Preprocess:
+        """The preprocessing a checkpoint (``source``) holds: untrusted data, checked field by field
+        (with ``channels`` and ``side``, against the network's input), refused naming the field."""
+        from ..modelfile import check_preprocess
+
+        checked = check_preprocess(data, source, channels, side)
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in checked.items()})
 
     # ------------------------------------------------------------------ the transforms
     def _resample(self) -> Any:
@@ -84,8 +132,12 @@ class Preprocess:
         w, h = img.size
         scale = self.resize / min(w, h)
         nw, nh = max(self.size, round(w * scale)), max(self.size, round(h * scale))
-        img = img.resize((nw, nh), self._resample())
         left, top = (nw - self.size) // 2, (nh - self.size) // 2
+        if nw * nh > MAX_RESIZED_PIXELS:     # resize only the part the crop keeps
+            sx, sy = w / nw, h / nh
+            box = (left * sx, top * sy, (left + self.size) * sx, (top + self.size) * sy)
+            return self._to_tensor(img.resize((self.size, self.size), self._resample(), box=box))
+        img = img.resize((nw, nh), self._resample())
         return self._to_tensor(img.crop((left, top, left + self.size, top + self.size)))
 
     def training(self, img: Any, rng: random.Random) -> torch.Tensor:
@@ -151,17 +203,14 @@ class ImageFolder(torch.utils.data.Dataset):
         return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor | None, int, int]:
-        from PIL import Image, UnidentifiedImageError
-
         path, label = self.samples[index]
         try:
-            with Image.open(path) as img:
-                img.load()
-                if self.train:
-                    rng = random.Random(hash((self.seed, self.epoch, index)))
-                    return self.preprocess.training(img, rng), label, index
-                return self.preprocess.evaluation(img), label, index
-        except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError):
+            img = read_image(path)
+            if self.train:
+                rng = random.Random(hash((self.seed, self.epoch, index)))
+                return self.preprocess.training(img, rng), label, index
+            return self.preprocess.evaluation(img), label, index
+        except (OSError, ValueError, SyntaxError):      # ImageError is a ValueError
             return None, label, index
 
 

@@ -8,6 +8,7 @@ class names come from the folder (or are numbered).
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import torch
 
 from ..errors import Location, SpecError, error
 from ..spec import Spec, load_spec
-from .data import ImageFolder, Preprocess, collate, scan
+from .data import ImageError, ImageFolder, Preprocess, collate, read_image, scan
 
 
 def load_trained(spec_or_checkpoint: Spec | str | Path, weights: str | Path | None = None,
@@ -24,7 +25,7 @@ def load_trained(spec_or_checkpoint: Spec | str | Path, weights: str | Path | No
     Every tensor must fit: a classifier of another class count is an error here, not a new head."""
     from ..backends.torch import build
     from ..backends.torch.weights import has_training_heads
-    from ..modelfile import embedded_spec, is_model_file, read_weights
+    from ..modelfile import check_classes, embedded_spec, is_model_file, read_weights
 
     if weights is None:
         if not is_model_file(spec_or_checkpoint):
@@ -41,8 +42,27 @@ def load_trained(spec_or_checkpoint: Spec | str | Path, weights: str | Path | No
     heads = mf.heads if mf.heads is not None else has_training_heads(spec, mf.state_dict)
     model = build(spec, weights=mf, heads=heads, new_heads=False)
     model.to(torch.device(device)).eval()
-    pre = Preprocess.from_dict(mf.preprocess) if mf.preprocess else Preprocess.from_spec(spec)
+    # what the checkpoint says besides its tensors must fit the network: one name per output, one
+    # mean and std per input channel, images of the input's size
+    check_classes(mf.classes, mf.label, class_count(spec))
+    c, h, w = spec.input
+    pre = (Preprocess.from_dict(mf.preprocess, mf.label, channels=c, side=(h, w)) if mf.preprocess
+           else Preprocess.from_spec(spec))
     return model, spec, mf.classes, pre
+
+
+def class_count(spec: Spec) -> int:
+    """How many classes the network tells apart: its main output's size (two for one sigmoid unit)."""
+    import math
+
+    from ..ir import lower
+    from ..passes import infer_shapes
+
+    g = lower(spec)
+    infer_shapes(g)
+    main = next(v for v in g.graph["outputs"].values() if not v["training_only"])
+    n = math.prod(g.nodes[main["node"]]["shape"])
+    return 2 if n == 1 else n
 
 
 def evaluate(spec_or_checkpoint: Spec | str | Path, data: str | Path, weights: str | Path | None = None,
@@ -108,18 +128,17 @@ def plot_confusion(path: Path, classes: list[str], confusion: torch.Tensor, titl
 def predict(spec_or_checkpoint: Spec | str | Path, images: list[str | Path], weights: str | Path | None = None,
             overrides: dict | list | None = None, top: int = 5, device: str = "cpu") -> list[dict[str, Any]]:
     """The ``top`` classes with their probabilities for each image, prepared as in training."""
-    from PIL import Image, UnidentifiedImageError
-
     model, spec, classes, pre = load_trained(spec_or_checkpoint, weights, overrides, device)
     results = []
     for path in images:
         try:
-            with Image.open(path) as img:
-                img.load()
-                x = pre.evaluation(img).unsqueeze(0)
+            img = read_image(path, note=lambda line: print(f"archc: {line}", file=sys.stderr, flush=True))
+            x = pre.evaluation(img).unsqueeze(0)
         except FileNotFoundError:
             raise SpecError([error(f"no such image: {path}", "IMAGE", Location(str(path)))]) from None
-        except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
+        except ImageError as exc:
+            raise SpecError([error(str(exc), "IMAGE", Location(str(path)))]) from None
+        except (OSError, ValueError, SyntaxError) as exc:
             raise SpecError([error(f"cannot read {path} as an image: {exc}", "IMAGE", Location(str(path)))]) from None
         probs = model.predict_proba(x.to(torch.device(device)))[0]
         if probs.numel() == 1:            # one sigmoid unit: P(class 1)

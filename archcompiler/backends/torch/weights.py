@@ -115,27 +115,36 @@ def load_weights(model: torch.nn.Module, weights: ModelFile, g: Any, spec: Spec,
         node = _owner(key, by_path)
         return (g.nodes[node]["layer"], g.nodes[node]["loc"]) if node else ("?", source)
 
-    changed = {k.rsplit(".", 1)[0] for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)}
-    renew = changed & heads if new_heads else set()
+    differ = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    renew = {k.rsplit(".", 1)[0] for k in differ} & heads if new_heads else set()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    shapes = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)
-              and k.rsplit(".", 1)[0] not in renew]
+    shapes = [k for k in differ if k.rsplit(".", 1)[0] not in renew]
+
+    def first_difference(among: list[str]) -> tuple[str, Location, str]:
+        """The layer of the first tensor (in the model's order) among ``among`` or missing, its
+        place in the spec, and what differs."""
+        differing = set(missing) | set(among)
+        first = next((k for k in own if k in differing), None)
+        if first is None:
+            return "?", source, f"{label} has tensors the model lacks, first {unexpected[0]}"
+        name, loc = layer(first)
+        return name, loc, (f"{first} is not in {label}" if first in missing else
+                           f"{first}: {tuple(state[first].shape)} in {label}, {tuple(own[first].shape)} in the model")
+
     if missing or unexpected or shapes:
         if weights.spec_name and weights.spec_name != spec.name:
+            # said the same whatever the command: every tensor that does not fit counts, the
+            # classifier layers' too (a new head is for a checkpoint of the same network)
             held = f"spec {weights.spec_name}" + (f" (from {weights.spec_file})" if weights.spec_file else "")
+            name, _, why = first_difference(differ)
             raise BackendError([error(
                 f"{label} holds {held}, but the command was given spec {spec.name} ({spec.file}): "
-                f"{len(missing) + len(unexpected) + len(shapes)} tensors do not fit", "--weights", source,
+                f"{len(missing) + len(unexpected) + len(differ)} tensors do not fit; the "
+                f"first layer that differs is {name} ({why})", "--weights", source,
                 hint=f"pass the checkpoint itself as SPEC (archc predict {label} IMAGE ..., archc evaluate "
                      f"{label} --data DIR), or give the spec it was trained with")])
-        first = next((k for k in own if k in missing or k in shapes), None)
-        if first is not None:
-            name, loc = layer(first)
-            why = (f"{first} is not in {label}" if first in missing else
-                   f"{first}: {tuple(state[first].shape)} in {label}, {tuple(own[first].shape)} in the model")
-        else:
-            name, loc, why = "?", source, f"{label} has tensors the model lacks, first {unexpected[0]}"
+        name, loc, why = first_difference(shapes)
         problems = [error(f"{label} does not fit spec {spec.name}: the first layer that differs is {name} ({why})",
                           "weights", loc)]
         shape_list = []

@@ -3,7 +3,8 @@ report --sweep`` writes (the table and the plot, self-contained, offline).
 
 The plot is latency against MACs (predicted latency, or measured where ``--measure`` timed it), or
 accuracy against latency when the variants were trained; the Pareto front is drawn as a line through
-its points, which are labelled with their variant's settings.
+its points. Every variant is labelled with its settings; variants drawn at one place (equal or nearly
+equal cost) share one label that names them all.
 """
 
 from __future__ import annotations
@@ -20,8 +21,18 @@ LABELS = {"macs": "MACs (multiply-adds, at the sweep's batch)", "predicted_ms": 
           "measured_ms": "measured latency (ms)", "accuracy": "validation accuracy"}
 
 
-def pareto_png(result: dict[str, Any]) -> bytes:
-    """The Pareto plot of a sweep (``archcompiler.sweep``'s result) as PNG bytes."""
+# variants closer than this (a fraction of each axis's span, on the log scale where the axis is one)
+# share one label: their markers would cover each other
+NEAR = 0.015
+MAX_LABELS = 40           # more groups than this: only those on the Pareto front are labelled
+MAX_LINES = 12            # names listed in one label, then "and N more"
+
+
+def pareto_figure(result: dict[str, Any]) -> Any:
+    """The Pareto plot of a sweep (``archcompiler.sweep``'s result) as a matplotlib Figure (the caller
+    closes it). Every variant plotted is named: variants whose points would cover each other (equal or
+    nearly equal cost, as a class count that changes only the classifier) share one marker's label,
+    written ``width=0.5 (num_classes=10, 1000)`` where one setting tells them apart."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -36,10 +47,21 @@ def pareto_png(result: dict[str, Any]) -> bytes:
                s=18, color="#9aa9b8", label="variant")
     ax.plot([r[x] for r in front], [r[y] for r in front], "o-", color="#c0392b", markersize=5,
             label=f"Pareto front ({len(front)})")
-    for r in front[:20]:
-        ax.annotate(r["name"], (r[x], r[y]), xytext=(4, 3), textcoords="offset points", fontsize=7)
-    if x in ("macs",) and plotted and min(r[x] for r in plotted) > 0:
+    log_x = x in ("macs",) and bool(plotted) and min(r[x] for r in plotted) > 0
+    if log_x:
         ax.set_xscale("log")
+    groups = _near_groups(plotted, x, y, log_x)
+    if len(groups) > MAX_LABELS:
+        groups = [g for g in groups if any(r["pareto"] for r in g)]
+    labels = []
+    for group, right in groups:
+        on_front = any(r["pareto"] for r in group)
+        anchor = next((r for r in group if r["pareto"]), group[0])
+        # a label reads to the right of its point, to the left in the right third (inside the axes)
+        labels.append(dict(text=group_label(group), xy=(anchor[x], anchor[y]), xytext=(-5 if right else 5, 3),
+                           textcoords="offset points", fontsize=7, color="#222" if on_front else "#55606b",
+                           ha="right" if right else "left", va="bottom"))
+    _place_labels(fig, ax, labels)
     ax.set_xlabel(LABELS.get(x, x))
     ax.set_ylabel(LABELS.get(y, y))
     failed = sum(not r["ok"] for r in rows)
@@ -48,10 +70,96 @@ def pareto_png(result: dict[str, Any]) -> bytes:
                  fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight", metadata={"Software": f"archc {__version__}"})
-    plt.close(fig)
+    return fig
+
+
+def pareto_png(result: dict[str, Any]) -> bytes:
+    """The Pareto plot of a sweep (:func:`pareto_figure`) as PNG bytes."""
+    import matplotlib.pyplot as plt
+
+    fig = pareto_figure(result)
+    try:
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", bbox_inches="tight", metadata={"Software": f"archc {__version__}"})
+    finally:
+        plt.close(fig)
     return buf.getvalue()
+
+
+def _place_labels(fig: Any, ax: Any, labels: list[dict[str, Any]]) -> None:
+    """Annotate ``ax`` with ``labels`` (``annotate``'s keywords), each moved up, from the lowest, until
+    it covers no label placed before it; a label moved off its point gets a thin line to it."""
+    renderer = fig.canvas.get_renderer()
+    to_points = 72 / fig.dpi
+    placed: list[Any] = []
+    order = sorted(labels, key=lambda k: ax.transData.transform(k["xy"])[1])
+    for spec in order:
+        text = ax.annotate(**spec)
+        dx, dy = spec["xytext"]
+        moved = False
+        for _ in range(len(placed) + 1):
+            box = text.get_window_extent(renderer)
+            hit = next((b for b in placed if box.x0 < b.x1 and b.x0 < box.x1 and box.y0 < b.y1 and b.y0 < box.y1),
+                       None)
+            if hit is None:
+                break
+            dy += (hit.y1 - box.y0 + 1) * to_points
+            text.xyann = (dx, dy)
+            moved = True
+        if moved:
+            text.remove()
+            text = ax.annotate(**{**spec, "xytext": (dx, dy)},
+                               arrowprops=dict(arrowstyle="-", color="#b8c2cc", lw=0.6, shrinkA=0, shrinkB=3))
+        placed.append(text.get_window_extent(renderer))
+
+
+def _near_groups(rows: list[dict[str, Any]], x: str, y: str,
+                 log_x: bool) -> list[tuple[list[dict[str, Any]], bool]]:
+    """``rows`` in groups whose points lie within :data:`NEAR` of the group's first point on both axes
+    (measured as the plot draws them: on the log scale where x is one), each group in the sweep's order,
+    with whether it stands in the right third of the plot."""
+    import math
+
+    def position(r: dict[str, Any]) -> tuple[float, float]:
+        return (math.log10(r[x]) if log_x else float(r[x])), float(r[y])
+
+    if not rows:
+        return []
+    points = [position(r) for r in rows]
+    span_x = (max(p[0] for p in points) - min(p[0] for p in points)) or 1.0
+    span_y = (max(p[1] for p in points) - min(p[1] for p in points)) or 1.0
+    groups: list[tuple[tuple[float, float], list[dict[str, Any]]]] = []
+    for r, (px, py) in zip(rows, points):
+        for (gx, gy), members in groups:
+            if abs(px - gx) <= NEAR * span_x and abs(py - gy) <= NEAR * span_y:
+                members.append(r)
+                break
+        else:
+            groups.append(((px, py), [r]))
+    left = min(p[0] for p in points)
+    return [(members, gx - left > 2 / 3 * span_x) for (gx, _), members in groups]
+
+
+def group_label(rows: list[dict[str, Any]]) -> str:
+    """One label naming every variant of ``rows`` (points drawn at one place): the name of one; for
+    several that differ in one setting, the settings they share and that setting's values
+    (``width=0.5 (num_classes=10, 1000)``); else their names, one a line."""
+    if len(rows) == 1:
+        return str(rows[0]["name"])
+    sets = [r.get("sets") or {} for r in rows]
+    keys = list(sets[0])
+    if keys and all(list(s) == keys for s in sets):
+        varying = [k for k in keys if len({str(s[k]) for s in sets}) > 1]
+        if len(varying) == 1:
+            k = varying[0]
+            values = list(dict.fromkeys(str(s[k]) for s in sets))
+            common = " ".join(f"{c}={sets[0][c]}" for c in keys if c != k)
+            listed = f"{k}={', '.join(values)}"
+            return f"{common} ({listed})" if common else listed
+    names = [str(r["name"]) for r in rows]
+    if len(names) > MAX_LINES:
+        names = [*names[:MAX_LINES - 1], f"and {len(names) - MAX_LINES + 1} more"]
+    return "\n".join(names)
 
 
 def write_pareto(result: dict[str, Any], path: str | Path) -> Path:
@@ -145,4 +253,4 @@ Bold rows are on the Pareto front of {e(LABELS.get(result['axes']['y'], ''))} ag
 """
 
 
-__all__ = ["pareto_png", "write_pareto", "read_sweep", "sweep_html", "columns", "cell", "COLUMNS", "LABELS"]
+__all__ = ["pareto_figure", "pareto_png", "group_label", "write_pareto", "read_sweep", "sweep_html", "columns", "cell", "COLUMNS", "LABELS"]

@@ -61,6 +61,11 @@ class ShapeError(ValueError):
     """An op cannot take the shapes it is given; the message lists them."""
 
 
+class TooSmall(ShapeError):
+    """A window (conv, pooling) would leave no output: the map reaching it is too small, most
+    often because the network's input is (shape inference then looks for the smallest that works)."""
+
+
 @dataclass(frozen=True)
 class Params:
     weights: int = 0
@@ -236,7 +241,7 @@ def _spatial(kind: str, a: Attrs, h: int, w: int, ceil: bool = False) -> tuple[i
     oh = _conv_out(h, a["kernel"][0], a["stride"][0], *pads[0], dil[0], ceil)
     ow = _conv_out(w, a["kernel"][1], a["stride"][1], *pads[1], dil[1], ceil)
     if oh < 1 or ow < 1:
-        raise ShapeError(f"output would be {oh}x{ow}: the {h}x{w} input is too small for kernel "
+        raise TooSmall(f"output would be {oh}x{ow}: the {h}x{w} input is too small for kernel "
                          f"{a['kernel'][0]}x{a['kernel'][1]}, stride {a['stride'][0]}")
     return oh, ow
 

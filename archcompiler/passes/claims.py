@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import Diagnostic, error, warning
+import networkx as nx
+
+from ..errors import Diagnostic, Location, error, warning
+from ..ir import schedule
 from ..spec import Spec, load_spec
 from ..spec.layers import parse_quantity
-from .analyze import annotated_graph, totals
+from .analyze import annotated_graph, row_key, totals
 
 
 def _base(kind: str) -> int:
@@ -39,19 +42,67 @@ def check_claims(spec: Spec, rows: list[dict[str, Any]], tolerance: float = 0.02
         row = by_name.get(name)
         if claims is None or row is None:
             continue
-        loc = spec.instances[name].loc if name in spec.instances else spec.layer(name).loc
-        chw = claims.output_chw()
-        computed_chw = tuple(row["output"]) + (1, 1) if len(row["output"]) == 1 else tuple(row["output"])
-        if chw is not None and tuple(chw) != computed_chw:
-            c, h, w = computed_chw
-            found.append(error(f"output size: the paper says {claims.output}, the spec computes {h}x{w}x{c}",
-                               name, loc, hint=_size_hint(spec, name, tuple(chw), computed_chw)))
+        loc = _row_loc(spec, name)
+        found += _output_size(spec, name, claims, row["output"], loc)
         found += _quantities(spec, claims, name, {"params": loc, "ops": loc}, {"params": row["params"], "ops": row["macs_per_sample"]},
                              tolerance)
         if claims.depth is not None and claims.depth != row["depth"]:
             found.append(warning(f"depth: the paper says {claims.depth}, the spec computes {row['depth']}",
                                  name, loc))
     return found
+
+
+def check_output_claims(spec: Spec, g: nx.DiGraph) -> list[Diagnostic]:
+    """The claimed output sizes (``claims: {output: 28x28x256}``, a table's output column) that
+    differ from the computed ones, each an error at its row: what ``archc validate`` compares, from
+    the graph with shapes alone (:func:`~archcompiler.passes.shapes.infer_shapes`; no cost pass)."""
+    found: list[Diagnostic] = []
+    outputs = row_outputs(g, spec)
+    for name in spec.rows:
+        claims = spec.row_claims(name)
+        if claims is None or claims.output is None or name not in outputs:
+            continue
+        found += _output_size(spec, name, claims, outputs[name], _row_loc(spec, name))
+    return found
+
+
+def row_outputs(g: nx.DiGraph, spec: Spec) -> dict[str, tuple[int, ...]]:
+    """Each top-level row's output shape, as :func:`~archcompiler.passes.analyze.rows` takes it: a
+    block instance's output layer, else the row's last node in the schedule."""
+    last: dict[str, str] = {}
+    for n in schedule(g):
+        if g.nodes[n]["inputs"]:             # the network's input is no row
+            last[row_key(g, n, 1)] = n
+    out = {}
+    for name, node in last.items():
+        instance = spec.instances.get(name)
+        if instance is not None:
+            node = g.graph["layer_output"][instance.output]
+        out[name] = tuple(g.nodes[node]["shape"])
+    return out
+
+
+def count_output_claims(spec: Spec) -> int:
+    """How many rows claim an output size."""
+    return sum(1 for name in spec.rows if (c := spec.row_claims(name)) is not None and c.output is not None)
+
+
+def _row_loc(spec: Spec, name: str) -> Location:
+    return spec.instances[name].loc if name in spec.instances else spec.layer(name).loc
+
+
+def _output_size(spec: Spec, name: str, claims: Any, output: Any, loc: Location) -> list[Diagnostic]:
+    """An error when the row's claimed output size is not the computed ``output`` ([C, H, W] or [F])."""
+    chw = claims.output_chw()
+    computed_chw = tuple(output) + (1, 1) if len(output) == 1 else tuple(output)
+    if chw is None or tuple(chw) == computed_chw:
+        return []
+    if len(computed_chw) != 3:           # a sequence (tokens x dim) where the paper gives a map
+        return [error(f"output size: the paper says {claims.output}, the spec computes "
+                      f"{'x'.join(map(str, computed_chw))}", name, loc)]
+    c, h, w = computed_chw
+    return [error(f"output size: the paper says {claims.output}, the spec computes {h}x{w}x{c}",
+                  name, loc, hint=_size_hint(spec, name, tuple(chw), computed_chw))]
 
 
 def _quantities(spec: Spec, claims: Any, name: str, locs: dict[str, Any], computed_by: dict[str, int],

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import networkx as nx
 
-from ..errors import GraphError, error
+from ..errors import Diagnostic, GraphError, error
 from ..ir import OPS, ShapeError, schedule
+from ..ir.ops import TooSmall
 from ..util import shape_text
+
+# the search for the smallest input that works (a hint when the input is too small): at most this
+# many shape inferences (each about a millisecond for GoogLeNet), square sides up to MAX_SIDE
+SEARCH_TRIES = 20
+MAX_SIDE = 4096
 
 
 def _fmt(shape: tuple[int, ...]) -> str:
@@ -68,6 +76,7 @@ def infer_shapes(g: nx.DiGraph) -> nx.DiGraph:
     """Annotate ``g`` in place (and return it); raise :class:`GraphError` with every located
     problem, each at the spec line of the layer that caused it."""
     problems = []
+    too_small = None                     # the index in problems of the first window left with no output
     for node in schedule(g):
         data = g.nodes[node]
         ins = [g.nodes[i].get("shape") for i in data["inputs"]]
@@ -94,10 +103,83 @@ def infer_shapes(g: nx.DiGraph) -> nx.DiGraph:
         except ShapeError as exc:
             data["shape"] = None
             inputs = ", ".join(f"{i} ({_fmt(s)})" for i, s in zip(data["inputs"], ins))
+            if isinstance(exc, TooSmall) and too_small is None:
+                too_small = len(problems)
             problems.append(error(f"{exc}", data["layer"], data["loc"],
                                   hint=f"inputs: {inputs}" if inputs else None))
     if problems:
+        if too_small is not None:
+            problems[too_small] = _with_smallest_input(g, problems[too_small])
         raise GraphError(problems)
     for u, v in g.edges:
         g.edges[u, v]["shape"] = g.nodes[u]["shape"]
     return g
+
+
+def _fits(g: nx.DiGraph, input_shape: tuple[int, ...]) -> bool:
+    """Whether every node of ``g`` takes its inputs when the network's input is ``input_shape``
+    (computed aside: ``g`` is left as it is)."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for node in schedule(g):
+        data = g.nodes[node]
+        if data["op"] == "input":
+            shapes[node] = input_shape
+            continue
+        ins = [shapes[i] for i in data["inputs"]]
+        op = OPS[data["op"]]
+        if _odd_inputs(op.join, ins):
+            return False
+        try:
+            shapes[node] = tuple(op.shape(data["attrs"], ins))
+        except ShapeError:
+            return False
+    return True
+
+
+def smallest_input(g: nx.DiGraph) -> tuple[tuple[int, ...], bool] | None:
+    """The smallest square input (C, S, S), with the channels of ``g``'s input, whose shapes all work,
+    searched upwards from the input ``g`` has, and whether the search got to one side (S - 1 fails):
+    False when :data:`SEARCH_TRIES` shape inferences ran out first (then S works, a smaller one may).
+    None when the input is no image, when no side up to :data:`MAX_SIDE` works, or on any surprise
+    (this only makes a hint). Doubles the side until one works, then halves the gap: a binary search,
+    exact where every larger input works too, as for convolutions and pooling."""
+    try:
+        inputs = [n for n, d in g.nodes(data=True) if d["op"] == "input"]
+        if len(inputs) != 1:
+            return None
+        shape = tuple(g.nodes[inputs[0]]["attrs"]["shape"])
+        if len(shape) != 3:
+            return None
+        c, h, w = shape
+        low, high, tries = max(min(h, w), 0), None, 0      # low: a side that fails
+        side = max(h, w, 1)
+        while high is None and side < MAX_SIDE and tries < SEARCH_TRIES:
+            side = min(side * 2, MAX_SIDE)
+            tries += 1
+            if _fits(g, (c, side, side)):
+                high = side
+            else:
+                low = side
+        if high is None:
+            return None
+        while high - low > 1 and tries < SEARCH_TRIES:
+            mid = (low + high) // 2
+            tries += 1
+            if _fits(g, (c, mid, mid)):
+                high = mid
+            else:
+                low = mid
+        return (c, high, high), high - low == 1
+    except Exception:           # noqa: BLE001 - a hint must never turn one error into another
+        return None
+
+
+def _with_smallest_input(g: nx.DiGraph, problem: Diagnostic) -> Diagnostic:
+    """``problem`` (a window left with no output) with the smallest input that works in its hint."""
+    found = smallest_input(g)
+    if found is None:
+        return problem
+    shape, exact = found
+    what = "the smallest square input this network takes is" if exact else "a square input that works is"
+    fix = f"{what} {_fmt(shape)}: --set input=[{','.join(map(str, shape))}]"
+    return replace(problem, hint=f"{problem.hint}; {fix}" if problem.hint else fix)

@@ -328,9 +328,22 @@ def _set_path(node: Any, parts: list[str], value: Any, loc: Location, key: str) 
 
 def _close_name(name: str) -> str:
     import difflib
-    close = difflib.get_close_matches(name, zoo.names(), n=1, cutoff=0.6)
+
+    from .source import close_spec_file
     where = "'archc zoo' lists the shipped specs"
+    for suffix in SPEC_SUFFIXES:                # a file here, its suffix left out: mynet for mynet.yaml
+        if Path(name + suffix).is_file():
+            return f"did you mean {name + suffix}? {where}"
+    close = difflib.get_close_matches(name, zoo.names(), n=1, cutoff=0.6)
+    file = close_spec_file(Path(name))          # the closest spec file here, by its name without suffix
+    if file and (not close or _likeness(name, Path(file).stem) > _likeness(name, close[0])):
+        return f"did you mean {file}? {where}"
     return f"did you mean {close[0]!r}? {where}" if close else f"give a file path; {where}"
+
+
+def _likeness(a: str, b: str) -> float:
+    import difflib
+    return difflib.SequenceMatcher(None, a, b).ratio()
 
 
 SPEC_SUFFIXES = (".yaml", ".yml")

@@ -283,6 +283,70 @@ def looks_like_path(source: str | Path) -> bool:
     return source.endswith((".yaml", ".yml", ".pt", ".pth", ".safetensors")) or Path(source).is_file() or ":" not in source
 
 
+_SPEC_SUFFIXES = (".yaml", ".yml")
+_MAX_LISTED = 5000          # the folder entries a suggestion looks at (a huge folder is not read whole)
+
+
+def close_spec_file(path: Path, fuzzy: bool = True) -> str | None:
+    """The existing spec file closest to the missing ``path``, in its folder and written as the user
+    wrote the folder: the same name with the other suffix (``.yaml`` for ``.yml``, either for a name
+    without one), else (``fuzzy``) the file whose name, suffix aside, is closest by difflib; None when
+    none is close. Never raises."""
+    import difflib
+    import itertools
+    import os
+
+    try:
+        folder = path.parent
+        if not folder.is_dir():
+            return None
+        with os.scandir(folder) as entries:
+            names = sorted(e.name for e in itertools.islice(entries, _MAX_LISTED)
+                           if e.name.lower().endswith(_SPEC_SUFFIXES) and e.is_file())
+        stem, suffix = os.path.splitext(path.name)
+        if suffix.lower() not in _SPEC_SUFFIXES:
+            stem, suffix = path.name, ""
+        close = [stem + other for other in _SPEC_SUFFIXES if other != suffix.lower() and stem + other in names]
+        if not close and fuzzy:
+            by_stem = {os.path.splitext(n)[0]: n for n in reversed(names)}     # .yaml before .yml
+            close = [by_stem[m] for m in difflib.get_close_matches(stem, list(by_stem), n=1, cutoff=0.6)]
+    except (OSError, ValueError):       # an unreadable folder, an odd name
+        return None
+    if not close:
+        return None
+    return close[0] if str(folder) in ("", ".") else os.path.join(str(folder), close[0])
+
+
+def missing_file_hint(path: Path) -> str:
+    """What to say when the spec file ``path`` does not exist: the same name with the other suffix
+    in its folder; for a bare file name, a shipped spec of that name (``googlenet.yml``); the closest
+    spec file in its folder (:func:`close_spec_file`); a shipped spec whose name is close; else
+    "check the path"."""
+    import difflib
+
+    try:
+        if not path.parent.is_dir():
+            return f"there is no folder {path.parent}; check the path"
+        here = str(path.parent) in ("", ".")           # a bare file name: perhaps a shipped spec's
+        stem = path.name.rsplit(".", 1)[0]
+        shipped: list[str] = []
+        if here:
+            from . import zoo
+
+            shipped = difflib.get_close_matches(stem, zoo.names(), n=1, cutoff=0.6)
+        close = close_spec_file(path, fuzzy=False)
+        if close is None and shipped and shipped[0] == stem:
+            return f"did you mean {stem!r}, a shipped spec? 'archc zoo' lists them"
+        close = close or close_spec_file(path)
+        if close is not None:
+            return f"did you mean {close}?"
+        if shipped:
+            return f"did you mean {shipped[0]!r}, a shipped spec? 'archc zoo' lists them"
+    except (OSError, ValueError):
+        pass
+    return "check the path"
+
+
 def read_text(path: Path) -> str:
     """A spec file's text; a missing, unreadable, oversized or non-UTF-8 file is a located error."""
     file = str(path)
@@ -291,7 +355,7 @@ def read_text(path: Path) -> str:
             data = f.read(MAX_SPEC_BYTES + 1)
     except FileNotFoundError:
         raise SpecError([error(f"no such spec file: {path}", "", Location(file),
-                               hint="check the path")]) from None
+                               hint=missing_file_hint(path))]) from None
     except IsADirectoryError:
         raise SpecError([error(f"{path} is a folder, not a spec file", "", Location(file))]) from None
     except OSError as exc:

@@ -17,26 +17,44 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                 "(as in a network too large for them), and measure memory bandwidth and per-statement "
                 "overhead. Each time is the median of a few runs, relative to a reference kernel timed just "
                 "before it (a machine whose speed moves while it is measured gets a more consistent profile). "
-                "Writes a profile (JSON) that archc flops --latency and archc profile read. Under a minute on "
-                "2 cores.")
+                "A measurement above what the machine can do (its cores x clock x FLOPs per cycle, a read "
+                "bandwidth twice the fastest read measured) is taken again, and after a few tries no profile "
+                "is written; nor is one when the machine's speed moved more than 3x while it was measured (a "
+                "busy machine), unless --force. Writes a profile (JSON) that archc flops --latency and archc "
+                "profile read. Under a minute on 2 cores.")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="the device to measure (default cpu)")
     p.add_argument("-o", "--output", metavar="FILE",
                    help="where to write the profile (default: ~/.cache/archc/machine-DEVICE.json)")
     p.add_argument("--quick", action="store_true", help="two mid-sized shapes per kind: a few seconds, a rough profile")
+    p.add_argument("--force", action="store_true",
+                   help="write the profile even when the machine's speed moved more than 3x while it was measured "
+                        "(marked as unsteady; a figure above the machine's peak is never written)")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..io import write_text
-    from ..measure.calibrate import calibrate, main_progress, summarize
+    from ..measure.calibrate import CalibrationRefused, calibrate, main_progress, summarize
     from ..passes.latency import default_profile_path, unsteady
+    from ..passes.machine import MOVED_LIMIT, speed_moved
 
     print(f"calibrating {args.device} ({'quick' if args.quick else 'under a minute'})...", file=sys.stderr)
-    profile = calibrate(args.device, progress=main_progress, quick=args.quick)
+    profile = calibrate(args.device, progress=main_progress, quick=args.quick)   # CalibrationRefused: exit 1
+    moved = speed_moved(profile)
+    if moved > MOVED_LIMIT:
+        lo, hi = profile["speed_percentiles"]
+        if not args.force:
+            raise CalibrationRefused(
+                f"no profile written: the machine was busy while it was measured: its speed moved {moved:.1f}x (a "
+                f"reference kernel took {lo:.2f}x-{hi:.2f}x of its median time, 10th to 90th percentile), more than "
+                f"the {MOVED_LIMIT:g}x a profile may move",
+                hint="run archc calibrate again when the machine is idle, or with --force to write it anyway, "
+                     "marked as unsteady")
+        profile["unsteady"] = {"moved": round(moved, 1), "limit": MOVED_LIMIT}
     path = args.output or default_profile_path(args.device)
     write_text(path, json.dumps(profile, indent=1))
     print(summarize(profile))
-    print(f"wrote {path}")
+    print(f"wrote {path}{' (marked as unsteady: written with --force)' if profile.get('unsteady') else ''}")
     warning = unsteady(profile)
     if warning:
         print(f"warning: {warning}", file=sys.stderr)

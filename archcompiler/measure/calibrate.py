@@ -16,6 +16,16 @@ activations do not fit in the cache; prediction mixes the two by how much of the
 kind's fixed cold penalty (see :func:`_warm_cold`). Each time is the median of a few runs, relative to a reference kernel timed just before it,
 scaled to the machine's typical speed (see :class:`Reference`): the statistic ``archc profile``
 measures, so the two compare like with like.
+
+A busy machine can make that scaling lie: a reference run stalled by other load makes the kernel
+timed after it look many times faster than it is (on a loaded 2-core machine a 7x7 convolution came
+out at 31,373 GFLOP/s). So every measurement is checked against what the hardware can do at most
+(:class:`Peak`: :func:`peak_flops_bound` from the CPU's cores, clock and SIMD width, and a read
+bandwidth bound, :func:`read_bound`); one above it is taken again, up to :data:`MAX_TRIES` times in
+all, and then the calibration is refused (:class:`CalibrationRefused`: no profile is written). A
+calibration during which the machine's speed moved more than
+:data:`~archcompiler.passes.machine.MOVED_LIMIT` is refused by ``archc calibrate`` too, unless
+``--force`` (the profile then carries ``unsteady``).
 """
 
 from __future__ import annotations
@@ -23,17 +33,21 @@ from __future__ import annotations
 import math
 import os
 import platform
+import re
 import statistics
+import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from ..backends.torch.runtime import conv_act
-from ..passes.machine import VERSION, is_compute
+from ..errors import ArchcError, error
+from ..passes.machine import LAYOUTS, VERSION, is_compute, speed_moved
 
 # The grid of shapes measured for each kind: channels from 8 to 832 and maps from 4x4 to 56x56
 # (224 for the 7x7/2 stem), as in GoogLeNet (at full and reduced width), ResNet and VGG; batch 1
@@ -61,8 +75,184 @@ SIZES = [(16, 32), (48, 16), (128, 8), (256, 4), (64, 56), (192, 28), (480, 14),
          (32, 112)]
 QUICK = {(64, 64, 28), (192, 128, 14), (192, 192, 14), (3, 64, 112), (3, 16, 64)}   # --quick: mid-sized shapes only
 QUICK_SIZES = [(64, 56), (192, 28)]
+ELEMENTWISE_OPS = {     # the element-wise kinds: their call, and their work (element operations) for channels and map size
+    "relu": (lambda x: F.relu(x, inplace=True), lambda c, s: c * s * s),
+    "batch_norm": (None, lambda c, s: c * s * s),
+    "max_pool": (lambda x: F.max_pool2d(x, 3, 1, 1), lambda c, s: c * s * s * 9),
+    "max_pool_s2": (lambda x: F.max_pool2d(x, 3, 2, 1, ceil_mode=True),
+                    lambda c, s: c * math.ceil(s / 2) ** 2 * 9),
+    "avg_pool": (lambda x: F.avg_pool2d(x, 3, 1, 1), lambda c, s: c * s * s * 9),
+    "adaptive_pool": (lambda x: F.adaptive_avg_pool2d(x, 1), lambda c, s: c * s * s),
+    "lrn": (lambda x: F.local_response_norm(x, 5), lambda c, s: c * s * s * 5),
+    "concat": (lambda x: torch.cat(x, 1), lambda c, s: c * s * s),
+    "add": (lambda x: x[0] + x[1], lambda c, s: c * s * s),
+}
 COLD_S = 0.001          # kernels longer than this are timed warm only (see _warm_cold)
 FIXED = (8, 2)          # channels and map size of the minimal shape that gives each kind's fixed cost
+
+# What a measurement may not exceed (see Peak). Every figure is generous on purpose: the bound is there to
+# catch what load makes of the scaling (hundreds of times the hardware's speed), never a figure the
+# hardware can reach.
+FMA_UNITS = 2           # vector FMA units per core assumed: two, the most any x86 or Arm core has
+CLOCK_MARGIN = 1.5      # a maximum clock the system states (cpufreq, lscpu), times this: room for a boost above it
+NOMINAL_CLOCK_MARGIN = 2.0  # the "cpu MHz" of /proc/cpuinfo (what a virtual machine, without cpufreq, offers: its
+#                             host's nominal clock), times this: a server core's boost reaches 1.9x its base clock
+#                             (2.0 -> 3.8 GHz); a 2.6 GHz VM's core ran a convolution at 196 GFLOP/s on one thread,
+#                             3.1 GHz at least, at the most FLOPs per cycle AVX-512 allows
+FALLBACK_MHZ = 5000.0   # the clock assumed when none can be read (5 GHz: above every shipping CPU's boost)
+GPU_FLOPS_PER_SM_CYCLE = 8192   # a GPU: per multiprocessor and cycle, twice a Blackwell SM's dense TF32 rate
+GPU_MHZ = 3000.0                # and at 3 GHz, above any GPU's boost clock (torch does not report it)
+BANDWIDTH_MARGIN = 2.0  # the read bandwidth written may be at most this times the fastest read of the same
+#                         buffer timed by itself (read_bound): load only slows a run down, so the fastest
+#                         of several runs is the nearest to what the memory can do
+MAX_TRIES = 3           # a measurement above the peak is taken again, at most this many times in all
+
+
+class CalibrationRefused(ArchcError):
+    """No profile is written: a measurement stayed above what the machine can do, or the machine's
+    speed moved too much while it was measured (``archc calibrate`` exits 1 with the message)."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__([error(message, hint=hint)])
+
+
+def simd_lanes(flags: Iterable[str]) -> int:
+    """fp32 lanes of the widest vector unit the CPU flags announce (avx512f: 16, avx/avx2/fma: 8,
+    sse/neon/asimd: 4). No flags or none known (another architecture, a system that hides them): 16,
+    the widest, so that the bound stays an upper bound. (SVE is taken at 512 bits, the widest shipped.)"""
+    flags = {f.lower() for f in flags}
+    if not flags or flags & {"avx512f", "sve", "sve2"}:
+        return 16
+    if flags & {"avx", "avx2", "fma"}:
+        return 8
+    if flags & {"sse", "sse2", "asimd", "neon"}:
+        return 4
+    return 16
+
+
+def peak_flops_bound(cores: int, mhz: float | None, flags: Iterable[str], margin: float = CLOCK_MARGIN) -> float:
+    """FLOP/s no measurement on this CPU can exceed: cores x clock x FLOPs per cycle per core, each
+    generous. FLOPs per cycle: 2 (a fused multiply-add) x fp32 lanes (:func:`simd_lanes`) x
+    :data:`FMA_UNITS`; the clock: ``mhz`` (read from the system, see :func:`cpu_facts`) times ``margin``
+    (:func:`clock_margin`), or :data:`FALLBACK_MHZ` when none was read. An element-wise kernel's
+    operations count against it too (one per element and step: no core does more vector operations
+    per cycle than it has vector units x lanes). ``cores``: the logical CPUs the process may run on."""
+    clock_hz = 1e6 * (mhz * margin if mhz else FALLBACK_MHZ)
+    return max(cores, 1) * clock_hz * 2 * simd_lanes(flags) * FMA_UNITS
+
+
+@dataclass(frozen=True)
+class CpuFacts:
+    """What :func:`peak_flops_bound` needs: logical CPUs, the maximum clock in MHz (None: unreadable)
+    and where it was read, and the CPU flags."""
+
+    cores: int
+    mhz: float | None
+    flags: frozenset[str]
+    clock_source: str = "none"
+
+
+def parse_cpu_facts(cores: int, max_freq_khz: str | None = None, lscpu: str | None = None,
+                    cpuinfo: str | None = None) -> CpuFacts:
+    """:class:`CpuFacts` from the texts the system offers, each None when unreadable: the clock from
+    ``cpuinfo_max_freq`` (kHz; what cpufreq states as the maximum), else lscpu's "CPU max MHz", else
+    the highest "cpu MHz" of ``/proc/cpuinfo`` (a virtual machine, which has no cpufreq, states its
+    host's nominal clock there); flags from ``/proc/cpuinfo`` ("flags", or "Features" on Arm)."""
+    mhz, source = None, "none"
+    try:
+        if max_freq_khz and float(max_freq_khz.split()[0]) > 0:
+            mhz, source = float(max_freq_khz.split()[0]) / 1e3, "cpuinfo_max_freq"
+    except ValueError:
+        pass
+    if mhz is None and lscpu:
+        m = re.search(r"^CPU max MHz:\s*([0-9.]+)", lscpu, re.MULTILINE)
+        if m and float(m.group(1)) > 0:
+            mhz, source = float(m.group(1)), "lscpu"
+    flags: set[str] = set()
+    if cpuinfo:
+        speeds = [float(v) for v in re.findall(r"^cpu MHz\s*:\s*([0-9.]+)", cpuinfo, re.MULTILINE)]
+        if mhz is None and speeds and max(speeds) > 0:
+            mhz, source = max(speeds), "cpu MHz"
+        m = re.search(r"^(?:flags|Features)\s*:(.*)$", cpuinfo, re.MULTILINE)
+        if m:
+            flags = set(m.group(1).split())
+    return CpuFacts(max(cores, 1), mhz, frozenset(flags), source)
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def cpu_facts() -> CpuFacts:
+    """This machine's :class:`CpuFacts` (see :func:`parse_cpu_facts`)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    max_freq = _read("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq")
+    lscpu = None
+    if not max_freq:
+        try:
+            lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=5,
+                                   env={**os.environ, "LC_ALL": "C"}).stdout
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return parse_cpu_facts(cores, max_freq, lscpu, _read("/proc/cpuinfo"))
+
+
+def clock_margin(source: str) -> float:
+    """What the clock read from ``source`` (:attr:`CpuFacts.clock_source`) is multiplied by in the bound:
+    :data:`NOMINAL_CLOCK_MARGIN` for /proc/cpuinfo's "cpu MHz" (a nominal clock), else :data:`CLOCK_MARGIN`."""
+    return NOMINAL_CLOCK_MARGIN if source == "cpu MHz" else CLOCK_MARGIN
+
+
+@dataclass(frozen=True)
+class Peak:
+    """The bounds every measurement is checked against: ``flops_per_s`` (operations of any kernel:
+    FLOPs of a convolution or linear layer, element operations of the others; None: not checked) and
+    ``bytes_per_s`` (the read bandwidth; None: measured by :func:`read_bound` when it is needed),
+    with ``basis``, how the first was reached, in words."""
+
+    flops_per_s: float | None
+    bytes_per_s: float | None = None
+    basis: str = ""
+
+
+def machine_peak(device: torch.device) -> Peak:
+    """This machine's :class:`Peak`: on a CPU, :func:`peak_flops_bound` of :func:`cpu_facts`; on a
+    GPU, its multiprocessors x :data:`GPU_FLOPS_PER_SM_CYCLE` x :data:`GPU_MHZ`."""
+    if device.type == "cuda":
+        sms = getattr(torch.cuda.get_device_properties(device), "multi_processor_count", 0)
+        if not sms:
+            return Peak(None, basis="no bound: the GPU's multiprocessors are unknown")
+        return Peak(sms * GPU_FLOPS_PER_SM_CYCLE * GPU_MHZ * 1e6,
+                    basis=f"{sms} multiprocessors x {GPU_MHZ / 1e3:.1f} GHz x {GPU_FLOPS_PER_SM_CYCLE} FLOPs per cycle")
+    facts = cpu_facts()
+    margin = clock_margin(facts.clock_source)
+    clock = facts.mhz * margin if facts.mhz else FALLBACK_MHZ
+    per_cycle = 2 * simd_lanes(facts.flags) * FMA_UNITS
+    where = f"{margin:g}x the {facts.mhz:.0f} MHz of {facts.clock_source}" if facts.mhz else "none readable, assumed"
+    return Peak(peak_flops_bound(facts.cores, facts.mhz, facts.flags, margin),
+                basis=f"{facts.cores} cores x {clock / 1e3:.1f} GHz ({where}) x {per_cycle} FLOPs per cycle")
+
+
+def read_bound(read: Callable[[], Any], nbytes: int, sync: Callable[[], None], runs: int = 5) -> float:
+    """The read bandwidth no measurement may exceed: :data:`BANDWIDTH_MARGIN` x ``nbytes`` over the
+    fastest of ``runs`` runs of ``read`` (after one untimed), each timed by itself (no reference
+    kernel: its time is the hardware's, or slower when the machine is busy, never faster)."""
+    read()
+    sync()
+    best = math.inf
+    for _ in range(runs):
+        start = time.perf_counter()
+        read()
+        sync()
+        best = min(best, time.perf_counter() - start)
+    return BANDWIDTH_MARGIN * nbytes / max(best, 1e-9)
 
 
 def _timer(fn: Callable[[], Any], repeats: int = 5, budget: float = 0.1,
@@ -138,13 +328,18 @@ def conv_shapes(kind: str, quick: bool = False) -> list[tuple[int, int, int]]:
     return [shape for shape in shapes if shape in QUICK] if quick else shapes
 
 
-def _measure_kernels(dev: torch.device, timed: Callable[[Callable[[], Any]], float | None], quick: bool,
+Timed = Callable[[Callable[[], Any], float, str], float | None]
+
+
+def _measure_kernels(dev: torch.device, timed: Timed, quick: bool,
                      say: Callable[[str], None]) -> tuple[dict[str, list[list]], dict[str, float | None]]:
     """One pass over the grid: {kind/layout: [[batch, in, out, size, work, time], ...]} and each
-    kind's fixed cost, times as ``timed`` gives them."""
+    kind's fixed cost, times as ``timed(fn, operations, label)`` gives them (operations: FLOPs of a
+    compute kernel, element operations of the others, what :class:`Peak` bounds; label: the shape,
+    in words)."""
     kernels: dict[str, list[list[float]]] = {}      # key -> [[batch, in, out, size, work, seconds], ...]
     fixed: dict[str, float] = {}                     # key -> seconds of the statement at a minimal shape
-    for layout in ("nchw", "nhwc"):
+    for layout in LAYOUTS:
         fmt = torch.contiguous_format if layout == "nchw" else torch.channels_last
         for kind, (k, stride, pad) in CONVS.items():
             say(f"{kind} ({layout})")
@@ -162,7 +357,7 @@ def _measure_kernels(dev: torch.device, timed: Callable[[Callable[[], Any]], flo
                     else:
                         def run(x=x, conv=conv):
                             return conv(x)
-                    seconds = timed(run)
+                    seconds = timed(run, 2 * macs, f"{kind}/{layout} {cin}->{cout} on {size}x{size}, batch {batch}")
                     if size == FIXED[1] and cin == FIXED[0]:
                         fixed[f"{kind}/{layout}"] = seconds
                         break
@@ -174,7 +369,7 @@ def _measure_kernels(dev: torch.device, timed: Callable[[Callable[[], Any]], flo
         lin = torch.nn.Linear(fin, fout).to(dev)
         for batch in (1, 8, 32):
             x = torch.randn(batch, fin, device=dev)
-            seconds = timed(lambda lin=lin, x=x: lin(x))
+            seconds = timed(lambda lin=lin, x=x: lin(x), 2 * batch * fin * fout, f"linear {fin}->{fout}, batch {batch}")
             if fin == FIXED[0]:
                 fixed["linear"] = seconds
                 break
@@ -199,27 +394,15 @@ def _measure_kernels(dev: torch.device, timed: Callable[[Callable[[], Any]], flo
                     def run(mod=mod, x=x):
                         with torch.no_grad():
                             return mod(x, x, x, need_weights=False)[0]
-                seconds = timed(run)
+                seconds = timed(run, 2 * batch * macs, f"{name} {d}, {other}, {tokens} tokens, batch {batch}")
                 if d == FIXED[0]:
                     fixed[name] = seconds
                     break
                 points.append([batch, d, other, tokens, batch * macs, seconds])
         kernels[name] = points
-    elementwise = {
-        "relu": (lambda x: F.relu(x, inplace=True), lambda c, s: c * s * s),
-        "batch_norm": (None, lambda c, s: c * s * s),
-        "max_pool": (lambda x: F.max_pool2d(x, 3, 1, 1), lambda c, s: c * s * s * 9),
-        "max_pool_s2": (lambda x: F.max_pool2d(x, 3, 2, 1, ceil_mode=True),
-                        lambda c, s: c * math.ceil(s / 2) ** 2 * 9),
-        "avg_pool": (lambda x: F.avg_pool2d(x, 3, 1, 1), lambda c, s: c * s * s * 9),
-        "adaptive_pool": (lambda x: F.adaptive_avg_pool2d(x, 1), lambda c, s: c * s * s),
-        "lrn": (lambda x: F.local_response_norm(x, 5), lambda c, s: c * s * s * 5),
-        "concat": (lambda x: torch.cat(x, 1), lambda c, s: c * s * s),
-        "add": (lambda x: x[0] + x[1], lambda c, s: c * s * s),
-    }
-    for layout in ("nchw", "nhwc"):
+    for layout in LAYOUTS:
         fmt = torch.contiguous_format if layout == "nchw" else torch.channels_last
-        for name, (fn, work) in elementwise.items():
+        for name, (fn, work) in ELEMENTWISE_OPS.items():
             say(f"{name} ({layout})")
             points = []
             for c, s in [FIXED] + (QUICK_SIZES if quick else SIZES):
@@ -233,7 +416,7 @@ def _measure_kernels(dev: torch.device, timed: Callable[[Callable[[], Any]], flo
 
                     def op(fn=fn, x=x, bn=bn):
                         return bn(x) if bn is not None else fn(x)
-                    seconds = timed(op)
+                    seconds = timed(op, batch * work(c, s), f"{name}/{layout} {c} channels on {s}x{s}, batch {batch}")
                     if (c, s) == FIXED:
                         fixed[f"{name}/{layout}"] = seconds
                         break
@@ -283,36 +466,60 @@ class Reference:
         return statistics.median(self.samples)
 
 
-def calibrate(device: str = "cpu", progress: Callable[[str], None] | None = None, quick: bool = False) -> dict[str, Any]:
+def calibrate(device: str = "cpu", progress: Callable[[str], None] | None = None, quick: bool = False,
+              peak: Peak | None = None) -> dict[str, Any]:
     """Measure this machine; returns the machine profile (a JSON-able dict). ``quick`` measures
-    two shapes of each kind (a few seconds; a rough profile)."""
+    two shapes of each kind (a few seconds; a rough profile). ``peak``: the bounds measurements are
+    checked against (default :func:`machine_peak`, and :func:`read_bound` for the bandwidth).
+    Raises :class:`CalibrationRefused` when a measurement stays above them in :data:`MAX_TRIES` tries.
+    (Whether the machine's speed moved more than ``MOVED_LIMIT`` is the caller's to decide, from the
+    profile's ``speed_percentiles``.)"""
     say = progress or (lambda text: None)
     dev = torch.device(device)
     sync = (lambda: torch.cuda.synchronize()) if dev.type == "cuda" else (lambda: None)
+    peak = peak if peak is not None else machine_peak(dev)
     reference = Reference(dev, sync)
     flush = ColdCache(dev, sync)
+    retaken = 0
 
-    def relative(fn: Callable[[], Any], before: Callable[[], None] | None = None) -> float:
-        """``fn``'s time in units of the reference kernel's time just before it."""
+    def relative(fn: Callable[[], Any], amount: float, label: str, before: Callable[[], None] | None = None,
+                 limit: float | None = None, unit: str = "FLOP/s") -> float:
+        """``fn``'s time in units of the reference kernel's time just before it. ``amount`` (operations,
+        or bytes with ``unit`` "B/s") over that time at the machine's typical speed so far, or over the
+        time as measured, may not exceed ``limit`` (default: the peak FLOP/s): a time that does is
+        measured again, reference included, and after MAX_TRIES tries the calibration is refused."""
+        nonlocal retaken
+        limit = peak.flops_per_s if limit is None else limit
+
         def run() -> None:
             fn()
             sync()
-        now = reference()
-        return _timer(run, before=before) / now
+        for attempt in range(MAX_TRIES):
+            now = reference()
+            seconds = _timer(run, before=before)
+            ratio = seconds / now
+            fastest = min(seconds, ratio * reference.typical)
+            rate = amount / fastest if fastest > 0 else math.inf
+            if limit is None or rate <= limit:
+                return ratio
+            if attempt + 1 < MAX_TRIES:
+                retaken += 1
+        raise _too_fast(label, rate, limit, unit, peak, reference)
 
     warm: list[float] = []
 
-    def warm_pass(fn: Callable[[], Any]) -> float:
-        warm.append(relative(fn))
+    def warm_pass(fn: Callable[[], Any], ops: float, label: str) -> float:
+        warm.append(relative(fn, ops, label))
         return warm[-1]
 
-    def cold_pass() -> Callable[[Callable[[], Any]], float | None]:
+    def cold_pass() -> Timed:
         """The grid again, each run after the caches are flushed (None: a long kernel, not timed cold)."""
         previous = iter(list(warm))
 
-        def timed(fn: Callable[[], Any]) -> float | None:
+        def timed(fn: Callable[[], Any], ops: float, label: str) -> float | None:
             earlier = next(previous)
-            return None if earlier * reference.typical > COLD_S else relative(fn, before=flush)
+            return None if earlier * reference.typical > COLD_S else relative(fn, ops, f"{label}, caches flushed",
+                                                                                before=flush)
         return timed
 
     started = time.perf_counter()
@@ -326,9 +533,24 @@ def calibrate(device: str = "cpu", progress: Callable[[str], None] | None = None
         fixed = {key: [scale * t for t in _warm_cold(seconds, fixed_cold[key])] for key, seconds in fixed_hot.items()}
         kernels = {key: [p[:5] + list(_warm_cold(scale * p[5], scaled(cold[key][j][5]), fixed[key][1] - fixed[key][0]))
                          for j, p in enumerate(points)] for key, points in hot.items()}
+        if peak.flops_per_s is not None:        # each was checked at the typical speed of its moment; now at the final one
+            for key, points in kernels.items():
+                for p in points:
+                    rate = (2 if is_compute(key) else 1) * p[4] / min(p[5], p[6])
+                    if rate > peak.flops_per_s:
+                        raise _too_fast(f"{key} {p[1]:.0f}->{p[2]:.0f} on {p[3]:.0f}x{p[3]:.0f}, batch {p[0]:.0f}, "
+                                        "at the typical speed of the whole calibration", rate, peak.flops_per_s,
+                                        "FLOP/s", peak, reference, tries=False)
         say("memory bandwidth, statement overhead")
         big = torch.randn((4 if quick else 32) * 2**20, device=dev)
-        read_s = scale * relative(lambda: big.sum())
+        nbytes = big.numel() * 4
+        if peak.bytes_per_s is None:
+            peak = replace(peak, bytes_per_s=read_bound(lambda: big.sum(), nbytes, sync))
+        read_s = scale * relative(lambda: big.sum(), nbytes, "the memory bandwidth (read)", limit=peak.bytes_per_s,
+                                  unit="B/s")
+        if nbytes / read_s > peak.bytes_per_s:
+            raise _too_fast("the memory bandwidth (read), at the typical speed of the whole calibration",
+                            nbytes / read_s, peak.bytes_per_s, "B/s", peak, reference, tries=False)
         small = torch.randn(1, 64, 1, 1, device=dev)
         views = [lambda: torch.flatten(small, 1), lambda: F.dropout(small, 0.4, False), lambda: small[:, 8:16]]
         call_s = sum(_timer(v, repeats=50) for v in views) / len(views)
@@ -341,16 +563,39 @@ def calibrate(device: str = "cpu", progress: Callable[[str], None] | None = None
         "python": platform.python_version(),
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
         "seconds": round(time.perf_counter() - started, 1),
-        "bandwidth_bytes_per_s": big.numel() * 4 / read_s,
+        "bandwidth_bytes_per_s": nbytes / read_s,
         "call_overhead_s": call_s,
         "reference_s": scale,
         "speed_range": [_ratio(min(reference.samples) / scale), _ratio(max(reference.samples) / scale)],
         "speed_percentiles": _percentiles(reference.samples, scale),
+        "peak": {"flops_per_s": peak.flops_per_s, "bytes_per_s": peak.bytes_per_s, "basis": peak.basis},
+        "retaken": retaken,
         "cache_bytes": cache_bytes(dev),
         "fixed_s": {key: warm for key, (warm, _) in fixed.items()},
         "fixed_cold_s": {key: cold for key, (_, cold) in fixed.items()},
         "kernels": kernels,
     }
+
+
+def _rate(value: float, unit: str) -> str:
+    return f"{value / 1e9:.1f} G{unit}" if unit != "B/s" else f"{value / 1e9:.1f} GB/s"
+
+
+def _too_fast(label: str, rate: float, limit: float, unit: str, peak: Peak, reference: Reference,
+              tries: bool = True) -> CalibrationRefused:
+    """The refusal of a measurement above the peak: which one, how fast, the bound and its basis, and
+    how far the machine's speed had moved so far."""
+    samples = reference.samples
+    moved = speed_moved({"speed_percentiles": _percentiles(samples, statistics.median(samples))})
+    basis = peak.basis if unit != "B/s" else f"{BANDWIDTH_MARGIN:g}x the fastest read of the same buffer"
+    what = (f"measured above what this machine can do in each of {MAX_TRIES} tries (the last at {_rate(rate, unit)}; "
+            f"the bound: {_rate(limit, unit)}, {basis})" if tries else
+            f"measured at {_rate(rate, unit)}, above what this machine can do ({_rate(limit, unit)}: {basis})")
+    return CalibrationRefused(
+        f"no profile written: {label} {what}; the machine was busy (its speed moved {moved:.1f}x while it was "
+        "measured, 10th to 90th percentile of a reference kernel)",
+        hint="run archc calibrate again when the machine is idle; --force does not write a figure the hardware "
+             "cannot reach (and if it is refused on an idle machine, the bound is wrong for it: please report it)")
 
 
 def _percentiles(samples: list[float], scale: float) -> list[float]:
@@ -394,6 +639,12 @@ def summarize(profile: dict[str, Any]) -> str:
              f"  the reference kernel took {profile['speed_percentiles'][0]:.2f}x-{profile['speed_percentiles'][1]:.2f}x "
              f"of its median time while measuring (10th to 90th percentile; the profile holds every kernel at the "
              f"median speed)"]
+    peak = profile.get("peak") or {}
+    if peak.get("flops_per_s"):
+        lines.append(f"  every figure checked against this machine's peak: {peak['flops_per_s'] / 1e9:.1f} GFLOP/s "
+                     f"({peak.get('basis', '')}), read bandwidth {(peak.get('bytes_per_s') or 0) / 1e9:.1f} GB/s "
+                     f"({BANDWIDTH_MARGIN:g}x the fastest read); {profile.get('retaken', 0)} measurements taken again "
+                     "for exceeding it")
     for kind, points in sorted(profile["kernels"].items()):
         if is_compute(kind):
             best = max(2 * p[4] / p[5] for p in points)
@@ -401,4 +652,6 @@ def summarize(profile: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["calibrate", "summarize", "main_progress", "Reference"]
+__all__ = ["calibrate", "summarize", "main_progress", "Reference", "CalibrationRefused", "Peak", "CpuFacts",
+           "peak_flops_bound", "simd_lanes", "parse_cpu_facts", "cpu_facts", "machine_peak", "read_bound",
+           "MAX_TRIES"]

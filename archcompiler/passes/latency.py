@@ -26,7 +26,7 @@ import networkx as nx
 
 from ..ir import MEMORY, OPS, STATEMENT
 from ..ir.plan import plan
-from .machine import FALLBACK, default_profile_path, is_compute, kernel_key, load_profile
+from .machine import FALLBACK, MOVED_LIMIT, default_profile_path, is_compute, kernel_key, load_profile, speed_moved
 
 UNSTEADY = 1.5              # the reference kernel's 90th over 10th percentile beyond which a profile is suspect
 
@@ -88,12 +88,17 @@ def unsteady(profile: dict[str, Any]) -> str | None:
     """A warning when the machine's speed moved while it was calibrated, else None. Calibrate times a
     reference kernel about 1,800 times; on a steady stretch of the VM of benchmarks/RESULTS.md its
     10th and 90th percentiles lay 8-13% apart, on a busy or shared machine they can be 1.8x apart, and a prediction
-    from that profile is only as good as the speed the machine happens to run at later."""
+    from that profile is only as good as the speed the machine happens to run at later. A profile that
+    ``archc calibrate --force`` wrote although it moved more than calibrate accepts (``unsteady``) says so."""
     lo, hi = profile.get("speed_percentiles") or (1.0, 1.0)
-    if lo > 0 and hi / lo <= UNSTEADY:
+    forced = profile.get("unsteady")
+    moved = speed_moved(profile)
+    if not forced and lo > 0 and moved <= UNSTEADY:
         return None
-    return (f"this machine's speed moved {hi / max(lo, 1e-3):.1f}x while it was calibrated (the reference kernel took "
-            f"{lo:.2f}x-{hi:.2f}x of its median time, 10th to 90th percentile): it was busy or is shared, and "
+    how = (f"; archc calibrate refuses more than {forced.get('limit') or MOVED_LIMIT:g}x and wrote it only because "
+           "of --force" if forced else "")
+    return (f"this machine's speed moved {moved:.1f}x while it was calibrated (the reference kernel took "
+            f"{lo:.2f}x-{hi:.2f}x of its median time, 10th to 90th percentile{how}): it was busy or is shared, and "
             f"measured times can differ from the prediction by as much; run archc calibrate again when it is idle")
 
 

@@ -5,8 +5,10 @@ latency pass (:mod:`archcompiler.passes.latency`, which predicts from one withou
 A profile is a JSON object: ``archc_machine_profile`` (:data:`VERSION`), the machine's memory
 bandwidth, per-statement overhead, reference kernel time and cache size, and per kernel key
 (:func:`kernel_key`: a class of :data:`KERNELS`, with the memory layout for those timed per layout)
-its fixed cost warm and cold and its measured shapes. The op table names, for every op, the class
-of kernel it runs as (``archcompiler.ir.ops``: ``OpDef.latency``).
+its fixed cost warm and cold and its measured shapes; ``speed_percentiles``, how far the machine's
+speed moved while it was measured (:func:`speed_moved`), and ``unsteady`` (:class:`Unsteady`) when
+``archc calibrate --force`` wrote it although that was more than calibrate accepts. The op table
+names, for every op, the class of kernel it runs as (``archcompiler.ir.ops``: ``OpDef.latency``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,14 @@ COMPUTE = (*CONVOLUTIONS, "linear", "matmul", "attention")
 ELEMENTWISE = ("relu", "batch_norm", "max_pool", "max_pool_s2", "avg_pool", "adaptive_pool", "lrn", "concat", "add")
 KERNELS = (*COMPUTE, *ELEMENTWISE)
 UNLAID = ("linear", "matmul", "attention")   # timed once, without a memory layout: their key has none
+# archc calibrate writes no profile (without --force) when the reference kernel's 90th percentile time was more
+# than this times its 10th while it measured (speed_moved): the machine was busy, and a profile measured so says
+# little about it (a 2-core machine under load moved 361x, and its profile predicted a 0.18 ms layer at 144 ms).
+# An idle machine stays within 1.15x (the VM of benchmarks/RESULTS.md), and a one-thread calibration on a 2-core
+# machine that other processes kept busy within 1.3x; two threads there (each waits for the other at every kernel,
+# and the other is often not running) moved 14x to 186x. 3x leaves a busy machine room, and refuses what makes the
+# prediction meaningless.
+MOVED_LIMIT = 3.0
 # A profile calibrated before a class existed times it like another one, by its work
 FALLBACK = {"matmul": "linear", "attention": "linear"}
 
@@ -49,6 +59,22 @@ def is_compute(key: str) -> bool:
 Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
 
+class Unsteady(BaseModel):
+    """The mark of a profile written with ``archc calibrate --force`` although the machine's speed
+    moved more than calibrate accepts: ``moved``, :func:`speed_moved`; ``limit``, what it accepts."""
+
+    model_config = ConfigDict(extra="allow")
+    moved: Positive
+    limit: Positive | None = None
+
+
+def speed_moved(profile: dict[str, Any]) -> float:
+    """How far the machine's speed moved while it was calibrated: the reference kernel's 90th
+    percentile time over its 10th (1.0: steady, or a profile from before the percentiles were kept)."""
+    lo, hi = profile.get("speed_percentiles") or (1.0, 1.0)
+    return hi / max(lo, 1e-3)
+
+
 class Profile(BaseModel):
     """What prediction reads from a machine profile: a profile is a file anyone can hand archc
     (``--machine FILE``), so it is checked like a spec before any number in it is used."""
@@ -60,6 +86,7 @@ class Profile(BaseModel):
     reference_s: Positive
     cache_bytes: Positive
     speed_percentiles: Annotated[list[Positive], Field(min_length=2, max_length=2)] | None = None
+    unsteady: Unsteady | None = None
     fixed_s: dict[str, Positive]
     fixed_cold_s: dict[str, Positive]
     # [batch, channels in, channels out, map size, work, seconds warm, seconds cold]: all positive
@@ -125,5 +152,5 @@ def load_profile(path: str | Path | None = None, device: str = "cpu") -> dict[st
 
 
 __all__ = ["VERSION", "LAYOUTS", "CONVOLUTIONS", "COMPUTE", "ELEMENTWISE", "KERNELS", "UNLAID", "FALLBACK",
-           "kernel_key", "is_compute",
-           "Profile", "default_profile_path", "shipped_profile_path", "default_note", "load_profile"]
+           "kernel_key", "is_compute", "speed_moved", "MOVED_LIMIT",
+           "Profile", "Unsteady", "default_profile_path", "shipped_profile_path", "default_note", "load_profile"]

@@ -35,8 +35,7 @@ EXAMPLES: dict[str, list[str]] = {
              "archc diff resnet50 resnext50_32x4d --layers"],
     "schema": ["archc schema -o archc.schema.json", "archc schema"],
     "train": ["archc train specs/googlenet-small.yaml --data digits/ --set num_classes=2 --epochs 2 --out runs/small",
-              "archc train specs/googlenet-small.yaml --data digits/ --set num_classes=2 --epochs 3 --out runs/small "
-              "--resume"],
+              "archc train --out runs/small --resume --epochs 3"],
     "evaluate": ["archc evaluate specs/googlenet-small.yaml --set num_classes=2 --weights runs/small/best.pt "
                  "--data digits/",
                  "archc evaluate runs/small/best.pt --data digits/ --format json --plot none"],

@@ -15,22 +15,27 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                 "every flag overrides its field). Writes a run folder: spec.yaml, args.json, metrics.csv, "
                 "curves.png, last.pt (resumable), best.pt, and the same weights as last.safetensors and best.safetensors. "
                 "Fine-tuning: --weights a checkpoint of another class count starts the classifier layers afresh; "
-                "--freeze keeps the layers up to one as they are. Several processes: "
+                "--freeze keeps the layers up to one as they are. A stopped run (Ctrl-C) continues with "
+                "archc train --out DIR --resume: the run folder's args.json holds its arguments. Several processes: "
                 "torchrun --nproc-per-node N -m archcompiler train ...")
-    p.add_argument("spec", metavar="SPEC", help="the spec file (YAML)")
-    p.add_argument("--data", required=True, metavar="DIR", help="training images: DIR/CLASS/*.jpg, one folder per class")
+    p.add_argument("spec", metavar="SPEC", nargs="?",
+                   help="the spec file (YAML); with --resume, the run folder's (its spec.yaml) unless given")
+    p.add_argument("--data", metavar="DIR",
+                   help="training images: DIR/CLASS/*.jpg, one folder per class (with --resume, the run's unless given)")
     p.add_argument("--val", metavar="DIR", help="validation images, laid out like --data (default: --val-split)")
-    p.add_argument("--val-split", type=float, default=0.1, metavar="FRACTION",
+    p.add_argument("--val-split", type=float, metavar="FRACTION",
                    help="hold out this fraction of each class for validation when --val is not given (default 0.1; 0: none)")
     p.add_argument("--epochs", type=positive, metavar="N", help="train.epochs")
     p.add_argument("--batch-size", type=positive, metavar="N", help="train.batch_size (the global batch)")
     p.add_argument("--lr", type=float, metavar="X", help="train.lr")
-    p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto", help="where to train (default auto)")
+    p.add_argument("--device", choices=["cpu", "cuda", "auto"], help="where to train (default auto)")
     p.add_argument("--workers", type=int, metavar="N", help="data-loading processes (default: up to 4)")
     p.add_argument("--amp", action="store_true", help="mixed precision (float16 on CUDA, bfloat16 on CPU)")
     p.add_argument("--out", metavar="DIR", help="the run folder (default: runs/SPEC_NAME-N, a new one per run)")
     p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out (default: the latest) exactly where it stopped; --epochs may extend it")
+                   help="continue the run in --out (default: SPEC's latest) exactly where it stopped, with the "
+                        "arguments it began with (its args.json); a flag given again overrides its value, and "
+                        "says so: --epochs may extend the run")
     p.add_argument("--weights", metavar="FILE",
                    help="start from these weights (a checkpoint, .safetensors or a state_dict); classifier layers "
                         "of another class count start afresh (seeded), named in one line each")
@@ -45,21 +50,40 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--strict", action="store_true", help="an unreadable image is an error (default: skipped and counted)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     add_set(p)
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, usage_error=p.error)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..backends.torch import archc_info
-    from ..training import summary, train
-
-    result = train(args.spec, args.data, overrides=args.set, val=args.val,
-                   val_split=args.val_split if args.val is None and args.val_split else None,
-                   epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device,
-                   workers=args.workers, amp=args.amp, out=args.out, resume=args.resume, weights=args.weights,
-                   freeze=args.freeze, patience=args.patience, tensorboard=args.tensorboard, strict=args.strict,
-                   progress=not args.quiet)
     import os
 
-    if int(os.environ.get("RANK", "0")) == 0:
+    main = int(os.environ.get("RANK", "0")) == 0
+    # train()'s arguments as given here (None: not given)
+    given = {"spec": args.spec, "data": args.data, "val": args.val, "val_split": args.val_split,
+             "overrides": args.set, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+             "seed": args.seed, "device": args.device, "workers": args.workers, "amp": args.amp or None,
+             "weights": args.weights, "freeze": args.freeze, "patience": args.patience,
+             "tensorboard": args.tensorboard or None, "strict": args.strict or None}
+    if args.resume and args.out is None and args.spec is None:
+        args.usage_error("--resume needs the run folder: --out DIR (or SPEC, to resume its latest run)")
+    missing = [name for name, value in (("SPEC", args.spec), ("--data", args.data)) if value is None]
+    if missing and not args.resume:
+        args.usage_error(f"the following arguments are required: {', '.join(missing)} (unless resuming a run: "
+                         "--out DIR --resume)")
+    from ..backends.torch import archc_info
+    from ..training import summary, train
+    from ..training.loop import resume_arguments
+
+    if args.resume:
+        kw, changes = resume_arguments(args.out, given)
+        if changes and main:
+            print(f"archc: resuming {kw['out']} with {', '.join(changes)}", file=sys.stderr, flush=True)
+    else:
+        kw = {**given, "out": args.out, "val_split": 0.1 if args.val_split is None else args.val_split}
+        if kw["val"] is not None or not kw["val_split"]:
+            kw["val_split"] = None
+    spec, data = kw.pop("spec"), kw.pop("data")
+    kw = {k: v for k, v in kw.items() if v is not None or k in ("val_split", "out")}
+    result = train(spec, data, resume=args.resume, progress=not args.quiet, **kw)
+    if main:
         print(summary(result, archc_info(result.model).name), file=sys.stderr if args.quiet else sys.stdout)
     return 130 if result.interrupted else 0

@@ -1,6 +1,7 @@
 """``archc train``: the spec's recipe on a folder of images, one process or many (torchrun).
 
-A run folder holds everything about the run: ``spec.yaml`` (resolved) and ``args.json``;
+A run folder holds everything about the run: ``spec.yaml`` (resolved) and ``args.json`` (its
+arguments: ``--resume`` takes them back, see :func:`resume_arguments`);
 ``metrics.csv`` (one row per epoch); ``last.pt`` (resumable: model, optimizer, schedule, epoch,
 random states) and ``best.pt`` (best validation accuracy), both loadable by
 ``archcompiler.load_model`` and ``archc draw``; ``last.safetensors`` and ``best.safetensors`` (the
@@ -27,6 +28,7 @@ import json
 import math
 import os
 import random
+import shlex
 import sys
 import time
 from dataclasses import dataclass, field
@@ -38,7 +40,7 @@ import torch.distributed as dist
 
 from ..errors import ArchcError, Location, SpecError, error
 from ..io import atomic_path, write_text
-from ..spec import Spec, load_spec
+from ..spec import Spec, load_spec, parse_override
 from ..spec.source import plain
 from ..version import __version__
 from .data import ImageFolder, Preprocess, collate, scan, split
@@ -143,16 +145,55 @@ def _check_classes(spec: Spec, classes: list[str], where: str) -> None:
 
 # ----------------------------------------------------------------------------- progress
 
+PROGRESS_SECONDS = 10.0     # the longest wait between progress lines when the output is not a terminal
+
+
+def progress_seconds() -> float:
+    """Seconds between two progress lines of an epoch when the output is not a terminal:
+    ``PROGRESS_SECONDS`` (10), or the environment's ``ARCHC_PROGRESS_SECONDS`` (a number of seconds,
+    0: a line per batch), read at each call, so that a test can lower it for a run it starts."""
+    value = os.environ.get("ARCHC_PROGRESS_SECONDS", "").strip()
+    if value:
+        try:
+            seconds = float(value)
+        except ValueError:
+            seconds = -1.0
+        if 0 <= seconds < math.inf:
+            return seconds
+    return PROGRESS_SECONDS
+
+
+def format_rate(per_second: float) -> str:
+    """A speed for people: two significant digits below 100 (``0.31``, ``3.1``, ``12``), whole numbers
+    from there (``1234``)."""
+    if not math.isfinite(per_second):
+        return str(per_second)
+    if per_second <= 0:
+        return "0"
+    if per_second >= 99.5:
+        return f"{per_second:.0f}"
+    rounded = float(f"{per_second:.2g}")
+    return f"{rounded:.{max(0, 1 - math.floor(math.log10(rounded)))}f}"
+
+
 class Progress:
-    """A bar per epoch on a terminal (tqdm); a plain line per epoch elsewhere (logs, CI)."""
+    """A bar per epoch on a terminal (tqdm). Elsewhere (a log file, CI) plain lines: during an epoch
+    one at least every :func:`progress_seconds` (``epoch 1/3: batch 12/40, loss 0.6931, acc 0.512,
+    3.1 img/s``), and one at its end."""
 
     def __init__(self, enabled: bool, stream: Any = None):
         self.enabled = enabled
         self.stream = stream or sys.stderr
         self.tty = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
         self.bar: Any = None
+        self.epoch = self.epochs = self.batches = self.done = 0
+        self.last = 0.0
+        self.every = PROGRESS_SECONDS
 
     def start(self, epoch: int, epochs: int, batches: int) -> None:
+        self.epoch, self.epochs, self.batches, self.done = epoch, epochs, batches, 0
+        self.last = time.perf_counter()
+        self.every = progress_seconds()
         if self.tty:
             from tqdm import tqdm
 
@@ -160,9 +201,16 @@ class Progress:
                             dynamic_ncols=True)
 
     def update(self, loss: float, accuracy: float, images_per_s: float) -> None:
+        self.done += 1
         if self.bar is not None:
-            self.bar.set_postfix(loss=f"{loss:.4f}", acc=f"{accuracy:.3f}", img_s=f"{images_per_s:.0f}")
+            self.bar.set_postfix(loss=f"{loss:.4f}", acc=f"{accuracy:.3f}", img_s=format_rate(images_per_s))
             self.bar.update(1)
+        elif self.enabled and self.done < self.batches:        # the epoch's own line follows its last batch
+            now = time.perf_counter()
+            if now - self.last >= self.every:
+                self.last = now
+                print(f"epoch {self.epoch}/{self.epochs}: batch {self.done}/{self.batches}, loss {loss:.4f}, "
+                      f"acc {accuracy:.3f}, {format_rate(images_per_s)} img/s", file=self.stream, flush=True)
 
     def end(self, row: dict[str, Any], epochs: int) -> None:
         if self.bar is not None:
@@ -171,7 +219,7 @@ class Progress:
         if self.enabled:
             val = f", val acc {row['val_accuracy']:.3f}" if row["val_accuracy"] is not None else ""
             print(f"epoch {row['epoch']}/{epochs}: loss {row['train_loss']:.4f}, acc {row['train_accuracy']:.3f}"
-                  f"{val}, lr {row['lr']:.3g}, {row['images_per_s']:.0f} img/s, {row['seconds']:.1f} s",
+                  f"{val}, lr {row['lr']:.3g}, {format_rate(row['images_per_s'])} img/s, {row['seconds']:.1f} s",
                   file=self.stream, flush=True)
 
 
@@ -356,6 +404,126 @@ def _tensorboard_writer(write: bool) -> Any:
 
 # ----------------------------------------------------------------------------- run folder
 
+# train()'s arguments that args.json records under "arguments" (as given: None is a default), and the
+# flag of each: --resume takes them back, a flag given again overriding its recorded value
+ARGUMENTS = {"spec": "SPEC", "data": "--data", "val": "--val", "val_split": "--val-split", "overrides": "--set",
+             "epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr", "seed": "--seed", "device": "--device",
+             "workers": "--workers", "amp": "--amp", "weights": "--weights", "freeze": "--freeze",
+             "patience": "--patience", "tensorboard": "--tensorboard", "strict": "--strict"}
+_PATHS = ("spec", "data", "val", "weights")
+_RECIPE = ("epochs", "batch_size", "lr", "seed")       # their value in effect is args.json's "train"
+
+
+def _read_args(run_dir: Path) -> dict[str, Any]:
+    """The run folder's args.json ({} when it has none, or an unreadable one)."""
+    try:
+        args = json.loads((Path(run_dir) / "args.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return args if isinstance(args, dict) else {}
+
+
+def _same_path(a: Any, b: Any) -> bool:
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except (OSError, RuntimeError, TypeError):
+        return False
+
+
+def _recorded_arguments(args: dict[str, Any]) -> dict[str, Any]:
+    """args.json's arguments; a run folder written before they were recorded gives what it has (its
+    --set then holds the flags' train.FIELD=VALUE too)."""
+    if isinstance(args.get("arguments"), dict):
+        rec = {k: args["arguments"].get(k) for k in ARGUMENTS}
+    else:
+        device = args.get("device")
+        rec = {k: args.get(k) for k in ("spec", "data", "val", "val_split", "overrides", "workers", "amp", "weights",
+                                         "freeze", "patience")}
+        rec["device"] = str(device).split(":")[0] if device else None
+    cwd = args.get("cwd")
+    if cwd and not _same_path(cwd, Path.cwd()):       # a relative path was relative to where the run began
+        for key in _PATHS:
+            if isinstance(rec.get(key), str) and not Path(rec[key]).is_absolute() and (Path(cwd) / rec[key]).exists():
+                rec[key] = str(Path(cwd) / rec[key])
+    rec["overrides"] = list(rec.get("overrides") or [])
+    return rec
+
+
+def _shown(key: str, value: Any) -> str:
+    if key == "overrides":
+        return value
+    if isinstance(value, bool) or value is None:
+        return {True: "on", False: "off", None: "none"}[value]
+    return str(value)
+
+
+def resume_arguments(out: str | Path | None, given: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The arguments of :func:`train` that resume a run: those its folder's args.json records, each
+    one given again (not None in ``given``; ``overrides``: a list of ``PATH=VALUE``) overriding its
+    recorded value. Returns them, with ``out`` set to the run folder, and the overrides in words,
+    one each: ``--epochs 5 (was 3)``, ``--set train.lr=0.01 (was train.lr=0.001)``.
+
+    ``out`` is the run folder; without it, the latest ``runs/NAME-N`` of ``given["spec"]``. Without
+    a SPEC given, the spec is the run folder's ``spec.yaml`` (the resolved spec the run trained)."""
+    given = {k: v for k, v in given.items() if v is not None and v != []}
+    if out is None:
+        if "spec" not in given:
+            raise SpecError([error("--resume needs the run folder: --out DIR (or SPEC, for its latest run)", "--resume",
+                                   hint="archc train --out runs/NAME --resume")])
+        run_dir = _latest_run_dir(load_spec(given["spec"], given.get("overrides")))
+        if run_dir is None:
+            raise SpecError([error("nothing to resume: no runs/ folder of this spec here", "--resume",
+                                   hint="give the run folder with --out runs/NAME")])
+    else:
+        run_dir = Path(out)
+    args = _read_args(run_dir)
+    if not args:
+        if "spec" in given and "data" in given:       # a folder without args.json: what the command line says
+            return {**given, "out": str(run_dir)}, []
+        raise SpecError([error(f"nothing to resume: no args.json in {run_dir}", "--resume", Location(str(run_dir)),
+                               hint="give the folder of an archc train run with --out (or SPEC and --data)")])
+    rec = _recorded_arguments(args)
+    recipe = args.get("train") if isinstance(args.get("train"), dict) else {}
+    merged, changes = dict(rec), []
+    for key, value in given.items():
+        if key == "overrides":
+            paths = {o.partition("=")[0].strip(): o for o in value}
+            before = {o.partition("=")[0].strip(): o for o in rec["overrides"]}
+            for path, o in paths.items():
+                section, _, name = path.partition(".")          # train.lr: the recipe's value in effect
+                held = {"train": recipe, "data": args.get("data_options")}.get(section)
+                if isinstance(held, dict) and name in held:
+                    if parse_override(o)[1] != held[name]:
+                        changes.append(f"--set {o} (was {path}={json.dumps(held[name])})")
+                elif path not in before or before[path].partition("=")[2].strip() != o.partition("=")[2].strip():
+                    changes.append(f"--set {o} (was {before.get(path, 'not set')})")
+            merged["overrides"] = [o for o in rec["overrides"] if o.partition("=")[0].strip() not in paths] + \
+                list(paths.values())
+            continue
+        was = recipe.get(key, rec.get(key)) if key in _RECIPE else rec.get(key)
+        if key in _PATHS and was is not None:
+            same = _same_path(value, was) or key == "spec" and _same_path(value, run_dir / "spec.yaml")
+        else:
+            same = (value or None) == (was or None) if key == "val_split" else value == was
+        if not same:
+            shown = f"--val {rec['val']}" if key == "val_split" and rec.get("val") else _shown(key, was)
+            changes.append(f"{ARGUMENTS[key]} (was {shown})" if isinstance(value, bool) else
+                           f"{ARGUMENTS[key]} {_shown(key, value)} (was {shown})")
+        merged[key] = value
+    if "val_split" in given and "val" not in given and rec.get("val"):
+        merged["val"] = None                        # --val-split given again replaces the recorded --val
+    if merged.get("val_split") == 0:
+        merged["val_split"] = None
+    if "spec" not in given and (run_dir / "spec.yaml").is_file():
+        merged["spec"] = str(run_dir / "spec.yaml")
+    if not merged.get("spec") or not merged.get("data"):
+        missing = " and ".join(f for k, f in (("spec", "SPEC"), ("data", "--data")) if not merged.get(k))
+        raise SpecError([error(f"{run_dir / 'args.json'} does not say the run's {missing}", "--resume",
+                               Location(str(run_dir)), hint=f"give {missing} on the command line")])
+    merged["out"] = str(run_dir)
+    return merged, changes
+
+
 class RunFolder:
     """Where a run keeps its state: the resolved spec, its arguments, metrics, curves and checkpoints
     (``.pt``: resumable; ``.safetensors``: the weights alone). Only rank 0 writes; ``dir`` is None
@@ -368,6 +536,8 @@ class RunFolder:
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] = {}
         self.start = 0
+        self.saved = 0                  # the epoch last.pt holds
+        self.source = str(spec.file)    # the spec as args.json records it (train() says how it was given)
 
     @classmethod
     def open(cls, spec: Spec, model: torch.nn.Module, optimizer: Any, scheduler: Any, classes: list[str],
@@ -395,6 +565,7 @@ class RunFolder:
             raise SpecError([error("the data's classes differ from the run being resumed", "--resume",
                                    Location(str(run_dir)))])
         self.model.load_state_dict(state.state_dict)
+        recipe = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
         try:
             self.optimizer.load_state_dict(extra["optimizer"])
         except (KeyError, ValueError):
@@ -402,8 +573,20 @@ class RunFolder:
                                    "--resume", Location(str(run_dir)),
                                    hint="resume with the same --freeze as the run")]) from None
         self.scheduler.load_state_dict(extra["scheduler"])
+        # the recipe as resumed (a --lr, --set train.weight_decay=... given again applies from here on);
+        # unchanged, these are the values just loaded
+        for group, fresh in zip(self.optimizer.param_groups, recipe):
+            group.update({k: v for k, v in fresh.items() if k != "lr"})
+            group["lr"] = fresh["initial_lr"] * lr_factor(self.spec, self.scheduler.last_epoch)
+        self.scheduler.base_lrs = [g["initial_lr"] for g in self.optimizer.param_groups]
+        self.scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]
         self.history, self.start = list(extra["history"]), int(extra["epoch"])
+        self.saved = self.start
         self.best = dict(extra.get("best") or {})
+        # resumed from the run folder's own spec.yaml: args.json goes on naming the spec the run began with
+        recorded = _read_args(run_dir)
+        if recorded.get("spec") and _same_path(self.spec.file, run_dir / "spec.yaml"):
+            self.source = recorded["spec"]
 
     def describe(self, args: dict[str, Any]) -> None:
         """The resolved spec and the run's arguments."""
@@ -434,6 +617,8 @@ class RunFolder:
         mf = self.checkpoint(epoch, full=name == "last")
         write_model_file(self.dir / f"{name}.pt", mf.payload())
         write_safetensors(self.dir / f"{name}.safetensors", mf)
+        if name == "last":
+            self.saved = epoch
 
     def end_epoch(self, row: dict[str, Any], data: str | Path, validated: bool, main: bool, board: Any) -> None:
         """After an epoch: its row, the best so far, the checkpoints, metrics.csv, curves.png and
@@ -539,10 +724,14 @@ def train(spec_or_path: Spec | str | Path, data: str | Path, *, overrides: dict 
     many epochs; ``tensorboard`` writes TensorBoard event files into the run folder."""
     flags = {"train.epochs": epochs, "train.batch_size": batch_size, "train.lr": lr, "train.seed": seed}
     extra = [f"{k}={v}" for k, v in flags.items() if v is not None]
-    if isinstance(overrides, dict):
-        overrides = [*(f"{k}={json.dumps(v)}" for k, v in overrides.items()), *extra]
-    else:
-        overrides = [*(overrides or []), *extra]
+    sets = [f"{k}={json.dumps(v)}" for k, v in overrides.items()] if isinstance(overrides, dict) else \
+        list(overrides or [])
+    overrides = [*sets, *extra]
+    arguments = {"spec": None, "data": str(data), "val": str(val) if val is not None else None,
+                 "val_split": val_split, "overrides": sets, "epochs": epochs, "batch_size": batch_size, "lr": lr,
+                 "seed": seed, "device": device, "workers": workers, "amp": amp,
+                 "weights": str(weights) if weights else None, "freeze": freeze, "patience": patience,
+                 "tensorboard": tensorboard, "strict": strict}
     spec = load_spec(spec_or_path, overrides)
     if val_split is not None and not 0 < val_split < 1:
         raise SpecError([error(f"--val-split is a fraction in (0, 1), got {val_split}", "--val-split")])
@@ -580,11 +769,15 @@ def train(spec_or_path: Spec | str | Path, data: str | Path, *, overrides: dict 
 
     run = RunFolder.open(spec, model, optimizer, scheduler, d.classes, d.train_set.preprocess, out, resume, write,
                          world)
-    run.describe({"spec": str(spec.file), "data": str(data), "val": str(val) if val else None,
+    if run.source == str(spec.file) and isinstance(spec_or_path, (str, Path)) and spec.file != "<string>":
+        run.source = str(spec_or_path)              # as given: a path, or a zoo name (resnet50)
+    arguments["spec"] = run.source
+    run.describe({"spec": run.source, "data": str(data), "val": str(val) if val else None,
                   "val_split": val_split, "device": str(dev), "workers": d.workers, "amp": amp,
                   "processes": world.size, "overrides": overrides, "weights": str(weights) if weights else None,
                   "freeze": freeze, "patience": patience, "train": spec.train.model_dump(),
-                  "data_options": spec.data.model_dump(), "classes": d.classes})
+                  "data_options": spec.data.model_dump(), "classes": d.classes,
+                  "arguments": arguments, "cwd": os.getcwd()})
     board = writer(log_dir=str(run.dir / "tensorboard")) if writer is not None and run.dir is not None else None
     if not resume:
         run.save("last", 0)                         # resumable from the start
@@ -617,11 +810,13 @@ def train(spec_or_path: Spec | str | Path, data: str | Path, *, overrides: dict 
         interrupted = True
         if show.bar is not None:
             show.bar.close()
-        if world.main:
-            done = run.history[-1]["epoch"] if run.history else 0
-            where = f" --out {run.dir}" if run.dir is not None else ""
-            print(f"\ninterrupted: {run.dir / 'last.pt' if run.dir else 'the run'} holds epoch {done}; "
-                  f"continue with: archc train {spec.file} --data {data}{where} --resume", file=sys.stderr)
+        if world.main and run.dir is not None:
+            # args.json and spec.yaml say how the run began: the folder is all --resume needs
+            print(f"\ninterrupted: {run.dir / 'last.pt'} holds epoch {run.saved} of {t.epochs}; "
+                  f"continue with: archc train --out {shlex.quote(str(run.dir))} --resume", file=sys.stderr)
+        elif world.main:
+            print(f"\ninterrupted after epoch {run.history[-1]['epoch'] if run.history else 0} "
+                  "(no run folder written: nothing to resume)", file=sys.stderr)
     finally:
         if board is not None:
             board.close()
@@ -647,7 +842,7 @@ def summary(result: TrainResult, spec_name: str) -> str:
         last = h[-1]
         lines.append(f"last epoch: train loss {last['train_loss']:.4f}, train accuracy {last['train_accuracy']:.3f}"
                      + (f", validation accuracy {last['val_accuracy']:.3f}" if last["val_accuracy"] is not None else ""))
-        lines.append(f"speed: {sum(r['images_per_s'] for r in h) / len(h):.0f} images/s; "
+        lines.append(f"speed: {format_rate(sum(r['images_per_s'] for r in h) / len(h))} images/s; "
                      f"time: {sum(r['seconds'] for r in h):.1f} s")
     if result.best:
         lines.append(f"best: validation accuracy {result.best['val_accuracy']:.3f} at epoch {result.best['epoch']}")

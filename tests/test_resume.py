@@ -206,3 +206,17 @@ def test_plain_progress_lines_off_a_terminal_at_the_interval_and_a_bar_on_one(mo
 def test_a_redirected_run_shows_progress_before_the_first_epoch_ends(whole):
     end = whole.index("epoch 1/2: loss")
     assert "epoch 1/2: batch " in whole[:end] and "\r" not in whole and "it/s" not in whole, whole[-3000:]
+
+
+@pytest.mark.parametrize("tamper", ["history", "epoch", "scheduler", "optimizer"])
+def test_a_last_pt_changed_by_hand_is_refused_on_resume_never_an_internal_error(tamper, work, tmp_path):
+    """last.pt is data: a history, epoch or state of another shape is refused with the file's name."""
+    run = tmp_path / "run"
+    first = run_archc(*START[:-4], "--epochs", "1", "--workers", "0", "--out", str(run), "-q", cwd=work)
+    assert first.returncode == 0, first.stderr
+    state = torch.load(run / "last.pt", weights_only=True)
+    state[tamper] = {"history": "not a list", "epoch": -5, "scheduler": {"bogus": 1}, "optimizer": [1, 2]}[tamper]
+    torch.save(state, run / "last.pt")
+    done = run_archc("train", "--out", str(run), "--resume", "--epochs", "2", "--workers", "0", cwd=work)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "last.pt" in done.stderr and "Traceback" not in done.stderr and "internal error" not in done.stderr

@@ -38,7 +38,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ..errors import ArchcError, Location, SpecError, error
+from ..errors import ArchcError, Location, SpecError, error, printable
 from ..io import atomic_path, write_text
 from ..spec import Spec, load_spec, parse_override
 from ..spec.source import plain
@@ -564,7 +564,23 @@ class RunFolder:
         if state.classes != self.classes:
             raise SpecError([error("the data's classes differ from the run being resumed", "--resume",
                                    Location(str(run_dir)))])
-        self.model.load_state_dict(state.state_dict)
+        try:
+            self._load_resumed(state.state_dict, extra, run_dir)
+        except ArchcError:
+            raise
+        except (KeyError, ValueError, TypeError, IndexError, AttributeError, RuntimeError) as exc:
+            # last.pt is data: one changed by hand (or by anyone) is refused, never an internal error
+            text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise SpecError([error(f"{run_dir / 'last.pt'} cannot be resumed from: {printable(text)}", "--resume",
+                                   Location(str(run_dir)), hint="start the run afresh (without --resume)")]) from None
+        # resumed from the run folder's own spec.yaml: args.json goes on naming the spec the run began with
+        recorded = _read_args(run_dir)
+        if recorded.get("spec") and _same_path(self.spec.file, run_dir / "spec.yaml"):
+            self.source = recorded["spec"]
+
+    def _load_resumed(self, state_dict: dict, extra: dict[str, Any], run_dir: Path) -> None:
+        """The weights, the optimizer's and the schedule's state, the history and the epoch of last.pt."""
+        self.model.load_state_dict(state_dict)
         recipe = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
         try:
             self.optimizer.load_state_dict(extra["optimizer"])
@@ -580,13 +596,13 @@ class RunFolder:
             group["lr"] = fresh["initial_lr"] * lr_factor(self.spec, self.scheduler.last_epoch)
         self.scheduler.base_lrs = [g["initial_lr"] for g in self.optimizer.param_groups]
         self.scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]
-        self.history, self.start = list(extra["history"]), int(extra["epoch"])
+        history, epoch, best = extra["history"], extra["epoch"], extra.get("best") or {}
+        if not (isinstance(history, list) and all(isinstance(h, dict) for h in history) and isinstance(epoch, int)
+                and not isinstance(epoch, bool) and 0 <= epoch == len(history) and isinstance(best, dict)):
+            raise ValueError("its history, epoch or best result is not what archc writes")
+        self.history, self.start = list(history), epoch
         self.saved = self.start
-        self.best = dict(extra.get("best") or {})
-        # resumed from the run folder's own spec.yaml: args.json goes on naming the spec the run began with
-        recorded = _read_args(run_dir)
-        if recorded.get("spec") and _same_path(self.spec.file, run_dir / "spec.yaml"):
-            self.source = recorded["spec"]
+        self.best = dict(best)
 
     def describe(self, args: dict[str, Any]) -> None:
         """The resolved spec and the run's arguments."""

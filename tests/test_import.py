@@ -681,8 +681,15 @@ def test_build_emit_onnx_then_import_through_the_command_line(name, overrides, t
     """What a user types, each command in its own process: the imported spec resolves, builds with the
     weights written beside it and has the exported network's parameters."""
     pytest.importorskip("onnxscript")
+    from safetensors.torch import save_file
+
+    # trained-like weights (a fresh network's zero biases and equal BatchNorm tensors are folded or shared by
+    # the exporter's optimiser, which archc import does not read back yet: issue 32), through --weights
+    model = _trained(archcompiler.build(archcompiler.load_spec(name, overrides), seed=0))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp_path / "trained.safetensors")
     sets = [a for o in overrides for a in ("--set", o)]
-    done = run_archc("build", name, *sets, "--emit", "onnx", "--keep-batch-norm", "-o", "m.onnx", "-q", cwd=tmp_path)
+    done = run_archc("build", name, *sets, "--weights", "trained.safetensors", "--emit", "onnx", "--keep-batch-norm",
+                     "-o", "m.onnx", "-q", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     done = run_archc("import", "m.onnx", "-o", "m.yaml", cwd=tmp_path)
     assert done.returncode == 0, done.stderr

@@ -46,7 +46,8 @@ def test_calibrate_measures_exactly_the_kernel_classes_of_the_machine_profile():
     torch = pytest.importorskip("torch")
     from archcompiler.measure import calibrate
 
-    kernels, fixed = calibrate._measure_kernels(torch.device("cpu"), lambda fn: 1.0, True, lambda text: None)
+    kernels, fixed = calibrate._measure_kernels(torch.device("cpu"), lambda fn, operations, label: 1.0, True,
+                                                lambda text: None)
     expected = {machine.kernel_key(k, layout) for k in machine.KERNELS for layout in machine.LAYOUTS}
     assert set(kernels) == set(fixed) == expected
     assert calibrate.VERSION is machine.VERSION

@@ -7,7 +7,7 @@ from dataclasses import replace
 import networkx as nx
 
 from ..errors import Diagnostic, GraphError, error
-from ..ir import OPS, ShapeError, schedule
+from ..ir import INPUT, OPS, ShapeError, schedule
 from ..ir.ops import TooSmall
 from ..util import shape_text
 
@@ -122,7 +122,7 @@ def _fits(g: nx.DiGraph, input_shape: tuple[int, ...]) -> bool:
     shapes: dict[str, tuple[int, ...]] = {}
     for node in schedule(g):
         data = g.nodes[node]
-        if data["op"] == "input":
+        if node == INPUT:
             shapes[node] = input_shape
             continue
         ins = [shapes[i] for i in data["inputs"]]
@@ -144,10 +144,9 @@ def smallest_input(g: nx.DiGraph) -> tuple[tuple[int, ...], bool] | None:
     (this only makes a hint). Doubles the side until one works, then halves the gap: a binary search,
     exact where every larger input works too, as for convolutions and pooling."""
     try:
-        inputs = [n for n, d in g.nodes(data=True) if d["op"] == "input"]
-        if len(inputs) != 1:
+        if INPUT not in g:
             return None
-        shape = tuple(g.nodes[inputs[0]]["attrs"]["shape"])
+        shape = tuple(g.nodes[INPUT]["attrs"]["shape"])
         if len(shape) != 3:
             return None
         c, h, w = shape

@@ -78,6 +78,9 @@ def place(items: list[Item], result: str, heads: dict[str, str], unique: Any) ->
                     return d
         return None
 
+    # an input -> the scopes of its readers that hold parameters, and what they have in common: such a reader
+    # has its scope from the start (never placed here), so this is found once per input, not once per reader
+    others_of: dict[str, tuple[list[str], str]] = {}
     renamed: dict[str, str] = {}
     for it in items:
         if it.scope is not None:
@@ -88,10 +91,13 @@ def place(items: list[Item], result: str, heads: dict[str, str], unique: Any) ->
         elif model(it.fields) is L.Concat:
             it.scope = _common([scope_of(s) for s in ins])
         else:
-            others = [r.scope for r in readers.get(it.inputs[0], []) if r is not it and r.path is not None]
+            if it.inputs[0] not in others_of:
+                found = [r.scope for r in readers.get(it.inputs[0], []) if r.path is not None]
+                others_of[it.inputs[0]] = found, _common(found)
+            others, common = others_of[it.inputs[0]]
             below = down(it)
-            if others and (below is None or below.startswith(_common(others))):
-                it.scope = _common(others)
+            if others and (below is None or below.startswith(common)):
+                it.scope = common
             elif others:
                 it.scope = below            # a head's first op (GoogLeNet's aux pooling) goes with the head
             else:

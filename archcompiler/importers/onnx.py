@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import difflib
 import errno
+import math
 import os
 import re
 import stat
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import NOWHERE, BackendError, Location, error
+from ..errors import NOWHERE, ArchcError, BackendError, Location, error
 from ..spec import layers as L
 from ..spec.limits import MAX_DIM, MAX_LAYERS
 from .flat import Flat, Item, place
@@ -77,17 +78,19 @@ def _pads(n: Node) -> Any:
     pads = [int(p) for p in n.attrs.get("pads", [0, 0, 0, 0])]
     _need(len(pads) == 4, f"pads {pads} (archc reads 2-d maps: 4 pads)")
     _need(min(pads) >= 0, f"negative pads {pads}")
+    _need(max(pads) <= MAX_DIM, f"pads {pads} (each at most {MAX_DIM})")
     _need(pads[:2] == pads[2:], f"asymmetric pads {pads}")
     _need(n.attrs.get("auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET"), "auto_pad")
     return _one(pads[:2])
 
 
 def _pairs(n: Node, **defaults: int) -> None:
-    """Strides, dilations and kernel_shape: two numbers each (a 2-d map), each at least 1."""
+    """Strides, dilations and kernel_shape: two numbers each (a 2-d map), each from 1 to MAX_DIM."""
     for key, default in defaults.items():
         v = [int(x) for x in n.attrs.get(key, [default, default])]
         _need(len(v) == 2, f"{key} {v} (archc reads 2-d maps: two numbers)")
         _need(min(v) >= 1, f"{key} {v} (each must be at least 1)")
+        _need(max(v) <= MAX_DIM, f"{key} {v} (each at most {MAX_DIM})")
 
 
 def _conv(n: Node) -> dict:
@@ -141,17 +144,28 @@ def _layer_norm(n: Node) -> dict:
           "a LayerNormalization over other axes than a sequence's features or a channels-last view's channels")
     _need(len(n.consts) == 3 and n.consts[1] is not None and n.consts[2] is not None,
           "a LayerNormalization without its scale and bias")
-    return {"op": "layer_norm", "eps": _f32(n.attrs.get("epsilon", 1e-5))}
+    return {"op": "layer_norm", "eps": _eps(n)}
 
 
-def _f32(v: Any) -> float:
-    """A float attribute (stored in 32 bits) as the decimal it was written as: 1e-05, not 9.9999997e-06."""
-    return float(f"{float(v):.7g}")
+def _f32(v: Any, what: str = "a number") -> float:
+    """A float attribute (stored in 32 bits) as the decimal it was written as: 1e-05, not 9.9999997e-06;
+    refused where it is not a finite number (nan, inf: no spec holds one)."""
+    out = float(f"{float(v):.7g}")
+    _need(math.isfinite(out), f"{what} {out} (archc reads finite numbers)")
+    return out
+
+
+def _eps(n: Node) -> float:
+    """A normalization's epsilon: a positive number (what the spec's eps holds)."""
+    eps = _f32(n.attrs.get("epsilon", 1e-5), "epsilon")
+    _need(eps > 0, f"epsilon {eps} (it must be positive)")
+    return eps
 
 
 def _bn(n: Node) -> dict:
-    return {"op": "batch_norm", "eps": _f32(n.attrs.get("epsilon", 1e-5)),
-            "momentum": _f32(1 - _f32(n.attrs.get("momentum", 0.9)))}
+    momentum = _f32(n.attrs.get("momentum", 0.9), "momentum")
+    _need(0 <= momentum <= 1, f"momentum {momentum} (it must be from 0 to 1)")
+    return {"op": "batch_norm", "eps": _eps(n), "momentum": _f32(1 - momentum)}
 
 
 def _pool(name: str, average: bool = False) -> Callable[[Node], dict]:
@@ -207,8 +221,9 @@ def _softmax(n: Node) -> dict:
 
 
 def _lrn(n: Node) -> dict:
-    return {"op": "lrn", "size": int(n.attrs["size"]), "alpha": _f32(n.attrs.get("alpha", 1e-4)),
-            "beta": _f32(n.attrs.get("beta", 0.75)), "k": _f32(n.attrs.get("bias", 1.0))}
+    _need(1 <= int(n.attrs["size"]) <= MAX_DIM, f"size {n.attrs['size']} (from 1 to {MAX_DIM})")
+    return {"op": "lrn", "size": int(n.attrs["size"]), "alpha": _f32(n.attrs.get("alpha", 1e-4), "alpha"),
+            "beta": _f32(n.attrs.get("beta", 0.75), "beta"), "k": _f32(n.attrs.get("bias", 1.0), "bias")}
 
 
 def _gelu(n: Node) -> dict:
@@ -220,6 +235,9 @@ def _gelu(n: Node) -> dict:
 def _join(name: str, same_shape: bool) -> Callable[[Node], dict]:
     def layer(n: Node) -> dict:
         _need(all(c is None for c in n.consts), f"a {name} with a constant")
+        _need(len(n.consts) == 2 or len(n.consts) > 2 and name != "mul",
+              f"{len(n.consts)} input{'s' * (len(n.consts) != 1)} (archc's {name} joins "
+              f"{'two' if name == 'mul' else 'two or more'})")
         _need(not same_shape or all(s == n.shape for s in n.shapes), f"a {name} of different shapes")
         return {"op": name}
     return layer
@@ -227,6 +245,7 @@ def _join(name: str, same_shape: bool) -> Callable[[Node], dict]:
 
 def _concat(n: Node) -> dict:
     _need(n.attrs.get("axis") == 1, "a concatenation along another axis than the channels")
+    _need(len(n.consts) >= 2, f"{len(n.consts)} input{'s' * (len(n.consts) != 1)} (archc's concat joins two or more)")
     return {"op": "concat"}
 
 
@@ -317,10 +336,20 @@ class _Graph:
     skip: set[int] = field(default_factory=set)
     items: list[Item] = field(default_factory=list)
     weights: dict[str, Any] = field(default_factory=dict)
-    taken: set[str] = field(default_factory=set)
+    taken: set[str] = field(default_factory=lambda: _Taken())
     pending: dict[str, tuple] = field(default_factory=dict)
     producer: dict[str, Any] = field(default_factory=dict)     # value -> the node that computes it
     order: list[Any] = field(default_factory=list)            # the nodes in the file's (topological) order
+    index: list[Item] = field(default_factory=list)           # the items layer() has indexed by name, in order
+    by_name: dict[str, Item] = field(default_factory=dict)
+
+    def layer(self, name: str) -> Item | None:
+        """The layer of that name (an index of ``items``, brought up to date here: one lookup per node, not a
+        scan of every layer before it)."""
+        for it in self.items[len(self.index):]:
+            self.index.append(it)
+            self.by_name[it.name] = it
+        return self.by_name.get(name)
 
     def shape(self, value: str) -> tuple[int, ...]:
         """The per-sample shape archc gives the value: C x H x W for a channels-last view."""
@@ -541,6 +570,9 @@ def _walk(path: Path, name: str | None) -> tuple[Flat, dict[str, Any], set[Path]
     inputs = [i for i in g.input if i.name not in consts]
     if len(inputs) != 1 or len(shapes.get(inputs[0].name, ())) != 4 or min(shapes[inputs[0].name][1:]) < 1:
         raise BackendError([error("the model must have one input of a fixed N x C x H x W shape", "import")])
+    if max(shapes[inputs[0].name][1:]) > MAX_DIM:
+        raise BackendError([error(f"the model's input {_q(inputs[0].name)} has the shape "
+                                  f"{list(shapes[inputs[0].name])}: a dimension over {MAX_DIM}", "import")])
     if len(g.output) < 1:
         raise BackendError([error("the model has no output", "import")])
     readers: dict[str, list[Any]] = {}
@@ -558,6 +590,9 @@ def _walk(path: Path, name: str | None) -> tuple[Flat, dict[str, Any], set[Path]
     for node in g.node:
         if id(node) in ctx.skip or node.output and all(o in consts for o in node.output):
             continue
+        if not node.output or not node.output[0]:
+            raise _refuse(node, "writes no value (its first output has no name)",
+                          "in an ONNX graph each node writes its output under a name")
         if node.op_type == "Constant":
             attr = {a.name: a for a in node.attribute}
             if "value" not in attr:
@@ -573,9 +608,15 @@ def _walk(path: Path, name: str | None) -> tuple[Flat, dict[str, Any], set[Path]
             for out in node.output[:1]:
                 ctx.alias(out, node.input[0])
             continue
-        made = _lrn_step(node, consts, ctx.value_of, ctx.pending)
-        if made is None:
-            made = _shuffle_step(node, ctx)
+        try:
+            made = _lrn_step(node, consts, ctx.value_of, ctx.pending)
+            if made is None:
+                made = _shuffle_step(node, ctx)
+        except _No as exc:
+            raise _refuse(node, str(exc)) from None
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError, ZeroDivisionError,
+                OverflowError) as exc:       # a pattern's constants of unexpected shapes: refused, by name
+            raise _refuse(node, f"unexpected attributes or inputs ({type(exc).__name__})") from None
         if made is True:
             continue
         if made is not None:             # a pattern complete (a channel shuffle or split, LRN): one layer per output
@@ -588,6 +629,8 @@ def _walk(path: Path, name: str | None) -> tuple[Flat, dict[str, Any], set[Path]
         try:
             if _standard(node) and any(step(node, ctx) for step in _STEPS):
                 continue
+        except _No as exc:
+            raise _refuse(node, str(exc)) from None
         except (KeyError, IndexError, TypeError, ValueError, AttributeError, ZeroDivisionError,
                 OverflowError) as exc:       # a pattern's constants of unexpected shapes: refused, by name
             raise _refuse(node, f"unexpected attributes or inputs ({type(exc).__name__})") from None
@@ -738,6 +781,9 @@ def _mapped(node: Any, ctx: _Graph) -> None:
         raise _refuse(node, "has no archc op")
     consts = ctx.consts
     tensor_ins = [i for i in node.input if i and i not in consts]
+    if not tensor_ins:
+        raise _refuse(node, "reads no layer's output (its inputs are constants or none)",
+                      "each archc layer reads the output of the input or of another layer")
     for i in tensor_ins:
         if i not in ctx.value_of:
             raise _refuse(node, f"reads {i!r}, which is not a layer's output")
@@ -756,11 +802,14 @@ def _mapped(node: Any, ctx: _Graph) -> None:
     except _No as exc:
         raise _refuse(node, str(exc), f"archc reads {node.op_type} only where the reason above does not hold") \
             from None
-    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError, ZeroDivisionError, OverflowError) as exc:
         raise _refuse(node, f"unexpected attributes or inputs ({type(exc).__name__})") from None
     params = {}
     for pos, suffix in entry[1].items():
         if pos < len(node.input) and node.input[pos]:
+            if node.input[pos] not in consts:
+                raise _refuse(node, f"its {suffix} {_q(node.input[pos])} is computed by the graph, not an initializer",
+                              "archc reads a layer's parameters from the file's initializers")
             arr = consts[node.input[pos]]
             if suffix == "weight" and (node.op_type == "Gemm" and not attrs.get("transB", 0) or node.op_type == "MatMul"):
                 arr = arr.T
@@ -953,17 +1002,17 @@ def _view_step(node: Any, ctx: _Graph) -> bool:
     full = ctx.shapes.get(src, ())
     out_full = ctx.shapes.get(out, ())
     gathers = ctx.readers.get(out, [])
-    if len(out_full) == 1 and gathers and min(full, default=0) > 0 and all(
+    if len(out_full) == 1 and gathers and min(full, default=0) > 0 and _size(full) <= MAX_CHAIN_ELEMENTS and all(
             g.op_type == "Gather" and _attrs(g).get("axis", 0) == 0 and g.input[0] == out and len(g.input) == 2
             and g.input[1] in ctx.consts and np.array_equal(ctx.consts[g.input[1]],
-                                                            np.arange(int(np.prod(full))).reshape(full))
+                                                            np.arange(_size(full)).reshape(full))
             for g in gathers):
         for g in gathers:
             ctx.skip.add(id(g))
             ctx.alias(g.output[0], src)
         return True
     turn = _only_reader(ctx, out, "Transpose")
-    conv = next((it for it in reversed(ctx.items) if it.name == ctx.value_of[src]), None)
+    conv = ctx.layer(ctx.value_of[src])
     if turn is None or conv is None or src in ctx.last or list(_attrs(turn).get("perm", [])) != [0, 2, 1]:
         return False
     f, c = conv.fields, conv.shape
@@ -1097,9 +1146,9 @@ def _identity_chain(node: Any, ctx: _Graph) -> bool:
 
     src = node.input[0]
     full = ctx.shapes.get(src, ())
-    if not full or min(full) < 1 or int(np.prod(full)) > MAX_CHAIN_ELEMENTS:
+    if not full or min(full) < 1 or _size(full) > MAX_CHAIN_ELEMENTS:
         return False
-    x = start = np.arange(int(np.prod(full))).reshape(full)
+    x = start = np.arange(_size(full)).reshape(full)
     chain, step = [], node
     while step is not None and len(chain) < 16:
         if step.op_type == "Transpose":
@@ -1110,7 +1159,7 @@ def _identity_chain(node: Any, ctx: _Graph) -> bool:
         else:
             target = ctx.shapes.get(step.output[0], ())
             if len(step.input) < 2 or step.input[1] not in ctx.consts or not target or min(target) < 1 \
-                    or int(np.prod(target)) != x.size:
+                    or _size(target) != x.size:
                 return False
             x = x.reshape(target)
         chain.append(step)
@@ -1512,11 +1561,24 @@ def _clean(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_]", "_", text).strip("_")
 
 
+class _Taken(set):
+    """The names taken, and for each base _unique was asked for, the number it got to: names are only
+    added, so the numbers below it are still taken (20,000 layers named conv, conv_1, ... in linear time,
+    not a minute of rescanning)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts: dict[str, int] = {}
+
+
 def _unique(base: str, taken: set[str]) -> str:
-    out, k = base, 0
+    k = getattr(taken, "counts", {}).get(base, 0)
+    out = f"{base}_{k}" if k else base
     while out in taken:
         k += 1
         out = f"{base}_{k}"
+    if isinstance(taken, _Taken):
+        taken.counts[base] = k
     taken.add(out)
     return out
 
@@ -1538,7 +1600,12 @@ def import_onnx(path: str | Path, output: str | None, weights: str | None = None
     flat, state, external = _read(path, name)
     check_outputs(outputs, {path: "the model", **{f: "the model's external data" for f in sorted(external)}})
     text = spec_text(flat, schema=schema, blocks=blocks)
-    load_spec(text)
+    try:
+        load_spec(text)
+    except ArchcError as exc:       # a value the mappings let through that no spec holds: refused at the file
+        d = exc.errors[0]
+        where = f"{_safe(d.path)}: " if d.path else ""
+        raise _fail(path, f"the spec read from {_safe(path)} does not load: {where}{_safe(d.message)}") from None
     if target:
         text = text.replace("# check, draw and build read it;",
                             f"# check, draw and build read it (weights: --weights {_safe(Path(target).name)});", 1)

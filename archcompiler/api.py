@@ -27,7 +27,7 @@ def check(spec_or_path: Spec | str | Path, overrides: dict | list | None = None,
 
 def build(spec_or_path: Spec | str | Path, overrides: dict | list | None = None, seed: int | None = None,
           weights: str | Path | None = None, drop_missing: bool = False, check_memory: bool = True,
-          optimize: bool = False, compile: bool = False) -> Any:
+          optimize: bool = False, compile: bool = False, pretrained: bool = False) -> Any:
     """Compile the spec into a ``torch.nn.Module`` (see :mod:`archcompiler.backends.torch`).
 
     ``weights`` (a state_dict, or a ``.pt`` or ``.safetensors`` file) of another class count load
@@ -37,11 +37,18 @@ def build(spec_or_path: Spec | str | Path, overrides: dict | list | None = None,
     fused, dropout and auxiliary heads removed, channels-last); ``weights`` load into the ordinary
     layout first, so published checkpoints work with it. ``compile=True`` wraps the result in
     ``torch.compile`` where a compiler is available. ``check_memory=False`` builds even when the
-    parameters and activations would not fit in free memory (refused by default, before allocating)."""
-    from .backends.torch import build as _build
+    parameters and activations would not fit in free memory (refused by default, before allocating).
 
-    return _build(load_spec(spec_or_path, overrides), seed=seed, weights=weights, drop_missing=drop_missing,
-                  check_memory=check_memory, optimize=optimize, compile=compile)
+    ``pretrained=True`` (or ``weights`` a name such as ``"IMAGENET1K_V1"``, or a URL) loads a builder's
+    published weights (``build("resnet50", pretrained=True)``), downloaded once into torch's hub cache;
+    the spec takes their input size and preprocessing (its ``data:`` section, see
+    :mod:`archcompiler.pretrained`)."""
+    from .backends.torch import build as _build
+    from .pretrained import resolve
+
+    published = resolve(spec_or_path, weights, pretrained, overrides)
+    return _build(load_spec(spec_or_path, published.overrides), seed=seed, weights=published.weights,
+                  drop_missing=drop_missing, check_memory=check_memory, optimize=optimize, compile=compile)
 
 
 def save_model(model: Any, path: str | Path) -> Path:
@@ -71,23 +78,26 @@ def train(spec_or_path: Spec | str | Path, data: str | Path, **options: Any) -> 
     """Train on an image folder with the spec's recipe; ``archc train``'s options as keywords
     (``epochs``, ``batch_size``, ``lr``, ``seed``, ``val``, ``val_split``, ``device``, ``workers``,
     ``amp``, ``out``, ``resume``, ``weights``, ``freeze``, ``patience``, ``tensorboard``, ``strict``,
-    ``overrides``). ``weights`` of another class count start the classifier layers afresh, as
-    :func:`build` does. Returns a result with ``.model`` (trained, in eval mode), ``.history`` (one
-    dict per epoch), ``.run_dir`` and ``.new_heads``."""
+    ``overrides``, ``pretrained``). ``weights`` of another class count start the classifier layers
+    afresh, as :func:`build` does; ``pretrained=True`` (or ``weights`` a name or URL) starts from a
+    builder's published weights with their preprocessing. Returns a result with ``.model``
+    (trained, in eval mode), ``.history`` (one dict per epoch), ``.run_dir`` and ``.new_heads``."""
     from .training import train as _train
 
     return _train(spec_or_path, data, **options)
 
 
 def evaluate(spec_or_checkpoint: Spec | str | Path, data: str | Path, **options: Any) -> dict[str, Any]:
-    """Accuracy, per-class accuracy and confusion matrix on an image folder (``archc evaluate``)."""
+    """Accuracy, per-class accuracy and confusion matrix on an image folder (``archc evaluate``;
+    ``pretrained=True`` or ``weights`` a name or URL: a builder's published weights)."""
     from .training import evaluate as _evaluate
 
     return _evaluate(spec_or_checkpoint, data, **options)
 
 
 def predict(spec_or_checkpoint: Spec | str | Path, images: list[str | Path], **options: Any) -> list[dict[str, Any]]:
-    """The top classes of each image with their probabilities (``archc predict``)."""
+    """The top classes of each image with their probabilities (``archc predict``; ``pretrained=True``
+    or ``weights`` a name or URL: a builder's published weights, with their category names)."""
     from .training import predict as _predict
 
     return _predict(spec_or_checkpoint, images, **options)

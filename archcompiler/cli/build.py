@@ -25,7 +25,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="with --emit onnx: keep the BatchNormalization nodes (by default each is folded into the "
                         "convolution before it), so that archc import gives back the same parameters")
     p.add_argument("--weights", metavar="FILE", help="load a state_dict, checkpoint or .safetensors file; classifier layers of another class "
-                        "count start afresh (from --seed), any other mismatch is an error")
+                        "count start afresh (from --seed), any other mismatch is an error. For a builder (SPEC "
+                        "resnet50): torchvision's weights by name (IMAGENET1K_V1, DEFAULT) or a URL, downloaded once "
+                        "into torch's hub cache")
+    p.add_argument("--pretrained", action="store_true",
+                   help="load the builder's default published weights (torchvision's; --weights NAME for others), "
+                        "with their input size and preprocessing in the spec")
     p.add_argument("--drop-training-heads", action="store_true",
                    help="build without training-only heads (to load checkpoints that lack them)")
     p.add_argument("--seed", type=int, default=None, help="seed for reproducible initialisation")
@@ -48,10 +53,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..io import check_default_output, refuse_inputs
     from ..passes import annotated_graph, rows, totals
+    from ..pretrained import resolve
     from ..spec import load_spec
     from .tables import human, size
 
-    spec = load_spec(args.spec, args.set)
+    published = resolve(args.spec, args.weights, args.pretrained, args.set)
+    spec = load_spec(args.spec, published.overrides)
+    if published.entry is not None and published.entry.model_note:
+        print(f"archc: {published.entry.model_note}", file=sys.stderr)
     g = annotated_graph(spec)
     top, fine = rows(g, spec), rows(g, spec, depth=2)
     print(f"building {spec.name} (importing torch)...", file=sys.stderr)
@@ -65,10 +74,10 @@ def run(args: argparse.Namespace) -> int:
                                   "archcompiler.load_model(path, optimize=True)", "--optimize",
                                   hint="with --optimize, write --emit python, torchscript or onnx")])
     if out is not None:       # refuse a bad output before the (slow) build
-        refuse_inputs(out, [p for p in (args.spec, args.weights) if p])
+        refuse_inputs(out, [p for p in (args.spec, published.file or args.weights) if p])
         if not args.output:
             check_default_output(out, args.force)
-    model = build(spec, seed=args.seed, weights=args.weights, heads=heads, check_memory=args.memory_check,
+    model = build(spec, seed=args.seed, weights=published.weights, heads=heads, check_memory=args.memory_check,
                   optimize=args.optimize, compile=args.compile)
     n_params = sum(p.numel() for p in model.parameters())
     if args.optimize:

@@ -14,11 +14,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                 "with the preprocessing saved in the checkpoint. Prints accuracy, per-class accuracy and the "
                 "confusion matrix, and draws the matrix to a PNG.")
     p.add_argument("spec", metavar="SPEC", help="the spec file, or a checkpoint written by archc train (best.pt or best.safetensors)")
-    p.add_argument("--weights", metavar="CKPT", help="the checkpoint (runs/NAME/best.pt or best.safetensors) or a state_dict")
+    p.add_argument("--weights", metavar="CKPT",
+                   help="the checkpoint (runs/NAME/best.pt or best.safetensors) or a state_dict; or, for a builder "
+                        "(SPEC resnet50), torchvision's weights by name (IMAGENET1K_V1, DEFAULT) or a URL, downloaded "
+                        "once into torch's hub cache")
+    p.add_argument("--pretrained", action="store_true",
+                   help="the builder's default published weights (torchvision's), with their preprocessing and "
+                        "category names (the folder's classes must be among them)")
     p.add_argument("--data", required=True, metavar="DIR", help="images: DIR/CLASS/*.jpg")
     p.add_argument("--plot", metavar="FILE", default=None,
-                   help="where to draw the confusion matrix (default: confusion.png beside the checkpoint; "
-                        "'none' for no picture)")
+                   help="where to draw the confusion matrix (default: confusion.png beside the checkpoint, none for "
+                        "published weights; 'none' for no picture)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where to run (default cpu)")
     p.add_argument("--batch-size", type=int, default=64, metavar="N", help="images per batch (default 64)")
     p.add_argument("--format", choices=["text", "json"], default="text", help="text (default) or json")
@@ -29,12 +35,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from ..pretrained import is_url, is_weights_name
     from ..training import evaluate
 
-    # the picture goes with the checkpoint it describes (runs/NAME/confusion.png), never into the current folder
-    plot = args.plot or str(Path(args.weights or args.spec).with_name("confusion.png"))
+    # the picture goes with the checkpoint it describes (runs/NAME/confusion.png), never into the current
+    # folder: published weights (in torch's cache) get one only where --plot says
+    published = args.pretrained or is_url(args.weights) or is_weights_name(args.weights)
+    plot = args.plot or ("none" if published else str(Path(args.weights or args.spec).with_name("confusion.png")))
     report = evaluate(args.spec, args.data, weights=args.weights, overrides=args.set, device=args.device,
-                      batch_size=args.batch_size, plot=None if plot == "none" else plot)
+                      batch_size=args.batch_size, plot=None if plot == "none" else plot, pretrained=args.pretrained)
     if args.format == "json":
         print(json.dumps(report, indent=2))
         return 0
@@ -49,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
     print("  " + " " * width + " ".join(f"{c[:8]:>8}" for c in classes))
     for c, row in zip(classes, report["confusion"]):
         print(f"  {c:<{width}}" + " ".join(f"{v:>8}" for v in row))
+    if report.get("other"):
+        print(f"  ({report['other']} images predicted as a category outside these)")
     if "plot" in report:
         print(f"wrote {report['plot']}")
     return 0

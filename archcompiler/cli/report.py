@@ -25,6 +25,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--machine", metavar="FILE", help="machine profile (default: the one archc calibrate saved)")
     p.add_argument("--profile", action="store_true", help="also measure the latency of every row (imports torch)")
     p.add_argument("--force", action="store_true", help="replace the default output file even if archc did not write it")
+    p.add_argument("--pretrained", action="store_true",
+                   help="the network as the builder's published weights run it: their input size and preprocessing "
+                        "(nothing is downloaded)")
+    p.add_argument("--weights", metavar="NAME", help="as --pretrained, for the published weights of that name "
+                   "(IMAGENET1K_V1, DEFAULT)")
     add_set(p)
     p.set_defaults(run=run)
 
@@ -42,7 +47,14 @@ def run(args: argparse.Namespace) -> int:
     if not args.spec:
         raise SpecError([error("archc report needs a SPEC (or --sweep DIR)", "SPEC",
                                hint="e.g. archc report specs/googlenet.yaml")])
-    spec = load_spec(args.spec, args.set)
+    from ..pretrained import is_weights_name, resolve
+
+    if args.weights is not None and not is_weights_name(args.weights):
+        raise SpecError([error(f"archc report describes the network, not a file of weights: --weights takes the "
+                               f"name of published weights, not {args.weights}", "--weights",
+                               hint="e.g. --weights IMAGENET1K_V1, or --pretrained")])
+    published = resolve(args.spec, args.weights, args.pretrained, args.set, fetch_file=False)
+    spec = load_spec(args.spec, published.overrides)
     out = Path(args.output or f"{spec.name}-report.html")
     refuse_inputs(out, [args.spec])
     if not args.output:

@@ -37,8 +37,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "arguments it began with (its args.json); a flag given again overrides its value, and "
                         "says so: --epochs may extend the run")
     p.add_argument("--weights", metavar="FILE",
-                   help="start from these weights (a checkpoint, .safetensors or a state_dict); classifier layers "
-                        "of another class count start afresh (seeded), named in one line each")
+                   help="start from these weights (a checkpoint, .safetensors or a state_dict; published weights by "
+                        "name or URL, see --pretrained); classifier layers of another class count start afresh "
+                        "(seeded), named in one line each")
+    p.add_argument("--pretrained", action="store_true",
+                   help="start from the builder's published weights (torchvision's default for SPEC, e.g. "
+                        "googlenet), downloaded once into torch's hub cache, with their preprocessing; --weights "
+                        "NAME (IMAGENET1K_V1) or URL picks others. With --set num_classes=N the classifier layers "
+                        "start afresh")
     p.add_argument("--freeze", metavar="LAYER",
                    help="keep every layer up to and including LAYER (a spec layer name, e.g. inception_4e) as it "
                         "is: its weights and BatchNorm statistics do not change")
@@ -61,8 +67,8 @@ def run(args: argparse.Namespace) -> int:
     given = {"spec": args.spec, "data": args.data, "val": args.val, "val_split": args.val_split,
              "overrides": args.set, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
              "seed": args.seed, "device": args.device, "workers": args.workers, "amp": args.amp or None,
-             "weights": args.weights, "freeze": args.freeze, "patience": args.patience,
-             "tensorboard": args.tensorboard or None, "strict": args.strict or None}
+             "weights": args.weights, "pretrained": args.pretrained or None, "freeze": args.freeze,
+             "patience": args.patience, "tensorboard": args.tensorboard or None, "strict": args.strict or None}
     if args.resume and args.out is None and args.spec is None:
         args.usage_error("--resume needs the run folder: --out DIR (or SPEC, to resume its latest run)")
     missing = [name for name, value in (("SPEC", args.spec), ("--data", args.data)) if value is None]

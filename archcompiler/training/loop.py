@@ -408,8 +408,8 @@ def _tensorboard_writer(write: bool) -> Any:
 # flag of each: --resume takes them back, a flag given again overriding its recorded value
 ARGUMENTS = {"spec": "SPEC", "data": "--data", "val": "--val", "val_split": "--val-split", "overrides": "--set",
              "epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr", "seed": "--seed", "device": "--device",
-             "workers": "--workers", "amp": "--amp", "weights": "--weights", "freeze": "--freeze",
-             "patience": "--patience", "tensorboard": "--tensorboard", "strict": "--strict"}
+             "workers": "--workers", "amp": "--amp", "weights": "--weights", "pretrained": "--pretrained",
+             "freeze": "--freeze", "patience": "--patience", "tensorboard": "--tensorboard", "strict": "--strict"}
 _PATHS = ("spec", "data", "val", "weights")
 _RECIPE = ("epochs", "batch_size", "lr", "seed")       # their value in effect is args.json's "train"
 
@@ -730,14 +730,18 @@ def train(spec_or_path: Spec | str | Path, data: str | Path, *, overrides: dict 
           batch_size: int | None = None, lr: float | None = None, seed: int | None = None, device: str = "auto",
           workers: int | None = None, amp: bool = False, out: str | Path | None = None, resume: bool = False,
           weights: str | Path | None = None, freeze: str | None = None, patience: int | None = None,
-          tensorboard: bool = False, strict: bool = False, progress: bool = True, write: bool = True) -> TrainResult:
+          tensorboard: bool = False, strict: bool = False, progress: bool = True, write: bool = True,
+          pretrained: bool = False) -> TrainResult:
     """Train the network of a spec on an image folder with the spec's recipe (``train:``, ``data:``);
     the arguments override the recipe's fields. Returns the trained module and its history.
 
     ``weights`` starts from a checkpoint or state_dict (a classifier of another class count starts
-    afresh, seeded); ``freeze`` keeps every layer up to and including that one as it is (weights and
-    BatchNorm statistics), the new heads excepted; ``patience`` stops when validation accuracy has not improved for that
-    many epochs; ``tensorboard`` writes TensorBoard event files into the run folder."""
+    afresh, seeded), or from published weights: ``pretrained`` (the builder's default) or ``weights``
+    a name (``IMAGENET1K_V1``) or URL, whose preprocessing and input size the run then uses (the
+    spec's ``data:`` as ``--set`` values before the given ``overrides``); ``freeze`` keeps every
+    layer up to and including that one as it is (weights and BatchNorm statistics), the new heads
+    excepted; ``patience`` stops when validation accuracy has not improved for that many epochs;
+    ``tensorboard`` writes TensorBoard event files into the run folder."""
     flags = {"train.epochs": epochs, "train.batch_size": batch_size, "train.lr": lr, "train.seed": seed}
     extra = [f"{k}={v}" for k, v in flags.items() if v is not None]
     sets = [f"{k}={json.dumps(v)}" for k, v in overrides.items()] if isinstance(overrides, dict) else \
@@ -746,8 +750,15 @@ def train(spec_or_path: Spec | str | Path, data: str | Path, *, overrides: dict 
     arguments = {"spec": None, "data": str(data), "val": str(val) if val is not None else None,
                  "val_split": val_split, "overrides": sets, "epochs": epochs, "batch_size": batch_size, "lr": lr,
                  "seed": seed, "device": device, "workers": workers, "amp": amp,
-                 "weights": str(weights) if weights else None, "freeze": freeze, "patience": patience,
-                 "tensorboard": tensorboard, "strict": strict}
+                 "weights": str(weights) if weights else None, "pretrained": bool(pretrained), "freeze": freeze,
+                 "patience": patience, "tensorboard": tensorboard, "strict": strict}
+    from ..pretrained import resolve
+
+    main = int(os.environ.get("RANK", "0")) == 0
+    published = resolve(spec_or_path, weights, pretrained, overrides, progress=progress and main,
+                        note=lambda line: print(f"archc: {line}", file=sys.stderr, flush=True) if main else None)
+    weights, overrides = published.weights, published.overrides
+    weights_file = published.file or (str(weights) if weights else None)
     spec = load_spec(spec_or_path, overrides)
     if val_split is not None and not 0 < val_split < 1:
         raise SpecError([error(f"--val-split is a fraction in (0, 1), got {val_split}", "--val-split")])
@@ -774,6 +785,7 @@ def train(spec_or_path: Spec | str | Path, data: str | Path, *, overrides: dict 
             print(f"archc: {head}", file=sys.stderr, flush=True)
 
     model = build(spec, seed=t.seed, weights=weights, log=note).to(dev)
+    weights = published = None                      # the tensors read are in the model now
     # new heads train even inside the frozen part (an auxiliary head before LAYER)
     frozen, spared = freeze_layers(model, annotated_graph(spec), spec, freeze, keep={h.path for h in new_heads}) \
         if freeze else ([], [])
@@ -790,7 +802,8 @@ def train(spec_or_path: Spec | str | Path, data: str | Path, *, overrides: dict 
     arguments["spec"] = run.source
     run.describe({"spec": run.source, "data": str(data), "val": str(val) if val else None,
                   "val_split": val_split, "device": str(dev), "workers": d.workers, "amp": amp,
-                  "processes": world.size, "overrides": overrides, "weights": str(weights) if weights else None,
+                  "processes": world.size, "overrides": overrides, "weights": arguments["weights"],
+                  "pretrained": arguments["pretrained"], "weights_file": weights_file,
                   "freeze": freeze, "patience": patience, "train": spec.train.model_dump(),
                   "data_options": spec.data.model_dump(), "classes": d.classes,
                   "arguments": arguments, "cwd": os.getcwd()})

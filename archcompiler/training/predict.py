@@ -3,7 +3,9 @@
 A checkpoint written by ``archc train`` carries its spec, the class names and the preprocessing it
 was trained with, so images are prepared exactly as in training. A plain ``state_dict`` (a
 published checkpoint) works too: the spec's ``data:`` section says how to prepare images, and
-class names come from the folder (or are numbered).
+class names come from the folder (or are numbered). Published weights by name (``--pretrained``,
+``--weights IMAGENET1K_V1``; see :mod:`archcompiler.pretrained`) bring their own preprocessing and
+category names.
 """
 
 from __future__ import annotations
@@ -20,13 +22,19 @@ from .data import ImageError, ImageFolder, Preprocess, collate, read_image, scan
 
 
 def load_trained(spec_or_checkpoint: Spec | str | Path, weights: str | Path | None = None,
-                 overrides: dict | list | None = None, device: str = "cpu") -> tuple[Any, Spec, list[str] | None, Preprocess]:
+                 overrides: dict | list | None = None, device: str = "cpu",
+                 pretrained: bool = False) -> tuple[Any, Spec, list[str] | None, Preprocess]:
     """The trained module, its spec, its class names (if the checkpoint has them) and preprocessing.
-    Every tensor must fit: a classifier of another class count is an error here, not a new head."""
+    Every tensor must fit: a classifier of another class count is an error here, not a new head.
+    ``pretrained`` (or ``weights`` a name such as ``IMAGENET1K_V1``, or a URL): torchvision's
+    published weights of the builder, with their preprocessing and category names."""
     from ..backends.torch import build
     from ..backends.torch.weights import has_training_heads
     from ..modelfile import check_classes, embedded_spec, is_model_file, read_weights
+    from ..pretrained import resolve
 
+    published = resolve(spec_or_checkpoint, weights, pretrained, overrides)
+    weights, overrides = published.weights, published.overrides
     if weights is None:
         if not is_model_file(spec_or_checkpoint):
             raise SpecError([error("which weights? give --weights CHECKPOINT (or a checkpoint instead of SPEC)",
@@ -37,7 +45,7 @@ def load_trained(spec_or_checkpoint: Spec | str | Path, weights: str | Path | No
                                    Location(str(spec_or_checkpoint)), hint="give the spec and --weights FILE")])
         spec = embedded_spec(mf, overrides, file=str(spec_or_checkpoint))
     else:
-        mf = read_weights(weights)
+        mf = read_weights(weights)              # published weights: with their category names and preprocessing
         spec = load_spec(spec_or_checkpoint, overrides)
     heads = mf.heads if mf.heads is not None else has_training_heads(spec, mf.state_dict)
     model = build(spec, weights=mf, heads=heads, new_heads=False)
@@ -67,18 +75,20 @@ def class_count(spec: Spec) -> int:
 
 def evaluate(spec_or_checkpoint: Spec | str | Path, data: str | Path, weights: str | Path | None = None,
              overrides: dict | list | None = None, device: str = "cpu", batch_size: int = 64, workers: int = 0,
-             plot: str | Path | None = None) -> dict[str, Any]:
+             plot: str | Path | None = None, pretrained: bool = False) -> dict[str, Any]:
     """Accuracy, per-class accuracy and the confusion matrix of a trained network on an image folder
-    (``plot``: also draw the confusion matrix to that PNG file)."""
+    (``plot``: also draw the confusion matrix to that PNG file; ``pretrained``: as :func:`load_trained`)."""
+    from ..pretrained import is_url, is_weights_name
     from .loop import evaluate_loader
 
-    model, spec, classes, pre = load_trained(spec_or_checkpoint, weights, overrides, device)
+    model, spec, classes, pre = load_trained(spec_or_checkpoint, weights, overrides, device, pretrained)
     folder_classes, samples = scan(data)
     classes = classes or folder_classes
     unknown = [c for c in folder_classes if c not in classes]
     if unknown:
+        known = ", ".join(classes[:20]) + (f", ... ({len(classes)} in all)" if len(classes) > 20 else "")
         raise SpecError([error(f"the folder has classes the model was not trained on: {', '.join(unknown)}",
-                               "--data", Location(str(data)), hint=f"the model knows: {', '.join(classes)}")])
+                               "--data", Location(str(data)), hint=f"the model knows: {known}")])
     if not samples:
         raise SpecError([error(f"no images in {data}", "--data", Location(str(data)))])
     index = {c: i for i, c in enumerate(classes)}
@@ -92,6 +102,14 @@ def evaluate(spec_or_checkpoint: Spec | str | Path, data: str | Path, weights: s
     report = {"spec": spec.name, "images": result["count"], "skipped": result["skipped"],
               "accuracy": result["accuracy"], "per_class_accuracy": per_class, "classes": classes,
               "confusion": confusion.tolist()}
+    if (pretrained or is_url(weights) or is_weights_name(weights)) and len(classes) > len(folder_classes):
+        # published weights know many categories (ImageNet's 1000): the folder's alone are reported,
+        # and how many images were taken for a category outside them
+        rows = [index[c] for c in folder_classes]
+        confusion = confusion[rows][:, rows]
+        classes = list(folder_classes)
+        report.update(classes=classes, per_class_accuracy={c: per_class[c] for c in classes},
+                      confusion=confusion.tolist(), other=int(result["count"] - confusion.sum().item()))
     if plot is not None:
         plot_confusion(Path(plot), classes, confusion, f"{spec.name}: accuracy {result['accuracy']:.3f}")
         report["plot"] = str(plot)
@@ -126,9 +144,11 @@ def plot_confusion(path: Path, classes: list[str], confusion: torch.Tensor, titl
 
 
 def predict(spec_or_checkpoint: Spec | str | Path, images: list[str | Path], weights: str | Path | None = None,
-            overrides: dict | list | None = None, top: int = 5, device: str = "cpu") -> list[dict[str, Any]]:
-    """The ``top`` classes with their probabilities for each image, prepared as in training."""
-    model, spec, classes, pre = load_trained(spec_or_checkpoint, weights, overrides, device)
+            overrides: dict | list | None = None, top: int = 5, device: str = "cpu",
+            pretrained: bool = False) -> list[dict[str, Any]]:
+    """The ``top`` classes with their probabilities for each image, prepared as in training
+    (``pretrained``: as :func:`load_trained`, with the weights' category names)."""
+    model, spec, classes, pre = load_trained(spec_or_checkpoint, weights, overrides, device, pretrained)
     results = []
     for path in images:
         try:

@@ -28,7 +28,7 @@ class Location:
 NOWHERE = Location("<unknown>")
 
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")     # a tab and a newline too: a message is one line
 
 
 def printable(text: str) -> str:

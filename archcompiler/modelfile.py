@@ -18,14 +18,16 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+import re
+import warnings
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .errors import BackendError, Location, error
-from .spec import Spec, load_spec
+from .errors import BackendError, Diagnostic, Location, SpecError, error
+from .spec import Spec
 from .spec.limits import MAX_NAME_CHARS, MAX_SPEC_BYTES, MAX_YAML_DEPTH, MAX_YAML_NODES
 
 SUFFIXES = (".pt", ".pth", ".safetensors")
@@ -44,6 +46,8 @@ MAX_IMAGE_SIDE = 4096                       # preprocess.size and preprocess.res
 MAX_INFLATED_BYTES = 64 * 1024 * 1024
 INFLATE_RATIO = 16
 MAX_RECORDS = 200_000
+MAX_SPEC_ERRORS = 5                         # of the problems of a checkpoint's spec, the first few are said,
+MAX_MESSAGE_CHARS = 1000                    # each in a line of at most about this many characters
 # the preprocessing fields (archcompiler.training.data.Preprocess), their kinds and defaults (None: required)
 PREPROCESS_FIELDS: dict[str, tuple[str, Any]] = {
     "size": ("side", None), "resize": ("side", None), "mean": ("floats", None), "std": ("floats", None),
@@ -57,12 +61,28 @@ def is_model_file(source: Any) -> bool:
     return isinstance(source, (str, Path)) and str(source).endswith(SUFFIXES)
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def has_control(text: str) -> bool:
+    """Whether ``text`` holds a control character (a tab, a newline, an ANSI escape) or a lone surrogate
+    (a name from a file that is not UTF-8): a name that cannot be printed as it is."""
+    return _CONTROL.search(text) is not None
+
+
+def shown(text: str, limit: int = 200) -> str:
+    """A name or a message from the file (a tensor's key, a record's name) as one printable line:
+    what is not printable escaped as repr would (a tab, a newline, an ANSI escape), cut to ``limit``."""
+    text = text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return _cut(text, limit)
+
+
 def first_line(exc: Exception) -> str:
     """What torch.load said, in one line (its weights-only refusal is a page long)."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if "Weights only load failed" in text:
         return "not a file of tensors that loads safely"
-    return text[:300]
+    return shown(text, 300)
 
 
 @dataclass
@@ -96,6 +116,35 @@ def _is_state_dict(data: Any) -> bool:
     import torch
 
     return isinstance(data, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in data.items())
+
+
+def _check_tensors(state: dict[str, Any], label: str) -> None:
+    """Each tensor of a state_dict is a dense tensor of real numbers with data, as archc and torch.save
+    write weights: a sparse, quantized or nested tensor, one on the meta device (no data) or of complex
+    numbers loads into no layer (torch would fail, or drop the imaginary part); refused naming it. (A
+    file's tensors are read to the CPU; a state_dict given by a caller may be on a GPU.)"""
+    versions = getattr(state, "_metadata", None)     # torch.save keeps each module's version with a state_dict
+    if versions is not None and not (isinstance(versions, dict) and all(
+            isinstance(v, dict) and all(isinstance(n, int) and not isinstance(n, bool) or n is None
+                                        for k, n in v.items() if k == "version") for v in versions.values())):
+        raise BackendError([error(f"the versions of the layers in {label} (the state_dict's _metadata, which "
+                                  "torch.save writes) are not whole numbers", "state_dict", Location(label),
+                                  hint="torch.save writes them; the file was changed since, or written by "
+                                       "another tool")])
+    for key, value in state.items():
+        what = ("a sparse tensor" if value.layout != _strided() else "a quantized tensor" if value.is_quantized
+                else "a nested tensor" if value.is_nested else "a tensor without data (on the meta device)"
+                if value.is_meta else f"a tensor of complex numbers ({value.dtype})" if value.is_complex() else None)
+        if what is not None:
+            raise BackendError([error(f"{shown(key)} in {label} is {what}", "state_dict", Location(label),
+                                      hint="archc loads dense tensors of real numbers (floating-point weights, "
+                                           "integer counters)")])
+
+
+def _strided() -> Any:
+    import torch
+
+    return torch.strided
 
 
 def _not_weights(label: str, what: str) -> BackendError:
@@ -224,9 +273,10 @@ def _checked(data: dict[str, Any], label: str) -> dict[str, Any]:
     if classes is not None:
         if not isinstance(classes, (list, tuple)) or not 1 <= len(classes) <= MAX_CLASSES:
             raise refuse(label, "classes", f"is not a list of 1 to {MAX_CLASSES:,} class names")
-        if not all(isinstance(c, str) and 0 < len(c) <= MAX_CLASS_CHARS for c in classes):
+        # (printed by archc predict: a name holding an ANSI escape or a newline would drive the terminal)
+        if not all(isinstance(c, str) and 0 < len(c) <= MAX_CLASS_CHARS and not has_control(c) for c in classes):
             raise refuse(label, "classes", f"holds something other than names (strings of 1 to {MAX_CLASS_CHARS} "
-                         "characters)")
+                         "characters, none a control character)")
         if len(set(classes)) != len(classes):
             raise refuse(label, "classes", "names a class twice")
         out["classes"] = list(classes)
@@ -242,11 +292,13 @@ def from_payload(data: Any, label: str) -> ModelFile:
     """A :class:`ModelFile` from what a ``.pt`` file (or a caller) holds; what it holds besides the
     tensors (spec, class names, preprocessing, ...) is checked first, and refused naming the field."""
     if _is_state_dict(data):
+        _check_tensors(data, label)
         return ModelFile(label, data)
     if not isinstance(data, dict) or not isinstance(data.get("state_dict"), dict):
         raise _not_weights(label, "not a mapping of names to tensors")
     if not _is_state_dict(data["state_dict"]):
         raise _not_weights(label, "its 'state_dict' is not a mapping of names to tensors")
+    _check_tensors(data["state_dict"], label)
     known = _checked(data, label)
     rest = {k: v for k, v in data.items()
             if k not in ("state_dict", "spec", "spec_file", "heads", "classes", "preprocess")}
@@ -310,7 +362,9 @@ def read_weights(source: str | Path | dict | ModelFile, what: str = "--weights")
     import torch
 
     try:
-        data = torch.load(source, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():     # torch's notes on what it rebuilds (a sparse tensor is "in beta")
+            warnings.simplefilter("ignore")
+            data = torch.load(source, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise BackendError([error(f"no such weights file: {label}", what, Location(label))]) from None
     except IsADirectoryError:
@@ -341,9 +395,9 @@ def _read_safetensors(path: Path, what: str) -> ModelFile:
     except Exception as exc:
         raise BackendError([error(f"cannot read {label} as a safetensors file: {first_line(exc)}", what,
                                   Location(label))]) from None
-    out = ModelFile(label, state)
     if meta.get("format") != SAFETENSORS_FORMAT:
-        return out                      # weights from elsewhere: no archc metadata
+        _check_tensors(state, label)
+        return ModelFile(label, state)  # weights from elsewhere: no archc metadata
     fields = {}
     for key in ("spec", "spec_file", "heads", "classes", "preprocess", "epoch"):
         if key not in meta:
@@ -427,4 +481,44 @@ def embedded_spec(payload: dict[str, Any] | ModelFile, overrides: dict | list | 
         text = yaml.safe_dump(data, sort_keys=False)
     except (yaml.YAMLError, RecursionError, TypeError, ValueError) as exc:
         raise BackendError([error(f"the embedded spec is not plain data: {first_line(exc)}", "spec", where)]) from None
-    return load_spec(text, overrides)
+    return _load_embedded(text, overrides, where.file)
+
+
+def _load_embedded(text: str, overrides: dict | list | None, name: str) -> Spec:
+    """:func:`load_spec` of the YAML text of an embedded spec, its values located in ``name`` (``FILE
+    (embedded spec)``), not in ``<string>``: every refusal of the spec, now or when it is built, names
+    the model file. (The text has no ``extends``: it is read as load_spec reads a file without one.)"""
+    from .spec.compose import apply_overrides
+    from .spec.resolve import resolve
+    from .spec.source import YDict, parse_yaml
+    from .util import paused_gc
+
+    try:
+        with paused_gc():
+            doc = parse_yaml(text, name)
+            if not isinstance(doc, YDict):
+                raise BackendError([error("the embedded spec is not a mapping", "spec", Location(name, 1, 1))])
+            apply_overrides(doc, overrides)
+            return resolve(doc, name)
+    except SpecError as exc:
+        # a spec file's every problem is listed, as it says it, for its author; a checkpoint's spec is
+        # archc's own, changed since: the first few problems say so, each in a bounded line (a file of
+        # 60,000 unknown keys is not 60,000 lines, an op given as a mapping of 20,000 keys not 300 KB)
+        errors = [_bounded(d) for d in exc.errors]
+        if len(errors) > MAX_SPEC_ERRORS + 1:
+            errors = [*errors[:MAX_SPEC_ERRORS], error(f"... and {len(errors) - MAX_SPEC_ERRORS:,} more problems "
+                                                      "in the embedded spec", "spec", Location(name), hint=TAMPERED)]
+        raise SpecError(errors) from None
+
+
+def _bounded(d: Diagnostic) -> Diagnostic:
+    """A problem of an embedded spec with its message, path and hint cut short, and its value kept only
+    when it is a short scalar (``--format json`` prints it)."""
+    value = d.value if d.value is None or isinstance(d.value, (bool, int, float)) or \
+        isinstance(d.value, str) and len(d.value) <= MAX_NAME_CHARS else None
+    return replace(d, message=_cut(d.message, MAX_MESSAGE_CHARS), path=_cut(d.path, MAX_NAME_CHARS + 100),
+                   hint=None if d.hint is None else _cut(d.hint, MAX_MESSAGE_CHARS), value=value)
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"

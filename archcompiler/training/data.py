@@ -174,6 +174,12 @@ def scan(folder: str | Path) -> tuple[list[str], list[tuple[Path, int]]]:
     if not root.is_dir():
         raise _fail(f"no such folder: {root}", root, hint="--data takes a folder with one sub-folder per class")
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    from ..modelfile import has_control
+
+    odd = [c for c in classes if has_control(c)]
+    if odd:     # a class name is printed (archc predict) and saved in checkpoints, which refuse such a name
+        raise _fail(f"{root} has a class folder whose name holds a control character: {ascii(odd[0])}", root,
+                    hint="rename the folder: its name is the class name")
     if not classes:
         loose = sum(1 for p in root.iterdir() if p.suffix.lower() in EXTENSIONS and p.is_file())
         if loose:

@@ -15,7 +15,7 @@ import torch
 
 from ...errors import BackendError, Diagnostic, Location, error
 from ...ir.plan import plan
-from ...modelfile import ModelFile
+from ...modelfile import ModelFile, shown
 from ...spec import Spec
 from .info import archc_info
 
@@ -91,6 +91,14 @@ def state_at(model: torch.nn.Module, path: str) -> dict[str, torch.Tensor]:
     return {f"{path}.{k}": v for k, v in owner.state_dict().items()}
 
 
+def _kind(t: torch.Tensor) -> str:
+    """What a tensor's values are, for loading: torch casts a float16 tensor to float32 (the same kind),
+    but would cast a complex one to real (dropping a part), integers or booleans to weights."""
+    if t.is_complex():
+        return "complex"
+    return "floating-point" if t.is_floating_point() else "boolean" if t.dtype == torch.bool else "integer"
+
+
 def _capped(problems: list[Diagnostic], kind: str, where: Location) -> list[Diagnostic]:
     if len(problems) <= SHOWN + 1:
         return problems
@@ -120,6 +128,8 @@ def load_weights(model: torch.nn.Module, weights: ModelFile, g: Any, spec: Spec,
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     shapes = [k for k in differ if k.rsplit(".", 1)[0] not in renew]
+    # values of another kind (integers for weights, complex numbers) are not cast: refused like a shape
+    kinds = [k for k in own if k in state and k not in differ and _kind(state[k]) != _kind(own[k])]
 
     def first_difference(among: list[str]) -> tuple[str, Location, str]:
         """The layer of the first tensor (in the model's order) among ``among`` or missing, its
@@ -127,24 +137,28 @@ def load_weights(model: torch.nn.Module, weights: ModelFile, g: Any, spec: Spec,
         differing = set(missing) | set(among)
         first = next((k for k in own if k in differing), None)
         if first is None:
-            return "?", source, f"{label} has tensors the model lacks, first {unexpected[0]}"
+            return "?", source, f"{label} has tensors the model lacks, first {shown(unexpected[0])}"
         name, loc = layer(first)
-        return name, loc, (f"{first} is not in {label}" if first in missing else
-                           f"{first}: {tuple(state[first].shape)} in {label}, {tuple(own[first].shape)} in the model")
+        if first in missing:
+            return name, loc, f"{first} is not in {label}"
+        if first in kinds:
+            return name, loc, (f"{first}: {_kind(state[first])} values ({state[first].dtype}) in {label}, "
+                               f"{_kind(own[first])} in the model")
+        return name, loc, f"{first}: {tuple(state[first].shape)} in {label}, {tuple(own[first].shape)} in the model"
 
-    if missing or unexpected or shapes:
+    if missing or unexpected or shapes or kinds:
         if weights.spec_name and weights.spec_name != spec.name:
             # said the same whatever the command: every tensor that does not fit counts, the
             # classifier layers' too (a new head is for a checkpoint of the same network)
-            held = f"spec {weights.spec_name}" + (f" (from {weights.spec_file})" if weights.spec_file else "")
-            name, _, why = first_difference(differ)
+            held = f"spec {weights.spec_name}" + (f" (from {shown(weights.spec_file)})" if weights.spec_file else "")
+            name, _, why = first_difference(differ + kinds)
             raise BackendError([error(
                 f"{label} holds {held}, but the command was given spec {spec.name} ({spec.file}): "
-                f"{len(missing) + len(unexpected) + len(differ)} tensors do not fit; the "
+                f"{len(missing) + len(unexpected) + len(differ) + len(kinds)} tensors do not fit; the "
                 f"first layer that differs is {name} ({why})", "--weights", source,
                 hint=f"pass the checkpoint itself as SPEC (archc predict {label} IMAGE ..., archc evaluate "
                      f"{label} --data DIR), or give the spec it was trained with")])
-        name, loc, why = first_difference(shapes)
+        name, loc, why = first_difference(shapes + kinds)
         problems = [error(f"{label} does not fit spec {spec.name}: the first layer that differs is {name} ({why})",
                           "weights", loc)]
         shape_list = []
@@ -152,14 +166,20 @@ def load_weights(model: torch.nn.Module, weights: ModelFile, g: Any, spec: Spec,
             name, loc = layer(k)
             shape_list.append(error(f"shape mismatch for {k} (layer {name}): checkpoint {tuple(state[k].shape)}, "
                                     f"model {tuple(own[k].shape)}", "weights", loc))
+        kind_list = []
+        for k in kinds:
+            name, loc = layer(k)
+            kind_list.append(error(f"values of another kind for {k} (layer {name}): checkpoint {_kind(state[k])} "
+                                   f"({state[k].dtype}), model {_kind(own[k])} ({own[k].dtype})", "weights", loc))
         missing_list = []
         for k in missing:
             name, loc = layer(k)
             missing_list.append(error(f"missing key {k} (layer {name})", "weights", loc,
                                       hint=f"{label} lacks this tensor"))
-        unexpected_list = [error(f"unexpected key {k}", "weights", source,
+        unexpected_list = [error(f"unexpected key {shown(k)}", "weights", source,
                                  hint="the model has no such tensor; wrong spec or rename rules?") for k in unexpected]
         problems += _capped(shape_list, "shape mismatches", source)
+        problems += _capped(kind_list, "tensors of another kind", source)
         problems += _capped(missing_list, "missing keys", source)
         problems += _capped(unexpected_list, "unexpected keys", source)
         nodes = [_owner(k, by_path) for k in missing]

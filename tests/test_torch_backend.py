@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import ALL_SPECS, SPECS, TIERED_SPECS, TORCHVISION_SPECS, recipe_input, recipe_weights, run_archc
+from conftest import ALL_SPECS, ROOT, SPECS, TIERED_SPECS, TORCHVISION_SPECS, recipe_input, recipe_weights, run_archc
 from torch.utils.flop_counter import FlopCounterMode
 
 import archcompiler
@@ -388,3 +388,17 @@ def test_a_layer_named_like_a_helper_of_the_generated_code_does_not_shadow_it():
     model = archcompiler.build(spec).eval()
     assert "stochastic_depth_ = stochastic_depth(" in model.code
     assert model(torch.randn(1, 3, 8, 8)).shape == (1, 4, 8, 8)
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "binary_cross_entropy"])
+def test_predict_proba_without_a_final_softmax_gives_what_the_loss_trains_for(loss):
+    """A spec that ends in its logits (tests/data/digits-cnn.yaml): predict_proba is the softmax that
+    cross-entropy trains the logits for, or each unit's sigmoid for binary cross-entropy, never the raw
+    logits (`archc predict` printed them as '120.83%')."""
+    spec = archcompiler.load_spec(ROOT / "tests" / "data" / "digits-cnn.yaml", {"loss": loss})
+    model = archcompiler.build(spec, seed=0)
+    x = torch.randn(3, 1, 16, 16)
+    p, logits = model.predict_proba(x), model.eval()(x)
+    expected = torch.softmax(logits, 1) if loss == "cross_entropy" else torch.sigmoid(logits)
+    torch.testing.assert_close(p, expected)
+    assert ((p >= 0) & (p <= 1)).all()

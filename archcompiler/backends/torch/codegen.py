@@ -681,7 +681,8 @@ def render(g: nx.DiGraph, spec: Spec, name: str, tuple_name: str, outputs: dict[
         fields=list(outputs), field_types=field_types, init="\n".join(init_lines) or "        pass",
         body="\n".join(body), losses=losses, init_rules=init_rules, main=main_names[0],
         num_outputs=len(outputs), input_shape=list(spec.input),
-        proba=_final_call(g, outputs[main_names[0]]["node"]) if final_softmax[main_names[0]] else "logits",
+        proba=_final_call(g, outputs[main_names[0]]["node"]) if final_softmax[main_names[0]]
+        else _proba_of_loss(outputs[main_names[0]]["loss"]),
         # the helpers' text from runtime.py (one blank line after the named tuple, then two between definitions)
         loss_helpers=helper_source(_log1m_softmax, spec_loss)[1:], check_input=helper_source(check_input),
         spec_repr=repr(spec.name),
@@ -690,6 +691,12 @@ def render(g: nx.DiGraph, spec: Spec, name: str, tuple_name: str, outputs: dict[
         if g.graph.get("memory_format") == "channels_last" else "",
         inference_only=_INFERENCE_ONLY if g.graph.get("optimizations") is not None else "",
     )
+
+
+def _proba_of_loss(loss: str) -> str:
+    """Without a final softmax, the probabilities the main output's loss trains the logits to give: a
+    softmax over the classes for cross-entropy, each unit's sigmoid for binary cross-entropy."""
+    return "torch.softmax(logits, dim=1)" if loss == "cross_entropy" else "torch.sigmoid(logits)"
 
 
 def _final_call(g: nx.DiGraph, node: str) -> str:

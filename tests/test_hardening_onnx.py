@@ -254,7 +254,8 @@ def test_a_big_file_of_zeros_is_refused_before_it_is_read(tmp_path):
     os.unlink(tmp_path.parent / f"{tmp_path.name}.err")
     check_refused(subprocess.CompletedProcess(p.args, p.returncode, "", stderr), "not a readable ONNX model",
                   "first bytes (00 00", where=big)
-    assert usage.ru_maxrss < 1_200_000, f"peak RSS {usage.ru_maxrss} KiB"       # torch and onnx loaded: ~650 MB; read whole: 1.9 GB more
+    # (under the 1.5 GB address-space limit, reading the 1.9 GB file whole would end in a MemoryError, not this
+    # refusal; the child's ru_maxrss is no measure here: Linux carries the forking worker's peak across exec)
     assert snapshot(tmp_path) == before
 
 

@@ -227,6 +227,28 @@ def readme_commands(readme_workdir) -> CommandChain:
     return CommandChain(README_COMMANDS, readme_workdir, run_readme_command)
 
 
+def mangle_bytes(data: bytes, r) -> tuple[bytes, str]:
+    """A seeded byte-level mutation of a file (``r``: a random.Random): bits flipped, cut short, bytes
+    inserted, overwritten or repeated; and what was done, in words. The fuzzers of untrusted files use it."""
+    b = bytearray(data)
+    how = r.choice(["flip", "flip", "truncate", "insert", "overwrite", "repeat"])
+    if how == "flip":
+        for _ in range(r.randint(1, 8)):
+            b[r.randrange(len(b))] ^= 1 << r.randrange(8)
+    elif how == "truncate":
+        b = b[: r.randrange(len(b))]
+    elif how == "insert":
+        at = r.randrange(len(b) + 1)
+        b[at:at] = r.randbytes(r.randint(1, 16))
+    elif how == "overwrite":
+        at = r.randrange(len(b))
+        b[at:at + 8] = r.choice([b"\xff" * 8, b"\x00" * 8, r.randbytes(8), b"\x80" * 8])
+    else:
+        at = r.randrange(len(b))
+        b[at:at] = b[at:at + r.randint(1, 64)]
+    return bytes(b), f"bytes {how}"
+
+
 def meta_layout(spec, overrides=None) -> tuple[list, int]:
     """``([[key, shape], ...] in state_dict order, parameter count)`` of the module a spec builds, built
     on torch's meta device (no memory, no initialisation): what torchvision's reference data lists."""

@@ -24,7 +24,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import DATA, no_hang, run_archc
+from conftest import DATA, mangle_bytes, no_hang, run_archc
 
 onnx = pytest.importorskip("onnx")
 np = pytest.importorskip("numpy")
@@ -396,26 +396,6 @@ FIELD_MUTATIONS = [m_op_type, m_op_type, m_domain, m_attribute, m_attribute, m_a
 
 # ----------------------------------------------------------------------------- byte-level mutations
 
-def mangle_bytes(data: bytes, r: random.Random) -> tuple[bytes, str]:
-    b = bytearray(data)
-    how = r.choice(["flip", "flip", "truncate", "insert", "overwrite", "repeat"])
-    if how == "flip":
-        for _ in range(r.randint(1, 8)):
-            b[r.randrange(len(b))] ^= 1 << r.randrange(8)
-    elif how == "truncate":
-        b = b[: r.randrange(len(b))]
-    elif how == "insert":
-        at = r.randrange(len(b) + 1)
-        b[at:at] = r.randbytes(r.randint(1, 16))
-    elif how == "overwrite":
-        at = r.randrange(len(b))
-        b[at:at + 8] = r.choice([b"\xff" * 8, b"\x00" * 8, r.randbytes(8), b"\x80" * 8])
-    else:
-        at = r.randrange(len(b))
-        b[at:at] = b[at:at + r.randint(1, 64)]
-    return bytes(b), f"bytes {how}"
-
-
 def case(seed: int, seed_models: list[bytes]) -> tuple[bytes, list[str]]:
     """The mutated model of a seed: its bytes and what was done to it."""
     r = random.Random(seed)
@@ -443,7 +423,7 @@ def _control(text: str) -> bool:
     return any(ord(c) < 32 and c not in "\n" or 0x7f <= ord(c) < 0xa0 for c in text)
 
 
-def archc(*args: str, seconds: float = 20) -> tuple[int, str]:
+def archc(*args: str, seconds: float = 120) -> tuple[int, str]:
     """The CLI in this process, with everything it prints."""
     buf = io.StringIO()
     with no_hang(seconds), contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
@@ -627,11 +607,11 @@ def test_twenty_thousand_layers_are_named_and_placed_in_linear_time():
     from archcompiler.importers.flat import Item, place
 
     ctx = reader._Graph({}, {}, {}, {})
-    with no_hang(5):
+    with no_hang(30):      # a hang guard (linear: well under a second; quadratic: minutes)
         names = [reader._unique("conv", ctx.taken) for _ in range(20_000)]
     assert names[:3] == ["conv", "conv_1", "conv_2"] and len(set(names)) == 20_000
     items = [Item("fc", {"op": "linear", "out": 2}, ["input"], "Gemm", "fc", ""),
              *(Item(f"%r{k}", {"op": "flatten"}, ["input"], "Reshape", None, None) for k in range(20_000))]
-    with no_hang(5):
+    with no_hang(30):      # a hang guard (linear: well under a second; quadratic: minutes)
         result, _ = place(items, "%r0", {}, lambda base: reader._unique(base, ctx.taken))
     assert result == "flatten" and items[-1].name == "flatten_19999"

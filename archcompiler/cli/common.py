@@ -89,3 +89,17 @@ def print_errors(exc: ArchcError, fmt: str = "text") -> None:
     else:
         for d in exc.errors:
             print(d.format(), file=sys.stderr)
+
+
+CHECKPOINT_HELP = ("the checkpoint (runs/NAME/best.pt or best.safetensors) or a state_dict; or, for a builder "
+                   "(SPEC resnet50), torchvision's weights by name (IMAGENET1K_V1, DEFAULT) or a URL, downloaded "
+                   "once into torch's hub cache")
+
+
+def add_checkpoint_options(p: argparse.ArgumentParser, pretrained_help: str) -> None:
+    """``--weights CKPT`` and ``--pretrained``, as evaluate and predict take them."""
+    p.add_argument("--weights", metavar="CKPT", help=CHECKPOINT_HELP)
+    p.add_argument("--pretrained", action="store_true",
+                   help="the builder's default published weights (torchvision's), with their preprocessing and "
+                        f"category names{pretrained_help}")
+

@@ -7,20 +7,14 @@ import json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from .common import add_set, command
+    from .common import add_checkpoint_options, add_set, command
 
     p = command(sub, "evaluate", help="accuracy and confusion matrix of a trained network on an image folder",
                 description="Evaluate trained weights on a folder laid out like the training data (DIR/CLASS/*.jpg), "
                 "with the preprocessing saved in the checkpoint. Prints accuracy, per-class accuracy and the "
                 "confusion matrix, and draws the matrix to a PNG.")
     p.add_argument("spec", metavar="SPEC", help="the spec file, or a checkpoint written by archc train (best.pt or best.safetensors)")
-    p.add_argument("--weights", metavar="CKPT",
-                   help="the checkpoint (runs/NAME/best.pt or best.safetensors) or a state_dict; or, for a builder "
-                        "(SPEC resnet50), torchvision's weights by name (IMAGENET1K_V1, DEFAULT) or a URL, downloaded "
-                        "once into torch's hub cache")
-    p.add_argument("--pretrained", action="store_true",
-                   help="the builder's default published weights (torchvision's), with their preprocessing and "
-                        "category names (the folder's classes must be among them)")
+    add_checkpoint_options(p, " (the folder's classes must be among them)")
     p.add_argument("--data", required=True, metavar="DIR", help="images: DIR/CLASS/*.jpg")
     p.add_argument("--plot", metavar="FILE", default=None,
                    help="where to draw the confusion matrix (default: confusion.png beside the checkpoint, none for "

@@ -7,7 +7,7 @@ import json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from .common import add_set, command
+    from .common import add_checkpoint_options, add_set, command
     from .flops import positive
 
     p = command(sub, "predict", help="the top classes of images, with probabilities",
@@ -15,13 +15,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                 "checkpoint; prints the top-k classes and their probabilities.")
     p.add_argument("spec", metavar="SPEC", help="the spec file, or a checkpoint written by archc train (best.pt or best.safetensors)")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
-    p.add_argument("--weights", metavar="CKPT",
-                   help="the checkpoint (runs/NAME/best.pt or best.safetensors) or a state_dict; or, for a builder "
-                        "(SPEC resnet50), torchvision's weights by name (IMAGENET1K_V1, DEFAULT) or a URL, downloaded "
-                        "once into torch's hub cache")
-    p.add_argument("--pretrained", action="store_true",
-                   help="the builder's default published weights (torchvision's), with their preprocessing and "
-                        "category names: archc predict resnet50 --pretrained cat.jpg")
+    add_checkpoint_options(p, ': archc predict resnet50 --pretrained cat.jpg')
     p.add_argument("--top", type=positive, default=5, metavar="K", help="how many classes per image (default 5)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where to run (default cpu)")
     p.add_argument("--format", choices=["text", "json"], default="text", help="text (default) or json")

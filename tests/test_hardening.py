@@ -442,7 +442,7 @@ def full_disk(tmp_path):
     where.mkdir()
     if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(where)],
                                            capture_output=True).returncode != 0:
-        pytest.skip("mounting a small file system needs root")
+        pytest.skip("a full disk is made by mounting a 256 KiB tmpfs, which needs root (CI runs as root)")
     try:
         yield where
     finally:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 
 import pytest
 from conftest import ROOT, SPECS, run_archc
@@ -56,13 +55,17 @@ def test_an_input_too_small_says_the_smallest_that_works():
     assert "output would be" in run_archc("validate", GOOGLENET, "--set", "input=[3,192,192]").stderr
 
 
-def test_the_search_is_bounded_and_never_raises():
+def test_the_search_is_bounded_and_never_raises(monkeypatch):
+    from archcompiler.passes import shapes
+
+    passes = []
+    fits = shapes._fits
+    monkeypatch.setattr(shapes, "_fits", lambda g, shape: passes.append(shape) or fits(g, shape))
     spec = archcompiler.load_spec(GOOGLENET, ["input=[3,1,1]"])
     g = lower(spec)
-    start = time.perf_counter()
     with pytest.raises(GraphError) as caught:
         infer_shapes(g)
-    assert time.perf_counter() - start < 5            # at most SEARCH_TRIES shape passes of ~1 ms each
+    assert 0 < len(passes) <= SEARCH_TRIES              # shape passes counted, not timed
     assert "193x193x3" in caught.value.errors[0].hint
     assert SEARCH_TRIES <= 20
     assert smallest_input(lower(archcompiler.load_spec(GOOGLENET, ["input=[3,32,32]"]))) == ((3, 193, 193), True)

@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import BackendError, Location, SpecError, error
+from .io import write_text
+from .util import mib, progress_seconds
 
 TABLE = Path(__file__).resolve().parent / "data" / "pretrained.json"
 TABLE_ENV = "ARCHC_PRETRAINED_TABLE"        # another table (tests): read at each call
@@ -279,12 +281,10 @@ def file_sha256(path: Path) -> str:
 
 def _remember(path: Path, digest: str) -> None:
     st = path.stat()
-    with contextlib.suppress(OSError):          # a folder we cannot write: computed again next time
+    with contextlib.suppress(OSError, BackendError):     # a folder we cannot write: computed again next time
         data = _known_hashes(path.parent)
         data[path.name] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
-        tmp = path.parent / f"{VERIFIED}.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps(data, indent=1))
-        os.replace(tmp, path.parent / VERIFIED)
+        write_text(path.parent / VERIFIED, json.dumps(data, indent=1))
 
 
 def hash_from_name(file: str) -> str | None:
@@ -382,10 +382,6 @@ def _check_hash(path: Path, expected: str | None, url: str, remove: bool) -> str
                               hint=f"remove it to download it again, or place the file from {url} there")])
 
 
-def _mb(n: float) -> str:
-    return f"{n / 2**20:.1f} MB"
-
-
 class _Progress:
     """A tqdm bar on a terminal; elsewhere a plain line every few seconds, and one at the end."""
 
@@ -399,11 +395,7 @@ class _Progress:
 
             self.bar = tqdm(total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024, desc=file,
                             file=sys.stderr, dynamic_ncols=True, leave=False)
-        value = os.environ.get("ARCHC_PROGRESS_SECONDS", "").strip()
-        try:
-            self.every = max(0.0, float(value)) if value else PROGRESS_SECONDS
-        except ValueError:
-            self.every = PROGRESS_SECONDS
+        self.every = progress_seconds(PROGRESS_SECONDS)
 
     def update(self, n: int) -> None:
         self.done += n
@@ -414,15 +406,15 @@ class _Progress:
             print(f"archc: {self.file}: {self.line()}", file=sys.stderr, flush=True)
 
     def line(self) -> str:
-        of = f" of {_mb(self.total)} ({100 * self.done / self.total:.0f}%)" if self.total else ""
+        of = f" of {mib(self.total)} ({100 * self.done / self.total:.0f}%)" if self.total else ""
         rate = (self.done - self.first) / max(time.monotonic() - self.began, 1e-9)
-        return f"{_mb(self.done)}{of}, {_mb(rate)}/s"
+        return f"{mib(self.done)}{of}, {mib(rate)}/s"
 
     def close(self, done: bool) -> None:
         if self.bar is not None:
             self.bar.close()
         if self.enabled and done:
-            print(f"archc: downloaded {self.file} ({_mb(self.done)} in {time.monotonic() - self.began:.1f} s)",
+            print(f"archc: downloaded {self.file} ({mib(self.done)} in {time.monotonic() - self.began:.1f} s)",
                   file=sys.stderr, flush=True)
 
 
@@ -468,13 +460,13 @@ def _download(url: str, partial: Path, file: str, folder: Path, limit: int | Non
         except _CutOff as exc:
             kept = partial.stat().st_size if partial.is_file() else 0
             if exc.got == 0 or attempt >= ATTEMPTS:
-                raise _offline(file, url, folder, f"{exc} ({_mb(kept)} kept in {partial.name}: running again "
+                raise _offline(file, url, folder, f"{exc} ({mib(kept)} kept in {partial.name}: running again "
                                "resumes)") from None
             if progress:
                 print(f"archc: {exc}; resuming", file=sys.stderr, flush=True)
         except KeyboardInterrupt:
             if partial.is_file() and progress:
-                print(f"\narchc: {_mb(partial.stat().st_size)} of {file} kept in {partial}: running again resumes",
+                print(f"\narchc: {mib(partial.stat().st_size)} of {file} kept in {partial}: running again resumes",
                       file=sys.stderr, flush=True)
             raise
 
@@ -495,7 +487,7 @@ def _receive(response: Any, partial: Path, file: str, start: int, limit: int | N
     total = start + length if length is not None else None
     bound = limit or MAX_UNKNOWN_BYTES
     if total is not None and total > bound:
-        raise BackendError([error(f"{url} announces {_mb(total)}, more than the {_mb(bound)} expected of {file}",
+        raise BackendError([error(f"{url} announces {mib(total)}, more than the {mib(bound)} expected of {file}",
                                   "weights", Location(url))])
     show = _Progress(progress, file, start, total)
     got, done = 0, False
@@ -505,19 +497,19 @@ def _receive(response: Any, partial: Path, file: str, start: int, limit: int | N
                 try:
                     block = response.read(CHUNK)
                 except (OSError, ValueError, http.client.HTTPException) as exc:   # reset, timed out, incomplete
-                    raise _CutOff(f"the download of {file} was cut off after {_mb(start + got)}", got) from exc
+                    raise _CutOff(f"the download of {file} was cut off after {mib(start + got)}", got) from exc
                 if not block:
                     break
                 got += len(block)
                 if start + got > bound:
                     f.close()
                     partial.unlink(missing_ok=True)
-                    raise BackendError([error(f"{url} sent more than the {_mb(bound)} expected of {file}; "
+                    raise BackendError([error(f"{url} sent more than the {mib(bound)} expected of {file}; "
                                               "stopped", "weights", Location(url))])
                 f.write(block)
                 show.update(len(block))
         if total is not None and start + got < total:
-            raise _CutOff(f"the download of {file} was cut off after {_mb(start + got)} of {_mb(total)}", got)
+            raise _CutOff(f"the download of {file} was cut off after {mib(start + got)} of {mib(total)}", got)
         done = True
     finally:
         show.close(done)

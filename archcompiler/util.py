@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import gc
+import math
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
@@ -67,3 +69,19 @@ def progress_bar(items: list, unit: str, enabled: bool = True) -> Iterator:
     from tqdm import tqdm
 
     yield from tqdm(items, unit=unit, file=sys.stderr, leave=False)
+
+
+def progress_seconds(default: float) -> float:
+    """Seconds between two plain progress lines (output that is not a terminal): the environment's
+    ``ARCHC_PROGRESS_SECONDS`` (a number of seconds, 0: a line at each step), read at each call so that a
+    test can lower it for a run it starts, else ``default``."""
+    value = os.environ.get("ARCHC_PROGRESS_SECONDS", "").strip()
+    if value:
+        try:
+            seconds = float(value)
+        except ValueError:
+            seconds = -1.0
+        if 0 <= seconds < math.inf:
+            return seconds
+    return default
+

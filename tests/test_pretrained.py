@@ -203,7 +203,7 @@ def test_download_shows_progress_then_the_cache_is_used_without_a_network(server
     assert path == cache / e.file and path.read_bytes() == squeeze
     assert not list(cache.glob("*.partial"))
     err = capsys.readouterr().err
-    assert f"downloading {e.url}" in err and "MB of" in err and f"downloaded {e.file}" in err
+    assert f"downloading {e.url}" in err and "MiB of" in err and f"downloaded {e.file}" in err
     # the cache hit: the same file, with no server to ask
     offline = dataclasses.replace(e, url=closed_port_url("/gone.pth"))
     assert pretrained.fetch(offline) == path

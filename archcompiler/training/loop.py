@@ -42,6 +42,7 @@ from ..errors import ArchcError, Location, SpecError, error, printable
 from ..io import atomic_path, write_text
 from ..spec import Spec, load_spec, parse_override
 from ..spec.source import plain
+from ..util import progress_seconds as util_progress_seconds
 from ..version import __version__
 from .data import ImageFolder, Preprocess, collate, scan, split
 
@@ -150,17 +151,8 @@ PROGRESS_SECONDS = 10.0     # the longest wait between progress lines when the o
 
 def progress_seconds() -> float:
     """Seconds between two progress lines of an epoch when the output is not a terminal:
-    ``PROGRESS_SECONDS`` (10), or the environment's ``ARCHC_PROGRESS_SECONDS`` (a number of seconds,
-    0: a line per batch), read at each call, so that a test can lower it for a run it starts."""
-    value = os.environ.get("ARCHC_PROGRESS_SECONDS", "").strip()
-    if value:
-        try:
-            seconds = float(value)
-        except ValueError:
-            seconds = -1.0
-        if 0 <= seconds < math.inf:
-            return seconds
-    return PROGRESS_SECONDS
+    ``PROGRESS_SECONDS`` (10), or the environment's ``ARCHC_PROGRESS_SECONDS`` (util.progress_seconds)."""
+    return util_progress_seconds(PROGRESS_SECONDS)
 
 
 def format_rate(per_second: float) -> str:

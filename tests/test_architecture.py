@@ -49,15 +49,28 @@ def test_nothing_imports_the_cli_and_the_ir_never_imports_passes_or_backends():
         assert not [i for i in imports(f) if i.startswith(("archcompiler.passes", "archcompiler.backends"))], f
     for f in (PACKAGE / "spec").glob("*.py"):
         assert not [i for i in imports(f) if i.startswith(("archcompiler.ir", "archcompiler.passes",
-                                                            "archcompiler.backends"))
-                    and (f.name, i) not in SPEC_READS_OF_THE_IR], f
+                                                            "archcompiler.backends"))], f
 
 
-# The one place the spec layer reads the IR: a condition on a block's input shape (`when: "in_channels !=
-# out"`) asks the op table for the shape of the layers before it. On first use, inside the function, from a
-# module of the IR that reads the spec's layer models alone (no cycle: test_the_import_graph_has_no_cycle).
-SPEC_READS_OF_THE_IR = {("resolve.py", "archcompiler.ir.layer_shape"),
-                        ("resolve.py", "archcompiler.ir.layer_shape.layer_shape")}
+def test_the_ops_read_only_the_field_vocabulary_and_never_torch():
+    """An op module sits under everything that uses ops: it imports the spec's field types (spec/layers.py,
+    spec/base.py, spec/limits.py), pydantic and the op kit, never the IR, passes, backends, importers,
+    training or torch (its torch code is text; a class it needs is named by module path)."""
+    allowed = ("archcompiler.ops", "archcompiler.spec.layers", "archcompiler.spec.base", "archcompiler.spec.limits",
+               "archcompiler.util", "archcompiler.errors")
+    for f in sorted((PACKAGE / "ops").glob("*.py")):
+        inside = [i for i in imports(f) if i.startswith("archcompiler")]
+        assert all(i.startswith(allowed) for i in inside), (f.name, inside)
+        assert not [i for i in imports(f) if i.split(".")[0] in ("torch", "torchvision", "onnx", "numpy")], f.name
+
+
+def test_loading_every_op_imports_no_torch_and_no_plugin_code():
+    code = ("import sys\nfrom archcompiler.ops import registry\nr = registry()\n"
+            "print(len(r.kinds), sorted({'torch', 'onnx', 'numpy'} & set(sys.modules)))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    count, loaded = result.stdout.strip().split(" ", 1)
+    assert int(count) >= 30 and loaded == "[]"
 
 
 # ----------------------------------------------------------------------------- the import graph
@@ -220,6 +233,10 @@ def test_a_command_that_loaded_torch_exits_with_the_collector_on(command, collec
     "import archcompiler; archcompiler.load_spec('efficientnet_b0')",
     "from archcompiler.passes import analyze; from archcompiler.spec import load_spec; "
     "analyze(load_spec('specs/regnet.yaml'))",
+    "import archcompiler.ops.conv; from archcompiler.spec import load_spec; load_spec('specs/resnet.yaml')",
+    "import archcompiler.spec.resolve; import archcompiler; archcompiler.analyze('resnet18')",
+    "from archcompiler.importers import onnx; from archcompiler.spec import load_spec; load_spec('specs/convnext.yaml')",
+    "from archcompiler.backends.torch.codegen import generate; import archcompiler; archcompiler.build('resnet18')",
 ])
 def test_a_spec_with_shape_conditions_loads_whatever_was_imported_before(code):
     """A condition on a block's input shape (`when: "in_channels != out"`) is decided the same in a fresh

@@ -591,9 +591,9 @@ def test_a_named_mutation_is_refused_in_one_located_line(name, work):
 def test_a_layer_no_spec_holds_is_refused_at_the_file(work, monkeypatch):
     """The backstop: a layer the mappings let through but the spec refuses (here GlobalAveragePool mapped to
     a pooling of kernel 0) is refused at the model, not at a line of the spec text the import wrote."""
-    from archcompiler.importers import onnx as reader
+    from archcompiler.ops import FromOnnx, registry
 
-    monkeypatch.setitem(reader.FROM_ONNX, "GlobalAveragePool", (lambda n: {"op": "avg_pool", "kernel": 0}, {}))
+    monkeypatch.setitem(registry().from_onnx, "GlobalAveragePool", FromOnnx(lambda n: {"op": "avg_pool", "kernel": 0}))
     code, text = check_import(hand_built().SerializeToString(), work / "backstop", "backstop")
     assert code == 1 and "does not load: layers." in text and "<string>" not in text, text
 

@@ -1,7 +1,8 @@
-"""The op table holds every fact about an op (archcompiler/ir/ops.py): each op kind has its torch
-mapping, its drawing style and a latency class calibrate measures, and no code outside the table
-compares an op kind with a name. Then the two activations added by the README's recipe (hardswish,
-hardsigmoid) against torch, and the hint for inputs of an add that differ."""
+"""Every fact about an op is in its module (archcompiler/ops/NAME.py), found through the registry:
+each IR kind has its torch code, its drawing style and a latency class calibrate measures; no code
+outside the op modules compares an op kind with a name, and an op's name occurs in its own module
+alone. Then the two activations added by the README's recipe (hardswish, hardsigmoid) against
+torch, and the hint for inputs of an add that differ."""
 
 from __future__ import annotations
 
@@ -12,26 +13,27 @@ from conftest import ALL_SPECS, ROOT, assert_memory_measured
 
 import archcompiler
 from archcompiler import GraphError
-from archcompiler.backends.dot import STYLES
-from archcompiler.backends.torch.codegen import _ACT, TORCH_OPS
-from archcompiler.ir import ACTIVATIONS, MEMORY, OPS, STATEMENT
+from archcompiler.ir import MEMORY, OPS, STATEMENT
+from archcompiler.ops import registry
+from archcompiler.ops.activation import ACTIVATIONS, Act, ActivationKind
 from archcompiler.passes import machine
-from archcompiler.spec import layers
 
 PACKAGE = ROOT / "archcompiler"
 
 # ----------------------------------------------------------------------------- every kind is covered
 
 
-def test_every_op_kind_has_a_torch_mapping_and_a_drawing_style():
-    assert set(TORCH_OPS) == set(OPS)
-    assert set(STYLES) == set(OPS)
+def test_every_op_kind_has_torch_code_a_drawing_style_and_a_lowering_that_reaches_it():
+    reg = registry()
+    assert not reg.problems
+    for kind, op in reg.kinds.items():
+        assert op.torch.call is not None and op.style.shape, kind
+    assert {e.kind for e in reg.from_torch.values()} <= set(reg.kinds)
 
 
-def test_every_activation_of_the_spec_language_is_in_the_table_and_has_a_torch_call():
-    assert set(layers.ACTIVATIONS) == set(ACTIVATIONS) == set(_ACT)
-    assert set(layers.Act.model_fields["op"].annotation.__args__) == set(ACTIVATIONS)
-    assert all(a.saves in ("input", "output") for a in ACTIVATIONS.values())
+def test_every_activation_of_the_spec_language_has_its_facts_and_a_torch_call():
+    assert set(ACTIVATIONS) == set(ActivationKind.__args__) == set(Act.model_fields["op"].annotation.__args__)
+    assert all(a.saves in ("input", "output") and "{x}" in a.torch for a in ACTIVATIONS.values())
 
 
 def test_every_op_has_a_latency_class_the_machine_profile_knows():
@@ -66,22 +68,19 @@ def test_each_node_runs_as_one_of_the_latency_classes_its_op_declares(path):
             assert kernel.kind in OPS[d["op"]].latency.classes, (n, kernel)
 
 
-# ----------------------------------------------------------------------------- no op names outside the table
+# ----------------------------------------------------------------------------- no op names outside the op modules
 # An "op-kind expression" is what holds an op kind (an IR op or an activation kind): ``X["op"]``,
-# ``X.get("op")``, ``X["spec_op"]``, ``X["attrs"]["kind"]`` / ``attrs["kind"]``, a name bound to one
-# of these in the same function, and a parameter or variable named ``op`` or ``op_kind``. Outside
-# ir/ops.py it may not be
-#   - compared (==, !=, in, not in) with a string literal, a tuple/list/set of string literals, or a
-#     module-level name bound to such a collection (a parallel set such as VIEWS = {...});
+# ``X.get("op")``, ``X["spec_op"]``, ``X["attrs"]["kind"]`` / ``attrs["kind"]``, ``X.kind`` (a registry
+# entry's or an imported layer's IR kind), a name bound to one of these in the same function, and a
+# parameter or variable named ``op``, ``op_kind`` or ``final``. Outside its own op module it may not be
+#   - compared (==, !=, in, not in) with a string literal, a tuple/list/set of string literals, a
+#     module-level name bound to such a collection (a parallel set such as VIEWS = {...}), or an
+#     expression that looks something up by a string literal (``FROM_TORCH["fn:cat"].kind``);
 #   - looked up (``T[op]``, ``T.get(op)``) in a dict literal, or in a module-level name bound to
-#     one, other than the backends' own tables below.
-# The spec package is not scanned: its ``op`` is the spec language's vocabulary (``conv``,
-# ``max_pool``, ...), declared by the pydantic models of spec/layers.py, and the IR comes after it.
-COMPARE_ALLOWED = {"archcompiler/ir/ops.py"}
-UNSCANNED = "archcompiler/spec/"
-TABLES = {("archcompiler/backends/torch/codegen.py", "TORCH_OPS"), ("archcompiler/backends/torch/codegen.py", "_ACT"),
-          ("archcompiler/backends/dot.py", "STYLES")}
-KIND_NAMES = {"op", "op_kind"}
+#     one, other than an op module's own tables.
+# The scan runs on every module of the package, the op modules included (archcompiler/ops/).
+OP_MODULES = "archcompiler/ops/"
+KIND_NAMES = {"op", "op_kind", "final"}
 
 
 def _str_collection(node: ast.AST) -> bool:
@@ -106,6 +105,8 @@ def _key(node: ast.AST) -> str | None:
 def _is_kind(node: ast.AST, bound: set[str]) -> bool:
     if isinstance(node, ast.Name):
         return node.id in bound or node.id in KIND_NAMES
+    if isinstance(node, ast.Attribute) and node.attr == "kind":       # (a model's own field aside: self.kind)
+        return not (isinstance(node.value, ast.Name) and node.value.id == "self")
     key = _key(node)
     if key in ("op", "spec_op"):
         return True
@@ -145,7 +146,9 @@ def op_name_uses(source: str, module: str) -> list[str]:
     found = []
 
     def names_kinds(node: ast.AST) -> bool:
-        return _str_collection(node) or (isinstance(node, ast.Name) and node.id in collections)
+        looked_up = any(isinstance(n, ast.Subscript) and isinstance(n.slice, ast.Constant) and
+                        isinstance(n.slice.value, str) for n in ast.walk(node))
+        return _str_collection(node) or looked_up or (isinstance(node, ast.Name) and node.id in collections)
 
     def visit(scope: ast.AST, bound: set[str]) -> None:
         for node in ast.iter_child_nodes(scope):
@@ -156,21 +159,21 @@ def op_name_uses(source: str, module: str) -> list[str]:
                 visit(node, inner)
                 continue
             bad = False
-            if isinstance(node, ast.Compare) and module not in COMPARE_ALLOWED and \
+            if isinstance(node, ast.Compare) and \
                     all(isinstance(o, (ast.Eq, ast.NotEq, ast.In, ast.NotIn)) for o in node.ops):
                 sides = [node.left, *node.comparators]
-                bad = any(_is_kind(s, bound) for s in sides) and any(names_kinds(s) for s in sides
-                                                                     if not _is_kind(s, bound))
+                bad = any(_is_kind(s, bound) for s in sides) and any(
+                    names_kinds(s) for s in sides if not _is_kind(s, bound) or isinstance(s, ast.Attribute))
             table = None
             if isinstance(node, ast.Subscript) and _is_kind(node.slice, bound):
                 table = node.value
             elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get" \
                     and node.args and _is_kind(node.args[0], bound):
                 table = node.func.value
-            if table is not None and module not in COMPARE_ALLOWED:
+            if table is not None:
                 if isinstance(table, ast.Dict):
                     bad = True
-                elif isinstance(table, ast.Name) and table.id in dicts and (module, table.id) not in TABLES:
+                elif isinstance(table, ast.Name) and table.id in dicts and not module.startswith(OP_MODULES):
                     bad = True
             if bad:
                 found.append(f"{module}:{node.lineno}: {ast.unparse(node)[:100]}")
@@ -181,15 +184,11 @@ def op_name_uses(source: str, module: str) -> list[str]:
     return found
 
 
-def test_no_code_outside_the_op_table_compares_an_op_kind_with_a_name():
+def test_no_code_compares_an_op_kind_with_a_name():
     found = []
     for path in sorted(PACKAGE.rglob("*.py")):
-        module = path.relative_to(ROOT).as_posix()
-        if module.startswith(UNSCANNED):
-            continue
-        found += op_name_uses(path.read_text(), module)
-    assert not found, "an op's facts belong in its OpDef (archcompiler/ir/ops.py) or a backend's table:\n" + \
-        "\n".join(found)
+        found += op_name_uses(path.read_text(), path.relative_to(ROOT).as_posix())
+    assert not found, "an op's facts belong in its module (archcompiler/ops/NAME.py):\n" + "\n".join(found)
 
 
 @pytest.mark.parametrize("code", [
@@ -203,6 +202,12 @@ def test_no_code_outside_the_op_table_compares_an_op_kind_with_a_name():
     'def f(d):\n    return {"activation": 1, "lrn": 2}.get(d["op"], 0)\n',
     'KERNEL = {"relu": 1}\ndef f(d):\n    return KERNEL[d.get("op")]\n',
     'def f(d):\n    return d["spec_op"] == "conv"\n',
+    # the seven comparisons the scan missed before (#36): a registry entry's kind against one looked up by a
+    # literal key, and a final op's name
+    'def f(entry):\n    return entry.kind == FROM_TORCH["fn:cat"].kind\n',
+    'def f(made):\n    return made is not None and made.kind == FROM_TORCH["Flatten"].kind\n',
+    'def f(conv):\n    return conv.kind == FROM_TORCH["Conv2d"].kind and conv.x\n',
+    'def f(kind, final):\n    if final == "softmax":\n        return 1\n',
 ])
 def test_the_scan_finds_op_names(code):
     assert op_name_uses(code, "archcompiler/passes/x.py")
@@ -213,13 +218,35 @@ def test_the_scan_finds_op_names(code):
     'def f(d):\n    return d["role"] == "bn" or d["layer"] == "input"\n',
     'def f(d):\n    return TORCH_OPS[d["op"]]\n',
     'def f(d):\n    return d["op"] == other["op"]\n',
+    'def f(entry):\n    return OPS[entry.kind].join == "stack"\n',
 ])
-def test_the_scan_leaves_the_table_lookups_alone(code):
+def test_the_scan_leaves_the_registry_lookups_alone(code):
     assert not op_name_uses(code, "archcompiler/backends/torch/codegen.py")
 
 
-def test_the_op_table_itself_may_name_ops():
-    assert not op_name_uses('def f(op):\n    return op == "activation"\n', "archcompiler/ir/ops.py")
+def test_an_op_module_may_look_up_its_own_tables_but_not_compare_kinds_with_names():
+    own = 'ACTS = {"relu": 1}\ndef f(attrs):\n    return ACTS[attrs["kind"]]\n'
+    assert not op_name_uses(own, "archcompiler/ops/activation.py")
+    assert op_name_uses(own, "archcompiler/passes/x.py")
+    assert op_name_uses('def f(op):\n    return op == "activation"\n', "archcompiler/ops/activation.py")
+
+
+# the ops whose names the issue (#36) checks: each occurs as a string in its own module and nowhere else in
+# the package (specs, docs and tests aside)
+ONE_MODULE = ["group_norm", "channel_shuffle", "layer_scale"]
+
+
+@pytest.mark.parametrize("op", ONE_MODULE)
+def test_an_ops_name_occurs_in_its_own_module_alone(op):
+    import re
+
+    word = re.compile(rf"\b{op}\b")
+    holders = set()
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and word.search(node.value):
+                holders.add(path.relative_to(ROOT).as_posix())
+    assert holders == {f"archcompiler/ops/{op}.py"}, holders
 
 
 # ----------------------------------------------------------------------------- activations: hardswish and hardsigmoid
@@ -381,15 +408,13 @@ def test_inputs_that_differ_in_size_point_at_the_windows():
     assert "the channels differ (8 against 4)" in hints["y"] and "check the out of y" in hints["y"]
 
 
-def test_the_readme_recipe_names_files_that_exist_and_counts_them():
+def test_the_readme_recipe_names_files_and_folders_that_exist():
     import re
 
     readme = (ROOT / "README.md").read_text()
     recipe = readme.split("### Adding an op")[1].split("\n## ")[0]
-    files = re.findall(r"`([\w/.]+\.(?:py|json|md))`", recipe)
-    assert all((ROOT / f).exists() or (ROOT / "archcompiler" / f).exists() for f in files), files
-    took = recipe.split("took seven files:")[1].split("; drawing")[0]
-    assert len(set(re.findall(r"`([\w/.]+\.(?:py|json|md))`", took))) == 7
+    files = [f for f in re.findall(r"`([\w/.]+(?:\.(?:py|json|md)|/))`", recipe) if "NAME" not in f]
+    assert len(files) >= 8 and all((ROOT / f).exists() for f in files), files
 
 
 # ----------------------------------------------------------------------------- channel split and shuffle (ShuffleNetV2)

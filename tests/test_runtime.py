@@ -17,8 +17,8 @@ def test_spec_loss_cross_entropy_takes_indices_and_integer_one_hot():
     torch.manual_seed(0)
     logits, target = torch.randn(4, 3), torch.tensor([0, 2, 1, 2])
     expected = F.cross_entropy(logits, target)
-    assert torch.allclose(runtime.spec_loss("cross_entropy", "linear", logits, target), expected)
-    assert torch.allclose(runtime.spec_loss("cross_entropy", "linear", logits, F.one_hot(target, 3)), expected)
+    assert torch.allclose(runtime.spec_loss("cross_entropy", False, logits, target), expected)
+    assert torch.allclose(runtime.spec_loss("cross_entropy", False, logits, F.one_hot(target, 3)), expected)
 
 
 def test_spec_loss_binary_cross_entropy_of_a_final_softmax():
@@ -26,7 +26,7 @@ def test_spec_loss_binary_cross_entropy_of_a_final_softmax():
     logits, target = torch.randn(5, 2), torch.tensor([0, 1, 1, 0, 1])
     p, t = F.softmax(logits, dim=1), F.one_hot(target, 2).float()
     expected = F.binary_cross_entropy(p, t)
-    got = runtime.spec_loss("binary_cross_entropy", "softmax", logits, target)
+    got = runtime.spec_loss("binary_cross_entropy", True, logits, target)
     assert torch.allclose(got, expected, atol=1e-6)
 
 

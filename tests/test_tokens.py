@@ -11,7 +11,7 @@ from conftest import assert_memory_measured
 import archcompiler
 from archcompiler import GraphError
 from archcompiler.ir import OPS
-from archcompiler.ir.ops import ShapeError
+from archcompiler.ops import ShapeError
 from archcompiler.util import shape_text
 
 TOKENS = ("name: t\ninput: [3, 16, 16]\nlayers:\n  - {name: p, op: patch_embed, out: 8, patch: 4}\n")

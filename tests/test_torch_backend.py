@@ -191,8 +191,8 @@ def test_loss_weights_auxiliary_heads_by_0_3():
 
 def test_two_class_binary_cross_entropy_is_stable():
     model = archcompiler.build(SPECS / "googlenet-2class.yaml", seed=0)
-    assert model.LOSSES["main"] == ("binary_cross_entropy", 1.0, "softmax")
-    assert model.LOSSES["aux1"] == ("binary_cross_entropy", 0.3, "softmax")
+    assert model.LOSSES["main"] == ("binary_cross_entropy", 1.0, True)
+    assert model.LOSSES["aux1"] == ("binary_cross_entropy", 0.3, True)
     logits = torch.tensor([[2.0, -1.0], [0.5, 0.25], [-3.0, 4.0]])
     target = torch.tensor([0, 1, 1])
     naive = F.binary_cross_entropy(F.softmax(logits, 1), F.one_hot(target, 2).float())

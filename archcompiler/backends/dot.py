@@ -13,7 +13,6 @@ Output is deterministic (stable ids, declaration order), so DOT text can be diff
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from ..errors import BackendError, Location, error
 from ..io import write_bytes, write_text
 from ..ir import INPUT, OPS, schedule
 from ..modelfile import embedded_spec, is_model_file, read_model_file
+from ..ops import Style
 from ..passes import annotated_graph
 from ..spec import Spec, load_spec
 from ..util import shape_text
@@ -34,49 +34,6 @@ FONT = "Helvetica"
 LEGEND = ["0", "&lt; 2.5%", "2.5-5%", "5-7.5%", "7.5-10%", "10-12.5%", "12.5-15%", "15-17.5%", "&#8805; 17.5%"]
 
 
-@dataclass(frozen=True)
-class Style:
-    """How a layer is drawn, by the op kind of its main node: graphviz shape and fill, and what its
-    label shows after the op's name and patch (a conv's output channels, ...)."""
-
-    shape: str
-    fill: str
-    detail: Callable[[dict[str, Any]], str] = lambda attrs: ""
-
-
-_POOL = Style("box", "#fde0c5")
-_PLAIN = Style("box", "#f5f5f5")
-STYLES: dict[str, Style] = {   # the backend's own small table: one entry per op kind of the IR
-    "input": Style("box", "#ffffff"),
-    "conv2d": Style("box", "#dbe9f6", lambda a: str(a["out_channels"])),
-    "batch_norm2d": Style("box", "#f2e6f7"),
-    "activation": Style("box", "#ffffff"),
-    "max_pool2d": _POOL, "avg_pool2d": _POOL, "adaptive_avg_pool2d": _POOL,
-    "lrn": Style("box", "#f2e6f7"),
-    "dropout": Style("box", "#f5f5f5", lambda a: f"{a['p']:g}"),
-    "stochastic_depth": Style("box", "#f5f5f5", lambda a: f"p {a['p']:.3g}"),
-    "flatten": _PLAIN,
-    "linear": Style("box", "#d9f0d3", lambda a: str(a["out_features"])),
-    "channel_linear": Style("box", "#d9f0d3", lambda a: f"{a['out_features']} per position"),
-    "layer_norm2d": Style("box", "#f2e6f7"),
-    "layer_scale": Style("box", "#f5f5f5"),
-    "softmax": _PLAIN,
-    "concat": Style("ellipse", "#eeeeee"),
-    "add": Style("circle", "#eeeeee"),
-    "mul": Style("circle", "#eeeeee"),
-    "identity": _PLAIN,
-    "channel_slice": _PLAIN,
-    "channel_split": Style("box", "#f5f5f5", lambda a: ("first", "second")[a["half"]] + " half"),
-    "channel_shuffle": Style("box", "#eeeeee", lambda a: f"groups {a['groups']}"),
-    "patch_embed": Style("box", "#dbe9f6", lambda a: f"{a['out_channels']} per patch"),
-    "class_token": Style("box", "#fff2cc"),
-    "pos_embedding": Style("box", "#fff2cc"),
-    "self_attention": Style("box", "#fce4d6", lambda a: f"{a['heads']} heads"),
-    "select_token": Style("box", "#f5f5f5", lambda a: f"token {a['index']}"),
-    "window_attention": Style("box", "#fce4d6", lambda a: f"{a['heads']} heads, {'grid' if a['grid'] else 'window'} {a['window']}"
-                                                          + (f", shift {a['shift']}" if a["shift"] else "")),
-    "patch_merging": Style("box", "#dbe9f6", lambda a: "2x2 merged"),
-}
 BLOCK = Style("box3d", "#dbe9f6")     # a collapsed block instance
 # the label's names of the primitives a layer adds to its main op (by role): BatchNorm, activations
 EXTRAS = {"bn": "BN", "relu": "ReLU"}
@@ -132,7 +89,7 @@ def _layer_label(g: nx.DiGraph, nodes: list[str], spec: Spec) -> str:
     patch = OPS[d["op"]].patch(d["attrs"])
     if patch:
         parts.append(patch)
-    detail = STYLES[d["op"]].detail(d["attrs"])
+    detail = OPS[d["op"]].style.detail(d["attrs"])
     if detail:
         parts.append(detail)
     extras = [g.nodes[n]["role"] for n in nodes if g.nodes[n]["role"] not in ("main", "conv", "flatten")]
@@ -215,11 +172,11 @@ def build_dot(spec: Spec, collapse: bool = False, depth: int | None = None, colo
             shape, fill = BLOCK.shape, BLOCK.fill
         elif u == INPUT:
             label = f"input\\n{_shape(g.nodes[INPUT]['shape'])}"
-            style = STYLES[g.nodes[INPUT]["op"]]
+            style = OPS[g.nodes[INPUT]["op"]].style
             shape, fill = style.shape, style.fill
         else:
             label = _layer_label(g, nodes, spec)
-            style = STYLES[g.nodes[_main(g, nodes)]["op"]]
+            style = OPS[g.nodes[_main(g, nodes)]["op"]].style
             shape, fill = style.shape, style.fill
         if color in ("flops", "params") and u != INPUT:
             total = total_cost[color] or 1

@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..spec import layers as L
+from ..ops.activation import Act
+from ..ops.add import Add
+from ..ops.concat import Concat
+from ..ops.mul import Mul
 from .text import model
 
 
@@ -62,7 +65,7 @@ def place(items: list[Item], result: str, heads: dict[str, str], unique: Any) ->
     for it in items:
         for s in it.inputs:
             readers.setdefault(s, []).append(it)
-    joins = (L.Add, L.Mul, L.Act)
+    joins = (Add, Mul, Act)
 
     def scope_of(name: str) -> str:
         it = by_name.get(name)
@@ -88,7 +91,7 @@ def place(items: list[Item], result: str, heads: dict[str, str], unique: Any) ->
         ins = [s for s in it.inputs if s != "input"]
         if model(it.fields) in joins:
             it.scope = scope_of(ins[0]) if ins else ""
-        elif model(it.fields) is L.Concat:
+        elif model(it.fields) is Concat:
             it.scope = _common([scope_of(s) for s in ins])
         else:
             if it.inputs[0] not in others_of:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import difflib
 import errno
-import math
 import os
 import re
 import stat
@@ -31,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import NOWHERE, ArchcError, BackendError, Location, error
-from ..spec import layers as L
+from ..ops import FROM_ONNX, Unmappable, onnx_fields
+from ..ops.conv import Conv
 from ..spec.limits import MAX_DIM, MAX_LAYERS
 from .flat import Flat, Item, place
 from .text import model as layer_model
@@ -47,10 +47,6 @@ _DATA_TYPES = {1: "FLOAT", 2: "UINT8", 3: "INT8", 4: "UINT16", 5: "INT16", 6: "I
                10: "FLOAT16", 11: "DOUBLE", 12: "UINT32", 13: "UINT64", 16: "BFLOAT16"}
 
 
-class _No(ValueError):
-    """A node of a known op type whose attributes archc has no op for."""
-
-
 @dataclass
 class Node:
     """What a mapping sees: the node's attributes, its inputs' constant values (None for a tensor
@@ -64,226 +60,7 @@ class Node:
     last: bool = False              # its tensor inputs are channels-last views (archc's shapes given: C x H x W)
 
 
-def _need(ok: bool, why: str) -> None:
-    if not ok:
-        raise _No(why)
-
-
-def _one(v: Any) -> Any:
-    v = [int(x) for x in v]
-    return v[0] if len(set(v)) == 1 else v
-
-
-def _pads(n: Node) -> Any:
-    pads = [int(p) for p in n.attrs.get("pads", [0, 0, 0, 0])]
-    _need(len(pads) == 4, f"pads {pads} (archc reads 2-d maps: 4 pads)")
-    _need(min(pads) >= 0, f"negative pads {pads}")
-    _need(max(pads) <= MAX_DIM, f"pads {pads} (each at most {MAX_DIM})")
-    _need(pads[:2] == pads[2:], f"asymmetric pads {pads}")
-    _need(n.attrs.get("auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET"), "auto_pad")
-    return _one(pads[:2])
-
-
-def _pairs(n: Node, **defaults: int) -> None:
-    """Strides, dilations and kernel_shape: two numbers each (a 2-d map), each from 1 to MAX_DIM."""
-    for key, default in defaults.items():
-        v = [int(x) for x in n.attrs.get(key, [default, default])]
-        _need(len(v) == 2, f"{key} {v} (archc reads 2-d maps: two numbers)")
-        _need(min(v) >= 1, f"{key} {v} (each must be at least 1)")
-        _need(max(v) <= MAX_DIM, f"{key} {v} (each at most {MAX_DIM})")
-
-
-def _conv(n: Node) -> dict:
-    w = n.consts[1]
-    _need(w is not None, "a weight that is computed, not an initializer")
-    _need(w.ndim == 4, f"a weight of shape {list(w.shape)} (archc reads a 2-d convolution: out x in x kh x kw)")
-    _need(min(w.shape) >= 1, f"an empty weight of shape {list(w.shape)}")
-    _pairs(n, strides=1, dilations=1)
-    groups = int(n.attrs.get("group", 1))
-    _need(groups >= 1 and w.shape[0] % groups == 0, f"group {groups} with {w.shape[0]} output channels")
-    kernel = [int(k) for k in n.attrs.get("kernel_shape", w.shape[2:])]
-    _need(kernel == list(w.shape[2:]), f"kernel_shape {kernel} but a weight of shape {list(w.shape)}")
-    channels = n.shapes[0][0] if n.shapes and n.shapes[0] else -1
-    _need(channels < 1 or w.shape[1] * groups == channels,
-          f"a weight of shape {list(w.shape)} with group {groups} reads {w.shape[1] * groups} channels, "
-          f"but its input has {channels}")
-    bias = n.consts[2] if len(n.consts) > 2 else None
-    _need(bias is None or tuple(bias.shape) == (w.shape[0],),
-          f"a bias of shape {list(getattr(bias, 'shape', []))} for {w.shape[0]} output channels")
-    out = {"op": "conv", "out": int(w.shape[0]), "kernel": _one(w.shape[2:]), "stride": _one(n.attrs.get("strides", [1, 1])),
-           "padding": _pads(n), "dilation": _one(n.attrs.get("dilations", [1, 1])), "groups": int(n.attrs.get("group", 1)),
-           "bias": len(n.consts) > 2}
-    return out
-
-
-def _gemm(n: Node) -> dict:
-    _need(n.attrs.get("alpha", 1.0) == 1.0 and n.attrs.get("beta", 1.0) == 1.0 and not n.attrs.get("transA", 0),
-          "alpha, beta or transA")
-    w = n.consts[1]
-    _need(w is not None and len(n.shapes[0]) == 1, "a product with a computed matrix")
-    _need(w.ndim == 2 and min(w.shape) >= 1, f"a weight of shape {list(w.shape)}")
-    out, features = (w.shape[0], w.shape[1]) if n.attrs.get("transB", 0) else (w.shape[1], w.shape[0])
-    _need(n.shapes[0][0] < 1 or features == n.shapes[0][0],
-          f"a weight of shape {list(w.shape)} reads {features} features, but its input has {n.shapes[0][0]}")
-    return {"op": "linear", "out": int(out), "bias": len(n.consts) > 2}
-
-
-def _matmul(n: Node) -> dict:
-    """A Linear without bias (_linear_step takes the bias Add after it): on a flat vector, each token of a
-    sequence, or each position's channels of a channels-last view."""
-    w = n.consts[1]
-    _need(w is not None and w.ndim == 2 and n.consts[0] is None, "a product with a computed matrix")
-    over = "channels" if n.last else {1: "flat", 2: "tokens"}.get(len(n.shapes[0]))
-    _need(over is not None, "a product over an image's last axis (archc's linear maps a vector, a token's features "
-                            "or a channels-last view's channels)")
-    return {"op": "linear", "out": int(w.shape[1]), "bias": False, **({"over": over} if over != "flat" else {})}
-
-
-def _layer_norm(n: Node) -> dict:
-    _need(n.attrs.get("axis", -1) in (-1, len(n.shapes[0])) and (n.last or len(n.shapes[0]) == 2),
-          "a LayerNormalization over other axes than a sequence's features or a channels-last view's channels")
-    _need(len(n.consts) == 3 and n.consts[1] is not None and n.consts[2] is not None,
-          "a LayerNormalization without its scale and bias")
-    return {"op": "layer_norm", "eps": _eps(n)}
-
-
-def _f32(v: Any, what: str = "a number") -> float:
-    """A float attribute (stored in 32 bits) as the decimal it was written as: 1e-05, not 9.9999997e-06;
-    refused where it is not a finite number (nan, inf: no spec holds one)."""
-    out = float(f"{float(v):.7g}")
-    _need(math.isfinite(out), f"{what} {out} (archc reads finite numbers)")
-    return out
-
-
-def _eps(n: Node) -> float:
-    """A normalization's epsilon: a positive number (what the spec's eps holds)."""
-    eps = _f32(n.attrs.get("epsilon", 1e-5), "epsilon")
-    _need(eps > 0, f"epsilon {eps} (it must be positive)")
-    return eps
-
-
-def _bn(n: Node) -> dict:
-    momentum = _f32(n.attrs.get("momentum", 0.9), "momentum")
-    _need(0 <= momentum <= 1, f"momentum {momentum} (it must be from 0 to 1)")
-    return {"op": "batch_norm", "eps": _eps(n), "momentum": _f32(1 - momentum)}
-
-
-def _pool(name: str, average: bool = False) -> Callable[[Node], dict]:
-    def layer(n: Node) -> dict:
-        _need("kernel_shape" in n.attrs, "no kernel_shape")
-        _pairs(n, kernel_shape=1, strides=1, dilations=1)
-        k = _one(n.attrs["kernel_shape"])
-        out = {"op": name, "kernel": k, "stride": _one(n.attrs.get("strides", [1, 1])), "padding": _pads(n)}
-        _need(_one(n.attrs.get("dilations", [1, 1])) == 1, "a dilated pooling")
-        if n.attrs.get("ceil_mode"):
-            out["ceil_mode"] = True
-        if average and not n.attrs.get("count_include_pad", 0) and out["padding"] != 0:
-            out["count_include_pad"] = False
-        return out
-    return layer
-
-
-def _clip(n: Node) -> dict:
-    lo, hi = (n.consts + [None, None, None])[1:3]
-    lo = float(lo) if lo is not None else n.attrs.get("min")
-    hi = float(hi) if hi is not None else n.attrs.get("max")
-    _need(lo == 0 and hi == 6, f"Clip({lo}, {hi}) (archc's relu6 is Clip(0, 6))")
-    return {"op": "relu6"}
-
-
-def _hardsigmoid(n: Node) -> dict:
-    _need(abs(n.attrs.get("alpha", 0.2) - 1 / 6) < 1e-6 and n.attrs.get("beta", 0.5) == 0.5,
-          "alpha/beta other than PyTorch's 1/6 and 0.5")
-    return {"op": "hardsigmoid"}
-
-
-def _reduce_mean(n: Node) -> dict:
-    axes = n.attrs.get("axes") or (list(n.consts[1]) if len(n.consts) > 1 and n.consts[1] is not None else None)
-    _need(axes is not None and sorted(int(a) % 4 for a in axes) == [2, 3] and n.attrs.get("keepdims", 1),
-          "a mean over other axes than height and width")
-    return {"op": "global_avg_pool"}
-
-
-def _flatten(n: Node) -> dict:
-    _need(n.attrs.get("axis", 1) == 1, "a flatten at another axis than 1")
-    return {"op": "flatten"}
-
-
-def _reshape(n: Node) -> dict:
-    target = n.consts[1]
-    _need(target is not None and len(target) == 2 and len(n.shape) == 1, "a reshape other than a flatten")
-    return {"op": "flatten"}
-
-
-def _softmax(n: Node) -> dict:
-    _need(n.attrs.get("axis", -1) in (1, -1) and len(n.shape) == 1, "a softmax over another axis")
-    return {"op": "softmax"}
-
-
-def _lrn(n: Node) -> dict:
-    _need(1 <= int(n.attrs["size"]) <= MAX_DIM, f"size {n.attrs['size']} (from 1 to {MAX_DIM})")
-    return {"op": "lrn", "size": int(n.attrs["size"]), "alpha": _f32(n.attrs.get("alpha", 1e-4), "alpha"),
-            "beta": _f32(n.attrs.get("beta", 0.75), "beta"), "k": _f32(n.attrs.get("bias", 1.0), "bias")}
-
-
-def _gelu(n: Node) -> dict:
-    approximate = n.attrs.get("approximate", "none")
-    _need(approximate in ("none", b"none"), f"approximate={approximate!r} (archc's gelu is the exact one)")
-    return {"op": "gelu"}
-
-
-def _join(name: str, same_shape: bool) -> Callable[[Node], dict]:
-    def layer(n: Node) -> dict:
-        _need(all(c is None for c in n.consts), f"a {name} with a constant")
-        _need(len(n.consts) == 2 or len(n.consts) > 2 and name != "mul",
-              f"{len(n.consts)} input{'s' * (len(n.consts) != 1)} (archc's {name} joins "
-              f"{'two' if name == 'mul' else 'two or more'})")
-        _need(not same_shape or all(s == n.shape for s in n.shapes), f"a {name} of different shapes")
-        return {"op": name}
-    return layer
-
-
-def _concat(n: Node) -> dict:
-    _need(n.attrs.get("axis") == 1, "a concatenation along another axis than the channels")
-    _need(len(n.consts) >= 2, f"{len(n.consts)} input{'s' * (len(n.consts) != 1)} (archc's concat joins two or more)")
-    return {"op": "concat"}
-
-
-def _leaky(n: Node) -> dict:
-    _need(abs(n.attrs.get("alpha", 0.01) - 0.01) < 1e-9, "a slope other than 0.01")
-    return {"op": "leaky_relu"}
-
-
-# ONNX op type -> the spec layer; the weights each takes (initializer positions -> state_dict suffix)
-FROM_ONNX: dict[str, tuple[Callable[[Node], dict], dict[int, str]]] = {
-    "Conv": (_conv, {1: "weight", 2: "bias"}),
-    "Gemm": (_gemm, {1: "weight", 2: "bias"}),
-    "MatMul": (_matmul, {1: "weight"}),
-    "BatchNormalization": (_bn, {1: "weight", 2: "bias", 3: "running_mean", 4: "running_var"}),
-    "Relu": (lambda n: {"op": "relu"}, {}),
-    "Clip": (_clip, {}),
-    "Sigmoid": (lambda n: {"op": "sigmoid"}, {}),
-    "Tanh": (lambda n: {"op": "tanh"}, {}),
-    "LeakyRelu": (_leaky, {}),
-    "HardSwish": (lambda n: {"op": "hardswish"}, {}),
-    "Gelu": (_gelu, {}),
-    "HardSigmoid": (_hardsigmoid, {}),
-    "Mul": (_join("mul", False), {}),
-    "Add": (_join("add", True), {}),
-    "Concat": (_concat, {}),
-    "MaxPool": (_pool("max_pool"), {}),
-    "AveragePool": (_pool("avg_pool", True), {}),
-    "GlobalAveragePool": (lambda n: {"op": "global_avg_pool"}, {}),
-    "ReduceMean": (_reduce_mean, {}),
-    "Flatten": (_flatten, {}),
-    "Reshape": (_reshape, {}),
-    "Softmax": (_softmax, {}),
-    "LRN": (_lrn, {}),
-    "LayerNormalization": (_layer_norm, {1: "weight", 2: "bias"}),
-    # Split (into two halves along the channels) and Transpose (as a channel shuffle between two
-    # Reshapes) are read as patterns: see _shuffle_step; Transpose to and from channels-last views, a
-    # MatMul's bias Add, products and sums with a parameter, ViT's tokens and attention: see _STEPS
-}
+_f32 = onnx_fields.f32
 _PASS = {"Identity", "Dropout"}         # the value passes through in inference
 
 
@@ -310,7 +87,7 @@ def _q(text: Any) -> str:
 
 
 def _refuse(node: Any, why: str, hint: str | None = None) -> BackendError:
-    close = difflib.get_close_matches(node.op_type, sorted(FROM_ONNX), n=1, cutoff=0.0)
+    close = difflib.get_close_matches(node.op_type, sorted(k for k in FROM_ONNX if ":" not in k), n=1, cutoff=0.0)
     name, op = _safe(node.name), _safe(node.op_type, 60)
     return BackendError([error(f"node {name or '(unnamed)'} ({op}): {why}", name or op,
                                hint=hint or f"the closest op type archc reads is {close[0] if close else 'Conv'}")])
@@ -612,7 +389,7 @@ def _walk(path: Path, name: str | None) -> tuple[Flat, dict[str, Any], set[Path]
             made = _lrn_step(node, consts, ctx.value_of, ctx.pending)
             if made is None:
                 made = _shuffle_step(node, ctx)
-        except _No as exc:
+        except Unmappable as exc:
             raise _refuse(node, str(exc)) from None
         except (KeyError, IndexError, TypeError, ValueError, AttributeError, ZeroDivisionError,
                 OverflowError) as exc:       # a pattern's constants of unexpected shapes: refused, by name
@@ -629,7 +406,7 @@ def _walk(path: Path, name: str | None) -> tuple[Flat, dict[str, Any], set[Path]
         try:
             if _standard(node) and any(step(node, ctx) for step in _STEPS):
                 continue
-        except _No as exc:
+        except Unmappable as exc:
             raise _refuse(node, str(exc)) from None
         except (KeyError, IndexError, TypeError, ValueError, AttributeError, ZeroDivisionError,
                 OverflowError) as exc:       # a pattern's constants of unexpected shapes: refused, by name
@@ -776,7 +553,7 @@ def _attrs(node: Any) -> dict[str, Any]:
 
 def _mapped(node: Any, ctx: _Graph) -> None:
     """A node of FROM_ONNX: one layer (its initializers its weights), or refused."""
-    entry = FROM_ONNX.get(node.op_type)
+    entry = FROM_ONNX.get(node.op_type) if ":" not in node.op_type else None
     if entry is None or not _standard(node):
         raise _refuse(node, "has no archc op")
     consts = ctx.consts
@@ -798,14 +575,14 @@ def _mapped(node: Any, ctx: _Graph) -> None:
         s = n.shape
         n.shape = (s[2], s[0], s[1]) if len(s) == 3 else s
     try:
-        fields = entry[0](n)
-    except _No as exc:
+        fields = entry.layer(n)
+    except Unmappable as exc:
         raise _refuse(node, str(exc), f"archc reads {node.op_type} only where the reason above does not hold") \
             from None
     except (KeyError, IndexError, TypeError, ValueError, AttributeError, ZeroDivisionError, OverflowError) as exc:
         raise _refuse(node, f"unexpected attributes or inputs ({type(exc).__name__})") from None
     params = {}
-    for pos, suffix in entry[1].items():
+    for pos, suffix in entry.weights.items():
         if pos < len(node.input) and node.input[pos]:
             if node.input[pos] not in consts:
                 raise _refuse(node, f"its {suffix} {_q(node.input[pos])} is computed by the graph, not an initializer",
@@ -885,13 +662,15 @@ def _shuffle_step(node: Any, ctx: _Graph) -> Any:
         pending[node.output[0]] = ("swapped", state[1], state[2])
         return True
     if node.op_type == "Reshape" and state is not None and state[0] == "swapped" and len(out_shape) == 3:
-        return [(node.output[0], {"op": "channel_shuffle", "groups": state[2]}, state[1])]
+        return [(node.output[0], FROM_ONNX["pattern:shuffle"].layer(Node(node.name, {"groups": state[2]}, [], [], ())),
+                 state[1])]
     if node.op_type == "Split" and src in value_of and attrs.get("axis") == 1 and len(node.output) == 2:
         halves = [shapes.get(o, ())[1:2] for o in node.output]
         sizes = consts.get(node.input[1]) if len(node.input) > 1 and node.input[1] else None
         equal = halves[0] == halves[1] and (sizes is None or len(set(int(v) for v in sizes)) == 1)
         if equal:
-            return [(o, {"op": "channel_split", "half": h}, value_of[src]) for o, h in zip(node.output, ("first", "second"))]
+            split = FROM_ONNX["pattern:split"]
+            return [(o, split.layer(Node(node.name, {"half": h}, [], [], ())), value_of[src]) for h, o in enumerate(node.output)]
     return None
 
 
@@ -935,8 +714,8 @@ def _linear_step(node: Any, ctx: _Graph) -> bool:
     src = tensors[0]
     n = Node(node.name, {}, [None, w], [ctx.shape(src)], (), src in ctx.last)
     try:
-        fields = _matmul(n)
-    except _No:
+        fields = FROM_ONNX["MatMul"].layer(n)
+    except Unmappable:
         return False
     out, params = node.output[0], {"weight": (node.input[1], w.T)}
     add = _only_reader(ctx, out, "Add")
@@ -954,7 +733,7 @@ def _linear_step(node: Any, ctx: _Graph) -> bool:
 
 def _parameter_step(node: Any, ctx: _Graph) -> bool:
     """A layer times or plus a parameter, or joined with one: a C x 1 x 1 scale times an image (ConvNeXt's
-    layer_scale), a 1 x S x D embedding added to a sequence (ViT's pos_embedding), a 1 x 1 x D token
+    layer scale), a 1 x S x D embedding added to a sequence (ViT's pos_embedding), a 1 x 1 x D token
     concatenated before it (ViT's class_token); and a sequence's token i (Gather along axis 1: ViT's
     select_token)."""
     import numpy as np
@@ -967,17 +746,18 @@ def _parameter_step(node: Any, ctx: _Graph) -> bool:
     value_shape = tuple(getattr(value, "shape", ()))
     name = node.input[pos]
     if kind == "Mul" and len(shape) == 3 and value_shape == (shape[0], 1, 1):
-        fields = {"op": "layer_scale"}
+        fields = FROM_ONNX["param:Mul"].layer(node)
     elif kind == "Add" and len(shape) == 2 and value_shape == (1, *shape):
-        fields = {"op": "pos_embedding"}
+        fields = FROM_ONNX["param:Add"].layer(node)
     elif kind == "Concat" and pos == 0 and _attrs(node).get("axis") == 1 and len(shape) == 2 \
             and value_shape == (1, 1, shape[1]):
-        fields = {"op": "class_token"}
+        fields = FROM_ONNX["param:Concat"].layer(node)
         if not name.endswith("class_token"):      # the exporter folds class_token.expand(N, -1, -1) into "expand"
             name = "class_token"
     elif kind == "Gather" and pos == 1 and _attrs(node).get("axis") == 1 and len(shape) == 2 and value_shape == () \
             and 0 <= int(value) < shape[0]:
-        ctx.emit(node, node.output[0], {"op": "select_token", "index": int(value)}, [ctx.value_of[src]], {}, shape)
+        fields = FROM_ONNX["param:Gather"].layer(Node(node.name, {"index": int(value)}, [], [shape], ()))
+        ctx.emit(node, node.output[0], fields, [ctx.value_of[src]], {}, shape)
         return True
     else:
         return False
@@ -1016,12 +796,12 @@ def _view_step(node: Any, ctx: _Graph) -> bool:
     if turn is None or conv is None or src in ctx.last or list(_attrs(turn).get("perm", [])) != [0, 2, 1]:
         return False
     f, c = conv.fields, conv.shape
-    if layer_model(f) is not L.Conv or len(ctx.readers.get(src, [])) != 1 or len(c) != 3 \
+    if layer_model(f) is not Conv or len(ctx.readers.get(src, [])) != 1 or len(c) != 3 \
             or out_full[1:] != (c[0], c[1] * c[2]) or not (f.get("kernel") == f.get("stride") and
                                                          isinstance(f.get("kernel"), int)) \
             or f.get("padding") != 0 or f.get("dilation") != 1 or f.get("groups") != 1:
         return False
-    conv.fields = {"op": "patch_embed", "out": f["out"], "patch": f["kernel"], "bias": f["bias"]}
+    conv.fields = FROM_ONNX["pattern:patches"].layer(Node(conv.name, f, [], [], ()))
     conv.shape = (c[1] * c[2], c[0])
     ctx.skip.add(id(turn))
     ctx.alias(out, src)
@@ -1552,9 +1332,101 @@ def _roll(ctx: _Graph, node: Any) -> tuple[int, int] | None:
     return axis, a0
 
 
+def _groups_step(node: Any, ctx: _Graph) -> bool:
+    """A norm over groups of channels as the exporters write torch's nn.GroupNorm before opset 21: a Reshape
+    of an image to N x G x (C / G * H * W), InstanceNormalization (scale 1, bias 0), a Reshape back (to a
+    constant shape, or to the Shape of the image: the TorchScript exporter's), a Mul by a C x 1 x 1 scale
+    and an Add of a C x 1 x 1 shift, each the only reader of the one before: one layer of
+    ``FROM_ONNX["pattern:instance_norm_groups"]``, the scale and shift its weight and bias. The nodes are
+    taken at the first Reshape (or at the Shape, where that comes first) and the layer is made at the Add,
+    once the Constant nodes the TorchScript exporter writes between them have been read; archc reads no
+    InstanceNormalization otherwise, so constants that do not fit are refused there, saying which."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    state = ctx.pending.get(node.output[0]) if node.op_type == "Add" and node.output else None
+    if state is not None and state[0] == "instance_norm_groups":
+        del ctx.pending[node.output[0]]
+        _, src, norm, back, mul, groups = state
+        full, consts = ctx.shapes[src], ctx.consts
+        c = full[1]
+
+        def need(ok: bool, why: str) -> None:
+            if not ok:
+                raise Unmappable(f"a norm over {groups} groups of channels (Reshape, InstanceNormalization, Reshape, "
+                                 f"Mul, Add) whose {why}")
+        scale, shift = consts.get(norm.input[1]), consts.get(norm.input[2])
+        need(scale is not None and shift is not None and scale.shape == (groups,) == shift.shape
+             and bool(np.all(scale == 1)) and bool(np.all(shift == 0)),
+             f"InstanceNormalization's scale and bias are not {groups} ones and zeros")
+        target = consts.get(back.input[1])
+        if target is not None:          # a constant shape: N x C x H x W (0: as the input's, -1: the rest)
+            t = [full[k] if v == 0 else v for k, v in enumerate(int(v) for v in target.reshape(-1))]
+            need(t in ([*full], [-1, *full[1:]]), f"Reshape back gives {t}, not the input's {list(full)}")
+        params = {}
+        for step, suffix in ((mul, "weight"), (node, "bias")):
+            _, pairs = _const_of(ctx, step)
+            need(len(pairs) == 1 and tuple(pairs[0][1].shape) in ((c, 1, 1), (1, c, 1, 1)),
+                 f"{step.op_type} is not by a constant of {c} x 1 x 1")
+            params[suffix] = (step.input[pairs[0][0]], pairs[0][1].reshape(c))
+        fields = FROM_ONNX["pattern:instance_norm_groups"].layer(
+            Node(norm.name, {**_attrs(norm), "groups": groups}, [], [], ()))
+        if min(ctx.shapes.get(node.output[0]) or (-1,)) < 1:     # after a Reshape to a Shape: left unknown
+            ctx.shapes[node.output[0]] = full
+        ctx.emit(SimpleNamespace(name=norm.name, op_type="GroupNormalization"), node.output[0], fields,
+                 [ctx.value_of[src]], params, full[1:])
+        return True
+    if node.op_type not in ("Reshape", "Shape") or not node.input or node.input[0] not in ctx.value_of \
+            or node.input[0] in ctx.last:
+        return False
+    src = node.input[0]
+    full = ctx.shapes.get(src, ())
+    if len(full) != 4 or min(full) < 1:
+        return False
+
+    def constant(value: str) -> bool:
+        """A constant now, or a Constant node's value once it is read."""
+        made = ctx.producer.get(value)
+        return value in ctx.consts or made is not None and made.op_type == "Constant" and _standard(made)
+    firsts = [node] if node.op_type == "Reshape" else \
+        [r for r in ctx.readers.get(src, []) if r.op_type == "Reshape" and _standard(r) and r.input[0] == src]
+    for first in firsts:
+        grouped = ctx.shapes.get(first.output[0], ())
+        if len(first.input) != 2 or not constant(first.input[1]) or len(grouped) != 3 or min(grouped) < 1 \
+                or grouped[0] != full[0] or grouped[1] * grouped[2] != _size(full[1:]) or full[1] % grouped[1]:
+            continue
+        norm = _only_reader(ctx, first.output[0], "InstanceNormalization")
+        back = _only_reader(ctx, norm.output[0], "Reshape") if norm is not None else None
+        mul = _only_reader(ctx, back.output[0], "Mul") if back is not None else None
+        add = _only_reader(ctx, mul.output[0], "Add") if mul is not None else None
+        if add is None or len(norm.input) != 3 or norm.input[0] != first.output[0] or len(back.input) != 2 \
+                or back.input[0] != norm.output[0] or _attrs(back).get("allowzero") \
+                or _const_of(ctx, mul)[0] != [back.output[0]] or _const_of(ctx, add)[0] != [mul.output[0]]:
+            continue
+        size = ctx.producer.get(back.input[1])     # the TorchScript exporter's: a Reshape to Shape(input)
+        if size is not None and size.op_type == "Shape":
+            if not _standard(size) or list(size.input) != [src] or _attrs(size) \
+                    or len(ctx.readers.get(back.input[1], [])) != 1:
+                continue
+        elif constant(back.input[1]):
+            size = None
+        else:
+            continue
+        if node.op_type == "Shape" and size is not node:
+            continue
+        for taken in (first, norm, back, size, mul):
+            if taken is not None and taken is not node:
+                ctx.skip.add(id(taken))
+        ctx.pending[add.output[0]] = ("instance_norm_groups", src, norm, back, mul, grouped[1])
+        return True
+    return False
+
+
 # the pattern steps tried, in order, before FROM_ONNX: each True when it took the node (and maybe others after it)
 _STEPS: list[Callable[[Any, _Graph], bool]] = [_layout_step, _linear_step, _parameter_step, _view_step,
-                                               _attention_step, _merge_step, _window_step]
+                                               _attention_step, _merge_step, _window_step,
+                                               _groups_step]
 
 
 def _clean(text: str) -> str:

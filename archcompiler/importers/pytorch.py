@@ -2,7 +2,7 @@
 
 Tracing runs the module's own ``forward`` with symbolic values, so this runs the user's code: it is
 done only when the user asks for it (``archc import MODULE:CALLABLE``, :func:`import_module`). Each
-call maps through ``FROM_TORCH`` (backends/torch/codegen.py); the module paths name the layers, so
+call maps through ``FROM_TORCH`` (the op registry: each op module's ``from_torch``); the module paths name the layers, so
 the spec builds a module with the same state_dict keys. What has no op is refused with the module
 path, its class and the closest call archc maps.
 """
@@ -15,21 +15,50 @@ import importlib.util
 import operator
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import BackendError, error
+from ..ops import FROM_TORCH, Unmappable
+from ..ops import KINDS as OPS
 from ..spec.limits import MAX_LAYERS
 from .flat import Flat, Item, place
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One call as torch.fx traced it: the module (for a module call), the call's other arguments
+    bound to their names (``arg``), and the per-sample shapes of its tensor inputs and output."""
+
+    module: Any
+    arg: dict[str, Any]
+    shapes: list[tuple[int, ...]]
+    shape: tuple[int, ...]
+
+
+# Calls that are one step of a pattern the table maps as a whole (ShuffleNet's channel shuffle, written
+# x.view(N, g, C // g, H, W).transpose(1, 2).contiguous().view(N, C, H, W) by torchvision and
+# x.unflatten(1, (g, -1)).transpose(1, 2).flatten(1, 2) by archc; its split, x.chunk(2, 1)[i]; MaxViT's
+# partition of the map into windows, x.reshape(N, C, H / P, P, W / P, P).permute(0, 2, 4, 3, 5, 1).reshape(N,
+# G, P * P, C), its grid (then swapaxes(-2, -3)) and the way back), and the arithmetic on sizes such patterns
+# read: the step each call is, by the shapes it makes.
+VIEW_STEPS: dict[str, str] = {
+    "method:view": "reshape", "method:reshape": "reshape", "fn:reshape": "reshape", "method:unflatten": "reshape",
+    "method:flatten": "reshape", "fn:flatten": "reshape",
+    "method:transpose": "swap", "fn:transpose": "swap", "method:swapaxes": "swap", "fn:swapaxes": "swap",
+    "method:contiguous": "same",
+    "method:chunk": "split", "fn:chunk": "split", "fn:getitem": "pick",
+    "method:permute": "permute", "fn:permute": "permute",
+    "method:size": "size", "fn:getattr": "size", "fn:floordiv": "size", "fn:mul": "size", "fn:sub": "size",
+}
 
 # calls that change nothing a spec sees (a view's memory layout): the value passes through
 _PASSTHROUGH = {"method:contiguous"}
 
 
 def _closest(key: str) -> str:
-    from ..backends.torch.codegen import FROM_TORCH
-
-    names = sorted({k.split(":")[-1] for k in FROM_TORCH})
+    names = sorted({k.split(":")[-1] for k in FROM_TORCH if not k.startswith(("param:", "pattern:"))})
     best = difflib.get_close_matches(key.split(":")[-1], names, n=1, cutoff=0.0)
     return best[0] if best else names[0]
 
@@ -97,7 +126,6 @@ def load_callable(target: str, args: dict[str, Any] | None = None) -> tuple[Any,
 def _tracer(model: Any) -> Any:
     import torch.fx as fx
 
-    from ..backends.torch.codegen import FROM_TORCH
     from ..backends.torch.runtime import IN_GENERATED
 
     # archc's own generated modules check their input in plain Python, and draw stochastic depth's noise:
@@ -116,8 +144,8 @@ def _tracer(model: Any) -> Any:
             self.failed_in: tuple[str, str] | None = None
 
         def is_leaf_module(self, m: Any, qualname: str) -> bool:
-            return type(m).__name__ in FROM_TORCH and (type(m).__module__.startswith(("torch.nn", "torchvision"))
-                                                       or type(m) in own)
+            entry = FROM_TORCH.get(type(m).__name__)
+            return entry is not None and (type(m).__module__.startswith(entry.modules) or type(m) in own)
 
         def call_module(self, m: Any, forward: Any, args: Any, kwargs: Any) -> Any:
             self.stack.append((self.path_of_module(m), type(m).__name__))
@@ -140,7 +168,6 @@ def trace(model: Any, input_shape: tuple[int, ...] | None = None, name: str = "m
     import torch.fx as fx
     from torch.fx.passes.shape_prop import ShapeProp
 
-    from ..backends.torch.codegen import FROM_TORCH, VIEW_STEPS, Seen, Unmappable
 
     shape = tuple(input_shape or getattr(model, "INPUT_SHAPE", None) or (3, 224, 224))
     was_training = model.training
@@ -303,9 +330,9 @@ def trace(model: Any, input_shape: tuple[int, ...] | None = None, name: str = "m
             meta = meta[0] if isinstance(meta, (tuple, list)) and meta else meta
         if meta is None or not hasattr(meta, "shape"):
             raise _refuse(path, cls, f"{_what(node)} returns several values", key)
-        if entry.kind == FROM_TORCH["fn:cat"].kind and not last:
+        if OPS[entry.kind].join == "stack" and not last:
             ins = _after_earlier_cat(node, ins, cats)
-        if entry.kind == FROM_TORCH["LayerNorm"].kind and len(ins) == 1 and not last:
+        if key == "LayerNorm" and len(ins) == 1 and not last:
             ins, last = _flat_map(ins[0], by_node, item_of, pending)
         if last:                   # on x.permute(0, 2, 3, 1): each position's channels, an image again after
             arg["channels_last"] = True
@@ -416,10 +443,8 @@ def _after_earlier_cat(node: Any, ins: list, cats: dict) -> list:
 def _flat_map(a: Any, by_node: dict, item_of: dict, pending: dict) -> tuple[list, list]:
     """A LayerNorm of a flattened C x 1 x 1 map (MaxViT's classifier) normalises the map's channels: it reads
     the map, as its channels-last view (the spec's linear after it flattens)."""
-    from ..backends.torch.codegen import FROM_TORCH
-
-    made = item_of.get(by_node.get(a))
-    if made is not None and made.kind == FROM_TORCH["Flatten"].kind and len(made.inputs) == 1 \
+    made = item_of.get(by_node.get(a))          # a view that makes a flat vector of the map: a flatten
+    if made is not None and OPS[made.kind].alias == "view" and len(made.shape) == 1 and len(made.inputs) == 1 \
             and len(made.in_shape) == 3 and made.in_shape[1:] == (1, 1):
         view = ("flat", a)
         pending[view] = ("flat", made.inputs[0])
@@ -456,7 +481,7 @@ def _view_step(step: str, node: Any, ins: list, meta: Any, by_node: dict, pendin
                 pending[node] = ("grouped", by_node[src], shape[0])
                 return True
         if state is not None and state[0] == "swapped" and len(shape) == 3:
-            return {"op": "channel_shuffle", "groups": state[2]}, state[1]
+            return FROM_TORCH["pattern:shuffle"].layer(Seen(None, {"groups": state[2]}, [], ())), state[1]
         return None
     if step == "swap" and state is not None and state[0] == "grouped":
         dims = sorted(int(d) % 5 for d in [*node.args[1:], *node.kwargs.values()][:2])
@@ -484,11 +509,10 @@ def _view_step(step: str, node: Any, ins: list, meta: Any, by_node: dict, pendin
         return True
     if step == "pick" and isinstance(node.args[0], type(node)) and pending.get(node.args[0], ("",))[0] == "split":
         half = int(node.args[1])
-        return {"op": "channel_split", "half": "first" if half == 0 else "second"}, pending[node.args[0]][1]
+        return FROM_TORCH["pattern:split"].layer(Seen(None, {"half": half}, [], ())), pending[node.args[0]][1]
     return None
 
 
-TORCH_PATCHES = "patch_embed"      # the op of the op table a patch convolution becomes (TORCH_OPS's key)
 _FLATTEN = {"method:flatten", "fn:flatten", "method:reshape", "fn:reshape", "method:view"}
 _TRANSPOSE = {"method:transpose", "fn:transpose", "method:permute", "fn:permute"}
 
@@ -499,8 +523,6 @@ def _token_step(key: str, node: Any, ins: list, meta: Any, by_node: dict, item_o
     the concatenation after it), attention's output taken from its (output, weights) pair, and
     ``x[:, i]`` of a sequence (``select_token``)."""
 
-    from ..backends.torch.codegen import FROM_TORCH
-
     src = ins[0] if ins else None
     shape = tuple(meta.shape[1:]) if meta is not None and hasattr(meta, "shape") else None
     state = pending.get(src)
@@ -510,7 +532,7 @@ def _token_step(key: str, node: Any, ins: list, meta: Any, by_node: dict, item_o
     if key in _FLATTEN and state is None and src in by_node and shape is not None and len(shape) == 2:
         conv = item_of.get(by_node[src])
         f = conv.fields if conv is not None else {}
-        if conv is not None and conv.kind == FROM_TORCH["Conv2d"].kind and f.get("kernel") == f.get("stride") and isinstance(f.get("kernel"), int) \
+        if conv is not None and conv.cls == "Conv2d" and f.get("kernel") == f.get("stride") and isinstance(f.get("kernel"), int) \
                 and f.get("padding") == 0 and f.get("dilation") == 1 and f.get("groups") == 1 \
                 and shape == (f["out"], conv.shape[1] * conv.shape[2]):
             pending[node] = ("patches", by_node[src])
@@ -519,15 +541,15 @@ def _token_step(key: str, node: Any, ins: list, meta: Any, by_node: dict, item_o
         dims = sorted(int(d) % 3 for d in [*node.args[1:], *node.kwargs.values()])
         if dims in ([1, 2], [0, 1, 2]) and [int(d) for d in node.args[1:]] != [0, 1, 2]:
             conv = item_of[state[1]]
-            conv.fields = {"op": "patch_embed", "out": conv.fields["out"], "patch": conv.fields["kernel"],
-                           "bias": conv.fields["bias"]}
-            conv.kind, conv.shape = TORCH_PATCHES, shape
+            patches = FROM_TORCH["pattern:patches"]
+            conv.fields = patches.layer(Seen(None, conv.fields, [], ()))
+            conv.kind, conv.shape = patches.kind, shape
             by_node[node] = state[1]
             return True
     if node.target is operator.getitem and src in by_node and len(node.args) == 2:
         made = item_of.get(by_node[src])
         index = node.args[1]
-        if made is not None and made.kind == FROM_TORCH["MultiheadAttention"].kind and index == 0:
+        if made is not None and OPS[made.kind].mixes and index == 0:        # attention's (output, weights)
             by_node[node] = by_node[src]
             return True
     return False

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import re
 
-from ..spec import layers as L
+from ..ops.activation import Act
+from ..ops.batch_norm import BatchNorm
+from ..ops.concat import Concat
+from ..ops.conv import Conv
 from .blocks import block_lines
 from .flat import Flat, Item
 from .text import layer_line, model, scalar
@@ -34,10 +37,10 @@ def fuse(flat: Flat) -> Flat:
         return r[0] if len(r) == 1 and it.name != flat.result and it.name not in flat.heads.values() else None
 
     for it in items:
-        if it.name in gone or model(it.fields) is not L.Conv or it.path is None:
+        if it.name in gone or model(it.fields) is not Conv or it.path is None:
             continue
         bn = only_reader(it)
-        if bn is None or model(bn.fields) is not L.BatchNorm or bn.path is None or bn.inputs != [it.name]:
+        if bn is None or model(bn.fields) is not BatchNorm or bn.path is None or bn.inputs != [it.name]:
             continue
         parent, _, leaf = it.path.rpartition(".")
         own = leaf == "conv" and bn.path == f"{parent}.bn" and parent and parent not in by_name
@@ -67,7 +70,7 @@ def fuse(flat: Flat) -> Flat:
     by_name = {it.name: it for it in items}
     gone = {}
     for it in items:
-        if model(it.fields) is not L.Act or len(it.inputs) != 1 or it.inputs[0] == "input":
+        if model(it.fields) is not Act or len(it.inputs) != 1 or it.inputs[0] == "input":
             continue
         src = by_name[it.inputs[0]]
         if "act" in model(src.fields).model_fields and "act" not in src.fields and only_reader(src) is it:
@@ -135,7 +138,7 @@ def own_concats(flat: Flat) -> Flat:
     block ("concatenated to its input", as the hand-written specs say). Only the name changes."""
     taken = {it.name for it in flat.items}
     for c in list(flat.items):
-        if model(c.fields) is not L.Concat or len(c.inputs) != 2:
+        if model(c.fields) is not Concat or len(c.inputs) != 2:
             continue
         a, b = c.inputs
         parts = b.split(".")

@@ -6,15 +6,15 @@ import json
 import re
 from typing import Any
 
-from ..spec import layers as L
+from ..ops import registry
 
 _PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 _YAML_WORDS = {"true", "false", "yes", "no", "on", "off", "null", "y", "n"}
 
 
 def model(fields: dict) -> type:
-    """The spec language's model of a layer (spec/layers.py): what its op is and which fields it has."""
-    return L.OPS[fields["op"]]
+    """The pydantic model of a layer's op (from the op registry): what its op is and which fields it has."""
+    return registry().layers[fields["op"]].model
 
 
 def scalar(v: Any) -> str:

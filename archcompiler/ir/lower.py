@@ -7,7 +7,7 @@ A spec layer may become several primitives; the rule for their names is:
 - with a norm, a conv becomes ``<name>/conv`` and ``<name>/bn`` (as torchvision's BasicConv2d);
 - an activation is ``<name>/relu`` (``/sigmoid``, ...), a linear's implicit flatten ``<name>/flatten``.
 
-Node data: ``op`` (kind in :data:`~archcompiler.ir.ops.OPS`), ``attrs``, ``inputs`` (ordered
+Node data: ``op`` (an IR kind of the op registry, :data:`archcompiler.ops.KINDS`), ``attrs``, ``inputs`` (ordered
 node ids), ``layer`` (spec layer), ``row`` (top-level row: table row or layer), ``group``
 (innermost block instance), ``loc`` (source location), ``order`` (declaration order) and
 ``training_only``.  Edges are tensors; :func:`archcompiler.passes.shapes.infer_shapes` puts
@@ -21,8 +21,8 @@ from typing import Any
 import networkx as nx
 
 from ..errors import GraphError, error
+from ..ops import registry
 from ..spec import Spec
-from .lowerings import LOWERINGS
 
 INPUT = "input"
 
@@ -30,11 +30,16 @@ INPUT = "input"
 def lower(spec: Spec) -> nx.DiGraph:
     """The IR graph of ``spec`` (shapes not yet inferred: see :func:`archcompiler.analyze`)."""
     g = nx.DiGraph(name=spec.name, input=tuple(spec.input), spec=spec)
-    g.add_node(INPUT, op="input", attrs={"shape": tuple(spec.input)}, inputs=[], layer=INPUT,
+    g.add_node(INPUT, op=INPUT, attrs={"shape": tuple(spec.input)}, inputs=[], layer=INPUT,
                row=INPUT, group=None, loc=None, order=0, role="input", spec_op="input")
     last: dict[str, str] = {INPUT: INPUT}     # spec layer -> the node holding its output
+    ops = registry()
     for index, layer in _dependency_order(spec):
-        prims = LOWERINGS[type(layer.spec)](layer.spec)
+        prims = ops.lowerings[type(layer.spec)](layer.spec)
+        for _, kind, attrs in prims:        # an op module's lowering writes the attributes its kinds declare
+            if not set(attrs) <= set(ops.kinds[kind].attrs):
+                raise TypeError(f"{layer.spec.op}'s lowering writes {sorted(set(attrs) - set(ops.kinds[kind].attrs))} "
+                                f"that {kind} does not declare")
         prev = [last[i] for i in layer.inputs]
         order = index * 8 + 1                 # declaration order (a layer has at most 4 primitives)
         for suffix, kind, attrs in prims:

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import networkx as nx
 
+from ..ops import KINDS as OPS
 from .lower import INPUT, schedule
-from .ops import OPS
 
 
 @dataclass(frozen=True)

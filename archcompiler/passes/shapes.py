@@ -8,7 +8,7 @@ import networkx as nx
 
 from ..errors import Diagnostic, GraphError, error
 from ..ir import INPUT, OPS, ShapeError, schedule
-from ..ir.ops import TooSmall
+from ..ops import TooSmall
 from ..util import shape_text
 
 # the search for the smallest input that works (a hint when the input is too small): at most this

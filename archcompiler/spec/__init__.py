@@ -7,7 +7,6 @@ from typing import Any
 
 from ..util import without_gc
 from .compose import load_document, parse_override
-from .resolve import resolve
 from .resolved import Instance, Layer, Output, Spec
 
 
@@ -19,6 +18,8 @@ def load_spec(source: str | Path | Spec, overrides: dict[str, Any] | list[str] |
     (``{"num_classes": 2, "inception_4b.5x5": 96}``) or is a list of ``"PATH=VALUE"`` strings.
     Raises :class:`archcompiler.SpecError` listing every located problem.
     """
+    from .resolve import resolve  # on first use: resolving asks the op registry, which reads the layer vocabulary
+
     if isinstance(source, Spec):
         if not overrides:
             return source

@@ -15,7 +15,7 @@ from pydantic import Field, StrictInt, field_validator, model_validator
 
 from . import expr
 from .base import Strict
-from .layers import AnyLayer, Bool, Float, Name, NonNegFloat, PosFloat, PosInt, parse_quantity
+from .layers import Bool, Float, Name, NonNegFloat, PosFloat, PosInt, parse_quantity
 from .limits import MAX_NAME_CHARS
 
 # Names the generated PyTorch source defines itself: a class may not take one of them.
@@ -329,7 +329,12 @@ def schema_model() -> type[Document]:
     """Only for ``archc schema``: the document with its layer list spelled out, so editors can
     complete it (built on demand: building it compiles every layer model)."""
 
+    from ..ops import registry
+
+    models = tuple(dict.fromkeys(lay.model for lay in registry().layers.values()))     # each once, in order
+    any_layer = Union[models]  # type: ignore[valid-type]  # noqa: UP007   (a Union of the tuple's members)
+
     class SchemaDocument(Document):
-        layers: list[Union[AnyLayer, BlockUse, TableItem]]  # type: ignore[assignment]
+        layers: list[Union[any_layer, BlockUse, TableItem]]  # type: ignore[assignment, valid-type]
 
     return SchemaDocument

@@ -5,9 +5,11 @@ whole numbers only. The resolver uses these tables to decide how a value given a
 from __future__ import annotations
 
 import typing
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from .layers import OPS, LayerBase
+from ..ops import registry
+from .layers import LayerBase
 
 
 def string_fields(model: type[LayerBase]) -> dict[str, set[str] | None]:
@@ -59,6 +61,29 @@ def integer_fields(model: type[LayerBase]) -> set[str]:
     return {name for name, info in model.model_fields.items() if ints(info.annotation)}
 
 
-STRINGS = {op: string_fields(model) for op, model in OPS.items()}
-NUMERIC = {op: numeric_fields(model) for op, model in OPS.items()}
-INTEGER = {op: integer_fields(model) for op, model in OPS.items()}
+class _Table(Mapping):
+    """One of the tables below, by spec op name, read from the op models when first looked up (the
+    registry holds the installed plugins' ops too)."""
+
+    def __init__(self, read: Callable[[type[LayerBase]], Any]) -> None:
+        self._read = read
+        self._table: dict[str, Any] | None = None
+
+    def _get(self) -> dict[str, Any]:
+        if self._table is None:
+            self._table = {op: self._read(lay.model) for op, lay in registry().layers.items()}
+        return self._table
+
+    def __getitem__(self, op: str) -> Any:
+        return self._get()[op]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._get())
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+
+STRINGS = _Table(string_fields)
+NUMERIC = _Table(numeric_fields)
+INTEGER = _Table(integer_fields)

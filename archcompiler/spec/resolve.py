@@ -14,12 +14,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..errors import Diagnostic, Location, SpecError, error
+from ..ops import KNOWN_PLUGINS, LAYERS, registry
 from . import expr
 from .base import suggest
 from .diagnose import pydantic_errors
 from .document import BlockDef, BlockUse, Document, Table
 from .fields import INTEGER, NUMERIC, STRINGS
-from .layers import NAME_PATTERN, OPS, Claims
+from .layers import NAME_PATTERN, Claims
 from .limits import MAX_BLOCK_NESTING, MAX_DIM, MAX_LAYERS, MAX_NAME_CHARS
 from .params import evaluate_params, unused_params
 from .resolved import Instance, Layer, Output, Spec
@@ -36,14 +37,18 @@ SHAPE_NAMES = ("in_channels", "in_height", "in_width")
 _RAW_FIELDS = {"name", "op", "input", "inputs", "doc", "claims"}
 
 def layer_shape(layer: Any, shapes: list) -> Any:
-    """The output shape of one validated layer for its input shapes, by the op table's rules
-    (``archcompiler/ir/layer_shape.py``); raises ``ValueError`` for shapes the op refuses. Conditions on
-    a block's input shape need it. This is the one place the spec layer reaches into the IR, on first
-    use and never at import (the IR imports the spec layer): whatever was imported before, a spec with
-    ``when: "in_channels != out"`` resolves the same."""
-    from ..ir.layer_shape import layer_shape as rule
+    """The output shape of one validated layer for its input shapes, by its op's facts (the op
+    registry's ``layer_shape``); raises ``ValueError`` for shapes the op refuses. Conditions on a
+    block's input shape need it."""
+    return registry().layer_shape(layer, shapes)
 
-    return rule(layer, shapes)
+
+def unknown_op_hint(op: Any) -> str:
+    """What to say of an op no installed package provides: the package that does, where archc knows
+    one, else the closest op's name."""
+    if isinstance(op, str) and op in KNOWN_PLUGINS:
+        return f"the op {op!r} comes from the package {KNOWN_PLUGINS[op]}; it is not installed"
+    return suggest(str(op), set(LAYERS))
 
 
 _NOT_DEFAULTS = {"name", "op", "input", "inputs", "claims", "when"}     # fields a default cannot give
@@ -52,16 +57,15 @@ _OUTPUT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
 
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_POOLS = ("max_pool", "avg_pool")
 
 
 def _word_message(op: str, key: str, word: str, scope: _Scope) -> tuple[str, str, Location, str]:
     """(message, path, location, hint) for a word where a number belongs."""
     known = sorted(scope.values)
-    if op in _POOLS and key == "padding" and word in ("same", "valid"):
-        return (f"{op} padding takes a number of pixels (or [h, w]), not {word!r}", key, Location(),
-                "'valid' is padding 0; PyTorch's pooling has no 'same': with stride 1 and an odd kernel "
-                "it is (kernel - 1) / 2, e.g. kernel 3, padding 1")
+    model = registry().model(op)
+    better = model.word_hint(op, key, word) if model is not None else None
+    if better is not None:
+        return better[0], key, Location(), better[1]
     close = suggest(word, known) if known else ""
     hint = close if close.startswith("did you mean") else (
         f"parameters here: {', '.join(known)}" if known else "define it under 'params:'")
@@ -231,12 +235,12 @@ class Resolver:
         """``defaults:`` names ops and their fields, ``init:`` op kinds: a typo is an error, not
         a silently ignored entry."""
         for op, fields in (self.doc.get("defaults") or {}).items():
-            if op not in OPS:
+            if op not in LAYERS:
                 self.errors.append(error(f"unknown op {op!r}", f"defaults.{op}",
                                          locate(self.doc, ("defaults", op), key=True),
-                                         hint=suggest(op, set(OPS))))
+                                         hint=unknown_op_hint(op)))
                 continue
-            allowed = set(OPS[op].model_fields) - _NOT_DEFAULTS
+            allowed = set(LAYERS[op].model.model_fields) - _NOT_DEFAULTS
             for key in fields or {}:
                 if key not in allowed:
                     self.errors.append(error(f"{op} has no field {key!r}", f"defaults.{op}.{key}",
@@ -315,10 +319,10 @@ class Resolver:
         logical = f"{_logical(ipath[:-1])}.{name}" if name else _logical(ipath)
         if scope.prefix:
             logical = f"{scope.prefix}{name}" if name else logical
-        model = OPS.get(op) if isinstance(op, str) else None
+        model = registry().model(op) if isinstance(op, str) else None
         if model is None:
             self.errors.append(error(f"unknown op {op!r}", f"{logical}.op", locate(item, ("op",)),
-                                     value=op, hint=suggest(str(op), set(OPS))))
+                                     value=op, hint=unknown_op_hint(op)))
             return previous
         if item.get("when") is not None:
             holds = self._condition(item["when"], scope, locate(item, ("when",)), f"{logical}.when")

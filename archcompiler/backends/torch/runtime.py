@@ -27,8 +27,9 @@ def _log1m_softmax(z: Tensor) -> Tensor:
     return rest - torch.logsumexp(z, dim=1, keepdim=True)
 
 
-def spec_loss(kind: str, final: str, logits: Tensor, target: Tensor, label_smoothing: float = 0.0) -> Tensor:
-    """One output's loss, computed stably from its logits (never softmax followed by log).
+def spec_loss(kind: str, probabilities: bool, logits: Tensor, target: Tensor, label_smoothing: float = 0.0) -> Tensor:
+    """One output's loss, computed stably from its logits (never softmax followed by log); ``probabilities``:
+    the output's final op turns the logits into class probabilities (a softmax the forward leaves out).
     Targets: class indices (N,), or one-hot / probabilities (N, K), float or integer."""
     integer = not torch.is_floating_point(target)
     if kind == "cross_entropy":
@@ -40,7 +41,7 @@ def spec_loss(kind: str, final: str, logits: Tensor, target: Tensor, label_smoot
     target = target.reshape(logits.shape).to(logits.dtype)
     if label_smoothing > 0:
         target = target * (1 - label_smoothing) + 0.5 * label_smoothing
-    if final == "softmax":
+    if probabilities:
         # binary cross-entropy of the softmax probabilities (the original 2-class GoogLeNet's
         # loss), averaged over units and batch
         log_p = F.log_softmax(logits, dim=1)

@@ -11,9 +11,10 @@ _FORBIDDEN_CALLS = {"eval", "exec", "compile", "__import__", "open", "globals", 
                     "breakpoint", "input", "setattr", "delattr"}
 
 
-def check_source(source: str, classes: set[str]) -> None:
+def check_source(source: str, classes: set[str], plugins: set[str] = frozenset()) -> None:
     """Parse the generated source and check its shape before anything runs it: imports only of
-    typing and torch, at the top; only the expected classes and helper functions; no call of
+    typing and torch (and ``plugins``, the modules of installed ops' torch code), at the top; only the
+    expected classes and helper functions; no call of
     eval-like builtins; no dunder attributes. Spec strings reach the source only as validated
     identifiers or through ``repr``, so this never fails unless archc itself has a bug."""
 
@@ -29,7 +30,7 @@ def check_source(source: str, classes: set[str]) -> None:
     for node in tree.body:
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             modules = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
-            if not all(m.split(".")[0] in ("typing", "torch") for m in modules):
+            if not all(m.split(".")[0] in ("typing", "torch") or m in plugins for m in modules):
                 refuse(f"it imports {', '.join(modules)}")
         elif isinstance(node, (ast.ClassDef, ast.FunctionDef)):
             if node.name not in allowed_top:

@@ -68,14 +68,14 @@ def classifier_nodes(g: Any) -> list[str]:
 
 
 def _owner(key: str, by_path: dict[str, str]) -> str | None:
-    if key in by_path:                  # a node whose path is a parameter itself (layer_scale)
+    if key in by_path:                  # a node whose path is a parameter itself (ConvNeXt's layer scale)
         return by_path[key]
     prefix = key.rsplit(".", 1)[0] if "." in key else ""
     return by_path.get(prefix)
 
 
 def part(model: torch.nn.Module, path: str) -> torch.nn.Module | torch.nn.Parameter:
-    """What a node's path names in the built module: a submodule, or (ConvNeXt's ``layer_scale``,
+    """What a node's path names in the built module: a submodule, or (ConvNeXt's layer scale,
     a parameter registered on its block, as torchvision names it) a parameter."""
     try:
         return model.get_submodule(path)

@@ -1,7 +1,7 @@
 """Fusing an activation into the convolution before it: one kernel instead of two passes over the
 feature map (on CPU, oneDNN's post-op; elsewhere the backend applies the activation in place).
 
-Fires for a fusable activation (the op table's ``ActivationDef.fusable``: ReLU) after a
+Fires for a fusable activation (its op's ``fusable``: ReLU) after a
 convolution with numeric padding that nothing else reads and that is no model output.
 """
 
@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import networkx as nx
 
-from ...ir import OPS, activation_of
+from ...ir import OPS
 from ._rewrite import bypass, fresh, is_output, readers, record
 
 
 def fuse_activation(g: nx.DiGraph) -> nx.DiGraph:
     g = fresh(g)
     fused = []
-    for act in [n for n, d in g.nodes(data=True) if (a := activation_of(d["op"], d["attrs"])) and a.fusable]:
+    for act in [n for n, d in g.nodes(data=True) if OPS[d["op"]].fusable(d["attrs"])]:
         (conv,) = g.nodes[act]["inputs"]
         cd = g.nodes[conv]
         if "activation" not in OPS[cd["op"]].fuses or readers(g, conv) != [act] or is_output(g, conv) or cd["attrs"].get("act") \

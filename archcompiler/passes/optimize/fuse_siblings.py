@@ -17,6 +17,7 @@ import networkx as nx
 
 from ...ir import OPS
 from ...ir.lower import invalidate_schedule
+from ...ops.channel_slice import KIND as CHANNEL_SLICE
 from ._rewrite import fresh, is_output, readers, record
 
 
@@ -58,7 +59,7 @@ def fuse_siblings(g: nx.DiGraph) -> nx.DiGraph:
                 m = s["node"]
                 g.remove_edge(source, m)
                 g.add_edge(name, m)
-                g.nodes[m].update(op="channel_slice", attrs={"start": s["start"], "end": s["end"]}, inputs=[name])
+                g.nodes[m].update(op=CHANNEL_SLICE, attrs={"start": s["start"], "end": s["end"]}, inputs=[name])
             fused.append(members)
     invalidate_schedule(g)
     if fused:

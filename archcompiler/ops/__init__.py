@@ -1,0 +1,53 @@
+"""The ops: one module per op, each declaring every fact about it (see ``_base.py``), found through
+one registry (``_registry.py``) by the passes, backends and importers, which never name an op.
+
+``KINDS`` maps an IR kind to its :class:`OpDef`; ``LAYERS`` a spec's ``op:`` name to its
+:class:`LayerOp` (model and lowering); ``FROM_TORCH`` and ``FROM_ONNX`` what the importers read.
+Each is built on first lookup, from archc's own op modules and the packages installed under the
+entry-point group ``archcompiler.ops``. An op module (archc's or a plugin's) imports what it needs
+from here: the records it declares and the helpers for shapes, latency and mappings.
+"""
+
+from . import _onnx as onnx_fields
+from ._base import (
+    A_STATEMENT,
+    AT_MEMORY_SPEED,
+    MEMORY,
+    STATEMENT,
+    FromOnnx,
+    FromTorch,
+    Kernel,
+    Latency,
+    LayerOp,
+    Op,
+    OpDef,
+    Params,
+    Shape,
+    ShapeError,
+    Style,
+    TooSmall,
+    TorchCode,
+    Unmappable,
+    Window,
+    channels_same,
+    elements,
+    fmt,
+    image,
+    need,
+    one,
+    per_map,
+    same,
+    sequence,
+)
+from ._registry import GROUP, KNOWN_PLUGINS, Registry, View, registry
+
+KINDS = View("kinds")
+LAYERS = View("layers")
+FROM_TORCH = View("from_torch")
+FROM_ONNX = View("from_onnx")
+
+__all__ = ["KINDS", "LAYERS", "FROM_TORCH", "FROM_ONNX", "GROUP", "KNOWN_PLUGINS", "Registry", "registry",
+           "Op", "OpDef", "LayerOp", "TorchCode", "Style", "FromTorch", "FromOnnx", "Unmappable", "Params",
+           "Window", "Kernel", "Latency", "Shape", "ShapeError", "TooSmall", "STATEMENT", "MEMORY", "A_STATEMENT",
+           "AT_MEMORY_SPEED", "image", "sequence", "same", "channels_same", "per_map", "elements", "need", "one", "fmt",
+           "onnx_fields"]

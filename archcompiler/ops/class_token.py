@@ -1,0 +1,35 @@
+"""ViT's class token (``op: class_token``): a learned token prepended to the sequence."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from ..spec.layers import LayerBase
+from ._base import Attrs, FromOnnx, FromTorch, LayerOp, Op, OpDef, Params, Shape, Style, TorchCode, sequence
+
+KIND = "class_token"
+
+
+class ClassToken(LayerBase):
+    """A learned token of the sequence's dimension, prepended to it (ViT's ``class_token``, a
+    (1, 1, D) parameter): S tokens become S + 1."""
+
+    op: Literal["class_token"]
+
+
+def _shape(a: Attrs, shapes: list[Shape]) -> Shape:
+    s, d = sequence(KIND, shapes)
+    return (s + 1, d)
+
+
+OP = Op(
+    layers=(LayerOp(ClassToken, lambda s: [("", KIND, {})]),),
+    # a learned (1, 1, D) token prepended to every sequence: torch.cat copies the sequence
+    kinds=(OpDef(KIND, _shape, params=lambda a, i, o: Params(o[1]),
+                 torch=TorchCode(lambda a, ins, out: f"nn.Parameter(torch.zeros(1, 1, {out[1]}))",
+                                 lambda a, x, m, ip: f"torch.cat([{m}.expand({x[0]}.shape[0], -1, -1), {x[0]}], dim=1)"),
+                 style=Style("box", "#fff2cc")),),
+    # a (1, 1, D) parameter (initializer) concatenated before the tokens
+    from_torch={"param:cat": FromTorch(KIND, lambda s: {"op": KIND})},
+    from_onnx={"param:Concat": FromOnnx(lambda n: {"op": KIND})},
+)

@@ -230,20 +230,28 @@ def sweep_report(sweep_dir_or_json: str | Path, output: str | Path) -> Path:
 
 
 def import_module(model: Any, input: tuple[int, ...] | list[int] | None = None, name: str | None = None,
-                  source: str | None = None, blocks: bool = True) -> str:
+                  source: str | None = None, blocks: bool = True, verify: bool = True) -> str:
     """The spec of a PyTorch module (``archc import``), as YAML text: ``model`` is traced with
     torch.fx (this runs its forward), each call mapped to a layer; repeated sub-modules become blocks
     and tables. ``input`` is (C, H, W) (default: the model's ``INPUT_SHAPE`` or 3 x 224 x 224).
     Built, the spec has the module's state_dict keys: ``build(load_spec(text)).load_state_dict(
-    model.state_dict())`` loads strictly. Raises :class:`BackendError` naming the module path, its
-    class and the closest supported op for what does not map."""
+    model.state_dict())`` loads strictly.
+
+    With ``verify`` (the default) the spec is built with the module's weights (BatchNorm statistics
+    perturbed) and compared with it on a seeded input before it is returned: blocks and tables that
+    compute anything else fall back to one layer per line; a spec that still differs is an error
+    naming the first layer whose output differs. Raises :class:`BackendError` naming the module path,
+    its class and the closest supported op for what does not map.
+
+    >>> import torchvision
+    >>> text = import_module(torchvision.models.resnet18(), input=(3, 224, 224))   # doctest: +SKIP
+    """
     from .importers.pytorch import trace
-    from .importers.structure import spec_text
+    from .importers.verify import verified_spec
 
     name = name or _snake(type(model).__name__)
     flat = trace(model, tuple(input) if input else None, name=name, source=source or f"a {type(model).__name__}")
-    text = spec_text(flat, blocks=blocks)
-    load_spec(text)         # what is written is a valid spec (a failure here is a bug in archc)
+    text, _ = verified_spec(model, flat, blocks=blocks, verify=verify)
     return text
 
 

@@ -7,6 +7,9 @@ against torchvision's own modules runs in the side environment (benchmarks/RESUL
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import re
 
 import pytest
@@ -810,5 +813,39 @@ def test_two_uses_of_a_block_whose_outputs_are_both_read_are_not_folded_into_a_r
     from archcompiler.importers import blocks
 
     monkeypatch.setattr(blocks, "_read_only_by", lambda *args: True)
-    folded = archcompiler.import_module(original, name="Net")
+    folded = archcompiler.import_module(original, name="Net", verify=False)
     assert not _computes_the_same(folded, original), folded
+    # verified (the default), the mis-wired blocks never come out: the exact one-layer-per-line form does
+    checked = archcompiler.import_module(original, name="Net")
+    assert "blocks:" not in checked and _computes_the_same(checked, original)
+
+
+def test_the_command_verifies_and_says_when_it_fell_back_to_one_layer_per_line(tmp_path):
+    """Through the CLI in a fresh process (its table rule made to mis-wire, as dla34's was): the spec written
+    is the exact flat one, and stderr says why; the readable form of a correct import says it was verified."""
+    original = _dla_like(tmp_path)
+    probe = ("import sys\nfrom archcompiler.importers import blocks\nblocks._read_only_by = lambda *a: True\n"
+             "sys.argv = ['archc', 'import', 'dla_like.py:Net', '-o', 'net.yaml']\n"
+             "from archcompiler.cli import entry\nentry()\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "wrote one layer per line instead, which is exact" in done.stderr and "Traceback" not in done.stderr
+    text = (tmp_path / "net.yaml").read_text()
+    assert "blocks:" not in text and _computes_the_same(text, original)
+    done = run_archc("import", "dla_like.py:Net", "-o", "good.yaml", cwd=tmp_path)
+    assert done.returncode == 0 and "verified: the spec's outputs equal the source's" in done.stderr, done.stderr
+
+
+def test_an_import_that_computes_something_else_is_refused_naming_the_first_layer_that_differs(tmp_path, monkeypatch):
+    """A mapping gone wrong (ReLU read as a sigmoid: same shapes, same weights, other values) is never written:
+    the error names the first layer whose output differs, in the order the spec runs."""
+    from archcompiler.ops import FromTorch, registry
+
+    original = _dla_like(tmp_path)
+    relu = registry().from_torch["fn:relu"]
+    monkeypatch.setitem(registry().from_torch, "fn:relu", FromTorch(relu.kind, lambda s: {"op": "sigmoid"}))
+    with pytest.raises(BackendError) as info:
+        archcompiler.import_module(original, name="Net")
+    message = info.value.errors[0].format()
+    assert "does not compute what the module does" in message
+    assert "the first layer whose output differs is level1.tree1.conv2" in message, message

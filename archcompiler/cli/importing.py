@@ -25,6 +25,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", default=None, metavar="FILE",
                    help="ONNX only: where to write the initializers (safetensors; default: next to the spec)")
     p.add_argument("--flat", action="store_true", help="one layer per line: no blocks or tables")
+    p.add_argument("--no-verify", dest="verify", action="store_false",
+                   help="PyTorch only: write the spec without building it and comparing its outputs with the "
+                        "module's on a seeded input (by default a spec that differs is never written)")
     p.set_defaults(run=run)
 
 
@@ -83,14 +86,14 @@ def run(args: argparse.Namespace) -> int:
             print(text, end="")
         return 0
     from ..importers.pytorch import load_callable, trace
-    from ..importers.structure import spec_text
-    from ..spec import load_spec
+    from ..importers.verify import verified_spec
 
     model, name = load_callable(args.target, call_args)
     shown = " ".join([args.target, *(f"--arg {a}" for a in args.arg)])
     flat = trace(model, shape, name=args.name or name, source=shown)
-    text = spec_text(flat, schema=schema, blocks=not args.flat)
-    load_spec(text)
+    text, notes = verified_spec(model, flat, schema=schema, blocks=not args.flat, verify=args.verify)
+    for note in notes:
+        print(f"archc: {note}", file=sys.stderr)
     if args.output:
         write_text(args.output, text)
         print(f"wrote {args.output}")

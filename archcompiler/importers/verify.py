@@ -1,0 +1,176 @@
+"""Checking an import before it is written: the spec is built, the source's weights are loaded into it,
+and both run on one seeded input; a spec that computes anything else is never written.
+
+The BatchNorm statistics are perturbed first (in both, the same way): a fresh module's running mean 0 and
+variance 1 make many wirings agree by accident (two BatchNorms in another order, a shortcut read from
+the wrong side of a norm). The outputs must agree within ``TOLERANCE`` of the largest output; where they
+do not, the first layer (module path, in the order the built spec runs them) whose output differs is
+named.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+TOLERANCE = 1e-4        # of the largest |output|: float32 sums in another order stay far below it
+SEED = 0
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the check found: ``ok``; the largest difference of the outputs, relative to the largest
+    output; the first layer whose output differs (a module path) and, when not ``ok``, why."""
+
+    ok: bool
+    difference: float = 0.0
+    first: str | None = None
+    why: str = ""
+    checked: bool = True            # False: the source could not be run outside the trace (``why`` says why)
+
+    def describe(self) -> str:
+        if not self.checked:
+            return self.why
+        if self.ok:
+            return f"verified: the spec's outputs equal the source's (largest difference {self.difference:.1e})"
+        where = f"; the first layer whose output differs is {self.first}" if self.first else ""
+        return f"{self.why}{where}"
+
+
+def _first_tensor(value: Any) -> Any:
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (tuple, list)):
+        for v in value:
+            found = _first_tensor(v)
+            if found is not None:
+                return found
+    return None
+
+
+def _perturbed(state: dict[str, Any], seed: int) -> dict[str, Any]:
+    """The state with every BatchNorm's running statistics drawn from a seeded generator."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    out = dict(state)
+    for key, value in state.items():
+        if key.endswith("running_var") and value.is_floating_point():
+            out[key] = torch.rand(value.shape, generator=gen, dtype=torch.float32).to(value.dtype) + 0.5
+        elif key.endswith("running_mean") and value.is_floating_point():
+            out[key] = (torch.randn(value.shape, generator=gen, dtype=torch.float32) * 0.1).to(value.dtype)
+    return out
+
+
+def _recorder(model: Any, names: list[str]) -> tuple[dict[str, Any], list[Any]]:
+    seen: dict[str, Any] = {}
+    handles = []
+    for name in names:
+        try:
+            module = model.get_submodule(name)
+        except AttributeError:
+            continue
+
+        def hook(mod: Any, args: Any, output: Any, name: str = name) -> None:
+            if name not in seen:                       # a module used twice: its first use
+                t = _first_tensor(output)
+                seen[name] = None if t is None else t.detach().clone()
+        handles.append(module.register_forward_hook(hook))
+    return seen, handles
+
+
+def compare(source: Any, built: Any, shape: tuple[int, ...], seed: int = SEED) -> Verdict:
+    """Run ``source`` and ``built`` (which has its state_dict keys) on one seeded batch of two, in
+    evaluation mode, with the same perturbed BatchNorm statistics; ``source`` is left as it was."""
+    import torch
+
+    state = source.state_dict()
+    perturbed = _perturbed(state, seed)
+    try:
+        built.load_state_dict(perturbed, strict=True)
+    except RuntimeError as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        return Verdict(False, why=f"the source's weights do not load into the spec: {' '.join(lines[1:2] or lines)[:300]}")
+    twin = copy.deepcopy(source)
+    twin.load_state_dict(perturbed, strict=True)
+    twin.eval()
+    built.eval()
+    names = [n for n, m in built.named_modules() if n and any(True for _ in m.parameters(recurse=False))]
+    got, got_handles = _recorder(built, names)
+    want, want_handles = _recorder(twin, names)
+    x = torch.randn((2, *shape), generator=torch.Generator().manual_seed(seed))
+    try:
+        with torch.no_grad():
+            try:
+                reference = _first_tensor(twin(x.clone()))
+            except Exception as exc:  # noqa: BLE001 (the user's module refused the input: nothing to compare)
+                return Verdict(True, why=f"not verified: the module does not run on a {'x'.join(map(str, shape))} "
+                                         f"input outside the trace ({type(exc).__name__}: {str(exc)[:120]})",
+                               checked=False)
+            output = _first_tensor(built(x.clone()))
+    finally:
+        for h in (*got_handles, *want_handles):
+            h.remove()
+    if reference is None or output is None or reference.shape != output.shape:
+        return Verdict(False, why=f"the spec's output has shape {None if output is None else tuple(output.shape)}, "
+                                  f"the source's {None if reference is None else tuple(reference.shape)}")
+    scale = max(float(reference.abs().max()), 1e-12)
+    difference = float((reference - output).abs().max()) / scale
+    if difference <= TOLERANCE:
+        return Verdict(True, difference)
+    first = None
+    for name in got:               # in the order the built spec ran them
+        a, b = got[name], want.get(name)
+        if a is None or b is None or a.shape != b.shape:
+            continue
+        if float((a - b).abs().max()) > TOLERANCE * max(float(b.abs().max()), 1e-12):
+            first = name
+            break
+    return Verdict(False, difference, first,
+                   f"the spec computes something else than the source: its outputs differ by {difference:.2g} of "
+                   f"the largest")
+
+
+def check_torch(source: Any, text: str, shape: tuple[int, ...]) -> Verdict:
+    """Build the spec ``text`` and compare it with the torch module ``source`` on a seeded input."""
+    from ..backends.torch import build
+    from ..spec import load_spec
+
+    built = build(load_spec(text), seed=SEED, check_memory=False)
+    return compare(source, built, shape)
+
+
+def verified_spec(source: Any, flat: Any, schema: str = "archc.schema.json", blocks: bool = True,
+                  verify: bool = True) -> tuple[str, list[str]]:
+    """The spec text of the traced ``flat`` of the torch module ``source``, and what to tell the user.
+    With ``verify``, the spec is built and compared with ``source`` (:func:`check_torch`): a readable form
+    (blocks and tables) that computes anything else falls back to one layer per line, which is said; where
+    that differs too, nothing is returned but a :class:`~archcompiler.errors.BackendError` naming the first
+    layer whose output differs (never a silently different spec)."""
+    from ..errors import BackendError, error
+    from ..spec import load_spec
+    from .structure import spec_text
+
+    pristine = copy.deepcopy(flat) if blocks and verify else flat     # (writing blocks reshapes what it is given)
+    text = spec_text(flat, schema=schema, blocks=blocks)
+    load_spec(text)         # what is written is a valid spec (a failure here is a bug in archc)
+    if not verify:
+        return text, ["not verified (--no-verify): the spec was not compared with the module"]
+    verdict = check_torch(source, text, flat.input)
+    if verdict.ok:
+        return text, [verdict.describe()]
+    if blocks:
+        flat_text = spec_text(pristine, schema=schema, blocks=False)
+        flat_verdict = check_torch(source, flat_text, flat.input)
+        if flat_verdict.ok:
+            return flat_text, [f"the spec with blocks and tables computed something else ({verdict.describe()}); "
+                               "wrote one layer per line instead, which is exact", flat_verdict.describe()]
+    raise BackendError([error(f"the spec read from {flat.source or flat.name} does not compute what the module "
+                              f"does: {verdict.describe()}", verdict.first or "import",
+                              hint="this is a bug in archc's import; please report it with the model "
+                                   "(--no-verify writes the spec anyway)")])

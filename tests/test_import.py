@@ -818,6 +818,16 @@ def test_two_uses_of_a_block_whose_outputs_are_both_read_are_not_folded_into_a_r
     # verified (the default), the mis-wired blocks never come out: the exact one-layer-per-line form does
     checked = archcompiler.import_module(original, name="Net")
     assert "blocks:" not in checked and _computes_the_same(checked, original)
+    # and diff --layers tells the two apart by their wiring (same ops, shapes and counts): the root reads
+    # tree2's and tree1's outputs in one, tree2's twice in the other
+    (tmp_path / "folded.yaml").write_text(folded)
+    done = run_archc("diff", "net.yaml", "folded.yaml", "--layers", "--format", "json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    import json
+
+    rows = [r for r in json.loads(done.stdout)["rows"] if r["status"] != "same"]
+    assert rows and all("reads" in r["changes"] for r in rows), rows
+    assert any(r["name"] == "level1.root" for r in rows), rows
 
 
 def test_the_command_verifies_and_says_when_it_fell_back_to_one_layer_per_line(tmp_path):

@@ -8,7 +8,7 @@ from typing import Any
 
 import networkx as nx
 
-from ..ir import schedule
+from ..ir import OPS, schedule
 from ..spec import Spec
 from ..util import shape_text
 from .analyze import annotated_graph, rows, totals
@@ -97,9 +97,54 @@ def _computing(g: nx.DiGraph) -> list[dict[str, Any]]:
     for n in schedule(g):
         d = g.nodes[n]
         if d["inputs"] and (d["params"].total or d["macs"]):
-            out.append({"name": d["layer"], "type": d["op"], "output": list(d["shape"]), "params": d["params"].total,
-                        "macs": d["macs"], "training_only": d["training_only"]})
+            out.append({"name": d["layer"], "node": n, "type": d["op"], "output": list(d["shape"]),
+                        "params": d["params"].total, "macs": d["macs"], "training_only": d["training_only"]})
     return out
+
+
+_SHOWN = 240        # characters of a wiring shown in a diff
+
+
+def _wiring(g: nx.DiGraph, leaves: dict[str, str]) -> dict[str, tuple[Any, str]]:
+    """For each node, what its value is computed from, up to the layers in ``leaves`` (node -> the name it
+    is compared by): a key that two graphs share exactly when they wire those layers alike (the ops that
+    compute nothing between them, their order, sums in any order; what is its input in evaluation, such as
+    dropout, left out), and the same as text."""
+    out: dict[str, tuple[Any, str]] = {}
+    for n in schedule(g):
+        d = g.nodes[n]
+        if n in leaves or not d["inputs"]:
+            name = leaves.get(n, n)
+            out[n] = (name, name)
+            continue
+        parts = [out[p] for p in d["inputs"]]
+        op = OPS[d["op"]]
+        if len(parts) == 1 and (op.alias == "eval" or op.passthrough(d["attrs"], [g.nodes[p]["shape"] for p in d["inputs"]])):
+            out[n] = parts[0]       # its input itself (in evaluation): dropout, a flatten of a flat vector
+            continue
+        if op.join == "sum":
+            parts = sorted(parts, key=lambda part: repr(part[0]))
+        text = f"{d['op']}({', '.join(t for _, t in parts)})"
+        out[n] = ((d["op"], tuple(k for k, _ in parts)), text if len(text) <= _SHOWN else text[:_SHOWN] + "...")
+    return out
+
+
+def _rewired(ga: nx.DiGraph, gb: nx.DiGraph, pairs: list[tuple[dict | None, dict | None]],
+             out: list[dict[str, Any]]) -> None:
+    """Mark the paired layers whose inputs are wired otherwise than their partners' (same op, shapes and
+    counts, other values: two uses of a block whose outputs are read otherwise), with both wirings."""
+    name_of = {y["node"]: f"{y['name']}" for _, y in pairs if y}
+    partner = {x["node"]: y["node"] for x, y in pairs if x and y}
+    wa = _wiring(ga, {x["node"]: name_of.get(partner.get(x["node"]), f"({x['name']})") for x, _ in pairs if x})
+    wb = _wiring(gb, {y["node"]: name_of[y["node"]] for _, y in pairs if y})
+    for (x, y), entry in zip(pairs, out):
+        if not (x and y):
+            continue
+        reads_a = [wa[p] for p in ga.nodes[x["node"]]["inputs"]]
+        reads_b = [wb[p] for p in gb.nodes[y["node"]]["inputs"]]
+        if [k for k, _ in reads_a] != [k for k, _ in reads_b]:
+            entry["status"] = "changed"
+            entry["changes"]["reads"] = [", ".join(t for _, t in reads_a), ", ".join(t for _, t in reads_b)]
 
 
 def layer_diff(ga: nx.DiGraph, gb: nx.DiGraph) -> list[dict[str, Any]]:
@@ -110,14 +155,26 @@ def layer_diff(ga: nx.DiGraph, gb: nx.DiGraph) -> list[dict[str, Any]]:
     paper's table) compare as equal, and a layer that runs at another point of the network (GoogLeNet's
     auxiliary heads, listed where their branch starts or at the end) is paired with its equal wherever
     it is. What is left of a stretch that differs is paired in order (changed), then added or removed.
-    Each entry as ``diff``'s rows, with ``name`` (``A's / B's`` where they differ)."""
+    Each entry as ``diff``'s rows, with ``name`` (``A's / B's`` where they differ). A pair that computes
+    alike but reads other layers (its wiring: what its inputs are computed from, up to the layers that
+    compute) is changed, its ``changes["reads"]`` both wirings."""
     la, lb = _computing(ga), _computing(gb)
     key = ("type", "output", "params", "macs")
 
     def sig(r: dict[str, Any]) -> tuple:
         return tuple(str(r[k]) for k in key)
+    pairs: list[tuple[dict | None, dict | None, bool]] = []
     if [x["name"] for x in la] == [y["name"] for y in lb]:      # the same layers (a variant): paired by name
-        return [_layer_entry(x, y, sig(x) == sig(y)) for x, y in zip(la, lb)]
+        pairs = [(x, y, sig(x) == sig(y)) for x, y in zip(la, lb)]
+    else:
+        pairs = _aligned(la, lb, sig)
+    out = [_layer_entry(x, y, same) for x, y, same in pairs]
+    _rewired(ga, gb, [(x, y) for x, y, _ in pairs], out)
+    return out
+
+
+def _aligned(la: list[dict], lb: list[dict], sig: Any) -> list[tuple[dict | None, dict | None, bool]]:
+    """A's and B's layers paired by what they compute (see :func:`layer_diff`)."""
     blocks = difflib.SequenceMatcher(None, [sig(x) for x in la], [sig(y) for y in lb], autojunk=False).get_opcodes()
     loose_b: dict[tuple, list[int]] = {}        # a signature -> B's unaligned layers with it, in order
     for tag, _, _, j1, j2 in blocks:
@@ -131,15 +188,15 @@ def layer_diff(ga: nx.DiGraph, gb: nx.DiGraph) -> list[dict[str, Any]]:
                 if loose_b.get(sig(la[i])):
                     moved[i] = loose_b[sig(la[i])].pop(0)
     taken = set(moved.values())
-    out: list[dict[str, Any]] = []
+    out: list[tuple[dict | None, dict | None, bool]] = []
     for tag, i1, i2, j1, j2 in blocks:
         if tag == "equal":
-            out += [_layer_entry(la[i], lb[j], True) for i, j in zip(range(i1, i2), range(j1, j2))]
+            out += [(la[i], lb[j], True) for i, j in zip(range(i1, i2), range(j1, j2))]
             continue
-        out += [_layer_entry(la[i], lb[moved[i]], True) for i in range(i1, i2) if i in moved]
+        out += [(la[i], lb[moved[i]], True) for i in range(i1, i2) if i in moved]
         xs = [la[i] for i in range(i1, i2) if i not in moved]
         ys = [lb[j] for j in range(j1, j2) if j not in taken]
-        out += [_layer_entry(xs[k] if k < len(xs) else None, ys[k] if k < len(ys) else None, False)
+        out += [(xs[k] if k < len(xs) else None, ys[k] if k < len(ys) else None, False)
                 for k in range(max(len(xs), len(ys)))]
     return out
 

@@ -25,8 +25,8 @@ from .version import __version__
 
 # name -> the module (relative to this package) that defines it, imported on first use (PEP 562)
 _LAZY = {
-    **dict.fromkeys(["build", "check", "diff", "draw", "evaluate", "import_module", "load_model", "predict", "report",
-                     "save_model", "sweep", "train", "zoo"], ".api"),
+    **dict.fromkeys(["build", "check", "diff", "draw", "evaluate", "import_module", "load_model", "op_catalog",
+                     "predict", "report", "save_model", "sweep", "train", "zoo"], ".api"),
     "lower": ".ir",
     "analyze": ".passes",
     "Spec": ".spec",
@@ -42,6 +42,7 @@ if TYPE_CHECKING:       # what the names are, for type checkers and editors
         evaluate,
         import_module,
         load_model,
+        op_catalog,
         predict,
         report,
         save_model,
@@ -67,5 +68,5 @@ def __dir__() -> list[str]:
 
 
 __all__ = ["load_spec", "lower", "analyze", "check", "build", "save_model", "load_model", "train", "evaluate",
-           "predict", "report", "draw", "diff", "zoo", "sweep", "import_module", "Spec",
+           "predict", "report", "draw", "diff", "zoo", "sweep", "import_module", "op_catalog", "Spec",
            "SpecError", "GraphError", "BackendError", "ArchcError", "Diagnostic", "Location", "__version__"]

@@ -255,6 +255,30 @@ def import_module(model: Any, input: tuple[int, ...] | list[int] | None = None, 
     return text
 
 
+def op_catalog(op: str | None = None) -> list[dict[str, Any]]:
+    """Every op a spec can use (``archc ops``): archc's own, then the installed plugins' (entry-point group
+    ``archcompiler.ops``), each ``{"op", "doc", "fields": [{"name", "type", "default", "doc"}], "provider",
+    "kinds"}``; with ``op``, that one alone. Never imports torch.
+
+    Raises :class:`~archcompiler.SpecError` for an op no installed package provides (naming the package
+    that does, where archc knows one).
+
+    >>> [f["name"] for f in op_catalog("dropout")[0]["fields"]]
+    ['p']
+    """
+    from .errors import SpecError, error
+    from .ops import catalog, unknown
+
+    entries = catalog()
+    if op is None:
+        return entries
+    found = [e for e in entries if e["op"] == op]
+    if not found:
+        message, hint = unknown(op)
+        raise SpecError([error(message, "ops", hint=hint)])
+    return found
+
+
 def _snake(text: str) -> str:
     import re
     return re.sub(r"(?<!^)(?=[A-Z][a-z])", "_", text).lower() or "model"

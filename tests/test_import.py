@@ -7,10 +7,9 @@ against torchvision's own modules runs in the side environment (benchmarks/RESUL
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
-
-import re
 
 import pytest
 from conftest import ROOT, run_archc

@@ -113,3 +113,14 @@ def test_what_the_readmes_commands_write_is_ignored_by_git(readme_commands, tmp_
                            input="\n".join(written) + "\n", capture_output=True)
     unignored = [line.split("\t")[-1] for line in check.stdout.splitlines() if line.startswith("::")]
     assert not unignored, f"add to .gitignore: {unignored}"
+
+
+def test_the_op_table_is_the_one_the_op_modules_make():
+    """The README's op table is `archc ops --format markdown`: made from the op models' fields and docs."""
+    from archcompiler.ops import markdown
+
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("<!-- the op table, made from the op modules: archc ops --format markdown -->\n")
+    end = readme.index("<!-- end of the op table -->")
+    table = readme[start:end].split("\n", 1)[1]
+    assert table == markdown(), "run: archc ops --format markdown, and paste it between the README's markers"

@@ -21,7 +21,7 @@ from ..util import paused_gc
 from .common import EXAMPLES, EXIT_CODES, NEEDS_IMAGES, TOP_EXAMPLES, print_errors
 
 # the commands, in the order `archc --help` lists them, and the module here that defines each
-COMMANDS = {name: name for name in ["validate", "flops", "check", "build", "draw", "resolve", "diff", "schema"]} | \
+COMMANDS = {name: name for name in ["validate", "flops", "check", "build", "draw", "resolve", "diff", "schema", "ops"]} | \
     {"import": "importing"} | \
     {name: name for name in ["train", "evaluate", "predict", "calibrate", "profile", "report", "sweep", "zoo"]}
 

@@ -34,6 +34,7 @@ EXAMPLES: dict[str, list[str]] = {
              "archc diff specs/googlenet.yaml specs/googlenet.yaml --set-b num_classes=2 --format markdown",
              "archc diff resnet50 resnext50_32x4d --layers"],
     "schema": ["archc schema -o archc.schema.json", "archc schema"],
+    "ops": ["archc ops", "archc ops conv", "archc ops --format json"],
     "train": ["archc train specs/googlenet-small.yaml --data digits/ --set num_classes=2 --epochs 2 --out runs/small",
               "archc train --out runs/small --resume --epochs 3"],
     "evaluate": ["archc evaluate specs/googlenet-small.yaml --set num_classes=2 --weights runs/small/best.pt "

@@ -320,7 +320,7 @@ def _walk(path: Path, name: str | None) -> tuple[Flat, dict[str, Any], set[Path]
     from onnx import shape_inference
 
     try:
-        model = shape_inference.infer_shapes(model)
+        model = shape_inference.infer_shapes(model, data_prop=True)   # (data_prop: sizes read by Shape -> Gather -> Reshape are known)
     except Exception as exc:  # noqa: BLE001 (a malformed file: say so, without a traceback)
         raise _fail(path, f"{_safe(path)} is not a readable ONNX model: {_safe(exc)}") from None
     g = model.graph
@@ -1402,7 +1402,8 @@ def _groups_step(node: Any, ctx: _Graph) -> bool:
         add = _only_reader(ctx, mul.output[0], "Add") if mul is not None else None
         if add is None or len(norm.input) != 3 or norm.input[0] != first.output[0] or len(back.input) != 2 \
                 or back.input[0] != norm.output[0] or _attrs(back).get("allowzero") \
-                or _const_of(ctx, mul)[0] != [back.output[0]] or _const_of(ctx, add)[0] != [mul.output[0]]:
+                or [i for i in mul.input if i and not constant(i)] != [back.output[0]] \
+                or [i for i in add.input if i and not constant(i)] != [mul.output[0]]:
             continue
         size = ctx.producer.get(back.input[1])     # the TorchScript exporter's: a Reshape to Shape(input)
         if size is not None and size.op_type == "Shape":

@@ -39,6 +39,8 @@ from ._base import (
     same,
     sequence,
 )
+from ._catalog import catalog, markdown, unknown
+from ._catalog import problems as plugin_problems
 from ._registry import GROUP, KNOWN_PLUGINS, Registry, View, registry
 
 KINDS = View("kinds")
@@ -50,4 +52,4 @@ __all__ = ["KINDS", "LAYERS", "FROM_TORCH", "FROM_ONNX", "GROUP", "KNOWN_PLUGINS
            "Op", "OpDef", "LayerOp", "TorchCode", "Style", "FromTorch", "FromOnnx", "Unmappable", "Params",
            "Window", "Kernel", "Latency", "Shape", "ShapeError", "TooSmall", "STATEMENT", "MEMORY", "A_STATEMENT",
            "AT_MEMORY_SPEED", "image", "sequence", "same", "channels_same", "per_map", "elements", "need", "one", "fmt",
-           "onnx_fields"]
+           "onnx_fields", "catalog", "markdown", "unknown", "plugin_problems"]

@@ -269,7 +269,7 @@ class LayerOp:
     def doc(self) -> str:
         """The model's docstring, its first paragraph on one line."""
         text = (self.model.__doc__ or "").strip().split("\n\n")[0]
-        return " ".join(text.split())
+        return " ".join(text.split()).replace("``", "`")
 
 
 @dataclass(frozen=True)

@@ -405,6 +405,21 @@ def test_the_gem_pool_plugin_installed_in_a_fresh_environment(tmp_path):
     ran = _in(python, str(tmp_path / "checks.py"), "import", str(tmp_path / "imported.yaml"), cwd=tmp_path)
     assert ran.returncode == 0, ran.stderr
     assert json.loads(ran.stdout)["import"] < 1e-5
+    assert "verified: the spec's outputs equal the source's" in imported.stderr
+
+    # the other commands a spec goes through: check, the diagram, the report, ONNX, a short training run
+    for args in (["check", str(RETRIEVAL)], ["draw", str(RETRIEVAL), "--format", "dot", "-o", str(tmp_path / "r.dot")],
+                 ["report", str(RETRIEVAL), "-o", str(tmp_path / "r.html")],
+                 ["build", str(RETRIEVAL), "--emit", "onnx", "-o", str(tmp_path / "r.onnx"), "-q"]):
+        done = _in(python, "-m", "archcompiler", *args, cwd=tmp_path)
+        assert done.returncode == 0, (args, done.stderr[-2000:])
+    assert "pool\\ngem pool p 3" in (tmp_path / "r.dot").read_text() and (tmp_path / "r.onnx").stat().st_size > 0
+    digits = _in(python, "-m", "archcompiler.training.digits", str(tmp_path / "digits"), cwd=tmp_path)
+    assert digits.returncode == 0, digits.stderr
+    trained = _in(python, "-m", "archcompiler", "train", str(RETRIEVAL), "--data", str(tmp_path / "digits"),
+                  "--set", "dim=2", "--epochs", "1", "--out", str(tmp_path / "run"), cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    assert (tmp_path / "run" / "best.pt").exists()
 
 
 @pytest.mark.slow

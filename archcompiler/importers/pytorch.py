@@ -48,7 +48,7 @@ VIEW_STEPS: dict[str, str] = {
     "method:flatten": "reshape", "fn:flatten": "reshape",
     "method:transpose": "swap", "fn:transpose": "swap", "method:swapaxes": "swap", "fn:swapaxes": "swap",
     "method:contiguous": "same",
-    "method:chunk": "split", "fn:chunk": "split", "fn:getitem": "pick",
+    "method:chunk": "split", "fn:chunk": "split", "method:split": "split", "fn:split": "split", "fn:getitem": "pick",
     "method:permute": "permute", "fn:permute": "permute",
     "method:size": "size", "fn:getattr": "size", "fn:floordiv": "size", "fn:mul": "size", "fn:sub": "size",
 }
@@ -175,7 +175,7 @@ def trace(model: Any, input_shape: tuple[int, ...] | None = None, name: str = "m
     tracer, wrapped = _tracer(model)
     root_cls = type(model).__name__
     try:
-        graph = tracer.trace(model)
+        graph = tracer.trace(model, concrete_args=_defaults(model) or None)
     except Exception as exc:        # noqa: BLE001 (the user's code may raise anything while traced)
         path, cls = tracer.failed_in or ("", root_cls)
         branch = "control flow" in str(exc) or "iterate" in str(exc)
@@ -242,6 +242,10 @@ def trace(model: Any, input_shape: tuple[int, ...] | None = None, name: str = "m
 
     for node in graph.nodes:
         if node.op == "placeholder":
+            if by_node and node.args and _plain(node.args[0]):
+                sizes.add(node)     # an optional argument (timm's attn_mask=None), traced at its default
+                node.meta.setdefault("archc_static", node.args[0])
+                continue
             if by_node:
                 raise BackendError([error(f"forward takes more than one tensor ({node.name})", "model",
                                           hint="archc networks have one input")])
@@ -262,14 +266,17 @@ def trace(model: Any, input_shape: tuple[int, ...] | None = None, name: str = "m
             continue
         if node.op == "get_attr":
             value = _attribute(model, node.target)
-            if isinstance(value, torch.Tensor) and value.dim() == 3 and (tuple(value.shape[1:]) == (1, 1)
-                                                                         or value.shape[0] == 1):
-                # a per-channel scale (read by a product below), a class token or a position embedding
+            if isinstance(value, torch.Tensor) and (value.dim() == 3 and (tuple(value.shape[1:]) == (1, 1)
+                                                                          or value.shape[0] == 1) or value.dim() == 1):
+                # a per-channel scale (read by a product below), a class token or a position embedding; a
+                # vector (a per-feature scale of tokens, or a norm's weight read by its functional call)
                 pending[node] = ("param", node.target)
                 continue
+            if isinstance(value, torch.Tensor):
+                pending[node] = ("own", node.target)     # read by its module's functional call (F.conv2d(x, self.weight))
+                continue
             path, cls = where(node)
-            raise _refuse(path, cls, f"reads the parameter or buffer {node.target!r} directly", "Identity",
-                          "archc's layers own their parameters (a custom nn.Module with its own nn.Parameter)")
+            raise _refuse(path, cls, f"reads the attribute {node.target!r}, which is not a tensor", "Identity")
         if node.op == "call_function" and isinstance(node.target, type) and issubclass(node.target, tuple):
             continue                # the named tuple of outputs: read at the output below
         if _static(node):
@@ -307,17 +314,29 @@ def trace(model: Any, input_shape: tuple[int, ...] | None = None, name: str = "m
                 item_of[layer] = item
                 by_node[node] = layer
                 continue
+        owned = _owned(node, ins, pending, FROM_TORCH.get(key))
+        if owned:                     # F.batch_norm(x, self.running_mean, ...): the module's own parameters
+            ins = [a for a in ins if pending.get(a, ("",))[0] not in ("own", "param")]
         scale = [a for a in ins if pending.get(a, ("",))[0] == "param"]
         if scale and len(ins) == 2:                 # a C x 1 x 1 parameter times a map: layer_scale
             key, path, ins = f"param:{key.split(':')[-1]}", pending[scale[0]][1], [a for a in ins if a not in scale]
         last = [a for a in ins if pending.get(a, ("",))[0] in _VIEWS]
         for a in ins:
+            if pending.get(a, ("",))[0] in ("own", "param"):
+                raise _refuse(path, cls, f"{_what(node)} reads the parameter or buffer {pending[a][1]!r} directly",
+                              key, "archc maps a module's own parameters where a norm, convolution or linear "
+                                   "function reads them (F.batch_norm(x, self.running_mean, ...)), or a scale "
+                                   "multiplies a layer's output")
             if a not in by_node and a not in last:
                 raise _refuse(path, cls, f"{_what(node)} reads {a.name}, a value that is not a layer's output "
                                          "(a size, an index or a constant)", key)
         if key in _PASSTHROUGH and len(ins) == 1:
             by_node[node] = by_node[ins[0]]
             continue
+        if key == "fn:getitem":            # x[:, a:b] of an image, or x[:, i] of a sequence
+            index = node.args[1] if len(node.args) > 1 else None
+            key = "index:channels" if isinstance(index, tuple) and len(index) > 1 and isinstance(index[1], slice) \
+                else "index:token"
         entry = FROM_TORCH.get(key)
         if entry is None:
             raise _refuse(path, cls, f"{_what(node)}", key)
@@ -325,6 +344,12 @@ def trace(model: Any, input_shape: tuple[int, ...] | None = None, name: str = "m
                   if not isinstance(a, fx.Node) and not _is_node_list(a) or isinstance(a, fx.Node) and a in sizes]
         arg = dict(zip(entry.params, consts))
         arg.update({k: _value(v, sizes) for k, v in node.kwargs.items() if not isinstance(v, fx.Node) or v in sizes})
+        if key.startswith("param:"):       # the parameter's own shape (a scale of C x 1 x 1, or C reshaped)
+            arg["param_shape"] = tuple(_attribute(model, path).shape)
+        if owned:
+            arg = {**_bound(node, entry.params, sizes), "own": owned}
+            path = owned_path(owned)
+            mod = modules.get(path, mod)
         if key == "MultiheadAttention":            # attn(x, x, x): one input; it returns (output, weights)
             ins = list(dict.fromkeys(ins))
             meta = meta[0] if isinstance(meta, (tuple, list)) and meta else meta
@@ -360,7 +385,7 @@ def trace(model: Any, input_shape: tuple[int, ...] | None = None, name: str = "m
                 by_node[node] = by_node[ins[0]]
             continue
         sources = [pending[a][1] if a in last else by_node[a] for a in ins]
-        if key.startswith("param:"):
+        if key.startswith("param:") or owned:
             layer, scope, holder = unique(path), path.rpartition(".")[0], path
         elif mod is not None:
             n = calls[path] = calls.get(path, 0) + 1
@@ -499,18 +524,46 @@ def _view_step(step: str, node: Any, ins: list, meta: Any, by_node: dict, pendin
             return True
         return None
     if step == "split" and src in by_node:
-        args = [*node.args[1:], *node.kwargs.values()]
-        if len(args) == 2 and int(args[0]) == 2 and int(args[1]) == 1:
-            pending[node] = ("split", by_node[src])
+        bounds = _split_bounds(node, src)
+        if bounds is not None:
+            pending[node] = ("split", by_node[src], bounds)
             return True
         return None
     if step == "pick" and node.args[0] in sizes:
         sizes.add(node)
         return True
     if step == "pick" and isinstance(node.args[0], type(node)) and pending.get(node.args[0], ("",))[0] == "split":
-        half = int(node.args[1])
-        return FROM_TORCH["pattern:split"].layer(Seen(None, {"half": half}, [], ())), pending[node.args[0]][1]
+        _, layer, bounds = pending[node.args[0]]
+        part = int(node.args[1]) % (len(bounds) - 1)        # spx[-1]: the last part
+        if len(bounds) == 3 and bounds[1] * 2 == bounds[2]:        # two halves: ShuffleNetV2's channel split
+            return FROM_TORCH["pattern:split"].layer(Seen(None, {"half": part}, [], ())), layer
+        start, end = bounds[part], bounds[part + 1]
+        return FROM_TORCH["pattern:slice"].layer(Seen(None, {"start": start, "end": end}, [], ())), layer
     return None
+
+
+def _split_bounds(node: Any, src: Any) -> list[int] | None:
+    """Where ``x.chunk(n, 1)``, ``torch.split(x, size, 1)`` or ``x.split([a, b, ...], 1)`` cuts the channels:
+    ``[0, ..., C]``; None for another split (of another dim)."""
+    shape = tuple(src.meta["tensor_meta"].shape) if "tensor_meta" in src.meta else ()
+    args = [*node.args[1:], *node.kwargs.values()]
+    if len(shape) != 4 or len(args) != 2 or args[1] not in (1, -3):
+        return None
+    c, how = shape[1], args[0]
+    if getattr(node.target, "__name__", node.target) == "chunk":
+        n = int(how)
+        step = -(-c // n)
+        sizes = [min(step, c - k) for k in range(0, c, step)]
+    elif isinstance(how, int):
+        sizes = [min(how, c - k) for k in range(0, c, how)]
+    elif isinstance(how, (list, tuple)) and all(isinstance(v, int) for v in how) and sum(how) == c:
+        sizes = list(how)
+    else:
+        return None
+    bounds = [0]
+    for size in sizes:
+        bounds.append(bounds[-1] + size)
+    return bounds
 
 
 _FLATTEN = {"method:flatten", "fn:flatten", "method:reshape", "fn:reshape", "method:view"}
@@ -528,6 +581,10 @@ def _token_step(key: str, node: Any, ins: list, meta: Any, by_node: dict, item_o
     state = pending.get(src)
     if key == "method:expand" and state is not None and state[0] == "param":
         pending[node] = state
+        return True
+    if key in ("method:reshape", "method:view") and state is not None and state[0] == "param" and meta is not None \
+            and len(meta.shape) == 4 and meta.shape[0] == 1 and tuple(meta.shape[2:]) == (1, 1):
+        pending[node] = state              # a vector of C as 1 x C x 1 x 1 (timm's gamma.reshape(1, -1, 1, 1))
         return True
     if key in _FLATTEN and state is None and src in by_node and shape is not None and len(shape) == 2:
         conv = item_of.get(by_node[src])
@@ -555,6 +612,19 @@ def _token_step(key: str, node: Any, ins: list, meta: Any, by_node: dict, item_o
     return False
 
 
+def _defaults(model: Any) -> dict[str, Any]:
+    """The arguments of ``model.forward`` after the input that have a plain default (``attn_mask=None``,
+    ``is_causal=False``): traced at it, as a call with one tensor makes them."""
+    import inspect
+
+    try:
+        params = list(inspect.signature(model.forward).parameters.values())[1:]
+    except (TypeError, ValueError):
+        return {}
+    return {p.name: p.default for p in params if p.default is not inspect.Parameter.empty and _plain(p.default)
+            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
 def _static(node: Any) -> bool:
     """Whether a call computes no tensor: size arithmetic (``x.shape``, ``x.size()``, ``x.dim()``, ``==``,
     ``//`` or ``*`` on sizes, ``_assert_int_or_pair``) or a check (``torch._assert``, None). With the input's
@@ -568,6 +638,32 @@ def _plain(value: Any) -> bool:
     if isinstance(value, (list, tuple)):       # torch.Size is a tuple
         return all(_plain(v) for v in value)
     return value is None or isinstance(value, (bool, int, float, str))
+
+
+def _owned(node: Any, ins: list, pending: dict, entry: Any) -> dict[str, str]:
+    """The module's own parameters and buffers a functional call reads, by the name of the argument each
+    is (``{"weight": "bn1.weight", "running_mean": "bn1.running_mean", ...}``): where the call is one the
+    ops map with their parameters (its ``from_torch`` entry names its arguments) and reads some."""
+    if entry is None or not entry.params or not any(pending.get(a, ("",))[0] in ("own", "param") for a in ins):
+        return {}
+    out = {}
+    for name, a in [*zip(entry.params, node.args[1:]), *node.kwargs.items()]:
+        if hasattr(a, "op") and pending.get(a, ("",))[0] in ("own", "param"):
+            out[name] = pending[a][1]
+    return out
+
+
+def owned_path(owned: dict[str, str]) -> str:
+    """The module that holds the parameters a functional call reads (they must be one module's)."""
+    return next(iter(owned.values())).rpartition(".")[0]
+
+
+def _bound(node: Any, params: tuple[str, ...], sizes: set) -> dict[str, Any]:
+    """A functional call's arguments after its input, by name (positional ones bound to ``params``);
+    the tensors among them (its module's parameters) left out."""
+    out = {name: _value(a, sizes) for name, a in zip(params, node.args[1:]) if not hasattr(a, "op") or a in sizes}
+    out.update({k: _value(v, sizes) for k, v in node.kwargs.items() if not hasattr(v, "op") or v in sizes})
+    return out
 
 
 def _value(a: Any, sizes: set) -> Any:

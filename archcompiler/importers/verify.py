@@ -152,18 +152,29 @@ def verified_spec(source: Any, flat: Any, schema: str = "archc.schema.json", blo
     (blocks and tables) that computes anything else falls back to one layer per line, which is said; where
     that differs too, nothing is returned but a :class:`~archcompiler.errors.BackendError` naming the first
     layer whose output differs (never a silently different spec)."""
-    from ..errors import BackendError, error
+    from ..errors import ArchcError, BackendError, error
     from ..spec import load_spec
     from .structure import spec_text
 
-    pristine = copy.deepcopy(flat) if blocks and verify else flat     # (writing blocks reshapes what it is given)
+    pristine = copy.deepcopy(flat) if blocks else flat     # (writing blocks reshapes what it is given)
     text = spec_text(flat, schema=schema, blocks=blocks)
-    load_spec(text)         # what is written is a valid spec (a failure here is a bug in archc)
+    try:
+        load_spec(text)
+    except ArchcError as exc:       # a block's arguments written as expressions some use cannot take
+        if not blocks:
+            raise
+        first = exc.errors[0]
+        text = spec_text(pristine, schema=schema, blocks=False)
+        load_spec(text)
+        blocks, notes = False, [f"the spec with blocks and tables did not load ({first.path}: {first.message}); "
+                                "wrote one layer per line instead"]
+    else:
+        notes = []
     if not verify:
-        return text, ["not verified (--no-verify): the spec was not compared with the module"]
+        return text, [*notes, "not verified (--no-verify): the spec was not compared with the module"]
     verdict = check_torch(source, text, flat.input)
     if verdict.ok:
-        return text, [verdict.describe()]
+        return text, [*notes, verdict.describe()]
     if blocks:
         flat_text = spec_text(pristine, schema=schema, blocks=False)
         flat_verdict = check_torch(source, flat_text, flat.input)

@@ -35,6 +35,7 @@ from ._base import (
     image,
     need,
     one,
+    owns,
     per_map,
     same,
     sequence,
@@ -51,5 +52,5 @@ FROM_ONNX = View("from_onnx")
 __all__ = ["KINDS", "LAYERS", "FROM_TORCH", "FROM_ONNX", "GROUP", "KNOWN_PLUGINS", "Registry", "registry",
            "Op", "OpDef", "LayerOp", "TorchCode", "Style", "FromTorch", "FromOnnx", "Unmappable", "Params",
            "Window", "Kernel", "Latency", "Shape", "ShapeError", "TooSmall", "STATEMENT", "MEMORY", "A_STATEMENT",
-           "AT_MEMORY_SPEED", "image", "sequence", "same", "channels_same", "per_map", "elements", "need", "one", "fmt",
+           "AT_MEMORY_SPEED", "image", "sequence", "same", "channels_same", "per_map", "elements", "need", "one", "owns", "fmt",
            "onnx_fields", "catalog", "markdown", "unknown", "plugin_problems"]

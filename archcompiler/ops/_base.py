@@ -405,6 +405,17 @@ def t2(pair: Any) -> str:
     return f"({pair[0]}, {pair[1]})"
 
 
+def owns(s: Any, *names: str) -> None:
+    """In a ``from_torch`` mapping of a functional call (``F.batch_norm(x, self.running_mean, ...)``): the
+    call reads its module's own ``names`` (``s.arg["own"]``: argument -> parameter path), each the
+    parameter of that name, so the layer's ``state_dict`` keys are the module's."""
+    own = s.arg.get("own") or {}
+    need(set(names) <= set(own), f"a call whose {', '.join(n for n in names if n not in own)} is not its module's "
+                                 "own parameter (archc maps the parameters of the module that calls it)")
+    wrong = [k for k, v in own.items() if v.rpartition(".")[2] != k]
+    need(not wrong, f"parameters named other than the layer's own ({', '.join(f'{k}: {own[k]}' for k in wrong)})")
+
+
 def one(value: Any) -> Any:
     """For a spec field from torch: (3, 3) -> 3; [3, 5] stays a pair; a number stays."""
     if isinstance(value, (tuple, list)):

@@ -21,6 +21,7 @@ from ._base import (
     channels_same,
     elements,
     need,
+    owns,
     per_map,
 )
 
@@ -56,6 +57,16 @@ def _from_torch(s: Any) -> dict:
     return {"op": "batch_norm", "eps": m.eps, "momentum": m.momentum}
 
 
+def _functional(s: Any) -> dict:
+    """F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, ...) in a module's forward
+    (timm's BatchNormAct2d): a batch_norm with the module's parameters and buffers."""
+    owns(s, "weight", "bias", "running_mean", "running_var")
+    need(len(s.shapes[0]) == 3, "a batch norm of other than an image")
+    need(s.arg.get("momentum") is not None, "a cumulative moving average (momentum None)")
+    need(hasattr(s.module, "num_batches_tracked"), "a module without BatchNorm's num_batches_tracked buffer")
+    return {"op": "batch_norm", "eps": float(s.arg.get("eps", 1e-5)), "momentum": float(s.arg["momentum"])}
+
+
 def _from_onnx(n: Any) -> dict:
     momentum = _onnx.f32(n.attrs.get("momentum", 0.9), "momentum")
     need(0 <= momentum <= 1, f"momentum {momentum} (it must be from 0 to 1)")
@@ -72,7 +83,9 @@ OP = Op(
         style=Style("box", "#f2e6f7"),
         saves=lambda a, i, o: (("input",), 2 * o[0]),
         latency=per_map(("batch_norm",), lambda a: "batch_norm", elements), eval_affine=True),),
-    from_torch={"BatchNorm2d": FromTorch(KIND, _from_torch)},
+    from_torch={"BatchNorm2d": FromTorch(KIND, _from_torch),
+                "fn:batch_norm": FromTorch(KIND, _functional, ("running_mean", "running_var", "weight", "bias",
+                                                               "training", "momentum", "eps"))},
     from_onnx={"BatchNormalization": FromOnnx(_from_onnx, {1: "weight", 2: "bias", 3: "running_mean",
                                                            4: "running_var"})},
 )

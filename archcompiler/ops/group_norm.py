@@ -24,6 +24,7 @@ from ._base import (
     elements,
     image,
     need,
+    owns,
     per_map,
 )
 from .activation import Activation, lower_act
@@ -61,6 +62,13 @@ def _from_torch(s: Any) -> dict:
     return _layer(m.num_groups, m.eps)
 
 
+def _functional(s: Any) -> dict:
+    """F.group_norm(x, groups, self.weight, self.bias, eps) in a module's forward (timm's GroupNorm1)."""
+    owns(s, "weight", "bias")
+    need(len(s.shapes[0]) == 3, "a group norm of other than an image")
+    return _layer(int(s.arg["num_groups"]), float(s.arg.get("eps", 1e-5)))
+
+
 def _from_onnx(n: Any) -> dict:
     """GroupNormalization (opset 21: a per-channel scale and bias; opset 18's per-group ones are read where
     there is one group per channel)."""
@@ -95,7 +103,8 @@ OP = Op(
         torch=TorchCode(lambda a, ins, out: f"nn.GroupNorm({a['groups']}, {out[0]}, eps={a['eps']})",
                         lambda a, x, m, ip: f"{m}({x[0]})"),
         style=Style("box", "#f2e6f7", lambda a: f"groups {a['groups']}")),),
-    from_torch={"GroupNorm": FromTorch(KIND, _from_torch)},
+    from_torch={"GroupNorm": FromTorch(KIND, _from_torch),
+                "fn:group_norm": FromTorch(KIND, _functional, ("num_groups", "weight", "bias", "eps"))},
     from_onnx={"GroupNormalization": FromOnnx(_from_onnx, {1: "weight", 2: "bias"}),
                "pattern:instance_norm_groups": FromOnnx(_pattern)},
 )

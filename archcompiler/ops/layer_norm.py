@@ -20,6 +20,7 @@ from ._base import (
     features,
     image_or_sequence,
     need,
+    owns,
     per_map,
     positions,
 )
@@ -50,6 +51,19 @@ def _from_torch(s: Any) -> dict:
     return {"op": "layer_norm", "eps": m.eps}
 
 
+def _functional(s: Any) -> dict:
+    """F.layer_norm(x, (C,), self.weight, self.bias, eps) in a module's forward (timm's LayerNorm, and
+    LayerNorm2d on x.permute(0, 2, 3, 1)): a layer_norm with the module's parameters."""
+    owns(s, "weight", "bias")
+    features = s.shapes[0][-1] if len(s.shapes[0]) == 2 and not s.arg.get("channels_last") else s.shapes[0][0]
+    need(len(s.shapes[0]) == 2 or s.arg.get("channels_last"), "a LayerNorm over other dims than an image's channels "
+                                                             "(after x.permute(0, 2, 3, 1)) or a token's features")
+    shape = s.arg.get("normalized_shape")
+    need(tuple(shape if isinstance(shape, (tuple, list)) else [shape]) == (features,),
+         f"a layer norm over {shape} (archc's normalises the {features} features of each position)")
+    return {"op": "layer_norm", "eps": float(s.arg.get("eps", 1e-5))}
+
+
 def _from_onnx(n: Any) -> dict:
     need(n.attrs.get("axis", -1) in (-1, len(n.shapes[0])) and (n.last or len(n.shapes[0]) == 2),
          "a LayerNormalization over other axes than a sequence's features or a channels-last view's channels")
@@ -75,6 +89,7 @@ OP = Op(
                         lambda a, x, m, ip: _PERMUTED.format(m=m, x=x[0]),
                         sequence_call=lambda a, x, m, ip: f"{m}({x[0]})"),
         style=Style("box", "#f2e6f7")),),
-    from_torch={"LayerNorm": FromTorch(KIND, _from_torch), "LayerNorm2d": FromTorch(KIND, _from_torch)},
+    from_torch={"LayerNorm": FromTorch(KIND, _from_torch), "LayerNorm2d": FromTorch(KIND, _from_torch),
+                "fn:layer_norm": FromTorch(KIND, _functional, ("normalized_shape", "weight", "bias", "eps"))},
     from_onnx={"LayerNormalization": FromOnnx(_from_onnx, {1: "weight", 2: "bias"})},
 )

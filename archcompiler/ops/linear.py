@@ -26,6 +26,7 @@ from ._base import (
     fmt,
     image,
     need,
+    owns,
 )
 from .activation import Activation, lower_act
 from .flatten import KIND as FLATTEN
@@ -106,6 +107,20 @@ def _from_torch(s: Any) -> dict:
     return fields
 
 
+def _functional(s: Any) -> dict:
+    """F.linear(x, self.weight, self.bias) in a module's forward."""
+    owns(s, "weight")
+    need(set(s.arg["own"]) <= {"weight", "bias"}, "a linear with other parameters than its weight and bias")
+    weight = s.module.weight
+    fields = {"op": "linear", "out": int(weight.shape[0]), "bias": "bias" in s.arg["own"]}
+    if len(s.shapes[0]) == 2 and not s.arg.get("channels_last"):
+        return {**fields, "over": "tokens"}
+    if s.arg.get("channels_last"):
+        return {**fields, "over": "channels"}
+    need(len(s.shapes[0]) == 1, "a linear over a map's last axis")
+    return fields
+
+
 def _gemm(n: Any) -> dict:
     need(n.attrs.get("alpha", 1.0) == 1.0 and n.attrs.get("beta", 1.0) == 1.0 and not n.attrs.get("transA", 0),
          "alpha, beta or transA")
@@ -159,6 +174,6 @@ OP = Op(
                               lambda a, x, m, ip: f"{m}({x[0]}.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)"),
               style=Style("box", _GREEN, lambda a: f"{a['out_features']} per position")),
     ),
-    from_torch={"Linear": FromTorch(KIND, _from_torch)},
+    from_torch={"Linear": FromTorch(KIND, _from_torch), "fn:linear": FromTorch(KIND, _functional, ("weight", "bias"))},
     from_onnx={"Gemm": FromOnnx(_gemm, {1: "weight", 2: "bias"}), "MatMul": FromOnnx(_matmul, {1: "weight"})},
 )

@@ -55,7 +55,7 @@ OP = Op(
     kinds=(OpDef(KIND, _shape, attrs=("index",), elementwise=lambda a, i, o: 0, alias="view", latency=A_STATEMENT,
                  torch=TorchCode(None, lambda a, x, m, ip: f"{x[0]}[:, {a['index']}]"),
                  style=Style("box", "#f5f5f5", lambda a: f"token {a['index']}")),),
-    from_torch={"fn:getitem": FromTorch(KIND, _from_torch, ("index",))},
+    from_torch={"index:token": FromTorch(KIND, _from_torch, ("index",))},
     # a Gather of one token along the sequence's axis
     from_onnx={"param:Gather": FromOnnx(lambda n: {"op": KIND, "index": n.attrs["index"]})},
 )

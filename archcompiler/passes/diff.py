@@ -129,22 +129,49 @@ def _wiring(g: nx.DiGraph, leaves: dict[str, str]) -> dict[str, tuple[Any, str]]
     return out
 
 
-def _rewired(ga: nx.DiGraph, gb: nx.DiGraph, pairs: list[tuple[dict | None, dict | None]],
-             out: list[dict[str, Any]]) -> None:
+def _reads(ga: nx.DiGraph, gb: nx.DiGraph, pairs: list) -> tuple[dict, dict]:
+    """Each paired layer's inputs as wirings (see :func:`_wiring`), A's layers named by their partners'."""
+    name_of = {y["node"]: f"{y['name']}" for _, y, *_ in pairs if y}
+    partner = {x["node"]: y["node"] for x, y, *_ in pairs if x and y}
+    wa = _wiring(ga, {x["node"]: name_of.get(partner.get(x["node"]), f"({x['name']})") for x, *_ in pairs if x})
+    wb = _wiring(gb, {y["node"]: name_of[y["node"]] for _, y, *_ in pairs if y})
+    reads_a = {x["node"]: [wa[p] for p in ga.nodes[x["node"]]["inputs"]] for x, *_ in pairs if x}
+    reads_b = {y["node"]: [wb[p] for p in gb.nodes[y["node"]]["inputs"]] for _, y, *_ in pairs if y}
+    return reads_a, reads_b
+
+
+def _repaired(ga: nx.DiGraph, gb: nx.DiGraph, pairs: list) -> list:
+    """Pairs of equal layers that several could pair with (GoogLeNet's two auxiliary classifiers and its
+    classifier: the same op, shape and counts) re-paired so that each reads what its partner reads."""
+    reads_a, reads_b = _reads(ga, gb, pairs)
+
+    def key(reads: list) -> list:
+        return [k for k, _ in reads]
+    wrong = [i for i, (x, y, same) in enumerate(pairs) if x and y and same
+             and key(reads_a[x["node"]]) != key(reads_b[y["node"]])]
+    pairs = list(pairs)
+    for i in wrong:
+        x, y, _ = pairs[i]
+        for j in wrong:
+            x2, y2, _ = pairs[j]
+            if j != i and key(reads_a[x["node"]]) == key(reads_b[y2["node"]]) and \
+                    (x2["type"], x2["output"], x2["params"], x2["macs"]) == (x["type"], x["output"], x["params"], x["macs"]):
+                pairs[i], pairs[j] = (x, y2, True), (x2, y, True)
+                break
+    return pairs
+
+
+def _rewired(ga: nx.DiGraph, gb: nx.DiGraph, pairs: list, out: list[dict[str, Any]]) -> None:
     """Mark the paired layers whose inputs are wired otherwise than their partners' (same op, shapes and
     counts, other values: two uses of a block whose outputs are read otherwise), with both wirings."""
-    name_of = {y["node"]: f"{y['name']}" for _, y in pairs if y}
-    partner = {x["node"]: y["node"] for x, y in pairs if x and y}
-    wa = _wiring(ga, {x["node"]: name_of.get(partner.get(x["node"]), f"({x['name']})") for x, _ in pairs if x})
-    wb = _wiring(gb, {y["node"]: name_of[y["node"]] for _, y in pairs if y})
-    for (x, y), entry in zip(pairs, out):
+    reads_a, reads_b = _reads(ga, gb, pairs)
+    for (x, y, *_), entry in zip(pairs, out):
         if not (x and y):
             continue
-        reads_a = [wa[p] for p in ga.nodes[x["node"]]["inputs"]]
-        reads_b = [wb[p] for p in gb.nodes[y["node"]]["inputs"]]
-        if [k for k, _ in reads_a] != [k for k, _ in reads_b]:
+        a, b = reads_a[x["node"]], reads_b[y["node"]]
+        if [k for k, _ in a] != [k for k, _ in b]:
             entry["status"] = "changed"
-            entry["changes"]["reads"] = [", ".join(t for _, t in reads_a), ", ".join(t for _, t in reads_b)]
+            entry["changes"]["reads"] = [", ".join(t for _, t in a), ", ".join(t for _, t in b)]
 
 
 def layer_diff(ga: nx.DiGraph, gb: nx.DiGraph) -> list[dict[str, Any]]:
@@ -168,8 +195,9 @@ def layer_diff(ga: nx.DiGraph, gb: nx.DiGraph) -> list[dict[str, Any]]:
         pairs = [(x, y, sig(x) == sig(y)) for x, y in zip(la, lb)]
     else:
         pairs = _aligned(la, lb, sig)
+    pairs = _repaired(ga, gb, pairs)
     out = [_layer_entry(x, y, same) for x, y, same in pairs]
-    _rewired(ga, gb, [(x, y) for x, y, _ in pairs], out)
+    _rewired(ga, gb, pairs, out)
     return out
 
 

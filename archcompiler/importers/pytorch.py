@@ -340,7 +340,7 @@ def trace(model: Any, input_shape: tuple[int, ...] | None = None, name: str = "m
         entry = FROM_TORCH.get(key)
         if entry is None:
             raise _refuse(path, cls, f"{_what(node)}", key)
-        consts = [_value(a, sizes) for a in node.args
+        consts = [_resolved(a, sizes) for a in node.args
                   if not isinstance(a, fx.Node) and not _is_node_list(a) or isinstance(a, fx.Node) and a in sizes]
         arg = dict(zip(entry.params, consts))
         arg.update({k: _value(v, sizes) for k, v in node.kwargs.items() if not isinstance(v, fx.Node) or v in sizes})
@@ -349,6 +349,10 @@ def trace(model: Any, input_shape: tuple[int, ...] | None = None, name: str = "m
         if owned:
             arg = {**_bound(node, entry.params, sizes), "own": owned}
             path = owned_path(owned)
+            if not path:
+                raise _refuse(path, cls, f"{_what(node)} reads parameters of the model itself", key,
+                              "archc maps a functional call with the parameters of the sub-module that makes it "
+                              "(a layer is a sub-module: its keys are PATH.weight, PATH.bias)")
             mod = modules.get(path, mod)
         if key == "MultiheadAttention":            # attn(x, x, x): one input; it returns (output, weights)
             ins = list(dict.fromkeys(ins))
@@ -524,7 +528,7 @@ def _view_step(step: str, node: Any, ins: list, meta: Any, by_node: dict, pendin
             return True
         return None
     if step == "split" and src in by_node:
-        bounds = _split_bounds(node, src)
+        bounds = _split_bounds(node, src, sizes)
         if bounds is not None:
             pending[node] = ("split", by_node[src], bounds)
             return True
@@ -542,11 +546,11 @@ def _view_step(step: str, node: Any, ins: list, meta: Any, by_node: dict, pendin
     return None
 
 
-def _split_bounds(node: Any, src: Any) -> list[int] | None:
+def _split_bounds(node: Any, src: Any, sizes: set) -> list[int] | None:
     """Where ``x.chunk(n, 1)``, ``torch.split(x, size, 1)`` or ``x.split([a, b, ...], 1)`` cuts the channels:
     ``[0, ..., C]``; None for another split (of another dim)."""
     shape = tuple(src.meta["tensor_meta"].shape) if "tensor_meta" in src.meta else ()
-    args = [*node.args[1:], *node.kwargs.values()]
+    args = [_resolved(a, sizes) for a in [*node.args[1:], *node.kwargs.values()]]
     if len(shape) != 4 or len(args) != 2 or args[1] not in (1, -3):
         return None
     c, how = shape[1], args[0]
@@ -664,6 +668,15 @@ def _bound(node: Any, params: tuple[str, ...], sizes: set) -> dict[str, Any]:
     out = {name: _value(a, sizes) for name, a in zip(params, node.args[1:]) if not hasattr(a, "op") or a in sizes}
     out.update({k: _value(v, sizes) for k, v in node.kwargs.items() if not hasattr(v, "op") or v in sizes})
     return out
+
+
+def _resolved(a: Any, sizes: set) -> Any:
+    """An argument with the sizes in it (``[x.shape[1] // 4, ...]``) as their values."""
+    if isinstance(a, (list, tuple)):
+        return type(a)(_resolved(v, sizes) for v in a)
+    if isinstance(a, slice):
+        return slice(_resolved(a.start, sizes), _resolved(a.stop, sizes), _resolved(a.step, sizes))
+    return _value(a, sizes)
 
 
 def _value(a: Any, sizes: set) -> Any:

@@ -9,9 +9,11 @@ path, its class and the closest call archc maps.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
 import importlib.util
+import io
 import operator
 import re
 import sys
@@ -207,7 +209,11 @@ def trace(model: Any, input_shape: tuple[int, ...] | None = None, name: str = "m
     try:
         with torch.no_grad():
             model.eval()            # BatchNorm's running statistics stay as they are
-            _Shapes(gm, fake_mode=_fake_mode()).propagate(torch.zeros(1, *shape))   # shapes only: nothing computed
+            # shapes only, nothing computed; a batch of two: a norm traced in training mode (F.batch_norm(...,
+            # training=True)) refuses one value per channel (a 1 x 1 map at batch 1); torch's ShapeProp prints a
+            # traceback before it raises: kept off the user's terminal
+            with contextlib.redirect_stderr(io.StringIO()):
+                _Shapes(gm, fake_mode=_fake_mode()).propagate(torch.zeros(2, *shape))
     except Exception as exc:  # noqa: BLE001
         raise BackendError([error(f"the model does not run on a 1 x {' x '.join(map(str, shape))} input: "
                                   f"{type(exc).__name__}: {str(exc)[:200]}", "model",

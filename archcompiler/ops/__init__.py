@@ -38,6 +38,7 @@ from ._base import (
     owns,
     per_map,
     same,
+    same_pads,
     sequence,
 )
 from ._catalog import catalog, markdown, unknown
@@ -52,5 +53,5 @@ FROM_ONNX = View("from_onnx")
 __all__ = ["KINDS", "LAYERS", "FROM_TORCH", "FROM_ONNX", "GROUP", "KNOWN_PLUGINS", "Registry", "registry",
            "Op", "OpDef", "LayerOp", "TorchCode", "Style", "FromTorch", "FromOnnx", "Unmappable", "Params",
            "Window", "Kernel", "Latency", "Shape", "ShapeError", "TooSmall", "STATEMENT", "MEMORY", "A_STATEMENT",
-           "AT_MEMORY_SPEED", "image", "sequence", "same", "channels_same", "per_map", "elements", "need", "one", "owns", "fmt",
+           "AT_MEMORY_SPEED", "image", "sequence", "same", "channels_same", "per_map", "elements", "need", "one", "owns", "same_pads", "fmt",
            "onnx_fields", "catalog", "markdown", "unknown", "plugin_problems"]

@@ -132,9 +132,13 @@ class TorchCode:
     call: Callable[[Attrs, list[str], str, bool], str]
     helper: str | None = None
     sequence_call: Callable[[Attrs, list[str], str, bool], str] | None = None
+    # the call where it depends on the input shapes too (TensorFlow's 'same' padding at stride 2: its pads)
+    shaped_call: Callable[[Attrs, list[str], str, bool, list], str] | None = None
 
     def call_on(self, attrs: Attrs, xs: list[str], module: str, inplace: bool, ins: list) -> str:
         """The call for these input shapes: ``sequence_call`` where the first input is a sequence."""
+        if self.shaped_call is not None:
+            return self.shaped_call(attrs, xs, module, inplace, ins)
         if self.sequence_call is not None and ins and len(ins[0]) == 2:
             return self.sequence_call(attrs, xs, module, inplace)
         return self.call(attrs, xs, module, inplace)
@@ -356,6 +360,20 @@ def spatial(a: Attrs, h: int, w: int, pads: tuple[tuple[int, int], tuple[int, in
         raise TooSmall(f"output would be {oh}x{ow}: the {h}x{w} input is too small for kernel "
                        f"{a['kernel'][0]}x{a['kernel'][1]}, stride {a['stride'][0]}")
     return oh, ow
+
+
+def same_pads(size: int, k: int, s: int, d: int = 1) -> tuple[int, int]:
+    """TensorFlow's and Keras's 'same' padding of one axis (before, after): the output is ceil(size / s),
+    the total pad ``max((ceil(size / s) - 1) * s + (k - 1) * d + 1 - size, 0)``, the odd pixel after. At
+    stride 1 it is PyTorch's ``padding='same'``."""
+    total = max((-(-size // s) - 1) * s + (k - 1) * d + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+def pad_call(x: str, pads: tuple[tuple[int, int], tuple[int, int]], value: str = "") -> str:
+    """``F.pad`` of a map by ((top, bottom), (left, right)): torch's order is left, right, top, bottom."""
+    (t, b), (left, r) = pads
+    return f"F.pad({x}, ({left}, {r}, {t}, {b}){', value=' + value if value else ''})"
 
 
 def positions(o: Shape) -> int:

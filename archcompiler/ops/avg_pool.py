@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from ..spec.layers import Bool
@@ -23,8 +24,12 @@ OP = Op(
     kinds=(OpDef(
         KIND, _pooling.shape, attrs=("kernel", "stride", "padding", "ceil_mode", "count_include_pad"),
         window=_pooling.window, depth="pooling", patch=kxs, elementwise=window_elements,
-        saves=lambda a, i, o: (("input",), 0), latency=per_map(("avg_pool",), lambda a: "avg_pool", window_elements),
-        torch=TorchCode(None, _pooling.call("avg_pool2d")), style=Style("box", "#fde0c5")),),
+        # TensorFlow's 'same' where PyTorch cannot pad: the padded copy (the count of the map's pixels in each
+        # window it is divided by is one small map for the whole batch: measured, it never sets the peak)
+        workspace=lambda a, i, o: _pooling.padded_elements(a, i),
+        saves=lambda a, i, o: ((), _pooling.padded_elements(a, i) + math.prod(o))
+        if _pooling.padded_before(a, i) else (("input",), 0), latency=per_map(("avg_pool",), lambda a: "avg_pool", window_elements),
+        torch=TorchCode(None, _pooling.call("avg_pool2d"), shaped_call=_pooling.call("avg_pool2d")), style=Style("box", "#fde0c5")),),
     from_torch={"AvgPool2d": FromTorch(KIND, _pooling.from_torch("avg_pool")),
                 "fn:avg_pool2d": FromTorch(KIND, _pooling.from_torch("avg_pool"),
                                            ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad",

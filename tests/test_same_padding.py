@@ -1,0 +1,145 @@
+"""TensorFlow's and Keras's padding='same' at any stride (#32): the seed author's Keras GoogLeNet pads a
+7x7/2 convolution 2 before and 3 after on a 224 map, and its 3x3/2 pools 0 and 1 on even maps. `padding:
+same` on conv, max_pool and avg_pool computes exactly that (checked against a direct implementation of
+TensorFlow's rule, window by window), its memory as torch allocates it, and it comes back from timm's
+Conv2dSame and from an ONNX file's asymmetric pads."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+import torch.nn.functional as F  # noqa: E402
+from conftest import assert_memory_measured  # noqa: E402
+
+import archcompiler  # noqa: E402
+from archcompiler.ops import same_pads  # noqa: E402
+
+SPEC = """name: same
+input: [3, 16, 15]
+layers:
+  - {name: c1, op: conv, out: 8, kernel: 7, stride: 2, padding: same, norm: batch_norm, act: relu}
+  - {name: p1, op: max_pool, kernel: 3, stride: 2, padding: same}
+  - {name: c2, op: conv, out: 8, kernel: 3, stride: 2, padding: same}
+  - {name: p2, op: avg_pool, kernel: 3, stride: 2, padding: same}
+  - {name: p3, op: avg_pool, kernel: 3, stride: 1, padding: same}
+  - {name: p4, op: max_pool, kernel: 2, stride: 1, padding: same}
+  - {name: g, op: global_avg_pool}
+  - {name: fc, op: linear, out: 2}
+"""
+
+
+def tf_pool(x, k: int, s: int, kind: str):
+    """TensorFlow's 'same' pooling, window by window: the output ceil(size / s), the odd pad after, only the
+    map's own pixels in each window (max of them, or their mean)."""
+    n, c, h, w = x.shape
+    oh, ow = -(-h // s), -(-w // s)
+    t, left = max((oh - 1) * s + k - h, 0) // 2, max((ow - 1) * s + k - w, 0) // 2
+    out = torch.empty(n, c, oh, ow)
+    for i in range(oh):
+        for j in range(ow):
+            r, q = i * s - t, j * s - left
+            window = x[:, :, max(r, 0):min(r + k, h), max(q, 0):min(q + k, w)]
+            out[:, :, i, j] = window.amax((2, 3)) if kind == "max" else window.mean((2, 3))
+    return out
+
+
+def tf_conv(x, conv):
+    (kh, kw), (sh, sw) = conv.kernel_size, conv.stride
+    (t, b), (left, r) = same_pads(x.shape[2], kh, sh), same_pads(x.shape[3], kw, sw)
+    return F.conv2d(F.pad(x, (left, r, t, b)), conv.weight, conv.bias, conv.stride, 0, conv.dilation, conv.groups)
+
+
+def test_keras_googlenets_pads_are_tensorflows_rule():
+    assert same_pads(224, 7, 2) == (2, 3)                      # the 7x7/2 stem
+    assert same_pads(112, 3, 2) == (0, 1) and same_pads(56, 3, 2) == (0, 1)   # the 3x3/2 pools
+    assert same_pads(15, 3, 1) == (1, 1) and same_pads(15, 2, 1) == (0, 1)
+
+
+def test_same_at_any_stride_computes_tensorflows_values_and_shapes():
+    report = archcompiler.analyze(SPEC)
+    assert [r["output"] for r in report["rows"]][:6] == [[8, 8, 8], [8, 4, 4], [8, 2, 2], [8, 1, 1], [8, 1, 1], [8, 1, 1]]
+    model = archcompiler.build(SPEC, seed=0).eval()
+    x = torch.randn(2, 3, 16, 15, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        y = F.relu(model.c1.bn(tf_conv(x, model.c1.conv)))
+        y = tf_conv(tf_pool(y, 3, 2, "max"), model.c2)
+        y = tf_pool(tf_pool(tf_pool(y, 3, 2, "avg"), 3, 1, "avg"), 2, 1, "max")
+        assert torch.allclose(model(x), model.fc(y.mean((2, 3))), atol=1e-6)
+    assert sum(p.numel() for p in model.parameters()) == report["total"]["params"]
+
+
+def test_a_larger_map_keeps_every_window_of_tensorflow():
+    spec = SPEC.replace("[3, 16, 15]", "[3, 40, 37]")
+    model = archcompiler.build(spec, seed=1).eval()
+    x = torch.randn(1, 3, 40, 37, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        y = F.relu(model.c1.bn(tf_conv(x, model.c1.conv)))
+        y = tf_conv(tf_pool(y, 3, 2, "max"), model.c2)
+        y = tf_pool(tf_pool(tf_pool(y, 3, 2, "avg"), 3, 1, "avg"), 2, 1, "max")
+        assert torch.allclose(model(x), model.fc(y.mean((2, 3))), atol=1e-5)
+
+
+def test_same_padding_memory_matches_a_measurement():
+    assert_memory_measured(SPEC.replace("[3, 16, 15]", "[3, 32, 30]"))
+
+
+def test_timms_conv2d_same_imports_as_same():
+    from torch import nn
+
+    class Conv2dSame(nn.Conv2d):
+        """timm's: TensorFlow's 'same' padding by the input's size, then the convolution."""
+
+        def forward(self, x):
+            (t, b), (left, r) = (same_pads(x.shape[2], self.kernel_size[0], self.stride[0]),
+                                 same_pads(x.shape[3], self.kernel_size[1], self.stride[1]))
+            return F.conv2d(F.pad(x, (left, r, t, b)), self.weight, self.bias, self.stride, 0, self.dilation)
+
+    Conv2dSame.__module__ = "timm.layers.conv2d_same"     # a leaf of the trace, as timm's own class is
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv_stem = Conv2dSame(3, 8, 3, stride=2, bias=False)
+            self.bn = nn.BatchNorm2d(8)
+            self.head = nn.Linear(8, 4)
+
+        def forward(self, x):
+            return self.head(torch.relu(self.bn(self.conv_stem(x))).mean((2, 3)))
+
+    text = archcompiler.import_module(Net().eval(), input=(3, 32, 31), name="net")
+    assert "padding: same" in text and "stride: 2" in text
+
+
+def test_an_onnx_conv_with_keras_asymmetric_pads_imports_as_same(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    import numpy as np
+    from conftest import run_archc
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(4, 3, 7, 7)).astype(np.float32)
+    b = rng.normal(size=(4,)).astype(np.float32)
+    fc = rng.normal(size=(4, 2)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", kernel_shape=[7, 7], strides=[2, 2],
+                          pads=[2, 2, 3, 3]),
+         helper.make_node("GlobalAveragePool", ["c"], ["g"], name="pool"),
+         helper.make_node("Flatten", ["g"], ["f"], name="flat", axis=1),
+         helper.make_node("MatMul", ["f", "fc"], ["y"], name="fc")],
+        "keras_like", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 224, 224])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b"), numpy_helper.from_array(fc, "fc")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    path = tmp_path / "keras_like.onnx"
+    path.write_bytes(model.SerializeToString())
+    done = run_archc("import", str(path), "-o", str(tmp_path / "k.yaml"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "padding: same" in (tmp_path / "k.yaml").read_text()
+    built = archcompiler.build(str(tmp_path / "k.yaml"), weights=str(tmp_path / "k.safetensors")).eval()
+    x = rng.normal(size=(1, 3, 224, 224)).astype(np.float32)
+    want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    with torch.no_grad():
+        got = built(torch.from_numpy(x)).numpy()
+    assert np.allclose(got, want, atol=1e-4 * np.abs(want).max())

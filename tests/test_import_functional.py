@@ -190,3 +190,67 @@ def test_a_parameter_read_otherwise_is_refused_naming_it():
         archcompiler.import_module(Odd(), name="odd")
     message = info.value.errors[0].format()
     assert "'table'" in message and "directly" in message, message
+
+
+class Mixer(nn.Module):
+    """MLP-Mixer's block: token mixing (LayerNorm, transpose, a Linear over the tokens, back), channel
+    mixing, and the head on the tokens' mean."""
+
+    INPUT_SHAPE = (3, 16, 16)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 4, 4)
+        self.norm1 = nn.LayerNorm(8)
+        self.tok1, self.tok2 = nn.Linear(16, 32), nn.Linear(32, 16)
+        self.norm2 = nn.LayerNorm(8)
+        self.ch1, self.ch2 = nn.Linear(8, 16), nn.Linear(16, 8)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        x = self.stem(x).flatten(2).transpose(1, 2)
+        x = x + self.tok2(F.gelu(self.tok1(self.norm1(x).transpose(1, 2)))).transpose(1, 2)
+        x = x + self.ch2(F.gelu(self.ch1(self.norm2(x))))
+        return self.head(x.mean(1))
+
+
+MIXER_SPEC = """name: mixer
+input: [3, 16, 16]
+layers:
+  - {name: stem, op: patch_embed, out: 8, patch: 4}
+  - {name: norm1, op: layer_norm}
+  - {name: t, op: transpose}
+  - {name: tok1, op: linear, out: 32, over: tokens, act: gelu}
+  - {name: tok2, op: linear, out: 16, over: tokens}
+  - {name: back, op: transpose}
+  - {name: add, op: add, inputs: [stem, back]}
+  - {name: pool, op: token_mean}
+  - {name: head, op: linear, out: 3}
+"""
+
+
+def test_token_mixing_imports_as_transpose_and_token_mean():
+    model = _trained_like(Mixer())
+    text = archcompiler.import_module(model, name="mixer")
+    assert "op: transpose" in text and "op: token_mean" in text
+    _equal(text, model)
+
+
+def test_transpose_and_token_mean_facts_against_torch():
+    from conftest import assert_memory_measured
+
+    report = archcompiler.analyze(MIXER_SPEC)
+    rows = {r["name"]: r for r in report["rows"]}
+    assert rows["t"]["output"] == [8, 16] and rows["pool"]["output"] == [8] and rows["t"]["macs"] == 0
+    model = archcompiler.build(MIXER_SPEC, seed=0).eval()
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        s = model.stem(x).flatten(2).transpose(1, 2)
+        y = s + model.tok2(F.gelu(model.tok1(model.norm1(s).transpose(1, 2)))).transpose(1, 2)
+        assert torch.allclose(model(x), model.head(y.mean(1)), atol=1e-6)
+    assert_memory_measured(MIXER_SPEC)
+    with pytest.raises(archcompiler.GraphError) as info:
+        archcompiler.analyze(MIXER_SPEC.replace("  - {name: stem, op: patch_embed, out: 8, patch: 4}\n",
+                                                "  - {name: stem, op: conv, out: 8, kernel: 4, stride: 4}\n"))
+    assert "transpose needs a sequence" in info.value.errors[0].message or \
+        "needs a sequence" in str(info.value), info.value

@@ -339,6 +339,8 @@ def trace(model: Any, input_shape: tuple[int, ...] | None = None, name: str = "m
         if key in _PASSTHROUGH and len(ins) == 1:
             by_node[node] = by_node[ins[0]]
             continue
+        if key in ("method:mean", "fn:mean") and ins and len(ins[0].meta.get("tensor_meta", meta).shape) == 3:
+            key = "mean:tokens"            # a mean of a sequence (of an image: a global average pool)
         if key == "fn:getitem":            # x[:, a:b] of an image, or x[:, i] of a sequence
             index = node.args[1] if len(node.args) > 1 else None
             key = "index:channels" if isinstance(index, tuple) and len(index) > 1 and isinstance(index[1], slice) \

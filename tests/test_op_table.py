@@ -105,8 +105,10 @@ def _key(node: ast.AST) -> str | None:
 def _is_kind(node: ast.AST, bound: set[str]) -> bool:
     if isinstance(node, ast.Name):
         return node.id in bound or node.id in KIND_NAMES
-    if isinstance(node, ast.Attribute) and node.attr == "kind":       # (a model's own field aside: self.kind)
-        return not (isinstance(node.value, ast.Name) and node.value.id == "self")
+    if isinstance(node, ast.Attribute) and node.attr == "kind":       # (a model's own field aside: self.kind;
+        base = node.value                                               # and numpy's x.dtype.kind)
+        return not (isinstance(base, ast.Name) and base.id == "self" or isinstance(base, ast.Attribute) and base.attr == "dtype"
+                    or isinstance(base, ast.Call) and isinstance(base.func, ast.Attribute) and base.func.attr == "dtype")
     key = _key(node)
     if key in ("op", "spec_op"):
         return True

@@ -209,6 +209,28 @@ class PatchMerging(nn.Module):
         return self.reduction(self.norm(x))
 
 
+class TokenAttention(nn.Module):
+    """Multi-head self-attention over a sequence (N x S x D), laid out and computed as timm's
+    ``Attention`` (ViT, DeiT): ``qkv`` (D -> 3D, its bias optional) cut into q, k and v per head,
+    scaled dot-product attention (dropout on its weights in training), the heads joined and ``proj``
+    (D -> D). q, k and v are views of the projection, which is freed once the attention has run."""
+
+    def __init__(self, dim: int, heads: int, qkv_bias: bool, dropout: float) -> None:
+        super().__init__()
+        self.num_heads, self.head_dim, self.dropout = heads, dim // heads, dropout
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def attend(self, qkv: Tensor) -> Tensor:
+        q, k, v = qkv.unbind(0)
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, n, c = x.size(0), x.size(1), x.size(2)
+        x = self.attend(self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4))
+        return self.proj(x.transpose(1, 2).reshape(b, n, c))
+
+
 def helper_source(*functions) -> str:
     """The text of these helpers as the generated module holds it: each preceded by two blank lines."""
     return "".join("\n\n" + inspect.getsource(f) for f in functions)
@@ -216,7 +238,7 @@ def helper_source(*functions) -> str:
 
 # the functions whose text a generated module may hold
 IN_GENERATED = ("_log1m_softmax", "spec_loss", "check_input", "conv_act", "stochastic_depth", "WindowAttention",
-                "PatchMerging")
+                "PatchMerging", "TokenAttention")
 
 __all__ = ["spec_loss", "check_input", "conv_act", "stochastic_depth", "WindowAttention", "PatchMerging",
-           "helper_source"]
+           "TokenAttention", "helper_source"]

@@ -143,3 +143,33 @@ def test_an_onnx_conv_with_keras_asymmetric_pads_imports_as_same(tmp_path):
     with torch.no_grad():
         got = built(torch.from_numpy(x)).numpy()
     assert np.allclose(got, want, atol=1e-4 * np.abs(want).max())
+
+
+def test_the_first_users_keras_googlenet_is_a_spec_of_fifteen_lines():
+    """specs/googlenet-keras.yaml: the paper's spec with Keras's padding='same' at stride 2, no LRN, one 3x3
+    stem convolution, no auxiliary heads (their outputs go with them), 10 classes: the parameter count of
+    the Keras model (../shared/reference/README.md); its values against Keras's are in benchmarks/RESULTS.md."""
+    from conftest import ROOT
+
+    spec = archcompiler.load_spec(ROOT / "specs" / "googlenet-keras.yaml")
+    assert list(spec.outputs) == ["main"]
+    report = archcompiler.analyze(spec)
+    assert report["total"]["params"] == 5_979_642
+    rows = {r["name"]: r["output"] for r in report["rows"]}
+    assert rows["conv1"] == [64, 112, 112] and rows["pool1"] == [64, 56, 56] and rows["pool2"] == [192, 28, 28]
+    assert rows["pool3"] == [480, 13, 13] and rows["pool4"] == [832, 6, 6]
+
+
+def test_a_variant_that_deletes_a_head_drops_its_output_and_the_parents_parameter_it_read(tmp_path):
+    from conftest import ROOT
+
+    child = tmp_path / "child.yaml"
+    child.write_text(f"extends: {ROOT / 'specs' / 'googlenet.yaml'}\nname: c\nedits:\n  - {{delete: aux1}}\n")
+    spec = archcompiler.load_spec(child)           # aux_dropout is still read by aux2
+    assert list(spec.outputs) == ["main", "aux2"]
+    child.write_text(child.read_text() + "  - {delete: aux2}\n")
+    assert list(archcompiler.load_spec(child).outputs) == ["main"]     # aux_dropout: the parent's, now unread
+    child.write_text(child.read_text() + "params: {my_width: 2}\n")    # a parameter of its own is still checked
+    with pytest.raises(archcompiler.SpecError) as info:
+        archcompiler.load_spec(child)
+    assert "parameter 'my_width' is not used by any layer" in str(info.value)

@@ -185,6 +185,10 @@ def apply_edits(doc: YDict, edits: Any) -> None:
                 errors += exc.errors
         elif action == "delete":
             _remove(holder, index)
+            if edit.block is None:        # an inherited output of the deleted layer goes with it (aux heads)
+                outputs = doc.get("outputs")
+                for name in [k for k, v in (outputs or {}).items() if isinstance(v, dict) and v.get("layer") == target]:
+                    del outputs[name]
         elif action in ("replace", "insert_before", "insert_after"):
             if not new_layers:
                 errors.append(error(f"{action} needs 'layers': the layers to put there", path, loc))

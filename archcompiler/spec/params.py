@@ -65,12 +65,16 @@ def evaluate_params(doc: YDict, errors: list[Diagnostic], used: set[str], failed
     return values
 
 
-def unused_params(doc: YDict, params: dict[str, Any], used: set[str]) -> list[Diagnostic]:
+def unused_params(doc: YDict, params: dict[str, Any], used: set[str], own_file: str | None = None) -> list[Diagnostic]:
     """A parameter nothing reads is almost always a misspelling (``num_clases: 2`` in a variant
-    would silently keep the parent's class count)."""
+    would silently keep the parent's class count); one a parent spec declares, where the variant
+    deleted what read it (GoogLeNet's ``aux_dropout`` without its auxiliary heads), is not."""
     errors = []
     for name in params:
         if name in used:
+            continue
+        where = locate(doc, ("params", name), key=True)
+        if own_file is not None and where.file not in (None, "", own_file):
             continue
         others = sorted(set(params) - {name})
         close = suggest(name, [o for o in others if o not in used] or others)

@@ -162,7 +162,7 @@ class Resolver:
         network_claims = self._network_claims(values)
         if not self.errors:
             used = self.used | (mentioned_in_blocks(self.doc) if variant else set())
-            self.errors += unused_params(self.doc, params, used)
+            self.errors += unused_params(self.doc, params, used, self.file)
         if self.errors:
             raise SpecError(_dedupe(self.errors))
         m = self.model

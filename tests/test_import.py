@@ -360,13 +360,16 @@ def test_the_command_writes_the_spec_atomically_and_leaves_nothing_on_failure(tm
     text = out.read_text()
     assert text.startswith("# yaml-language-server: $schema=") and "archcompiler:build --arg spec_or_path=resnet18" in text
     assert archcompiler.analyze(archcompiler.load_spec(out))["total"]["params"] == 11_689_512
+    # the module's weights beside it, which the spec loads strictly (archc train SPEC --weights fine-tunes them)
+    assert "(weights: --weights net.safetensors)" in text
+    archcompiler.build(str(out), weights=str(tmp_path / "net.safetensors"))
     module = tmp_path / "custom.py"
     module.write_text("import torch\n\nclass Net(torch.nn.Module):\n    def forward(self, x):\n"
                       "        return torch.cumsum(x, 1)\n")
     bad = tmp_path / "bad.yaml"
     assert main(["import", f"{module}:Net", "-o", str(bad)]) == 1
     assert "has no archc op" in capsys.readouterr().err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["custom.py", "net.yaml"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["custom.py", "net.safetensors", "net.yaml"]
 
 
 # ----------------------------------------------------------------------------- from ONNX (data: nothing in it runs)

@@ -23,7 +23,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="the input size (default: the model's INPUT_SHAPE, or 3x224x224)")
     p.add_argument("--name", default=None, help="the spec's name (default: the callable's or file's)")
     p.add_argument("--weights", default=None, metavar="FILE",
-                   help="ONNX only: where to write the initializers (safetensors; default: next to the spec)")
+                   help="where to write the weights (safetensors; default: next to the spec, with -o): the ONNX "
+                        "file's initializers, or the module's state_dict (pretrained weights included), so "
+                        "'archc train SPEC --weights FILE' fine-tunes them")
     p.add_argument("--flat", action="store_true", help="one layer per line: no blocks or tables")
     p.add_argument("--no-verify", dest="verify", action="store_false",
                    help="PyTorch only: write the spec without building it and comparing its outputs with the "
@@ -42,7 +44,7 @@ def _value(text: str):
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import BackendError, Location, error, printable
-    from ..io import refuse_inputs, write_text
+    from ..io import refuse_inputs, write_bytes, write_text
 
     shape = None
     if args.input:
@@ -90,11 +92,25 @@ def run(args: argparse.Namespace) -> int:
 
     model, name = load_callable(args.target, call_args)
     shown = " ".join([args.target, *(f"--arg {a}" for a in args.arg)])
+    weights = args.weights or (str(Path(args.output).with_suffix(".safetensors")) if args.output else None)
+    if weights:
+        refuse_inputs(weights, [args.target.rpartition(":")[0] or args.target])
     flat = trace(model, shape, name=args.name or name, source=shown)
     text, notes = verified_spec(model, flat, schema=schema, blocks=not args.flat, verify=args.verify)
     for note in notes:
         print(f"archc: {note}", file=sys.stderr)
-    if args.output:
+    if weights:
+        from ..importers.pytorch import state_bytes
+        text = text.replace("# check, draw and build read it;",
+                            f"# check, draw and build read it (weights: --weights {Path(weights).name});", 1)
+        data = state_bytes(model, shown)        # made before anything is written: a refusal leaves no file
+        if args.output:
+            write_text(args.output, text)
+        write_bytes(weights, data)
+        print(f"wrote {args.output + ' and ' if args.output else ''}{weights}")
+        if not args.output:
+            print(text, end="")
+    elif args.output:
         write_text(args.output, text)
         print(f"wrote {args.output}")
     else:

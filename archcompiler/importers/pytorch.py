@@ -740,3 +740,15 @@ def _flat_args(args: Any) -> list:
     return out
 
 
+def state_bytes(model: Any, source: str) -> bytes:
+    """The module's ``state_dict`` as a safetensors file (its keys the spec's module paths, which the import
+    keeps), so that ``archc train SPEC --weights FILE`` starts from them; tensors that share memory are
+    written each on its own."""
+    from safetensors.torch import save
+
+    state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    try:
+        return save(state, metadata={"archc": f"imported from {source}"[:1000]})
+    except Exception as exc:  # noqa: BLE001 (a tensor type safetensors cannot hold: said, not a traceback)
+        raise BackendError([error(f"the weights cannot be written as safetensors: {str(exc)[:200]}", "--weights")]) \
+            from None

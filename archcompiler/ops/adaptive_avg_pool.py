@@ -82,7 +82,10 @@ OP = Op(
             LayerOp(GlobalAvgPool, lambda s: [("", KIND, {"output": (1, 1)})])),
     kinds=(OpDef(
         KIND, _shape, attrs=("output",), window=_window, depth="pooling",
-        elementwise=lambda a, i, o: math.prod(i[0]), saves=lambda a, i, o: (("input",), 0),
+        # to 1 x 1 torch takes the mean (whose backward needs only the input's shape: nothing kept, measured);
+        # to a larger map adaptive_avg_pool2d's backward reads its input
+        elementwise=lambda a, i, o: math.prod(i[0]),
+        saves=lambda a, i, o: ((), 0) if tuple(a["output"]) == (1, 1) else (("input",), 0),
         latency=per_map(("adaptive_pool",), lambda a: "adaptive_pool", lambda a, i, o: math.prod(i[0]),
                         by_input=lambda a: True),
         torch=TorchCode(None, lambda a, x, m, ip: f"F.adaptive_avg_pool2d({x[0]}, {t2(a['output'])})"),

@@ -341,6 +341,35 @@ def channels_same(kind: str) -> Callable[[Attrs, list[Shape]], Shape]:
     return rule
 
 
+def broadcast(kind: str) -> Callable[[Attrs, list[Shape]], Shape]:
+    """The shape rule of an element-wise op of two inputs that broadcast as PyTorch broadcasts them: of one
+    rank, and each dimension equal or 1 in one of them (squeeze-and-excitation: a map times a C x 1 x 1 gate)."""
+    def rule(a: Attrs, shapes: list[Shape]) -> Shape:
+        if len(shapes) != 2:
+            raise ShapeError(f"{kind} takes two inputs, got {len(shapes)}")
+        x, y = shapes
+        if len(x) != len(y) or any(p != q and 1 not in (p, q) for p, q in zip(x, y)):
+            raise ShapeError(f"{kind} needs inputs that broadcast (each dimension equal, or 1 in one of them), "
+                             f"got {fmt(x)} and {fmt(y)}")
+        return tuple(max(p, q) for p, q in zip(x, y))
+    return rule
+
+
+def two_layers(kind: str, what: str) -> tuple[Callable[[Any], dict], Callable[[Any], dict]]:
+    """The ``from_torch`` and ``from_onnx`` mappings of an element-wise op of exactly two layers' outputs
+    (``what``: "takes the difference of two layers"): a constant operand, or more than two, refused."""
+    def torch_layer(s: Any) -> dict:
+        need(len(s.shapes) >= 2, f"an operation with a constant (archc's {kind} {what})")
+        need(len(s.shapes) == 2, f"a {kind} of more than two tensors")
+        return {"op": kind}
+
+    def onnx_layer(n: Any) -> dict:
+        need(all(c is None for c in n.consts), f"a {kind} with a constant")
+        need(len(n.consts) == 2, f"{len(n.consts)} input{'s' * (len(n.consts) != 1)} (archc's {kind} takes two)")
+        return {"op": kind}
+    return torch_layer, onnx_layer
+
+
 def out_size(size: int, k: int, s: int, before: int, after: int, d: int, ceil: bool = False) -> int:
     """PyTorch's output size of a window of ``k`` (dilation ``d``), stride ``s`` over ``size``
     padded by ``before`` and ``after``."""

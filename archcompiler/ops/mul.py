@@ -10,18 +10,15 @@ from pydantic import Field
 from ..spec.layers import ManyInputs
 from . import _onnx
 from ._base import (
-    Attrs,
     FromOnnx,
     FromTorch,
     LayerOp,
     Op,
     OpDef,
-    Shape,
-    ShapeError,
     Style,
     TorchCode,
+    broadcast,
     elements,
-    fmt,
     need,
     per_map,
 )
@@ -35,18 +32,6 @@ class Mul(ManyInputs):
 
     op: Literal["mul"]
     inputs: Annotated[list[str], Field(min_length=2, max_length=2)] = Field(description="the two layers to multiply")
-
-
-def _shape(a: Attrs, shapes: list[Shape]) -> Shape:
-    """Two inputs that broadcast as PyTorch broadcasts them: of one rank, and each dimension equal
-    or 1 in one of them (squeeze-and-excitation: a C x H x W map times a C x 1 x 1 gate)."""
-    if len(shapes) != 2:
-        raise ShapeError(f"mul takes two inputs, got {len(shapes)}")
-    a_, b = shapes
-    if len(a_) != len(b) or any(x != y and 1 not in (x, y) for x, y in zip(a_, b)):
-        raise ShapeError(f"mul needs inputs that broadcast (each dimension equal, or 1 in one of them), "
-                         f"got {fmt(a_)} and {fmt(b)}")
-    return tuple(max(x, y) for x, y in zip(a_, b))
 
 
 def _from_torch(s: Any) -> dict:
@@ -65,7 +50,7 @@ OP = Op(
     layers=(LayerOp(Mul, lambda s: [("", KIND, {})]),),
     # broadcast product: autograd keeps both inputs, each the other's gradient factor; a broadcast input's
     # gradient is computed at the output's size, then summed down; timed like the calibrated add
-    kinds=(OpDef(KIND, _shape, saves=lambda a, i, o: (("input",), 0),
+    kinds=(OpDef(KIND, broadcast(KIND), saves=lambda a, i, o: (("input",), 0),
                  backward_workspace=lambda a, i, o: sum(math.prod(o) for s in i if tuple(s) != tuple(o)),
                  latency=per_map(("add",), lambda a: "add", elements),
                  torch=TorchCode(None, lambda a, x, m, ip: " * ".join(x)), style=Style("circle", "#eeeeee")),),

@@ -16,9 +16,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..ops.add import Add
+from ..ops import registry
 from .flat import Flat, Item
-from .text import layer_line, model, scalar, without_defaults
+from .text import layer_line, scalar, without_defaults
 
 IN = "in"
 
@@ -57,7 +57,8 @@ def _signature(inst: Instance) -> tuple:
     out = []
     for rel, it in inst.members.items():
         ins = [_rel(s, inst, inst.members) for s in it.inputs]
-        if model(it.fields) is Add and IN in ins:       # the shortcut last: the branch is what stays when
+        facts = registry().facts(it.fields["op"])
+        if facts is not None and facts.join == "sum" and IN in ins:       # the shortcut last: the branch is what stays when
             ins = [s for s in ins if s != IN] + [IN]     # the add is left out (an add's first input)
             it.inputs = [s for s in it.inputs if s == inst.entry][:0] + \
                 [s for s in it.inputs if s != inst.entry] + [inst.entry]

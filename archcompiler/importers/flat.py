@@ -5,10 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..ops.activation import Act
-from ..ops.add import Add
-from ..ops.concat import Concat
-from ..ops.mul import Mul
+from ..ops import registry
 from .text import model
 
 
@@ -65,7 +62,10 @@ def place(items: list[Item], result: str, heads: dict[str, str], unique: Any) ->
     for it in items:
         for s in it.inputs:
             readers.setdefault(s, []).append(it)
-    joins = (Add, Mul, Act)
+    def joins(fields: dict) -> bool:      # an element-wise op (a sum, a product, an activation): where its input is
+        facts = registry().facts(fields["op"])
+        return facts is not None and (facts.pointwise or facts.join == "sum" or
+                                      model(fields).n_inputs == "many" and facts.join is None)
 
     def scope_of(name: str) -> str:
         it = by_name.get(name)
@@ -89,9 +89,9 @@ def place(items: list[Item], result: str, heads: dict[str, str], unique: Any) ->
         if it.scope is not None:
             continue
         ins = [s for s in it.inputs if s != "input"]
-        if model(it.fields) in joins:
+        if joins(it.fields):
             it.scope = scope_of(ins[0]) if ins else ""
-        elif model(it.fields) is Concat:
+        elif getattr(registry().facts(it.fields["op"]), "join", None) == "stack":
             it.scope = _common([scope_of(s) for s in ins])
         else:
             if it.inputs[0] not in others_of:

@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import re
 
-from ..ops.activation import Act
-from ..ops.batch_norm import BatchNorm
-from ..ops.concat import Concat
-from ..ops.conv import Conv
+from ..ops import registry
 from .blocks import block_lines
 from .flat import Flat, Item
 from .text import layer_line, model, scalar
@@ -37,10 +34,13 @@ def fuse(flat: Flat) -> Flat:
         return r[0] if len(r) == 1 and it.name != flat.result and it.name not in flat.heads.values() else None
 
     for it in items:
-        if it.name in gone or model(it.fields) is not Conv or it.path is None:
+        # a layer that takes a norm (a conv's norm: batch_norm), and the per-channel affine map in evaluation (a
+        # BatchNorm) that is the only reader of its output: one layer
+        if it.name in gone or "norm" not in model(it.fields).model_fields or it.path is None:
             continue
         bn = only_reader(it)
-        if bn is None or model(bn.fields) is not BatchNorm or bn.path is None or bn.inputs != [it.name]:
+        facts = registry().facts(bn.fields["op"]) if bn is not None else None
+        if bn is None or facts is None or not facts.eval_affine or bn.path is None or bn.inputs != [it.name]:
             continue
         parent, _, leaf = it.path.rpartition(".")
         own = leaf == "conv" and bn.path == f"{parent}.bn" and parent and parent not in by_name
@@ -70,7 +70,8 @@ def fuse(flat: Flat) -> Flat:
     by_name = {it.name: it for it in items}
     gone = {}
     for it in items:
-        if model(it.fields) is not Act or len(it.inputs) != 1 or it.inputs[0] == "input":
+        facts = registry().facts(it.fields["op"])
+        if facts is None or not facts.pointwise or len(it.inputs) != 1 or it.inputs[0] == "input":
             continue
         src = by_name[it.inputs[0]]
         if "act" in model(src.fields).model_fields and "act" not in src.fields and only_reader(src) is it:
@@ -138,7 +139,8 @@ def own_concats(flat: Flat) -> Flat:
     block ("concatenated to its input", as the hand-written specs say). Only the name changes."""
     taken = {it.name for it in flat.items}
     for c in list(flat.items):
-        if model(c.fields) is not Concat or len(c.inputs) != 2:
+        facts = registry().facts(c.fields["op"])
+        if facts is None or facts.join != "stack" or len(c.inputs) != 2:
             continue
         a, b = c.inputs
         parts = b.split(".")

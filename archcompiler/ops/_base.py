@@ -192,7 +192,9 @@ class OpDef:
       convolution before it; ``fuses``: what the op absorbs in ``--optimize`` (``"affine"`` after it,
       a fusable ``"activation"`` after it, ``"siblings"`` reading the same tensor); ``fusable``: it is
       an activation a convolution can absorb; ``channels_last``: it runs faster on channels-last tensors;
-    - ``mixes``: every output position sees every input position (attention);
+    - ``mixes``: every output position sees every input position (attention); ``pointwise``: each output
+      element is computed from the same element of its one input (the activations: what a layer's ``act:``
+      absorbs when archc imports a model);
     - ``torch``: its code in the generated module; ``style``: how the diagram draws it;
       ``init``: the name of its weight-initialisation family (``"conv"``, ``"linear"``, ``"norm"``) or None.
     """
@@ -225,6 +227,7 @@ class OpDef:
     fusable: Callable[[Attrs], bool] = lambda a: False
     channels_last: bool = False
     mixes: bool = False
+    pointwise: bool = False             # each element from the same element of its one input (an activation)
 
     def __post_init__(self) -> None:
         _check("depth", () if self.depth is None else (self.depth,), Depth)
@@ -259,10 +262,12 @@ class FromOnnx:
 
 @dataclass(frozen=True)
 class LayerOp:
-    """A spec op: the pydantic model of its fields and its lowering to IR kinds."""
+    """A spec op: the pydantic model of its fields and its lowering to IR kinds; ``main``: the IR kind of the
+    node that holds its output's name (default: the module's one kind), whose facts the importers read."""
 
     model: type
     lower: Callable[[Any], list[Prim]]
+    main: str | None = None
 
     @property
     def names(self) -> tuple[str, ...]:

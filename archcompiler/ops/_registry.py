@@ -49,6 +49,7 @@ class Registry:
     from_onnx: dict[str, FromOnnx] = field(default_factory=dict)
     providers: dict[str, Provider] = field(default_factory=dict)     # spec op name or IR kind -> provider
     modules: dict[str, Op] = field(default_factory=dict)             # module path -> what it declares
+    mains: dict[str, str] = field(default_factory=dict)              # spec op name -> its main IR kind
     problems: list[str] = field(default_factory=list)
 
     def add(self, op: Op, provider: Provider) -> str | None:
@@ -70,9 +71,12 @@ class Registry:
                 return f"{provider.module}: the ONNX op {key!r} is already read by another op"
         for lay in op.layers:
             self.lowerings[lay.model] = lay.lower
+            main = lay.main or (op.kinds[0].kind if len(op.kinds) == 1 else None)
             for name in lay.names:
                 self.layers[name] = lay
                 self.providers[name] = provider
+                if main is not None:
+                    self.mains[name] = main
         for kind in op.kinds:
             self.kinds[kind.kind] = kind
             self.providers[kind.kind] = provider
@@ -85,6 +89,11 @@ class Registry:
         """The pydantic model of the spec op ``op``, None where no installed package provides it."""
         lay = self.layers.get(op)
         return None if lay is None else lay.model
+
+    def facts(self, op: str) -> OpDef | None:
+        """The facts of the IR kind a spec op's layer is (its main node's), None where it has no one kind."""
+        main = self.mains.get(op)
+        return None if main is None else self.kinds.get(main)
 
     def layer_shape(self, layer: Any, shapes: list[Shape]) -> Shape:
         """The shape ``layer`` (a validated op model) gives for its input ``shapes``, by the op facts

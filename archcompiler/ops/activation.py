@@ -100,7 +100,7 @@ _CLASSES = {"ReLU": "relu", "ReLU6": "relu6", "LeakyReLU": "leaky_relu", "Sigmoi
 OP = Op(
     layers=(LayerOp(Act, lambda s: [("", KIND, {"kind": s.op})]),),
     kinds=(OpDef(
-        KIND, same(KIND), attrs=("kind",), torch=TorchCode(None, _call), style=Style("box", "#ffffff"),
+        KIND, same(KIND), attrs=("kind",), torch=TorchCode(None, _call), style=Style("box", "#ffffff"), pointwise=True,
         saves=lambda a, i, o: ((ACTIVATIONS[a["kind"]].saves,), 0),
         inplace=lambda a: ACTIVATIONS[a["kind"]].inplace, fusable=lambda a: ACTIVATIONS[a["kind"]].fusable,
         # every activation is timed like the calibrated ReLU: one pass over the map

@@ -155,7 +155,7 @@ def _saves_input(a: Attrs, i: list[Shape], o: Shape) -> tuple[tuple[str, ...], i
 _GREEN = "#d9f0d3"
 
 OP = Op(
-    layers=(LayerOp(Linear, _lower),),
+    layers=(LayerOp(Linear, _lower, main=KIND),),
     kinds=(
         OpDef(KIND, _shape, attrs=("out_features", "bias"),
               params=lambda a, i, o: Params(i[0][-1] * a["out_features"], _bias(a)), depth="params",

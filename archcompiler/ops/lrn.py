@@ -64,5 +64,6 @@ OP = Op(
         style=Style("box", "#f2e6f7")),),
     from_torch={"LocalResponseNorm": FromTorch(KIND, _from_torch),
                 "fn:local_response_norm": FromTorch(KIND, _from_torch, ("size", "alpha", "beta", "k"))},
-    from_onnx={"LRN": FromOnnx(_from_onnx)},
+    # the node, and the importer's pattern of what older exporters write for it (its size, alpha, beta, k given)
+    from_onnx={"LRN": FromOnnx(_from_onnx), "pattern:lrn": FromOnnx(lambda n: {"op": KIND, **n.attrs})},
 )

@@ -10,6 +10,7 @@ from pydantic import Field
 from ..spec.layers import LayerBase, PosFloat, PosInt
 from ._base import (
     Attrs,
+    FromOnnx,
     FromTorch,
     Kernel,
     Latency,
@@ -98,4 +99,6 @@ OP = Op(
                         lambda a, x, m, ip: f"{m}({x[0]}.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)", RUNTIME),
         style=Style("box", "#dbe9f6", lambda a: "2x2 merged")),),
     from_torch={"PatchMerging": FromTorch(KIND, _from_torch), "PatchMergingV2": FromTorch(KIND, _from_torch)},
+    # the importer's pattern of the exporters' nodes (its out, eps and norm given)
+    from_onnx={"pattern:merge": FromOnnx(lambda n: {"op": KIND, **n.attrs})},
 )

@@ -10,6 +10,7 @@ from pydantic import Field, model_validator
 from ..spec.layers import Bool, LayerBase, PosInt, Rate
 from ._base import (
     Attrs,
+    FromOnnx,
     FromTorch,
     Kernel,
     Latency,
@@ -201,4 +202,6 @@ OP = Op(
                 # module it generated
                 "Attention": FromTorch(TIMM, _timm_in, modules=("timm.layers", "timm.models")),
                 "TokenAttention": FromTorch(TIMM, _own_in)},
+    # the importer's pattern of nn.MultiheadAttention's exported nodes (its heads given)
+    from_onnx={"pattern:attention": FromOnnx(lambda n: {"op": KIND, "heads": n.attrs["heads"]})},
 )

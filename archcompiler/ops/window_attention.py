@@ -10,6 +10,7 @@ from pydantic import Field
 from ..spec.layers import Bool, LayerBase, NonNegInt, PosInt, Rate
 from ._base import (
     Attrs,
+    FromOnnx,
     FromTorch,
     Kernel,
     Latency,
@@ -256,4 +257,6 @@ OP = Op(
                 "ShiftedWindowAttentionV2": FromTorch(KIND, _swin_in),
                 "WindowAttention": FromTorch(KIND, _own_in),
                 "RelativePositionalMultiHeadAttention": FromTorch(KIND, _partition_in)},
+    # the importer's pattern of the exporters' nodes (its fields given)
+    from_onnx={"pattern:windows": FromOnnx(lambda n: {"op": KIND, **n.attrs})},
 )

@@ -17,7 +17,6 @@ import networkx as nx
 
 from ...ir import OPS
 from ...ir.lower import invalidate_schedule
-from ...ops.channel_slice import KIND as CHANNEL_SLICE
 from ._rewrite import fresh, is_output, readers, record
 
 
@@ -26,6 +25,11 @@ def _key(attrs: dict) -> tuple | None:
             or tuple(attrs["dilation"]) != (1, 1) or attrs["groups"] != 1:
         return None
     return attrs["bias"], attrs.get("act")
+
+
+def _channel_view() -> str:
+    """The IR kind that is channels [start, end) of its input as a view (by its facts, from the registry)."""
+    return next(k.kind for k in OPS.values() if k.alias == "view" and k.attrs == ("start", "end"))
 
 
 def fuse_siblings(g: nx.DiGraph) -> nx.DiGraph:
@@ -59,7 +63,7 @@ def fuse_siblings(g: nx.DiGraph) -> nx.DiGraph:
                 m = s["node"]
                 g.remove_edge(source, m)
                 g.add_edge(name, m)
-                g.nodes[m].update(op=CHANNEL_SLICE, attrs={"start": s["start"], "end": s["end"]}, inputs=[name])
+                g.nodes[m].update(op=_channel_view(), attrs={"start": s["start"], "end": s["end"]}, inputs=[name])
             fused.append(members)
     invalidate_schedule(g)
     if fused:

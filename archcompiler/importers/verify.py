@@ -1,9 +1,10 @@
 """Checking an import before it is written: the spec is built, the source's weights are loaded into it,
 and both run on one seeded input; a spec that computes anything else is never written.
 
-The BatchNorm statistics are perturbed first (in both, the same way): a fresh module's running mean 0 and
-variance 1 make many wirings agree by accident (two BatchNorms in another order, a shortcut read from
-the wrong side of a norm). The outputs must agree within ``TOLERANCE`` of the largest output; where they
+The weights are perturbed first, in both the same way (BatchNorm statistics drawn anew, every other tensor
+moved a little): a fresh module's running mean 0 and variance 1 make many wirings agree by accident (two
+BatchNorms in another order, a shortcut read from the wrong side of a norm), and a zero-initialised head
+(timm's MLP-Mixer) makes the outputs 0 whatever the rest computes. The outputs must agree within ``TOLERANCE`` of the largest output; where they
 do not, the first layer (module path, in the order the built spec runs them) whose output differs is
 named.
 """
@@ -54,16 +55,23 @@ def _first_tensor(value: Any) -> Any:
 
 
 def _perturbed(state: dict[str, Any], seed: int) -> dict[str, Any]:
-    """The state with every BatchNorm's running statistics drawn from a seeded generator."""
+    """The state with every BatchNorm's running statistics drawn from a seeded generator, and every other
+    floating tensor moved a little (trained-like): a zero-initialised head (timm's MLP-Mixer) would make
+    the outputs 0 whatever the rest computes, and equal fresh tensors hide which one is read."""
     import torch
 
     gen = torch.Generator().manual_seed(seed)
     out = dict(state)
     for key, value in state.items():
-        if key.endswith("running_var") and value.is_floating_point():
-            out[key] = torch.rand(value.shape, generator=gen, dtype=torch.float32).to(value.dtype) + 0.5
-        elif key.endswith("running_mean") and value.is_floating_point():
-            out[key] = (torch.randn(value.shape, generator=gen, dtype=torch.float32) * 0.1).to(value.dtype)
+        if not value.is_floating_point():
+            continue
+        noise = torch.randn(value.shape, generator=gen, dtype=torch.float32)
+        if key.endswith("running_var"):
+            out[key] = (noise.abs() * 0.5 + 0.5).to(value.dtype)
+        elif key.endswith("running_mean"):
+            out[key] = (noise * 0.1).to(value.dtype)
+        else:
+            out[key] = value + (noise * 0.02).to(value.dtype)
     return out
 
 

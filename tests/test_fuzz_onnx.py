@@ -573,7 +573,8 @@ NAMED = {
     # the written spec's joins of one input
     "add-of-one-input": (_edit("relu", "Add"), "node relu (Add): 1 input (archc's add joins two or more)"),
     "mul-of-one-input": (_edit("relu", "Mul"), "node relu (Mul): 1 input (archc's mul joins two)"),
-    "concat-of-one-input": (_edit("cat", inputs=["a"]), "node cat (Concat): 1 input (archc's concat joins two"),
+    # (a Concat of one value is that value: densenet's torch.cat([x], 1), as the classic exporter writes it)
+    "concat-with-a-constant": (_edit("cat", inputs=["a", "bn.bias"]), "node cat (Concat): a concatenation with a constant"),
 }
 
 

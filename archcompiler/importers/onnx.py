@@ -8,11 +8,21 @@ its node and initializer counts, every dimension; subgraphs (If, Loop) are refus
 (a model over protobuf's 2 GB) is read only from a plain file beside the model. A node that does
 not map is refused with its name, its op type and the closest op type archc reads.
 
+Before the walk, what the exporters compute on constants and on static sizes is computed here (``_fold``,
+numpy's exact counterpart of each op, bounded): Constant nodes, an initializer passed through Identity (the
+TorchScript exporter shares equal initializers so), Shape -> Gather -> Unsqueeze -> Concat -> Reshape targets,
+Slice bounds and attention scales read from the shape, the class token expanded to the batch. A size is read
+only from a shape ONNX's inference computes from the input's and the initializers' (``_computed``: a shape the
+file declares otherwise is refused), and each round of constants makes the next shapes known.
+
 Besides the one-node mappings of ``FROM_ONNX``, pattern steps (``_STEPS``, and the LRN and channel
 shuffle steps) read what the exporter writes for one archc op as many nodes: channels-last views
 (Transpose 0 2 3 1 and back), a MatMul and its bias Add (a Linear), ViT's patch embedding, class
 token, position embedding and nn.MultiheadAttention, and the window attention and patch merging of
-Swin, Swin V2 and MaxViT. Each checks the constants that decide what is computed (the weights'
+Swin, Swin V2 and MaxViT; and what the TorchScript exporter writes before the opsets that have the op: the
+exact GELU (Div, Erf, Add, Mul, Mul) and LayerNorm (ReduceMean, Sub, Pow, ReduceMean, Add, Sqrt, Div, Mul,
+Add); ReduceMean over H and W without keepdims (``x.mean([2, 3])``) is a global pool and a flatten, a Concat
+of one value that value. Each checks the constants that decide what is computed (the weights'
 shapes, the scale, the position bias, the shift's mask) and gives the node to the next step, or to
 FROM_ONNX's refusal, where one does not hold.
 """
@@ -320,13 +330,17 @@ def _walk(path: Path, name: str | None) -> tuple[Flat, dict[str, Any], set[Path]
     from onnx import shape_inference
 
     try:
-        model = shape_inference.infer_shapes(model, data_prop=True)   # (data_prop: sizes read by Shape -> Gather -> Reshape are known)
+        model = shape_inference.infer_shapes(model)   # (the sizes read by Shape -> Gather -> Reshape: _computed)
     except Exception as exc:  # noqa: BLE001 (a malformed file: say so, without a traceback)
         raise _fail(path, f"{_safe(path)} is not a readable ONNX model: {_safe(exc)}") from None
     g = model.graph
     if len(g.node) > MAX_NODES or len(g.initializer) > MAX_NODES:
         raise BackendError([error(f"{_safe(path)} has {len(g.node)} nodes and {len(g.initializer)} initializers; "
                                   f"at most {MAX_NODES} of each are read", "import")])
+    for node in g.node:        # (protobuf gives a string field that is not UTF-8 as bytes)
+        if not all(isinstance(t, str) for t in (node.op_type, node.domain, node.name, *node.input, *node.output)):
+            raise BackendError([error("a node's op type, domain, name or value name is not UTF-8 text", "import",
+                                      hint="ONNX's strings are UTF-8")])
     external: set[Path] = set()
     budget = [MAX_ELEMENTS]
     consts = _initializers(g, path, external, budget)
@@ -342,6 +356,8 @@ def _walk(path: Path, name: str | None) -> tuple[Flat, dict[str, Any], set[Path]
                 defined.add(o)
     shapes: dict[str, tuple[int, ...]] = {}
     for vi in [*g.input, *g.value_info, *g.output]:
+        if not vi.type.tensor_type.HasField("shape"):       # (its rank unknown)
+            continue
         dims = vi.type.tensor_type.shape.dim
         shapes[vi.name] = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in dims)
     inputs = [i for i in g.input if i.name not in consts]
@@ -356,11 +372,15 @@ def _walk(path: Path, name: str | None) -> tuple[Flat, dict[str, Any], set[Path]
     for node in g.node:
         for i in node.input:
             readers.setdefault(i, []).append(node)
-    for node in g.node:                  # a constant reshaped (the exporter leaves some unfolded): a constant
-        if node.op_type == "Reshape" and _standard(node) and len(node.input) == 2 \
-                and all(i in consts for i in node.input) and len(shapes.get(node.output[0], ())) > 0 \
-                and min(shapes[node.output[0]]) >= 0 and consts[node.input[0]].size == _size(shapes[node.output[0]]):
-            consts[node.output[0]] = consts[node.input[0]].reshape(shapes[node.output[0]])
+    # the shapes the nodes compute from the input's and the initializers' (the shapes the file declares for
+    # computed values are not checked by ONNX's inference: one that differs is refused; one it alone gives, after
+    # an op the inference has no rule for, is used but never read as a size)
+    verified = {inputs[0].name, *consts}
+    _computed(model, consts, shapes, verified)
+    for _ in range(MAX_FOLD_ROUNDS):     # constants computed, then the shapes they make known, and again
+        if not _fold(g, consts, shapes, verified, path, external, budget):
+            break
+        _computed(model, consts, shapes, verified)
     ctx = _Graph(consts, shapes, {inputs[0].name: "input"}, readers)
     ctx.order = list(g.node)
     ctx.producer = {o: node for node in g.node for o in node.output}
@@ -381,7 +401,7 @@ def _walk(path: Path, name: str | None) -> tuple[Flat, dict[str, Any], set[Path]
             continue
         if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
             raise _refuse(node, "a subgraph (control flow)", "archc writes one graph for every input")
-        if node.op_type in _PASS and node.input and node.input[0] in ctx.value_of:
+        if (node.op_type in _PASS or _concat_of_one(node, ctx)) and node.input and node.input[0] in ctx.value_of:
             for out in node.output[:1]:
                 ctx.alias(out, node.input[0])
             continue
@@ -411,6 +431,14 @@ def _walk(path: Path, name: str | None) -> tuple[Flat, dict[str, Any], set[Path]
         except (KeyError, IndexError, TypeError, ValueError, AttributeError, ZeroDivisionError,
                 OverflowError) as exc:       # a pattern's constants of unexpected shapes: refused, by name
             raise _refuse(node, f"unexpected attributes or inputs ({type(exc).__name__})") from None
+        if node.op_type in ("Shape", "Size") and _standard(node):     # (one whose shape is fixed is a constant)
+            full = shapes.get(node.input[0]) if node.input else None
+            what = f"reads the shape of {_q(node.input[0] if node.input else '')}, "
+            raise _refuse(node, what + (f"which is not fixed ({list(full)}: -1 is not fixed)" if full and min(full) < 0
+                                        else "which only the file declares (its nodes' shapes do not give it)"
+                                        if full else "which is not known"),
+                          "archc reads sizes read from the shape where the model's input has a fixed N x C x H x W "
+                          "shape (exported without dynamic axes)")
         _mapped(node, ctx)
     result = ctx.value_of.get(g.output[0].name)
     if result is None:
@@ -421,6 +449,15 @@ def _walk(path: Path, name: str | None) -> tuple[Flat, dict[str, Any], set[Path]
     result, _ = place(ctx.items, result, {}, lambda base: _unique(base, ctx.taken))
     return Flat(name or _clean(path.stem) or "model", tuple(shapes[inputs[0].name][1:]), ctx.items,
                 _safe(path, 1000), {}, result), ctx.weights, external     # (the source: a comment line of the spec)
+
+
+def _concat_of_one(node: Any, ctx: _Graph) -> bool:
+    """A Concat of one value along one of its axes: that value (torch.cat([x], 1), DenseNet's first layer of each
+    block as the TorchScript exporter writes it)."""
+    if node.op_type != "Concat" or not _standard(node) or len(node.input) != 1 or len(node.output) != 1:
+        return False
+    axis, rank = _attrs(node).get("axis"), len(ctx.shapes.get(node.input[0], ()))
+    return isinstance(axis, int) and rank > 0 and -rank <= axis < rank
 
 
 def _size(shape: tuple[int, ...]) -> int:
@@ -438,6 +475,305 @@ def _initializers(g: Any, path: Path, external: set[Path], budget: list[int]) ->
                                       hint="in an ONNX graph each value is written once")])
         consts[t.name] = _tensor(t, path, external, budget)
     return consts
+
+
+# the ops whose value is computed here where every input is a constant (or, for Shape and Size, where the input's
+# shape is known): the exporters' arithmetic on static sizes (Shape -> Gather -> Unsqueeze -> Concat -> Reshape),
+# Constant nodes, an initializer passed through Identity (the TorchScript exporter shares equal initializers so),
+# and constants reshaped, expanded or cast; each computed exactly as ONNX defines it, or left to the walk (which
+# refuses what it cannot read, by the node's name)
+_FOLDED = {"Constant", "Identity", "Shape", "Size", "Gather", "Unsqueeze", "Squeeze", "Concat", "Cast", "Slice",
+           "Reshape", "Transpose", "Add", "Sub", "Mul", "Div", "Mod", "Neg", "Sqrt", "Equal", "Where",
+           "ConstantOfShape", "Expand"}
+# the number types a Cast is folded to: TensorProto.DataType -> numpy's name
+_CASTS = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64", 9: "bool", 10: "float16",
+          11: "float64"}
+
+
+def _fold(g: Any, consts: dict[str, Any], shapes: dict[str, tuple[int, ...]], verified: set[str], path: Path,
+          external: set[Path], budget: list[int]) -> bool:
+    """Compute, in the file's order, the nodes of _FOLDED whose inputs are all constants (a Shape or Size: whose
+    input's shape is known, the batch included, and ``verified``: computed from the input's), adding their
+    outputs to ``consts``; a new array holds at most
+    MAX_CHAIN_ELEMENTS numbers, counted against ``budget`` (all tensors together). Nothing from the file runs:
+    each op is numpy's exact counterpart, its attributes and inputs checked first; a node that does not fold is
+    left for the walk. True where a value was computed and some value's shape is unknown (it may be known now
+    that the constants are: _computed)."""
+    import numpy as np
+
+    onnx = _onnx()
+    folded = False
+    for node in g.node:
+        if node.op_type not in _FOLDED or not _standard(node) or len(node.output) != 1 or not node.output[0] \
+                or node.output[0] in consts:
+            continue
+        if node.op_type == "Constant":
+            attr = {a.name: a for a in node.attribute}
+            if len(attr) != 1:
+                continue
+            key, a = next(iter(attr.items()))
+            if key == "value" and a.type == onnx.AttributeProto.TENSOR:
+                consts[node.output[0]] = _tensor(a.t, path, external, budget,
+                                                 f"node {_safe(node.name) or '(unnamed)'} (Constant): its value")
+            elif key in ("value_int", "value_ints") and a.type in (onnx.AttributeProto.INT, onnx.AttributeProto.INTS):
+                consts[node.output[0]] = np.asarray(a.i if key == "value_int" else list(a.ints), dtype=np.int64)
+            elif key in ("value_float", "value_floats") and a.type in (onnx.AttributeProto.FLOAT,
+                                                                       onnx.AttributeProto.FLOATS):
+                consts[node.output[0]] = np.asarray(a.f if key == "value_float" else list(a.floats), dtype=np.float32)
+            if node.output[0] in consts:
+                shapes[node.output[0]] = consts[node.output[0]].shape
+                folded = True
+            continue
+        if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
+            continue
+        try:
+            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+            value = _folded(node.op_type, attrs, list(node.input), consts,
+                            shapes if node.op_type not in ("Shape", "Size") or node.input[0] in verified else {})
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError, ZeroDivisionError, OverflowError,
+                FloatingPointError):
+            value = None            # not folded: the walk reads the node, or refuses it by name
+        if value is None:
+            continue
+        value = np.asarray(value)
+        view = node.op_type in ("Identity", "Reshape", "Squeeze", "Unsqueeze")    # (no new numbers)
+        if value.dtype.kind not in "biuf" or not view and value.size > MAX_CHAIN_ELEMENTS:
+            continue
+        if not view:
+            budget[0] -= value.size
+            if budget[0] < 0:
+                raise BackendError([error(f"node {_safe(node.name) or '(unnamed)'} ({node.op_type}): the tensors hold "
+                                          f"more than {MAX_ELEMENTS} numbers", "import")])
+        consts[node.output[0]] = value
+        shapes[node.output[0]] = value.shape
+        folded = True
+    return folded and any(min(shapes.get(o, (-1,)), default=0) < 0 for n in g.node for o in n.output[:1]
+                          if o and o not in consts)
+
+
+MAX_FOLD_ROUNDS = 64    # (each round makes known the sizes that the last one's constants decide)
+MAX_GIVEN = 4096        # the constants shape inference is given whole (their values may be sizes); the rest by shape
+MAX_PROPAGATED = 2 ** 16
+MAX_RANK = 64           # the numbers of a shape, of axes or of a Slice's bounds that are read
+
+
+def _computed(model: Any, consts: dict[str, Any], shapes: dict[str, tuple[int, ...]], verified: set[str]) -> None:
+    """ONNX's shape inference on the graph alone (without the shapes the file declares for computed values, and
+    without the nodes computed as constants: their values given as initializers, the large ones as inputs of
+    their shape and type): each shape it finds is added to ``shapes`` and ``verified``; one the file declares
+    otherwise is refused (the inference would have kept the file's)."""
+    from onnx import helper, numpy_helper, shape_inference
+
+    g = model.graph
+    keep = [n for n in g.node if not (n.output and all(o in consts for o in n.output))]
+    used = sorted({i for n in keep for i in n.input if i in consts})
+    inputs = [i for i in g.input if i.name not in consts]
+    given = []
+    try:
+        for name in used:
+            arr = consts[name]
+            if arr.size <= MAX_GIVEN:
+                given.append(numpy_helper.from_array(arr, name))
+            else:
+                inputs.append(helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(arr.dtype),
+                                                            list(arr.shape)))
+        outputs = [helper.make_empty_tensor_value_info(o.name) for o in g.output]
+        graph = helper.make_graph(keep, g.name or "graph", inputs, outputs, given)
+        again = helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=model.ir_version)
+        plain = shape_inference.infer_shapes(again)
+        # with data_prop, the sizes read by Shape -> Gather -> Reshape are known; but it copies what a Gather or a
+        # Slice reads, whatever its size (a 1-d view of a 3 x 65536 x 65536 input: 100 GB): not where one is large
+        large = any(vi.type.tensor_type.HasField("shape") and len(vi.type.tensor_type.shape.dim) <= 1
+                    and _size(tuple(d.dim_value for d in vi.type.tensor_type.shape.dim)) > MAX_PROPAGATED
+                    for vi in [*plain.graph.value_info, *plain.graph.output])
+        again = plain if large else shape_inference.infer_shapes(again, data_prop=True)
+    except Exception:  # noqa: BLE001 (no shape is verified: none is read as a size)
+        return
+    for vi in [*again.graph.value_info, *again.graph.output]:
+        if vi.name in consts or not vi.type.HasField("tensor_type") or not vi.type.tensor_type.HasField("shape"):
+            continue
+        dims = vi.type.tensor_type.shape.dim
+        shape = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in dims)
+        if min(shape, default=0) < 0:
+            continue
+        declared = shapes.get(vi.name)
+        if declared is not None and min(declared, default=0) >= 0 and declared != shape:
+            raise BackendError([error(f"the file declares the shape {list(declared)} for {_q(vi.name)}, but its nodes "
+                                      f"compute {list(shape)}", "import",
+                                      hint="the shapes a file declares must be those its nodes compute")])
+        shapes[vi.name] = shape
+        verified.add(vi.name)
+
+
+def _folded(kind: str, attrs: dict[str, Any], ins: list[str], consts: dict[str, Any],
+            shapes: dict[str, tuple[int, ...]]) -> Any:
+    """The value of one node of _FOLDED (its attributes, its input names), or None where it is not computed here."""
+    import numpy as np
+
+    def ints(v: Any) -> list[int] | None:       # (sizes, axes, bounds: a few numbers)
+        ok = v is not None and v.dtype.kind in "iu" and v.ndim <= 1 and v.size <= MAX_RANK
+        return [int(x) for x in v.reshape(-1)] if ok else None
+
+    def axis(a: int, rank: int) -> int:
+        if not -rank <= a < rank:
+            raise ValueError(f"axis {a} of a rank {rank} tensor")
+        return a % rank
+
+    if kind in ("Shape", "Size"):
+        full = shapes.get(ins[0]) if len(ins) == 1 else None
+        if full is None or min(full, default=0) < 0 or len(shapes.get(ins[0], ())) != len(full):
+            return None
+        if kind == "Size":
+            return np.asarray(_size(full), dtype=np.int64)
+        rank = len(full)
+        start, end = int(attrs.get("start", 0)), int(attrs.get("end", rank))
+        start, end = (max(0, min(rank, v + rank if v < 0 else v)) for v in (start, end))
+        return np.asarray(full[start:end], dtype=np.int64)
+    if kind == "ConstantOfShape":
+        dims = ints(consts.get(ins[0])) if len(ins) == 1 else None
+        t = attrs.get("value")
+        fill = np.zeros(1, np.float32) if t is None else _onnx().numpy_helper.to_array(t).reshape(-1)
+        if dims is None or min(dims, default=0) < 0 or fill.size != 1 or _size(tuple(dims)) > MAX_CHAIN_ELEMENTS:
+            return None
+        return np.full(dims, fill[0], dtype=fill.dtype)
+    if not ins or any(i not in consts for i in ins if i):
+        return None
+    v = [consts[i] if i else None for i in ins]
+    x = v[0]
+    if kind == "Identity":
+        return x if len(ins) == 1 else None
+    if kind == "Gather":
+        idx = v[1] if len(v) == 2 else None
+        if idx is None or idx.dtype.kind not in "iu" or x.ndim < 1:
+            return None
+        ax = axis(int(attrs.get("axis", 0)), x.ndim)
+        n = x.shape[ax]
+        if idx.size and (idx.min() < -n or idx.max() >= n) or idx.size * (x.size // max(n, 1)) > MAX_CHAIN_ELEMENTS:
+            return None
+        return np.take(x, np.where(idx < 0, idx + n, idx).astype(np.int64), axis=ax)
+    if kind in ("Unsqueeze", "Squeeze"):
+        axes = [int(a) for a in attrs["axes"]] if "axes" in attrs else ints(v[1]) if len(v) > 1 else None
+        if kind == "Unsqueeze":
+            rank = x.ndim + len(axes or [])
+            axes = sorted(axis(a, rank) for a in axes or [])
+            if not axes or len(set(axes)) != len(axes):
+                return None
+            return x.reshape(_unsqueezed(x.shape, axes))
+        if axes is None:
+            return x.reshape([d for d in x.shape if d != 1])
+        axes = sorted({axis(a, x.ndim) for a in axes})
+        if any(x.shape[a] != 1 for a in axes):
+            return None
+        return x.reshape([d for k, d in enumerate(x.shape) if k not in axes])
+    if kind == "Concat":
+        if len({a.dtype for a in v}) != 1 or len({a.ndim for a in v}) != 1 or x.ndim < 1:
+            return None
+        return np.concatenate(v, axis=axis(int(attrs["axis"]), x.ndim))
+    if kind == "Cast":
+        to = _CASTS.get(int(attrs.get("to", 0)))
+        if to is None or len(v) != 1 or x.dtype.kind not in "biuf":
+            return None
+        if np.dtype(to).kind in "iu" and x.dtype.kind == "f":
+            info = np.iinfo(to)
+            if not np.all(np.isfinite(x)) or x.size and (x.min() < info.min or x.max() > info.max):
+                return None
+        return x.astype(to)
+    if kind == "Slice":
+        if "starts" in attrs:           # (before opset 10: attributes)
+            starts, ends = [int(a) for a in attrs["starts"]], [int(a) for a in attrs["ends"]]
+            axes = [int(a) for a in attrs.get("axes", range(len(starts)))]
+            steps = [1] * len(starts)
+        else:
+            starts, ends = ints(v[1]) if len(v) > 1 else None, ints(v[2]) if len(v) > 2 else None
+            axes = ints(v[3]) if len(v) > 3 and v[3] is not None else list(range(len(starts or [])))
+            steps = ints(v[4]) if len(v) > 4 and v[4] is not None else [1] * len(starts or [])
+        if starts is None or ends is None or axes is None or steps is None \
+                or not len(starts) == len(ends) == len(axes) == len(steps) or 0 in steps:
+            return None
+        axes = [axis(a, x.ndim) for a in axes]
+        if len(set(axes)) != len(axes):
+            return None
+        out = x
+        for a, start, end, step in zip(axes, starts, ends, steps):
+            n = x.shape[a]
+            if step > 0:
+                lo, hi = (max(0, min(n, p + n if p < 0 else p)) for p in (start, end))
+            elif n == 0:
+                return None
+            else:
+                lo = max(0, min(n - 1, start + n if start < 0 else start))
+                hi = max(-1, min(n - 1, end + n if end < 0 else end))
+            out = np.take(out, np.arange(lo, hi, step, dtype=np.int64), axis=a)
+        return out
+    if kind == "Reshape":
+        target = ints(v[1]) if len(v) == 2 else None
+        if target is None or target.count(-1) > 1 or min(target, default=0) < -1:
+            return None
+        if not attrs.get("allowzero", 0):
+            if any(t == 0 and k >= x.ndim for k, t in enumerate(target)):
+                return None
+            target = [x.shape[k] if t == 0 else t for k, t in enumerate(target)]
+        known = _size(tuple(t for t in target if t != -1))
+        if -1 in target:
+            if known == 0 or x.size % known:
+                return None
+            target[target.index(-1)] = x.size // known
+        return x.reshape(target) if _size(tuple(target)) == x.size else None
+    if kind == "Transpose":
+        perm = [int(p) for p in attrs.get("perm", range(x.ndim - 1, -1, -1))]
+        return np.ascontiguousarray(x.transpose(perm)) if sorted(perm) == list(range(x.ndim)) else None
+    if kind in ("Neg", "Sqrt"):
+        if len(v) != 1 or x.dtype.kind not in "if" or kind == "Sqrt" and x.dtype.kind != "f" or x.size > MAX_GIVEN:
+            return None
+        with np.errstate(all="raise"):
+            return -x if kind == "Neg" else np.sqrt(x)
+    if kind == "Where":
+        if len(v) != 3 or v[0].dtype != np.bool_ or v[1].dtype != v[2].dtype \
+                or _size(np.broadcast_shapes(*(a.shape for a in v))) > MAX_CHAIN_ELEMENTS:
+            return None
+        return np.where(*v)
+    if kind == "Expand":
+        dims = ints(v[1]) if len(v) == 2 else None
+        if dims is None or min(dims, default=1) < 0:
+            return None
+        shape = np.broadcast_shapes(x.shape, tuple(dims))
+        if _size(shape) > MAX_CHAIN_ELEMENTS:
+            return None
+        return np.array(np.broadcast_to(x, shape))
+    # element-wise on two constants of one type (ONNX broadcasts as numpy does); on numbers, only sizes and
+    # scalars (a product of weights is left to the steps that read it back: Swin V2's position MLP)
+    if len(v) != 2 or v[0].dtype != v[1].dtype or x.dtype.kind not in "biuf" \
+            or _size(np.broadcast_shapes(x.shape, v[1].shape)) > (MAX_GIVEN if x.dtype.kind == "f" else
+                                                                   MAX_CHAIN_ELEMENTS):
+        return None
+    a, b = v
+    if kind == "Equal":
+        return np.equal(a, b)
+    if x.dtype.kind == "b":
+        return None
+    with np.errstate(all="raise"):
+        if kind in ("Add", "Sub", "Mul"):
+            return {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply}[kind](a, b)
+        if kind == "Div":
+            if x.dtype.kind == "f":
+                return np.divide(a, b)
+            if np.any(b == 0):
+                return None
+            q = np.abs(a) // np.abs(b)            # integers: the quotient truncated toward zero
+            return np.where((a < 0) != (b < 0), -q, q).astype(x.dtype)
+        if kind == "Mod":
+            if np.any(b == 0):
+                return None
+            if attrs.get("fmod", 0):
+                return np.fmod(a, b)
+            return np.mod(a, b) if x.dtype.kind in "iu" else None
+    return None
+
+
+def _unsqueezed(shape: tuple[int, ...], axes: list[int]) -> list[int]:
+    """The shape with a 1 inserted at each of ``axes`` (positions in the output)."""
+    dims = iter(shape)
+    return [1 if k in axes else next(dims) for k in range(len(shape) + len(axes))]
 
 
 def _type_name(data_type: int) -> str:
@@ -839,7 +1175,7 @@ def _attention_step(node: Any, ctx: _Graph) -> bool:
     while frontier:
         value = frontier.pop()
         for r in ctx.readers.get(value, []):
-            if id(r) in seen:
+            if id(r) in seen or r.output and all(o in ctx.consts for o in r.output):    # (a size read: a constant)
                 continue
             seen.add(id(r))
             region.append(r)
@@ -880,6 +1216,11 @@ def _attention_step(node: Any, ctx: _Graph) -> bool:
         add = _only_reader(ctx, r.output[0], "Add") if not gemm else None
         if add is not None:
             bias = next(((i, ctx.consts[i]) for i in add.input if i in ctx.consts), None)
+        elif (len(r.input) < 3 or not r.input[2]) if gemm else \
+                not any(a.op_type == "Add" for a in ctx.readers.get(r.output[0], [])):
+            import numpy as np  # no bias (the exporter drops a zero one): zeros
+
+            bias = ("", np.zeros(w.shape[0], dtype=w.dtype))
         if bias is None or bias[1] is None or tuple(bias[1].shape) != (w.shape[0],):
             return False
         params[names[w.shape][0]], params[names[w.shape][1]] = (init, w), bias
@@ -1424,10 +1765,116 @@ def _groups_step(node: Any, ctx: _Graph) -> bool:
     return False
 
 
+def _scalar(ctx: _Graph, value: str) -> float | None:
+    """The number a one-element constant holds (None for anything else)."""
+    v = ctx.consts.get(value)
+    return float(v.reshape(-1)[0]) if v is not None and getattr(v, "size", 0) == 1 and v.dtype.kind == "f" else None
+
+
+def _other(node: Any, value: str) -> str | None:
+    """A two-input node's input that is not ``value`` (None where both or neither are)."""
+    ins = list(node.input)
+    return ins[1 - ins.index(value)] if len(ins) == 2 and ins.count(value) == 1 else None
+
+
+def _gelu_step(node: Any, ctx: _Graph) -> bool:
+    """The exact GELU as the TorchScript exporter writes it before opset 20: x / sqrt(2) (or x times 1 / sqrt(2)),
+    Erf, + 1, x times that, times 0.5 (each the only reader of the one before): one ``gelu`` activation."""
+    if node.op_type not in ("Div", "Mul") or not node.input or node.input[0] not in ctx.value_of:
+        return False
+    x = node.input[0]
+    c = _scalar(ctx, _other(node, x) or "")
+    if c is None or abs((c if node.op_type == "Div" else 1 / c if c else 0) - 2 ** 0.5) > 1e-6:
+        return False
+    erf = _only_reader(ctx, node.output[0], "Erf")
+    one = _only_reader(ctx, erf.output[0], "Add") if erf is not None else None
+    times = _only_reader(ctx, one.output[0], "Mul") if one is not None else None
+    half = _only_reader(ctx, times.output[0], "Mul") if times is not None else None
+    if half is None or _scalar(ctx, _other(one, erf.output[0]) or "") != 1.0 \
+            or _other(times, one.output[0]) != x or _scalar(ctx, _other(half, times.output[0]) or "") != 0.5:
+        return False
+    ctx.skip.update(id(n) for n in (erf, one, times, half))
+    fields = FROM_ONNX["Gelu"].layer(Node(node.name, {"approximate": "none"}, [None], [ctx.shape(x)], ctx.shape(x)))
+    ctx.emit(half, half.output[0], fields, [ctx.value_of[x]], {}, ctx.shape(x), x in ctx.last)
+    return True
+
+
+def _reduced_axes(ctx: _Graph, node: Any) -> list[int] | None:
+    """A ReduceMean's axes (an attribute before opset 18, an input after), each from 0; None where unknown."""
+    rank = len(ctx.shapes.get(node.input[0], ())) if node.input else 0
+    given = _attrs(node).get("axes")
+    if given is None and len(node.input) > 1 and node.input[1]:
+        v = ctx.consts.get(node.input[1])
+        given = [int(a) for a in v.reshape(-1)] if v is not None and v.dtype.kind in "iu" else None
+    if given is None or not rank or any(not -rank <= int(a) < rank for a in given):
+        return None
+    return sorted(int(a) % rank for a in given)
+
+
+def _norm_step(node: Any, ctx: _Graph) -> bool:
+    """A LayerNorm over the last axis as the TorchScript exporter writes it before opset 17: ReduceMean (the
+    mean), Sub, Pow 2, ReduceMean (the variance), + eps, Sqrt, Div, times the weight, + the bias, over a
+    sequence's features or a channels-last view's channels: one ``layer_norm`` with that weight and bias."""
+    if node.op_type != "ReduceMean" or not node.input or node.input[0] not in ctx.value_of:
+        return False
+    x, full = node.input[0], ctx.shapes.get(node.input[0], ())
+    if not full or _reduced_axes(ctx, node) != [len(full) - 1] or not _attrs(node).get("keepdims", 1):
+        return False
+    sub = _only_reader(ctx, node.output[0], "Sub")
+    if sub is None or list(sub.input) != [x, node.output[0]]:
+        return False
+    readers = ctx.readers.get(sub.output[0], [])
+    power = next((r for r in readers if r.op_type == "Pow" and list(r.input[:1]) == [sub.output[0]]), None)
+    div = next((r for r in readers if r.op_type == "Div" and list(r.input[:1]) == [sub.output[0]]), None)
+    if len(readers) != 2 or power is None or div is None or _scalar(ctx, power.input[1]) != 2.0:
+        return False
+    variance = _only_reader(ctx, power.output[0], "ReduceMean")
+    plus = _only_reader(ctx, variance.output[0], "Add") if variance is not None else None
+    root = _only_reader(ctx, plus.output[0], "Sqrt") if plus is not None else None
+    if root is None or _reduced_axes(ctx, variance) != [len(full) - 1] or not _attrs(variance).get("keepdims", 1) \
+            or list(div.input) != [sub.output[0], root.output[0]] or _only_reader(ctx, div.output[0], "Mul") is None:
+        return False
+    eps = _scalar(ctx, _other(plus, variance.output[0]) or "")
+    scale = _only_reader(ctx, div.output[0], "Mul")
+    shift = _only_reader(ctx, scale.output[0], "Add")
+    w_name, b_name = _other(scale, div.output[0]), _other(shift, scale.output[0]) if shift is not None else None
+    w, b = ctx.consts.get(w_name or ""), ctx.consts.get(b_name or "")
+    if eps is None or w is None or b is None or w.shape != (full[-1],) or b.shape != (full[-1],):
+        return False
+    n = Node(node.name, {"axis": -1, "epsilon": eps}, [None, w, b], [ctx.shape(x)], ctx.shape(x), x in ctx.last)
+    try:
+        fields = FROM_ONNX["LayerNormalization"].layer(n)
+    except Unmappable:
+        return False
+    ctx.skip.update(id(r) for r in (sub, power, variance, plus, root, div, scale, shift))
+    ctx.skip.discard(id(node))
+    ctx.emit(shift, shift.output[0], fields, [ctx.value_of[x]], {"weight": (w_name, w), "bias": (b_name, b)},
+             ctx.shape(x), x in ctx.last)
+    return True
+
+
+def _mean_step(node: Any, ctx: _Graph) -> bool:
+    """ReduceMean of an image over its height and width without keeping them (``x.mean([2, 3])``, what the
+    dynamo exporter writes for a global average pool and a flatten): a ``global_avg_pool``, then a ``flatten``."""
+    if node.op_type != "ReduceMean" or not node.input or node.input[0] not in ctx.value_of \
+            or node.input[0] in ctx.last or _attrs(node).get("keepdims", 1):
+        return False
+    x, full = node.input[0], ctx.shapes.get(node.input[0], ())
+    if len(full) != 4 or _reduced_axes(ctx, node) != [2, 3] or min(full) < 1:
+        return False
+    pooled = _unique(node.output[0] + "/pooled", set(ctx.shapes))
+    ctx.shapes[pooled] = (full[0], full[1], 1, 1)
+    pool = FROM_ONNX["GlobalAveragePool"].layer(Node(node.name, {}, [None], [full[1:]], (full[1], 1, 1)))
+    ctx.emit(node, pooled, pool, [ctx.value_of[x]], {}, full[1:])
+    flat = FROM_ONNX["Flatten"].layer(Node(node.name, {"axis": 1}, [None], [(full[1], 1, 1)], (full[1],)))
+    ctx.emit(node, node.output[0], flat, [ctx.value_of[pooled]], {}, (full[1], 1, 1))
+    return True
+
+
 # the pattern steps tried, in order, before FROM_ONNX: each True when it took the node (and maybe others after it)
 _STEPS: list[Callable[[Any, _Graph], bool]] = [_layout_step, _linear_step, _parameter_step, _view_step,
                                                _attention_step, _merge_step, _window_step,
-                                               _groups_step]
+                                               _groups_step, _gelu_step, _norm_step, _mean_step]
 
 
 def _clean(text: str) -> str:

@@ -8,7 +8,21 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from ..spec.layers import LayerBase, NonNegInt, PosInt
-from ._base import A_STATEMENT, Attrs, FromTorch, LayerOp, Op, OpDef, Shape, ShapeError, Style, TorchCode, image, need
+from ._base import (
+    A_STATEMENT,
+    Attrs,
+    FromOnnx,
+    FromTorch,
+    LayerOp,
+    Op,
+    OpDef,
+    Shape,
+    ShapeError,
+    Style,
+    TorchCode,
+    image,
+    need,
+)
 
 KIND = "channel_slice"
 
@@ -49,6 +63,41 @@ def _index(s: Any) -> dict:
     return {"op": KIND, "start": start, "end": end}
 
 
+def _from_onnx(n: Any) -> dict:
+    """A Slice of an image along its channels (axis 1) with constant bounds and step 1, its other axes whole
+    (what the TorchScript exporter writes for x[:, a:b] and x.chunk(2, 1), its sizes read from the shape)."""
+    need(len(n.shapes) == 1 and len(n.shapes[0]) == 3 and not n.last, "a Slice of other than an image")
+    dims = (0, *n.shapes[0])           # (the batch: never sliced here)
+    if "starts" in n.attrs:            # before opset 10: attributes
+        starts, ends = list(n.attrs["starts"]), list(n.attrs["ends"])
+        axes, steps = list(n.attrs.get("axes", range(len(starts)))), [1] * len(starts)
+    else:
+        bounds = (n.consts + [None] * 5)[1:5]
+        need(bounds[0] is not None and bounds[1] is not None, "a Slice whose bounds are computed, not constants")
+        need(all(v is None or v.dtype.kind in "iu" and v.size <= 4 for v in bounds),
+             "a Slice whose bounds are not up to 4 integers")
+        given = [None if v is None else [int(x) for x in v.reshape(-1)] for v in bounds]
+        starts, ends = given[0], given[1]
+        axes = given[2] if given[2] is not None else list(range(len(starts)))
+        steps = given[3] if given[3] is not None else [1] * len(starts)
+    need(len(starts) == len(ends) == len(axes) == len(steps), "a Slice whose starts, ends, axes and steps differ in length")
+    bounds = None
+    for axis, start, end, step in zip(axes, starts, ends, steps):
+        need(-4 <= int(axis) < 4, f"a Slice along axis {axis} of an image")
+        axis = int(axis) % 4
+        need(step == 1, f"a Slice with step {step} (archc's channel_slice is x[:, a:b])")
+        if axis == 1:
+            need(bounds is None, "a Slice along the channels twice")
+            bounds = slice(int(start), int(end)).indices(dims[1])[:2]
+        else:
+            need(axis != 0 and int(start) in (0, -dims[axis]) and int(end) >= dims[axis],
+                 f"a Slice along axis {axis} (archc's channel_slice cuts the channels: x[:, a:b])")
+    need(bounds is not None, "a Slice that cuts nothing")
+    start, end = bounds
+    need(end > start, f"an empty Slice {start}:{end} of the channels")
+    return {"op": KIND, "start": start, "end": end}
+
+
 OP = Op(
     layers=(LayerOp(ChannelSlice, lambda s: [("", KIND, {"start": s.start, "end": s.end})]),),
     kinds=(OpDef(KIND, _shape, attrs=("start", "end"), elementwise=lambda a, i, o: 0, alias="view",
@@ -58,4 +107,5 @@ OP = Op(
     # x[:, a:b] (the importer gives the index); one part of a split (the importer gives its bounds)
     from_torch={"index:channels": FromTorch(KIND, _index, ("index",)),
                 "pattern:slice": FromTorch(KIND, lambda s: {"op": KIND, "start": s.arg["start"], "end": s.arg["end"]})},
+    from_onnx={"Slice": FromOnnx(_from_onnx)},
 )

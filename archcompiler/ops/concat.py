@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from ..spec.layers import ManyInputs
+from . import _onnx
 from ._base import (
     Attrs,
     FromOnnx,
@@ -44,6 +45,7 @@ def _from_torch(s: Any) -> dict | None:
 
 def _from_onnx(n: Any) -> dict:
     need(n.attrs.get("axis") == 1, "a concatenation along another axis than the channels")
+    _onnx.no_constants(n, "concatenation")
     need(len(n.consts) >= 2, f"{len(n.consts)} input{'s' * (len(n.consts) != 1)} (archc's concat joins two or more)")
     return {"op": "concat"}
 

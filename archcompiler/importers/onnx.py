@@ -41,7 +41,6 @@ from typing import Any
 
 from ..errors import NOWHERE, ArchcError, BackendError, Location, error
 from ..ops import FROM_ONNX, Unmappable, onnx_fields
-from ..ops.conv import Conv
 from ..spec.limits import MAX_DIM, MAX_LAYERS
 from .flat import Flat, Item, place
 from .text import model as layer_model
@@ -957,7 +956,9 @@ def _lrn_step(node: Any, consts: dict, value_of: dict, pending: dict) -> Any:
     stage = state[2]
     if kind == "Div" and stage == "pow" and len(ins) == 2 and ins == [state[1], at]:
         size, alpha, k, beta = state[3:]
-        return [(node.output[0], {"op": "lrn", "size": size, "alpha": alpha, "beta": beta, "k": k}, value_of[state[1]])]
+        fields = FROM_ONNX["pattern:lrn"].layer(Node(node.name, {"size": size, "alpha": alpha, "beta": beta, "k": k},
+                                                      [], [], ()))
+        return [(node.output[0], fields, value_of[state[1]])]
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
     value = number(other[0]) if len(other) == 1 else None
     step = {("Reshape", "square"): "5d", ("Pad", "5d"): "pad", ("Squeeze", "pool"): "squeeze"}.get((kind, stage))
@@ -1132,7 +1133,7 @@ def _view_step(node: Any, ctx: _Graph) -> bool:
     if turn is None or conv is None or src in ctx.last or list(_attrs(turn).get("perm", [])) != [0, 2, 1]:
         return False
     f, c = conv.fields, conv.shape
-    if layer_model(f) is not Conv or len(ctx.readers.get(src, [])) != 1 or len(c) != 3 \
+    if not {"out", "kernel", "groups"} <= set(layer_model(f).model_fields) or len(ctx.readers.get(src, [])) != 1 or len(c) != 3 \
             or out_full[1:] != (c[0], c[1] * c[2]) or not (f.get("kernel") == f.get("stride") and
                                                          isinstance(f.get("kernel"), int)) \
             or f.get("padding") != 0 or f.get("dilation") != 1 or f.get("groups") != 1:
@@ -1238,7 +1239,8 @@ def _attention_step(node: Any, ctx: _Graph) -> bool:
         ctx.skip.add(id(r))
     ctx.skip.discard(id(node))
     order = ["in_proj_weight", "in_proj_bias", "out_proj.weight", "out_proj.bias"]
-    ctx.emit(exits[0], exits[0].output[0], {"op": "self_attention", "heads": heads}, [ctx.value_of[src]],
+    ctx.emit(exits[0], exits[0].output[0], FROM_ONNX["pattern:attention"].layer(Node(exits[0].name, {"heads": heads},
+                                                                                     [], [], ())), [ctx.value_of[src]],
              {k: params[k] for k in order}, ctx.shape(src))
     return True
 
@@ -1352,9 +1354,8 @@ def _merge_step(node: Any, ctx: _Graph) -> bool:
             or _attrs(norm).get("axis", -1) not in (-1, 3):
         return False
     ctx.skip.update(id(t) for t in [*taken, cat, *chain])
-    fields = {"op": "patch_merging", "out": int(w.shape[1]), "eps": _f32(_attrs(norm).get("epsilon", 1e-5))}
-    if after:
-        fields["norm"] = "after"
+    merge = {"out": int(w.shape[1]), "eps": _f32(_attrs(norm).get("epsilon", 1e-5)), **({"norm": "after"} if after else {})}
+    fields = FROM_ONNX["pattern:merge"].layer(Node(chain[0].name, merge, [], [], ()))
     out = chain[1].output[0]
     ctx.last.add(out)
     ctx.emit(chain[1], out, fields, [ctx.value_of[src]],
@@ -1520,13 +1521,14 @@ def _window_step(node: Any, ctx: _Graph) -> bool:
         return False
     ctx.skip.update(id(r) for r in [*region, *bias_nodes])
     ctx.skip.discard(id(node))
-    fields: dict[str, Any] = {"op": "window_attention", "heads": heads, "window": window}
+    found: dict[str, Any] = {"heads": heads, "window": window}
     if maxvit:
-        fields.update(({"grid": True} if grid else {}), layout="maxvit")
+        found.update(({"grid": True} if grid else {}), layout="maxvit")
         if (ph, pw) != (height, width):
-            fields["pad"] = True
+            found["pad"] = True
     else:
-        fields.update(shift=shift, pad=True, **({"cosine": True} if cosine else {}))
+        found.update(shift=shift, pad=True, **({"cosine": True} if cosine else {}))
+    fields = FROM_ONNX["pattern:windows"].layer(Node(outside[0], found, [], [], ()))
     index = _relative_index(window)
     out = outside[0]
     ctx.last.add(out)

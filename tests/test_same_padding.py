@@ -173,3 +173,27 @@ def test_a_variant_that_deletes_a_head_drops_its_output_and_the_parents_paramete
     with pytest.raises(archcompiler.SpecError) as info:
         archcompiler.load_spec(child)
     assert "parameter 'my_width' is not used by any layer" in str(info.value)
+
+
+def test_the_keras_googlenet_goes_through_onnx_and_back(tmp_path):
+    """archc's ONNX export of padding same at stride 2 (a Pad before the convolution and the max pools) reads
+    back as padding same, and the import computes what onnxruntime computes from the file."""
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    import numpy as np
+    from conftest import ROOT, run_archc
+
+    spec = str(ROOT / "specs" / "googlenet-keras.yaml")
+    done = run_archc("build", spec, "--set", "input=[3,64,64]", "--emit", "onnx", "-o", "k.onnx", "-q", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    done = run_archc("import", "k.onnx", "-o", "k.yaml", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    text = (tmp_path / "k.yaml").read_text()
+    assert text.count("padding: same") == 3, text           # the stem and the two stride-2 pools
+    built = archcompiler.build(str(tmp_path / "k.yaml"), weights=str(tmp_path / "k.safetensors")).eval()
+    x = np.random.default_rng(0).normal(size=(1, 3, 64, 64)).astype(np.float32)
+    session = ort.InferenceSession(str(tmp_path / "k.onnx"), providers=["CPUExecutionProvider"])
+    want = session.run(None, {session.get_inputs()[0].name: x})[0]
+    with torch.no_grad():
+        got = built(torch.from_numpy(x)).numpy()
+    assert np.abs(want - got).max() <= 1e-4 * np.abs(want).max()

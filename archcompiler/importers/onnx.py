@@ -1874,9 +1874,45 @@ def _mean_step(node: Any, ctx: _Graph) -> bool:
 
 
 # the pattern steps tried, in order, before FROM_ONNX: each True when it took the node (and maybe others after it)
+def _pad_step(node: Any, ctx: _Graph) -> bool:
+    """A Pad of a map's height and width (zeros before a Conv, -inf before a MaxPool) that only that Conv or
+    MaxPool reads, which pads nothing itself: the padding becomes the reader's own pads (TensorFlow's 'same'
+    at stride 2 as archc and Keras export it), which its mapping reads as 'same' where they are TensorFlow's
+    and refuses otherwise. True when the Pad is taken."""
+    import numpy as np
+
+    if node.op_type != "Pad" or len(node.input) < 2 or node.input[0] not in ctx.value_of or not node.output:
+        return False
+    attrs = _attrs(node)
+    mode = attrs.get("mode", b"constant")
+    pads = ctx.consts.get(node.input[1])
+    value = ctx.consts.get(node.input[2]) if len(node.input) > 2 and node.input[2] else np.float32(0)
+    if (mode.decode() if isinstance(mode, bytes) else str(mode)) != "constant" or pads is None or value is None \
+            or len(node.input) > 3 and node.input[3]:
+        return False
+    pads = [int(v) for v in np.asarray(pads).reshape(-1)]
+    if len(pads) != 8 or pads[:2] != [0, 0] or pads[4:6] != [0, 0] or min(pads) < 0 or max(pads) > MAX_DIM:
+        return False
+    fill = float(np.asarray(value).reshape(-1)[0]) if np.asarray(value).size == 1 else None
+    reader = _only_reader(ctx, node.output[0], "Conv") if fill == 0 else \
+        _only_reader(ctx, node.output[0], "MaxPool") if fill == float("-inf") else None
+    if reader is None or reader.input[0] != node.output[0] or any(int(p) for p in _attrs(reader).get("pads", [])) \
+            or _attrs(reader).get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+        return False
+    reader.input[0] = node.input[0]         # (the reader, in memory: it reads the map and pads it itself)
+    del_pads = [a for a in reader.attribute if a.name == "pads"]
+    for a in del_pads:
+        reader.attribute.remove(a)
+    from onnx import helper
+
+    reader.attribute.append(helper.make_attribute("pads", [pads[2], pads[3], pads[6], pads[7]]))
+    ctx.readers.setdefault(node.input[0], []).append(reader)
+    return True
+
+
 _STEPS: list[Callable[[Any, _Graph], bool]] = [_layout_step, _linear_step, _parameter_step, _view_step,
                                                _attention_step, _merge_step, _window_step,
-                                               _groups_step, _gelu_step, _norm_step, _mean_step]
+                                               _groups_step, _gelu_step, _norm_step, _mean_step, _pad_step]
 
 
 def _clean(text: str) -> str:

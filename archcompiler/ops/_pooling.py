@@ -150,12 +150,24 @@ def from_torch(name: str) -> Callable[[Any], dict]:
     return layer
 
 
+def _onnx_padding(n: Any, same_allowed: bool) -> Any:
+    """A pooling node's pads as a spec's padding: symmetric pads as numbers; for max pooling, asymmetric ones
+    that are TensorFlow's 'same' for this input (archc's and Keras's export of padding='same' at stride 2)."""
+    p = [int(v) for v in n.attrs.get("pads", [0, 0, 0, 0])]
+    if same_allowed and len(p) == 4 and p[:2] != p[2:] and n.shapes and len(n.shapes[0]) == 3:
+        k = [int(v) for v in n.attrs["kernel_shape"]]
+        s = [int(v) for v in n.attrs.get("strides", [1, 1])]
+        if [(p[0], p[2]), (p[1], p[3])] == [same_pads(x, kk, ss) for x, kk, ss in zip(n.shapes[0][1:3], k, s)]:
+            return "same"
+    return _onnx.pads(n)
+
+
 def from_onnx(name: str, average: bool = False) -> Callable[[Any], dict]:
     def layer(n: Any) -> dict:
         need("kernel_shape" in n.attrs, "no kernel_shape")
         _onnx.pairs(n, kernel_shape=1, strides=1, dilations=1)
         out = {"op": name, "kernel": _onnx.one(n.attrs["kernel_shape"]),
-               "stride": _onnx.one(n.attrs.get("strides", [1, 1])), "padding": _onnx.pads(n)}
+               "stride": _onnx.one(n.attrs.get("strides", [1, 1])), "padding": _onnx_padding(n, name == "max_pool")}
         need(_onnx.one(n.attrs.get("dilations", [1, 1])) == 1, "a dilated pooling")
         if n.attrs.get("ceil_mode"):
             out["ceil_mode"] = True

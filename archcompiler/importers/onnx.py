@@ -328,6 +328,8 @@ def _walk(path: Path, name: str | None) -> tuple[Flat, dict[str, Any], set[Path]
     onnx = _onnx()
     from onnx import shape_inference
 
+    _fix_batch(model)
+
     try:
         model = shape_inference.infer_shapes(model)   # (the sizes read by Shape -> Gather -> Reshape: _computed)
     except Exception as exc:  # noqa: BLE001 (a malformed file: say so, without a traceback)
@@ -382,6 +384,7 @@ def _walk(path: Path, name: str | None) -> tuple[Flat, dict[str, Any], set[Path]
         _computed(model, consts, shapes, verified)
     ctx = _Graph(consts, shapes, {inputs[0].name: "input"}, readers)
     ctx.order = list(g.node)
+    nhwc = False
     ctx.producer = {o: node for node in g.node for o in node.output}
     for node in g.node:
         if id(node) in ctx.skip or node.output and all(o in consts for o in node.output):
@@ -400,7 +403,13 @@ def _walk(path: Path, name: str | None) -> tuple[Flat, dict[str, Any], set[Path]
             continue
         if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
             raise _refuse(node, "a subgraph (control flow)", "archc writes one graph for every input")
-        if (node.op_type in _PASS or _concat_of_one(node, ctx)) and node.input and node.input[0] in ctx.value_of:
+        if node.op_type == "Transpose" and node.input and ctx.value_of.get(node.input[0]) == "input" and not nhwc \
+                and [int(p) for p in _attrs(node).get("perm", [])] == [0, 3, 1, 2] and _standard(node):
+            nhwc = True             # Keras's export: the file takes N x H x W x C and transposes it first
+            ctx.alias(node.output[0], node.input[0])
+            continue
+        if (node.op_type in _PASS or _concat_of_one(node, ctx) or _same_type_cast(node)) and node.input \
+                and node.input[0] in ctx.value_of:
             for out in node.output[:1]:
                 ctx.alias(out, node.input[0])
             continue
@@ -446,8 +455,30 @@ def _walk(path: Path, name: str | None) -> tuple[Flat, dict[str, Any], set[Path]
         raise BackendError([error(f"the output {_q(g.output[0].name)} is a channels-last view (no Transpose back)",
                                   "import")])
     result, _ = place(ctx.items, result, {}, lambda base: _unique(base, ctx.taken))
-    return Flat(name or _clean(path.stem) or "model", tuple(shapes[inputs[0].name][1:]), ctx.items,
-                _safe(path, 1000), {}, result), ctx.weights, external     # (the source: a comment line of the spec)
+    size = tuple(shapes[inputs[0].name][1:])
+    source = _safe(path, 1000)
+    if nhwc:        # the spec takes what the file's first Transpose made: C x H x W
+        size = (size[2], size[0], size[1])
+        source += (" (the file takes N x H x W x C and transposes it first: the spec takes N x C x H x W, "
+                   "x.permute(0, 3, 1, 2) of the file's input)")
+    return Flat(name or _clean(path.stem) or "model", size, ctx.items, source, {}, result), ctx.weights, \
+        external     # (the source: a comment line of the spec)
+
+
+def _fix_batch(model: Any) -> None:
+    """A batch dimension the file leaves open (Keras's export: 'batch') fixed at 1, in memory: each sample is
+    computed alone, and the sizes the graph reads from the shape become fixed."""
+    inputs = {i.name for i in model.graph.initializer}
+    for value in model.graph.input:
+        dims = value.type.tensor_type.shape.dim if value.type.tensor_type.HasField("shape") else []
+        if value.name not in inputs and len(dims) == 4 and not dims[0].HasField("dim_value") \
+                and all(d.HasField("dim_value") for d in dims[1:]):
+            dims[0].dim_value = 1
+
+
+def _same_type_cast(node: Any) -> bool:
+    """A Cast to float of a layer's output (float already): the value itself (Keras's export casts its input)."""
+    return node.op_type == "Cast" and _standard(node) and int(_attrs(node).get("to", 0)) == 1
 
 
 def _concat_of_one(node: Any, ctx: _Graph) -> bool:

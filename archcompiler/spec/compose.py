@@ -187,7 +187,8 @@ def apply_edits(doc: YDict, edits: Any) -> None:
             _remove(holder, index)
             if edit.block is None:        # an inherited output of the deleted layer goes with it (aux heads)
                 outputs = doc.get("outputs")
-                for name in [k for k, v in (outputs or {}).items() if isinstance(v, dict) and v.get("layer") == target]:
+                for name in [k for k, v in outputs.items() if isinstance(v, dict) and v.get("layer") == target] \
+                        if isinstance(outputs, dict) else []:
                     del outputs[name]
         elif action in ("replace", "insert_before", "insert_after"):
             if not new_layers:

@@ -39,21 +39,8 @@ WEIGHTS = ["fresh", "trained"]
 TOLERANCE = 1e-4
 
 
-def randomized(model: Any) -> Any:
-    """Parameters and BatchNorm statistics as a trained network has them (seeded): every parameter times
-    1 + 0.1 N(0, 1) plus 1e-3 N(0, 1), running means 0.1 N(0, 1), running variances in [0.5, 1.5)."""
-    import torch
-
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.mul_(1 + 0.1 * torch.randn(p.shape, generator=g)).add_(1e-3 * torch.randn(p.shape, generator=g))
-        for name, b in model.named_buffers():
-            if name.endswith("running_mean"):
-                b.copy_(0.1 * torch.randn(b.shape, generator=g))
-            elif name.endswith("running_var"):
-                b.copy_(0.5 + torch.rand(b.shape, generator=g))
-    return model
+sys.path.insert(0, str(Path(__file__).parent))
+from onnx_round_trip import randomized  # noqa: E402  (trained-like weights, as the round trip gives them)
 
 
 def model_of(name: str, weights: str) -> Any:

@@ -28,8 +28,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "'archc train SPEC --weights FILE' fine-tunes them")
     p.add_argument("--flat", action="store_true", help="one layer per line: no blocks or tables")
     p.add_argument("--no-verify", dest="verify", action="store_false",
-                   help="PyTorch only: write the spec without building it and comparing its outputs with the "
-                        "module's on a seeded input (by default a spec that differs is never written)")
+                   help="write the spec without building it and comparing its outputs with the module's (or "
+                        "onnxruntime's, for an ONNX file) on a seeded input (by default a spec that differs is "
+                        "never written)")
     p.set_defaults(run=run)
 
 
@@ -80,8 +81,11 @@ def run(args: argparse.Namespace) -> int:
             print("archc: the weights are written only with -o or --weights", file=sys.stderr)
         # every output checked (against the model, its external data and each other) before either is
         # written; both written atomically, together
+        notes: list[str] = []
         text = import_onnx(args.target, args.output, weights=weights, name=args.name, schema=schema,
-                           blocks=not args.flat, write_spec=True)
+                           blocks=not args.flat, write_spec=True, verify=args.verify, notes=notes)
+        for note in notes:
+            print(f"archc: {note}", file=sys.stderr)
         if args.output:
             print(f"wrote {args.output}" + (f" and {weights}" if weights else ""))
         else:

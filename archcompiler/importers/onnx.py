@@ -1973,14 +1973,20 @@ def _unique(base: str, taken: set[str]) -> str:
 
 
 def import_onnx(path: str | Path, output: str | None, weights: str | None = None, name: str | None = None,
-                schema: str = "archc.schema.json", blocks: bool = True, write_spec: bool = False) -> str:
+                schema: str = "archc.schema.json", blocks: bool = True, write_spec: bool = False,
+                verify: bool = True, notes: list[str] | None = None) -> str:
     """The spec text of the ONNX file; its weights written as safetensors beside ``output`` (or to
     ``weights``) when there is somewhere to write them, and with ``write_spec`` the spec to ``output``.
     Every output is checked before anything is written (not an input: the model, its external data
     files; not one another; not a folder), and each is written atomically: a refused import leaves no
-    file behind."""
+    file behind. With ``verify``, the spec is built with the weights and compared with onnxruntime running
+    the file (where installed): blocks and tables that compute anything else fall back to one layer per line,
+    and a spec that still differs is refused; what was found goes to ``notes``."""
+    import copy
+
     from ..spec import load_spec
     from .structure import spec_text
+    from .verify import check_onnx
 
     path = Path(path)
     target = weights or (str(Path(output).with_suffix(".safetensors")) if output else None)
@@ -1988,6 +1994,7 @@ def import_onnx(path: str | Path, output: str | None, weights: str | None = None
     check_outputs(outputs, {path: "the model"})
     flat, state, external = _read(path, name)
     check_outputs(outputs, {path: "the model", **{f: "the model's external data" for f in sorted(external)}})
+    pristine = copy.deepcopy(flat) if blocks and verify else flat     # (writing blocks reshapes what it is given)
     text = spec_text(flat, schema=schema, blocks=blocks)
     try:
         load_spec(text)
@@ -1995,6 +2002,20 @@ def import_onnx(path: str | Path, output: str | None, weights: str | None = None
         d = exc.errors[0]
         where = f"{_safe(d.path)}: " if d.path else ""
         raise _fail(path, f"the spec read from {_safe(path)} does not load: {where}{_safe(d.message)}") from None
+    if verify:
+        verdict = check_onnx(path, text, state)
+        if verdict.checked and not verdict.ok and blocks:
+            flat_text = spec_text(pristine, schema=schema, blocks=False)
+            flat_verdict = check_onnx(path, flat_text, state)
+            if flat_verdict.ok:
+                text, verdict = flat_text, flat_verdict
+                (notes if notes is not None else []).append("the spec with blocks and tables computed something "
+                                                            "else; wrote one layer per line instead, which is exact")
+        if not verdict.ok:
+            raise _fail(path, f"the spec read from {_safe(path)} {verdict.describe()}",
+                        hint="this is a bug in archc's import; please report it with the file")
+        if notes is not None:
+            notes.append(verdict.describe())
     if target:
         text = text.replace("# check, draw and build read it;",
                             f"# check, draw and build read it (weights: --weights {_safe(Path(target).name)});", 1)

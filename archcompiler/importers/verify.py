@@ -34,7 +34,8 @@ class Verdict:
         if not self.checked:
             return self.why
         if self.ok:
-            return f"verified: the spec's outputs equal the source's (largest difference {self.difference:.1e})"
+            return f"verified: the spec's outputs equal the source's (largest difference {self.difference:.1e})" + \
+                (" (onnxruntime)" if "onnxruntime" in self.why else "")
         where = f"; the first layer whose output differs is {self.first}" if self.first else ""
         return f"{self.why}{where}"
 
@@ -193,3 +194,47 @@ def verified_spec(source: Any, flat: Any, schema: str = "archc.schema.json", blo
                               f"does: {verdict.describe()}", verdict.first or "import",
                               hint="this is a bug in archc's import; please report it with the model "
                                    "(--no-verify writes the spec anyway)")])
+
+
+def check_onnx(path: Any, text: str, state: dict[str, Any]) -> Verdict:
+    """Build the spec ``text`` with the weights the ONNX import read (``state``: numpy arrays by state_dict
+    key) and compare it with onnxruntime running the file on one seeded input (an optional dependency:
+    without it the import is unverified, and says so)."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return Verdict(True, checked=False, why="not verified: onnxruntime is not installed (pip install "
+                                                "onnxruntime compares the spec with the file)")
+    import numpy as np
+    import torch
+
+    from ..backends.torch import build
+    from ..spec import load_spec
+
+    spec = load_spec(text)
+    built = build(spec, seed=SEED, check_memory=False,
+                  weights={k: torch.from_numpy(np.array(v)) for k, v in state.items()}).eval()
+    c, h, w = spec.input
+    x = np.random.default_rng(SEED).normal(size=(1, c, h, w)).astype(np.float32)
+    try:
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        feed = session.get_inputs()[0]
+        dims = list(feed.shape[1:])
+        given = x.transpose(0, 2, 3, 1) if dims == [h, w, c] and dims != [c, h, w] else x     # an NHWC file
+        reference = np.asarray(session.run(None, {feed.name: given})[0], dtype=np.float32)
+    except Exception as exc:  # noqa: BLE001 (onnxruntime refuses the file, or fails on it: nothing to compare)
+        reason = " ".join(str(exc).split())[:160]
+        reason = reason if reason.isprintable() else repr(reason)[1:-1]
+        return Verdict(True, checked=False, why=f"not verified: onnxruntime does not run the file ({reason})")
+    final_gives_probabilities = hasattr(built, "predict_proba") and \
+        built.LOSSES[next(iter(built.LOSSES))][2] is True
+    with torch.no_grad():
+        tensor = torch.from_numpy(x)
+        output = (built.predict_proba(tensor) if final_gives_probabilities else built(tensor)).numpy()
+    if reference.shape != output.shape:
+        return Verdict(False, why=f"the spec's output has shape {output.shape}, onnxruntime's {reference.shape}")
+    difference = float(np.abs(reference - output).max()) / max(float(np.abs(reference).max()), 1e-12)
+    if difference <= TOLERANCE:
+        return Verdict(True, difference, why="verified against onnxruntime")
+    return Verdict(False, difference, why=f"the spec computes something else than the file (onnxruntime): its outputs "
+                                          f"differ by {difference:.2g} of the largest")

@@ -281,7 +281,16 @@ def _loader(dataset: ImageFolder, batch: int, world: World, shuffle: bool, worke
     sampler = torch.utils.data.DistributedSampler(dataset, num_replicas=world.size, rank=world.rank,
                                                   shuffle=shuffle, seed=seed, drop_last=False)
     return torch.utils.data.DataLoader(dataset, batch_size=batch, sampler=sampler, num_workers=workers,
-                                       collate_fn=collate, persistent_workers=False, pin_memory=False)
+                                       collate_fn=collate, persistent_workers=False, pin_memory=False,
+                                       worker_init_fn=_worker_ignores_ctrl_c if workers else None)
+
+
+def _worker_ignores_ctrl_c(worker_id: int) -> None:
+    """A data-loading worker leaves Ctrl-C to the training process, which stops and ends the workers: the
+    worker itself interrupted printed a traceback from a thread it shares tensors with (seen under load)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _sum(values: list[float], world: World, device: torch.device) -> list[float]:

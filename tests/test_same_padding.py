@@ -112,7 +112,7 @@ def test_timms_conv2d_same_imports_as_same():
 
 
 def test_an_onnx_conv_with_keras_asymmetric_pads_imports_as_same(tmp_path):
-    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
     import numpy as np
     from conftest import run_archc

@@ -2012,7 +2012,7 @@ def import_onnx(path: str | Path, output: str | None, weights: str | None = None
                 (notes if notes is not None else []).append("the spec with blocks and tables computed something "
                                                             "else; wrote one layer per line instead, which is exact")
         if not verdict.ok:
-            raise _fail(path, f"the spec read from {_safe(path)} {verdict.describe()}",
+            raise _fail(path, f"{_safe(path)}: {verdict.describe()}",
                         hint="this is a bug in archc's import; please report it with the file")
         if notes is not None:
             notes.append(verdict.describe())

@@ -209,11 +209,16 @@ def check_onnx(path: Any, text: str, state: dict[str, Any]) -> Verdict:
     import torch
 
     from ..backends.torch import build
+    from ..errors import ArchcError
     from ..spec import load_spec
 
     spec = load_spec(text)
-    built = build(spec, seed=SEED, check_memory=False,
-                  weights={k: torch.from_numpy(np.array(v)) for k, v in state.items()}).eval()
+    try:
+        built = build(spec, seed=SEED, check_memory=False,
+                      weights={k: torch.from_numpy(np.array(v)) for k, v in state.items()}).eval()
+    except ArchcError as exc:       # the tensors read do not fit the layers read (a file that contradicts itself)
+        return Verdict(False, why=f"the weights read from the file do not fit the spec read from it: "
+                                  f"{exc.errors[0].message}")
     c, h, w = spec.input
     x = np.random.default_rng(SEED).normal(size=(1, c, h, w)).astype(np.float32)
     try:

@@ -261,6 +261,24 @@ def meta_layout(spec, overrides=None) -> tuple[list, int]:
     return [[k, list(v.shape)] for k, v in model.state_dict().items()], sum(p.numel() for p in model.parameters())
 
 
+def trained_like(model):
+    """Trained-like weights (seeded): every parameter times 1 + 0.1 N(0, 1) plus 1e-3 N(0, 1) (zero biases no
+    longer zero, equal tensors no longer equal), running means 0.1 N(0, 1), running variances in [0.5, 1.5)
+    (benchmarks/onnx_round_trip.py gives the same); the model in evaluation mode."""
+    import torch
+
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(1 + 0.1 * torch.randn(p.shape, generator=g)).add_(1e-3 * torch.randn(p.shape, generator=g))
+        for name, b in model.named_buffers():
+            if name.endswith("running_mean"):
+                b.copy_(0.1 * torch.randn(b.shape, generator=g))
+            elif name.endswith("running_var"):
+                b.copy_(0.5 + torch.rand(b.shape, generator=g))
+    return model.eval()
+
+
 def assert_memory_measured(spec, infer_batch: int = 4, train_batch: int | None = 8, optimizer: str = "sgd") -> None:
     """archc's figures against torch's live tensors (archcompiler.measure.memory): the inference peak of a
     forward pass at ``infer_batch`` exactly; a training step at ``train_batch`` within 1% (None: not trained)."""

@@ -11,7 +11,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
-from conftest import run_archc  # noqa: E402
+from conftest import run_archc, trained_like  # noqa: E402
 from torch import nn  # noqa: E402
 
 import archcompiler  # noqa: E402
@@ -108,19 +108,6 @@ class Tokens(nn.Module):
         return self.head(x[:, 0])
 
 
-def _trained_like(model: nn.Module) -> nn.Module:
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.3)
-        for name, b in model.named_buffers():
-            if name.endswith("running_var"):
-                b.uniform_(0.5, 1.5)
-            elif name.endswith("running_mean"):
-                b.normal_(0, 0.1)
-    return model.eval()
-
-
 def _equal(text: str, model: nn.Module) -> None:
     built = archcompiler.build(archcompiler.load_spec(text)).eval()
     built.load_state_dict(model.state_dict(), strict=True)
@@ -132,7 +119,7 @@ def _equal(text: str, model: nn.Module) -> None:
 
 @pytest.mark.parametrize("make", [Net, Tokens])
 def test_functional_calls_with_own_parameters_import_exactly(make):
-    model = _trained_like(make())
+    model = trained_like(make())
     text = archcompiler.import_module(model, name="net")
     _equal(text, model)
     ops = {line.split("op: ")[1].split(",")[0].split("}")[0] for line in text.splitlines() if "op: " in line}
@@ -149,7 +136,7 @@ def test_the_command_imports_them_in_a_fresh_process(tmp_path):
     import sys
 
     source = inspect.getsource(sys.modules[__name__])
-    module = source.split("class BatchNormAct", 1)[1].split("def _trained_like", 1)[0]
+    module = source.split("class BatchNormAct", 1)[1].split("def _equal", 1)[0]
     (tmp_path / "timmlike.py").write_text("import torch\nimport torch.nn.functional as F\nfrom torch import nn\n\n\n"
                                           "class BatchNormAct" + module)
     done = run_archc("import", "timmlike.py:Net", "-o", "net.yaml", cwd=tmp_path)
@@ -230,7 +217,7 @@ layers:
 
 
 def test_token_mixing_imports_as_transpose_and_token_mean():
-    model = _trained_like(Mixer())
+    model = trained_like(Mixer())
     text = archcompiler.import_module(model, name="mixer")
     assert "op: transpose" in text and "op: token_mean" in text
     _equal(text, model)

@@ -148,7 +148,7 @@ def test_an_onnx_conv_with_keras_asymmetric_pads_imports_as_same(tmp_path):
 def test_the_first_users_keras_googlenet_is_a_spec_of_fifteen_lines():
     """specs/googlenet-keras.yaml: the paper's spec with Keras's padding='same' at stride 2, no LRN, one 3x3
     stem convolution, no auxiliary heads (their outputs go with them), 10 classes: the parameter count of
-    the Keras model (../shared/reference/README.md); its values against Keras's are in benchmarks/RESULTS.md."""
+    the Keras model, 5,979,642; its values against Keras's (benchmarks/keras_googlenet.py) are in benchmarks/RESULTS.md."""
     from conftest import ROOT
 
     spec = archcompiler.load_spec(ROOT / "specs" / "googlenet-keras.yaml")

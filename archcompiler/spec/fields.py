@@ -67,12 +67,13 @@ class _Table(Mapping):
 
     def __init__(self, read: Callable[[type[LayerBase]], Any]) -> None:
         self._read = read
-        self._table: dict[str, Any] | None = None
+        self._made: tuple[Any, dict[str, Any]] | None = None     # (the registry it was read from, the table)
 
     def _get(self) -> dict[str, Any]:
-        if self._table is None:
-            self._table = {op: self._read(lay.model) for op, lay in registry().layers.items()}
-        return self._table
+        reg = registry()
+        if self._made is None or self._made[0] is not reg:
+            self._made = (reg, {op: self._read(lay.model) for op, lay in reg.layers.items()})
+        return self._made[1]
 
     def __getitem__(self, op: str) -> Any:
         return self._get()[op]

@@ -114,6 +114,13 @@ def main() -> None:
     done = subprocess.run([sys.executable, "-m", "archcompiler", "import", str(path), "-o", str(folder / "k.yaml")],
                           capture_output=True, text=True)
     print("archc import of Keras's ONNX export:", done.returncode, (done.stderr or done.stdout).strip()[:400])
+    if done.returncode:
+        return
+    imported = archcompiler.build(str(folder / "k.yaml"), weights=str(folder / "k.safetensors")).eval()
+    with torch.no_grad():
+        got = imported.predict_proba(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy()
+    print(f"the imported spec against Keras itself: params {sum(p.numel() for p in imported.parameters()):,}, "
+          f"largest difference of the class probabilities {np.abs(want - got).max():.2e}")
 
 
 if __name__ == "__main__":

@@ -185,10 +185,11 @@ class _Graph:
 
 
 _MODULE = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*")
-# the ops that compute the same on a channels-last view (element by element, or LayerNormalization over
-# its last axis: the channels); any other op reading such a view is refused
+# the ops that compute the same on a channels-last view (element by element, LayerNormalization over its
+# last axis: the channels, a Concat whose mapping checks its axis against the layout); any other op reading
+# such a view is refused
 _ANY_LAYOUT = {"Relu", "Clip", "Sigmoid", "Tanh", "LeakyRelu", "HardSwish", "Gelu", "HardSigmoid", "Add", "Mul",
-               "LayerNormalization"}
+               "LayerNormalization", "Concat"}
 
 
 def read(path: str | Path, name: str | None = None) -> tuple[Flat, dict[str, Any]]:
@@ -1099,6 +1100,39 @@ def _linear_step(node: Any, ctx: _Graph) -> bool:
     return True
 
 
+def _bias_step(node: Any, ctx: _Graph) -> bool:
+    """The Add of one value per channel to a layer that has no bias yet and that nothing else reads: that
+    layer's bias (Keras's export writes a Conv without bias, then adds the bias on the channels-last view)."""
+    import numpy as np
+
+    tensors, consts = _const_of(ctx, node)
+    if node.op_type != "Add" or len(tensors) != 1 or len(consts) != 1 or tensors[0] not in ctx.value_of:
+        return False
+    src, value = tensors[0], np.asarray(consts[0][1])
+    layer = ctx.layer(ctx.value_of[src])
+    full = ctx.shapes.get(src, ())
+    if layer is None or layer.path is None or layer.fields.get("bias") is not False or len(full) < 2 \
+            or "bias" not in layer_model(layer.fields).model_fields or value.ndim > len(full):
+        return False
+    axis = len(full) - 1 if src in ctx.last or len(full) != 4 else 1
+    channels = full[axis]
+    want = tuple(channels if k == axis else 1 for k in range(len(full)))[len(full) - value.ndim:]
+    if value.shape != want or value.dtype.kind != "f" or _sole_reader(ctx, layer.name) is not node:
+        return False
+    layer.fields["bias"] = True
+    ctx.weights[f"{layer.path}.bias"] = np.ascontiguousarray(value.reshape(channels), dtype=np.float32)
+    ctx.alias(node.output[0], src)
+    return True
+
+
+def _sole_reader(ctx: _Graph, layer: str) -> Any:
+    """The one node that reads the layer's output other than through a view of it (a layout Transpose, a
+    Cast, an Identity that the walk has made the same layer); None where there are more, or none."""
+    same = {v for v, name in ctx.value_of.items() if name == layer}
+    others = {id(r): r for v in same for r in ctx.readers.get(v, []) if not set(r.output) & same}
+    return next(iter(others.values())) if len(others) == 1 else None
+
+
 def _parameter_step(node: Any, ctx: _Graph) -> bool:
     """A layer times or plus a parameter, or joined with one: a C x 1 x 1 scale times an image (ConvNeXt's
     layer scale), a 1 x S x D embedding added to a sequence (ViT's pos_embedding), a 1 x 1 x D token
@@ -1888,12 +1922,16 @@ def _norm_step(node: Any, ctx: _Graph) -> bool:
 
 def _mean_step(node: Any, ctx: _Graph) -> bool:
     """ReduceMean of an image over its height and width without keeping them (``x.mean([2, 3])``, what the
-    dynamo exporter writes for a global average pool and a flatten): a ``global_avg_pool``, then a ``flatten``."""
+    dynamo exporter writes for a global average pool and a flatten; axes 1 and 2 of a channels-last view, as
+    Keras's GlobalAveragePooling2D exports): a ``global_avg_pool``, then a ``flatten``."""
     if node.op_type != "ReduceMean" or not node.input or node.input[0] not in ctx.value_of \
-            or node.input[0] in ctx.last or _attrs(node).get("keepdims", 1):
+            or _attrs(node).get("keepdims", 1):
         return False
-    x, full = node.input[0], ctx.shapes.get(node.input[0], ())
-    if len(full) != 4 or _reduced_axes(ctx, node) != [2, 3] or min(full) < 1:
+    x, last = node.input[0], node.input[0] in ctx.last
+    if len(ctx.shapes.get(x, ())) != 4:
+        return False
+    full = (ctx.shapes[x][0], *ctx.shape(x))         # N x C x H x W, a channels-last view's too
+    if len(full) != 4 or _reduced_axes(ctx, node) != ([1, 2] if last else [2, 3]) or min(full) < 1:
         return False
     pooled = _unique(node.output[0] + "/pooled", set(ctx.shapes))
     ctx.shapes[pooled] = (full[0], full[1], 1, 1)
@@ -1916,20 +1954,26 @@ def _pad_step(node: Any, ctx: _Graph) -> bool:
         return False
     attrs = _attrs(node)
     mode = attrs.get("mode", b"constant")
+    mode = mode.decode() if isinstance(mode, bytes) else str(mode)
     pads = ctx.consts.get(node.input[1])
     value = ctx.consts.get(node.input[2]) if len(node.input) > 2 and node.input[2] else np.float32(0)
-    if (mode.decode() if isinstance(mode, bytes) else str(mode)) != "constant" or pads is None or value is None \
-            or len(node.input) > 3 and node.input[3]:
+    if mode not in ("constant", "edge") or pads is None or value is None or len(node.input) > 3 and node.input[3]:
         return False
     pads = [int(v) for v in np.asarray(pads).reshape(-1)]
     if len(pads) != 8 or pads[:2] != [0, 0] or pads[4:6] != [0, 0] or min(pads) < 0 or max(pads) > MAX_DIM:
         return False
-    fill = float(np.asarray(value).reshape(-1)[0]) if np.asarray(value).size == 1 else None
+    # a max over a window that holds a pixel of the map is the same whether the padding repeats the edge
+    # (Keras's export on the torch backend) or is -inf: the repeated pixel is in that window too
+    fill = float("-inf") if mode == "edge" else \
+        float(np.asarray(value).reshape(-1)[0]) if np.asarray(value).size == 1 else None
     reader = _only_reader(ctx, node.output[0], "Conv") if fill == 0 else \
         _only_reader(ctx, node.output[0], "MaxPool") if fill == float("-inf") else None
     if reader is None or reader.input[0] != node.output[0] or any(int(p) for p in _attrs(reader).get("pads", [])) \
             or _attrs(reader).get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
         return False
+    kernel = [int(k) for k in _attrs(reader).get("kernel_shape", [])]
+    if mode == "edge" and (len(kernel) != 2 or max(pads[2], pads[6]) >= kernel[0] or max(pads[3], pads[7]) >= kernel[1]):
+        return False        # (a window wholly in the padding would take the edge's value, not -inf)
     reader.input[0] = node.input[0]         # (the reader, in memory: it reads the map and pads it itself)
     del_pads = [a for a in reader.attribute if a.name == "pads"]
     for a in del_pads:
@@ -1941,7 +1985,7 @@ def _pad_step(node: Any, ctx: _Graph) -> bool:
     return True
 
 
-_STEPS: list[Callable[[Any, _Graph], bool]] = [_layout_step, _linear_step, _parameter_step, _view_step,
+_STEPS: list[Callable[[Any, _Graph], bool]] = [_layout_step, _linear_step, _bias_step, _parameter_step, _view_step,
                                                _attention_step, _merge_step, _window_step,
                                                _groups_step, _gelu_step, _norm_step, _mean_step, _pad_step]
 

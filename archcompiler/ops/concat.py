@@ -44,7 +44,9 @@ def _from_torch(s: Any) -> dict | None:
 
 
 def _from_onnx(n: Any) -> dict:
-    need(n.attrs.get("axis") == 1, "a concatenation along another axis than the channels")
+    # on channels-last views (N x H x W x C: Keras's export) the channels are the last axis
+    channels = (3, -1) if n.last else (1, -3)
+    need(n.attrs.get("axis") in channels, "a concatenation along another axis than the channels")
     _onnx.no_constants(n, "concatenation")
     need(len(n.consts) >= 2, f"{len(n.consts)} input{'s' * (len(n.consts) != 1)} (archc's concat joins two or more)")
     return {"op": "concat"}

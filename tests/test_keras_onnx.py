@@ -16,9 +16,8 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 torch = pytest.importorskip("torch")
 
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
-
 from conftest import run_archc  # noqa: E402
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 RNG = np.random.default_rng(0)
 

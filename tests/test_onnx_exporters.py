@@ -428,3 +428,29 @@ def test_each_folded_op_computes_what_onnxruntime_does(case):
     assert got is not None
     got = np.asarray(got)
     assert got.dtype == want.dtype and got.shape == want.shape and np.array_equal(got, want), (got, want)
+
+
+def test_an_onnx_import_that_computes_something_else_is_refused_naming_the_first_layer_that_differs(
+        tmp_path, monkeypatch):
+    """A mapping gone wrong (Relu read as a sigmoid: the same shapes and weights, other values) is never
+    written: onnxruntime is asked for the values that hold each layer's output, and the error names the first
+    layer, in the order the spec runs, whose output differs (the convolution after the first ReLU)."""
+    from archcompiler.errors import BackendError
+    from archcompiler.importers.onnx import import_onnx
+    from archcompiler.ops import FromOnnx, registry
+
+    model = ConvNet("flatten").eval()
+    path = tmp_path / "m.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(trained_like(model), (torch.randn(1, 3, 32, 32),), str(path), dynamo=False,
+                          opset_version=17)
+    monkeypatch.setitem(registry().from_onnx, "Relu", FromOnnx(lambda n: {"op": "sigmoid"}))
+    with pytest.raises(BackendError) as info:
+        import_onnx(path, str(tmp_path / "m.yaml"))
+    message = info.value.errors[0].format()
+    assert "computes something else than the file" in message
+    # (the classic exporter folds each BatchNorm into its Conv and names the sum onnx::Conv_N: the layers are
+    # conv, conv_1, ... in the file's order; conv_1 is the residual block's first, after the stem's ReLU)
+    assert "the first layer whose output differs is conv_1 " in message, message
+    assert not (tmp_path / "m.yaml").exists()

@@ -40,6 +40,9 @@ class Flat:
     result: str = ""                                          # the item the model returns
     heads: dict[str, str] = field(default_factory=dict)       # training-only outputs: name -> item
     rules: list[list[str]] = field(default_factory=list)      # torch.rename rules the blocks need
+    # module path -> the source's value that holds its output, and whether that value is channels-last
+    # (N x H x W x C): where an import's check looks for the first layer whose output differs (ONNX)
+    probes: dict[str, tuple[str, bool]] = field(default_factory=dict)
 
 
 def _common(scopes: list[str]) -> str:

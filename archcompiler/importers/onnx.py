@@ -462,8 +462,13 @@ def _walk(path: Path, name: str | None) -> tuple[Flat, dict[str, Any], set[Path]
         size = (size[2], size[0], size[1])
         source += (" (the file takes N x H x W x C and transposes it first: the spec takes N x C x H x W, "
                    "x.permute(0, 3, 1, 2) of the file's input)")
-    return Flat(name or _clean(path.stem) or "model", size, ctx.items, source, {}, result), ctx.weights, \
-        external     # (the source: a comment line of the spec)
+    probes: dict[str, tuple[str, bool]] = {}
+    for value, layer in ctx.value_of.items():        # (in the walk's order: a layer's last view is its output)
+        item = ctx.layer(layer)
+        if item is not None and item.path:
+            probes[item.path] = (value, value in ctx.last)
+    return Flat(name or _clean(path.stem) or "model", size, ctx.items, source, {}, result, probes=probes), \
+        ctx.weights, external     # (the source: a comment line of the spec)
 
 
 def _fix_batch(model: Any) -> None:
@@ -2047,10 +2052,10 @@ def import_onnx(path: str | Path, output: str | None, weights: str | None = None
         where = f"{_safe(d.path)}: " if d.path else ""
         raise _fail(path, f"the spec read from {_safe(path)} does not load: {where}{_safe(d.message)}") from None
     if verify:
-        verdict = check_onnx(path, text, state)
+        verdict = check_onnx(path, text, state, flat.probes)
         if verdict.checked and not verdict.ok and blocks:
             flat_text = spec_text(pristine, schema=schema, blocks=False)
-            flat_verdict = check_onnx(path, flat_text, state)
+            flat_verdict = check_onnx(path, flat_text, state, flat.probes)
             if flat_verdict.ok:
                 text, verdict = flat_text, flat_verdict
                 (notes if notes is not None else []).append("the spec with blocks and tables computed something "

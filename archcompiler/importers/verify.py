@@ -196,10 +196,13 @@ def verified_spec(source: Any, flat: Any, schema: str = "archc.schema.json", blo
                                    "(--no-verify writes the spec anyway)")])
 
 
-def check_onnx(path: Any, text: str, state: dict[str, Any]) -> Verdict:
+def check_onnx(path: Any, text: str, state: dict[str, Any], probes: dict[str, tuple[str, bool]] | None = None) \
+        -> Verdict:
     """Build the spec ``text`` with the weights the ONNX import read (``state``: numpy arrays by state_dict
     key) and compare it with onnxruntime running the file on one seeded input (an optional dependency:
-    without it the import is unverified, and says so)."""
+    without it the import is unverified, and says so). Where they differ, ``probes`` (module path -> the
+    file's value holding that layer's output, and whether it is channels-last) name the first layer whose
+    output differs."""
     try:
         import onnxruntime
     except ImportError:
@@ -241,5 +244,47 @@ def check_onnx(path: Any, text: str, state: dict[str, Any]) -> Verdict:
     difference = float(np.abs(reference - output).max()) / max(float(np.abs(reference).max()), 1e-12)
     if difference <= TOLERANCE:
         return Verdict(True, difference, why="verified against onnxruntime")
-    return Verdict(False, difference, why=f"the spec computes something else than the file (onnxruntime): its outputs "
-                                          f"differ by {difference:.2g} of the largest")
+    first = _first_onnx_difference(path, built, tensor, given, probes or {})
+    return Verdict(False, difference, first, why=f"the spec computes something else than the file (onnxruntime): its "
+                                                 f"outputs differ by {difference:.2g} of the largest")
+
+
+def _first_onnx_difference(path: Any, built: Any, x: Any, given: Any, probes: dict[str, tuple[str, bool]]) -> str | None:
+    """The first layer, in the order the built spec runs them, whose module's output differs from the value
+    of the file that holds it (onnxruntime asked for those values too); None where none can be told."""
+    import numpy as np
+    import onnx
+    import onnxruntime
+    import torch
+
+    got, handles = _recorder(built, list(probes))
+    try:
+        with torch.no_grad():
+            built(x)
+    finally:
+        for h in handles:
+            h.remove()
+    wanted = {probes[name][0] for name in got}
+    try:
+        model = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
+        known = {o.name for o in model.graph.output}
+        model.graph.output.extend(v for v in model.graph.value_info if v.name in wanted and v.name not in known)
+        session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        names = [o.name for o in session.get_outputs()]
+        values = dict(zip(names, session.run(None, {session.get_inputs()[0].name: given}), strict=True))
+    except Exception:  # noqa: BLE001 (the file's values cannot be had: the difference stays unlocated)
+        return None
+    for name, mine in got.items():               # in the order the built spec ran them
+        value, last = probes[name]
+        theirs = values.get(value)
+        if mine is None or theirs is None:
+            continue
+        theirs = np.asarray(theirs, dtype=np.float32)
+        if last and theirs.ndim == 4:
+            theirs = theirs.transpose(0, 3, 1, 2)
+        mine = mine.numpy()
+        if mine.shape != theirs.shape:
+            continue
+        if float(np.abs(mine - theirs).max()) > TOLERANCE * max(float(np.abs(theirs).max()), 1e-12):
+            return name
+    return None

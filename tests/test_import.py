@@ -861,3 +861,19 @@ def test_an_import_that_computes_something_else_is_refused_naming_the_first_laye
     message = info.value.errors[0].format()
     assert "does not compute what the module does" in message
     assert "the first layer whose output differs is level1.tree1.conv2" in message, message
+
+
+@pytest.mark.parametrize("source, said", [
+    ("import torch\nclass Net(torch.nn.Module):\n    def __init__(self:\n        pass\n",
+     "importing 'net.py' failed at {}:3:17: SyntaxError: '(' was never closed"),
+    ("import torch\nclass Net(torch.nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+     "        self.fc = torch.nn.Linear(3, 1 // 0)\n",
+     "calling net.py:Net failed at {}:5: ZeroDivisionError: integer division or modulo by zero"),
+    ("raise RuntimeError('no GPU here')\n", "importing 'net.py' failed at {}:1: RuntimeError: no GPU here"),
+])
+def test_a_module_whose_own_code_fails_is_said_with_its_place_not_an_internal_error(source, said, tmp_path):
+    (tmp_path / "net.py").write_text(source)
+    done = run_archc("import", "net.py:Net", "-o", "net.yaml", cwd=tmp_path)
+    assert done.returncode == 1 and "internal error" not in done.stderr and "Traceback" not in done.stderr
+    assert said.format(tmp_path / "net.py") in done.stderr, done.stderr
+    assert not (tmp_path / "net.yaml").exists()

@@ -116,13 +116,37 @@ def load_callable(target: str, args: dict[str, Any] | None = None) -> tuple[Any,
         missing = getattr(exc, "name", None) or ""
         hint = torchvision_install() if missing.split(".")[0] == "torchvision" else None
         raise BackendError([error(f"cannot import {module_name!r}: {exc}", "import", hint=hint)]) from None
+    except BackendError:
+        raise
+    except Exception as exc:  # noqa: BLE001 (the user's code failed: said with its place, no traceback)
+        raise _user_code_failed(f"importing {module_name!r}", exc) from None
     fn = getattr(mod, attr, None)
     if fn is None:
         raise BackendError([error(f"{module_name!r} has no {attr!r}", "import")])
-    model = fn(**(args or {})) if not isinstance(fn, torch.nn.Module) else fn
+    try:
+        model = fn(**(args or {})) if not isinstance(fn, torch.nn.Module) else fn
+    except Exception as exc:  # noqa: BLE001
+        raise _user_code_failed(f"calling {target}", exc) from None
     if not isinstance(model, torch.nn.Module):
         raise BackendError([error(f"{target} returned a {type(model).__name__}, not a torch.nn.Module", "import")])
     return model, attr
+
+
+def _user_code_failed(doing: str, exc: BaseException) -> BackendError:
+    """The user's module failed while archc imported or called it: what failed, and where in their code (the
+    innermost frame outside archc), in one line."""
+    import traceback
+
+    if isinstance(exc, SyntaxError):
+        where = f"{exc.filename}:{exc.lineno}:{exc.offset or 0}"
+        text = exc.msg
+    else:
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if "archcompiler" not in Path(f.filename).parts]
+        where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+        text = str(exc)
+    message = " ".join(f"{type(exc).__name__}: {text}".split())[:300]
+    return BackendError([error(f"{doing} failed{' at ' + where if where else ''}: {message}", "import",
+                               hint="archc import runs the module's own code: fix it, then import again")])
 
 
 def _tracer(model: Any) -> Any:

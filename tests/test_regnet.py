@@ -157,7 +157,8 @@ claims: {claims}""").replace("args: {c: 16}", "args: {c: c1}")
     with pytest.raises(SpecError) as info:
         archcompiler.load_spec(text)
     d = info.value.errors[0]
-    assert message in d.message and d.line > 0
+    claims_line = next(n for n, line in enumerate(text.splitlines(), 1) if line.startswith("claims:"))
+    assert message in d.message and d.line == claims_line, (d.line, d.message)
 
 
 def test_a_variant_drops_the_network_claims_unless_it_keeps_them(tmp_path):

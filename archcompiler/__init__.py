@@ -18,6 +18,7 @@ and the command line's start-up stay light.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import TYPE_CHECKING, Any
 
 from .errors import ArchcError, BackendError, Diagnostic, GraphError, Location, SpecError
@@ -57,6 +58,9 @@ if TYPE_CHECKING:       # what the names are, for type checkers and editors
 
 def __getattr__(name: str) -> Any:
     if name not in _LAZY:
+        if name.isidentifier() and not name.startswith("__") and \
+                importlib.util.find_spec(f"{__name__}.{name}") is not None:   # a subpackage (archcompiler.passes):
+            return importlib.import_module(f".{name}", __name__)            # there whatever was imported before
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     value = getattr(importlib.import_module(_LAZY[name], __name__), name)
     globals()[name] = value         # later uses find it directly

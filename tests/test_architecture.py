@@ -204,6 +204,17 @@ def test_every_public_name_of_the_root_resolves():
         raise AssertionError("an unknown name must raise AttributeError")
 
 
+def test_a_subpackage_is_an_attribute_of_the_root_whatever_was_imported_before():
+    """``archcompiler.passes.annotated_graph`` works in a fresh interpreter that imported nothing but the root
+    (a test that used it failed when run alone: the attribute existed only after another test's import)."""
+    code = ("import sys, archcompiler\nassert 'archcompiler.passes' not in sys.modules\n"
+            "print(archcompiler.passes.annotated_graph.__name__, archcompiler.errors.SpecError.__name__)\n"
+            "print(getattr(archcompiler, 'passes.shapes', None), getattr(archcompiler, '__wrapped__', None))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["annotated_graph", "SpecError", "None", "None"], result.stdout
+
+
 def test_the_archc_program_is_the_entry_that_exits_without_a_last_collection():
     import tomllib
 

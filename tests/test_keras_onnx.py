@@ -108,14 +108,18 @@ def test_a_file_written_as_keras_exports_imports_and_computes_what_onnxruntime_d
     assert np.abs(want - got).max() <= 1e-5
 
 
-def test_an_edge_pad_before_a_convolution_is_refused_at_the_pad(tmp_path):
-    """Repeating the edge is not the zeros a convolution pads with: refused, not read as padding."""
+def test_an_edge_pad_before_a_convolution_is_a_pad_layer_not_the_convolutions_padding(tmp_path):
+    """Repeating the edge is not the zeros a convolution pads with: the Pad stays a layer of its own
+    (`pad`, mode replicate), and the import computes what onnxruntime does."""
+    import yaml
+
     path = tmp_path / "edge.onnx"
     _keras_like(path, edge_before_conv=True)
     done = run_archc("import", str(path), "-o", "k.yaml", cwd=tmp_path)
-    assert done.returncode == 1 and "Traceback" not in done.stderr
-    assert "(Pad)" in done.stderr, done.stderr
-    assert not (tmp_path / "k.yaml").exists()
+    assert done.returncode == 0 and "archc: verified:" in done.stderr, done.stderr
+    layers = yaml.safe_load((tmp_path / "k.yaml").read_text())["layers"]
+    assert layers[0]["op"] == "pad" and layers[0]["mode"] == "replicate", layers[0]
+    assert layers[1]["op"] == "conv" and layers[1].get("padding", 0) == 0, layers[1]
 
 
 def test_a_constant_added_to_a_convolution_read_elsewhere_too_is_not_its_bias(tmp_path):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import assert_memory_measured, run_archc
+from timm_like import Mlp
 
 import archcompiler
 from archcompiler import BackendError, SpecError
@@ -74,20 +75,6 @@ class Attention(nn.Module):
 
 
 Attention.__module__ = "timm.layers.attention"      # where timm's class lives: the importer reads it as a leaf
-
-
-class Mlp(nn.Module):
-    def __init__(self, dim, hidden):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.drop1 = nn.Dropout(0.0)
-        self.norm = nn.Identity()
-        self.fc2 = nn.Linear(hidden, dim)
-        self.drop2 = nn.Dropout(0.0)
-
-    def forward(self, x):
-        return self.drop2(self.fc2(self.norm(self.drop1(self.act(self.fc1(x))))))
 
 
 class Block(nn.Module):

@@ -1172,6 +1172,30 @@ def _parameter_step(node: Any, ctx: _Graph) -> bool:
     return True
 
 
+def _constant_step(node: Any, ctx: _Graph) -> bool:
+    """A Mul, Add, Sub or Div of a layer's output and one float number (Keras's Rescaling, a scale the
+    exporter wrote): the op that ``const:TYPE`` names; a number that changes nothing (+ 0, * 1) is the
+    layer itself."""
+    import numpy as np
+
+    tensors, consts = _const_of(ctx, node)
+    if node.op_type not in ("Mul", "Add", "Sub", "Div") or len(tensors) != 1 or len(consts) != 1 \
+            or tensors[0] not in ctx.value_of or f"const:{node.op_type}" not in FROM_ONNX:
+        return False
+    pos, value = consts[0]
+    value = np.asarray(value)
+    if value.size != 1 or value.dtype.kind != "f" or value.ndim > len(ctx.shapes.get(tensors[0], ())):
+        return False
+    src = tensors[0]
+    attrs = {"value": float(value.reshape(-1)[0]), "first": pos == 0}
+    fields = FROM_ONNX[f"const:{node.op_type}"].layer(Node(node.name, attrs, [], [ctx.shape(src)], ctx.shape(src)))
+    if fields is None:
+        ctx.alias(node.output[0], src)
+    else:
+        ctx.emit(node, node.output[0], fields, [ctx.value_of[src]], {}, ctx.shape(src), src in ctx.last)
+    return True
+
+
 def _view_step(node: Any, ctx: _Graph) -> bool:
     """Reshapes that are no op of their own: a patch convolution's map (kernel = stride, no padding)
     reshaped to N x D x S and transposed to N x S x D (the conv becomes ViT's ``patch_embed``); and a
@@ -1990,9 +2014,11 @@ def _pad_step(node: Any, ctx: _Graph) -> bool:
     return True
 
 
+# (the constant step last: a number in a pattern, GELU's 0.5 or attention's scale, is the pattern's)
 _STEPS: list[Callable[[Any, _Graph], bool]] = [_layout_step, _linear_step, _bias_step, _parameter_step, _view_step,
                                                _attention_step, _merge_step, _window_step,
-                                               _groups_step, _gelu_step, _norm_step, _mean_step, _pad_step]
+                                               _groups_step, _gelu_step, _norm_step, _mean_step, _pad_step,
+                                               _constant_step]
 
 
 def _clean(text: str) -> str:

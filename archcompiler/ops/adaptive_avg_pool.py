@@ -61,11 +61,13 @@ def _from_torch(s: Any) -> dict:
 
 
 def _mean_in(s: Any) -> dict:
+    """x.mean([2, 3]) (MNASNet), or x.mean((1, 2)) of a channels-last map (timm's pooling of an N x H x W x C
+    map): the same numbers as global_avg_pool's C x 1 x 1."""
     dims = s.arg.get("dim")
     dims = sorted(int(d) % 4 for d in (dims if isinstance(dims, (list, tuple)) else [dims])) if dims is not None else []
-    need(dims == [2, 3] and len(s.shapes[0]) == 3, f"a mean over dims {s.arg.get('dim')} (archc's global_avg_pool "
-                                                   "averages height and width)")
-    return {"op": "global_avg_pool"}      # x.mean([2, 3]) (MNASNet): the same numbers, as C x 1 x 1
+    need(dims == ([1, 2] if s.arg.get("channels_last") else [2, 3]) and len(s.shapes[0]) == 3,
+         f"a mean over dims {s.arg.get('dim')} (archc's global_avg_pool averages height and width)")
+    return {"op": "global_avg_pool"}
 
 
 def _reduce_mean(n: Any) -> dict:

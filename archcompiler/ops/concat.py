@@ -27,19 +27,25 @@ KIND = "concat"
 
 
 class Concat(ManyInputs):
-    """Concatenation along channels (an inception module's output)."""
+    """Concatenation along channels (an inception module's output); of sequences, along the tokens (CaiT's
+    class token before the patches)."""
 
     op: Literal["concat"]
 
 
 def _shape(a: Attrs, shapes: list[Shape]) -> Shape:
+    if shapes and all(len(s) == 2 for s in shapes):           # sequences: along the tokens, of one dimension
+        if len({s[1] for s in shapes}) != 1:
+            raise ShapeError("concat needs sequences of the same dimension, got " + ", ".join(fmt(s) for s in shapes))
+        return (sum(s[0] for s in shapes), shapes[0][1])
     if any(len(s) != 3 for s in shapes) or len({s[1:] for s in shapes}) != 1:
         raise ShapeError("concat needs inputs of the same height and width, got " + ", ".join(fmt(s) for s in shapes))
     return (sum(s[0] for s in shapes), *shapes[0][1:])
 
 
 def _from_torch(s: Any) -> dict | None:
-    need(s.arg.get("dim", 0) == 1, f"a concatenation along dim {s.arg.get('dim', 0)} (archc's is along channels)")
+    need(s.arg.get("dim", 0) == 1, f"a concatenation along dim {s.arg.get('dim', 0)} (archc's is along channels, "
+                                   "or a sequence's tokens)")
     return {"op": "concat"} if len(s.shapes) > 1 else None      # torch.cat([x], 1) is x (DenseNet)
 
 

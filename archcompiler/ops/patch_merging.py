@@ -71,8 +71,8 @@ def _macs(a: Attrs, i: list[Shape], o: Shape) -> int:
 
 
 def _from_torch(s: Any) -> dict:
-    """torchvision's PatchMerging (the LayerNorm before the reduction) and PatchMergingV2 (after it), and
-    archc's own, told apart by the LayerNorm's size."""
+    """torchvision's PatchMerging (the LayerNorm before the reduction) and PatchMergingV2 (after it), timm's
+    Swin's and archc's own, told apart by the LayerNorm's size."""
     m = s.module
     out_ch = m.reduction.out_features
     norm = m.norm
@@ -98,7 +98,11 @@ OP = Op(
         torch=TorchCode(lambda a, ins, out: f"PatchMerging({ins[0][0]}, {out[0]}, {a['norm'] == 'after'}, {a['eps']!r})",
                         lambda a, x, m, ip: f"{m}({x[0]}.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)", RUNTIME),
         style=Style("box", "#dbe9f6", lambda a: "2x2 merged")),),
-    from_torch={"PatchMerging": FromTorch(KIND, _from_torch), "PatchMergingV2": FromTorch(KIND, _from_torch)},
+    # torchvision's, archc's own and timm's Swin's (its 2 x 2 quarters concatenated in torchvision's order:
+    # reshape(B, H / 2, 2, W / 2, 2, C).permute(0, 1, 3, 4, 2, 5) puts the row offset innermost)
+    from_torch={"PatchMerging": FromTorch(KIND, _from_torch, modules=("torch.nn", "torchvision",
+                                                                      "timm.models.swin_transformer")),
+                "PatchMergingV2": FromTorch(KIND, _from_torch)},
     # the importer's pattern of the exporters' nodes (its out, eps and norm given)
     from_onnx={"pattern:merge": FromOnnx(lambda n: {"op": KIND, **n.attrs})},
 )

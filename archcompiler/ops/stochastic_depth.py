@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field
 
 from ..spec.layers import LayerBase, not_bool
-from ._base import A_STATEMENT, FromTorch, LayerOp, Op, OpDef, Style, TorchCode, same
+from ._base import A_STATEMENT, FromTorch, LayerOp, Op, OpDef, Style, TorchCode, need, same
 
 KIND = "stochastic_depth"
 
@@ -31,6 +31,12 @@ def _from_torch(s: Any) -> dict:
     return {"op": "stochastic_depth", "p": float(p), "mode": "row" if mode in ("row", True) else "batch"}
 
 
+def _timm_in(s: Any) -> dict:
+    """timm's DropPath: per sample, the survivors scaled by 1 / (1 - p) (scale_by_keep), as torchvision's."""
+    need(getattr(s.module, "scale_by_keep", True), "a DropPath that does not scale what survives (scale_by_keep=False)")
+    return {"op": "stochastic_depth", "p": float(s.module.drop_prob), "mode": "row"}
+
+
 OP = Op(
     layers=(LayerOp(StochasticDepth, lambda s: [("", KIND, {"p": s.p, "mode": s.mode})]),),
     # the residual branch times a per-sample 0 or 1 / (1 - p) in training (autograd keeps that
@@ -41,7 +47,8 @@ OP = Op(
                                                   "self.training)",
                         helper="archcompiler.backends.torch.runtime:stochastic_depth"),
         style=Style("box", "#f5f5f5", lambda a: f"p {a['p']:.3g}")),),
-    # torchvision.ops.StochasticDepth and its function; archc's own helper takes mode as row=True
+    # torchvision.ops.StochasticDepth and its function (archc's own helper takes mode as row=True); timm's DropPath
     from_torch={"StochasticDepth": FromTorch(KIND, _from_torch),
-                "fn:stochastic_depth": FromTorch(KIND, _from_torch, ("p", "mode", "training"))},
+                "fn:stochastic_depth": FromTorch(KIND, _from_torch, ("p", "mode", "training")),
+                "DropPath": FromTorch(KIND, _timm_in, modules=("timm.layers",))},
 )

@@ -1,11 +1,12 @@
-"""Swin's (shifted) window attention and MaxViT's window and grid attention (``op: window_attention``)."""
+"""Swin's (shifted) window attention and MaxViT's window and grid attention (``op: window_attention``);
+``layout: maxxvit`` / ``maxxvit_2d``: timm's MaxViT and CoAtNet attention (timm/models/maxxvit.py)."""
 
 from __future__ import annotations
 
 import math
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ..spec.layers import Bool, LayerBase, NonNegInt, PosInt, Rate
 from ._base import (
@@ -31,6 +32,10 @@ from ._base import (
 
 KIND = "window_attention"
 RUNTIME = "archcompiler.backends.torch.runtime:WindowAttention"
+# the IR kind of timm's MaxViT / CoAtNet layouts (its own kind: its torch code is another helper class)
+MAXXVIT = "partition_attention"
+MAXXVIT_RUNTIME = "archcompiler.backends.torch.runtime:PartitionAttention"
+MAXXVIT_LAYOUTS = ("maxxvit", "maxxvit_2d")
 
 
 class WindowAttention(LayerBase):
@@ -40,8 +45,11 @@ class WindowAttention(LayerBase):
     torchvision's ``ShiftedWindowAttention`` (``qkv``, ``proj``, ``relative_position_bias_table``
     and the integer buffer ``relative_position_index``); ``cosine``: Swin V2's scaled cosine
     attention (``logit_scale``) with the continuous position bias of a small MLP (``cpb_mlp``).
-    ``grid``: MaxViT's grid attention (``layout: maxvit`` its torchvision module). The window must
-    tile the map (or ``pad`` pads it) and ``heads`` divide the channels."""
+    ``grid``: MaxViT's grid attention (``layout: maxvit`` its torchvision module). ``layout: maxxvit``
+    is timm's MaxViT attention (``AttentionCl``: ``qkv``, ``proj``, ``rel_pos.relative_position_bias_table``),
+    ``maxxvit_2d`` timm's CoAtNet attention (``Attention2d``: the same as 1 x 1 convolutions; over the whole
+    map where the window is the map), so timm's keys load. The window must tile the map (or ``pad`` pads
+    it) and ``heads`` divide the channels."""
 
     op: Literal["window_attention"]
     heads: PosInt = Field(description="attention heads; each attends over channels / heads features")
@@ -53,14 +61,32 @@ class WindowAttention(LayerBase):
     cosine: Bool = Field(False, description="Swin V2's scaled cosine attention and continuous position bias")
     grid: Bool = Field(False, description="MaxViT's grid attention: each group a window x window grid of positions "
                                           "H / window apart across the map, instead of a window of neighbours")
-    layout: Literal["swin", "maxvit"] = Field("swin", description="the torchvision module it is laid out as: Swin's "
-                                              "ShiftedWindowAttention (qkv, proj; q scaled by head_dim^-0.5) or "
-                                              "MaxViT's RelativePositionalMultiHeadAttention (to_qkv, merge, a 2D "
-                                              "index; k scaled by C^-0.5)")
+    layout: Literal["swin", "maxvit", "timm", "maxxvit", "maxxvit_2d"] = Field("swin", description="the module it is laid out as: "
+                                                      "torchvision's Swin ShiftedWindowAttention (qkv, proj; q scaled "
+                                                      "by head_dim^-0.5), MaxViT's RelativePositionalMultiHeadAttention "
+                                                      "(to_qkv, merge, a 2D index; k scaled by C^-0.5), or timm's Swin "
+                                                      "WindowAttention (Swin's, its index outside the state_dict); timm's MaxViT "
+                                                      "AttentionCl (maxxvit: qkv and proj Linears, each head's q, k "
+                                                      "and v in turn, rel_pos's bias table) or CoAtNet Attention2d "
+                                                      "(maxxvit_2d: the same as 1 x 1 convolutions)")
     dropout: Rate = Field(0.0, description="dropout on the attention weights in training, in [0, 1)")
+    out: PosInt | None = Field(None, description="layouts maxxvit and maxxvit_2d: the channels proj maps the heads "
+                                                 "to (CoAtNet widens the map there); default the input's")
+
+    @model_validator(mode="after")
+    def _maxxvit_fields(self) -> WindowAttention:
+        if self.layout in MAXXVIT_LAYOUTS and (self.shift or self.pad or self.cosine):
+            raise ValueError(f"layout {self.layout} is timm's attention on windows that tile the map: no shift, "
+                             "pad or cosine")
+        if self.out is not None and self.layout not in MAXXVIT_LAYOUTS:
+            raise ValueError("out needs layout maxxvit or maxxvit_2d (the other layouts keep the channels)")
+        return self
 
 
 def _lower(s: WindowAttention) -> list:
+    if s.layout in MAXXVIT_LAYOUTS:
+        return [("", MAXXVIT, {"heads": s.heads, "window": s.window, "grid": s.grid, "conv": s.layout == "maxxvit_2d",
+                               "out": s.out, "dropout": s.dropout})]
     return [("", KIND, {"heads": s.heads, "window": s.window, "shift": s.shift, "pad": s.pad, "cosine": s.cosine,
                         "dropout": s.dropout, "grid": s.grid, "layout": s.layout})]
 
@@ -83,6 +109,8 @@ def _shape(a: Attrs, shapes: list[Shape]) -> Shape:
                          f"each head takes {c} / {a['heads']} features")
     if a["shift"] >= win:
         raise ShapeError(f"shift {a['shift']} must be smaller than the window {win}x{win}")
+    if a["layout"] == "timm" and (a["cosine"] or a["grid"]):
+        raise ShapeError("layout timm is timm's Swin (V1) window attention: no cosine, no grid")
     return shapes[0]
 
 
@@ -206,6 +234,8 @@ def _own_in(s: Any) -> dict:
     out.update({k: True for k in ("cosine", "grid") if getattr(m, k)})
     if m.maxvit:
         out["layout"] = "maxvit"
+    elif "relative_position_index" in m._non_persistent_buffers_set:
+        out["layout"] = "timm"
     if m.dropout:
         out["dropout"] = float(m.dropout)
     return out
@@ -228,9 +258,59 @@ def _partition_in(s: Any) -> dict:
     return out
 
 
+def _timm_in(s: Any) -> dict:
+    """timm's Swin WindowAttention (timm.models.swin_transformer), called by its block on the map cut into
+    windows after the block's cyclic shift (the importer's window steps give both: ``s.arg["windows"]``,
+    the shift and the window) with the block's mask, which must be the shifted windows' own."""
+    m = s.module
+    need(type(m).__module__ == "timm.models.swin_transformer", f"a WindowAttention of {type(m).__module__} "
+                                                               "(archc reads timm's Swin's, timm.models.swin_transformer)")
+    part = s.arg.get("windows")
+    need(part is not None, "window attention on a tensor that is not the map cut into windows as timm's Swin "
+                           "block cuts it (window_partition, after its roll)")
+    shift, win = part
+    c, h, w = s.shapes[0]
+    need(tuple(m.window_size) == (win, win), f"a window of {list(m.window_size)} on windows of {win}x{win}")
+    need(m.qkv.in_features == c and m.qkv.out_features == 3 * c and m.proj.in_features == c
+         and m.proj.out_features == c and c % m.num_heads == 0,
+         "window attention whose heads' width differs from dim / heads (head_dim)")
+    need(m.qkv.bias is not None and m.proj.bias is not None, "window attention without the qkv or proj bias")
+    need(not float(m.proj_drop.p), "window attention with dropout after the projection (proj_drop)")
+    need(_same_mask(s.arg.get("mask"), h, w, win, shift),
+         "a mask other than the shifted windows' own (archc's window attention makes it from the shift)")
+    out = {"op": KIND, "heads": m.num_heads, "window": win, "layout": "timm"}
+    if shift:
+        out["shift"] = shift
+    if float(m.attn_drop.p):
+        out["dropout"] = float(m.attn_drop.p)
+    return out
+
+
+def _same_mask(mask: Any, h: int, w: int, win: int, shift: int) -> bool:
+    """Whether ``mask`` (windows x W^2 x W^2, or None) is Swin's mask of a map of h x w shifted by ``shift``:
+    -100 between positions that the roll brought from different regions, 0 within one (none without a shift)."""
+    if not shift or mask is None:
+        return not shift and mask is None
+    labels = [[0] * w for _ in range(h)]       # the region each position came from (3 x 3 regions)
+    for k, (h0, h1) in enumerate(((0, h - win), (h - win, h - shift), (h - shift, h))):
+        for j, (w0, w1) in enumerate(((0, w - win), (w - win, w - shift), (w - shift, w))):
+            for r in range(h0, h1):
+                labels[r][w0:w1] = [3 * k + j] * (w1 - w0)
+    windows = [[labels[bh * win + r][bw * win + c] for r in range(win) for c in range(win)]
+               for bh in range(h // win) for bw in range(w // win)]
+    want = [[[0.0 if a == b else -100.0 for b in lab] for a in lab] for lab in windows]
+    return tuple(mask.shape) == (len(windows), win * win, win * win) and mask.float().tolist() == want
+
+
+def _window_in(s: Any) -> dict:
+    """A module named WindowAttention: timm's Swin's, or archc's own."""
+    return _timm_in(s) if type(s.module).__module__.startswith("timm.") else _own_in(s)
+
+
 def _module(a: Attrs, ins: list, out: tuple) -> str:
+    timm = ", timm=True" if a["layout"] == "timm" else ""
     return (f"WindowAttention({out[0]}, {a['heads']}, {a['window']}, {a['shift']}, {a['pad']}, {a['cosine']}, "
-            f"{a['dropout']!r}, {out[1]}, {out[2]}, {a['grid']}, {a['layout'] == 'maxvit'})")
+            f"{a['dropout']!r}, {out[1]}, {out[2]}, {a['grid']}, {a['layout'] == 'maxvit'}{timm})")
 
 
 def _detail(a: Attrs) -> str:
@@ -238,8 +318,165 @@ def _detail(a: Attrs) -> str:
         (f", shift {a['shift']}" if a["shift"] else "")
 
 
+# ----------------------------------------------------------------------------- timm's MaxViT and CoAtNet (maxxvit.py)
+
+
+def _maxxvit_shape(a: Attrs, shapes: list[Shape]) -> Shape:
+    """timm's partition attention keeps the map's size and gives ``out`` channels (default its own): the
+    window (or grid) must tile the map, with no padding (timm's partition asserts it), and the heads divide
+    its channels."""
+    c, h, w = image("window_attention", shapes)
+    win, what = a["window"], "grid" if a["grid"] else "window"
+    if h % win or w % win:
+        raise ShapeError(f"{what} {win}x{win} does not tile the map {fmt(shapes[0])}: {h}x{w} is not a multiple of "
+                         f"{win} (timm's partition pads nothing)")
+    if win < 2:
+        raise ShapeError(f"a {what} of 1x1 attends each position to itself alone: window must be 2 or more")
+    if c % a["heads"]:
+        raise ShapeError(f"heads={a['heads']} does not divide the {c} channels of the map {fmt(shapes[0])}: "
+                         f"each head takes {c} / {a['heads']} features")
+    return (a["out"] or c, h, w)
+
+
+def _maxxvit_params(a: Attrs, i: list[Shape], o: Shape) -> Params:
+    """qkv (C -> 3C) and proj (C -> out), with biases; rel_pos's (2W - 1)^2 x heads bias table; the buffer:
+    its W^4 index (outside the state_dict, as timm's)."""
+    c, out, win = i[0][0], o[0], a["window"]
+    return Params(3 * c * c + c * out + (2 * win - 1) ** 2 * a["heads"], 3 * c + out, win ** 4)
+
+
+def _maxxvit_macs(a: Attrs, i: list[Shape], o: Shape) -> int:
+    """qkv (3 N C^2 over the map's N positions) and proj (N C out); QK^T and the scores times V within each
+    window (N W^2 C each)."""
+    c, n = i[0][0], o[1] * o[2]
+    return 3 * n * c * c + n * c * o[0] + 2 * n * a["window"] ** 2 * c
+
+
+def _maxxvit_scores(a: Attrs, o: Shape) -> int:
+    return a["heads"] * o[1] * o[2] * a["window"] ** 2
+
+
+def _maxxvit_workspace(a: Attrs, i: list[Shape], o: Shape, batch: int) -> int:
+    """The most runtime.py's PartitionAttention holds at once beyond its input and output, for a batch
+    (measured: tests/test_timm_maxxvit.py). With M the input's elements and O the output's: the windows
+    (a copy, M), the projection q, k and v are views of (3M), the position bias (heads x W^4, once) and,
+    from scaled_dot_product_attention's fused kernel, its output (M) and log-sum-exp per head and position;
+    then the heads' output and proj's (M + O); then proj's and, where the way back to the map is no view,
+    the map (2O). The windows' order is the map's where one window spans the width (a grid: the whole map):
+    the way back is a view then (the windows are a copy whatever the input's memory layout)."""
+    c, h, w = i[0]
+    m, out, win = batch * c * h * w, batch * math.prod(o), a["window"]
+    in_order = h == w == win if a["grid"] else w == win
+    attention = 5 * m + a["heads"] * win ** 4 + batch * a["heads"] * h * w
+    return max(attention, m + out, out if in_order else 2 * out) - out
+
+
+def _maxxvit_saves(a: Attrs, i: list[Shape], o: Shape) -> tuple[tuple[str, ...], int]:
+    """What autograd keeps (measured: tests/test_timm_maxxvit.py): the windows (qkv's input, a copy),
+    scaled_dot_product_attention's math path (its mask needs a gradient: the fused kernel takes none): q and
+    k scaled (2M), the softmax's scores, and v, which its batched product reads as a view of the projection
+    (3M) with one head, and as a copy (M) with more (one window of one sample aside: a view again); and
+    proj's input (M)."""
+    m = math.prod(i[0])
+    return (), (7 if a["heads"] == 1 else 5) * m + _maxxvit_scores(a, o)
+
+
+def _maxxvit_backward_workspace(a: Attrs, i: list[Shape], o: Shape) -> int:
+    """In backward, the scores' gradient (S, softmax's backward) beside the heads' output gradient in the
+    batched products' layout (M): an estimate, not a measurement (scaled_dot_product_attention's math path
+    frees its saved tensors while it runs and copies q, k, v's gradients into the projection's; on small
+    maps measured within about 10% of a training step's peak, tests/test_timm_maxxvit.py)."""
+    return math.prod(i[0]) + _maxxvit_scores(a, o)
+
+
+def _maxxvit_detail(a: Attrs) -> str:
+    return f"{a['heads']} heads, {'grid' if a['grid'] else 'window'} {a['window']} (timm)"
+
+
+def _maxxvit_fields(s: Any, m: Any, window: int, grid: bool, conv: bool) -> dict:
+    """timm's AttentionCl or Attention2d (``conv``) with its RelPosBias over ``window`` x ``window`` positions:
+    what archc's layouts compute, or Unmappable."""
+    c = s.shapes[0][0] if s.shapes else 0
+    rel = getattr(m, "rel_pos", None)
+    need(rel is not None and type(rel).__name__ == "RelPosBias" and not getattr(rel, "prefix_tokens", 0),
+         f"attention with {type(rel).__name__ if rel is not None else 'no'} relative position (archc's "
+         "maxxvit layouts have timm's RelPosBias, a table per head)")
+    need(tuple(rel.window_size) == (window, window), f"a position bias of {list(rel.window_size)} on windows "
+                                                     f"of {window}x{window}")
+    need(m.head_first, "qkv laid out q, k, v across all heads (head_first false; archc's has each head's in turn)")
+    need(m.qkv.bias is not None and m.proj.bias is not None, "attention without the qkv or proj bias")
+    need(m.num_heads * m.dim_head == c and _width(m.qkv, conv) == (c, 3 * c) and _width(m.proj, conv)[0] == c,
+         "attention whose heads' width differs from its input's (expand_first: the heads wider than the input)")
+    need(not float(m.proj_drop.p), "attention with dropout after proj (proj_drop)")
+    out = {"op": KIND, "heads": m.num_heads, "window": window, "layout": "maxxvit_2d" if conv else "maxxvit"}
+    if grid:
+        out["grid"] = True
+    if _width(m.proj, conv)[1] != c:
+        out["out"] = _width(m.proj, conv)[1]
+    if float(m.attn_drop.p):
+        out["dropout"] = float(m.attn_drop.p)
+    return out
+
+
+def _width(layer: Any, conv: bool) -> tuple[int, int]:
+    """A Linear's (in, out) features, or a 1 x 1 convolution's channels (anything else: (0, 0))."""
+    if not conv:
+        return layer.in_features, layer.out_features
+    plain = tuple(layer.kernel_size) == (1, 1) and tuple(layer.stride) == (1, 1) and layer.groups == 1 \
+        and tuple(layer.dilation) == (1, 1) and layer.padding_mode == "zeros"
+    return (layer.in_channels, layer.out_channels) if plain else (0, 0)
+
+
+def _maxxvit_in(s: Any) -> dict:
+    """timm's AttentionCl (MaxViT's _rw models) on its channels-last map cut into windows (window_partition:
+    the importer's window steps, ``s.arg["windows"]``: no shift, the window) or a grid (grid_partition,
+    ``s.arg["partition"]``: (True, H / G))."""
+    c, h, w = s.shapes[0] if s.shapes else (0, 0, 0)
+    windows, part = s.arg.get("windows"), s.arg.get("partition")
+    if windows is not None and not windows[0]:
+        return _maxxvit_fields(s, s.module, windows[1], False, False)
+    need(part is not None and part[0] and h == w and h % part[1] == 0,
+         "attention on a tensor that is not the map cut into windows or a grid as timm's MaxViT cuts it "
+         "(window_partition, grid_partition)")
+    return _maxxvit_fields(s, s.module, h // part[1], True, False)
+
+
+def _coatnet_in(s: Any) -> dict:
+    """timm's Attention2d (CoAtNet's _rw models) over the whole map: its position bias covers the map."""
+    c, h, w = s.shapes[0] if s.shapes else (0, 0, 0)
+    need(not s.arg.get("channels_last") and h == w,
+         "Attention2d on anything but a whole square map (archc reads CoAtNet's, not the windows of "
+         "PartitionAttention2d)")
+    return _maxxvit_fields(s, s.module, h, False, True)
+
+
+def _own_partition_in(s: Any) -> dict:
+    """archc's own PartitionAttention (runtime.py, as a built spec holds it), on its channels-last view."""
+    m = s.module
+    conv = not hasattr(m.qkv, "in_features")
+    c, out = _width(m.qkv, conv)[0], _width(m.proj, conv)[1]
+    fields = {"op": KIND, "heads": m.heads, "window": m.window, "layout": "maxxvit_2d" if conv else "maxxvit"}
+    fields.update({"grid": True} if m.grid else {})
+    fields.update({"out": out} if out != c else {})
+    fields.update({"dropout": float(m.dropout)} if m.dropout else {})
+    return fields
+
+
+_MAXXVIT_KIND = OpDef(
+    MAXXVIT, _maxxvit_shape, attrs=("heads", "window", "grid", "conv", "out", "dropout"),
+    params=_maxxvit_params, macs=_maxxvit_macs, elementwise=lambda a, i, o: 3 * _maxxvit_scores(a, o),
+    depth="params", window=lambda a, i: Window((a["window"],) * 2, (1, 1), ((a["window"] - 1) // 2,) * 2),
+    batch_workspace=_maxxvit_workspace, saves=_maxxvit_saves, backward_workspace=_maxxvit_backward_workspace,
+    latency=Latency(("attention",), lambda a, i, o: Kernel("attention", (i[0][0], a["heads"], a["window"] ** 2),
+                                                           _maxxvit_macs(a, i, o))),
+    torch=TorchCode(lambda a, ins, out: f"PartitionAttention({ins[0][0]}, {a['heads']}, {a['window']}, {a['grid']}, "
+                                        f"{a['conv']}, {out[0]}, {a['dropout']!r})",
+                    lambda a, x, m, ip: f"{m}({x[0]}.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)", MAXXVIT_RUNTIME),
+    style=Style("box", "#fce4d6", _maxxvit_detail))
+
+
 OP = Op(
-    layers=(LayerOp(WindowAttention, _lower),),
+    layers=(LayerOp(WindowAttention, _lower, main=KIND),),
     # as torchvision's ShiftedWindowAttention(V2) computes it on its channels-last view: the score matrices
     # are the windows'
     kinds=(OpDef(
@@ -250,13 +487,19 @@ OP = Op(
         latency=Latency(("attention",), lambda a, i, o: Kernel("attention", (o[0], a["heads"], a["window"] ** 2),
                                                                _macs(a, i, o))),
         torch=TorchCode(_module, lambda a, x, m, ip: f"{m}({x[0]}.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)", RUNTIME),
-        style=Style("box", "#fce4d6", _detail)),),
+        style=Style("box", "#fce4d6", _detail)), _MAXXVIT_KIND),
     # their modules, leaves of the trace (by class name; torchvision's, or archc's own in a module it
     # generated), on a channels-last map (Swin) or one cut into windows or a grid (MaxViT)
     from_torch={"ShiftedWindowAttention": FromTorch(KIND, _swin_in),
                 "ShiftedWindowAttentionV2": FromTorch(KIND, _swin_in),
-                "WindowAttention": FromTorch(KIND, _own_in),
-                "RelativePositionalMultiHeadAttention": FromTorch(KIND, _partition_in)},
+                # archc's own (a generated module's) and timm's Swin's
+                "WindowAttention": FromTorch(KIND, _window_in, modules=("torch.nn", "torchvision",
+                                                                        "timm.models.swin_transformer")),
+                "RelativePositionalMultiHeadAttention": FromTorch(KIND, _partition_in),
+                # timm's MaxViT and CoAtNet attention (timm/models/maxxvit.py), and archc's own
+                "AttentionCl": FromTorch(MAXXVIT, _maxxvit_in, modules=("timm.models.maxxvit",)),
+                "Attention2d": FromTorch(MAXXVIT, _coatnet_in, modules=("timm.models.maxxvit",)),
+                "PartitionAttention": FromTorch(MAXXVIT, _own_partition_in)},
     # the importer's pattern of the exporters' nodes (its fields given)
     from_onnx={"pattern:windows": FromOnnx(lambda n: {"op": KIND, **n.attrs})},
 )

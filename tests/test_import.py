@@ -615,28 +615,22 @@ def test_a_model_over_two_gigabytes_exports_its_weights_beside_the_file_and_impo
         torch.testing.assert_close(rebuilt(x), original(x), rtol=0, atol=1e-6)
 
 # one small variant per family whose ONNX operators differ (benchmarks/onnx_round_trip.py runs every shipped
-# spec): Conv / BatchNormalization / Relu / Add / MaxPool / Gemm; Clip(0, 6); HardSwish / HardSigmoid and
-# squeeze-and-excitation's Mul; channel shuffle and split; Concat without BatchNorm; DenseNet's Concat and
-# AveragePool; GoogLeNet's ceil-mode pooling and four-way Concat; the paper's GoogLeNet's LRN, which the
-# exporter writes as local_response_norm's own steps (Mul, Pad, 3-d AveragePool, Pow, Div); the token models
-ONNX_FAMILIES = [("resnet18", ["input=[3,64,64]"]), ("mobilenet_v2", ["input=[3,64,64]"]),
-                 ("mobilenet_v3_small", ["input=[3,64,64]"]), ("shufflenet_v2_x0_5", ["input=[3,64,64]"]),
-                 ("squeezenet1_1", ["input=[3,64,64]"]),
-                 ("densenet121", ["input=[3,64,64]", *(f"variants.rows.block{b}_n=[2,2,2,2]" for b in (2, 3, 4))]),
+# spec), in this process, compared with the torch module it was exported from; the families of
+# CONDITION_FAMILIES below (ResNet, MobileNet V2 and V3's Clip, HardSwish and squeeze-and-excitation,
+# ShuffleNet's shuffle and split, SqueezeNet's Concat, ViT's tokens and attention, MaxViT's windows and grid)
+# go through the command line there, compared with onnxruntime by the import itself. Here: DenseNet's Concat
+# and AveragePool; GoogLeNet's ceil-mode pooling and four-way Concat; the paper's GoogLeNet's LRN, which the
+# exporter writes as local_response_norm's own steps (Mul, Pad, 3-d AveragePool, Pow, Div); ConvNeXt's
+# channels-last stretches, layer_scale and as_strided; Swin's shifted, padded and whole-map windows and patch
+# merging; Swin V2's cosine attention and position MLP
+ONNX_FAMILIES = [("densenet121", ["input=[3,64,64]", *(f"variants.rows.block{b}_n=[2,2,2,2]" for b in (2, 3, 4))]),
                  ("googlenet", ["input=[3,64,64]"]), ("googlenet-small", None),
-                 # the token models, reduced: ConvNeXt's channels-last stretches, layer_scale and as_strided;
-                 # ViT's patches, class token, position embedding and attention; Swin's shifted, padded and
-                 # whole-map windows and patch merging; Swin V2's cosine attention and position MLP; MaxViT's
-                 # MBConv, window and grid attention
                  ("convnext_tiny", [*(f"variants.rows.C{k}=[16,16,16,16]" for k in range(1, 5)),
                                     *(f"variants.rows.B{k}=[1,1,1,1]" for k in (1, 2, 4)), "variants.rows.B3=[2,2,2,2]",
                                     "input=[3,32,32]"]),
-                 ("vit_b_16", ["dim=32", "depth=1", "heads=2", "mlp=64", "input=[3,32,32]"]),
                  ("swin_t", ["dim=16", "heads=1", *(f"variants.rows.L{k}=[1,1,1]" for k in (2, 3, 4)), "input=[3,56,56]"]),
                  ("swin_v2_t", ["dim=16", "heads=1", *(f"variants.rows.L{k}=[1,1,1]" for k in (2, 3, 4)),
-                                "input=[3,64,64]"]),
-                 ("maxvit_t", ["stem=16", "C1=16", "C2=16", "C3=32", "C4=32", "B1=1", "B2=1", "B3=1", "B4=1",
-                               "head_dim=16", "window=2", "input=[3,64,64]"])]
+                                "input=[3,64,64]"])]
 
 
 def _trained(model):
@@ -682,9 +676,10 @@ CONDITION_FAMILIES = [("resnet18", ["input=[3,32,32]"]), ("mobilenet_v2", ["inpu
 @pytest.mark.parametrize("name, overrides", CONDITION_FAMILIES, ids=[n for n, _ in CONDITION_FAMILIES])
 def test_build_emit_onnx_then_import_through_the_command_line(name, overrides, tmp_path):
     """What failed from the command line: `archc import m.onnx` in a fresh process wrote a spec it could not
-    read (its conditions read the block's input shape). The import runs as a user runs it; the spec it
-    wrote loads, builds with the weights written beside it and has the exported network's parameters.
-    (The export, which never failed, runs here: one torch start-up less per family.)"""
+    read (its conditions read the block's input shape). The import runs as a user runs it and verifies the
+    spec it wrote against onnxruntime running the file (the same logits); the spec loads, builds with the
+    weights written beside it and has the exported network's parameters. (The export, which never failed,
+    runs here: one torch start-up less per family.)"""
     pytest.importorskip("onnxscript")
     from archcompiler.backends.torch.export import export
 
@@ -695,6 +690,7 @@ def test_build_emit_onnx_then_import_through_the_command_line(name, overrides, t
     done = run_archc("import", "m.onnx", "-o", "m.yaml", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "wrote m.yaml and m.safetensors" in done.stdout
+    assert "archc: verified: the spec's outputs equal the source's" in done.stderr, done.stderr
     imported = archcompiler.load_spec(tmp_path / "m.yaml")
     rebuilt = archcompiler.build(imported, weights=str(tmp_path / "m.safetensors"))
     params = archcompiler.analyze(spec)["total"]["params"]

@@ -664,7 +664,9 @@ def test_shipped_specs_round_trip_through_onnx_with_identical_params_and_logits(
 # exporter writes as a gather archc does not read. benchmarks/onnx_round_trip.py runs it at its size.)
 CONDITION_FAMILIES = [("resnet18", ["input=[3,32,32]"]), ("mobilenet_v2", ["input=[3,32,32]"]),
                       ("mobilenet_v3_small", ["input=[3,32,32]"]), ("efficientnet_b0", ["input=[3,32,32]"]),
-                      ("efficientnet_v2_s", ["input=[3,32,32]"]), ("mnasnet0_5", ["input=[3,32,32]"]),
+                      # (two blocks a stage: the first strided and widening, the second with its residual)
+                      ("efficientnet_v2_s", ["input=[3,32,32]", *(f"variants.rows.n{k}=[2,2,2]" for k in range(1, 7))]),
+                      ("mnasnet0_5", ["input=[3,32,32]"]),
                       ("regnet_y_400mf", ["input=[3,32,32]"]), ("shufflenet_v2_x0_5", ["input=[3,32,32]"]),
                       ("squeezenet1_1", ["input=[3,64,64]"]),
                       ("vit_b_16", ["dim=32", "depth=1", "heads=2", "mlp=64", "input=[3,32,32]"]),

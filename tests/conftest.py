@@ -300,6 +300,22 @@ def assert_memory_measured(spec, infer_batch: int = 4, train_batch: int | None =
     assert abs(predicted - measured) <= 0.01 * measured, (predicted, measured)
 
 
+def assert_imports_back(model, text: str, batch: int = 2, atol: float = 1e-5) -> None:
+    """The spec an import wrote builds the module's network: its state_dict keys load strictly, the parameter
+    count is the module's, and the logits on a seeded batch are the module's (rtol 1e-5, ``atol``)."""
+    import torch
+
+    import archcompiler
+
+    spec = archcompiler.load_spec(text)
+    rebuilt = archcompiler.build(spec).eval()
+    rebuilt.load_state_dict(model.state_dict(), strict=True)
+    assert archcompiler.analyze(spec)["total"]["params"] == sum(p.numel() for p in model.parameters())
+    x = torch.randn(batch, *spec.input, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x), model.eval()(x), rtol=1e-5, atol=atol)
+
+
 def assert_onnx_matches(spec, path: Path) -> None:
     """The spec's module exported to ONNX at ``path`` gives, under onnxruntime, the module's own output."""
     import numpy as np

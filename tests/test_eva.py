@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import assert_memory_measured, run_archc, trained_like
+from conftest import assert_imports_back, assert_memory_measured, run_archc, trained_like
 
 import archcompiler
 from archcompiler import BackendError, GraphError
@@ -347,15 +347,7 @@ def test_timms_eva_imports_exactly_in_each_layout(options):
 
 
 def _imports_back(model: nn.Module, text: str) -> None:
-    """The imported spec builds the module's network: its keys (strictly), parameters and logits."""
-    spec = archcompiler.load_spec(text)
-    rebuilt = archcompiler.build(spec).eval()
-    rebuilt.load_state_dict(model.state_dict(), strict=True)
-    assert archcompiler.analyze(spec)["total"]["params"] == sum(p.numel() for p in model.parameters())
-    x = torch.randn(2, *spec.input, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        torch.testing.assert_close(rebuilt(x), model.eval()(x), rtol=1e-5, atol=1e-6)
-
+    assert_imports_back(model, text, atol=1e-6)
 
 def test_rotary_embeddings_over_pixel_coordinates_are_refused_at_the_attention():
     """timm's other table (in_pixels: pixel bands over [-1, 1]) is not archc's: refused, naming the attention."""

@@ -10,7 +10,7 @@ against timm's own convnextv2_atto runs in a side environment (benchmarks/import
 from __future__ import annotations
 
 import pytest
-from conftest import ROOT, assert_memory_measured, run_archc, trained_like
+from conftest import ROOT, assert_imports_back, assert_memory_measured, run_archc, trained_like
 
 import archcompiler
 from archcompiler import GraphError
@@ -158,14 +158,8 @@ def channels_last():
     return Net(conv=False)
 
 
-def _imports_back(model, text):
-    spec = archcompiler.load_spec(text)
-    rebuilt = archcompiler.build(spec).eval()
-    rebuilt.load_state_dict(model.state_dict(), strict=True)
-    x = torch.randn(2, *spec.input, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        torch.testing.assert_close(rebuilt(x), model.eval()(x), rtol=1e-5, atol=1e-6)
-
+def _imports_back(model: nn.Module, text: str) -> None:
+    assert_imports_back(model, text, atol=1e-6)
 
 def test_archc_import_of_timms_grn_in_a_fresh_process(tmp_path):
     """archc verifies the spec it writes against the module (exit 0: equal); the spec keeps timm's keys and, with

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import assert_memory_measured, run_archc, trained_like
+from conftest import assert_imports_back, assert_memory_measured, run_archc, trained_like
 from timm_like import Mlp
 
 import archcompiler
@@ -236,17 +236,6 @@ def test_the_generated_module_is_standalone_and_scripts():
 # ----------------------------------------------------------------------------- archc import
 
 
-def _imports_back(model: nn.Module, text: str) -> None:
-    """The imported spec builds the module's network: its keys (strictly), parameters and logits."""
-    spec = archcompiler.load_spec(text)
-    rebuilt = archcompiler.build(spec).eval()
-    rebuilt.load_state_dict(model.state_dict(), strict=True)
-    assert archcompiler.analyze(spec)["total"]["params"] == sum(p.numel() for p in model.parameters())
-    x = torch.randn(2, *spec.input, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        torch.testing.assert_close(rebuilt(x), model.eval()(x), rtol=1e-5, atol=1e-5)
-
-
 def test_archc_import_reads_a_mobilevit_from_the_command_line(tmp_path):
     """As a user runs it, in a fresh process: the block's `if` on sizes is taken as at this input (the second
     block interpolates to 6 x 6 and back), its unfold and fold are the map, its attention patch_attention; the
@@ -260,15 +249,15 @@ def test_archc_import_reads_a_mobilevit_from_the_command_line(tmp_path):
     assert text.count("op: patch_attention, heads: heads, patch: 2") == 1      # one block, three uses
     assert "op: interpolate, size: 6, mode: bilinear" in text and "op: interpolate, size: 5, mode: bilinear" in text
     assert "over: channels" in text
-    _imports_back(tiny_mobilevit(), text)
+    assert_imports_back(tiny_mobilevit(), text)
 
 
-def test_archcs_own_built_module_imports_back():
+def test_archcs_own_built_moduleassert_imports_back():
     """A module archc built (its PatchAttention, a leaf of the trace) imports to a spec that computes the same."""
     built = archcompiler.build(_spec(12, 3, 4, 8, ", qkv_bias: false, dropout: 0.1"), seed=0).eval()
     text = archcompiler.import_module(built, name="again")
     assert "op: patch_attention, heads: 3, patch: 4, qkv_bias: false, dropout: 0.1" in text
-    _imports_back(built, text)
+    assert_imports_back(built, text)
 
 
 def test_what_patch_attention_cannot_express_is_refused_where_it_is():

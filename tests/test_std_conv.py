@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from conftest import ROOT, assert_memory_measured, run_archc, trained_like
+from conftest import ROOT, assert_imports_back, assert_memory_measured, run_archc, trained_like
 
 import archcompiler
 from archcompiler.errors import BackendError
@@ -165,15 +165,8 @@ def same():
     return Net(same=True)
 
 
-def _imports_back(model, text):
-    spec = archcompiler.load_spec(text)
-    rebuilt = archcompiler.build(spec).eval()
-    rebuilt.load_state_dict(model.state_dict(), strict=True)
-    assert archcompiler.analyze(spec)["total"]["params"] == sum(p.numel() for p in model.parameters())
-    x = torch.randn(2, *spec.input, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        torch.testing.assert_close(rebuilt(x), model.eval()(x), rtol=1e-5, atol=1e-6)
-
+def _imports_back(model: nn.Module, text: str) -> None:
+    assert_imports_back(model, text, atol=1e-6)
 
 def test_archc_import_of_an_nf_net_in_a_fresh_process(tmp_path):
     """archc verifies the spec it writes against the module (exit 0: equal); gamma and eps are read from the

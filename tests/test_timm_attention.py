@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import assert_memory_measured, run_archc
+from conftest import assert_imports_back, assert_memory_measured, run_archc
 from timm_like import Mlp
 
 import archcompiler
@@ -297,15 +297,7 @@ def test_it_is_drawn_with_its_layout():
 
 
 def _imports_back(model: nn.Module, text: str) -> None:
-    """The imported spec builds the module's network: its keys (strictly), parameters and logits."""
-    spec = archcompiler.load_spec(text)
-    rebuilt = archcompiler.build(spec).eval()
-    rebuilt.load_state_dict(model.state_dict(), strict=True)
-    assert archcompiler.analyze(spec)["total"]["params"] == sum(p.numel() for p in model.parameters())
-    x = torch.randn(1, *spec.input, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        torch.testing.assert_close(rebuilt(x), model.eval()(x), rtol=1e-5, atol=1e-6)
-
+    assert_imports_back(model, text, batch=1, atol=1e-6)
 
 def test_timms_attention_imports_as_self_attention_in_the_timm_layout():
     model = tiny_vit()

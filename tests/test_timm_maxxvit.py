@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import assert_memory_measured, run_archc
+from conftest import assert_imports_back, assert_memory_measured, run_archc
 
 import archcompiler
 from archcompiler import BackendError, GraphError, SpecError
@@ -426,17 +426,6 @@ def test_the_generated_module_is_standalone_and_scripts():
 # ----------------------------------------------------------------------------- archc import
 
 
-def _imports_back(model: nn.Module, text: str) -> None:
-    """The imported spec builds the module's network: its keys (strictly), parameters and logits."""
-    spec = archcompiler.load_spec(text)
-    rebuilt = archcompiler.build(spec).eval()
-    rebuilt.load_state_dict(model.state_dict(), strict=True)
-    assert archcompiler.analyze(spec)["total"]["params"] == sum(p.numel() for p in model.parameters())
-    x = torch.randn(2, *spec.input, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        torch.testing.assert_close(rebuilt(x), model.eval()(x), rtol=1e-5, atol=1e-5)
-
-
 def test_archc_import_reads_timms_maxvit_and_coatnet_blocks_from_the_command_line(tmp_path):
     """As a user runs it, in a fresh process: the windows, the grid and CoAtNet's whole-map attention (its
     first block widening the map) become window_attention layers with timm's layouts, verified."""
@@ -448,16 +437,16 @@ def test_archc_import_reads_timms_maxvit_and_coatnet_blocks_from_the_command_lin
     text = (tmp_path / "maxxvit.yaml").read_text()
     assert "layout: maxxvit," in text and "grid: true" in text and "layout: maxxvit_2d" in text
     assert "out: 32" in text
-    _imports_back(tiny(), text)
+    assert_imports_back(tiny(), text)
 
 
 @pytest.mark.slow
-def test_archcs_own_built_module_imports_back():
+def test_archcs_own_built_moduleassert_imports_back():
     model = tiny()
     built = archcompiler.build(archcompiler.import_module(model), seed=0).eval()
     text = archcompiler.import_module(built, name="again")
     assert "layout: maxxvit," in text and "layout: maxxvit_2d" in text
-    _imports_back(built, text)
+    assert_imports_back(built, text)
 
 
 class OtherBias(RelPosBias):

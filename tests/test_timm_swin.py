@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import assert_memory_measured, run_archc
+from conftest import assert_imports_back, assert_memory_measured, run_archc
 
 import archcompiler
 from archcompiler import BackendError
@@ -290,16 +290,6 @@ def test_memory_matches_a_measurement():
 # ----------------------------------------------------------------------------- archc import
 
 
-def _imports_back(model: nn.Module, text: str) -> None:
-    spec = archcompiler.load_spec(text)
-    rebuilt = archcompiler.build(spec).eval()
-    rebuilt.load_state_dict(model.state_dict(), strict=True)
-    assert archcompiler.analyze(spec)["total"]["params"] == sum(p.numel() for p in model.parameters())
-    x = torch.randn(2, *spec.input, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        torch.testing.assert_close(rebuilt(x), model.eval()(x), rtol=1e-5, atol=1e-5)
-
-
 def test_archc_import_reads_a_timm_swin_from_the_command_line(tmp_path):
     """As a user runs it, in a fresh process: the spec written is verified against the module (exit 0) and
     has timm's layout, the shift of every second block, patch merging and stochastic depth."""
@@ -312,14 +302,14 @@ def test_archc_import_reads_a_timm_swin_from_the_command_line(tmp_path):
     for part in ("op: window_attention", "layout: timm", "shift: 2", "op: patch_merging", "op: stochastic_depth",
                  "op: global_avg_pool"):
         assert part in text, part
-    _imports_back(tiny_swin(drop_path=0.1), text)
+    assert_imports_back(tiny_swin(drop_path=0.1), text)
 
 
 def test_archcs_own_built_module_imports_back_in_the_timm_layout():
     built = archcompiler.build(ONE, seed=0).eval()
     text = archcompiler.import_module(built, name="again")
     assert "layout: timm" in text and "shift: 2" in text
-    _imports_back(built, text)
+    assert_imports_back(built, text)
 
 
 def test_a_map_the_windows_do_not_tile_is_refused():

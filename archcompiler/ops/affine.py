@@ -179,28 +179,26 @@ def _backward_workspace(a: Attrs, i: list[Shape], o: Shape) -> int:
 # ----------------------------------------------------------------------------- import
 
 
-def _from_const(how: str) -> Any:
-    """``x * c``, ``c * x``, ``x + c``, ``x - c``, ``c - x``, ``x / c`` (``s.arg``: the number ``value``, and
-    ``first`` where it comes before the tensor): an affine map, or the input itself where the number changes
-    nothing (FastViT's ``0 + conv(x)``: the sum of its branches starts at the int 0)."""
-    def layer(s: Any) -> dict | None:
-        c, first = s.arg["value"], s.arg.get("first", False)
-        need(math.isfinite(c), f"an operation with the number {c!r}")
-        if how == "mul":
-            scale, bias = c, 0.0
-        elif how == "add":
-            scale, bias = 1.0, c
-        elif how == "sub":
-            scale, bias = (-1.0, c) if first else (1.0, -c)
-        else:
-            need(not first and c != 0 and math.frexp(c)[0] in (0.5, -0.5),
-                 f"a division by {c!r} (archc's affine multiplies: x / c is x * (1 / c) only where c is a "
-                 "power of two)" if not first else "a number divided by a tensor")
-            scale, bias = 1.0 / c, 0.0
-        if scale == 1 and bias == 0:
-            return None
-        return {"op": KIND, **({"scale": scale} if scale != 1 else {}), **({"bias": bias} if bias != 0 else {})}
-    return layer
+def _const_fields(how: str, c: float, first: bool) -> dict | None:
+    """``x * c``, ``c * x``, ``x + c``, ``x - c``, ``c - x``, ``x / c`` (``first``: the number comes before the
+    tensor): an affine map, or None, the input itself, where the number changes nothing (FastViT's
+    ``0 + conv(x)``: the sum of its branches starts at the int 0). The torch call's number and an ONNX
+    node's constant alike."""
+    need(math.isfinite(c), f"an operation with the number {c!r}")
+    if how == "mul":
+        scale, bias = c, 0.0
+    elif how == "add":
+        scale, bias = 1.0, c
+    elif how == "sub":
+        scale, bias = (-1.0, c) if first else (1.0, -c)
+    else:
+        need(not first and c != 0 and math.frexp(c)[0] in (0.5, -0.5),
+             f"a division by {c!r} (archc's affine multiplies: x / c is x * (1 / c) only where c is a "
+             "power of two)" if not first else "a number divided by a tensor")
+        scale, bias = 1.0 / c, 0.0
+    if scale == 1 and bias == 0:
+        return None
+    return {"op": KIND, **({"scale": scale} if scale != 1 else {}), **({"bias": bias} if bias != 0 else {})}
 
 
 def _from_scalar(learned: str) -> Any:
@@ -237,13 +235,6 @@ def _from_addcmul(s: Any) -> dict:
     return fields
 
 
-def _from_onnx_const(how: str) -> Any:
-    """An ONNX Mul, Add, Sub or Div of a layer's output and a one-number constant (Keras's Rescaling(1 / 255),
-    an exporter's scale): the same as the torch call with that number (``n.attrs``: ``value``, ``first``)."""
-    as_torch = _from_const(how)
-    return lambda n: as_torch(type("Seen", (), {"arg": n.attrs})())
-
-
 _CONST = {"mul": ("fn:mul", "fn:imul", "method:mul", "method:mul_"),
           "add": ("fn:add", "fn:iadd", "method:add", "method:add_"),
           "sub": ("fn:sub", "fn:isub", "method:sub", "method:sub_"),
@@ -269,12 +260,14 @@ OP = Op(
     # a number and a layer's output (the importer's "const:" keys: the call's name after the colon); a one-number
     # parameter of the module ("scalar:"); torch.addcmul of two of its parameters ("params:")
     from_torch={
-        **{f"const:{key.split(':')[1]}": FromTorch(KIND, _from_const(how)) for how, keys in _CONST.items() for key in keys},
+        **{f"const:{key.split(':')[1]}": FromTorch(KIND, lambda s, how=how: _const_fields(how, s.arg["value"],
+                                                                                          s.arg.get("first", False)))
+           for how, keys in _CONST.items() for key in keys},
         "scalar:mul": FromTorch(LEARNED, _from_scalar("scale")), "scalar:mul_": FromTorch(LEARNED, _from_scalar("scale")),
         "scalar:add": FromTorch(LEARNED, _from_scalar("bias")), "scalar:add_": FromTorch(LEARNED, _from_scalar("bias")),
         "params:addcmul": FromTorch(LEARNED, _from_addcmul, ("value",)),
     },
     # a one-number constant and a layer's output (the ONNX reader's constant step)
-    from_onnx={f"const:{op}": FromOnnx(_from_onnx_const(how)) for op, how in
-               (("Mul", "mul"), ("Add", "add"), ("Sub", "sub"), ("Div", "div"))},
+    from_onnx={f"const:{op}": FromOnnx(lambda n, how=how: _const_fields(how, n.attrs["value"], n.attrs["first"]))
+               for op, how in (("Mul", "mul"), ("Add", "add"), ("Sub", "sub"), ("Div", "div"))},
 )

@@ -62,6 +62,21 @@ def need(ok: bool, why: str) -> None:
         raise Unmappable(why)
 
 
+def axis1_slice(index: Any, size: int, what: str) -> tuple[int, int]:
+    """The bounds of ``x[:, a:b]`` (also ``x[:, a:b, :]``, ``x[:, a:b, ...]``) along axis 1 of ``size``
+    entries (a map's channels, a sequence's tokens), as torch's slice takes them; Unmappable for another
+    index, a step, or an empty slice (``what``: the op's own form, for the message)."""
+    full = slice(None)
+    need(isinstance(index, tuple) and len(index) >= 2 and index[0] == full and isinstance(index[1], slice)
+         and all(i == full or i is Ellipsis for i in index[2:]) and size > 0,
+         f"indexing with {index!r} ({what})")
+    part = index[1]
+    need(part.step in (None, 1), f"a slice with step {part.step}")
+    start, end, _ = part.indices(size)
+    need(end > start, f"an empty slice {start}:{end}")
+    return start, end
+
+
 @dataclass(frozen=True)
 class Params:
     weights: int = 0

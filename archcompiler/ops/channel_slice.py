@@ -20,6 +20,7 @@ from ._base import (
     ShapeError,
     Style,
     TorchCode,
+    axis1_slice,
     image,
     need,
 )
@@ -51,15 +52,8 @@ def _shape(a: Attrs, shapes: list[Shape]) -> Shape:
 
 def _index(s: Any) -> dict:
     """x[:, a:b] (and x[:, a:b, :, :], x[:, a:b, ...]) of an image: its channels a to b."""
-    index, channels = s.arg.get("index"), s.shapes[0][0] if s.shapes and len(s.shapes[0]) == 3 else 0
-    full = slice(None)
-    ok = isinstance(index, tuple) and len(index) >= 2 and index[0] == full and isinstance(index[1], slice) \
-        and all(i == full or i is Ellipsis for i in index[2:]) and channels
-    need(ok, f"indexing with {index!r} (archc's channel_slice is x[:, a:b] of an image)")
-    part = index[1]
-    need(part.step in (None, 1), f"a slice with step {part.step}")
-    start, end, _ = part.indices(channels)
-    need(end > start, f"an empty slice {start}:{end}")
+    channels = s.shapes[0][0] if s.shapes and len(s.shapes[0]) == 3 else 0
+    start, end = axis1_slice(s.arg.get("index"), channels, "archc's channel_slice is x[:, a:b] of an image")
     return {"op": KIND, "start": start, "end": end}
 
 

@@ -19,8 +19,8 @@ from ._base import (
     ShapeError,
     Style,
     TorchCode,
+    axis1_slice,
     fmt,
-    need,
     sequence,
 )
 
@@ -52,15 +52,8 @@ def _shape(a: Attrs, shapes: list[Shape]) -> Shape:
 
 def _from_torch(s: Any) -> dict:
     """x[:, a:b] (and x[:, a:b, :], x[:, a:b, ...]) of a sequence: its tokens a to b."""
-    index, tokens = s.arg.get("index"), s.shapes[0][0] if s.shapes and len(s.shapes[0]) == 2 else 0
-    full = slice(None)
-    ok = isinstance(index, tuple) and len(index) >= 2 and index[0] == full and isinstance(index[1], slice) \
-        and all(i == full or i is Ellipsis for i in index[2:]) and tokens
-    need(ok, f"indexing with {index!r} (archc's token_slice is x[:, a:b] of a sequence)")
-    part = index[1]
-    need(part.step in (None, 1), f"a slice with step {part.step}")
-    start, end, _ = part.indices(tokens)
-    need(end > start, f"an empty slice {start}:{end}")
+    tokens = s.shapes[0][0] if s.shapes and len(s.shapes[0]) == 2 else 0
+    start, end = axis1_slice(s.arg.get("index"), tokens, "archc's token_slice is x[:, a:b] of a sequence")
     return {"op": KIND, "start": start} | ({} if end == tokens else {"end": end})
 
 

@@ -286,11 +286,27 @@ def _loader(dataset: ImageFolder, batch: int, world: World, shuffle: bool, worke
 
 
 def _worker_ignores_ctrl_c(worker_id: int) -> None:
-    """A data-loading worker leaves Ctrl-C to the training process, which stops and ends the workers: the
-    worker itself interrupted printed a traceback from a thread it shares tensors with (seen under load)."""
+    """A data-loading worker leaves Ctrl-C to the training process, which stops and ends the workers."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.excepthook = _quiet_when_the_reader_is_gone
+
+
+def _quiet_when_the_reader_is_gone(exc_type: type[BaseException], exc: BaseException, tb: Any) -> None:
+    """The thread through which a worker hands a batch's file descriptors to the training process
+    (multiprocessing's resource sharer, which reports its failures through ``sys.excepthook``) fails with
+    a connection reset when that process is interrupted mid-handover: nothing for the user (a traceback
+    after Ctrl-C, seen under load); any other failure is said as Python says it."""
+    frames, handover = tb, False
+    for _ in range(64):                 # bounded: the frames of one failed call
+        if frames is None:
+            break
+        handover = handover or frames.tb_frame.f_code.co_filename.endswith("resource_sharer.py")
+        frames = frames.tb_next
+    if handover and issubclass(exc_type, (ConnectionError, EOFError)):
+        return
+    sys.__excepthook__(exc_type, exc, tb)
 
 
 def _sum(values: list[float], world: World, device: torch.device) -> list[float]:

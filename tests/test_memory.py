@@ -59,14 +59,16 @@ def _memory_cases():
 @pytest.mark.parametrize("path, optimizer", _memory_cases())
 def test_training_memory_matches_a_measured_training_step(path, optimizer):
     """Parameters + gradients + optimizer state + saved activations, along the forward and backward
-    passes and the optimizer step, against the live tensors of a real training step (batch 8)."""
+    passes and the optimizer step, against the live tensors of a real training step (batch 8; VGG16's
+    weights dominate its step at any batch: batch 2 keeps what is measured at a quarter of the time)."""
     from archcompiler.measure.memory import measure_training_peak_bytes
 
     spec = archcompiler.load_spec(path)
-    predicted = archcompiler.analyze(spec, batch=8, train_memory=optimizer)["train_memory"]
+    batch = 2 if path.stem == "vgg16" else 8
+    predicted = archcompiler.analyze(spec, batch=batch, train_memory=optimizer)["train_memory"]
     model = archcompiler.build(spec, seed=0)
-    target = torch.randint(0, 2, (8,))
-    measured = measure_training_peak_bytes(model, torch.randn(8, *spec.input), target, optimizer)
+    target = torch.randint(0, 2, (batch,))
+    measured = measure_training_peak_bytes(model, torch.randn(batch, *spec.input), target, optimizer)
     assert abs(predicted["peak"] - measured) <= 0.10 * measured, (predicted["peak"], measured)
     assert abs(predicted["peak"] - measured) <= 0.01 * measured          # today: within 1%
     params = sum(p.numel() for p in model.parameters()) * 4

@@ -11,7 +11,7 @@ EXTENSIONS = {"model": "pt", "python": "py", "torchscript": "ts", "onnx": "onnx"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from .common import add_set, command
+    from .common import add_features, add_set, command
     p = command(sub, "build", help="compile the spec into a PyTorch module",
                        description="Build the torch.nn.Module the spec describes and print its layer tree. "
                        "With -o, save it: weights plus the resolved spec (model.pt), or with --emit the "
@@ -47,6 +47,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=["text", "json"], default="text",
                    help="json: the layer tree, parameter counts and the file written, as data")
     add_set(p)
+    add_features(p)
     p.set_defaults(run=run)
 
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
+from typing import Any
 
 from ..errors import ArchcError
 
@@ -82,6 +84,25 @@ def add_set(p: argparse.ArgumentParser, flag: str = "--set", dest: str = "set", 
                    help=f"override a value{what}: a parameter (num_classes=2), a layer field "
                         "(conv1.out=32), a table cell (inception_4b.5x5=96) or a key path "
                         "(outputs.main.loss=binary_cross_entropy); repeatable")
+
+
+class _Features(argparse.Action):
+    """``--features layer2,layer3`` is ``--set features=["layer2", "layer3"]`` (numbers: stage indices)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        items = [v.strip() for v in str(values).split(",") if v.strip()]
+        if not items:
+            parser.error(f"{option_string}: name at least one layer or stage (layer2,layer3 or 1,2,3)")
+        chosen = [int(v) if re.fullmatch(r"-?\d{1,6}", v) else v for v in items]
+        setattr(namespace, "set", [*(getattr(namespace, "set", None) or []), f"features={json.dumps(chosen)}"])
+
+
+def add_features(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--features", action=_Features, metavar="LIST", default=argparse.SUPPRESS,
+                   help="a feature extractor: the network returns these layers' maps (a dict) and drops what "
+                        "follows them; layer names (the spec's, conv3_x, or torch's, layer2) or stage indices "
+                        "(timm's out_indices: 1,2,3; -1 the last), comma-separated; the spec's features:")
 
 
 def print_errors(exc: ArchcError, fmt: str = "text") -> None:

@@ -7,7 +7,7 @@ import sys
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from .common import add_set, command
+    from .common import add_features, add_set, command
     from .flops import positive
     p = command(sub, "draw", help="draw the architecture (graphviz)",
                        description="Draw the network from the spec (or from a model.pt written by "
@@ -26,6 +26,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true",
                    help="replace the default output file even when archc did not write it")
     add_set(p)
+    add_features(p)
     p.set_defaults(run=run)
 
 

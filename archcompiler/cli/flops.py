@@ -29,7 +29,7 @@ def positive(text: str) -> int:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from .common import add_set, command
+    from .common import add_features, add_set, command
     p = command(sub, "flops", help="params, MACs/FLOPs, shapes and depth per row (the paper's table)",
                        description="Regenerate the paper's table from the spec: per row the type, patch "
                        "size/stride, output size, depth, the block's columns, params and ops; then totals. "
@@ -57,6 +57,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", type=positive, default=1, metavar="N",
                    help="images per batch: multiplies ops and activation memory (default 1)")
     add_set(p)
+    add_features(p)
     p.set_defaults(run=run)
 
 
@@ -153,6 +154,11 @@ def run(args: argparse.Namespace) -> int:
                      f"{mib(tm['params'])}, gradients {mib(tm['gradients'])}, optimizer state "
                      f"{mib(tm['optimizer_state'])}, activations saved for backward {mib(tm['saved_activations'])}; "
                      f"peak {mib(tm['peak'])}")
+    for f in report.get("features", []):
+        ops_f = f["macs"] if args.units == "macs" else f["flops"]
+        stride = f", stride {f['reduction']}" if f["reduction"] else ""
+        lines.insert(len(lines) - 1, f"feature {f['name']} ({f['layer']}): {size(f['shape'])}{stride}, computed by "
+                     f"{human(f['params'])} params and {human(ops_f)} {unit.split(' ')[0]}")
     stage_text = ", ".join(f"{st['resolution']} {human(st['macs'] if args.units == 'macs' else st['flops'])}"
                            for st in report["stages"])
     lines.insert(3, f"by stage (output resolution: {'MACs' if args.units == 'macs' else 'FLOPs'}): {stage_text}")

@@ -8,7 +8,7 @@ import sys
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from .common import add_set, command
+    from .common import add_features, add_set, command
     from .flops import positive
 
     p = command(sub, "profile", help="measured vs predicted time per row of the spec",
@@ -26,6 +26,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="text (default) or json: rows [{name, predicted_ms, measured_ms}], total (the rows summed, and "
                         "whole_call_ms: the forward pass timed as one call), machine_speed")
     add_set(p)
+    add_features(p)
     p.set_defaults(run=run)
 
 

@@ -7,7 +7,7 @@ import sys
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from .common import add_set, command
+    from .common import add_features, add_set, command
     from .flops import positive
 
     p = command(sub, "report", help="one offline HTML page: diagram, table, cost charts, memory, latency",
@@ -31,6 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", metavar="NAME", help="as --pretrained, for the published weights of that name "
                    "(IMAGENET1K_V1, DEFAULT)")
     add_set(p)
+    add_features(p)
     p.set_defaults(run=run)
 
 

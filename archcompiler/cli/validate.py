@@ -8,7 +8,7 @@ import sys
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from .common import add_set, command
+    from .common import add_features, add_set, command
     p = command(sub, "validate", help="check that specs are valid",
                        description="Validate specs: structure, values, references, shapes, and the "
                                    "output sizes the paper claims (claims: {output: ...}, a table's output "
@@ -19,13 +19,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=["text", "json"], default="text",
                    help="text: one line per spec and per error (default); json: the same as data")
     add_set(p)
+    add_features(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import ArchcError, GraphError
-    from ..ir import lower
-    from ..passes import infer_shapes
+    from ..passes import shaped_graph
     from ..passes.claims import check_output_claims, count_output_claims
     from ..spec import load_spec
 
@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     for path in args.specs:
         try:
             spec = load_spec(path, args.set)
-            g = infer_shapes(lower(spec))
+            g = shaped_graph(spec)
             claimed = count_output_claims(spec)
             # the paper's output sizes describe the spec as written: a --set variant (another class
             # count, another input) is compared by `archc check` only, where differences are expected

@@ -17,6 +17,7 @@ from ..spec import Spec, load_spec
 from ..util import without_gc
 from .cost import annotate_cost
 from .depth import network_depth
+from .features import feature_rows, select_features
 from .memory import annotate_memory
 from .receptive_field import annotate_receptive_field
 from .shapes import infer_shapes
@@ -34,10 +35,16 @@ ATTENTION_CONVENTION = ("; attention counts its q, k, v and output projections a
 
 def annotated_graph(spec: Spec) -> nx.DiGraph:
     """The IR of ``spec`` with shapes, cost and receptive fields on every node."""
-    g = lower(spec)
-    infer_shapes(g)
+    g = shaped_graph(spec)
     annotate_cost(g)
     annotate_receptive_field(g)
+    return g
+
+
+def shaped_graph(spec: Spec) -> nx.DiGraph:
+    """The IR of ``spec`` with shapes, the spec's ``features:`` chosen (what every consumer builds on)."""
+    g = infer_shapes(lower(spec))
+    select_features(g)
     return g
 
 
@@ -187,7 +194,9 @@ def analyze(spec_or_path: Spec | str | Path, overrides: dict | list | None = Non
     ``predicted_ms``, ``working_set_bytes``,
     ``cache_bytes``, ``cold``, ``calibration_warning``: None, or why the profile is suspect,
     ``profile_note``: None, or that the profile is archc's shipped default, not this machine's); with
-    ``train_memory``, a ``train_memory`` block.
+    ``train_memory``, a ``train_memory`` block; with the spec's ``features:``, ``features`` (each map's
+    ``name``, ``layer``, ``stage``, ``shape``, ``reduction``, and the ``params``, ``macs`` and ``flops``
+    that compute it).
     """
     overrides = _with_input(overrides, input)
     latency = _profile(latency)
@@ -218,7 +227,8 @@ def analyze(spec_or_path: Spec | str | Path, overrides: dict | list | None = Non
                  "profile_note": default_note(latency)}
     peak = annotate_memory(g, batch=batch)
     main = g.graph["outputs"]
-    final = next((o["node"] for o in main.values() if not o["training_only"]), None)
+    ends = [o["node"] for o in main.values() if not o["training_only"]]
+    final = (ends[-1] if g.graph.get("features") else ends[0]) if ends else None     # the deepest feature map
     rf = g.nodes[final]["rf"] if final else None
     row_list = rows(g, spec, batch, depth)
     if predicted is not None:
@@ -235,6 +245,7 @@ def analyze(spec_or_path: Spec | str | Path, overrides: dict | list | None = Non
         "convention": CONVENTION + (ATTENTION_CONVENTION if any(OPS[d["op"]].mixes for _, d in g.nodes(data=True))
                                     else ""),
         "rows": row_list,
+        **({"features": feature_rows(g, batch)} if g.graph.get("features") else {}),
         "stages": stages(rows(g, spec, batch, 1) if depth != 1 else row_list),
         "total": total,
         "by_op": by_op(g, batch),

@@ -16,7 +16,7 @@ from pydantic import Field, StrictInt, field_validator, model_validator
 from . import expr
 from .base import Strict
 from .layers import Bool, Float, Name, NonNegFloat, PosFloat, PosInt, parse_quantity
-from .limits import MAX_NAME_CHARS
+from .limits import MAX_NAME_CHARS, MAX_STAGES
 
 # Names the generated PyTorch source defines itself: a class may not take one of them.
 GENERATED_NAMES = frozenset({"torch", "nn", "F", "Tensor", "Optional", "NamedTuple", "List", "spec_loss",
@@ -315,6 +315,18 @@ class Document(Strict):
     blocks: dict[str, BlockDef] = Field(default_factory=dict)
     layers: Annotated[list[dict[str, Any]], Field(min_length=1)]
     outputs: dict[str, OutputDef] = Field(default_factory=dict, description="default: the last layer, as 'main'")
+    stages: Annotated[list[Annotated[str, Field(min_length=1, max_length=MAX_NAME_CHARS)]],
+                      Field(max_length=MAX_STAGES)] = Field(
+        default_factory=list, description="the network's stages, in order, as `features:` indexes them (timm's "
+        "feature_info): rows, block instances (layers/3) or every instance of a repeated row (layers/*); default: "
+        "the last row at each reduction of the image")
+    features: Annotated[list[Union[Annotated[str, Field(min_length=1, max_length=MAX_NAME_CHARS)],
+                                    Annotated[StrictInt, Field(ge=-MAX_STAGES, le=MAX_STAGES)]]],
+                        Field(max_length=MAX_STAGES)] = Field(
+        default_factory=list, description="make the network a feature extractor: it returns these layers' "
+        "outputs (a dict, as torchvision's IntermediateLayerGetter), each a C x H x W map, and drops what follows "
+        "them; a layer's name (the spec's, conv3_x, or its torch module's, layer2) or a stage index (timm's "
+        "out_indices; -1 the last stage)")
     loss: LossKind = "cross_entropy"
     init: dict[str, InitRule] = Field(default_factory=dict)
     claim_units: ClaimUnits = Field(default_factory=ClaimUnits)

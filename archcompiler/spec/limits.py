@@ -20,4 +20,5 @@ MAX_BLOCK_NESTING = 32               # blocks using blocks
 MAX_EXTENDS_DEPTH = 32               # a spec extending a spec extending ... (the zoo's deepest: 2)
 MAX_NAME_CHARS = 200                 # a layer, block, parameter or output name
 MAX_REGEX_CHARS = 200                # a torch.rename pattern
+MAX_STAGES = 1_000                   # entries of `stages:` and `features:`
 MAX_SWEEP_VARIANTS = 1_000             # combinations of one `archc sweep` grid (100 GoogLeNets take ~2 s)

@@ -26,6 +26,7 @@ except ImportError:                     # pragma: no cover - Python 3.10
     import sre_constants as C  # type: ignore[no-redef]
     import sre_parse as P  # type: ignore[no-redef]
 
+from . import expr
 from .limits import MAX_REGEX_CHARS
 
 MAX_REPEATS = 2
@@ -129,3 +130,30 @@ def check_pattern(pattern: str, replacement: str) -> None:
         raise ValueError(f"replacement {replacement[:60]!r}: unbalanced braces")
     if compiled.groups < max((int(g) for g in re.findall(r"\\(\d+)", replacement)), default=0):
         raise ValueError(f"replacement {replacement[:60]!r} names a group the pattern does not have")
+
+
+def apply_rules(rules: list[list[str]], names: list[str]) -> list[str]:
+    """``names`` (all of a graph's node names, in network order) after the ``torch.rename`` rules, in
+    order. A replacement's ``{index}`` is the position of the text the rule matched among the distinct
+    texts it matched before, in ``names``' order (the numbering of torchvision's ``nn.Sequential``,
+    parameterless modules counted). Raises ValueError, saying which rule, for a bad pattern or template."""
+    for pattern, repl in rules:
+        try:
+            names = _apply_rule(pattern, repl, names)
+        except expr.ExprError as exc:
+            raise ValueError(f"torch.rename replacement {repl!r}: {exc}") from None
+        except ValueError as exc:
+            raise ValueError(f"bad torch.rename pattern {pattern[:60]!r}: {exc}") from None
+    return names
+
+
+def _apply_rule(pattern: str, repl: str, names: list[str]) -> list[str]:
+    compiled = compile_rule(pattern)       # RE2: linear time, whatever the pattern
+    if not template_parts(repl):
+        return [compiled.sub(repl, name) for name in names]
+    seen: dict[str, int] = {}
+
+    def sub(m: Any) -> str:
+        index = seen.setdefault(m.group(0), len(seen))
+        return fill_template(m.expand(repl), index)
+    return [compiled.sub(sub, name) for name in names]

@@ -23,7 +23,7 @@ from .fields import INTEGER, NUMERIC, STRINGS
 from .layers import NAME_PATTERN, Claims
 from .limits import MAX_BLOCK_NESTING, MAX_DIM, MAX_LAYERS, MAX_NAME_CHARS
 from .params import evaluate_params, unused_params
-from .resolved import Instance, Layer, Output, Spec
+from .resolved import Choice, Instance, Layer, Output, Spec
 from .source import YDict, YList, locate, plain
 from .variants import choose_variant, mentioned_in_blocks
 
@@ -171,6 +171,8 @@ class Resolver:
             params=params, layers=self.layers, instances=self.instances, rows=self.rows,
             outputs=outputs, loss=m.loss, init=m.init, claim_units=m.claim_units, torch=m.torch,
             file=self.file, train=m.train, data=m.data, document=self.doc,
+            stages=[Choice(v, locate(self.doc, ("stages", i))) for i, v in enumerate(m.stages)],
+            features=[Choice(v, locate(self.doc, ("features", i))) for i, v in enumerate(m.features)],
             claims=network_claims, claims_locs={k: locate(self.doc, ("claims", k)) for k in ("params", "ops")},
             claims_input=tuple(m.claims.input) if network_claims is not None and m.claims.input else None)
 

@@ -57,6 +57,14 @@ class Output:
     loc: Location
 
 
+@dataclass(frozen=True)
+class Choice:
+    """An entry of ``stages:`` or ``features:`` as written (a name or a stage index), with its place."""
+
+    value: str | int
+    loc: Location
+
+
 @dataclass
 class Spec:
     """A fully resolved, validated spec."""
@@ -77,6 +85,8 @@ class Spec:
     file: str
     train: TrainOptions = field(default_factory=TrainOptions)
     data: DataOptions = field(default_factory=DataOptions)
+    stages: list[Choice] = field(default_factory=list)       # as written: the features pass reads them
+    features: list[Choice] = field(default_factory=list)     # empty: the network's own outputs
     document: Any = field(repr=False, default=None)   # the merged YAML data (YDict), for resolve / embedding
     claims: Claims | None = None       # the paper's numbers for the whole network (this variant's)
     claims_locs: dict[str, Location] = field(default_factory=dict)   # where each of them is written

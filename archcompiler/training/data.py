@@ -243,3 +243,15 @@ def split(samples: list[tuple[Path, int]], fraction: float, seed: int) -> tuple[
         val += items[:k]
         train += items[k:]
     return sorted(train, key=lambda s: str(s[0])), sorted(val, key=lambda s: str(s[0]))
+
+
+def refuse_feature_extractor(spec: Any, command: str) -> None:
+    """Training, evaluation and prediction need the network's classes: a spec with ``features:`` (a
+    feature extractor, which returns maps) is refused at its first feature."""
+    if spec.features:
+        from ..errors import SpecError, error
+
+        raise SpecError([error(f"{spec.name} is a feature extractor (features:): it gives maps, not classes, so "
+                               f"archc {command} cannot use it", "features", spec.features[0].loc,
+                               hint="train or evaluate the whole network, then build it with --features")])
+

@@ -44,7 +44,7 @@ from ..spec import Spec, load_spec, parse_override
 from ..spec.source import plain
 from ..util import progress_seconds as util_progress_seconds
 from ..version import __version__
-from .data import ImageFolder, Preprocess, collate, scan, split
+from .data import ImageFolder, Preprocess, collate, refuse_feature_extractor, scan, split
 
 METRICS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "images_per_s", "seconds",
            "skipped"]
@@ -777,6 +777,7 @@ def train(spec_or_path: Spec | str | Path, data: str | Path, *, overrides: dict 
     weights, overrides = published.weights, published.overrides
     weights_file = published.file or (str(weights) if weights else None)
     spec = load_spec(spec_or_path, overrides)
+    refuse_feature_extractor(spec, "train")
     if val_split is not None and not 0 < val_split < 1:
         raise SpecError([error(f"--val-split is a fraction in (0, 1), got {val_split}", "--val-split")])
     if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 1):

@@ -18,7 +18,7 @@ import torch
 
 from ..errors import Location, SpecError, error
 from ..spec import Spec, load_spec
-from .data import ImageError, ImageFolder, Preprocess, collate, read_image, scan
+from .data import ImageError, ImageFolder, Preprocess, collate, read_image, refuse_feature_extractor, scan
 
 
 def load_trained(spec_or_checkpoint: Spec | str | Path, weights: str | Path | None = None,
@@ -47,6 +47,7 @@ def load_trained(spec_or_checkpoint: Spec | str | Path, weights: str | Path | No
     else:
         mf = read_weights(weights)              # published weights: with their category names and preprocessing
         spec = load_spec(spec_or_checkpoint, overrides)
+    refuse_feature_extractor(spec, "evaluate or predict")
     heads = mf.heads if mf.heads is not None else has_training_heads(spec, mf.state_dict)
     model = build(spec, weights=mf, heads=heads, new_heads=False)
     model.to(torch.device(device)).eval()

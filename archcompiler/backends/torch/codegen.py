@@ -200,7 +200,9 @@ def emit(g: nx.DiGraph, spec: Spec, run: Plan, outputs: dict[str, dict], paths: 
     main_names = [k for k, v in outputs.items() if not v["training_only"]]
     ret_main = var[result_of[main_names[0]]]
     fields = ", ".join(f"{k}={heads.get(k) or var[result_of[k]]}" for k in outputs)
-    if heads:
+    if g.graph.get("features"):         # a feature extractor: {name: map}, as IntermediateLayerGetter
+        body.append("        return {" + ", ".join(f"{k!r}: {var[result_of[k]]}" for k in outputs) + "}")
+    elif heads:
         body += ["        if torch.jit.is_scripting():   # TorchScript needs one return type, as torchvision's",
                  f"            return {tuple_name}({fields})",
                  "        else:",
@@ -222,9 +224,10 @@ def render(g: nx.DiGraph, spec: Spec, name: str, tuple_name: str, outputs: dict[
     # a final softmax: predict_proba applies it to the logits forward() returns
     final_softmax = {k: OPS[g.nodes[v["node"]]["op"]].probabilities for k, v in outputs.items()}
     main_names = [k for k, v in outputs.items() if not v["training_only"]]
-    field_types = "\n".join(f"    {k}: {'Optional[Tensor]' if v['training_only'] else 'Tensor'}"
-                            for k, v in outputs.items())
-    losses = {k: (v["loss"], v["weight"], final_softmax[k]) for k, v in outputs.items()}
+    features = bool(g.graph.get("features"))      # a dict of maps: no named tuple, no loss, no classes
+    field_types = "    pass" if features else "\n".join(
+        f"    {k}: {'Optional[Tensor]' if v['training_only'] else 'Tensor'}" for k, v in outputs.items())
+    losses = {} if features else {k: (v["loss"], v["weight"], final_softmax[k]) for k, v in outputs.items()}
     init_rules = {kind: rule.model_dump() for kind, rule in spec.init.items()}
     # a convolution whose activation fuse_activation fused into it calls conv_act
     fused = any(d["attrs"].get("act") for _, d in g.nodes(data=True))
@@ -235,7 +238,7 @@ def render(g: nx.DiGraph, spec: Spec, name: str, tuple_name: str, outputs: dict[
         body="\n".join(body), losses=losses, init_rules=init_rules, main=main_names[0],
         num_outputs=len(outputs), input_shape=list(spec.input),
         proba=_final_call(g, outputs[main_names[0]]["node"]) if final_softmax[main_names[0]]
-        else _proba_of_loss(outputs[main_names[0]]["loss"]),
+        else _proba_of_loss(outputs[main_names[0]]["loss"] or "cross_entropy"), no_classes=_NO_CLASSES if features else "",
         # the helpers' text from runtime.py (one blank line after the named tuple, then two between definitions)
         loss_helpers=helper_source(_log1m_softmax, spec_loss)[1:], check_input=helper_source(check_input),
         spec_repr=repr(spec.name),
@@ -245,6 +248,11 @@ def render(g: nx.DiGraph, spec: Spec, name: str, tuple_name: str, outputs: dict[
         if g.graph.get("memory_format") == "channels_last" else "",
         inference_only=_INFERENCE_ONLY if g.graph.get("optimizations") is not None else "",
     )
+
+
+_NO_CLASSES = '''
+        raise RuntimeError("this module is a feature extractor (the spec's features:): it gives maps, "
+                           "not class probabilities")'''
 
 
 def _proba_of_loss(loss: str) -> str:
@@ -361,7 +369,7 @@ class {name}(nn.Module):
 
     @torch.no_grad()
     def predict_proba(self, x: Tensor) -> Tensor:
-        """Class probabilities: the spec's final softmax applied to the main output, in eval mode."""
+        """Class probabilities: the spec's final softmax applied to the main output, in eval mode."""{no_classes}
         was_training = self.training
         self.eval()
         try:

@@ -36,7 +36,11 @@ def export(model: torch.nn.Module, spec: Spec, kind: str, path: str | Path, keep
         if missing:
             raise BackendError([error(f"ONNX export needs the package(s) {', '.join(missing)}", "--emit onnx",
                                       hint="pip install 'archcompiler[onnx]'")])
-        program = torch.onnx.export(model, (example,), None, input_names=["image"], output_names=["logits"],
+        names = ["logits"]
+        if spec.features:       # a feature extractor's maps, under their names
+            with torch.no_grad():
+                names = list(model.eval()(example))
+        program = torch.onnx.export(model, (example,), None, input_names=["image"], output_names=names,
                                     dynamo=True, optimize=False)
         with _batch_norm_kept(keep_batch_norm):
             program.optimize()          # constant folding and onnxscript's rewrite rules

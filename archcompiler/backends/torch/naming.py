@@ -73,26 +73,12 @@ def module_paths(spec: Spec, nodes: list[str]) -> dict[str, str]:
     then '/' and '.' both separate modules. A replacement's ``{index}`` is the position of the text
     the rule matched among the distinct texts it matched before, in ``nodes``' order (the numbering
     of torchvision's ``nn.Sequential``, parameterless modules counted)."""
-    from ...spec import expr
-    from ...spec.rename import compile_rule, fill_template, template_parts
+    from ...spec.rename import apply_rules
 
-    names = list(nodes)
-    for pattern, repl in spec.torch.rename:
-        try:
-            compiled = compile_rule(pattern)       # RE2: linear time, whatever the pattern
-            if not template_parts(repl):
-                names = [compiled.sub(repl, name) for name in names]
-                continue
-            seen: dict[str, int] = {}
-
-            def sub(m: Any, repl: str = repl, seen: dict[str, int] = seen) -> str:
-                index = seen.setdefault(m.group(0), len(seen))
-                return fill_template(m.expand(repl), index)
-            names = [compiled.sub(sub, name) for name in names]
-        except expr.ExprError as exc:
-            raise BackendError([error(f"torch.rename replacement {repl!r}: {exc}", "torch.rename")]) from None
-        except ValueError as exc:
-            raise BackendError([error(f"bad torch.rename pattern {pattern[:60]!r}: {exc}", "torch.rename")]) from None
+    try:
+        names = apply_rules(spec.torch.rename, list(nodes))
+    except ValueError as exc:
+        raise BackendError([error(str(exc), "torch.rename")]) from None
     out = {}
     for node, name in zip(nodes, names):
         own = set(re.split(r"[/.]", node))          # segments of the spec's own name, not a rule's

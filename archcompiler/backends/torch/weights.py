@@ -126,6 +126,9 @@ def load_weights(model: torch.nn.Module, weights: ModelFile, g: Any, spec: Spec,
     differ = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
     renew = {k.rsplit(".", 1)[0] for k in differ} & heads if new_heads else set()
     missing = [k for k in own if k not in state]
+    # a feature extractor (features:) loads the whole network's checkpoint: the layers it dropped are left out
+    dropped = set(g.graph.get("dropped_modules", ()))
+    state = {k: v for k, v in state.items() if k in own or k.rsplit(".", 1)[0] not in dropped}
     unexpected = [k for k in state if k not in own]
     shapes = [k for k in differ if k.rsplit(".", 1)[0] not in renew]
     # values of another kind (integers for weights, complex numbers) are not cast: refused like a shape

@@ -56,7 +56,7 @@ def main() -> int:
                     p.copy_(torch.randn(p.shape, generator=g) * 0.05 + (1.0 if p.dim() == 1 else 0.0))
         seen: dict[str, torch.Tensor] = {}
         for m in modules:
-            tv.get_submodule(m).register_forward_hook(lambda mod, i, o, m=m: seen.__setitem__(m, o))
+            tv.get_submodule(m).register_forward_hook(lambda mod, i, o, name=m, seen=seen: seen.__setitem__(name, o))
         model = archcompiler.build(builder, {"features": indices}).eval()
         model.load_state_dict({k: v for k, v in tv.state_dict().items() if k in model.state_dict()}, strict=True)
         x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))

@@ -95,7 +95,7 @@ class _Features(argparse.Action):
         if not items:
             parser.error(f"{option_string}: name at least one layer or stage (layer2,layer3 or 1,2,3)")
         chosen = [int(v) if re.fullmatch(r"-?\d{1,6}", v) else v for v in items]
-        setattr(namespace, "set", [*(getattr(namespace, "set", None) or []), f"features={json.dumps(chosen)}"])
+        namespace.set = [*(getattr(namespace, "set", None) or []), f"features={json.dumps(chosen)}"]
 
 
 def add_features(p: argparse.ArgumentParser) -> None:

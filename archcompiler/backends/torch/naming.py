@@ -6,7 +6,6 @@ import builtins
 import functools
 import keyword
 import re
-from typing import Any
 
 from ...errors import BackendError, error
 from ...spec import Spec

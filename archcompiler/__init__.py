@@ -21,7 +21,7 @@ import importlib
 import importlib.util
 from typing import TYPE_CHECKING, Any
 
-from .errors import ArchcError, BackendError, Diagnostic, GraphError, Location, SpecError
+from .errors import ArchcError, BackendError, Diagnostic, GraphError, Location, RunError, SpecError
 from .version import __version__
 
 # name -> the module (relative to this package) that defines it, imported on first use (PEP 562)
@@ -73,4 +73,4 @@ def __dir__() -> list[str]:
 
 __all__ = ["load_spec", "lower", "analyze", "check", "build", "save_model", "load_model", "train", "evaluate",
            "predict", "report", "draw", "diff", "zoo", "sweep", "import_module", "op_catalog", "Spec",
-           "SpecError", "GraphError", "BackendError", "ArchcError", "Diagnostic", "Location", "__version__"]
+           "SpecError", "GraphError", "BackendError", "RunError", "ArchcError", "Diagnostic", "Location", "__version__"]

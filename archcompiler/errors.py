@@ -108,6 +108,12 @@ class GraphError(ArchcError):
     """The spec is well-formed but the network it describes is not (shapes, references)."""
 
 
+class RunError(ArchcError):
+    """A run (training, evaluation, prediction) cannot go on for what it meets, not for its spec: the
+    machine (no CUDA device, a package missing), the data (an empty folder, unreadable images, classes
+    that do not fit) or a run folder to resume."""
+
+
 class BackendError(ArchcError):
     """A backend could not do what was asked (missing tool, weights that do not fit, ...)."""
 

@@ -18,7 +18,7 @@ import torch
 from conftest import DATA, SPECS
 
 import archcompiler
-from archcompiler import ArchcError, BackendError, SpecError
+from archcompiler import ArchcError, BackendError, RunError, SpecError
 from archcompiler.cli import main
 from archcompiler.training import summary
 from archcompiler.training.digits import write_digits
@@ -250,7 +250,7 @@ def test_tensorboard_without_the_package_says_how_to_install_it(two, tmp_path, m
     import sys
 
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)       # as if not installed
-    with pytest.raises(SpecError, match="needs the tensorboard package") as info:
+    with pytest.raises(RunError, match="needs the tensorboard package") as info:
         archcompiler.train(CNN, two, overrides={"num_classes": 2}, epochs=1, workers=0, tensorboard=True,
                            out=tmp_path / "run", progress=False)
     assert "pip install tensorboard" in info.value.errors[0].hint

@@ -25,8 +25,8 @@ import torch
 from conftest import run_archc
 
 from archcompiler.cli import main
+from archcompiler.training.console import PROGRESS_SECONDS, Progress, format_rate, progress_seconds
 from archcompiler.training.digits import write_digits
-from archcompiler.training.loop import PROGRESS_SECONDS, Progress, format_rate, progress_seconds
 
 TINY = """\
 name: tiny_resume

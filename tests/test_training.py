@@ -181,7 +181,7 @@ def test_the_recipe_comes_from_the_spec_and_flags_override_it(tmp_path):
     two = archcompiler.load_spec(SPECS / "googlenet-2class.yaml")
     assert (two.train.optimizer, two.train.lr, two.loss) == ("adam", 0.001, "binary_cross_entropy")
     assert [o.weight for o in two.outputs.values()] == [1.0, 0.3, 0.3]
-    from archcompiler.training.loop import lr_factor
+    from archcompiler.training.recipe import lr_factor
     assert lr_factor(spec, 7) == 1.0 and lr_factor(spec, 8) == pytest.approx(0.96)
     assert lr_factor(spec, 16) == pytest.approx(0.96 ** 2)
     with pytest.raises(SpecError, match="train.optimizer|optimizer"):
@@ -257,3 +257,20 @@ def test_a_small_mobilenet_v2_learns_the_digits(digits, tmp_path):
     result = archcompiler.train("mobilenet_v2", digits, overrides=overrides, epochs=6, batch_size=32, lr=0.002,
                                 workers=0, seed=0, out=tmp_path / "run", progress=False)
     assert max(h["val_accuracy"] for h in result.history) >= 0.9, result.history
+
+
+def test_what_a_run_meets_is_a_run_error_and_what_its_spec_says_a_spec_error(tmp_path):
+    # an empty class folder, no CUDA device: the run's (RunError); a feature extractor: the spec's (SpecError)
+    from archcompiler import RunError
+
+    for name in ("a", "b"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+    with pytest.raises(RunError, match="no images to train on"):
+        archcompiler.train(SMALL, tmp_path / "data", overrides={"num_classes": 2}, write=False, progress=False)
+    if not torch.cuda.is_available():
+        with pytest.raises(RunError, match="no CUDA device"):
+            archcompiler.train(SMALL, tmp_path / "data", overrides={"num_classes": 2}, device="cuda", write=False,
+                               progress=False)
+    with pytest.raises(SpecError, match="feature extractor") as info:
+        archcompiler.train(SMALL, tmp_path / "data", overrides={"num_classes": 2, "features": [-1]}, write=False)
+    assert not isinstance(info.value, RunError)

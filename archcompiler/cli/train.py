@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
                          "--out DIR --resume)")
     from ..backends.torch import archc_info
     from ..training import summary, train
-    from ..training.loop import resume_arguments
+    from ..training.run import resume_arguments
 
     if args.resume:
         kw, changes = resume_arguments(args.out, given)

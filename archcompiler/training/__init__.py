@@ -1,6 +1,7 @@
 """Training, evaluation and prediction on folders of images (imports torch, Pillow, matplotlib)."""
 
-from .loop import TrainResult, summary, train
+from .console import summary
+from .loop import TrainResult, train
 from .predict import evaluate, predict
 
 __all__ = ["train", "evaluate", "predict", "summary", "TrainResult"]

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from ..errors import Location, SpecError, error
+from ..errors import Location, RunError, SpecError, error
 from ..spec import Spec, load_spec
 from .data import ImageError, ImageFolder, Preprocess, collate, read_image, refuse_feature_extractor, scan
 
@@ -88,10 +88,10 @@ def evaluate(spec_or_checkpoint: Spec | str | Path, data: str | Path, weights: s
     unknown = [c for c in folder_classes if c not in classes]
     if unknown:
         known = ", ".join(classes[:20]) + (f", ... ({len(classes)} in all)" if len(classes) > 20 else "")
-        raise SpecError([error(f"the folder has classes the model was not trained on: {', '.join(unknown)}",
+        raise RunError([error(f"the folder has classes the model was not trained on: {', '.join(unknown)}",
                                "--data", Location(str(data)), hint=f"the model knows: {known}")])
     if not samples:
-        raise SpecError([error(f"no images in {data}", "--data", Location(str(data)))])
+        raise RunError([error(f"no images in {data}", "--data", Location(str(data)))])
     index = {c: i for i, c in enumerate(classes)}
     samples = [(p, index[folder_classes[label]]) for p, label in samples]
     loader = torch.utils.data.DataLoader(ImageFolder(samples, pre, train=False, seed=0), batch_size=batch_size,
@@ -156,11 +156,11 @@ def predict(spec_or_checkpoint: Spec | str | Path, images: list[str | Path], wei
             img = read_image(path, note=lambda line: print(f"archc: {line}", file=sys.stderr, flush=True))
             x = pre.evaluation(img).unsqueeze(0)
         except FileNotFoundError:
-            raise SpecError([error(f"no such image: {path}", "IMAGE", Location(str(path)))]) from None
+            raise RunError([error(f"no such image: {path}", "IMAGE", Location(str(path)))]) from None
         except ImageError as exc:
             raise SpecError([error(str(exc), "IMAGE", Location(str(path)))]) from None
         except (OSError, ValueError, SyntaxError) as exc:
-            raise SpecError([error(f"cannot read {path} as an image: {exc}", "IMAGE", Location(str(path)))]) from None
+            raise RunError([error(f"cannot read {path} as an image: {exc}", "IMAGE", Location(str(path)))]) from None
         probs = model.predict_proba(x.to(torch.device(device)))[0]
         if probs.numel() == 1:            # one sigmoid unit: P(class 1)
             probs = torch.cat([1 - torch.sigmoid(probs), torch.sigmoid(probs)])

@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..errors import ArchcError, SpecError, error
+from ..errors import ArchcError, RunError, error
 from ..spec import Spec
 
 STUDY = "archc-sweep"
@@ -24,7 +24,7 @@ def _optuna() -> Any:
     try:
         import optuna
     except ImportError:
-        raise SpecError([error("training a sweep needs Optuna, which is not installed", "--train",
+        raise RunError([error("training a sweep needs Optuna, which is not installed", "--train",
                                hint="pip install optuna (or pip install 'archcompiler[sweep]')")]) from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna

@@ -67,40 +67,130 @@ def load_model(path: str | Path, optimize: bool = False, compile: bool = False) 
     return _load(path, optimize=optimize, compile=compile)
 
 
-def draw(spec_or_path: Spec | str | Path, output: str | Path | None = None, **options: Any) -> Any:
-    """Render the architecture diagram (see :mod:`archcompiler.backends.dot`)."""
+def draw(spec_or_path: Spec | str | Path, output: str | Path | None = None, *, format: str | None = None,
+         collapse: bool = False, depth: int | None = None, color: str = "none", rankdir: str = "TB",
+         overrides: dict | list | None = None, force: bool = False, optimized: bool = False) -> Any:
+    """Render the architecture diagram (``archc draw``).
+
+    Args:
+        spec_or_path: a spec, its file, or a zoo name (``resnet50``).
+        output: the file to write (its extension gives the format: svg, png, pdf, dot); default
+            ``<spec name>.svg`` here; ``"-"`` writes nothing and returns the drawing in ``data``.
+        format: the format, when not the output's extension.
+        collapse: one box per row (block instances folded); ``depth``: how many levels to unfold.
+        color: ``none``, ``cost`` or ``memory`` (boxes shaded by that row's share).
+        rankdir: ``TB`` (top to bottom) or ``LR``.
+        overrides: ``--set`` values (``{"num_classes": 2}`` or ``["num_classes=2"]``).
+        force: replace a default-named file archc did not write.
+        optimized: the inference graph (BatchNorm folded, ReLU fused).
+
+    Returns:
+        the drawing: its ``path`` (None with ``"-"``), ``format`` and ``data``.
+
+    Example::
+
+        archcompiler.draw("resnet50", "resnet50.svg", collapse=True)
+    """
     from .backends.dot import draw as _draw
 
-    return _draw(spec_or_path, output, **options)
+    return _draw(spec_or_path, output, format=format, collapse=collapse, depth=depth, color=color, rankdir=rankdir,
+                 overrides=overrides, force=force, optimized=optimized)
 
 
-def train(spec_or_path: Spec | str | Path, data: str | Path, **options: Any) -> Any:
-    """Train on an image folder with the spec's recipe; ``archc train``'s options as keywords
-    (``epochs``, ``batch_size``, ``lr``, ``seed``, ``val``, ``val_split``, ``device``, ``workers``,
-    ``amp``, ``out``, ``resume``, ``weights``, ``freeze``, ``patience``, ``tensorboard``, ``strict``,
-    ``overrides``, ``pretrained``). ``weights`` of another class count start the classifier layers
-    afresh, as :func:`build` does; ``pretrained=True`` (or ``weights`` a name or URL) starts from a
-    builder's published weights with their preprocessing. Returns a result with ``.model``
-    (trained, in eval mode), ``.history`` (one dict per epoch), ``.run_dir`` and ``.new_heads``."""
+def train(spec_or_path: Spec | str | Path, data: str | Path, *, overrides: dict | list | None = None,
+          val: str | Path | None = None, val_split: float | None = 0.1, epochs: int | None = None,
+          batch_size: int | None = None, lr: float | None = None, seed: int | None = None, device: str = "auto",
+          workers: int | None = None, amp: bool = False, out: str | Path | None = None, resume: bool = False,
+          weights: str | Path | None = None, freeze: str | None = None, patience: int | None = None,
+          tensorboard: bool = False, strict: bool = False, progress: bool = True, write: bool = True,
+          pretrained: bool = False) -> Any:
+    """Train on an image folder (one sub-folder per class) with the spec's recipe (``archc train``).
+
+    Args:
+        spec_or_path: a spec, its file, or a zoo name.
+        data: the training images; ``val``: a validation folder, else ``val_split`` of ``data`` (None: none).
+        overrides: ``--set`` values; ``epochs``, ``batch_size``, ``lr``, ``seed``: the recipe's, overridden.
+        device: ``auto`` (CUDA when there is one), ``cpu``, ``cuda``; ``workers``: data-loading processes;
+            ``amp``: mixed precision on CUDA.
+        out: the run folder (default ``runs/<name>-N``); ``resume``: go on from its ``last.pt``.
+        weights: a checkpoint, a state_dict, or published weights by name or URL; a classifier of another
+            class count starts afresh, as :func:`build` does. ``pretrained``: the builder's default
+            published weights, with their preprocessing.
+        freeze: keep every layer up to and including this one as it is (the new heads excepted).
+        patience: stop when validation accuracy has not improved for this many epochs.
+        tensorboard: TensorBoard event files in the run folder; ``strict``: an unreadable image stops the
+            run (by default it is skipped and counted); ``progress``: progress lines on stderr;
+            ``write``: write the run folder.
+
+    Returns:
+        a result with ``.model`` (trained, in eval mode), ``.history`` (one dict per epoch),
+        ``.run_dir``, ``.classes``, ``.best`` and ``.new_heads``.
+
+    Raises:
+        :class:`SpecError` for the spec or the arguments, :class:`RunError` for what the run meets (no CUDA,
+        an empty folder, a run folder to resume).
+
+    Example::
+
+        result = archcompiler.train("googlenet-small", "digits/", overrides={"num_classes": 10}, epochs=3)
+    """
     from .training import train as _train
 
-    return _train(spec_or_path, data, **options)
+    return _train(spec_or_path, data, overrides=overrides, val=val, val_split=val_split, epochs=epochs,
+                  batch_size=batch_size, lr=lr, seed=seed, device=device, workers=workers, amp=amp, out=out,
+                  resume=resume, weights=weights, freeze=freeze, patience=patience, tensorboard=tensorboard,
+                  strict=strict, progress=progress, write=write, pretrained=pretrained)
 
 
-def evaluate(spec_or_checkpoint: Spec | str | Path, data: str | Path, **options: Any) -> dict[str, Any]:
-    """Accuracy, per-class accuracy and confusion matrix on an image folder (``archc evaluate``;
-    ``pretrained=True`` or ``weights`` a name or URL: a builder's published weights)."""
+def evaluate(spec_or_checkpoint: Spec | str | Path, data: str | Path, *, weights: str | Path | None = None,
+             overrides: dict | list | None = None, device: str = "cpu", batch_size: int = 64, workers: int = 0,
+             plot: str | Path | None = None, pretrained: bool = False) -> dict[str, Any]:
+    """Accuracy, per-class accuracy and the confusion matrix on an image folder (``archc evaluate``).
+
+    Args:
+        spec_or_checkpoint: a checkpoint (``runs/NAME/best.pt``, which holds its spec), or a spec with
+            ``weights``; ``pretrained=True`` (or ``weights`` a name or URL): a builder's published weights.
+        data: one sub-folder per class, named as in training.
+        plot: also draw the confusion matrix to this PNG file.
+
+    Returns:
+        ``spec``, ``images``, ``skipped``, ``accuracy``, ``per_class_accuracy``, ``classes``, ``confusion``
+        (rows: the true class); with published weights of more categories than the folder's, ``other`` (the
+        images taken for a category outside them); with ``plot``, ``plot``.
+
+    Example::
+
+        archcompiler.evaluate("runs/digits/best.pt", "digits/")["accuracy"]
+    """
     from .training import evaluate as _evaluate
 
-    return _evaluate(spec_or_checkpoint, data, **options)
+    return _evaluate(spec_or_checkpoint, data, weights=weights, overrides=overrides, device=device,
+                     batch_size=batch_size, workers=workers, plot=plot, pretrained=pretrained)
 
 
-def predict(spec_or_checkpoint: Spec | str | Path, images: list[str | Path], **options: Any) -> list[dict[str, Any]]:
-    """The top classes of each image with their probabilities (``archc predict``; ``pretrained=True``
-    or ``weights`` a name or URL: a builder's published weights, with their category names)."""
+def predict(spec_or_checkpoint: Spec | str | Path, images: list[str | Path], *, weights: str | Path | None = None,
+            overrides: dict | list | None = None, top: int = 5, device: str = "cpu",
+            pretrained: bool = False) -> list[dict[str, Any]]:
+    """The ``top`` classes of each image with their probabilities (``archc predict``), the images prepared
+    as in training.
+
+    Args:
+        spec_or_checkpoint, weights, pretrained: as :func:`evaluate` (published weights come with their
+            category names).
+        images: image files.
+
+    Returns:
+        one dict per image: ``image`` and ``top`` (``[{"class": name, "probability": p}, ...]``, the most
+        probable first).
+
+    Example::
+
+        archcompiler.predict("resnet50", ["cat.jpg"], pretrained=True)
+    """
     from .training import predict as _predict
 
-    return _predict(spec_or_checkpoint, images, **options)
+    return _predict(spec_or_checkpoint, images, weights=weights, overrides=overrides, top=top, device=device,
+                    pretrained=pretrained)
 
 
 def report(spec_or_path: Spec | str | Path, output: str | Path, overrides: dict | list | None = None, batch: int = 1,
@@ -155,7 +245,8 @@ def sweep(spec_or_path: Spec | str | Path, grid: list[str] | dict[str, list[Any]
           batch: int = 1, optimize: bool = False, output: str | Path | None = None, machine: str | Path | None = None,
           measure: bool = False, rounds: int = 5, device: str = "cpu", train: bool = False,
           data: str | Path | None = None, epochs: int | None = None, progress: bool = False,
-          **train_options: Any) -> dict[str, Any]:
+          val: str | Path | None = None, val_split: float | None = 0.1, batch_size: int | None = None,
+          seed: int = 0, workers: int = 0) -> dict[str, Any]:
     """``archc sweep``: every combination of ``grid`` (``["width=0.5,1.0", ...]`` or ``{"width": [0.5, 1.0]}``)
     as a variant of the spec, validated like ``--set`` (after ``overrides``, the sweep's own ``--set``).
     Returns ``rows`` (one per variant: ``name``, ``sets``, ``ok``, ``errors``, ``params``, ``macs``,
@@ -167,7 +258,7 @@ def sweep(spec_or_path: Spec | str | Path, grid: list[str] | dict[str, list[Any]
     ``output``: a folder that receives ``sweep.json`` (this result) and ``pareto.png``; with ``train``
     also ``sweep.db``, the Optuna study (SQLite) each variant is a trial of, so that a sweep resumes and
     several processes given the same folder share the work, and ``trials/`` (each trial's run folder).
-    ``train_options`` go to :func:`train` (``batch_size``, ``seed``, ``workers``, ``device``, ...)."""
+    ``val``, ``val_split``, ``batch_size``, ``seed`` and ``workers`` go to each variant's :func:`train`."""
     import json
 
     from .errors import error
@@ -203,7 +294,8 @@ def sweep(spec_or_path: Spec | str | Path, grid: list[str] | dict[str, list[Any]
         from .training.sweep import train_variants
 
         trained = train_variants(spec, [r for r in rows if r["ok"]], data, Path(output), epochs=epochs,
-                                 progress=progress, **train_options)
+                                 progress=progress, val=val, val_split=val_split, batch_size=batch_size, seed=seed,
+                                 workers=workers)
         for r in rows:
             r.update(trained.get(r["name"], {}))
     static.finish(rows)

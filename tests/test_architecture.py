@@ -174,6 +174,23 @@ def test_the_measuring_tools_are_used_only_by_the_api_and_the_cli():
                          for u in users), sorted(users)
 
 
+def test_every_public_function_of_the_api_says_its_parameters():
+    """The Python API mirrors the command line with explicit keywords (no ``**options`` hiding them), each
+    function documented."""
+    import inspect
+
+    from archcompiler import api
+
+    hidden = []
+    for name, fn in vars(api).items():
+        if name.startswith("_") or not inspect.isfunction(fn) or fn.__module__ != api.__name__:
+            continue
+        kinds = {p.kind for p in inspect.signature(fn).parameters.values()}
+        if inspect.Parameter.VAR_KEYWORD in kinds or inspect.Parameter.VAR_POSITIONAL in kinds or not fn.__doc__:
+            hidden.append(name)
+    assert not hidden, hidden
+
+
 # ----------------------------------------------------------------------------- start-up
 
 def test_the_root_and_the_command_line_load_no_library_before_a_command_needs_it():

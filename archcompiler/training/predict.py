@@ -158,7 +158,7 @@ def predict(spec_or_checkpoint: Spec | str | Path, images: list[str | Path], wei
         except FileNotFoundError:
             raise RunError([error(f"no such image: {path}", "IMAGE", Location(str(path)))]) from None
         except ImageError as exc:
-            raise SpecError([error(str(exc), "IMAGE", Location(str(path)))]) from None
+            raise RunError([error(str(exc), "IMAGE", Location(str(path)))]) from None
         except (OSError, ValueError, SyntaxError) as exc:
             raise RunError([error(f"cannot read {path} as an image: {exc}", "IMAGE", Location(str(path)))]) from None
         probs = model.predict_proba(x.to(torch.device(device)))[0]

@@ -35,7 +35,9 @@ def slug(name: str) -> str:
 
 
 def train_variants(spec: Spec, rows: list[dict[str, Any]], data: str | Path, directory: Path,
-                   epochs: int | None = None, progress: bool = False, **options: Any) -> dict[str, dict[str, Any]]:
+                   epochs: int | None = None, progress: bool = False, val: str | Path | None = None,
+                   val_split: float | None = 0.1, batch_size: int | None = None, seed: int = 0,
+                   workers: int = 0) -> dict[str, dict[str, Any]]:
     """Train each valid variant (``rows``: the sweep's, each with ``name`` and ``sets``) as one trial;
     return per variant name ``accuracy`` (best validation accuracy, or the last training accuracy
     without validation images), ``trial`` (its number) and ``trial_state``; a failed trial gives
@@ -51,13 +53,13 @@ def train_variants(spec: Spec, rows: list[dict[str, Any]], data: str | Path, dir
     sets = {r["name"]: r["sets"] for r in rows}
     study = optuna.create_study(study_name=STUDY, storage=storage, direction="maximize", load_if_exists=True,
                                 sampler=optuna.samplers.GridSampler({"variant": names}, seed=0))
-    options = {"workers": 0, "seed": 0, **options}
 
     def objective(trial: Any) -> float:
         name = trial.suggest_categorical("variant", names)
         try:
             result = train(spec, data, overrides=overrides(sets[name]), epochs=epochs, progress=progress,
-                           out=directory / "trials" / f"{trial.number}-{slug(name)}", **options)
+                           out=directory / "trials" / f"{trial.number}-{slug(name)}", val=val, val_split=val_split,
+                           batch_size=batch_size, seed=seed, workers=workers)
         except ArchcError as exc:
             trial.set_user_attr("error", "; ".join(d.format() for d in exc.errors))
             raise

@@ -108,7 +108,10 @@ def train(spec_or_path: Spec | str | Path, data: str | Path, *, overrides: dict 
 
     Args:
         spec_or_path: a spec, its file, or a zoo name.
-        data: the training images; ``val``: a validation folder, else ``val_split`` of ``data`` (None: none).
+        data: the training images, one sub-folder per class; for a segmentation network (its main output a
+            map), ``data/images/NAME.jpg`` and ``data/masks/NAME.png`` (class indices, 255 not labelled;
+            ``data/classes.txt`` may name the classes). ``val``: a validation folder, else ``val_split`` of
+            ``data`` (None: none).
         overrides: ``--set`` values; ``epochs``, ``batch_size``, ``lr``, ``seed``: the recipe's, overridden.
         device: ``auto`` (CUDA when there is one), ``cpu``, ``cuda``; ``workers``: data-loading processes;
             ``amp``: mixed precision on CUDA.
@@ -153,6 +156,10 @@ def evaluate(spec_or_checkpoint: Spec | str | Path, data: str | Path, *, weights
         data: one sub-folder per class, named as in training.
         plot: also draw the confusion matrix to this PNG file.
 
+    A segmentation network is evaluated on ``data/images`` and ``data/masks`` (see :func:`train`): over the
+    labelled pixels, with ``miou`` (the mean intersection over union of the classes that occur or are
+    predicted), ``iou`` per class and ``pixels``.
+
     Returns:
         ``spec``, ``images``, ``skipped``, ``accuracy``, ``per_class_accuracy``, ``classes``, ``confusion``
         (rows: the true class); with published weights of more categories than the folder's, ``other`` (the
@@ -170,7 +177,7 @@ def evaluate(spec_or_checkpoint: Spec | str | Path, data: str | Path, *, weights
 
 def predict(spec_or_checkpoint: Spec | str | Path, images: list[str | Path], *, weights: str | Path | None = None,
             overrides: dict | list | None = None, top: int = 5, device: str = "cpu",
-            pretrained: bool = False) -> list[dict[str, Any]]:
+            pretrained: bool = False, masks: str | Path = "masks") -> list[dict[str, Any]]:
     """The ``top`` classes of each image with their probabilities (``archc predict``), the images prepared
     as in training.
 
@@ -178,10 +185,13 @@ def predict(spec_or_checkpoint: Spec | str | Path, images: list[str | Path], *, 
         spec_or_checkpoint, weights, pretrained: as :func:`evaluate` (published weights come with their
             category names).
         images: image files.
+        masks: for a segmentation network, the folder its predicted masks go to (``masks/NAME.png``, a
+            palette PNG of class indices in Pascal VOC's colours, the image's size).
 
     Returns:
         one dict per image: ``image`` and ``top`` (``[{"class": name, "probability": p}, ...]``, the most
-        probable first).
+        probable first); for a segmentation network ``image``, ``mask`` (the file written) and ``classes``
+        (the share of the image each predicted class covers).
 
     Example::
 
@@ -190,7 +200,7 @@ def predict(spec_or_checkpoint: Spec | str | Path, images: list[str | Path], *, 
     from .training import predict as _predict
 
     return _predict(spec_or_checkpoint, images, weights=weights, overrides=overrides, top=top, device=device,
-                    pretrained=pretrained)
+                    pretrained=pretrained, masks=masks)
 
 
 def report(spec_or_path: Spec | str | Path, output: str | Path, overrides: dict | list | None = None, batch: int = 1,

@@ -286,7 +286,7 @@ def test_an_elongated_image_is_not_resized_whole(monkeypatch):
     x = pre.evaluation(Image.new("L", (100_000, 1), 200))
     assert tuple(x.shape) == (1, 16, 16) and abs(x.mean().item() - (200 / 255 - 0.5) / 0.5) < 1e-3
     small = Image.linear_gradient("L").resize((40, 30))        # an ordinary image: resized whole, as before
-    expected = pre._to_tensor(small.resize((341, 256), Image.BILINEAR).crop((162, 120, 178, 136)))
+    expected = pre.to_tensor(small.resize((341, 256), Image.BILINEAR).crop((162, 120, 178, 136)))
     assert (pre.evaluation(small) - expected).abs().max().item() == 0
 
 

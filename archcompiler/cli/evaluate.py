@@ -42,12 +42,22 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
         return 0
     classes = report["classes"]
-    print(f"{report['spec']}: accuracy {report['accuracy']:.4f} on {report['images']} images"
-          + (f" ({report['skipped']} unreadable, skipped)" if report["skipped"] else ""))
     width = max(8, *(len(c) for c in classes))
-    for c in classes:
-        acc = report["per_class_accuracy"][c]
-        print(f"  {c:<{width}} {'-' if acc is None else f'{acc:.4f}'}")
+    if "miou" in report:                 # a segmentation network: over the labelled pixels
+        miou = "-" if report["miou"] is None else f"{report['miou']:.4f}"
+        print(f"{report['spec']}: mean IoU {miou}, pixel accuracy {report['accuracy']:.4f} on {report['images']} "
+              f"images ({report['pixels']:,} labelled pixels)"
+              + (f" ({report['skipped']} unreadable, skipped)" if report["skipped"] else ""))
+        print(f"  {'class':<{width}} {'IoU':>8} {'accuracy':>8}")
+        for c in classes:
+            iou, acc = report["iou"][c], report["per_class_accuracy"][c]
+            print(f"  {c:<{width}} {'-' if iou is None else f'{iou:.4f}':>8} {'-' if acc is None else f'{acc:.4f}':>8}")
+    else:
+        print(f"{report['spec']}: accuracy {report['accuracy']:.4f} on {report['images']} images"
+              + (f" ({report['skipped']} unreadable, skipped)" if report["skipped"] else ""))
+        for c in classes:
+            acc = report["per_class_accuracy"][c]
+            print(f"  {c:<{width}} {'-' if acc is None else f'{acc:.4f}'}")
     print("confusion matrix (rows: true class, columns: predicted):")
     print("  " + " " * width + " ".join(f"{c[:8]:>8}" for c in classes))
     for c, row in zip(classes, report["confusion"]):

@@ -18,6 +18,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_checkpoint_options(p, ': archc predict resnet50 --pretrained cat.jpg')
     p.add_argument("--top", type=positive, default=5, metavar="K", help="how many classes per image (default 5)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where to run (default cpu)")
+    p.add_argument("--masks", metavar="DIR", default="masks",
+                   help="a segmentation network's predicted masks go here, one PNG per image (default masks/)")
     p.add_argument("--format", choices=["text", "json"], default="text", help="text (default) or json")
     add_set(p)
     p.set_defaults(run=run)
@@ -27,12 +29,17 @@ def run(args: argparse.Namespace) -> int:
     from ..training import predict
 
     results = predict(args.spec, args.images, weights=args.weights, overrides=args.set, top=args.top,
-                      device=args.device, pretrained=args.pretrained)
+                      device=args.device, pretrained=args.pretrained, masks=args.masks)
     if args.format == "json":
         print(json.dumps(results, indent=2))
         return 0
     for r in results:
         print(r["image"])
+        if "mask" in r:                  # a segmentation network: the mask written, the classes it shows
+            print(f"  mask: {r['mask']}")
+            for name, share in sorted(r["classes"].items(), key=lambda kv: -kv[1]):
+                print(f"  {share:7.2%}  {name}")
+            continue
         for t in r["top"]:
             print(f"  {t['probability']:7.2%}  {t['class']}")
     return 0

@@ -76,6 +76,8 @@ class Progress:
             self.bar = None
         if self.enabled:
             val = f", val acc {row['val_accuracy']:.3f}" if row["val_accuracy"] is not None else ""
+            if row.get("val_miou") is not None:
+                val += f", val mIoU {row['val_miou']:.3f}"
             print(f"epoch {row['epoch']}/{epochs}: loss {row['train_loss']:.4f}, acc {row['train_accuracy']:.3f}"
                   f"{val}, lr {row['lr']:.3g}, {format_rate(row['images_per_s'])} img/s, {row['seconds']:.1f} s",
                   file=self.stream, flush=True)

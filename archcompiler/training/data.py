@@ -113,12 +113,12 @@ class Preprocess:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in checked.items()})
 
     # ------------------------------------------------------------------ the transforms
-    def _resample(self) -> Any:
+    def resample(self) -> Any:
         from PIL import Image
 
         return {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}[self.interpolation]
 
-    def _to_tensor(self, img: Any) -> torch.Tensor:
+    def to_tensor(self, img: Any) -> torch.Tensor:
         channels = len(self.mean)
         img = img.convert("RGB" if channels == 3 else "L")
         data = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
@@ -136,9 +136,23 @@ class Preprocess:
         if nw * nh > MAX_RESIZED_PIXELS:     # resize only the part the crop keeps
             sx, sy = w / nw, h / nh
             box = (left * sx, top * sy, (left + self.size) * sx, (top + self.size) * sy)
-            return self._to_tensor(img.resize((self.size, self.size), self._resample(), box=box))
-        img = img.resize((nw, nh), self._resample())
-        return self._to_tensor(img.crop((left, top, left + self.size, top + self.size)))
+            return self.to_tensor(img.resize((self.size, self.size), self.resample(), box=box))
+        img = img.resize((nw, nh), self.resample())
+        return self.to_tensor(img.crop((left, top, left + self.size, top + self.size)))
+
+    def random_box(self, w: int, h: int, rng: random.Random) -> tuple[int, int, int, int]:
+        """A random crop of ``min_scale``-100% of a w x h image's area, aspect ratio 3/4-4/3 (the central
+        square when ten draws do not fit)."""
+        area = w * h
+        for _ in range(10):
+            target = area * rng.uniform(self.min_scale, 1.0)
+            ratio = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
+            cw, ch = round(math.sqrt(target * ratio)), round(math.sqrt(target / ratio))
+            if 0 < cw <= w and 0 < ch <= h:
+                left, top = rng.randint(0, w - cw), rng.randint(0, h - ch)
+                return (left, top, left + cw, top + ch)
+        side = min(w, h)
+        return ((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side)
 
     def training(self, img: Any, rng: random.Random) -> torch.Tensor:
         """A random crop of ``min_scale``-100% of the area and aspect ratio 3/4-4/3, resized to
@@ -148,24 +162,10 @@ class Preprocess:
         if not self.random_resized_crop:
             x = self.evaluation(img)
             return torch.flip(x, dims=[2]) if self.horizontal_flip and rng.random() < 0.5 else x
-        w, h = img.size
-        area = w * h
-        box = None
-        for _ in range(10):
-            target = area * rng.uniform(self.min_scale, 1.0)
-            ratio = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
-            cw, ch = round(math.sqrt(target * ratio)), round(math.sqrt(target / ratio))
-            if 0 < cw <= w and 0 < ch <= h:
-                left, top = rng.randint(0, w - cw), rng.randint(0, h - ch)
-                box = (left, top, left + cw, top + ch)
-                break
-        if box is None:                  # fall back to the central square
-            side = min(w, h)
-            box = ((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side)
-        img = img.resize((self.size, self.size), self._resample(), box=box)
+        img = img.resize((self.size, self.size), self.resample(), box=self.random_box(*img.size, rng))
         if self.horizontal_flip and rng.random() < 0.5:
             img = img.transpose(Image.FLIP_LEFT_RIGHT)
-        return self._to_tensor(img)
+        return self.to_tensor(img)
 
 
 def scan(folder: str | Path) -> tuple[list[str], list[tuple[Path, int]]]:
@@ -220,13 +220,16 @@ class ImageFolder(torch.utils.data.Dataset):
             return None, label, index
 
 
-def collate(batch: list[tuple[torch.Tensor | None, int, int]]) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-    """Stack the readable images; the indices of unreadable ones come along, to be counted."""
+def collate(batch: list[tuple[torch.Tensor | None, Any, int]]) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """Stack the readable images and their labels (class indices or masks); the indices of unreadable
+    ones come along, to be counted."""
     good = [(x, y) for x, y, _ in batch if x is not None]
     bad = [i for x, _, i in batch if x is None]
     if not good:
         return torch.empty(0), torch.empty(0, dtype=torch.long), bad
-    return torch.stack([x for x, _ in good]), torch.tensor([y for _, y in good]), bad
+    labels = [y for _, y in good]         # class indices, or masks (one class index per pixel)
+    ys = torch.stack(labels) if isinstance(labels[0], torch.Tensor) else torch.tensor(labels)
+    return torch.stack([x for x, _ in good]), ys, bad
 
 
 def split(samples: list[tuple[Path, int]], fraction: float, seed: int) -> tuple[list, list]:

@@ -35,6 +35,7 @@ from ..errors import ArchcError, Location, RunError, SpecError, error
 from ..spec import Spec, load_spec
 from .console import Progress
 from .data import ImageFolder, Preprocess, collate, refuse_feature_extractor, scan, split
+from .masks import IGNORE_INDEX, MaskFolder, scan_masks
 from .recipe import _optimizer, lr_factor
 from .run import RunFolder, _tensorboard_writer
 
@@ -91,19 +92,21 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _main_units(spec: Spec) -> int:
+def main_shape(spec: Spec) -> tuple[int, ...]:
+    """The shape of the network's main output: ``(classes,)``, or ``(classes, H, W)`` for a segmentation
+    network, which trains on images and masks (:mod:`.masks`)."""
     from ..passes import annotated_graph
 
     g = annotated_graph(spec)
     main = next(o for o in g.graph["outputs"].values() if not o["training_only"])
-    return g.nodes[main["node"]]["shape"][0]
+    return tuple(g.nodes[main["node"]]["shape"])
 
 
 def _check_classes(spec: Spec, classes: list[str], where: str) -> None:
     if len(classes) < 2:
         raise RunError([error(f"{where} has {len(classes)} class folder(s); training needs at least 2",
                                "--data", Location(where), hint="one sub-folder per class: train/cats, train/dogs")])
-    units = _main_units(spec)
+    units = main_shape(spec)[0]
     if units != len(classes) and not (units == 1 and len(classes) == 2):
         hint = f"--set num_classes={len(classes)}" if "num_classes" in spec.params else \
             f"give the spec's last layer {len(classes)} outputs"
@@ -114,7 +117,7 @@ def _check_classes(spec: Spec, classes: list[str], where: str) -> None:
 
 # ----------------------------------------------------------------------------- the loop
 
-def _loader(dataset: ImageFolder, batch: int, world: World, shuffle: bool, workers: int, seed: int) -> Any:
+def _loader(dataset: Any, batch: int, world: World, shuffle: bool, workers: int, seed: int) -> Any:
     # one ordering for one process or many: a permutation seeded by (seed, epoch), of which each
     # process takes every world.size-th image (so the global batches are the same)
     sampler = torch.utils.data.DistributedSampler(dataset, num_replicas=world.size, rank=world.rank,
@@ -158,10 +161,12 @@ def _sum(values: list[float], world: World, device: torch.device) -> list[float]
 
 def evaluate_loader(model: torch.nn.Module, loader: Any, device: torch.device, n_classes: int,
                     amp: bool = False) -> dict[str, Any]:
-    """Loss, accuracy and the confusion matrix (rows: true class, columns: predicted) of the main output."""
+    """Loss, accuracy and the confusion matrix (rows: true class, columns: predicted) of the main output;
+    for a segmentation network, over the labelled pixels, with each class's intersection over union
+    (``iou``) and their mean (``miou``, over the classes that occur or are predicted)."""
     model.eval()
-    confusion = torch.zeros(n_classes, n_classes, dtype=torch.long)
-    loss_sum, count, skipped, bad_files = 0.0, 0, 0, []
+    confusion = torch.zeros(n_classes * n_classes, dtype=torch.long)
+    loss_sum, count, skipped, bad_files, dense = 0.0, 0, 0, [], False
     with torch.no_grad():
         for x, y, bad in loader:
             skipped += len(bad)
@@ -173,11 +178,20 @@ def evaluate_loader(model: torch.nn.Module, loader: Any, device: torch.device, n
                 logits = model(x)
             loss_sum += float(model.loss(logits, y)) * len(y) if hasattr(model, "loss") else 0.0
             pred = _predicted(logits, n_classes)
-            for t, p in zip(y.tolist(), pred.tolist()):
-                confusion[t, p] += 1
+            known = (y != IGNORE_INDEX) & (y < n_classes)
+            confusion += torch.bincount((y[known] * n_classes + pred[known]).cpu(), minlength=n_classes * n_classes)
             count += len(y)
-    return {"loss": loss_sum / count if count else None, "accuracy": confusion.diag().sum().item() / count
-            if count else None, "confusion": confusion, "count": count, "skipped": skipped, "bad": bad_files}
+            dense = dense or y.dim() > 1
+    confusion = confusion.view(n_classes, n_classes)
+    total = confusion.sum().item()
+    result = {"loss": loss_sum / count if count else None, "accuracy": confusion.diag().sum().item() / total
+              if total else None, "confusion": confusion, "count": count, "skipped": skipped, "bad": bad_files}
+    if dense:
+        union = confusion.sum(0) + confusion.sum(1) - confusion.diag()
+        iou = [confusion[i, i].item() / union[i].item() if union[i] else None for i in range(n_classes)]
+        present = [v for v in iou if v is not None]
+        result.update(iou=iou, miou=sum(present) / len(present) if present else None, pixels=total)
+    return result
 
 
 def _predicted(logits: torch.Tensor, n_classes: int) -> torch.Tensor:
@@ -207,10 +221,10 @@ def _distributed(spec: Spec, device: str) -> tuple[torch.device, World]:
 @dataclass
 class Data:
     classes: list[str]
-    train_samples: list[tuple[Path, int]]
-    val_samples: list[tuple[Path, int]]
-    train_set: ImageFolder
-    val_set: ImageFolder
+    train_samples: list[tuple[Path, Any]]       # (image, class index), or (image, mask)
+    val_samples: list[tuple[Path, Any]]
+    train_set: Any                              # an ImageFolder, or a MaskFolder
+    val_set: Any
     loader: Any
     val_loader: Any
     workers: int
@@ -218,28 +232,39 @@ class Data:
 
 def _data(spec: Spec, data: str | Path, val: str | Path | None, val_split: float | None, world: World,
           workers: int | None) -> Data:
-    """The class folders, the training and validation split, and their loaders."""
+    """The class folders (or, for a segmentation network, the images and their masks), the training and
+    validation split, and their loaders."""
     t = spec.train
     pre = Preprocess.from_spec(spec)
-    classes, samples = scan(data)
-    _check_classes(spec, classes, str(data))
+    shape = main_shape(spec)
+    if len(shape) == 3:
+        classes, samples = scan_masks(data, shape[0])
+        dataset: Any = MaskFolder
+        val_classes, val_samples = scan_masks(val, shape[0]) if val is not None else (classes, [])
+    else:
+        classes, samples = scan(data)
+        _check_classes(spec, classes, str(data))
+        dataset = ImageFolder
+        val_classes, val_samples = scan(val) if val is not None else (classes, [])
     if val is not None:
-        val_classes, val_samples = scan(val)
         if val_classes != classes:
             raise RunError([error(f"the validation folder's classes ({', '.join(val_classes)}) differ from the "
                                    f"training folder's ({', '.join(classes)})", "--val", Location(str(val)))])
         train_samples = samples
     elif val_split:
-        train_samples, val_samples = split(samples, val_split, t.seed)
+        labelled = samples if dataset is ImageFolder else [(pair, 0) for pair in samples]
+        train_samples, val_samples = split(labelled, val_split, t.seed)
+        if dataset is MaskFolder:
+            train_samples, val_samples = [s for s, _ in train_samples], [s for s, _ in val_samples]
     else:
-        train_samples, val_samples = samples, []
+        train_samples = samples
     if not train_samples:
         raise RunError([error(f"no images to train on in {data}", "--data", Location(str(data)),
                                hint=f"images end in {', '.join(sorted(['.jpg', '.png', '.bmp', '.webp']))} ...")])
     if val is not None and not val_samples:
         raise RunError([error(f"no images in the validation folder {val}", "--val", Location(str(val)))])
-    train_set = ImageFolder(train_samples, pre, train=True, seed=t.seed)
-    val_set = ImageFolder(val_samples, pre, train=False, seed=t.seed)
+    train_set = dataset(train_samples, pre, train=True, seed=t.seed)
+    val_set = dataset(val_samples, pre, train=False, seed=t.seed)
     workers = min(4, os.cpu_count() or 1) if workers is None else workers
     loader = _loader(train_set, t.batch_size // world.size, world, True, workers, t.seed)
     val_loader = _loader(val_set, t.batch_size, World(), False, workers, t.seed) if val_samples else None
@@ -270,7 +295,7 @@ def _epoch(net: Any, model: torch.nn.Module, frozen: list[torch.nn.Module], d: D
         module.eval()
     show.start(epoch + 1, t.epochs, len(d.loader))
     began = time.perf_counter()
-    loss_sum = correct = count = skipped = 0.0
+    loss_sum = correct = count = labelled = skipped = 0.0
     for x, y, bad in d.loader:
         skipped += len(bad)
         bad_files.update(bad)
@@ -294,14 +319,17 @@ def _epoch(net: Any, model: torch.nn.Module, frozen: list[torch.nn.Module], d: D
             optimizer.step()
         main = outputs[0] if isinstance(outputs, tuple) else outputs
         loss_sum += float(loss.detach()) * len(y)
-        correct += (_predicted(main.detach(), len(d.classes)) == y).sum().item()
+        known = y != IGNORE_INDEX                 # every image's class; a mask's labelled pixels
+        correct += (_predicted(main.detach(), len(d.classes)) == y)[known].sum().item()
+        labelled += known.sum().item()
         count += len(y)
         elapsed = time.perf_counter() - began
-        show.update(loss_sum / count, correct / count, count * world.size / max(elapsed, 1e-9))
-    loss_sum, correct, count, skipped = _sum([loss_sum, correct, count, skipped], world, dev)
+        show.update(loss_sum / count, correct / max(labelled, 1), count * world.size / max(elapsed, 1e-9))
+    loss_sum, correct, count, labelled, skipped = _sum([loss_sum, correct, count, labelled, skipped], world, dev)
     seconds = time.perf_counter() - began
     return {"epoch": epoch + 1, "train_loss": loss_sum / count if count else float("nan"),
-            "train_accuracy": correct / count if count else 0.0, "val_loss": None, "val_accuracy": None,
+            "train_accuracy": correct / labelled if labelled else 0.0, "val_loss": None, "val_accuracy": None,
+            "val_miou": None,
             "lr": optimizer.param_groups[0]["lr"], "images_per_s": count / seconds if seconds else 0.0,
             "seconds": seconds, "skipped": int(skipped)}
 
@@ -413,6 +441,7 @@ def train(spec_or_path: Spec | str | Path, data: str | Path, *, overrides: dict 
             if d.val_loader is not None and world.main:
                 result = evaluate_loader(model, d.val_loader, dev, len(d.classes), amp)
                 row["val_loss"], row["val_accuracy"] = result["loss"], result["accuracy"]
+                row["val_miou"] = result.get("miou")
                 bad_val.update(result["bad"])
             run.end_epoch(row, data, validated=d.val_loader is not None, main=world.main, board=board)
             show.end(row, t.epochs)

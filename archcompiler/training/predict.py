@@ -19,6 +19,7 @@ import torch
 from ..errors import Location, RunError, SpecError, error
 from ..spec import Spec, load_spec
 from .data import ImageError, ImageFolder, Preprocess, collate, read_image, refuse_feature_extractor, scan
+from .masks import MaskFolder, scan_masks
 
 
 def load_trained(spec_or_checkpoint: Spec | str | Path, weights: str | Path | None = None,
@@ -70,7 +71,8 @@ def class_count(spec: Spec) -> int:
     g = lower(spec)
     infer_shapes(g)
     main = next(v for v in g.graph["outputs"].values() if not v["training_only"])
-    n = math.prod(g.nodes[main["node"]]["shape"])
+    shape = g.nodes[main["node"]]["shape"]
+    n = shape[0] if len(shape) == 3 else math.prod(shape)        # a segmentation map: its channels
     return 2 if n == 1 else n
 
 
@@ -80,9 +82,12 @@ def evaluate(spec_or_checkpoint: Spec | str | Path, data: str | Path, weights: s
     """Accuracy, per-class accuracy and the confusion matrix of a trained network on an image folder
     (``plot``: also draw the confusion matrix to that PNG file; ``pretrained``: as :func:`load_trained`)."""
     from ..pretrained import is_url, is_weights_name
-    from .loop import evaluate_loader
+    from .loop import evaluate_loader, main_shape
 
     model, spec, classes, pre = load_trained(spec_or_checkpoint, weights, overrides, device, pretrained)
+    shape = main_shape(spec)
+    if len(shape) == 3:
+        return _evaluate_masks(model, spec, classes, pre, data, device, batch_size, workers, plot)
     folder_classes, samples = scan(data)
     classes = classes or folder_classes
     unknown = [c for c in folder_classes if c not in classes]
@@ -117,6 +122,32 @@ def evaluate(spec_or_checkpoint: Spec | str | Path, data: str | Path, weights: s
     return report
 
 
+def _evaluate_masks(model: Any, spec: Spec, classes: list[str] | None, pre: Preprocess, data: str | Path,
+                    device: str, batch_size: int, workers: int, plot: str | Path | None) -> dict[str, Any]:
+    """A segmentation network on images and masks: pixel accuracy, each class's IoU and their mean."""
+    from .loop import evaluate_loader, main_shape
+
+    n = main_shape(spec)[0]
+    names, pairs = scan_masks(data, n)
+    classes = classes or names
+    if not pairs:
+        raise RunError([error(f"no images in {Path(data) / 'images'}", "--data", Location(str(data)))])
+    loader = torch.utils.data.DataLoader(MaskFolder(pairs, pre, train=False, seed=0), batch_size=batch_size,
+                                         num_workers=workers, collate_fn=collate)
+    result = evaluate_loader(model, loader, torch.device(device), n)
+    confusion = result["confusion"]
+    per_class = {c: (confusion[i, i].item() / confusion[i].sum().item()) if confusion[i].sum() else None
+                 for i, c in enumerate(classes)}
+    report = {"spec": spec.name, "images": result["count"], "skipped": result["skipped"],
+              "pixels": result.get("pixels", 0), "accuracy": result["accuracy"], "miou": result.get("miou"),
+              "iou": dict(zip(classes, result.get("iou", []))), "per_class_accuracy": per_class,
+              "classes": classes, "confusion": confusion.tolist()}
+    if plot is not None:
+        plot_confusion(Path(plot), classes, confusion, f"{spec.name}: pixel accuracy {result['accuracy']:.3f}")
+        report["plot"] = str(plot)
+    return report
+
+
 def plot_confusion(path: Path, classes: list[str], confusion: torch.Tensor, title: str) -> None:
     import matplotlib
 
@@ -146,21 +177,30 @@ def plot_confusion(path: Path, classes: list[str], confusion: torch.Tensor, titl
 
 def predict(spec_or_checkpoint: Spec | str | Path, images: list[str | Path], weights: str | Path | None = None,
             overrides: dict | list | None = None, top: int = 5, device: str = "cpu",
-            pretrained: bool = False) -> list[dict[str, Any]]:
+            pretrained: bool = False, masks: str | Path = "masks") -> list[dict[str, Any]]:
     """The ``top`` classes with their probabilities for each image, prepared as in training
-    (``pretrained``: as :func:`load_trained`, with the weights' category names)."""
+    (``pretrained``: as :func:`load_trained`, with the weights' category names); for a segmentation
+    network, each image's predicted mask, written as a coloured PNG into the folder ``masks``."""
     model, spec, classes, pre = load_trained(spec_or_checkpoint, weights, overrides, device, pretrained)
+    from .loop import main_shape
+
+    dense = len(main_shape(spec)) == 3
     results = []
     for path in images:
         try:
             img = read_image(path, note=lambda line: print(f"archc: {line}", file=sys.stderr, flush=True))
-            x = pre.evaluation(img).unsqueeze(0)
+            # a mask covers the whole image: resized, not cropped
+            x = (pre.to_tensor(img.resize((pre.size, pre.size), pre.resample())) if dense
+                 else pre.evaluation(img)).unsqueeze(0)
         except FileNotFoundError:
             raise RunError([error(f"no such image: {path}", "IMAGE", Location(str(path)))]) from None
         except ImageError as exc:
             raise RunError([error(str(exc), "IMAGE", Location(str(path)))]) from None
         except (OSError, ValueError, SyntaxError) as exc:
             raise RunError([error(f"cannot read {path} as an image: {exc}", "IMAGE", Location(str(path)))]) from None
+        if dense:
+            results.append(_predict_mask(model, x.to(torch.device(device)), path, img.size, classes, masks))
+            continue
         probs = model.predict_proba(x.to(torch.device(device)))[0]
         if probs.numel() == 1:            # one sigmoid unit: P(class 1)
             probs = torch.cat([1 - torch.sigmoid(probs), torch.sigmoid(probs)])
@@ -170,3 +210,23 @@ def predict(spec_or_checkpoint: Spec | str | Path, images: list[str | Path], wei
         results.append({"image": str(path), "top": [{"class": names[i], "probability": float(v)}
                                                     for v, i in zip(values.tolist(), idx.tolist())]})
     return results
+
+
+def _predict_mask(model: Any, x: torch.Tensor, path: str | Path, size: tuple[int, int], classes: list[str] | None,
+                  masks: str | Path) -> dict[str, Any]:
+    """One image's predicted mask (the network's map of class indices, resized to the image), written as
+    ``masks/NAME.png``, and the share of the image each class covers."""
+    from .masks import write_mask
+
+    with torch.no_grad():
+        out = model.eval()(x)
+    logits = out[0] if isinstance(out, tuple) else out
+    predicted = (logits[0, 0] > 0).long() if logits.shape[1] == 1 else logits[0].argmax(0)
+    names = classes or [str(i) for i in range(max(logits.shape[1], 2))]
+    counts = torch.bincount(predicted.flatten().cpu(), minlength=len(names))
+    total = counts.sum().item()
+    folder = Path(masks)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = write_mask(folder / f"{Path(path).stem}.png", predicted.cpu(), size)
+    return {"image": str(path), "mask": str(written),
+            "classes": {names[i]: counts[i].item() / total for i in range(len(names)) if counts[i]}}

@@ -21,8 +21,8 @@ from ..version import __version__
 from .data import Preprocess
 from .recipe import lr_factor
 
-METRICS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "images_per_s", "seconds",
-           "skipped"]
+METRICS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_miou", "lr", "images_per_s",
+           "seconds", "skipped"]            # val_miou: a segmentation network's mean IoU
 
 
 # ----------------------------------------------------------------------------- run folder

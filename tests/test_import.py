@@ -496,12 +496,13 @@ def test_an_onnx_channels_last_view_is_read_only_by_ops_that_compute_the_same_on
 
 def test_an_onnx_file_is_bounded_like_every_untrusted_input(tmp_path, monkeypatch):
     from archcompiler.importers import onnx as reader
+    from archcompiler.importers.onnx import files
 
     path, _ = _onnx_graph(tmp_path)
     monkeypatch.setattr(reader, "MAX_NODES", 3)
     with pytest.raises(BackendError, match="at most 3 of each"):
         reader.read(path)
-    monkeypatch.setattr(reader, "MAX_ONNX_BYTES", 100)
+    monkeypatch.setattr(files, "MAX_ONNX_BYTES", 100)
     with pytest.raises(BackendError, match="at most 100 are read"):
         reader.read(path)
     monkeypatch.undo()

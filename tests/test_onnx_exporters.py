@@ -414,7 +414,7 @@ def test_each_folded_op_computes_what_onnxruntime_does(case):
     zero and Mod with the divisor's sign."""
     from onnx import helper
 
-    from archcompiler.importers.onnx import _folded
+    from archcompiler.importers.onnx.fold import _folded
 
     op, attrs, values = FOLDS[case]
     names = [f"i{k}" for k in range(len(values))]

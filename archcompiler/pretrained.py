@@ -215,8 +215,11 @@ def weights_entry(builder: str, name: str | None = None) -> Entry:
 
         known = [n for n in table["builders"] if (table["builders"][n] or {}).get("weights")]
         close = [n for n in known if n.startswith(builder.split("_")[0].rstrip("0123456789"))][:8] if builder else []
-        if builder in zoo.builders():
+        if builder in zoo.builders() and builder in table["builders"]:
             why = f"torchvision publishes no weights for {builder}"
+        elif builder in zoo.builders():     # the table holds the classification builders' weights (issue #33)
+            why = (f"archc's table of torchvision's weights has no entry for {builder} yet (it holds the "
+                   "classification builders'); a checkpoint of its own layout loads with --weights FILE")
         else:
             why = f"{builder} is not one of torchvision's builders, which the published weights are for"
         hint = (f"weights exist for {', '.join(close)}: give the builder's name as SPEC (--set for the rest, e.g. "

@@ -425,3 +425,78 @@ def test_what_archc_does_not_compute_is_refused_by_node_saying_why(node, attrs, 
     with pytest.raises(BackendError) as info:
         import_onnx(path, None)
     assert f"({node})" in str(info.value) and said in str(info.value), str(info.value)
+
+
+# ----------------------------------------------------------------------------- size_of: another layer's size
+# A segmentation head's resizing (torchvision's FCN, DeepLabv3, LR-ASPP): a stride-4 convolution's scores back to
+# the input's size, a pooled branch back to the map it pooled (DeepLabv3's image pooling) and one map to another's
+LIKE = ("name: like\ninput: [3, 18, 22]\nlayers:\n"
+        "  - {name: c1, op: conv, out: 8, kernel: 3, stride: 4, padding: 1}\n"
+        "  - {name: pool, op: global_avg_pool}\n"
+        "  - {name: pool_up, op: interpolate, size_of: c1, mode: bilinear}\n"
+        "  - {name: up, op: interpolate, input: c1, size_of: input, mode: bilinear}\n"
+        "  - {name: c2, op: conv, out: 8, kernel: 1, input: pool_up}\n"
+        "  - {name: up2, op: interpolate, size_of: up}\n"
+        "  - {name: s, op: add, inputs: [up, up2]}\n"
+        "  - {name: p, op: global_avg_pool}\n"
+        "  - {name: fc, op: linear, out: 2}\n")
+
+
+def _like_reference(m, x):
+    """The network as torchvision writes it: F.interpolate(y, size=x.shape[-2:])."""
+    c1 = m.c1(x)
+    pool_up = F.interpolate(F.adaptive_avg_pool2d(c1, 1), size=c1.shape[-2:], mode="bilinear", align_corners=False)
+    up = F.interpolate(c1, size=x.shape[-2:], mode="bilinear", align_corners=False)
+    up2 = F.interpolate(m.c2(pool_up), size=up.shape[-2:])
+    return m.fc(torch.flatten(F.adaptive_avg_pool2d(up + up2, 1), 1))
+
+
+def test_size_of_takes_another_layers_height_and_width():
+    """The output is the named layer's height and width (the network's input's with `size_of: input`), the channels
+    the input's; FLOPs as FlopCounterMode counts them (none for the resizing); the code reads the other tensor's
+    shape, as torchvision does, so the values are F.interpolate's."""
+    import inspect
+
+    from torch.utils.flop_counter import FlopCounterMode
+
+    report = archcompiler.analyze(LIKE)
+    rows = {r["name"]: r for r in report["rows"]}
+    assert {k: rows[k]["output"] for k in ("c1", "pool_up", "up", "up2")} == \
+        {"c1": [8, 5, 6], "pool_up": [8, 5, 6], "up": [8, 18, 22], "up2": [8, 18, 22]}
+    assert rows["up"]["elementwise"] == 7 * 8 * 18 * 22 and rows["up2"]["elementwise"] == 0
+    model = archcompiler.build(LIKE, seed=0).eval()
+    x = torch.randn(2, 3, 18, 22, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        y = model(x)
+    assert counter.get_total_flops() == 2 * report["total"]["flops"]
+    with torch.no_grad():
+        torch.testing.assert_close(y, _like_reference(model, x), rtol=0, atol=0)
+        assert torch.equal(torch.jit.script(model)(x), y)             # TorchScript reads it too
+    source = inspect.getsource(type(model).forward)
+    assert "size=x.shape[-2:], mode='bilinear', align_corners=False)" in source
+
+
+def test_size_of_reads_no_pixel_of_the_layer_it_names():
+    """The named layer gives the size alone: the receptive field is the resized map's (the stride-4 scores
+    upsampled: 3 + 4, as with scale 4), and the memory figures equal a measurement."""
+    rows = {r["name"]: r["receptive_field"] for r in archcompiler.analyze(LIKE)["rows"]}
+    scaled = LIKE.replace("input: c1, size_of: input,", "input: c1, scale: [3.6, 3.667],")
+    assert rows["up"] == [7, 7] == {r["name"]: r["receptive_field"] for r in archcompiler.analyze(scaled)["rows"]}["up"]
+    assert_memory_measured(LIKE.replace("op: global_avg_pool}\n  - {name: fc", "op: flatten}\n  - {name: fc"))
+
+
+def test_size_of_errors_are_located():
+    cases = [  # (change, what the message says, line)
+        ("size_of: up}", "size_of: up, scale: 2}", "give one of 'scale'", 9),
+        ("size_of: up}", "size_of: upp}", "reference to undefined layer 'upp'", 9),
+    ]
+    for old, new, said, line in cases:
+        with pytest.raises((GraphError, SpecError)) as info:
+            archcompiler.analyze(LIKE.replace(old, new))
+        problem = info.value.errors[0]
+        assert said in problem.message and problem.line == line, (new, problem.message, problem.line)
+    from archcompiler.ops import KINDS, ShapeError
+
+    attrs = {"size": None, "scale": None, "mode": "nearest", "align_corners": False, "size_of": "flat"}
+    with pytest.raises(ShapeError, match="no height and width"):
+        KINDS["interpolate"].shape(attrs, [(8, 5, 6), (10,)])

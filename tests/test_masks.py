@@ -157,3 +157,21 @@ def test_what_a_mask_folder_lacks_is_said(tmp_path):
     Image.new("L", (10, 10)).save(e / "masks" / "001.png")
     data = MaskFolder(scan_masks(e, 3)[1], Preprocess(16, 16, (0, 0, 0), (1, 1, 1)), train=False, seed=0)
     assert data[0][0] is None and data[1][0] is None
+
+
+@pytest.mark.slow
+def test_a_zoo_segmentation_network_trains_on_masks_and_its_checkpoint_loads_again(shapes, tmp_path):
+    # LR-ASPP (torchvision's dict outputs) at 64 x 64 for three classes, one epoch: its checkpoint's spec,
+    # from which the head's stale `dropout` parameter of MobileNetV3 has gone, loads on its own
+    result = run_archc("train", "lraspp_mobilenet_v3_large", "--set", "input=[3,64,64]", "--set", "num_classes=3",
+                       "--data", str(shapes / "train"), "--val", str(shapes / "val"), "--epochs", "1",
+                       "--batch-size", "16", "--workers", "0", "--out", str(tmp_path / "run"), "-q")
+    assert result.returncode == 0, result.stderr
+    assert "dropout" not in archcompiler.load_spec("lraspp_mobilenet_v3_large").document["params"]
+    result = run_archc("evaluate", str(tmp_path / "run" / "last.pt"), "--data", str(shapes / "val"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("lraspp_mobilenet_v3_large: mean IoU ")
+    model = archcompiler.load_model(tmp_path / "run" / "last.pt").eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 64, 64))
+    assert isinstance(out, dict) and list(out) == ["out"] and out["out"].shape == (1, 3, 64, 64)

@@ -249,8 +249,9 @@ def build_dot(spec: Spec, collapse: bool = False, depth: int | None = None, colo
     for u, nodes in units.items():
         member = set(nodes)
         for n in nodes:
-            for i in g.nodes[n]["inputs"]:
-                if i in member:
+            shape_only = OPS[g.nodes[n]["op"]].shape_inputs(g.nodes[n]["attrs"])     # the label names them
+            for k, i in enumerate(g.nodes[n]["inputs"]):
+                if i in member or k in shape_only:
                     continue
                 src = unit(i)
                 edges.append((src, u, g.nodes[i]["shape"], g.nodes[n]["training_only"]))

@@ -209,7 +209,9 @@ class OpDef:
       an activation a convolution can absorb; ``channels_last``: it runs faster on channels-last tensors;
     - ``mixes``: every output position sees every input position (attention); ``pointwise``: each output
       element is computed from the same element of its one input (the activations: what a layer's ``act:``
-      absorbs when archc imports a model);
+      absorbs when archc imports a model); ``shape_inputs``: the positions of the inputs it reads for their
+      shape alone (interpolate's ``size_of``), whose values reach no output pixel (the receptive field leaves
+      them out);
     - ``torch``: its code in the generated module; ``style``: how the diagram draws it;
       ``init``: the name of its weight-initialisation family (``"conv"``, ``"linear"``, ``"norm"``) or None.
     """
@@ -243,6 +245,7 @@ class OpDef:
     channels_last: bool = False
     mixes: bool = False
     pointwise: bool = False             # each element from the same element of its one input (an activation)
+    shape_inputs: Callable[[Attrs], tuple[int, ...]] = lambda a: ()     # inputs read for their shape alone
 
     def __post_init__(self) -> None:
         _check("depth", () if self.depth is None else (self.depth,), Depth)

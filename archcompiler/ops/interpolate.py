@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, model_validator
 
-from ..spec.layers import Bool, LayerBase, Pair, PosFloat, PosInt, pair
+from ..spec.layers import Bool, LayerBase, Name, Pair, PosFloat, PosInt, pair
 from ..spec.limits import MAX_DIM
 from . import _onnx
 from ._base import (
@@ -23,6 +23,7 @@ from ._base import (
     TooSmall,
     TorchCode,
     Window,
+    fmt,
     image,
     need,
     one,
@@ -37,12 +38,17 @@ Factor = Union[PosInt, PosFloat]
 
 class Interpolate(LayerBase):
     """Resizes an image (F.interpolate, nn.Upsample): nearest or bilinear, to a `size` or by a `scale`,
-    whose output is floor(input x scale) as torch computes it (U-Net's and FPN's upsampling)."""
+    whose output is floor(input x scale) as torch computes it (U-Net's and FPN's upsampling), or to the height
+    and width of another layer's map (`size_of`: a segmentation head's logits upsampled to the image,
+    `size_of: input`; DeepLabv3's pooled branch back to the map it pooled)."""
 
     op: Literal["interpolate"]
     scale: Factor | Annotated[list[Factor], Field(min_length=2, max_length=2)] | None = Field(
         None, description="the factor (or [h, w] factors): the output is floor(input x scale); torch's scale_factor")
     size: Pair | None = Field(None, description="the output's height and width (a number or [h, w]); torch's size")
+    size_of: Name | None = Field(None, description="a layer (or `input`, the network's input) whose height and "
+                                 "width the output takes: torch's size=y.shape[-2:]; the layer is read for its "
+                                 "shape alone")
     mode: Literal["nearest", "bilinear"] = Field("nearest", description="nearest: each output pixel copies the "
                                                  "input pixel floor(position / scale) (with a size, the scale is "
                                                  "output / input); bilinear: the two nearest pixels along each axis, "
@@ -52,12 +58,19 @@ class Interpolate(LayerBase):
 
     @model_validator(mode="after")
     def _one_of_scale_and_size(self) -> Interpolate:
-        if (self.scale is None) == (self.size is None):
-            raise ValueError("give one of 'scale' (a factor) and 'size' (the output's height and width)"
-                             + (", not both" if self.scale is not None else ""))
+        given = [k for k in ("scale", "size", "size_of") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give one of 'scale' (a factor), 'size' (the output's height and width) and 'size_of' "
+                             "(a layer whose height and width it takes)" + (", not several" if given else ""))
         if self.align_corners and self.mode != "bilinear":
             raise ValueError("align_corners is bilinear's: nearest has no corners to align (torch refuses it)")
         return self
+
+    def input_names(self) -> list[str | None] | None:
+        """With ``size_of``: the input (None: the previous layer) and the layer whose size it takes."""
+        if self.size_of is None:
+            return super().input_names()
+        return [self.input, self.size_of]
 
 
 def _number(v: Any) -> int | float:
@@ -70,7 +83,7 @@ def _lower(s: Interpolate) -> list:
     scale = None if s.scale is None else tuple(_number(v) for v in (s.scale if isinstance(s.scale, list)
                                                                      else (s.scale, s.scale)))
     return [("", KIND, {"size": None if s.size is None else pair(s.size), "scale": scale, "mode": s.mode,
-                        "align_corners": s.align_corners})]
+                        "align_corners": s.align_corners, "size_of": s.size_of})]
 
 
 def _out(a: Attrs, h: int, w: int) -> tuple[int, int]:
@@ -89,9 +102,23 @@ def _out(a: Attrs, h: int, w: int) -> tuple[int, int]:
     return out[0], out[1]
 
 
+def _sized(a: Attrs, shapes: list[Shape]) -> tuple[int, int]:
+    """The output's height and width for these inputs: the second input's (the layer ``size_of`` names, as
+    written), else by _out."""
+    if not a.get("size_of"):
+        return _out(a, *image(KIND, shapes)[1:])
+    if len(shapes) != 2:
+        raise ShapeError(f"{KIND} with size_of takes two inputs (the map and the layer it takes the size of), "
+                         f"got {len(shapes)}")
+    image(KIND, shapes[:1])
+    if len(shapes[1]) != 3:
+        raise ShapeError(f"{KIND}: size_of names a layer of shape {fmt(shapes[1])}, which has no height and width "
+                         "(it needs an image, H x W x C)")
+    return shapes[1][1], shapes[1][2]
+
+
 def _shape(a: Attrs, shapes: list[Shape]) -> Shape:
-    c, h, w = image(KIND, shapes)
-    return (c, *_out(a, h, w))
+    return (shapes[0][0], *_sized(a, shapes))
 
 
 def _window(a: Attrs, i: list[Shape]) -> Window:
@@ -101,7 +128,7 @@ def _window(a: Attrs, i: list[Shape]) -> Window:
     hold: it is rounded up, to 1 when upsampling. So the field of the op itself is exact, and what follows grows
     at the input's step, not the finer one: a receptive field an upper bound, never less than what is seen."""
     _, h, w = i[0]
-    oh, ow = _out(a, h, w)
+    oh, ow = _sized(a, i)
     k = 2 if a["mode"] == "bilinear" else 1
 
     def step(n: int, o: int) -> int:
@@ -122,23 +149,26 @@ def _options(a: Attrs) -> str:
 
 
 def _call(a: Attrs, x: list[str], m: str, ip: bool) -> str:
-    """Without the input's shape: the size, or the scale factor."""
-    how = f"size=({a['size'][0]}, {a['size'][1]})" if a["size"] is not None \
-        else f"scale_factor=({float(a['scale'][0])!r}, {float(a['scale'][1])!r})"
+    """Without the input's shape: the size (the other layer's, read as torchvision reads it), or the scale factor."""
+    how = f"size={x[1]}.shape[-2:]" if a.get("size_of") else f"size=({a['size'][0]}, {a['size'][1]})" \
+        if a["size"] is not None else f"scale_factor=({float(a['scale'][0])!r}, {float(a['scale'][1])!r})"
     return f"F.interpolate({x[0]}, {how}, {_options(a)})"
 
 
 def _shaped_call(a: Attrs, x: list[str], m: str, ip: bool, ins: list) -> str:
     """The static output size where it computes the same values as the scale (see _exact_size)."""
-    if not _exact_size(a) or not ins or len(ins[0]) != 3:
+    if a.get("size_of") or not _exact_size(a) or not ins or len(ins[0]) != 3:
         return _call(a, x, m, ip)
     oh, ow = _out(a, *ins[0][1:])
     return f"F.interpolate({x[0]}, size=({oh}, {ow}), {_options(a)})"
 
 
 def _detail(a: Attrs) -> str:
-    how = f"to {a['size'][0]}x{a['size'][1]}" if a["size"] is not None else \
-        f"x{a['scale'][0]}" if a["scale"][0] == a["scale"][1] else f"x{a['scale'][0]}x{a['scale'][1]}"
+    if a.get("size_of"):
+        how = f"to the size of {a['size_of']}"
+    else:
+        how = f"to {a['size'][0]}x{a['size'][1]}" if a["size"] is not None else \
+            f"x{a['scale'][0]}" if a["scale"][0] == a["scale"][1] else f"x{a['scale'][0]}x{a['scale'][1]}"
     corners = " (align corners)" if a["align_corners"] else ""
     return f"{a['mode']} {how}{corners}"
 
@@ -280,10 +310,11 @@ OP = Op(
     # output pixel). Memory measured (tests/test_interpolate.py): no workspace; autograd keeps no tensor (the
     # backward reads the sizes alone)
     kinds=(OpDef(
-        KIND, _shape, attrs=("size", "scale", "mode", "align_corners"), window=_window,
+        KIND, _shape, attrs=("size", "scale", "mode", "align_corners", "size_of"), window=_window,
         elementwise=lambda a, i, o: 7 * math.prod(o) if a["mode"] == "bilinear" else 0,
         latency=per_map(("concat", "avg_pool"), lambda a: "avg_pool" if a["mode"] == "bilinear" else "concat",
                         lambda a, i, o: (4 if a["mode"] == "bilinear" else 1) * math.prod(o)),
+        shape_inputs=lambda a: (1,) if a.get("size_of") else (),
         torch=TorchCode(None, _call, shaped_call=_shaped_call),
         style=Style("box", "#dcecf7", _detail)),),
     from_torch={"fn:interpolate": FromTorch(KIND, _from_torch, _TORCH_ARGS),

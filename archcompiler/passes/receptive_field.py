@@ -23,11 +23,14 @@ def annotate_receptive_field(g: nx.DiGraph) -> nx.DiGraph:
         if not data["inputs"]:          # the network's input: each pixel sees itself
             data["rf"] = {"size": (1, 1), "jump": (1, 1), "start": (0.0, 0.0)}
             continue
-        fields = [g.nodes[i]["rf"] for i in data["inputs"]]
+        # an input read for its shape alone (a resize to another layer's size) gives no pixel to the output
+        shape_only = OPS[data["op"]].shape_inputs(data["attrs"])
+        read = [i for k, i in enumerate(data["inputs"]) if k not in shape_only]
+        fields = [g.nodes[i]["rf"] for i in read]
         base = max(fields, key=lambda f: f["size"][0] * f["size"][1])
         # a broadcast input (squeeze-and-excitation's 1x1 gate) widens the field, but the output's
         # pixels step like those of the full-size input
-        full = [f for f, i in zip(fields, data["inputs"]) if g.nodes[i]["shape"][1:] == data["shape"][1:]]
+        full = [f for f, i in zip(fields, read) if g.nodes[i]["shape"][1:] == data["shape"][1:]]
         if full and base not in full:
             step = max(full, key=lambda f: f["size"][0] * f["size"][1])
             base = {"size": base["size"], "jump": step["jump"], "start": step["start"]}

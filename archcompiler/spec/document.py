@@ -188,6 +188,10 @@ class TorchOptions(Strict):
                     "(inception_3a/1x1) to give its module path in state_dict; a replacement's "
                     "{expression} over index numbers the distinct texts the pattern matches, in network "
                     "order (features.{index}, as nn.Sequential numbers its modules)")
+    returns: Literal["tuple", "dict"] = Field(
+        "tuple", description="how forward() gives the outputs: 'tuple' (the main output alone where it is the "
+        "only one in this mode, else a named tuple, as torchvision's GoogLeNet) or 'dict' (always a dict of "
+        "output name to tensor, as torchvision's segmentation models: model(x)['out'])")
 
     @field_validator("class_name")
     @classmethod

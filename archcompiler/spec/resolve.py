@@ -25,7 +25,7 @@ from .limits import MAX_BLOCK_NESTING, MAX_DIM, MAX_LAYERS, MAX_NAME_CHARS
 from .params import evaluate_params, unused_params
 from .resolved import Choice, Instance, Layer, Output, Spec
 from .source import YDict, YList, locate, plain
-from .variants import choose_variant, mentioned_in_blocks
+from .variants import choose_variant, mentioned_in_blocks, mentioned_outside_params
 
 BLOCK_INPUT = "in"          # inside a block, the block's input
 NET_INPUT = "input"         # at top level, the network's input image
@@ -165,6 +165,7 @@ class Resolver:
             self.errors += unused_params(self.doc, params, used, self.file)
         if self.errors:
             raise SpecError(_dedupe(self.errors))
+        self._drop_stale_params(params, used)
         m = self.model
         return Spec(
             name=m.name, description=m.description, paper=m.paper, input=self.input,
@@ -175,6 +176,21 @@ class Resolver:
             features=[Choice(v, locate(self.doc, ("features", i))) for i, v in enumerate(m.features)],
             claims=network_claims, claims_locs={k: locate(self.doc, ("claims", k)) for k in ("params", "ops")},
             claims_input=tuple(m.claims.input) if network_claims is not None and m.claims.input else None)
+
+    def _drop_stale_params(self, params: dict[str, Any], used: set[str]) -> None:
+        """A parameter a parent spec declares whose readers this spec deleted (MobileNetV3's ``dropout`` under
+        LR-ASPP's head) leaves the resolved document, which checkpoints and run folders save: loaded again on
+        its own, the spec would otherwise hold a parameter nothing reads."""
+        table = self.doc.get("params")
+        if not isinstance(table, dict):
+            return
+        stale = [n for n in params if n not in used and n in table]
+        if stale:
+            mentioned = mentioned_outside_params(self.doc)
+            for name in stale:
+                if name not in mentioned:
+                    del table[name]
+                    del params[name]
 
     def _network_claims(self, values: dict[str, Any]) -> Claims | None:
         """The whole network's claims, for the chosen variant: a list holds one per column."""
@@ -402,6 +418,9 @@ class Resolver:
         else:
             key = "inputs" if spec.n_inputs == "many" else "input"
             for k, ref in enumerate(refs):
+                if ref is None:         # an op's further input beside the default one (interpolate's size_of)
+                    self.pending.append(_Ref(index, previous, scope, where, None))
+                    continue
                 loc = locate(item, (key, k)) if key == "inputs" else locate(item, (key,))
                 self.pending.append(_Ref(index, ref, scope, loc, f"{logical}.{key}"))
         self.layer_refs[index] = self.pending[start:]

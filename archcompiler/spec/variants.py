@@ -96,3 +96,24 @@ def mentioned_in_blocks(doc: YDict) -> set[str]:
             except expr.ExprError:
                 pass
     return out
+
+
+def mentioned_outside_params(doc: YDict) -> set[str]:
+    """Every name an expression anywhere but in ``params:`` mentions, and every mapping key (a builder's
+    ``{depth: 50}`` names a parameter): what a parameter must be absent from to be dropped as stale."""
+    out: set[str] = set()
+    stack: list[Any] = [v for k, v in doc.items() if k != "params"]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            out |= {k for k in node if isinstance(k, str)}
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, str):
+            try:
+                out |= expr.names(node)
+            except expr.ExprError:
+                pass
+    return out
+

@@ -177,7 +177,7 @@ def evaluate_loader(model: torch.nn.Module, loader: Any, device: torch.device, n
             with _autocast(device, amp):
                 logits = model(x)
             loss_sum += float(model.loss(logits, y)) * len(y) if hasattr(model, "loss") else 0.0
-            pred = _predicted(logits, n_classes)
+            pred = _predicted(main_output(logits), n_classes)
             known = (y != IGNORE_INDEX) & (y < n_classes)
             confusion += torch.bincount((y[known] * n_classes + pred[known]).cpu(), minlength=n_classes * n_classes)
             count += len(y)
@@ -192,6 +192,14 @@ def evaluate_loader(model: torch.nn.Module, loader: Any, device: torch.device, n
         present = [v for v in iou if v is not None]
         result.update(iou=iou, miou=sum(present) / len(present) if present else None, pixels=total)
     return result
+
+
+def main_output(outputs: Any) -> torch.Tensor:
+    """The main output of what forward() returned: the tensor, a named tuple's first field, or a dict's first
+    value (the spec's ``torch.returns: dict``; the main output comes first)."""
+    if isinstance(outputs, dict):
+        return next(iter(outputs.values()))
+    return outputs[0] if isinstance(outputs, tuple) else outputs
 
 
 def _predicted(logits: torch.Tensor, n_classes: int) -> torch.Tensor:
@@ -317,7 +325,7 @@ def _epoch(net: Any, model: torch.nn.Module, frozen: list[torch.nn.Module], d: D
         else:
             loss.backward()
             optimizer.step()
-        main = outputs[0] if isinstance(outputs, tuple) else outputs
+        main = main_output(outputs)
         loss_sum += float(loss.detach()) * len(y)
         known = y != IGNORE_INDEX                 # every image's class; a mask's labelled pixels
         correct += (_predicted(main.detach(), len(d.classes)) == y)[known].sum().item()

@@ -216,11 +216,11 @@ def _predict_mask(model: Any, x: torch.Tensor, path: str | Path, size: tuple[int
                   masks: str | Path) -> dict[str, Any]:
     """One image's predicted mask (the network's map of class indices, resized to the image), written as
     ``masks/NAME.png``, and the share of the image each class covers."""
+    from .loop import main_output
     from .masks import write_mask
 
     with torch.no_grad():
-        out = model.eval()(x)
-    logits = out[0] if isinstance(out, tuple) else out
+        logits = main_output(model.eval()(x))
     predicted = (logits[0, 0] > 0).long() if logits.shape[1] == 1 else logits[0].argmax(0)
     names = classes or [str(i) for i in range(max(logits.shape[1], 2))]
     counts = torch.bincount(predicted.flatten().cpu(), minlength=len(names))

@@ -202,6 +202,13 @@ def emit(g: nx.DiGraph, spec: Spec, run: Plan, outputs: dict[str, dict], paths: 
     fields = ", ".join(f"{k}={heads.get(k) or var[result_of[k]]}" for k in outputs)
     if g.graph.get("features"):         # a feature extractor: {name: map}, as IntermediateLayerGetter
         body.append("        return {" + ", ".join(f"{k!r}: {var[result_of[k]]}" for k in outputs) + "}")
+    elif spec.torch.returns == "dict":  # {name: tensor}, as torchvision's segmentation models
+        every = "{" + ", ".join(f"{k!r}: {heads.get(k) or var[result_of[k]]}" for k in outputs) + "}"
+        inference = "{" + ", ".join(f"{k!r}: {var[result_of[k]]}" for k in main_names) + "}"
+        if heads:
+            body += ["        if self.training:", f"            return {every}", f"        return {inference}"]
+        else:
+            body.append(f"        return {every}")
     elif heads:
         body += ["        if torch.jit.is_scripting():   # TorchScript needs one return type, as torchvision's",
                  f"            return {tuple_name}({fields})",
@@ -358,7 +365,7 @@ class {name}(nn.Module):
         """The spec's losses: each output's loss times its weight, summed."""
         if isinstance(outputs, Tensor):
             outputs = {{{main!r}: outputs}}
-        else:
+        elif not isinstance(outputs, dict):
             outputs = outputs._asdict()
         total = None
         for name, logits in outputs.items():
@@ -376,6 +383,10 @@ class {name}(nn.Module):
             logits = self(x)
         finally:
             self.train(was_training)
+        if isinstance(logits, dict):
+            logits = logits[{main!r}]
+        elif isinstance(logits, tuple):
+            logits = logits[0]
         return {proba}
 
     @torch.no_grad()

@@ -36,10 +36,9 @@ def export(model: torch.nn.Module, spec: Spec, kind: str, path: str | Path, keep
         if missing:
             raise BackendError([error(f"ONNX export needs the package(s) {', '.join(missing)}", "--emit onnx",
                                       hint="pip install 'archcompiler[onnx]'")])
-        names = ["logits"]
-        if spec.features:       # a feature extractor's maps, under their names
-            with torch.no_grad():
-                names = list(model.eval()(example))
+        with torch.no_grad():   # the outputs under their names: a dict's keys, a named tuple's fields
+            given = model.eval()(example)
+        names = list(given) if isinstance(given, dict) else list(getattr(given, "_fields", ["logits"]))
         program = torch.onnx.export(model, (example,), None, input_names=["image"], output_names=names,
                                     dynamo=True, optimize=False)
         with _batch_norm_kept(keep_batch_norm):

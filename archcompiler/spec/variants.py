@@ -82,31 +82,23 @@ def mentioned_in_blocks(doc: YDict) -> set[str]:
     """Every name an expression inside ``blocks:`` mentions. With variants, a parameter a block of
     another variant reads (ResNet-50's ``groups``, which the basic block of ResNet-18 has no use
     for) is not an unused one."""
-    out: set[str] = set()
-    stack: list[Any] = [doc.get("blocks") or {}]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-        elif isinstance(node, str):
-            try:
-                out |= expr.names(node)
-            except expr.ExprError:
-                pass
-    return out
+    return _names_in([doc.get("blocks") or {}], keys=False)
 
 
 def mentioned_outside_params(doc: YDict) -> set[str]:
     """Every name an expression anywhere but in ``params:`` mentions, and every mapping key (a builder's
     ``{depth: 50}`` names a parameter): what a parameter must be absent from to be dropped as stale."""
+    return _names_in([v for k, v in doc.items() if k != "params"], keys=True)
+
+
+def _names_in(roots: list[Any], keys: bool) -> set[str]:
     out: set[str] = set()
-    stack: list[Any] = [v for k, v in doc.items() if k != "params"]
+    stack = list(roots)
     while stack:
         node = stack.pop()
         if isinstance(node, dict):
-            out |= {k for k in node if isinstance(k, str)}
+            if keys:
+                out |= {k for k in node if isinstance(k, str)}
             stack.extend(node.values())
         elif isinstance(node, list):
             stack.extend(node)
@@ -116,4 +108,3 @@ def mentioned_outside_params(doc: YDict) -> set[str]:
             except expr.ExprError:
                 pass
     return out
-

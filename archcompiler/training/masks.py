@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from ..errors import Location, RunError, error
-from .data import EXTENSIONS, ImageError, Preprocess, read_image
+from .data import EXTENSIONS, ImageError, ImageFolder, read_image
 
 IGNORE = 255                   # a mask's "not labelled" value
 IGNORE_INDEX = -100            # the same in a target tensor: torch's cross_entropy leaves it out
@@ -85,20 +85,10 @@ def _target(mask: Any) -> torch.Tensor:
     return y
 
 
-class MaskFolder(torch.utils.data.Dataset):
-    """(image, mask) pairs of one split; ``__getitem__`` gives ``(image, target, index)``, the target a long
-    tensor of class indices (-100 where not labelled), or ``(None, None, index)`` for a pair that cannot be
-    read (or whose image and mask differ in size), which :func:`~.data.collate` drops and counts."""
-
-    def __init__(self, samples: list[tuple[Path, Path]], preprocess: Preprocess, train: bool, seed: int):
-        self.samples = samples
-        self.preprocess = preprocess
-        self.train = train
-        self.seed = seed
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return len(self.samples)
+class MaskFolder(ImageFolder):
+    """(image, mask) pairs of one split (``samples``); ``__getitem__`` gives ``(image, target, index)``, the
+    target a long tensor of class indices (-100 where not labelled), or ``(None, None, index)`` for a pair that
+    cannot be read (or whose image and mask differ in size), which :func:`~.data.collate` drops and counts."""
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor | None, torch.Tensor | None, int]:
         from PIL import Image

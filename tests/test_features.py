@@ -176,3 +176,20 @@ def test_a_to_map_layer_written_by_hand():
     assert model(x).shape == (1, 8, 4, 6)
     with pytest.raises(ArchcError, match="do not lay out as 5 rows"):
         archcompiler.analyze(archcompiler.load_spec(spec, ["m.height=5"]))
+
+
+def test_features_before_a_repeated_rows_end_and_the_papers_claims_of_the_whole_network(tmp_path):
+    # ViT's first blocks: the row of twelve is cut short (it was an internal error: its last block was gone)
+    report = archcompiler.analyze("vit_b_16", {"features": [0, 1]})
+    assert [f["name"] for f in report["features"]] == ["encoder.layers.encoder_layer_0", "encoder.layers.encoder_layer_1"]
+    assert [r["name"] for r in report["rows"]][-1] == "layers"
+    # the claims are the paper's, of the whole network: checked on it, whatever features: chooses
+    assert archcompiler.check("resnet50", {"features": [1]}) == archcompiler.check("resnet50")
+    (tmp_path / "n.yaml").write_text(NET.replace("stride: 2, padding: 1}", "stride: 2, padding: 1, claims: "
+                                                 "{output: 8x8x8}}", 1).replace(
+        "{name: conv1, op: conv, out: 8, kernel: 3, stride: 2, padding: 1, claims: {output: 8x8x8}}",
+        "{name: conv1, op: conv, out: 8, kernel: 3, stride: 2, padding: 1, claims: {output: 16x16x8}}")
+                                     + "  - {name: c2, op: conv, out: 4, kernel: 1, input: conv2, claims: {output: 8x8x4}}\n"
+                                     + "outputs: {main: {layer: fc}, side: {layer: c2}}\nfeatures: [0]\n")
+    result = run_archc("validate", str(tmp_path / "n.yaml"))
+    assert result.returncode == 0 and "2 claimed output sizes match" in result.stdout, result.stdout + result.stderr

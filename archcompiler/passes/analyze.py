@@ -70,8 +70,8 @@ def rows(g: nx.DiGraph, spec: Spec, batch: int = 1, depth: int = 1) -> list[dict
     for name, nodes in groups.items():
         instance = spec.instances.get(name)
         last = nodes[-1]
-        if instance is not None:
-            last = g.graph["layer_output"][instance.output]
+        if instance is not None:        # (a row that features: cut short ends at its last kept node)
+            last = g.graph["layer_output"].get(instance.output, last)
         first = g.nodes[nodes[0]]
         kinds = {g.nodes[n]["spec_op"] for n in nodes}
         if instance is not None:

@@ -193,3 +193,11 @@ def test_features_before_a_repeated_rows_end_and_the_papers_claims_of_the_whole_
                                      + "outputs: {main: {layer: fc}, side: {layer: c2}}\nfeatures: [0]\n")
     result = run_archc("validate", str(tmp_path / "n.yaml"))
     assert result.returncode == 0 and "2 claimed output sizes match" in result.stdout, result.stdout + result.stderr
+
+
+def test_a_feature_extractor_draws_and_reports_with_its_rows_cut_short(tmp_path):
+    for name in ("vit_b_16", "swin_t"):
+        result = run_archc("draw", name, "--features", "0", "--collapse", "-o", str(tmp_path / f"{name}.svg"))
+        assert result.returncode == 0 and (tmp_path / f"{name}.svg").read_text().count("<svg") == 1, result.stderr
+    result = run_archc("report", "vit_b_16", "--features", "1", "-o", str(tmp_path / "v.html"))
+    assert result.returncode == 0, result.stderr

@@ -145,7 +145,8 @@ def build_dot(spec: Spec, collapse: bool = False, depth: int | None = None, colo
 
     def out_node(u: str) -> str:
         if u in spec.instances:
-            return g.graph["layer_output"][spec.instances[u].output]
+            # (a row that features: cut short, or the inference graph thinned, ends at its last node)
+            return g.graph["layer_output"].get(spec.instances[u].output, units[u][-1])
         return units[u][-1]
 
     dot = graphviz.Digraph(name=spec.name, format="svg")

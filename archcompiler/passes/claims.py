@@ -77,7 +77,7 @@ def row_outputs(g: nx.DiGraph, spec: Spec) -> dict[str, tuple[int, ...]]:
     for name, node in last.items():
         instance = spec.instances.get(name)
         if instance is not None:
-            node = g.graph["layer_output"][instance.output]
+            node = g.graph["layer_output"].get(instance.output, node)
         out[name] = tuple(g.nodes[node]["shape"])
     return out
 

@@ -22,7 +22,8 @@ import networkx as nx
 from ..errors import BackendError, Location, error
 from ..io import write_bytes, write_text
 from ..ir import INPUT, OPS, schedule
-from ..modelfile import embedded_spec, is_model_file, read_model_file
+from ..modelfile import is_model_file, read_model_file
+from ..modelspec import embedded_spec
 from ..ops import Style
 from ..passes import annotated_graph
 from ..spec import Spec, load_spec

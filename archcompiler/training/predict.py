@@ -31,7 +31,8 @@ def load_trained(spec_or_checkpoint: Spec | str | Path, weights: str | Path | No
     published weights of the builder, with their preprocessing and category names."""
     from ..backends.torch import build
     from ..backends.torch.weights import has_training_heads
-    from ..modelfile import check_classes, embedded_spec, is_model_file, read_weights
+    from ..modelfile import check_classes, is_model_file, read_weights
+    from ..modelspec import embedded_spec
     from ..pretrained import resolve
 
     published = resolve(spec_or_checkpoint, weights, pretrained, overrides)

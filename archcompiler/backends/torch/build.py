@@ -10,7 +10,8 @@ from typing import Any
 import torch
 
 from ...errors import BackendError, Location, error
-from ...modelfile import ModelFile, embedded_spec, read_weights, write_model_file
+from ...modelfile import ModelFile, read_weights, write_model_file
+from ...modelspec import embedded_spec
 from ...passes import annotated_graph
 from ...spec import Spec
 from ...spec.source import plain

@@ -179,6 +179,19 @@ def evaluate(spec_or_checkpoint: Spec | str | Path, data: str | Path, *, weights
                      batch_size=batch_size, workers=workers, plot=plot, pretrained=pretrained)
 
 
+def is_published(weights: str | Path | None, pretrained: bool = False) -> bool:
+    """Whether ``weights`` (with ``pretrained``) name published weights (``IMAGENET1K_V1``, ``DEFAULT``, a URL)
+    rather than a file of the user's, as :func:`evaluate` and :func:`predict` take them.
+
+    Example::
+
+        archcompiler.is_published("IMAGENET1K_V1")      # True
+    """
+    from .pretrained import is_url, is_weights_name
+
+    return bool(pretrained or is_url(weights) or is_weights_name(weights))
+
+
 def predict(spec_or_checkpoint: Spec | str | Path, images: list[str | Path], *, weights: str | Path | None = None,
             overrides: dict | list | None = None, top: int = 5, device: str = "cpu",
             pretrained: bool = False, masks: str | Path = "masks") -> list[dict[str, Any]]:

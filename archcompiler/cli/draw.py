@@ -31,7 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..backends.dot import draw
+    from ..api import draw
 
     result = draw(args.spec, args.output, format=args.format, collapse=args.collapse, depth=args.depth,
                   color=args.color, rankdir=args.rankdir, overrides=args.set, force=args.force,

@@ -29,12 +29,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..pretrained import is_url, is_weights_name
-    from ..training import evaluate
+    from ..api import evaluate, is_published
 
     # the picture goes with the checkpoint it describes (runs/NAME/confusion.png), never into the current
     # folder: published weights (in torch's cache) get one only where --plot says
-    published = args.pretrained or is_url(args.weights) or is_weights_name(args.weights)
+    published = is_published(args.weights, args.pretrained)
     plot = args.plot or ("none" if published else str(Path(args.weights or args.spec).with_name("confusion.png")))
     report = evaluate(args.spec, args.data, weights=args.weights, overrides=args.set, device=args.device,
                       batch_size=args.batch_size, plot=None if plot == "none" else plot, pretrained=args.pretrained)

@@ -26,7 +26,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..training import predict
+    from ..api import predict
 
     results = predict(args.spec, args.images, weights=args.weights, overrides=args.set, top=args.top,
                       device=args.device, pretrained=args.pretrained, masks=args.masks)

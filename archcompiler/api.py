@@ -12,6 +12,33 @@ from .errors import Diagnostic, SpecError
 from .spec import Spec, load_spec
 
 
+def analyze(spec_or_path: Spec | str | Path, overrides: dict | list | None = None, *, batch: int = 1, depth: int = 1,
+            input: tuple[int, int, int] | None = None, optimized: bool = False, train_memory: str | None = None,
+            latency: dict[str, Any] | str | Path | bool | None = None) -> dict[str, Any]:
+    """Everything ``archc flops`` prints, as a dict, without torch: the rows of the paper's table
+    (``rows``: each row's output, params, MACs and FLOPs), the totals, FLOPs by stage and by op, depth,
+    peak activation memory and the receptive field; the spec's ``features:``' maps (``features``).
+
+    Args:
+        spec_or_path: a spec, its file, or a zoo name; ``overrides``: ``--set`` values.
+        batch: the batch the totals and memory are for; ``depth``: 2 for the layers inside each row.
+        input: another input size (C, H, W); ``optimized``: the inference graph (BatchNorm folded).
+        train_memory: an optimizer (``sgd``, ``adam``, ``adamw``): a training step's memory, by part.
+        latency: a machine profile (its dict or file; True: this machine's): predicted time per row.
+
+    Returns:
+        the report; see :func:`archcompiler.passes.analyze.analyze` for every key.
+
+    Example::
+
+        archcompiler.analyze("resnet50")["total"]["macs"]         # 4,089,184,256
+    """
+    from .passes import analyze as _analyze
+
+    return _analyze(spec_or_path, overrides, batch=batch, depth=depth, input=input, optimized=optimized,
+                    train_memory=train_memory, latency=latency)
+
+
 def check(spec_or_path: Spec | str | Path, overrides: dict | list | None = None,
           tolerance: float = 0.02) -> list[Diagnostic]:
     """Compare every claim of the spec with the computed value; return the mismatches.

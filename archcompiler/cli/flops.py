@@ -81,16 +81,11 @@ def table_rows(report: dict[str, Any], units: str) -> tuple[list[str], list[list
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..passes import analyze
+    from ..api import analyze
 
-    machine = None
-    if args.latency:
-        from ..passes.latency import load_profile
-
-        machine = load_profile(args.machine)
     report = analyze(args.spec, args.set, batch=args.batch, depth=args.depth, input=args.input,
                      optimized=args.optimized, train_memory=args.optimizer if args.train_memory else None,
-                     latency=machine)
+                     latency=(args.machine or True) if args.latency else None)
     if args.format == "json":
         print(json.dumps(report, indent=2))
         return 0
@@ -139,11 +134,9 @@ def run(args: argparse.Namespace) -> int:
                         + (f"; layout {layout[0]}" if layout else ""))
     if args.latency:
         lat = report["latency"]
-        from ..passes.latency import cache_speed
-
         lines.insert(len(lines) - 1, f"predicted latency: {lat['predicted_ms']:.2f} ms at batch {report['batch']} on "
                      f"{lat['machine']} ({lat['threads']} threads); working set {mib(lat['working_set_bytes'])}, "
-                     f"cache {mib(lat['cache_bytes'])}: kernels at {cache_speed(lat['cold'])}")
+                     f"cache {mib(lat['cache_bytes'])}: kernels at {lat['cache_speed']}")
         if lat["calibration_warning"]:
             print(f"warning: {lat['calibration_warning']}", file=sys.stderr)
         if lat["profile_note"]:

@@ -192,7 +192,7 @@ def analyze(spec_or_path: Spec | str | Path, overrides: dict | list | None = Non
     ``archc flops --latency`` uses: ``archc calibrate``'s, or the rough one archc ships), each row's
     ``predicted_ms``, ``intensity`` and ``bound`` and a ``latency`` block (``machine``, ``threads``,
     ``predicted_ms``, ``working_set_bytes``,
-    ``cache_bytes``, ``cold``, ``calibration_warning``: None, or why the profile is suspect,
+    ``cache_bytes``, ``cold`` (and in words, ``cache_speed``), ``calibration_warning``: None, or why the profile is suspect,
     ``profile_note``: None, or that the profile is archc's shipped default, not this machine's); with
     ``train_memory``, a ``train_memory`` block; with the spec's ``features:``, ``features`` (each map's
     ``name``, ``layer``, ``stage``, ``shape``, ``reduction``, and the ``params``, ``macs`` and ``flops``
@@ -219,12 +219,13 @@ def analyze(spec_or_path: Spec | str | Path, overrides: dict | list | None = Non
         training = training_memory(g, batch=batch, optimizer=train_memory)
     predicted = None
     if latency is not None:
-        from .latency import cache_use, predict_rows, unsteady
+        from .latency import cache_speed, cache_use, predict_rows, unsteady
         from .machine import default_note
 
         predicted = predict_rows(g, latency, batch, depth)
         cache = {**cache_use(g, latency, batch), "calibration_warning": unsteady(latency),
                  "profile_note": default_note(latency)}
+        cache["cache_speed"] = cache_speed(cache["cold"])
     peak = annotate_memory(g, batch=batch)
     main = g.graph["outputs"]
     ends = [o["node"] for o in main.values() if not o["training_only"]]

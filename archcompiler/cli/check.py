@@ -34,8 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..api import check
-    from ..spec import load_spec
+    from ..api import check, load_spec
 
     spec = load_spec(args.spec, args.set)
     found = check(spec, tolerance=args.tolerance)

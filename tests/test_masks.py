@@ -77,6 +77,7 @@ def test_train_evaluate_and_predict_a_segmentation_network_through_the_command_l
     rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
     assert rows[0].split(",")[5] == "val_miou" and len(rows) == 5
     assert "3 classes (background, square, disc)" in result.stderr
+    assert "best: validation mean IoU " in result.stderr         # the best epoch chosen by it
 
     result = run_archc("evaluate", str(tmp_path / "run" / "last.pt"), "--data", str(shapes / "val"), "--format",
                        "json")

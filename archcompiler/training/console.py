@@ -97,7 +97,10 @@ def summary(result: Any, spec_name: str) -> str:
                      + (f", validation accuracy {last['val_accuracy']:.3f}" if last["val_accuracy"] is not None else ""))
         lines.append(f"speed: {format_rate(sum(r['images_per_s'] for r in h) / len(h))} images/s; "
                      f"time: {sum(r['seconds'] for r in h):.1f} s")
-    if result.best:
+    if result.best and result.best.get("val_miou") is not None:
+        lines.append(f"best: validation mean IoU {result.best['val_miou']:.3f} (pixel accuracy "
+                     f"{result.best['val_accuracy']:.3f}) at epoch {result.best['epoch']}")
+    elif result.best:
         lines.append(f"best: validation accuracy {result.best['val_accuracy']:.3f} at epoch {result.best['epoch']}")
     if result.stopped:
         lines.append(f"early stopping: validation accuracy did not improve for {result.stopped['patience']} "

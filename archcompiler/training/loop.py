@@ -343,7 +343,7 @@ def _epoch(net: Any, model: torch.nn.Module, frozen: list[torch.nn.Module], d: D
 
 
 def _since_best(history: list[dict[str, Any]], best: dict[str, Any]) -> int:
-    """Epochs since validation accuracy last improved."""
+    """Epochs since the validation metric (accuracy, or a segmentation network's mean IoU) last improved."""
     return history[-1]["epoch"] - best["epoch"] if history and best else 0
 
 

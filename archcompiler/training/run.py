@@ -330,12 +330,16 @@ class RunFolder:
             self.saved = epoch
 
     def end_epoch(self, row: dict[str, Any], data: str | Path, validated: bool, main: bool, board: Any) -> None:
-        """After an epoch: its row, the best so far, the checkpoints, metrics.csv, curves.png and
-        TensorBoard's scalars (without validation, every epoch is the best)."""
+        """After an epoch: its row, the best so far (by validation accuracy, or mean IoU for a segmentation
+        network), the checkpoints, metrics.csv, curves.png and TensorBoard's scalars (without validation,
+        every epoch is the best)."""
         self.history.append(row)
         epoch = row["epoch"]
-        if main and row["val_accuracy"] is not None and row["val_accuracy"] > self.best.get("val_accuracy", -1):
-            self.best = {"epoch": epoch, "val_accuracy": row["val_accuracy"]}
+        # the best epoch: a segmentation network's by mean IoU, a classifier's by accuracy
+        key = "val_miou" if row.get("val_miou") is not None else "val_accuracy"
+        if main and row[key] is not None and row[key] > self.best.get(key, -1):
+            self.best = {"epoch": epoch, "val_accuracy": row["val_accuracy"],
+                         **({"val_miou": row["val_miou"]} if key == "val_miou" else {})}
             self.save("best", epoch)
         self.save("last", epoch)
         if not validated:

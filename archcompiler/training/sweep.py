@@ -67,7 +67,7 @@ def train_variants(spec: Spec, rows: list[dict[str, Any]], data: str | Path, dir
             trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
             raise
         if result.best:
-            return float(result.best["val_accuracy"])
+            return float(result.best.get("val_miou", result.best["val_accuracy"]))   # a segmentation run: mean IoU
         return float(result.history[-1]["train_accuracy"])
 
     def finished() -> set[str]:

@@ -43,14 +43,14 @@ def check(spec_or_path: Spec | str | Path, overrides: dict | list | None = None,
           tolerance: float = 0.02) -> list[Diagnostic]:
     """Compare every claim of the spec with the computed value; return the mismatches.
     ``tolerance`` is the relative difference allowed for params and ops, in [0, 1)."""
-    from .passes import annotated_graph, check_claims, rows, totals
+    from .passes import annotated_graph, check_claims, rows, shaped_graph, totals
 
     if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 <= tolerance < 1:
         raise SpecError([Diagnostic(f"tolerance must be a number in [0, 1), got {tolerance!r}", "tolerance")])
 
     spec = load_spec(spec_or_path, overrides)
     if spec.features:       # the claims are the paper's, of the whole network: checked on it (features checked too)
-        annotated_graph(spec)
+        shaped_graph(spec)
         spec = dataclasses.replace(spec, features=[])
     g = annotated_graph(spec)
     return check_claims(spec, rows(g, spec), tolerance, totals(g))

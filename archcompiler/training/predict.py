@@ -104,8 +104,7 @@ def evaluate(spec_or_checkpoint: Spec | str | Path, data: str | Path, weights: s
                                          num_workers=workers, collate_fn=collate)
     result = evaluate_loader(model, loader, torch.device(device), len(classes))
     confusion = result["confusion"]
-    per_class = {c: (confusion[i, i].item() / confusion[i].sum().item()) if confusion[i].sum() else None
-                 for i, c in enumerate(classes)}
+    per_class = _per_class_accuracy(confusion, classes)
     report = {"spec": spec.name, "images": result["count"], "skipped": result["skipped"],
               "accuracy": result["accuracy"], "per_class_accuracy": per_class, "classes": classes,
               "confusion": confusion.tolist()}
@@ -137,8 +136,7 @@ def _evaluate_masks(model: Any, spec: Spec, classes: list[str] | None, pre: Prep
                                          num_workers=workers, collate_fn=collate)
     result = evaluate_loader(model, loader, torch.device(device), n)
     confusion = result["confusion"]
-    per_class = {c: (confusion[i, i].item() / confusion[i].sum().item()) if confusion[i].sum() else None
-                 for i, c in enumerate(classes)}
+    per_class = _per_class_accuracy(confusion, classes)
     report = {"spec": spec.name, "images": result["count"], "skipped": result["skipped"],
               "pixels": result.get("pixels", 0), "accuracy": result["accuracy"], "miou": result.get("miou"),
               "iou": dict(zip(classes, result.get("iou", []))), "per_class_accuracy": per_class,
@@ -147,6 +145,12 @@ def _evaluate_masks(model: Any, spec: Spec, classes: list[str] | None, pre: Prep
         plot_confusion(Path(plot), classes, confusion, f"{spec.name}: pixel accuracy {result['accuracy']:.3f}")
         report["plot"] = str(plot)
     return report
+
+
+def _per_class_accuracy(confusion: torch.Tensor, classes: list[str]) -> dict[str, float | None]:
+    """Each class's share of its own images (or labelled pixels) predicted as it; None for a class absent."""
+    return {c: (confusion[i, i].item() / confusion[i].sum().item()) if confusion[i].sum() else None
+            for i, c in enumerate(classes)}
 
 
 def plot_confusion(path: Path, classes: list[str], confusion: torch.Tensor, title: str) -> None:

@@ -319,3 +319,14 @@ def test_a_whole_call_apart_from_the_rows_sum_is_explained(monkeypatch, capsys):
     monkeypatch.setattr(cli_profile, "profile_report", lambda *args, **kwargs: fake_report(1.0, 7.0, 6.5, 3.0))
     assert main(["profile", TINY]) == 0
     assert "the marks that time each row" in capsys.readouterr().err
+
+
+def test_the_summary_of_a_profile_with_an_empty_grid_shows_the_others():
+    # a calibration on a reduced grid (the busy-cores test's: no matmul or attention shapes) printed an
+    # internal error from its summary when it succeeded, instead of the figures it measured
+    from archcompiler.measure.calibrate import summarize
+
+    profile = json.loads((ROOT / "archcompiler" / "data" / "machine-default-cpu.json").read_text())
+    profile["kernels"]["matmul"], profile["kernels"]["attention"] = [], []
+    text = summarize(profile)
+    assert "linear" in text and "matmul" not in text and "attention" not in text

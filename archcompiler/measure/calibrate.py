@@ -646,7 +646,7 @@ def summarize(profile: dict[str, Any]) -> str:
                      f"({BANDWIDTH_MARGIN:g}x the fastest read); {profile.get('retaken', 0)} measurements taken again "
                      "for exceeding it")
     for kind, points in sorted(profile["kernels"].items()):
-        if is_compute(kind):
+        if is_compute(kind) and points:         # (a grid calibrated with no shapes has no figure to show)
             best = max(2 * p[4] / p[5] for p in points)
             lines.append(f"  {kind:<20} up to {best / 1e9:7.1f} GFLOP/s ({len(points)} shapes)")
     return "\n".join(lines)

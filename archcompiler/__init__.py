@@ -8,7 +8,7 @@ The public API mirrors the command line::
     problems = archcompiler.check(spec)          # what `archc check` reports
     model = archcompiler.build(spec, seed=0)     # torch.nn.Module   (imports torch)
     dot = archcompiler.draw(spec, "net.svg")     # graphviz diagram  (imports graphviz)
-    table = archcompiler.sweep(spec, ["width=0.5,1.0"], output="sweep/")   # variants, Pareto plot
+    table = archcompiler.sweep(spec, ["width=0.5,1.0"], SweepOptions(output="sweep/"))  # variants, Pareto plot
 
 torch and graphviz are imported only by the functions that need them.  The API itself (pydantic,
 networkx and the spec models) is imported on first use of one of its names, so ``import archcompiler``
@@ -27,7 +27,10 @@ from .version import __version__
 # name -> the module (relative to this package) that defines it, imported on first use (PEP 562)
 _LAZY = {
     **dict.fromkeys(["build", "check", "diff", "draw", "evaluate", "import_module", "load_model", "op_catalog",
-                     "predict", "report", "save_model", "sweep", "train", "zoo"], ".api"),
+                     "predict", "report", "save_model", "sweep", "sweep_report", "sweep_table", "train", "train_summary",
+                     "resume_arguments", "zoo"],
+                    ".api"),
+    **dict.fromkeys(["TrainOptions", "SweepOptions"], ".options"),
     "lower": ".ir",
     "analyze": ".passes",
     "Spec": ".spec",
@@ -48,10 +51,13 @@ if TYPE_CHECKING:       # what the names are, for type checkers and editors
         report,
         save_model,
         sweep,
+        sweep_report,
+        sweep_table,
         train,
         zoo,
     )
     from .ir import lower
+    from .options import SweepOptions, TrainOptions
     from .passes import analyze
     from .spec import Spec, load_spec
 
@@ -72,5 +78,6 @@ def __dir__() -> list[str]:
 
 
 __all__ = ["load_spec", "lower", "analyze", "check", "build", "save_model", "load_model", "train", "evaluate",
-           "predict", "report", "draw", "diff", "zoo", "sweep", "import_module", "op_catalog", "Spec",
+           "predict", "report", "draw", "diff", "zoo", "sweep", "sweep_report", "sweep_table", "TrainOptions",
+           "SweepOptions", "import_module", "op_catalog", "Spec",
            "SpecError", "GraphError", "BackendError", "RunError", "ArchcError", "Diagnostic", "Location", "__version__"]

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import Diagnostic, SpecError
+from .options import SweepOptions, TrainOptions
 from .spec import Spec, load_spec
 
 
@@ -122,39 +123,26 @@ def draw(spec_or_path: Spec | str | Path, output: str | Path | None = None, *, f
 
         archcompiler.draw("resnet50", "resnet50.svg", collapse=True)
     """
+    from .backends.dot import View
     from .backends.dot import draw as _draw
 
-    return _draw(spec_or_path, output, format=format, collapse=collapse, depth=depth, color=color, rankdir=rankdir,
-                 overrides=overrides, force=force, optimized=optimized)
+    view = View(collapse=collapse, depth=depth, color=color, rankdir=rankdir, optimized=optimized)
+    return _draw(spec_or_path, output, format=format, view=view, overrides=overrides, force=force)
 
 
-def train(spec_or_path: Spec | str | Path, data: str | Path, *, overrides: dict | list | None = None,
-          val: str | Path | None = None, val_split: float | None = 0.1, epochs: int | None = None,
-          batch_size: int | None = None, lr: float | None = None, seed: int | None = None, device: str = "auto",
-          workers: int | None = None, amp: bool = False, out: str | Path | None = None, resume: bool = False,
-          weights: str | Path | None = None, freeze: str | None = None, patience: int | None = None,
-          tensorboard: bool = False, strict: bool = False, progress: bool = True, write: bool = True,
-          pretrained: bool = False) -> Any:
+def train(spec_or_path: Spec | str | Path, data: str | Path, options: TrainOptions | None = None, *,
+          overrides: dict | list | None = None) -> Any:
     """Train on an image folder (one sub-folder per class) with the spec's recipe (``archc train``).
 
     Args:
         spec_or_path: a spec, its file, or a zoo name.
         data: the training images, one sub-folder per class; for a segmentation network (its main output a
             map), ``data/images/NAME.jpg`` and ``data/masks/NAME.png`` (class indices, 255 not labelled;
-            ``data/classes.txt`` may name the classes). ``val``: a validation folder, else ``val_split`` of
-            ``data`` (None: none).
-        overrides: ``--set`` values; ``epochs``, ``batch_size``, ``lr``, ``seed``: the recipe's, overridden.
-        device: ``auto`` (CUDA when there is one), ``cpu``, ``cuda``; ``workers``: data-loading processes;
-            ``amp``: mixed precision on CUDA.
-        out: the run folder (default ``runs/<name>-N``); ``resume``: go on from its ``last.pt``.
-        weights: a checkpoint, a state_dict, or published weights by name or URL; a classifier of another
-            class count starts afresh, as :func:`build` does. ``pretrained``: the builder's default
-            published weights, with their preprocessing.
-        freeze: keep every layer up to and including this one as it is (the new heads excepted).
-        patience: stop when validation accuracy has not improved for this many epochs.
-        tensorboard: TensorBoard event files in the run folder; ``strict``: an unreadable image stops the
-            run (by default it is skipped and counted); ``progress``: progress lines on stderr;
-            ``write``: write the run folder.
+            ``data/classes.txt`` may name the classes).
+        options: the run's options (:class:`TrainOptions`, ``archc train``'s flags: validation, epochs,
+            batch size, learning rate, seed, device, run folder, resume, weights, freeze, patience, ...);
+            default: the recipe as the spec says it, a new run folder ``runs/<name>-N``.
+        overrides: ``--set`` values.
 
     Returns:
         a result with ``.model`` (trained, in eval mode), ``.history`` (one dict per epoch),
@@ -166,14 +154,46 @@ def train(spec_or_path: Spec | str | Path, data: str | Path, *, overrides: dict 
 
     Example::
 
-        result = archcompiler.train("googlenet-small", "digits/", overrides={"num_classes": 10}, epochs=3)
+        result = archcompiler.train("googlenet-small", "digits/", TrainOptions(epochs=3),
+                                    overrides={"num_classes": 10})
     """
     from .training import train as _train
 
-    return _train(spec_or_path, data, overrides=overrides, val=val, val_split=val_split, epochs=epochs,
-                  batch_size=batch_size, lr=lr, seed=seed, device=device, workers=workers, amp=amp, out=out,
-                  resume=resume, weights=weights, freeze=freeze, patience=patience, tensorboard=tensorboard,
-                  strict=strict, progress=progress, write=write, pretrained=pretrained)
+    return _train(spec_or_path, data, options, overrides=overrides)
+
+
+def resume_arguments(run_dir: str | Path | None, given: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """What ``archc train --resume`` trains with: the arguments a run folder's ``args.json`` recorded
+    (``spec``, ``data``, ``overrides`` and :class:`TrainOptions`' fields), each one in ``given`` (not
+    None) overriding its recorded value; and those overrides in words (``--epochs 5 (was 3)``).
+
+    Args:
+        run_dir: the run folder; None: the latest ``runs/NAME-N`` of ``given["spec"]``.
+        given: the arguments given again, by name (``{"epochs": 5, "overrides": ["train.lr=0.01"]}``).
+
+    Example::
+
+        kw, changes = archcompiler.resume_arguments("runs/digits", {"epochs": 5})
+        archcompiler.train(kw["spec"], kw["data"], TrainOptions.from_given(kw).replace(resume=True),
+                           overrides=kw["overrides"])
+    """
+    from .training.run import resume_arguments as _resume
+
+    return _resume(run_dir, given)
+
+
+def train_summary(result: Any) -> str:
+    """The summary ``archc train`` prints at the end of a run: epochs, classes, the last epoch's loss and
+    accuracy, speed, the best checkpoint (``result``: what :func:`train` returned).
+
+    Example::
+
+        print(archcompiler.train_summary(archcompiler.train("googlenet-small", "digits/")))
+    """
+    from .backends.torch import archc_info
+    from .training import summary
+
+    return summary(result, archc_info(result.model).name)
 
 
 def evaluate(spec_or_checkpoint: Spec | str | Path, data: str | Path, *, weights: str | Path | None = None,
@@ -295,84 +315,56 @@ def diff(a: Spec | str | Path, b: Spec | str | Path, overrides_a: dict | list | 
     return _diff(load_spec(a, overrides_a), load_spec(b, overrides_b), layers=layers)
 
 
-def sweep(spec_or_path: Spec | str | Path, grid: list[str] | dict[str, list[Any]], overrides: list[str] | None = None,
-          batch: int = 1, optimize: bool = False, output: str | Path | None = None, machine: str | Path | None = None,
-          measure: bool = False, rounds: int = 5, device: str = "cpu", train: bool = False,
-          data: str | Path | None = None, epochs: int | None = None, progress: bool = False,
-          val: str | Path | None = None, val_split: float | None = 0.1, batch_size: int | None = None,
-          seed: int = 0, workers: int = 0) -> dict[str, Any]:
-    """``archc sweep``: every combination of ``grid`` (``["width=0.5,1.0", ...]`` or ``{"width": [0.5, 1.0]}``)
-    as a variant of the spec, validated like ``--set`` (after ``overrides``, the sweep's own ``--set``).
-    Returns ``rows`` (one per variant: ``name``, ``sets``, ``ok``, ``errors``, ``params``, ``macs``,
-    ``peak_activation_bytes``, ``train_memory_bytes``, ``predicted_ms``, ``predicted_rank``, ``pareto``;
-    with ``measure=True`` also ``measured_ms`` and ``measured_rank``, each variant built and timed in
-    ``rounds`` interleaved rounds; with ``train=True`` also ``accuracy``, ``trial`` and ``trial_state``)
-    and ``axes`` (the plot's). Without ``measure`` and ``train`` it never imports torch.
+def sweep(spec_or_path: Spec | str | Path, grid: list[str] | dict[str, list[Any]],
+          options: SweepOptions | None = None, *, overrides: list[str] | None = None,
+          training: TrainOptions | None = None, data: str | Path | None = None) -> dict[str, Any]:
+    """Every combination of ``grid`` as a variant of the spec, analysed and ranked (``archc sweep``).
 
-    ``output``: a folder that receives ``sweep.json`` (this result) and ``pareto.png``; with ``train``
-    also ``sweep.db``, the Optuna study (SQLite) each variant is a trial of, so that a sweep resumes and
-    several processes given the same folder share the work, and ``trials/`` (each trial's run folder).
-    ``val``, ``val_split``, ``batch_size``, ``seed`` and ``workers`` go to each variant's :func:`train`."""
-    import json
+    Args:
+        spec_or_path: a spec, its file, or a zoo name.
+        grid: ``["width=0.5,1.0", ...]`` or ``{"width": [0.5, 1.0]}``; each variant is validated like
+            ``--set`` (after ``overrides``, the sweep's own ``--set`` values).
+        options: :class:`SweepOptions`: the batch, the optimised module, the output folder (``sweep.json``
+            and ``pareto.png``), the machine profile, measuring each variant (``measure``, ``rounds``,
+            ``device``), progress.
+        training: train each valid variant briefly with these options (:class:`TrainOptions`) on ``data``,
+            each a trial of an Optuna study in the output folder (``sweep.db``, resumable and shareable by
+            several processes; ``trials/`` holds each trial's run folder).
 
-    from .errors import error
-    from .io import write_text
-    from .passes import sweep as static
-    from .passes.latency import load_profile
-    from .passes.machine import default_note
+    Returns:
+        ``rows`` (one per variant: ``name``, ``sets``, ``ok``, ``errors``, ``params``, ``macs``,
+        ``peak_activation_bytes``, ``train_memory_bytes``, ``predicted_ms``, ``predicted_rank``, ``pareto``;
+        measured: ``measured_ms`` and ``measured_rank``; trained: ``accuracy``, ``trial``, ``trial_state``)
+        and ``axes`` (the plot's). Without measuring or training it never imports torch.
 
-    base = list(overrides or [])
-    parsed = static.parse_grid(grid)
-    if train and (data is None or output is None):
-        raise SpecError([error("a sweep with training needs the images (--data DIR) and a folder for its study "
-                               "(-o DIR)", "--train")])
-    spec = load_spec(spec_or_path, base)           # the sweep's own --set values are checked once, up front
-    profile = load_profile(machine, device)
-    rows = [static.analyse_variant(spec, sets, (), batch, optimize, profile) for sets in static.variants(parsed)]
-    result: dict[str, Any] = {"archc_sweep": 1, "spec": spec.name, "file": str(spec.file) if spec.file else None,
-                              "grid": [[p, v] for p, v in parsed], "set": base, "batch": batch, "optimize": optimize,
-                              "machine": profile["name"], "profile_note": default_note(profile), "rows": rows}
-    valid = [r for r in rows if r["ok"]]
-    if measure and valid:
-        from .measure.sweep import time_variants
+    Example::
 
-        timed = time_variants([load_spec(spec, static.overrides(r["sets"])) for r in valid], batch, optimize,
-                              rounds, device, progress)
-        for r, t in zip(valid, timed):
-            if isinstance(t, str):
-                r.update(ok=False, errors=[{"text": t, "message": t}])
-            else:
-                r["measured_ms"] = t
-        result["rounds"] = rounds
-    if train and valid:
-        from .training.sweep import train_variants
+        archcompiler.sweep("resnet18", ["width=0.5,1.0"], SweepOptions(output="sweep/"))["rows"]
+    """
+    from .sweeps import run
 
-        trained = train_variants(spec, [r for r in rows if r["ok"]], data, Path(output), epochs=epochs,
-                                 progress=progress, val=val, val_split=val_split, batch_size=batch_size, seed=seed,
-                                 workers=workers)
-        for r in rows:
-            r.update(trained.get(r["name"], {}))
-    static.finish(rows)
-    x, y, maximize = static.axes(rows)
-    result["axes"] = {"x": x, "y": y, "maximize_y": maximize}
-    if output is not None:
-        from .backends.sweep import write_pareto
+    return run(spec_or_path, grid, options or SweepOptions(), overrides, training, data)
 
-        out = Path(output)
-        result["files"] = {"table": str(out / "sweep.json"), "plot": str(out / "pareto.png")}
-        write_pareto(result, out / "pareto.png")
-        write_text(out / "sweep.json", json.dumps(result, indent=2) + "\n")
-    return result
+
+def sweep_table(result: dict[str, Any], raw: bool = False) -> tuple[list[str], list[list[Any]]]:
+    """A sweep's table as ``archc sweep`` prints it: the headers and one row of cells per variant
+    (``raw``: numbers unformatted, as its CSV has them; an ``error`` column when a variant has errors).
+
+    Example::
+
+        headers, rows = archcompiler.sweep_table(archcompiler.sweep("resnet18", ["width=0.5,1.0"]))
+    """
+    from .sweeps import table
+
+    return table(result, raw)
 
 
 def sweep_report(sweep_dir_or_json: str | Path, output: str | Path) -> Path:
     """``archc report --sweep DIR``: a page with a sweep's table and its plot (``sweep.json`` and
     ``pareto.png`` in DIR, or the given ``sweep.json`` and the ``pareto.png`` beside it)."""
-    from .backends.sweep import read_sweep, sweep_html
-    from .io import write_text
+    from .sweeps import report_page
 
-    result, png = read_sweep(sweep_dir_or_json)
-    return write_text(output, sweep_html(result, png))
+    return report_page(sweep_dir_or_json, output)
 
 
 def import_module(model: Any, input: tuple[int, ...] | list[int] | None = None, name: str | None = None,

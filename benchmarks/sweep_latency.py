@@ -35,7 +35,7 @@ from _timing import interleave, machine  # noqa: E402
 
 import archcompiler  # noqa: E402
 from archcompiler.measure.calibrate import calibrate  # noqa: E402
-from archcompiler.passes.sweep import ranks, spearman  # noqa: E402
+from archcompiler.sweeps.grid import ranks, spearman  # noqa: E402
 
 # (zoo name, --set values): several families and widths
 NETWORKS = [("mobilenet_v2", ["width_mult=0.5"]), ("mobilenet_v2", ["width_mult=1.0"]), ("resnet18", []),

@@ -12,7 +12,6 @@ from conftest import ROOT
 
 PACKAGE = ROOT / "archcompiler"
 BACKENDS = {"dot": PACKAGE / "backends" / "dot.py", "report": PACKAGE / "backends" / "report.py",
-            "sweep": PACKAGE / "backends" / "sweep.py",
             "torch": PACKAGE / "backends" / "torch"}
 
 

@@ -18,7 +18,7 @@ import torch
 from conftest import DATA, SPECS
 
 import archcompiler
-from archcompiler import ArchcError, BackendError, RunError, SpecError
+from archcompiler import ArchcError, BackendError, RunError, SpecError, TrainOptions
 from archcompiler.cli import main
 from archcompiler.training import summary
 from archcompiler.training.digits import write_digits
@@ -58,8 +58,8 @@ def two(tmp_path_factory, all_digits) -> Path:
 def pretrained(tmp_path_factory, three) -> Path:
     """A run of the 3-class network (one epoch): its folder."""
     run = tmp_path_factory.mktemp("runs") / "three"
-    archcompiler.train(CNN, three, overrides={"num_classes": 3}, epochs=1, batch_size=16, workers=0, out=run,
-                       progress=False)
+    archcompiler.train(CNN, three, TrainOptions(epochs=1, batch_size=16, workers=0, out=run, progress=False),
+                       overrides={"num_classes": 3})
     return run
 
 
@@ -84,10 +84,11 @@ def test_transfer_from_eight_digits_to_three_versus_eight(all_digits, tmp_path):
     eight = _subset(all_digits, tmp_path / "eight", (0, 1, 2, 4, 5, 6, 7, 9), 0, 10_000)
     few = _subset(all_digits, tmp_path / "few", (3, 8), 0, 10)
     val = _subset(all_digits, tmp_path / "val", (3, 8), 10, 10_000)
-    archcompiler.train(CNN, eight, epochs=2, workers=0, out=tmp_path / "pre", progress=False)
-    budget = dict(overrides={"num_classes": 2}, val=val, epochs=3, batch_size=8, lr=0.003, workers=0, progress=False)
-    tuned = archcompiler.train(CNN, few, weights=tmp_path / "pre" / "best.safetensors", out=tmp_path / "ft", **budget)
-    scratch = archcompiler.train(CNN, few, out=tmp_path / "scratch", **budget)
+    archcompiler.train(CNN, eight, TrainOptions(epochs=2, workers=0, out=tmp_path / "pre", progress=False))
+    budget = TrainOptions(val=val, epochs=3, batch_size=8, lr=0.003, workers=0, progress=False)
+    tuned = archcompiler.train(CNN, few, budget.replace(weights=tmp_path / "pre" / "best.safetensors",
+                                                        out=tmp_path / "ft"), overrides={"num_classes": 2})
+    scratch = archcompiler.train(CNN, few, budget.replace(out=tmp_path / "scratch"), overrides={"num_classes": 2})
     tuned_acc = [r["val_accuracy"] for r in tuned.history]
     scratch_acc = [r["val_accuracy"] for r in scratch.history]
     assert tuned.new_heads and tuned.new_heads[0].startswith("new head fc: (2, 64) in the model, (8, 64) in ")
@@ -112,9 +113,9 @@ def test_new_heads_are_seeded_and_the_rest_loads(pretrained, capsys):
 @pytest.mark.slow
 def test_frozen_layers_are_bit_identical_after_training(pretrained, two, tmp_path):
     start = torch.load(pretrained / "best.pt", weights_only=True)["state_dict"]
-    result = archcompiler.train(CNN, two, overrides={"num_classes": 2}, weights=pretrained / "best.pt",
-                                freeze="conv2", epochs=2, batch_size=8, workers=0, out=tmp_path / "run",
-                                progress=False, seed=3)
+    options = TrainOptions(weights=pretrained / "best.pt", freeze="conv2", epochs=2, batch_size=8, workers=0,
+                           out=tmp_path / "run", progress=False, seed=3)
+    result = archcompiler.train(CNN, two, options, overrides={"num_classes": 2})
     end = result.model.state_dict()
     for key in start:
         if key.startswith(("conv1.", "conv2.")):      # weights and BatchNorm statistics
@@ -128,8 +129,8 @@ def test_frozen_layers_are_bit_identical_after_training(pretrained, two, tmp_pat
     assert result.new_heads == [f"new head fc: (2, 64) in the model, (3, 64) in {pretrained / 'best.pt'}; "
                                 "initialised afresh (seed 3)"]
     with pytest.raises(BackendError, match="did you mean 'conv2'"):
-        archcompiler.train(CNN, two, overrides={"num_classes": 2}, freeze="conv_2", epochs=1, workers=0,
-                           write=False, progress=False)
+        archcompiler.train(CNN, two, TrainOptions(freeze="conv_2", epochs=1, workers=0, write=False, progress=False),
+                           overrides={"num_classes": 2})
 
 
 # ----------------------------------------------------------------------------- wrong checkpoints
@@ -202,7 +203,8 @@ def test_safetensors_round_trip_through_predict_and_evaluate(pretrained, three, 
     from_pt = archcompiler.predict(pretrained / "best.pt", images)
     from_st = archcompiler.predict(pretrained / "best.safetensors", images)
     assert from_st == from_pt
-    with_spec = archcompiler.predict(CNN, images, weights=pretrained / "best.safetensors", overrides={"num_classes": 3})
+    with_spec = archcompiler.predict(CNN, images, weights=pretrained / "best.safetensors",
+                                     overrides={"num_classes": 3})
     assert [r["top"][0] for r in with_spec] == [r["top"][0] for r in from_pt]
     assert archcompiler.evaluate(pretrained / "last.safetensors", three)["images"] == 48
     code, _, err = _cli("draw", pretrained / "best.safetensors", "--format", "dot", "-o", tmp_path / "cnn.dot")
@@ -212,14 +214,15 @@ def test_safetensors_round_trip_through_predict_and_evaluate(pretrained, three, 
 @pytest.mark.slow
 def test_early_stopping_stops_where_it_should(two, tmp_path):
     """lr ~ 0: validation accuracy never improves after epoch 1, so patience 2 stops after epoch 3."""
-    result = archcompiler.train(CNN, two, overrides={"num_classes": 2, "train.lr": 1e-12}, epochs=10, batch_size=16,
-                                workers=0, patience=2, out=tmp_path / "run", progress=False)
+    options = TrainOptions(epochs=10, batch_size=16, workers=0, patience=2, out=tmp_path / "run", progress=False)
+    result = archcompiler.train(CNN, two, options, overrides={"num_classes": 2, "train.lr": 1e-12})
     assert [r["epoch"] for r in result.history] == [1, 2, 3]
     assert result.stopped == {"epoch": 3, "patience": 2} and result.best["epoch"] == 1
     assert "early stopping: validation accuracy did not improve for 2 epoch(s); stopped after epoch 3 of 10" in \
         summary(result, "cnn")
     with pytest.raises(SpecError, match="no validation images"):
-        archcompiler.train(CNN, two, overrides={"num_classes": 2}, val_split=None, patience=2, write=False)
+        archcompiler.train(CNN, two, TrainOptions(val_split=None, patience=2, write=False),
+                           overrides={"num_classes": 2})
 
 
 @pytest.mark.slow
@@ -239,11 +242,11 @@ def test_seed_flag_tensorboard_and_unreadable_files_counted_once(two, tmp_path):
 
 def test_resume_with_another_freeze_is_a_clear_error(pretrained, two, tmp_path):
     run = tmp_path / "run"
-    archcompiler.train(CNN, two, overrides={"num_classes": 2}, freeze="conv2", epochs=1, batch_size=16, workers=0,
-                       out=run, progress=False, val_split=None)
+    archcompiler.train(CNN, two, TrainOptions(freeze="conv2", epochs=1, batch_size=16, workers=0, out=run,
+                                              progress=False, val_split=None), overrides={"num_classes": 2})
     with pytest.raises(ArchcError, match="resume with the same --freeze"):
-        archcompiler.train(CNN, two, overrides={"num_classes": 2}, epochs=2, batch_size=16, workers=0, out=run,
-                           resume=True, progress=False, val_split=None)
+        archcompiler.train(CNN, two, TrainOptions(epochs=2, batch_size=16, workers=0, out=run, resume=True,
+                                                  progress=False, val_split=None), overrides={"num_classes": 2})
 
 
 def test_tensorboard_without_the_package_says_how_to_install_it(two, tmp_path, monkeypatch):
@@ -251,8 +254,8 @@ def test_tensorboard_without_the_package_says_how_to_install_it(two, tmp_path, m
 
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)       # as if not installed
     with pytest.raises(RunError, match="needs the tensorboard package") as info:
-        archcompiler.train(CNN, two, overrides={"num_classes": 2}, epochs=1, workers=0, tensorboard=True,
-                           out=tmp_path / "run", progress=False)
+        archcompiler.train(CNN, two, TrainOptions(epochs=1, workers=0, tensorboard=True, out=tmp_path / "run",
+                                                  progress=False), overrides={"num_classes": 2})
     assert "pip install tensorboard" in info.value.errors[0].hint
     assert not (tmp_path / "run").exists()                 # refused before anything was written
 

@@ -83,7 +83,7 @@ def test_the_search_is_bounded_and_never_raises(monkeypatch):
 def _labels(result) -> list[str]:
     import matplotlib.pyplot as plt
 
-    from archcompiler.backends.sweep import pareto_figure
+    from archcompiler.sweeps.page import pareto_figure
 
     fig = pareto_figure(result)
     try:
@@ -94,7 +94,8 @@ def _labels(result) -> list[str]:
 
 def test_the_plot_names_every_variant_of_equal_cost():
     # the class count changes only the classifier: each width's two variants cost the same to a pixel
-    result = archcompiler.sweep(GOOGLENET, ["width=0.5,0.75,1.0", "num_classes=10,1000"], machine=MACHINE)
+    result = archcompiler.sweep(GOOGLENET, ["width=0.5,0.75,1.0", "num_classes=10,1000"],
+                                archcompiler.SweepOptions(machine=MACHINE))
     assert len(result["rows"]) == 6 and all(r["ok"] for r in result["rows"])
     assert sorted(_labels(result)) == ["width=0.5 (num_classes=10, 1000)", "width=0.75 (num_classes=10, 1000)",
                                        "width=1.0 (num_classes=10, 1000)"]

@@ -12,10 +12,10 @@ import pytest
 from conftest import ROOT, SPECS
 
 import archcompiler
-from archcompiler import SpecError
+from archcompiler import SpecError, SweepOptions, TrainOptions
 from archcompiler.cli import main
-from archcompiler.passes.sweep import pareto_front, parse_grid, ranks, spearman, split_values, variants
 from archcompiler.spec.limits import MAX_SWEEP_VARIANTS
+from archcompiler.sweeps.grid import pareto_front, parse_grid, ranks, spearman, split_values, variants
 
 MACHINE = str(ROOT / "archcompiler" / "data" / "machine-default-cpu.json")   # never the user's own profile
 GOOGLENET = str(SPECS / "googlenet.yaml")
@@ -49,7 +49,7 @@ def test_a_bad_grid_is_refused_with_a_located_message(grid, message, where):
 def test_a_grid_larger_than_the_limit_is_refused_before_it_is_expanded():
     many = ",".join(str(i) for i in range(1, 1001))
     with pytest.raises(SpecError) as exc:
-        archcompiler.sweep(GOOGLENET, ["width=0.5,1.0", f"num_classes={many}"], machine=MACHINE)
+        archcompiler.sweep(GOOGLENET, ["width=0.5,1.0", f"num_classes={many}"], SweepOptions(machine=MACHINE))
     d = exc.value.errors[0]
     assert f"{2 * 1000:,} combinations" in d.message and f"{MAX_SWEEP_VARIANTS:,}" in d.message
     assert d.file.startswith("--grid num_classes=1,2,3") and d.path == "num_classes"
@@ -65,8 +65,8 @@ def test_ranks_spearman_and_the_pareto_front():
 
 
 def test_every_variant_is_a_row_and_an_invalid_one_carries_its_located_error(tmp_path):
-    result = archcompiler.sweep(GOOGLENET, ["width=0.5,1.0", "num_classes=10,abc"], machine=MACHINE,
-                                output=tmp_path / "out")
+    result = archcompiler.sweep(GOOGLENET, ["width=0.5,1.0", "num_classes=10,abc"],
+                                SweepOptions(machine=MACHINE, output=tmp_path / "out"))
     rows = result["rows"]
     assert [r["name"] for r in rows] == ["width=0.5 num_classes=10", "width=0.5 num_classes=abc",
                                         "width=1.0 num_classes=10", "width=1.0 num_classes=abc"]
@@ -90,14 +90,17 @@ def test_every_variant_is_a_row_and_an_invalid_one_carries_its_located_error(tmp
 
 
 def test_the_sweeps_own_set_applies_to_every_variant_and_batch_scales_macs():
-    one = archcompiler.sweep(GOOGLENET, ["width=0.5"], ["num_classes=10"], machine=MACHINE)["rows"][0]
-    eight = archcompiler.sweep(GOOGLENET, ["width=0.5"], ["num_classes=10"], batch=8, machine=MACHINE)["rows"][0]
+    one = archcompiler.sweep(GOOGLENET, ["width=0.5"], SweepOptions(machine=MACHINE),
+                             overrides=["num_classes=10"])["rows"][0]
+    eight = archcompiler.sweep(GOOGLENET, ["width=0.5"], SweepOptions(batch=8, machine=MACHINE),
+                               overrides=["num_classes=10"])["rows"][0]
     assert eight["macs"] == 8 * one["macs"] and eight["params"] == one["params"]
     assert eight["predicted_ms"] > one["predicted_ms"]
-    optimized = archcompiler.sweep(GOOGLENET, ["width=0.5"], ["num_classes=10"], optimize=True, machine=MACHINE)
+    optimized = archcompiler.sweep(GOOGLENET, ["width=0.5"], SweepOptions(optimize=True, machine=MACHINE),
+                                   overrides=["num_classes=10"])
     assert optimized["optimize"] and optimized["rows"][0]["ok"]
     with pytest.raises(SpecError):            # a bad --set of the sweep itself is an error, not N bad rows
-        archcompiler.sweep(GOOGLENET, ["width=0.5"], ["num_classes=abc"], machine=MACHINE)
+        archcompiler.sweep(GOOGLENET, ["width=0.5"], SweepOptions(machine=MACHINE), overrides=["num_classes=abc"])
 
 
 def test_the_cli_prints_each_format_and_the_front(tmp_path, capsys):
@@ -120,8 +123,8 @@ def test_the_cli_prints_each_format_and_the_front(tmp_path, capsys):
 
 
 def test_a_sweep_without_measure_never_imports_torch(tmp_path):
-    code = (f"import sys, archcompiler; r = archcompiler.sweep({GOOGLENET!r}, ['width=0.5,1.0'], machine={MACHINE!r}, "
-            f"output={str(tmp_path)!r}); assert r['rows'][0]['ok']; "
+    code = (f"import sys, archcompiler; r = archcompiler.sweep({GOOGLENET!r}, ['width=0.5,1.0'], "
+            f"archcompiler.SweepOptions(machine={MACHINE!r}, output={str(tmp_path)!r})); assert r['rows'][0]['ok']; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'optuna')))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -129,7 +132,8 @@ def test_a_sweep_without_measure_never_imports_torch(tmp_path):
 
 
 def test_the_report_shows_a_sweep(tmp_path, capsys):
-    archcompiler.sweep(GOOGLENET, ["width=0.5,1.0", "num_classes=10,abc"], machine=MACHINE, output=tmp_path / "s")
+    archcompiler.sweep(GOOGLENET, ["width=0.5,1.0", "num_classes=10,abc"], SweepOptions(machine=MACHINE,
+                                                                                        output=tmp_path / "s"))
     assert main(["report", "--sweep", str(tmp_path / "s"), "-o", str(tmp_path / "page.html")]) == 0
     page = (tmp_path / "page.html").read_text()
     assert "archc sweep of googlenet" in page and "data:image/png;base64," in page
@@ -145,8 +149,8 @@ def test_the_report_shows_a_sweep(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_measure_times_every_variant_in_interleaved_rounds():
-    result = archcompiler.sweep(SMALL, ["width=0.125,0.25"], ["num_classes=2"], measure=True,
-                                rounds=2, machine=MACHINE)
+    result = archcompiler.sweep(SMALL, ["width=0.125,0.25"], SweepOptions(measure=True, rounds=2, machine=MACHINE),
+                                overrides=["num_classes=2"])
     rows = result["rows"]
     assert all(r["ok"] and r["measured_ms"] > 0 for r in rows)
     assert sorted(r["measured_rank"] for r in rows) == [1, 2] and result["rounds"] == 2
@@ -178,16 +182,16 @@ def test_train_makes_every_variant_an_optuna_trial_records_a_failure_and_resumes
 
     real = loop.train
 
-    def train(spec, data, **options):
-        if "width=0.25" in options["overrides"]:
+    def train(spec, data, options, overrides):
+        if "width=0.25" in overrides:
             raise RuntimeError("this variant fails")
-        return real(spec, data, **options)
+        return real(spec, data, options, overrides=overrides)
 
     monkeypatch.setattr(loop, "train", train)
     grid = ["width=0.125,0.25", "train.batch_size=16,abc"]
     out = tmp_path / "sweep"
-    result = archcompiler.sweep(SMALL, grid, ["num_classes=2"], train=True, data=few_digits, epochs=1, output=out,
-                                machine=MACHINE, workers=0)
+    result = archcompiler.sweep(SMALL, grid, SweepOptions(output=out, machine=MACHINE), overrides=["num_classes=2"],
+                                training=TrainOptions(epochs=1, workers=0, seed=0), data=few_digits)
     rows = {r["name"]: r for r in result["rows"]}
     good, bad = rows["width=0.125 train.batch_size=16"], rows["width=0.25 train.batch_size=16"]
     assert good["trial_state"] == "COMPLETE" and 0 <= good["accuracy"] <= 1
@@ -197,8 +201,8 @@ def test_train_makes_every_variant_an_optuna_trial_records_a_failure_and_resumes
     assert {p.name for p in out.iterdir()} >= {"sweep.db", "sweep.json", "pareto.png", "trials"}
     # the sweep resumes: finished trials (completed or failed) are read from the study, not run again
     monkeypatch.setattr(loop, "train", lambda *a, **k: pytest.fail("a finished trial ran again"))
-    again = archcompiler.sweep(SMALL, grid, ["num_classes=2"], train=True, data=few_digits, epochs=1, output=out,
-                               machine=MACHINE)
+    again = archcompiler.sweep(SMALL, grid, SweepOptions(output=out, machine=MACHINE), overrides=["num_classes=2"],
+                               training=TrainOptions(epochs=1, workers=0, seed=0), data=few_digits)
     assert {r["name"]: r.get("accuracy") for r in again["rows"]} == {n: r.get("accuracy") for n, r in rows.items()}
     study = optuna.load_study(study_name="archc-sweep", storage=f"sqlite:///{out / 'sweep.db'}")
     assert len(study.trials) == 2
@@ -206,4 +210,4 @@ def test_train_makes_every_variant_an_optuna_trial_records_a_failure_and_resumes
 
 def test_train_needs_data_and_a_folder():
     with pytest.raises(SpecError, match="needs the images"):
-        archcompiler.sweep(SMALL, ["width=0.125"], train=True, machine=MACHINE)
+        archcompiler.sweep(SMALL, ["width=0.125"], SweepOptions(machine=MACHINE), training=TrainOptions())

@@ -18,7 +18,7 @@ import torch
 from conftest import ROOT, SPECS, run_archc
 
 import archcompiler
-from archcompiler import SpecError
+from archcompiler import SpecError, TrainOptions
 from archcompiler.training.digits import write_digits
 
 SMALL = SPECS / "googlenet-small.yaml"
@@ -77,8 +77,8 @@ def test_googlenet_small_learns_the_digits_through_the_cli(readme_digits_run, tm
 
 
 def _train(data, out, epochs, resume=False, extra=()):
-    return archcompiler.train(SMALL, data, overrides=[*TWO, "width=0.125", *extra], epochs=epochs, batch_size=16,
-                              workers=0, out=out, resume=resume, progress=False)
+    options = TrainOptions(epochs=epochs, batch_size=16, workers=0, out=out, resume=resume, progress=False)
+    return archcompiler.train(SMALL, data, options, overrides=[*TWO, "width=0.125", *extra])
 
 
 @pytest.mark.slow
@@ -242,8 +242,9 @@ def test_ctrl_c_keeps_a_resumable_state_and_says_how_to_resume(few, tmp_path):
 def test_amp_and_starting_weights(few, tmp_path):
     """--amp trains in bfloat16 on CPU (float16 on CUDA); --weights starts from a checkpoint."""
     first = _train(few, tmp_path / "first", 1)
-    result = archcompiler.train(SMALL, few, overrides=[*TWO, "width=0.125"], epochs=1, batch_size=16, workers=0,
-                                amp=True, weights=tmp_path / "first" / "best.pt", out=tmp_path / "amp", progress=False)
+    options = TrainOptions(epochs=1, batch_size=16, workers=0, amp=True, weights=tmp_path / "first" / "best.pt",
+                           out=tmp_path / "amp", progress=False)
+    result = archcompiler.train(SMALL, few, options, overrides=[*TWO, "width=0.125"])
     assert len(result.history) == 1 and math.isfinite(result.history[0]["train_loss"])
     assert first.history[0]["epoch"] == 1
 
@@ -254,8 +255,8 @@ def test_a_small_mobilenet_v2_learns_the_digits(digits, tmp_path):
     digits with the recipe's loop: the table language's networks are trainable like GoogLeNet."""
     overrides = ["num_classes=2", "input=[3,64,64]", "width_mult=0.35", "dropout=0", "train.optimizer=adam",
                  "data.random_resized_crop=false"]
-    result = archcompiler.train("mobilenet_v2", digits, overrides=overrides, epochs=6, batch_size=32, lr=0.002,
-                                workers=0, seed=0, out=tmp_path / "run", progress=False)
+    options = TrainOptions(epochs=6, batch_size=32, lr=0.002, workers=0, seed=0, out=tmp_path / "run", progress=False)
+    result = archcompiler.train("mobilenet_v2", digits, options, overrides=overrides)
     assert max(h["val_accuracy"] for h in result.history) >= 0.9, result.history
 
 
@@ -266,11 +267,13 @@ def test_what_a_run_meets_is_a_run_error_and_what_its_spec_says_a_spec_error(tmp
     for name in ("a", "b"):
         (tmp_path / "data" / name).mkdir(parents=True)
     with pytest.raises(RunError, match="no images to train on"):
-        archcompiler.train(SMALL, tmp_path / "data", overrides={"num_classes": 2}, write=False, progress=False)
+        archcompiler.train(SMALL, tmp_path / "data", TrainOptions(write=False, progress=False),
+                           overrides={"num_classes": 2})
     if not torch.cuda.is_available():
         with pytest.raises(RunError, match="no CUDA device"):
-            archcompiler.train(SMALL, tmp_path / "data", overrides={"num_classes": 2}, device="cuda", write=False,
-                               progress=False)
+            archcompiler.train(SMALL, tmp_path / "data", TrainOptions(device="cuda", write=False, progress=False),
+                               overrides={"num_classes": 2})
     with pytest.raises(SpecError, match="feature extractor") as info:
-        archcompiler.train(SMALL, tmp_path / "data", overrides={"num_classes": 2, "features": [-1]}, write=False)
+        archcompiler.train(SMALL, tmp_path / "data", TrainOptions(write=False),
+                           overrides={"num_classes": 2, "features": [-1]})
     assert not isinstance(info.value, RunError)

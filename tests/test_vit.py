@@ -13,6 +13,7 @@ import pytest
 from conftest import ROOT, meta_layout
 
 import archcompiler
+from archcompiler import TrainOptions
 
 TABLE_1 = {"B": (12, 768, 3072, 12), "L": (24, 1024, 4096, 16), "H": (32, 1280, 5120, 16)}
 BUILDERS = {"vit_b_16": ("B", 16), "vit_b_32": ("B", 32), "vit_l_16": ("L", 16), "vit_l_32": ("L", 32),
@@ -119,8 +120,8 @@ def test_a_tiny_vit_learns_the_digits_on_a_cpu(tmp_path):
     from archcompiler.training.digits import write_digits
 
     write_digits(tmp_path / "digits")
-    result = archcompiler.train("vit-tiny", tmp_path / "digits", overrides=["num_classes=2"], epochs=3,
-                                workers=0, out=tmp_path / "run", progress=False, seed=0)
+    options = TrainOptions(epochs=3, workers=0, out=tmp_path / "run", progress=False, seed=0)
+    result = archcompiler.train("vit-tiny", tmp_path / "digits", options, overrides=["num_classes=2"])
     assert max(h["val_accuracy"] for h in result.history) >= 0.9, result.history
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
 

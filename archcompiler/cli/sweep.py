@@ -38,34 +38,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def first_error(row: dict, every: bool = False) -> str:
-    """A variant's located error (the first, and how many more; ``every``: all of them)."""
-    texts = [d["text"] for d in row["errors"]]
-    if every or len(texts) < 2:
-        return "; ".join(texts)
-    return f"{texts[0]} (and {len(texts) - 1} more)"
-
-
 def run(args: argparse.Namespace) -> int:
-    from ..api import sweep
+    from ..api import SweepOptions, TrainOptions, sweep, sweep_table
 
     if args.measure:
         print("measuring every variant (importing torch)...", file=sys.stderr)
-    result = sweep(args.spec, args.grid, args.set, batch=args.batch, optimize=args.optimize, output=args.output,
-                   machine=args.machine, measure=args.measure, rounds=args.rounds, train=args.train, data=args.data,
-                   epochs=args.epochs, progress=sys.stderr.isatty())
+    progress = sys.stderr.isatty()
+    options = SweepOptions(batch=args.batch, optimize=args.optimize, output=args.output, machine=args.machine,
+                           measure=args.measure, rounds=args.rounds, progress=progress)
+    training = TrainOptions(epochs=args.epochs, progress=progress, seed=0, workers=0) if args.train else None
+    result = sweep(args.spec, args.grid, options, overrides=args.set, training=training, data=args.data)
     if args.format == "json":
         print(json.dumps(result, indent=2))
         return 0
-    from ..backends.sweep import cell, columns
     from .tables import render
 
-    cols = columns(result["rows"])
-    errors = any(r["errors"] for r in result["rows"])
-    rows = [[*(("" if r.get(k) is None else r[k]) if args.format == "csv" and k not in ("name", "pareto") else cell(r, k) for _, k in cols),
-             *([first_error(r, args.format == "csv")] if errors else [])] for r in result["rows"]]
-    print(render([h for h, _ in cols] + (["error"] if errors else []), rows, args.format,
-                 set(range(1, len(cols) - 1))), end="")
+    headers, rows = sweep_table(result, raw=args.format == "csv")
+    numbers = len(headers) - (2 if headers[-1] == "error" else 1)
+    print(render(headers, rows, args.format, set(range(1, numbers))), end="")
     if args.format == "csv":
         return 0
     valid = [r for r in result["rows"] if r["ok"]]

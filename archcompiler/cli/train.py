@@ -75,9 +75,7 @@ def run(args: argparse.Namespace) -> int:
     if missing and not args.resume:
         args.usage_error(f"the following arguments are required: {', '.join(missing)} (unless resuming a run: "
                          "--out DIR --resume)")
-    from ..backends.torch import archc_info
-    from ..training import summary, train
-    from ..training.run import resume_arguments
+    from ..api import TrainOptions, resume_arguments, train, train_summary
 
     if args.resume:
         kw, changes = resume_arguments(args.out, given)
@@ -87,9 +85,9 @@ def run(args: argparse.Namespace) -> int:
         kw = {**given, "out": args.out, "val_split": 0.1 if args.val_split is None else args.val_split}
         if kw["val"] is not None or not kw["val_split"]:
             kw["val_split"] = None
-    spec, data = kw.pop("spec"), kw.pop("data")
-    kw = {k: v for k, v in kw.items() if v is not None or k in ("val_split", "out")}
-    result = train(spec, data, resume=args.resume, progress=not args.quiet, **kw)
+    options = TrainOptions.from_given(kw).replace(val_split=kw.get("val_split"), resume=args.resume,
+                                                   progress=not args.quiet)
+    result = train(kw["spec"], kw["data"], options, overrides=kw.get("overrides"))
     if main:
-        print(summary(result, archc_info(result.model).name), file=sys.stderr if args.quiet else sys.stdout)
+        print(train_summary(result), file=sys.stderr if args.quiet else sys.stdout)
     return 130 if result.interrupted else 0

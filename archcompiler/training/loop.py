@@ -32,6 +32,7 @@ import torch
 import torch.distributed as dist
 
 from ..errors import ArchcError, Location, RunError, SpecError, error
+from ..options import TrainOptions
 from ..spec import Spec, load_spec
 from .console import Progress
 from .data import ImageFolder, Preprocess, collate, refuse_feature_extractor, scan, split
@@ -289,17 +290,49 @@ def _union(indices: set[int], world: World) -> set[int]:
     return {i for part in gathered for i in part}
 
 
-def _epoch(net: Any, model: torch.nn.Module, frozen: list[torch.nn.Module], d: Data, optimizer: Any, scaler: Any,
-           spec: Spec, epoch: int, dev: torch.device, world: World, amp: bool, strict: bool, show: Progress,
-           bad_files: set[int]) -> dict[str, Any]:
+@dataclass
+class _Session:
+    """What every epoch of a run uses: the network (``net``: DistributedDataParallel's wrapper, or the
+    model), its recipe's optimizer and loss scaler, the data, the device and the processes."""
+
+    net: Any
+    model: torch.nn.Module
+    frozen: list[torch.nn.Module]
+    data: Data
+    optimizer: Any
+    scaler: Any
+    spec: Spec
+    dev: torch.device
+    world: World
+    amp: bool
+    strict: bool
+
+
+def _step(s: _Session, x: torch.Tensor, y: torch.Tensor) -> tuple[Any, torch.Tensor]:
+    """One optimizer step on a batch; the outputs and the loss."""
+    with _autocast(s.dev, s.amp):
+        outputs = s.net(x)
+        loss = s.model.loss(outputs, y, label_smoothing=s.spec.train.label_smoothing)
+    s.optimizer.zero_grad(set_to_none=True)
+    if s.scaler is not None:
+        s.scaler.scale(loss).backward()
+        s.scaler.step(s.optimizer)
+        s.scaler.update()
+    else:
+        loss.backward()
+        s.optimizer.step()
+    return outputs, loss
+
+
+def _epoch(s: _Session, epoch: int, show: Progress, bad_files: set[int]) -> dict[str, Any]:
     """Train one epoch; the row of metrics.csv (without validation). Unreadable images' indices are
     added to ``bad_files``."""
-    t = spec.train
+    d, t = s.data, s.spec.train
     torch.manual_seed(t.seed * 100_003 + epoch)      # dropout draws: the same when resumed
     d.train_set.epoch = epoch
     d.loader.sampler.set_epoch(epoch)
-    net.train()
-    for module in frozen:                            # frozen layers keep their BatchNorm statistics
+    s.net.train()
+    for module in s.frozen:                          # frozen layers keep their BatchNorm statistics
         module.eval()
     show.start(epoch + 1, t.epochs, len(d.loader))
     began = time.perf_counter()
@@ -307,24 +340,14 @@ def _epoch(net: Any, model: torch.nn.Module, frozen: list[torch.nn.Module], d: D
     for x, y, bad in d.loader:
         skipped += len(bad)
         bad_files.update(bad)
-        if strict and bad:
+        if s.strict and bad:
             raise RunError([error(f"unreadable image {d.train_samples[bad[0]][0]}", "--strict",
                                    Location(str(d.train_samples[bad[0]][0])),
                                    hint="without --strict, unreadable images are skipped and counted")])
         if len(y) == 0:
             continue
-        x, y = x.to(dev), y.to(dev)
-        with _autocast(dev, amp):
-            outputs = net(x)
-            loss = model.loss(outputs, y, label_smoothing=t.label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
+        x, y = x.to(s.dev), y.to(s.dev)
+        outputs, loss = _step(s, x, y)
         main = main_output(outputs)
         loss_sum += float(loss.detach()) * len(y)
         known = y != IGNORE_INDEX                 # every image's class; a mask's labelled pixels
@@ -332,13 +355,13 @@ def _epoch(net: Any, model: torch.nn.Module, frozen: list[torch.nn.Module], d: D
         labelled += known.sum().item()
         count += len(y)
         elapsed = time.perf_counter() - began
-        show.update(loss_sum / count, correct / max(labelled, 1), count * world.size / max(elapsed, 1e-9))
-    loss_sum, correct, count, labelled, skipped = _sum([loss_sum, correct, count, labelled, skipped], world, dev)
+        show.update(loss_sum / count, correct / max(labelled, 1), count * s.world.size / max(elapsed, 1e-9))
+    loss_sum, correct, count, labelled, skipped = _sum([loss_sum, correct, count, labelled, skipped], s.world, s.dev)
     seconds = time.perf_counter() - began
     return {"epoch": epoch + 1, "train_loss": loss_sum / count if count else float("nan"),
             "train_accuracy": correct / labelled if labelled else 0.0, "val_loss": None, "val_accuracy": None,
             "val_miou": None,
-            "lr": optimizer.param_groups[0]["lr"], "images_per_s": count / seconds if seconds else 0.0,
+            "lr": s.optimizer.param_groups[0]["lr"], "images_per_s": count / seconds if seconds else 0.0,
             "seconds": seconds, "skipped": int(skipped)}
 
 
@@ -349,55 +372,30 @@ def _since_best(history: list[dict[str, Any]], best: dict[str, Any]) -> int:
 
 # ----------------------------------------------------------------------------- the run
 
-def train(spec_or_path: Spec | str | Path, data: str | Path, *, overrides: dict | list | None = None,
-          val: str | Path | None = None, val_split: float | None = 0.1, epochs: int | None = None,
-          batch_size: int | None = None, lr: float | None = None, seed: int | None = None, device: str = "auto",
-          workers: int | None = None, amp: bool = False, out: str | Path | None = None, resume: bool = False,
-          weights: str | Path | None = None, freeze: str | None = None, patience: int | None = None,
-          tensorboard: bool = False, strict: bool = False, progress: bool = True, write: bool = True,
-          pretrained: bool = False) -> TrainResult:
-    """Train the network of a spec on an image folder with the spec's recipe (``train:``, ``data:``);
-    the arguments override the recipe's fields. Returns the trained module and its history.
+def _arguments(data: str | Path, sets: list[str], o: TrainOptions) -> dict[str, Any]:
+    """train()'s arguments as given (args.json's ``arguments``, which ``--resume`` takes back)."""
+    return {"spec": None, "data": str(data), "val": str(o.val) if o.val is not None else None,
+            "val_split": o.val_split, "overrides": sets, "epochs": o.epochs, "batch_size": o.batch_size,
+            "lr": o.lr, "seed": o.seed, "device": o.device, "workers": o.workers, "amp": o.amp,
+            "weights": str(o.weights) if o.weights else None, "pretrained": bool(o.pretrained),
+            "freeze": o.freeze, "patience": o.patience, "tensorboard": o.tensorboard, "strict": o.strict}
 
-    ``weights`` starts from a checkpoint or state_dict (a classifier of another class count starts
-    afresh, seeded), or from published weights: ``pretrained`` (the builder's default) or ``weights``
-    a name (``IMAGENET1K_V1``) or URL, whose preprocessing and input size the run then uses (the
-    spec's ``data:`` as ``--set`` values before the given ``overrides``); ``freeze`` keeps every
-    layer up to and including that one as it is (weights and BatchNorm statistics), the new heads
-    excepted; ``patience`` stops when validation accuracy has not improved for that many epochs;
-    ``tensorboard`` writes TensorBoard event files into the run folder."""
-    flags = {"train.epochs": epochs, "train.batch_size": batch_size, "train.lr": lr, "train.seed": seed}
-    extra = [f"{k}={v}" for k, v in flags.items() if v is not None]
-    sets = [f"{k}={json.dumps(v)}" for k, v in overrides.items()] if isinstance(overrides, dict) else \
-        list(overrides or [])
-    overrides = [*sets, *extra]
-    arguments = {"spec": None, "data": str(data), "val": str(val) if val is not None else None,
-                 "val_split": val_split, "overrides": sets, "epochs": epochs, "batch_size": batch_size, "lr": lr,
-                 "seed": seed, "device": device, "workers": workers, "amp": amp,
-                 "weights": str(weights) if weights else None, "pretrained": bool(pretrained), "freeze": freeze,
-                 "patience": patience, "tensorboard": tensorboard, "strict": strict}
-    from ..pretrained import resolve
 
-    main = int(os.environ.get("RANK", "0")) == 0
-    published = resolve(spec_or_path, weights, pretrained, overrides, progress=progress and main,
-                        note=lambda line: print(f"archc: {line}", file=sys.stderr, flush=True) if main else None)
-    weights, overrides = published.weights, published.overrides
-    weights_file = published.file or (str(weights) if weights else None)
-    spec = load_spec(spec_or_path, overrides)
-    refuse_feature_extractor(spec, "train")
-    if val_split is not None and not 0 < val_split < 1:
-        raise SpecError([error(f"--val-split is a fraction in (0, 1), got {val_split}", "--val-split")])
+def _check_options(o: TrainOptions) -> None:
+    """The options' values that no recipe field checks (a located error each)."""
+    if o.val_split is not None and not 0 < o.val_split < 1:
+        raise SpecError([error(f"--val-split is a fraction in (0, 1), got {o.val_split}", "--val-split")])
+    patience = o.patience
     if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 1):
         raise SpecError([error(f"--patience is a number of epochs (1 or more), got {patience!r}", "--patience")])
-    if patience is not None and val is None and not val_split:
+    if patience is not None and o.val is None and not o.val_split:
         raise SpecError([error("--patience stops on validation accuracy, and this run has no validation images",
                                "--patience", hint="give --val DIR or --val-split FRACTION")])
-    writer = _tensorboard_writer(write) if tensorboard else None
-    dev, world = _distributed(spec, device)
-    t = spec.train
-    d = _data(spec, data, val, val_split, world, workers)
 
-    # ---- model and recipe
+
+def _model(spec: Spec, weights: Any, freeze: str | None, world: World, dev: torch.device) -> tuple[Any, ...]:
+    """The module with its starting weights, the classifier heads started afresh (each said on stderr),
+    the frozen modules and the new heads spared inside the frozen part."""
     from ..backends.torch import build
     from ..backends.torch.weights import freeze as freeze_layers
     from ..passes import annotated_graph
@@ -409,78 +407,122 @@ def train(spec_or_path: Spec | str | Path, data: str | Path, *, overrides: dict 
         if world.main:
             print(f"archc: {head}", file=sys.stderr, flush=True)
 
-    model = build(spec, seed=t.seed, weights=weights, log=note).to(dev)
-    weights = published = None                      # the tensors read are in the model now
+    model = build(spec, seed=spec.train.seed, weights=weights, log=note).to(dev)
     # new heads train even inside the frozen part (an auxiliary head before LAYER)
     frozen, spared = freeze_layers(model, annotated_graph(spec), spec, freeze, keep={h.path for h in new_heads}) \
         if freeze else ([], [])
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = _optimizer(spec, trainable)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(spec, e))
-    scaler = torch.amp.GradScaler("cuda") if amp and dev.type == "cuda" else None
-    net = torch.nn.parallel.DistributedDataParallel(model) if world.size > 1 else model
+    return model, new_heads, frozen, spared
 
-    run = RunFolder.open(spec, model, optimizer, scheduler, d.classes, d.train_set.preprocess, out, resume, write,
-                         world.main)
-    if run.source == str(spec.file) and isinstance(spec_or_path, (str, Path)) and spec.file != "<string>":
-        run.source = str(spec_or_path)              # as given: a path, or a zoo name (resnet50)
-    arguments["spec"] = run.source
-    run.describe({"spec": run.source, "data": str(data), "val": str(val) if val else None,
-                  "val_split": val_split, "device": str(dev), "workers": d.workers, "amp": amp,
-                  "processes": world.size, "overrides": overrides, "weights": arguments["weights"],
-                  "pretrained": arguments["pretrained"], "weights_file": weights_file,
-                  "freeze": freeze, "patience": patience, "train": spec.train.model_dump(),
-                  "data_options": spec.data.model_dump(), "classes": d.classes,
-                  "arguments": arguments, "cwd": os.getcwd()})
-    board = writer(log_dir=str(run.dir / "tensorboard")) if writer is not None and run.dir is not None else None
-    if not resume:
-        run.save("last", 0)                         # resumable from the start
 
-    show = Progress(progress and world.main)
+def _epochs(s: _Session, run: RunFolder, o: TrainOptions, scheduler: Any, board: Any, data: str | Path) -> dict[str, Any]:
+    """The epochs from the run's start to the recipe's end (or early stopping, or Ctrl-C): what they met."""
+    d, world, t = s.data, s.world, s.spec.train
+    show = Progress(o.progress and world.main)
     bad_train: set[int] = set()
     bad_val: set[int] = set()
-    interrupted = False
-    stopped = None
+    met: dict[str, Any] = {"interrupted": False, "stopped": None}
     try:
         for epoch in range(run.start, t.epochs):
-            row = _epoch(net, model, frozen, d, optimizer, scaler, spec, epoch, dev, world, amp, strict, show,
-                         bad_train)
+            row = _epoch(s, epoch, show, bad_train)
             scheduler.step()
             if d.val_loader is not None and world.main:
-                result = evaluate_loader(model, d.val_loader, dev, len(d.classes), amp)
+                result = evaluate_loader(s.model, d.val_loader, s.dev, len(d.classes), s.amp)
                 row["val_loss"], row["val_accuracy"] = result["loss"], result["accuracy"]
                 row["val_miou"] = result.get("miou")
                 bad_val.update(result["bad"])
             run.end_epoch(row, data, validated=d.val_loader is not None, main=world.main, board=board)
             show.end(row, t.epochs)
-            stop = patience is not None and world.main and _since_best(run.history, run.best) >= patience
+            stop = o.patience is not None and world.main and _since_best(run.history, run.best) >= o.patience
             if world.size > 1:
-                stop = bool(_sum([float(stop)], world, dev)[0])
+                stop = bool(_sum([float(stop)], world, s.dev)[0])
                 dist.barrier()
             if stop:
-                stopped = {"epoch": row["epoch"], "patience": patience}
+                met["stopped"] = {"epoch": row["epoch"], "patience": o.patience}
                 break
         bad_train = _union(bad_train, world)
     except KeyboardInterrupt:
-        interrupted = True
+        met["interrupted"] = True
         if show.bar is not None:
             show.bar.close()
-        if world.main and run.dir is not None:
-            # args.json and spec.yaml say how the run began: the folder is all --resume needs
-            print(f"\ninterrupted: {run.dir / 'last.pt'} holds epoch {run.saved} of {t.epochs}; "
-                  f"continue with: archc train --out {shlex.quote(str(run.dir))} --resume", file=sys.stderr)
-        elif world.main:
-            print(f"\ninterrupted after epoch {run.history[-1]['epoch'] if run.history else 0} "
-                  "(no run folder written: nothing to resume)", file=sys.stderr)
+        _say_interrupted(run, world, t.epochs)
     finally:
         if board is not None:
             board.close()
         if world.size > 1 and dist.is_initialized():
             dist.destroy_process_group()
+    met["skipped"] = len(bad_train) + len(bad_val)
+    return met
+
+
+def _say_interrupted(run: RunFolder, world: World, epochs: int) -> None:
+    if world.main and run.dir is not None:
+        # args.json and spec.yaml say how the run began: the folder is all --resume needs
+        print(f"\ninterrupted: {run.dir / 'last.pt'} holds epoch {run.saved} of {epochs}; "
+              f"continue with: archc train --out {shlex.quote(str(run.dir))} --resume", file=sys.stderr)
+    elif world.main:
+        print(f"\ninterrupted after epoch {run.history[-1]['epoch'] if run.history else 0} "
+              "(no run folder written: nothing to resume)", file=sys.stderr)
+
+
+def train(spec_or_path: Spec | str | Path, data: str | Path, options: TrainOptions | None = None, *,
+          overrides: dict | list | None = None) -> TrainResult:
+    """Train the network of a spec on an image folder with the spec's recipe (``train:``, ``data:``);
+    ``options`` (:class:`~archcompiler.options.TrainOptions`) override the recipe's fields and say where
+    the run goes. Returns the trained module and its history.
+
+    Published weights (``options.pretrained``, or ``options.weights`` a name or URL) bring their
+    preprocessing and input size (the spec's ``data:`` as ``--set`` values before the given
+    ``overrides``)."""
+    from ..pretrained import resolve
+
+    o = options or TrainOptions()
+    flags = {"train.epochs": o.epochs, "train.batch_size": o.batch_size, "train.lr": o.lr, "train.seed": o.seed}
+    sets = [f"{k}={json.dumps(v)}" for k, v in overrides.items()] if isinstance(overrides, dict) else \
+        list(overrides or [])
+    arguments = _arguments(data, sets, o)
+    main = int(os.environ.get("RANK", "0")) == 0
+    published = resolve(spec_or_path, o.weights, o.pretrained, [*sets, *(f"{k}={v}" for k, v in flags.items()
+                                                                       if v is not None)],
+                        progress=o.progress and main,
+                        note=lambda line: print(f"archc: {line}", file=sys.stderr, flush=True) if main else None)
+    weights_file = published.file or (str(o.weights) if o.weights else None)
+    spec = load_spec(spec_or_path, published.overrides)
+    refuse_feature_extractor(spec, "train")
+    _check_options(o)
+    writer = _tensorboard_writer(o.write) if o.tensorboard else None
+    dev, world = _distributed(spec, o.device)
+    d = _data(spec, data, o.val, o.val_split, world, o.workers)
+
+    model, new_heads, frozen, spared = _model(spec, published.weights, o.freeze, world, dev)
+    overrides = published.overrides
+    published = None                                # the tensors read are in the model now
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = _optimizer(spec, trainable)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(spec, e))
+    scaler = torch.amp.GradScaler("cuda") if o.amp and dev.type == "cuda" else None
+    net = torch.nn.parallel.DistributedDataParallel(model) if world.size > 1 else model
+
+    run = RunFolder.open(spec, model, optimizer, scheduler, d.classes, d.train_set.preprocess, o, world.main)
+    if run.source == str(spec.file) and isinstance(spec_or_path, (str, Path)) and spec.file != "<string>":
+        run.source = str(spec_or_path)              # as given: a path, or a zoo name (resnet50)
+    arguments["spec"] = run.source
+    run.describe({"spec": run.source, "data": str(data), "val": arguments["val"],
+                  "val_split": o.val_split, "device": str(dev), "workers": d.workers, "amp": o.amp,
+                  "processes": world.size, "overrides": overrides,
+                  "weights": arguments["weights"], "pretrained": arguments["pretrained"], "weights_file": weights_file,
+                  "freeze": o.freeze, "patience": o.patience, "train": spec.train.model_dump(),
+                  "data_options": spec.data.model_dump(), "classes": d.classes,
+                  "arguments": arguments, "cwd": os.getcwd()})
+    board = writer(log_dir=str(run.dir / "tensorboard")) if writer is not None and run.dir is not None else None
+    if not o.resume:
+        run.save("last", 0)                         # resumable from the start
+
+    session = _Session(net, model, frozen, d, optimizer, scaler, spec, dev, world, o.amp, o.strict)
+    met = _epochs(session, run, o, scheduler, board, data)
     model.eval()
-    return TrainResult(model, run.history, run.dir, d.classes, len(bad_train) + len(bad_val), interrupted, run.best,
-                       epochs=t.epochs, stopped=stopped, new_heads=[str(h) for h in new_heads], frozen=freeze,
-                       spared=[h.layer for h in new_heads if h.path in spared],
+    return TrainResult(model, run.history, run.dir, d.classes, met["skipped"], met["interrupted"], run.best,
+                       epochs=spec.train.epochs, stopped=met["stopped"], new_heads=[str(h) for h in new_heads],
+                       frozen=o.freeze, spared=[h.layer for h in new_heads if h.path in spared],
                        trainable=sum(p.numel() for p in trainable),
                        parameters=sum(p.numel() for p in model.parameters()))
 

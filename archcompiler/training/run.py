@@ -15,6 +15,7 @@ import torch
 
 from ..errors import ArchcError, Location, RunError, SpecError, error, printable
 from ..io import atomic_path, write_text
+from ..options import TrainOptions
 from ..spec import Spec, load_spec, parse_override
 from ..spec.source import plain
 from ..version import __version__
@@ -234,8 +235,12 @@ class RunFolder:
 
     @classmethod
     def open(cls, spec: Spec, model: torch.nn.Module, optimizer: Any, scheduler: Any, classes: list[str],
-             pre: Preprocess, out: str | Path | None, resume: bool, write: bool, main: bool) -> RunFolder:
-        if resume:
+             pre: Preprocess, options: TrainOptions, main: bool) -> RunFolder:
+        """The run folder ``options`` say (``out``, ``resume``, ``write``): a new one, or the one resumed,
+        its weights and state loaded into ``model``, ``optimizer`` and ``scheduler``; only the main
+        process writes."""
+        out, write = options.out, options.write
+        if options.resume:
             run_dir = Path(out) if out else _latest_run_dir(spec)
             if run_dir is None or not (run_dir / "last.pt").is_file():
                 raise RunError([error(f"nothing to resume: no last.pt in {run_dir or 'runs/'}", "--resume",

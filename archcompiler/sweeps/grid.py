@@ -14,7 +14,6 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from ..errors import ArchcError, Location, SpecError, error
@@ -98,7 +97,7 @@ def analyse_variant(spec: Spec, sets: dict[str, str], base: Sequence[str] = (), 
     """One row of the sweep's table: ``name``, ``sets``, ``ok``, ``errors`` (located diagnostics, as
     JSON), ``params``, ``macs`` (at ``batch``), ``peak_activation_bytes``, ``train_memory_bytes`` (the
     peak of a training step with the spec's optimizer) and ``predicted_ms`` (None without ``profile``)."""
-    from .analyze import analyze
+    from ..passes.analyze import analyze
 
     row: dict[str, Any] = {"name": variant_name(sets), "sets": dict(sets), "ok": False, "errors": []}
     try:
@@ -177,14 +176,5 @@ def finish(rows: list[dict[str, Any]]) -> None:
         r.setdefault("pareto", False)
 
 
-def static_sweep(spec_or_path: Spec | str | Path, grid: Sequence[str] | dict[str, Sequence[Any]],
-                 base: Sequence[str] = (), batch: int = 1, optimize: bool = False,
-                 profile: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Every variant of ``grid`` analysed (:func:`analyse_variant`), in grid order."""
-    parsed = parse_grid(grid)
-    spec = load_spec(spec_or_path)
-    return [analyse_variant(spec, sets, base, batch, optimize, profile) for sets in variants(parsed)]
-
-
 __all__ = ["split_values", "parse_grid", "variants", "variant_name", "overrides", "analyse_variant", "ranks",
-           "spearman", "pareto_front", "axes", "finish", "static_sweep"]
+           "spearman", "pareto_front", "axes", "finish"]

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ArchcError, RunError, error
+from ..options import TrainOptions
 from ..spec import Spec
 
 STUDY = "archc-sweep"
@@ -35,15 +36,14 @@ def slug(name: str) -> str:
 
 
 def train_variants(spec: Spec, rows: list[dict[str, Any]], data: str | Path, directory: Path,
-                   epochs: int | None = None, progress: bool = False, val: str | Path | None = None,
-                   val_split: float | None = 0.1, batch_size: int | None = None, seed: int = 0,
-                   workers: int = 0) -> dict[str, dict[str, Any]]:
-    """Train each valid variant (``rows``: the sweep's, each with ``name`` and ``sets``) as one trial;
+                   options: TrainOptions) -> dict[str, dict[str, Any]]:
+    """Train each valid variant (``rows``: the sweep's, each with ``name`` and ``sets``) as one trial
+    with ``options`` (each trial's run folder its own, under ``directory/trials``);
     return per variant name ``accuracy`` (best validation accuracy, or the last training accuracy
     without validation images), ``trial`` (its number) and ``trial_state``; a failed trial gives
     ``accuracy`` None and its ``train_error``. Trials already finished in the study are read, not run."""
-    from ..passes.sweep import overrides
-    from .loop import train
+    from ..training.loop import train
+    from .grid import overrides
 
     optuna = _optuna()
     directory.mkdir(parents=True, exist_ok=True)
@@ -57,9 +57,8 @@ def train_variants(spec: Spec, rows: list[dict[str, Any]], data: str | Path, dir
     def objective(trial: Any) -> float:
         name = trial.suggest_categorical("variant", names)
         try:
-            result = train(spec, data, overrides=overrides(sets[name]), epochs=epochs, progress=progress,
-                           out=directory / "trials" / f"{trial.number}-{slug(name)}", val=val, val_split=val_split,
-                           batch_size=batch_size, seed=seed, workers=workers)
+            result = train(spec, data, options.replace(out=directory / "trials" / f"{trial.number}-{slug(name)}",
+                                                       resume=False), overrides=overrides(sets[name]))
         except ArchcError as exc:
             trial.set_user_attr("error", "; ".join(d.format() for d in exc.errors))
             raise

@@ -7,9 +7,12 @@ carries all diagnostics found in one go, so a user sees every error in a file at
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import re
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 
@@ -131,3 +134,27 @@ def warning(message: str, path: str = "", location: Location = NOWHERE, hint: st
 
 __all__ = ["Location", "NOWHERE", "Diagnostic", "ArchcError", "SpecError", "GraphError",
            "BackendError", "error", "warning", "printable"]
+
+
+# ----------------------------------------------------------------------------- a full disk
+
+FULL_BYTES = 1024 * 1024        # a write that failed with less than this left: the file system is full
+
+
+def disk_full(exc: BaseException, folder: str | Path | None = None) -> bool:
+    """Whether ``exc`` (or an exception it was raised from) says the file system is full: ENOSPC or
+    EDQUOT, or any write error in ``folder`` while less than :data:`FULL_BYTES` are left there (torch's
+    writer says "unexpected pos", graphviz's ``dot`` exits 1)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    if folder is None:
+        return False
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < FULL_BYTES

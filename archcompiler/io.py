@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import errno
 import os
 import re
 import tempfile
@@ -21,7 +20,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import BackendError, Location, error
+from .errors import BackendError, Location, disk_full, error
 
 TEMP_TAG = ".archc-"
 MARKER = b"archc"      # every text file archc writes names itself; model files hold an 'archc' key
@@ -91,28 +90,6 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-
-
-FULL_BYTES = 1024 * 1024        # a write that failed with less than this left: the file system is full
-
-
-def disk_full(exc: BaseException, folder: str | Path | None = None) -> bool:
-    """Whether ``exc`` (or an exception it was raised from) says the file system is full: ENOSPC or
-    EDQUOT, or any write error in ``folder`` while less than :data:`FULL_BYTES` are left there (torch's
-    writer says "unexpected pos", graphviz's ``dot`` exits 1)."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    if folder is None:
-        return False
-    try:
-        st = os.statvfs(folder)
-    except OSError:
-        return False
-    return st.f_bavail * st.f_frsize < FULL_BYTES
 
 
 def no_space(path: str | Path) -> BackendError:

@@ -89,3 +89,26 @@ class SweepOptions:
     rounds: int = 5
     device: str = "cpu"
     progress: bool = False
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """How ``archc build`` builds the module (see :func:`archcompiler.api.build`).
+
+    Args:
+        seed: initialisation seed (0 when None).
+        weights: a state_dict, a ``.pt`` / ``.safetensors`` file, or published weights by name or URL;
+            ``pretrained``: the builder's default published weights.
+        heads: build the training-only heads (False: without them, to load checkpoints that lack them).
+        check_memory: refuse before allocating when parameters and activations would not fit.
+        optimize: the inference module (BatchNorm folded, ReLU fused, channels-last).
+        compile: wrap the module in ``torch.compile`` where a compiler is available.
+    """
+
+    seed: int | None = None
+    weights: str | Path | None = None
+    pretrained: bool = False
+    heads: bool = True
+    check_memory: bool = True
+    optimize: bool = False
+    compile: bool = False

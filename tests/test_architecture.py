@@ -51,6 +51,16 @@ def test_nothing_imports_the_cli_and_the_ir_never_imports_passes_or_backends():
                                                             "archcompiler.backends"))], f
 
 
+def test_every_command_is_a_thin_layer_over_the_public_api():
+    """A command parses its arguments and calls the API: the modules of archcompiler/cli/ import only
+    archcompiler.api, archcompiler.errors and each other."""
+    allowed = ("archcompiler.api", "archcompiler.errors", "archcompiler.cli")
+    for f in sorted((PACKAGE / "cli").glob("*.py")):
+        inside = [i for i in imports(f) if i.startswith("archcompiler")]
+        assert all(i.startswith(allowed) for i in inside), (f.name, sorted(set(inside) - {
+            i for i in inside if i.startswith(allowed)}))
+
+
 def test_the_ops_read_only_the_field_vocabulary_and_never_torch():
     """An op module sits under everything that uses ops: it imports the spec's field types (spec/layers.py,
     spec/base.py, spec/limits.py), pydantic and the op kit, never the IR, passes, backends, importers,

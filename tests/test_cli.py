@@ -204,7 +204,7 @@ def test_emit_torchscript(tmp_path):
 def test_the_committed_editor_schema_is_current():
     from conftest import ROOT
 
-    from archcompiler.cli.schema import schema_text
+    from archcompiler.spec.schema import schema_text
     assert (ROOT / "schema" / "archc.schema.json").read_text() == schema_text(), \
         "run: archc schema -o schema/archc.schema.json"
 

@@ -198,7 +198,7 @@ def test_autograd_keeps_nothing_and_the_backward_makes_the_inputs_gradient_alone
 
 def test_it_is_drawn_listed_timed_and_in_the_schema(capsys, tmp_path):
     from archcompiler.cli import main
-    from archcompiler.cli.schema import schema_text
+    from archcompiler.spec.schema import schema_text
     from archcompiler.ops import KINDS
 
     (tmp_path / "up.yaml").write_text(SPEC)

@@ -17,7 +17,6 @@ import threading
 from collections.abc import Callable
 
 from ..errors import ArchcError, printable
-from ..util import paused_gc
 from .common import EXAMPLES, EXIT_CODES, NEEDS_IMAGES, TOP_EXAMPLES, print_errors
 
 # the commands, in the order `archc --help` lists them, and the module here that defines each
@@ -35,7 +34,7 @@ def parser(command: str | None = None) -> argparse.ArgumentParser:
         epilog=f"examples:\n{TOP_EXAMPLES}\n\nRun 'archc COMMAND --help' for a command's options and examples.\n"
                f"{EXIT_CODES}",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    from ..version import __version__
+    from ..api import __version__
     p.add_argument("--version", action="version", version=f"archc {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS if command is None else [command]:
@@ -57,9 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     run: Callable[[argparse.Namespace], int] = args.run
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _interrupt)     # `kill` cleans up like Ctrl-C: no temporary files left
+    collecting = gc.isenabled()
+    gc.disable()            # compiling builds many small objects that live to the end (see entry())
     try:
-        with paused_gc():
-            return run(args)
+        return run(args)
     except ArchcError as exc:
         print_errors(exc, getattr(args, "format", "text"))
         return 1
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return 0
     except Exception as exc:  # an internal error: say so plainly, without a traceback
-        from ..io import disk_full
+        from ..errors import disk_full
         if disk_full(exc):      # a write outside io.atomic_path (a run folder's log) on a full disk
             where = getattr(exc, "filename", None)
             print(f"archc: no space left on the device{f' (writing {where})' if where else ''}: free some space "
@@ -81,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
               "This is a bug in archc, not in your spec. Run again with ARCHC_DEBUG=1 to see the "
               "traceback, and please report it.", file=sys.stderr)
         return 3
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def entry() -> None:

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from pathlib import Path
-
-EXTENSIONS = {"model": "pt", "python": "py", "torchscript": "ts", "onnx": "onnx"}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -52,83 +48,46 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..io import check_default_output, refuse_inputs
-    from ..passes import annotated_graph, rows, totals
-    from ..pretrained import resolve
-    from ..spec import load_spec
-    from .tables import human, size
+    from ..api import BuildOptions, compile_model
 
-    published = resolve(args.spec, args.weights, args.pretrained, args.set)
-    spec = load_spec(args.spec, published.overrides)
-    if published.entry is not None and published.entry.model_note:
-        print(f"archc: {published.entry.model_note}", file=sys.stderr)
-    g = annotated_graph(spec)
-    top, fine = rows(g, spec), rows(g, spec, depth=2)
-    print(f"building {spec.name} (importing torch)...", file=sys.stderr)
-    from ..backends.torch import build
-
-    heads = not args.drop_training_heads
-    out = Path(args.output or f"{spec.name}.{EXTENSIONS[args.emit]}") if args.output or args.emit != "model" else None
-    if args.optimize and out is not None and args.emit == "model":
-        from ..errors import BackendError, error
-        raise BackendError([error("a model file keeps the ordinary module; optimise when you load it: "
-                                  "archcompiler.load_model(path, optimize=True)", "--optimize",
-                                  hint="with --optimize, write --emit python, torchscript or onnx")])
-    if out is not None:       # refuse a bad output before the (slow) build
-        refuse_inputs(out, [p for p in (args.spec, published.file or args.weights) if p])
-        if not args.output:
-            check_default_output(out, args.force)
-    model = build(spec, seed=args.seed, weights=published.weights, heads=heads, check_memory=args.memory_check,
-                  optimize=args.optimize, compile=args.compile)
-    n_params = sum(p.numel() for p in model.parameters())
-    if args.optimize:
-        from ..passes.optimize import optimize
-
-        g = optimize(g)
-        top, fine = rows(g, spec), rows(g, spec, depth=2)
-        heads = False
-    expected = totals(g, training=heads)["params"]
+    options = BuildOptions(seed=args.seed, weights=args.weights, pretrained=args.pretrained,
+                           heads=not args.drop_training_heads, check_memory=args.memory_check, optimize=args.optimize,
+                           compile=args.compile)
+    built = compile_model(args.spec, args.output, options, overrides=args.set, emit=args.emit,
+                          keep_batch_norm=args.keep_batch_norm, force=args.force, progress=True)
+    n_params, expected, written = built["parameters"], built["analysis_parameters"], built["written"]
     if args.format == "json":
-        written = _write(out, args, spec, model) if out is not None else None
-        print(json.dumps({"spec": spec.name, "parameters": n_params, "analysis_parameters": expected,
-                          "training_heads": heads, "rows": fine, "written": str(written) if written else None},
-                         indent=2))
+        print(json.dumps({"spec": built["spec"], "parameters": n_params, "analysis_parameters": expected,
+                          "training_heads": built["training_heads"], "rows": built["layers"],
+                          "written": str(written) if written else None}, indent=2))
         return 0 if n_params == expected else 1
     if not args.quiet:
-        children: dict[str, list[dict]] = {}
-        for r in fine:
-            children.setdefault(r["name"].split("/")[0], []).append(r)
-        print(f"{spec.name}  input {size(spec.input)}")
-        for r in top:
-            if r["training_only"] and not heads:
-                continue
-            tag = "  (training only)" if r["training_only"] else ""
-            print(f"  {r['name']:<16} {r['type']:<16} {size(r['output']):>12} {human(r['params']):>8}{tag}")
-            subs = children.get(r["name"], [])
-            if len(subs) > 1 or (subs and subs[0]["name"] != r["name"]):
-                for s in subs:
-                    leaf = s["name"].split("/", 1)[-1]
-                    print(f"    {leaf:<14} {s['type']:<16} {size(s['output']):>12} {human(s['params']):>8}")
+        _print_tree(built)
     same = "equals" if n_params == expected else "DIFFERS FROM"
     print(f"parameters: {n_params:,} (torch); {same} archc flops' total {expected:,}")
     if n_params != expected:
         return 1
-    if out is None:
-        return 0
-    print(f"wrote {_write(out, args, spec, model)}")
+    if written is not None:
+        print(f"wrote {written}")
     return 0
 
 
-def _write(out: Path, args: argparse.Namespace, spec, model) -> Path:
-    from ..backends.torch import save_model
+def _print_tree(built: dict) -> None:
+    """The rows with their layers, one line each: name, type, output size, parameters."""
+    from .tables import human, size
 
-    if args.emit == "model":
-        save_model(model, out)
-    elif args.emit == "python":
-        from ..io import write_text
-        write_text(out, model.code)
-    else:
-        from ..backends.torch.export import export
-        print(f"exporting {args.emit}...", file=sys.stderr)
-        export(model, spec, args.emit, out, keep_batch_norm=args.keep_batch_norm)
-    return out
+    heads = built["training_heads"]
+    children: dict[str, list[dict]] = {}
+    for r in built["layers"]:
+        children.setdefault(r["name"].split("/")[0], []).append(r)
+    print(f"{built['spec']}  input {size(built['input'])}")
+    for r in built["rows"]:
+        if r["training_only"] and not heads:
+            continue
+        tag = "  (training only)" if r["training_only"] else ""
+        print(f"  {r['name']:<16} {r['type']:<16} {size(r['output']):>12} {human(r['params']):>8}{tag}")
+        subs = children.get(r["name"], [])
+        if len(subs) > 1 or (subs and subs[0]["name"] != r["name"]):
+            for s in subs:
+                leaf = s["name"].split("/", 1)[-1]
+                print(f"    {leaf:<14} {s['type']:<16} {size(s['output']):>12} {human(s['params']):>8}")

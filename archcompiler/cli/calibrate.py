@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 
@@ -33,29 +32,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..io import write_text
-    from ..measure.calibrate import CalibrationRefused, calibrate, main_progress, summarize
-    from ..passes.latency import default_profile_path, unsteady
-    from ..passes.machine import MOVED_LIMIT, speed_moved
+    from ..api import calibrate
 
     print(f"calibrating {args.device} ({'quick' if args.quick else 'under a minute'})...", file=sys.stderr)
-    profile = calibrate(args.device, progress=main_progress, quick=args.quick)   # CalibrationRefused: exit 1
-    moved = speed_moved(profile)
-    if moved > MOVED_LIMIT:
-        lo, hi = profile["speed_percentiles"]
-        if not args.force:
-            raise CalibrationRefused(
-                f"no profile written: the machine was busy while it was measured: its speed moved {moved:.1f}x (a "
-                f"reference kernel took {lo:.2f}x-{hi:.2f}x of its median time, 10th to 90th percentile), more than "
-                f"the {MOVED_LIMIT:g}x a profile may move",
-                hint="run archc calibrate again when the machine is idle, or with --force to write it anyway, "
-                     "marked as unsteady")
-        profile["unsteady"] = {"moved": round(moved, 1), "limit": MOVED_LIMIT}
-    path = args.output or default_profile_path(args.device)
-    write_text(path, json.dumps(profile, indent=1))
-    print(summarize(profile))
-    print(f"wrote {path}{' (marked as unsteady: written with --force)' if profile.get('unsteady') else ''}")
-    warning = unsteady(profile)
-    if warning:
-        print(f"warning: {warning}", file=sys.stderr)
+    done = calibrate(args.device, args.output, quick=args.quick, force=args.force)
+    print(done["summary"])
+    print(f"wrote {done['path']}{' (marked as unsteady: written with --force)' if done['profile'].get('unsteady') else ''}")
+    if done["warning"]:
+        print(f"warning: {done['warning']}", file=sys.stderr)
     return 0

@@ -87,26 +87,11 @@ def _layers(layers: list[str]) -> str:
     return ", ".join(layers)
 
 
-def _file(path: str) -> str:
-    """A shipped spec as ``specs/NAME.yaml``; any other file as given."""
-    from pathlib import Path
-
-    from ..spec.zoo import SPEC_DIR
-
-    try:
-        return f"specs/{Path(path).resolve().relative_to(SPEC_DIR)}"
-    except (ValueError, OSError):
-        return path
-
-
 def run(args: argparse.Namespace) -> int:
-    from ..passes.diff import diff
-    from ..spec import load_spec
+    from ..api import diff
     from .tables import human, render, size
 
-    a = load_spec(args.a, [*args.set, *args.set_a])
-    b = load_spec(args.b, [*args.set, *args.set_b])
-    result = diff(a, b, layers=args.layers)
+    result = diff(args.a, args.b, [*args.set, *args.set_a], [*args.set, *args.set_b], layers=args.layers)
     unit = "layer" if args.layers else "row"
     if args.format == "json":
         print(json.dumps(result, indent=2))
@@ -114,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     shown = [r for r in result["rows"] if r["status"] != "same" or args.all]
     if args.layers:                 # a layer's statements share its name: say which op each is
         shown = [{**r, "name": f"{r['name']} ({r['type']})"} for r in shown]
-    print(f"A: {result['a']} ({_file(result['a_file'])})\nB: {result['b']} ({_file(result['b_file'])})")
+    print(f"A: {result['a']} ({result['a_source']})\nB: {result['b']} ({result['b_source']})")
     if result["params"]:
         print("spec params: " + ", ".join(f"{k} {_value(a)} -> {_value(b)}" for k, (a, b) in result["params"].items()))
     print()

@@ -23,14 +23,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..api import op_catalog
-    from ..ops import markdown, plugin_problems
+    from ..api import op_catalog, op_markdown, plugin_problems
 
     for problem in plugin_problems():
         print(f"archc: warning: a plugin was left out: {problem}", file=sys.stderr)
     entries = op_catalog(args.op)
     if args.format == "markdown":
-        print(markdown(entries), end="")
+        print(op_markdown(entries), end="")
         return 0
     if args.format == "json":
         print(json.dumps(entries if args.op is None else entries[0], indent=2))

@@ -30,40 +30,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def profile_report(spec_or_path, batch: int = 1, device: str = "cpu", optimize: bool = False, repeats: int = 10,
-                   machine=None, overrides=None) -> dict:
-    """Predicted and measured milliseconds per row and in total (``archc profile --format json``).
-    Each total is the sum of its column's rows; ``total.whole_call_ms`` is the forward pass timed as one
-    call without the marks between rows, which a busy machine (stalls in whole runs that each row's
-    median leaves out) or the marks' own cost can set apart from the rows' sum (see :func:`total_note`)."""
-    from ..measure.profile import measure_rows
-    from ..passes import annotated_graph
-    from ..passes.latency import load_profile, predict_rows
-    from ..spec import load_spec
-
-    spec = load_spec(spec_or_path, overrides)
-    profile = load_profile(machine, device)
-    g = annotated_graph(spec)
-    if optimize:
-        from ..passes.optimize import optimize as run_passes
-
-        g = run_passes(g)
-    predicted = predict_rows(g, profile, batch)
-    measured = measure_rows(spec, batch, device, optimize, repeats)
-    rows = [{"name": name, "predicted_ms": p["ms"], "measured_ms": measured["rows"].get(name),
-             "intensity": p["intensity"], "bound": p["bound"]} for name, p in predicted.items()]
-    # a row measured but not predicted (none known: every node the module marks is a node of the graph) is
-    # shown too, so that the measured total is the sum of what is shown
-    rows += [{"name": name, "predicted_ms": None, "measured_ms": ms, "intensity": None, "bound": None}
-             for name, ms in measured["rows"].items() if name not in predicted]
-    return {"spec": spec.name, "batch": batch, "device": device, "optimized": optimize, "machine": profile["name"],
-            "rows": rows, "total": {"predicted_ms": sum(r["predicted_ms"] or 0.0 for r in rows),
-                                    "measured_ms": sum(r["measured_ms"] or 0.0 for r in rows),
-                                    "whole_call_ms": measured["total_ms"], "repeats": repeats},
-            "machine_speed": 1e3 * profile["reference_s"] / measured["reference_ms"],
-            "machine_unsteady": profile.get("unsteady")}
-
-
 WHOLE_CALL_APART = 1.25     # the whole call's time and the rows' sum further apart than this: say why
 
 
@@ -95,7 +61,10 @@ def speed_note(report: dict) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    report = profile_report(args.spec, args.batch, args.device, args.optimize, args.repeats, args.machine, args.set)
+    from ..api import profile
+
+    report = profile(args.spec, args.set, batch=args.batch, device=args.device, optimize=args.optimize,
+                     repeats=args.repeats, machine=args.machine)
     if args.format == "json":
         print(json.dumps(report, indent=2))
         return 0
@@ -118,9 +87,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"note: {note}", file=sys.stderr)
     mark = report.get("machine_unsteady")
     if mark:
-        from ..passes.machine import MOVED_LIMIT
-
         print(f"note: the machine profile was written by archc calibrate --force although the machine's speed moved "
-              f"{mark['moved']:g}x while it was measured (it refuses more than {mark.get('limit') or MOVED_LIMIT:g}x): "
+              f"{mark['moved']:g}x while it was measured (it refuses more than {mark['limit']:g}x): "
               "predictions from it can be off by as much", file=sys.stderr)
     return 0

@@ -36,51 +36,30 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from ..api import report
+    from ..api import report, sweep_report
     from ..errors import SpecError, error
-    from ..io import check_default_output, refuse_inputs
-    from ..spec import load_spec
 
     if args.sweep or (args.spec and args.spec.endswith(".json")):
-        return run_sweep(args)
-    if not args.spec:
-        raise SpecError([error("archc report needs a SPEC (or --sweep DIR)", "SPEC",
-                               hint="e.g. archc report specs/googlenet.yaml")])
-    from ..pretrained import is_weights_name, resolve
-
-    if args.weights is not None and not is_weights_name(args.weights):
-        raise SpecError([error(f"archc report describes the network, not a file of weights: --weights takes the "
-                               f"name of published weights, not {args.weights}", "--weights",
-                               hint="e.g. --weights IMAGENET1K_V1, or --pretrained")])
-    published = resolve(args.spec, args.weights, args.pretrained, args.set, fetch_file=False)
-    spec = load_spec(args.spec, published.overrides)
-    out = Path(args.output or f"{spec.name}-report.html")
-    refuse_inputs(out, [args.spec])
-    if not args.output:
-        check_default_output(out, args.force)
-    if args.profile:
-        print("measuring every row (importing torch)...", file=sys.stderr)
-    report(spec, out, batch=args.batch, machine=args.machine, profile=args.profile)
+        if args.sweep and args.spec:
+            raise SpecError([error("give a SPEC or --sweep DIR, not both", "--sweep")])
+        out = sweep_report(args.sweep or args.spec, args.output, force=args.force)
+    else:
+        if not args.spec:
+            raise SpecError([error("archc report needs a SPEC (or --sweep DIR)", "SPEC",
+                                   hint="e.g. archc report specs/googlenet.yaml")])
+        if args.profile:
+            print("measuring every row (importing torch)...", file=sys.stderr)
+        out = report(args.spec, args.output, args.set, batch=args.batch, machine=args.machine, profile=args.profile,
+                     weights=_weights(args), force=args.force)
     print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB)")
     return 0
 
 
-def run_sweep(args: argparse.Namespace) -> int:
-    from pathlib import Path
+def _weights(args: argparse.Namespace) -> str | bool | None:
+    """--pretrained (True) or --weights NAME; both is a located error."""
+    if args.pretrained and args.weights is not None:
+        from ..errors import SpecError, error
 
-    from ..api import sweep_report
-    from ..errors import SpecError, error
-    from ..io import check_default_output
-
-    if args.sweep and args.spec:
-        raise SpecError([error("give a SPEC or --sweep DIR, not both", "--sweep")])
-    source = Path(args.sweep or args.spec)
-    folder = source if source.is_dir() else source.parent
-    out = Path(args.output or folder / "sweep-report.html")
-    if not args.output:
-        check_default_output(out, args.force)
-    sweep_report(source, out)
-    print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB)")
-    return 0
+        raise SpecError([error("give --pretrained (the default weights) or --weights, not both", "--pretrained",
+                               hint="--weights DEFAULT is --pretrained")])
+    return True if args.pretrained else args.weights

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -20,13 +19,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..spec import load_spec
-    from ..spec.origins import annotated_yaml, origins
-    from ..spec.source import plain
+    from ..api import resolve
 
-    spec = load_spec(args.spec, args.set)       # validates: a resolved spec is a valid one
-    if args.format == "json":
-        print(json.dumps({"spec": plain(spec.document), "origins": origins(spec.document)}, indent=2))
-    else:
-        print(annotated_yaml(spec.document, with_origins=not args.no_origins), end="")
+    print(resolve(args.spec, args.set, format=args.format, origins=not args.no_origins), end="")
     return 0

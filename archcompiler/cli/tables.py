@@ -7,7 +7,7 @@ import io
 from collections.abc import Sequence
 from typing import Any
 
-from ..util import mib, shape_text  # noqa: F401  (mib: re-exported for the commands)
+from ..api import mib, shape_text  # noqa: F401  (mib: re-exported for the commands)
 
 
 def human(n: float, base: int = 1000) -> str:

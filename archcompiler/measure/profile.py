@@ -76,3 +76,37 @@ def measure_rows(spec: Spec, batch: int = 1, device: str = "cpu", optimize: bool
         rows[row] = rows.get(row, 0.0) + ms
     return {"rows": rows, "nodes": nodes, "total_ms": 1e3 * statistics.median(totals),
             "reference_ms": 1e3 * statistics.median(reference.samples[warmup:])}
+
+
+def profile_report(spec_or_path, batch: int = 1, device: str = "cpu", optimize: bool = False, repeats: int = 10,
+                   machine=None, overrides=None) -> dict:
+    """Predicted and measured milliseconds per row and in total (``archc profile --format json``).
+    Each total is the sum of its column's rows; ``total.whole_call_ms`` is the forward pass timed as one
+    call without the marks between rows, which a busy machine (stalls in whole runs that each row's
+    median leaves out) or the marks' own cost can set apart from the rows' sum (see :func:`total_note`)."""
+    from ..passes import annotated_graph
+    from ..passes.latency import load_profile, predict_rows
+    from ..passes.machine import MOVED_LIMIT
+    from ..spec import load_spec
+
+    spec = load_spec(spec_or_path, overrides)
+    profile = load_profile(machine, device)
+    g = annotated_graph(spec)
+    if optimize:
+        from ..passes.optimize import optimize as run_passes
+
+        g = run_passes(g)
+    predicted = predict_rows(g, profile, batch)
+    measured = measure_rows(spec, batch, device, optimize, repeats)
+    rows = [{"name": name, "predicted_ms": p["ms"], "measured_ms": measured["rows"].get(name),
+             "intensity": p["intensity"], "bound": p["bound"]} for name, p in predicted.items()]
+    # a row measured but not predicted (none known: every node the module marks is a node of the graph) is
+    # shown too, so that the measured total is the sum of what is shown
+    rows += [{"name": name, "predicted_ms": None, "measured_ms": ms, "intensity": None, "bound": None}
+             for name, ms in measured["rows"].items() if name not in predicted]
+    return {"spec": spec.name, "batch": batch, "device": device, "optimized": optimize, "machine": profile["name"],
+            "rows": rows, "total": {"predicted_ms": sum(r["predicted_ms"] or 0.0 for r in rows),
+                                    "measured_ms": sum(r["measured_ms"] or 0.0 for r in rows),
+                                    "whole_call_ms": measured["total_ms"], "repeats": repeats},
+            "machine_speed": 1e3 * profile["reference_s"] / measured["reference_ms"],
+            "machine_unsteady": {"limit": MOVED_LIMIT, **profile["unsteady"]} if profile.get("unsteady") else None}

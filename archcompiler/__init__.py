@@ -26,11 +26,12 @@ from .version import __version__
 
 # name -> the module (relative to this package) that defines it, imported on first use (PEP 562)
 _LAZY = {
-    **dict.fromkeys(["build", "check", "diff", "draw", "evaluate", "import_module", "load_model", "op_catalog",
-                     "predict", "report", "save_model", "sweep", "sweep_report", "sweep_table", "train", "train_summary",
-                     "resume_arguments", "zoo"],
+    **dict.fromkeys(["build", "calibrate", "check", "compile_model", "diff", "draw", "evaluate", "import_model",
+                     "import_module", "is_published", "load_model", "op_catalog", "op_markdown", "plugin_problems",
+                     "predict", "profile", "report", "resolve", "resume_arguments", "save_model", "schema", "sweep",
+                     "sweep_report", "sweep_table", "train", "train_summary", "validate", "write_model", "zoo"],
                     ".api"),
-    **dict.fromkeys(["TrainOptions", "SweepOptions"], ".options"),
+    **dict.fromkeys(["BuildOptions", "TrainOptions", "SweepOptions"], ".options"),
     "lower": ".ir",
     "analyze": ".passes",
     "Spec": ".spec",
@@ -40,24 +41,37 @@ _LAZY = {
 if TYPE_CHECKING:       # what the names are, for type checkers and editors
     from .api import (
         build,
+        calibrate,
         check,
+        compile_model,
         diff,
         draw,
         evaluate,
+        import_model,
         import_module,
+        is_published,
         load_model,
         op_catalog,
+        op_markdown,
+        plugin_problems,
         predict,
+        profile,
         report,
+        resolve,
+        resume_arguments,
         save_model,
+        schema,
         sweep,
         sweep_report,
         sweep_table,
         train,
+        train_summary,
+        validate,
+        write_model,
         zoo,
     )
     from .ir import lower
-    from .options import SweepOptions, TrainOptions
+    from .options import BuildOptions, SweepOptions, TrainOptions
     from .passes import analyze
     from .spec import Spec, load_spec
 
@@ -77,7 +91,9 @@ def __dir__() -> list[str]:
     return sorted({*globals(), *_LAZY})
 
 
-__all__ = ["load_spec", "lower", "analyze", "check", "build", "save_model", "load_model", "train", "evaluate",
-           "predict", "report", "draw", "diff", "zoo", "sweep", "sweep_report", "sweep_table", "TrainOptions",
-           "SweepOptions", "import_module", "op_catalog", "Spec",
-           "SpecError", "GraphError", "BackendError", "RunError", "ArchcError", "Diagnostic", "Location", "__version__"]
+__all__ = ["load_spec", "lower", "analyze", "Spec", "build", "calibrate", "check", "compile_model", "diff", "draw",
+           "evaluate", "import_model", "import_module", "is_published", "load_model", "op_catalog", "op_markdown",
+           "plugin_problems", "predict", "profile", "report", "resolve", "resume_arguments", "save_model", "schema",
+           "sweep", "sweep_report", "sweep_table", "train", "train_summary", "validate", "write_model", "zoo",
+           "BuildOptions", "TrainOptions", "SweepOptions", "SpecError", "GraphError", "BackendError", "RunError",
+           "ArchcError", "Diagnostic", "Location", "__version__"]

@@ -137,7 +137,7 @@ def test_the_import_graph_has_no_cycle():
 
     g = import_graph()
     assert g.number_of_edges() > 50            # the graph is really read, imports inside functions too
-    assert ("archcompiler.api", "archcompiler.measure.profile") in g.edges
+    assert ("archcompiler.api.analysis", "archcompiler.measure.profile") in g.edges
     cycles = list(nx.simple_cycles(g))
     described = [" -> ".join(f"{a} (line {g.edges[a, b]['line']})" for a, b in zip(c, c[1:] + c[:1]))
                  for c in cycles[:5]]
@@ -190,14 +190,15 @@ def test_every_public_function_of_the_api_says_its_parameters():
 
     from archcompiler import api
 
-    hidden = []
+    hidden, checked = [], []
     for name, fn in vars(api).items():
-        if name.startswith("_") or not inspect.isfunction(fn) or fn.__module__ != api.__name__:
+        if name.startswith("_") or not inspect.isfunction(fn) or not fn.__module__.startswith(api.__name__ + "."):
             continue
+        checked.append(name)
         kinds = {p.kind for p in inspect.signature(fn).parameters.values()}
         if inspect.Parameter.VAR_KEYWORD in kinds or inspect.Parameter.VAR_POSITIONAL in kinds or not fn.__doc__:
             hidden.append(name)
-    assert not hidden, hidden
+    assert len(checked) > 25 and not hidden, hidden
 
 
 # ----------------------------------------------------------------------------- start-up

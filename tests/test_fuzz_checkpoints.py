@@ -874,7 +874,7 @@ def test_a_class_name_that_cannot_be_printed_is_refused(seeds, name, tmp_path):
     """Found by case 5198: class names from last.pt were printed by predict as they were: an ANSI escape
     cleared the terminal (a lone surrogate cannot be printed at all). A training folder of such a name is
     refused too, so that archc train never writes a checkpoint archc then refuses."""
-    from archcompiler.errors import SpecError
+    from archcompiler.errors import RunError
     from archcompiler.training.data import scan
 
     def classes(payload):
@@ -884,7 +884,7 @@ def test_a_class_name_that_cannot_be_printed_is_refused(seeds, name, tmp_path):
     if name != "\ud800":            # (a file name that is not UTF-8)
         (tmp_path / "ok").mkdir()
         (tmp_path / name).mkdir()
-        with pytest.raises(SpecError, match="class folder whose name holds a control character"):
+        with pytest.raises(RunError, match="class folder whose name holds a control character"):
             scan(tmp_path)
 
 

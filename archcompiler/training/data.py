@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from ..errors import Location, SpecError, error
+from ..errors import Location, RunError, SpecError, error
 
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 # evaluation resizes the whole image (shorter side to ``resize``) before its center crop; an image so
@@ -64,8 +64,9 @@ def read_image(path: str | Path, note: Callable[[str], None] | None = None) -> A
     return img
 
 
-def _fail(message: str, where: str | Path, hint: str | None = None) -> SpecError:
-    return SpecError([error(message, "--data", Location(str(where)), hint=hint)])
+def _fail(message: str, where: str | Path, hint: str | None = None) -> RunError:
+    """What the data folder holds stops the run (a :class:`RunError` located at the folder)."""
+    return RunError([error(message, "--data", Location(str(where)), hint=hint)])
 
 
 @dataclass(frozen=True)

@@ -16,16 +16,11 @@ from typing import Any
 
 import torch
 
-from ..errors import Location, RunError, error
-from .data import EXTENSIONS, ImageError, ImageFolder, read_image
+from .data import EXTENSIONS, ImageError, ImageFolder, _fail, read_image
 
 IGNORE = 255                   # a mask's "not labelled" value
 IGNORE_INDEX = -100            # the same in a target tensor: torch's cross_entropy leaves it out
 MAX_CLASSES = 255
-
-
-def _fail(message: str, where: str | Path, hint: str | None = None) -> RunError:
-    return RunError([error(message, "--data", Location(str(where)), hint=hint)])
 
 
 def is_mask_folder(folder: str | Path) -> bool:

@@ -132,8 +132,8 @@ def test_the_workspace_is_the_mean_and_deviation_of_each_group():
 def test_it_is_drawn_listed_timed_and_in_the_schema(capsys, tmp_path):
     from archcompiler.backends.dot import build_dot
     from archcompiler.cli import main
-    from archcompiler.spec.schema import schema_text
     from archcompiler.ops import KINDS
+    from archcompiler.spec.schema import schema_text
 
     pytest.importorskip("graphviz")
     dot = build_dot(archcompiler.load_spec(SPEC)).source

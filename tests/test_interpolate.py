@@ -198,8 +198,8 @@ def test_autograd_keeps_nothing_and_the_backward_makes_the_inputs_gradient_alone
 
 def test_it_is_drawn_listed_timed_and_in_the_schema(capsys, tmp_path):
     from archcompiler.cli import main
-    from archcompiler.spec.schema import schema_text
     from archcompiler.ops import KINDS
+    from archcompiler.spec.schema import schema_text
 
     (tmp_path / "up.yaml").write_text(SPEC)
     assert main(["flops", str(tmp_path / "up.yaml")]) == 0

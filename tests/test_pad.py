@@ -154,8 +154,8 @@ def test_errors_are_located_at_the_layer():
 
 def test_it_is_drawn_listed_and_timed(capsys, tmp_path):
     from archcompiler.cli import main
-    from archcompiler.spec.schema import schema_text
     from archcompiler.ops import KINDS
+    from archcompiler.spec.schema import schema_text
 
     (tmp_path / "pad.yaml").write_text(SPEC)
     assert main(["flops", str(tmp_path / "pad.yaml")]) == 0

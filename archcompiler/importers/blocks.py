@@ -117,6 +117,7 @@ def _arguments(name: str, fam: Family, removed: dict[str, set[str]], position: d
                 fields[rel][k] = re.sub(r"[A-Za-z_][A-Za-z0-9_]*", lambda m: rename.get(m.group(0), m.group(0)), v)
     vec_of = {rename.get(a, a): v for a, v in vec_of.items()}
     args = [rename.get(a, a) for a in args]
+    _name_constants(fields, full, insts, vectors, {rename.get(a, a): k for a, (_, k) in origin.items()}, vec_of)
     values = {}
     for j, inst in enumerate(insts):
         vals = {}
@@ -126,6 +127,22 @@ def _arguments(name: str, fam: Family, removed: dict[str, set[str]], position: d
         values[inst.path] = vals
     when = _conditions(fam, removed, args, values, fields, position)
     return Block(name, fam, args, values, fields, when)
+
+
+def _name_constants(fields: dict, full: Instance, insts: list[Instance], vectors: dict, field_of: dict[str, str],
+                    vec_of: dict[str, list]) -> None:
+    """A layer that some uses leave out (a projection shortcut) may hold a field constant where it is present,
+    a literal that hides what it follows: where an argument of the same field has that value in each of
+    those uses, the field is written as the argument (``stride: stride``, not ``stride: 2``)."""
+    for rel, it in full.members.items():
+        present = [j for j, inst in enumerate(insts) if rel in inst.members]
+        if len(present) == len(insts):
+            continue
+        for k, v in it.fields.items():
+            if (rel, k) in vectors or not _numeric(v):
+                continue
+            fields[rel][k] = next((a for a, field in field_of.items() if field == k and all(
+                vec_of[a][j] is not None and scalar(vec_of[a][j]) == scalar(v) for j in present)), fields[rel][k])
 
 
 def _conditions(fam: Family, removed: dict[str, set[str]], args: list[str], values: dict, fields: dict,

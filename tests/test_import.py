@@ -876,3 +876,36 @@ def test_a_module_whose_own_code_fails_is_said_with_its_place_not_an_internal_er
     assert done.returncode == 1 and "internal error" not in done.stderr and "Traceback" not in done.stderr
     assert said.format(tmp_path / "net.py") in done.stderr, done.stderr
     assert not (tmp_path / "net.yaml").exists()
+
+
+def test_a_shortcut_some_uses_leave_out_reads_its_stride_from_the_blocks_argument():
+    """Three residual blocks, the first two with a strided projection shortcut: the shortcut's stride is
+    the block's ``stride``, not the literal 2 both its uses happen to have."""
+    import torch.nn as nn
+
+    class Block(nn.Module):
+        def __init__(self, cin, cout, stride):
+            super().__init__()
+            self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(cout)
+            self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(cout)
+            self.short = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)) \
+                if stride != 1 or cin != cout else nn.Identity()
+
+        def forward(self, x):
+            return (self.bn2(self.conv2(self.bn1(self.conv1(x)).relu())) + self.short(x)).relu()
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Conv2d(3, 16, 3, 1, 1)
+            self.layers = nn.Sequential(Block(16, 32, 2), Block(32, 64, 2), Block(64, 64, 1))
+            self.fc = nn.Linear(64, 10)
+
+        def forward(self, x):
+            return self.fc(self.layers(self.stem(x)).mean((2, 3)))
+
+    text = archcompiler.import_module(Net(), input=(3, 32, 32))
+    short = next(line for line in text.splitlines() if "name: short.0" in line)
+    assert "stride: stride" in short and "when:" in short, short

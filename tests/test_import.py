@@ -909,3 +909,22 @@ def test_a_shortcut_some_uses_leave_out_reads_its_stride_from_the_blocks_argumen
     text = archcompiler.import_module(Net(), input=(3, 32, 32))
     short = next(line for line in text.splitlines() if "name: short.0" in line)
     assert "stride: stride" in short and "when:" in short, short
+
+
+def test_a_module_ending_in_its_softmax_is_verified_on_its_probabilities():
+    """The spec's final softmax is its probability output (forward gives the logits): the import compares
+    what the source returns, probabilities, with the built module's predict_proba."""
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3)
+            self.fc = nn.Linear(8, 5)
+
+        def forward(self, x):
+            return F.softmax(self.fc(self.conv(x).mean((2, 3))), -1)
+
+    text = archcompiler.import_module(Net(), input=(3, 16, 16))
+    assert text.rstrip().endswith("{name: softmax, op: softmax}")

@@ -29,6 +29,8 @@ class Verdict:
     first: str | None = None
     why: str = ""
     checked: bool = True            # False: the source could not be run outside the trace (``why`` says why)
+    node: str = ""                  # the source's node that computes ``first``'s output (ONNX: its name, op type)
+    agrees: str = ""                # the compared layer before ``first``, whose output agrees (ONNX)
 
     def describe(self) -> str:
         if not self.checked:
@@ -37,6 +39,9 @@ class Verdict:
             return f"verified: the spec's outputs equal the source's (largest difference {self.difference:.1e})" + \
                 (" (onnxruntime)" if "onnxruntime" in self.why else "")
         where = f"; the first layer whose output differs is {self.first}" if self.first else ""
+        where += f", computed by the file's node {self.node}" if self.first and self.node else ""
+        where += f", after {self.agrees}, whose output agrees (the layers without weights between them are " \
+                 "not compared)" if self.first and self.agrees else ""
         return f"{self.why}{where}"
 
 
@@ -93,6 +98,12 @@ def _recorder(model: Any, names: list[str]) -> tuple[dict[str, Any], list[Any]]:
     return seen, handles
 
 
+def gives_probabilities(built: Any) -> bool:
+    """Whether the spec's main output ends in its probability softmax, which the built module's forward
+    leaves out (it gives the logits it trains on) and ``predict_proba`` applies: what the source computes."""
+    return hasattr(built, "predict_proba") and built.LOSSES[next(iter(built.LOSSES))][2] is True
+
+
 def compare(source: Any, built: Any, shape: tuple[int, ...], seed: int = SEED) -> Verdict:
     """Run ``source`` and ``built`` (which has its state_dict keys) on one seeded batch of two, in
     evaluation mode, with the same perturbed BatchNorm statistics; ``source`` is left as it was."""
@@ -121,7 +132,7 @@ def compare(source: Any, built: Any, shape: tuple[int, ...], seed: int = SEED) -
                 return Verdict(True, why=f"not verified: the module does not run on a {'x'.join(map(str, shape))} "
                                          f"input outside the trace ({type(exc).__name__}: {str(exc)[:120]})",
                                checked=False)
-            output = _first_tensor(built(x.clone()))
+            output = _first_tensor(built.predict_proba(x.clone()) if gives_probabilities(built) else built(x.clone()))
     finally:
         for h in (*got_handles, *want_handles):
             h.remove()
@@ -234,24 +245,98 @@ def check_onnx(path: Any, text: str, state: dict[str, Any], probes: dict[str, tu
         reason = " ".join(str(exc).split())[:160]
         reason = reason if reason.isprintable() else repr(reason)[1:-1]
         return Verdict(True, checked=False, why=f"not verified: onnxruntime does not run the file ({reason})")
-    final_gives_probabilities = hasattr(built, "predict_proba") and \
-        built.LOSSES[next(iter(built.LOSSES))][2] is True
     with torch.no_grad():
         tensor = torch.from_numpy(x)
-        output = (built.predict_proba(tensor) if final_gives_probabilities else built(tensor)).numpy()
+        output = (built.predict_proba(tensor) if gives_probabilities(built) else built(tensor)).numpy()
     if reference.shape != output.shape:
         return Verdict(False, why=f"the spec's output has shape {output.shape}, onnxruntime's {reference.shape}")
     difference = float(np.abs(reference - output).max()) / max(float(np.abs(reference).max()), 1e-12)
     if difference <= TOLERANCE:
         return Verdict(True, difference, why="verified against onnxruntime")
-    first = _first_onnx_difference(path, built, tensor, given, probes or {})
+    first, node, agrees = _first_onnx_difference(path, built, tensor, given, probes or {})
     return Verdict(False, difference, first, why=f"the spec computes something else than the file (onnxruntime): its "
-                                                 f"outputs differ by {difference:.2g} of the largest")
+                                                 f"outputs differ by {difference:.2g} of the largest", node=node,
+                   agrees=agrees)
 
 
-def _first_onnx_difference(path: Any, built: Any, x: Any, given: Any, probes: dict[str, tuple[str, bool]]) -> str | None:
+# the file's values that one more onnxruntime run returns beside its output, at most (float32 elements, 256 MB
+# on each side): a larger model's layers are compared in consecutive groups, one run each, until one differs
+MAX_PROBE_ELEMENTS = 1 << 26
+MAX_PROBE_RUNS = 8
+
+
+def _first_onnx_difference(path: Any, built: Any, x: Any, given: Any, probes: dict[str, tuple[str, bool]]) \
+        -> tuple[str | None, str, str]:
     """The first layer, in the order the built spec runs them, whose module's output differs from the value
-    of the file that holds it (onnxruntime asked for those values too); None where none can be told."""
+    of the file that holds it, the file's node that computes that value ("NAME (OP)") and the layer compared
+    before it, whose output agrees; (None, "", "") where none can be told. onnxruntime is run again with those values added as outputs: in groups of at most
+    ``MAX_PROBE_ELEMENTS`` elements (what it keeps), at most ``MAX_PROBE_RUNS`` runs."""
+    import onnx
+
+    from .onnx.graph import _safe
+
+    order = _run_order(built, x, list(probes))
+    if not order:
+        return None, "", ""
+    try:
+        model = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
+    except Exception:  # noqa: BLE001 (the file cannot be read again: the difference stays unlocated)
+        return None, "", ""
+    producer = {o: node for node in model.graph.node for o in node.output}
+    groups: list[list[str]] = [[]]
+    size = 0
+    for name, elements in order:
+        if groups[-1] and size + elements > MAX_PROBE_ELEMENTS:
+            groups.append([])
+            size = 0
+        groups[-1].append(name)
+        size += elements
+    agrees = ""
+    for group in groups[:MAX_PROBE_RUNS]:
+        first, agrees = _first_in(model, built, x, given, {name: probes[name] for name in group}, agrees)
+        if first is not None:
+            node = producer.get(probes[first][0])
+            return first, "" if node is None else f"{_safe(node.name) or '(unnamed)'} ({_safe(node.op_type, 60)})", \
+                agrees
+        if first is None and agrees is None:          # (onnxruntime gave no values)
+            break
+    return None, "", ""
+
+
+def _run_order(built: Any, x: Any, names: list[str]) -> list[tuple[str, int]]:
+    """The probed layers in the order the built spec runs them, with the number of elements of each output
+    (one run that keeps no tensor)."""
+    import math
+
+    import torch
+
+    seen: dict[str, int] = {}
+    handles = []
+    for name in names:
+        try:
+            module = built.get_submodule(name)
+        except AttributeError:
+            continue
+
+        def hook(mod: Any, args: Any, output: Any, name: str = name) -> None:
+            t = _first_tensor(output)
+            if name not in seen and t is not None:
+                seen[name] = math.prod(t.shape)
+        handles.append(module.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            built(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return list(seen.items())
+
+
+def _first_in(model: Any, built: Any, x: Any, given: Any, probes: dict[str, tuple[str, bool]], agrees: str) \
+        -> tuple[str | None, str | None]:
+    """The first of ``probes``' layers (in the order the built spec runs them) whose output differs from the
+    file's value that holds it, and the last one before it whose output agrees (``agrees`` where none here
+    does); onnxruntime returns those values alone beside the file's outputs. (None, None): it gave none."""
     import numpy as np
     import onnx
     import onnxruntime
@@ -266,14 +351,19 @@ def _first_onnx_difference(path: Any, built: Any, x: Any, given: Any, probes: di
             h.remove()
     wanted = {probes[name][0] for name in got}
     try:
-        model = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
-        known = {o.name for o in model.graph.output}
-        model.graph.output.extend(v for v in model.graph.value_info if v.name in wanted and v.name not in known)
-        session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        probe = onnx.ModelProto()
+        probe.CopyFrom(model)
+        known = {o.name for o in probe.graph.output}
+        types = {v.name: v.type.tensor_type.elem_type for v in probe.graph.value_info}
+        probe.graph.output.extend(onnx.helper.make_tensor_value_info(v, types.get(v) or onnx.TensorProto.FLOAT, None)
+                                  for v in sorted(wanted - known))
+        options = onnxruntime.SessionOptions()      # (unoptimized: a graph of 10,000 nodes starts in a second)
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+        session = onnxruntime.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
         names = [o.name for o in session.get_outputs()]
         values = dict(zip(names, session.run(None, {session.get_inputs()[0].name: given}), strict=True))
     except Exception:  # noqa: BLE001 (the file's values cannot be had: the difference stays unlocated)
-        return None
+        return None, None
     for name, mine in got.items():               # in the order the built spec ran them
         value, last = probes[name]
         theirs = values.get(value)
@@ -286,5 +376,6 @@ def _first_onnx_difference(path: Any, built: Any, x: Any, given: Any, probes: di
         if mine.shape != theirs.shape:
             continue
         if float(np.abs(mine - theirs).max()) > TOLERANCE * max(float(np.abs(theirs).max()), 1e-12):
-            return name
-    return None
+            return name, agrees
+        agrees = name
+    return None, agrees

@@ -75,7 +75,7 @@ def train_summary(result: Any) -> str:
     return summary(result, archc_info(result.model).name)
 
 def evaluate(spec_or_checkpoint: Spec | str | Path, data: str | Path, *, weights: str | Path | None = None,
-             overrides: dict | list | None = None, device: str = "cpu", batch_size: int = 64, workers: int = 0,
+             overrides: dict | list | None = None, device: str = "cpu", batch_size: int = 64,
              plot: str | Path | None = None, pretrained: bool = False) -> dict[str, Any]:
     """Accuracy, per-class accuracy and the confusion matrix on an image folder (``archc evaluate``).
 
@@ -101,7 +101,7 @@ def evaluate(spec_or_checkpoint: Spec | str | Path, data: str | Path, *, weights
     from ..training import evaluate as _evaluate
 
     return _evaluate(spec_or_checkpoint, data, weights=weights, overrides=overrides, device=device,
-                     batch_size=batch_size, workers=workers, plot=plot, pretrained=pretrained)
+                     batch_size=batch_size, plot=plot, pretrained=pretrained)
 
 def is_published(weights: str | Path | None, pretrained: bool = False) -> bool:
     """Whether ``weights`` (with ``pretrained``) name published weights (``IMAGENET1K_V1``, ``DEFAULT``, a URL)

@@ -29,7 +29,7 @@ def load_trained(spec_or_checkpoint: Spec | str | Path, weights: str | Path | No
     Every tensor must fit: a classifier of another class count is an error here, not a new head.
     ``pretrained`` (or ``weights`` a name such as ``IMAGENET1K_V1``, or a URL): torchvision's
     published weights of the builder, with their preprocessing and category names."""
-    from ..backends.torch import build
+    from ..backends.torch import Weights, build
     from ..backends.torch.weights import has_training_heads
     from ..modelfile import check_classes, is_model_file, read_weights
     from ..modelspec import embedded_spec
@@ -51,7 +51,7 @@ def load_trained(spec_or_checkpoint: Spec | str | Path, weights: str | Path | No
         spec = load_spec(spec_or_checkpoint, overrides)
     refuse_feature_extractor(spec, "evaluate or predict")
     heads = mf.heads if mf.heads is not None else has_training_heads(spec, mf.state_dict)
-    model = build(spec, weights=mf, heads=heads, new_heads=False)
+    model = build(spec, weights=Weights(mf, new_heads=False), heads=heads)
     model.to(torch.device(device)).eval()
     # what the checkpoint says besides its tensors must fit the network: one name per output, one
     # mean and std per input channel, images of the input's size
@@ -78,7 +78,7 @@ def class_count(spec: Spec) -> int:
 
 
 def evaluate(spec_or_checkpoint: Spec | str | Path, data: str | Path, weights: str | Path | None = None,
-             overrides: dict | list | None = None, device: str = "cpu", batch_size: int = 64, workers: int = 0,
+             overrides: dict | list | None = None, device: str = "cpu", batch_size: int = 64,
              plot: str | Path | None = None, pretrained: bool = False) -> dict[str, Any]:
     """Accuracy, per-class accuracy and the confusion matrix of a trained network on an image folder
     (``plot``: also draw the confusion matrix to that PNG file; ``pretrained``: as :func:`load_trained`)."""
@@ -88,7 +88,7 @@ def evaluate(spec_or_checkpoint: Spec | str | Path, data: str | Path, weights: s
     model, spec, classes, pre = load_trained(spec_or_checkpoint, weights, overrides, device, pretrained)
     shape = main_shape(spec)
     if len(shape) == 3:
-        return _evaluate_masks(model, spec, classes, pre, data, device, batch_size, workers, plot)
+        return _evaluate_masks(model, spec, classes, pre, data, (device, batch_size), plot)
     folder_classes, samples = scan(data)
     classes = classes or folder_classes
     unknown = [c for c in folder_classes if c not in classes]
@@ -101,7 +101,7 @@ def evaluate(spec_or_checkpoint: Spec | str | Path, data: str | Path, weights: s
     index = {c: i for i, c in enumerate(classes)}
     samples = [(p, index[folder_classes[label]]) for p, label in samples]
     loader = torch.utils.data.DataLoader(ImageFolder(samples, pre, train=False, seed=0), batch_size=batch_size,
-                                         num_workers=workers, collate_fn=collate)
+                                         collate_fn=collate)
     result = evaluate_loader(model, loader, torch.device(device), len(classes))
     confusion = result["confusion"]
     per_class = _per_class_accuracy(confusion, classes)
@@ -123,8 +123,9 @@ def evaluate(spec_or_checkpoint: Spec | str | Path, data: str | Path, weights: s
 
 
 def _evaluate_masks(model: Any, spec: Spec, classes: list[str] | None, pre: Preprocess, data: str | Path,
-                    device: str, batch_size: int, workers: int, plot: str | Path | None) -> dict[str, Any]:
-    """A segmentation network on images and masks: pixel accuracy, each class's IoU and their mean."""
+                    batches: tuple[str, int], plot: str | Path | None) -> dict[str, Any]:
+    """A segmentation network on images and masks (``batches``: the device and the batch size): pixel
+    accuracy, each class's IoU and their mean."""
     from .loop import evaluate_loader, main_shape
 
     n = main_shape(spec)[0]
@@ -132,8 +133,9 @@ def _evaluate_masks(model: Any, spec: Spec, classes: list[str] | None, pre: Prep
     classes = classes or names
     if not pairs:
         raise RunError([error(f"no images in {Path(data) / 'images'}", "--data", Location(str(data)))])
+    device, batch_size = batches
     loader = torch.utils.data.DataLoader(MaskFolder(pairs, pre, train=False, seed=0), batch_size=batch_size,
-                                         num_workers=workers, collate_fn=collate)
+                                         collate_fn=collate)
     result = evaluate_loader(model, loader, torch.device(device), n)
     confusion = result["confusion"]
     per_class = _per_class_accuracy(confusion, classes)

@@ -17,6 +17,7 @@ import pytest
 from conftest import ROOT
 
 import archcompiler.measure.calibrate as cal
+import archcompiler.measure.peak as bounds
 from archcompiler.cli import main
 from archcompiler.passes.machine import MOVED_LIMIT, is_compute, shipped_profile_path, speed_moved
 
@@ -30,20 +31,20 @@ TINY = ("name: tiny\ninput: [3, 32, 32]\nlayers:\n"
 # --- the peak, from injected CPU facts ----------------------------------------------------------------
 
 def test_the_peak_is_cores_times_clock_times_flops_per_cycle():
-    margin = cal.CLOCK_MARGIN * 1e6
+    margin = bounds.CLOCK_MARGIN * 1e6
     # AVX-512: 16 fp32 lanes, x 2 (an FMA) x 2 FMA units = 64 FLOPs per cycle per core
-    assert cal.peak_flops_bound(2, 2600, {"fpu", "avx2", "fma", "avx512f"}) == 2 * 2600 * margin * 64
-    assert cal.peak_flops_bound(4, 3000, {"avx", "avx2", "fma"}) == 4 * 3000 * margin * 32
-    assert cal.peak_flops_bound(1, 2000, {"sse", "sse2"}) == 2000 * margin * 16
-    assert cal.peak_flops_bound(8, 3200, {"fp", "asimd"}) == 8 * 3200 * margin * 16        # Arm NEON: 4 lanes
-    assert cal.peak_flops_bound(2, 2600, {"avx512f"}, margin=2.0) == 2 * 2600e6 * 2.0 * 64
+    assert bounds.peak_flops_bound(2, 2600, {"fpu", "avx2", "fma", "avx512f"}) == 2 * 2600 * margin * 64
+    assert bounds.peak_flops_bound(4, 3000, {"avx", "avx2", "fma"}) == 4 * 3000 * margin * 32
+    assert bounds.peak_flops_bound(1, 2000, {"sse", "sse2"}) == 2000 * margin * 16
+    assert bounds.peak_flops_bound(8, 3200, {"fp", "asimd"}) == 8 * 3200 * margin * 16        # Arm NEON: 4 lanes
+    assert bounds.peak_flops_bound(2, 2600, {"avx512f"}, margin=2.0) == 2 * 2600e6 * 2.0 * 64
     # a clock the system states as its maximum gets a 1.5x margin; a VM's nominal "cpu MHz" 2x
-    assert cal.clock_margin("cpuinfo_max_freq") == cal.clock_margin("lscpu") == cal.CLOCK_MARGIN == 1.5
-    assert cal.clock_margin("cpu MHz") == cal.NOMINAL_CLOCK_MARGIN == 2.0
+    assert bounds.clock_margin("cpuinfo_max_freq") == bounds.clock_margin("lscpu") == bounds.CLOCK_MARGIN == 1.5
+    assert bounds.clock_margin("cpu MHz") == bounds.NOMINAL_CLOCK_MARGIN == 2.0
     # nothing known: the widest vector unit and 5 GHz, so that the bound stays an upper bound
-    assert cal.peak_flops_bound(2, None, set()) == 2 * cal.FALLBACK_MHZ * 1e6 * 64
+    assert bounds.peak_flops_bound(2, None, set()) == 2 * bounds.FALLBACK_MHZ * 1e6 * 64
     # the issue's 2-core machine: its figures were far above any such bound
-    peak = cal.peak_flops_bound(2, 2600, {"avx512f"})
+    peak = bounds.peak_flops_bound(2, 2600, {"avx512f"})
     assert peak / 1e9 < 13164.0 / 10 and peak / 1e9 < 31373.1 / 10
 
 
@@ -51,20 +52,20 @@ def test_cpu_facts_are_read_from_cpufreq_then_lscpu_then_cpuinfo():
     cpuinfo = ("processor\t: 0\ncpu MHz\t\t: 2600.000\nflags\t\t: fpu sse2 avx avx2 fma avx512f\n\n"
                "processor\t: 1\ncpu MHz\t\t: 2900.000\nflags\t\t: fpu sse2 avx avx2 fma avx512f\n")
     lscpu = "Model name:  Some CPU\nCPU max MHz:                     4200.0000\nCPU min MHz: 800.0000\n"
-    facts = cal.parse_cpu_facts(2, "3500000\n", lscpu, cpuinfo)           # cpuinfo_max_freq is in kHz
+    facts = bounds.parse_cpu_facts(2, "3500000\n", lscpu, cpuinfo)           # cpuinfo_max_freq is in kHz
     assert (facts.cores, facts.mhz, facts.clock_source) == (2, 3500.0, "cpuinfo_max_freq")
     assert {"avx512f", "fma"} <= facts.flags
-    assert cal.parse_cpu_facts(2, None, lscpu, cpuinfo).mhz == 4200.0
-    facts = cal.parse_cpu_facts(2, None, None, cpuinfo)                    # a VM: no cpufreq; the highest cpu MHz
+    assert bounds.parse_cpu_facts(2, None, lscpu, cpuinfo).mhz == 4200.0
+    facts = bounds.parse_cpu_facts(2, None, None, cpuinfo)                    # a VM: no cpufreq; the highest cpu MHz
     assert (facts.mhz, facts.clock_source) == (2900.0, "cpu MHz")
-    arm = cal.parse_cpu_facts(4, None, None, "processor\t: 0\nFeatures\t: fp asimd evtstrm\n")
-    assert arm.mhz is None and "asimd" in arm.flags and cal.simd_lanes(arm.flags) == 4
-    nothing = cal.parse_cpu_facts(0, "garbage", "", "")
+    arm = bounds.parse_cpu_facts(4, None, None, "processor\t: 0\nFeatures\t: fp asimd evtstrm\n")
+    assert arm.mhz is None and "asimd" in arm.flags and bounds.simd_lanes(arm.flags) == 4
+    nothing = bounds.parse_cpu_facts(0, "garbage", "", "")
     assert nothing.cores == 1 and nothing.mhz is None and not nothing.flags
     # this machine's own facts give a bound
     import torch
 
-    peak = cal.machine_peak(torch.device("cpu"))
+    peak = bounds.machine_peak(torch.device("cpu"))
     assert peak.flops_per_s > 1e9 and "FLOPs per cycle" in peak.basis
 
 
@@ -98,7 +99,7 @@ def small_grid(monkeypatch, works):
         fixed = {"conv3x3/nchw": timed(lambda: None, 2 * 288, "the fixed shape")}
         points = [[1, 64, 64, 28, w, timed(lambda: None, 2 * w, f"shape {i}")] for i, w in enumerate(works)]
         return {"conv3x3/nchw": points}, fixed
-    monkeypatch.setattr(cal, "_measure_kernels", measure)
+    monkeypatch.setattr(cal, "measure_grid", measure)
 
 
 NO_BANDWIDTH_BOUND = math.inf
@@ -152,14 +153,14 @@ def moved_profile(fake, monkeypatch):
     1 ms and 10 ms in turn: its speed moved 10x. ``fake.seen``: (operations, label) of each measurement."""
     fake.reference = [1e-3, 1e-2] * 1000
     fake.seen = []
-    measure = cal._measure_kernels
+    measure = cal.measure_grid
 
     def spy(dev, timed, quick, say):
         def timed_spy(fn, ops, label):
             fake.seen.append((ops, label))
             return timed(fn, ops, label)
         return measure(dev, timed_spy, quick, say)
-    monkeypatch.setattr(cal, "_measure_kernels", spy)
+    monkeypatch.setattr(cal, "measure_grid", spy)
     monkeypatch.setattr(cal, "machine_peak", lambda device: cal.Peak(1e18, None, "injected"))
     monkeypatch.setattr(cal, "read_bound", lambda read, nbytes, sync, runs=5: math.inf)
     profile = cal.calibrate(quick=True)
@@ -216,7 +217,7 @@ def test_calibrate_beside_busy_cores_writes_possible_figures_or_refuses(tmp_path
     out = tmp_path / "machine.json"
     code = (
         "import sys\n"
-        "import archcompiler.measure.calibrate as c\n"
+        "import archcompiler.measure.grid as c\n"
         "c.CONVS = {k: c.CONVS[k] for k in ('conv3x3', 'conv7x7s2')}\n"
         "c.QUICK = {(64, 64, 28), (3, 64, 112)}\n"
         "c.LINEARS, c.MATMULS, c.ATTENTIONS = c.LINEARS[1:2], [], []\n"
@@ -251,7 +252,7 @@ def test_calibrate_beside_busy_cores_writes_possible_figures_or_refuses(tmp_path
     profile = json.loads(out.read_text())
     import torch
 
-    peak = cal.machine_peak(torch.device("cpu")).flops_per_s
+    peak = bounds.machine_peak(torch.device("cpu")).flops_per_s
     assert profile["peak"]["flops_per_s"] == peak
     for key, points in profile["kernels"].items():
         for p in points:
@@ -263,9 +264,9 @@ def test_calibrate_beside_busy_cores_writes_possible_figures_or_refuses(tmp_path
 # --- archc profile: totals are the sums of the rows shown ----------------------------------------------------
 
 def test_profile_totals_are_the_sums_of_the_rows_shown():
-    from archcompiler.cli.profile import profile_report
+    from archcompiler.api import profile
 
-    report = profile_report(TINY, repeats=2, machine=shipped_profile_path())
+    report = profile(TINY, repeats=2, machine=shipped_profile_path())
     rows, total = report["rows"], report["total"]
     assert [r["name"] for r in rows] == ["conv1", "pool1", "gap", "fc"]
     assert total["predicted_ms"] == pytest.approx(sum(r["predicted_ms"] for r in rows))
@@ -290,10 +291,10 @@ def fake_report(speed, predicted, measured, whole):
 ])
 def test_the_note_about_load_matches_the_direction_of_the_figures(speed, predicted, measured, note, monkeypatch,
                                                                   capsys):
-    from archcompiler.cli import profile as cli_profile
+    import archcompiler.api
 
-    monkeypatch.setattr(cli_profile, "profile_report", lambda *args, **kwargs: fake_report(speed, predicted, measured,
-                                                                                         measured))
+    monkeypatch.setattr(archcompiler.api, "profile", lambda *args, **kwargs: fake_report(speed, predicted, measured,
+                                                                                       measured))
     assert main(["profile", TINY]) == 0
     captured = capsys.readouterr()
     assert f"predicted {predicted:.2f} ms, measured {measured:.2f} ms" in captured.out
@@ -305,18 +306,18 @@ def test_the_note_about_load_matches_the_direction_of_the_figures(speed, predict
 
 def test_a_whole_call_apart_from_the_rows_sum_is_explained(monkeypatch, capsys):
     """The issue's run: rows summing to 6.5 ms, the forward pass timed as one call at 365.45 ms."""
-    from archcompiler.cli import profile as cli_profile
+    import archcompiler.api
 
-    monkeypatch.setattr(cli_profile, "profile_report", lambda *args, **kwargs: fake_report(1.0, 7.0, 6.5, 365.45))
+    monkeypatch.setattr(archcompiler.api, "profile", lambda *args, **kwargs: fake_report(1.0, 7.0, 6.5, 365.45))
     assert main(["profile", TINY]) == 0
     captured = capsys.readouterr()
     assert "measured 6.50 ms (1.08x) (the rows summed)" in captured.out and "365.45" not in captured.out
     assert ("the whole forward pass, timed as one call without the marks: 365.45 ms; the rows sum to 6.50 ms: "
             "each row's time is its median over 10 runs") in captured.err
-    monkeypatch.setattr(cli_profile, "profile_report", lambda *args, **kwargs: fake_report(1.0, 7.0, 6.5, 6.9))
+    monkeypatch.setattr(archcompiler.api, "profile", lambda *args, **kwargs: fake_report(1.0, 7.0, 6.5, 6.9))
     assert main(["profile", TINY]) == 0
     assert "whole forward pass" not in capsys.readouterr().err          # close enough: nothing to explain
-    monkeypatch.setattr(cli_profile, "profile_report", lambda *args, **kwargs: fake_report(1.0, 7.0, 6.5, 3.0))
+    monkeypatch.setattr(archcompiler.api, "profile", lambda *args, **kwargs: fake_report(1.0, 7.0, 6.5, 3.0))
     assert main(["profile", TINY]) == 0
     assert "the marks that time each row" in capsys.readouterr().err
 

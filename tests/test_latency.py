@@ -85,7 +85,7 @@ def test_calibration_writes_a_machine_profile(calibrated):
 def test_the_calibration_grid_leaves_out_shapes_no_network_has():
     """The grid spans what GoogLeNet (full and reduced width), ResNet and VGG run, without the
     large-channel, large-map corners that would take most of the minute."""
-    from archcompiler.measure.calibrate import LARGE_MAPS, MAX_MACS, MAX_MAP, conv_shapes
+    from archcompiler.measure.grid import LARGE_MAPS, MAX_MACS, MAX_MAP, conv_shapes
 
     for kind, k in (("conv1x1", 1), ("conv3x3", 3), ("conv5x5", 5)):
         shapes = conv_shapes(kind)

@@ -46,10 +46,10 @@ def test_calibrate_measures_exactly_the_kernel_classes_of_the_machine_profile():
     """The grid itself (with a timer that runs nothing): its keys are the profile's kernel keys,
     in both layouts; and the profile's version is one number."""
     torch = pytest.importorskip("torch")
-    from archcompiler.measure import calibrate
+    from archcompiler.measure import calibrate, grid
 
-    kernels, fixed = calibrate._measure_kernels(torch.device("cpu"), lambda fn, operations, label: 1.0, True,
-                                                lambda text: None)
+    kernels, fixed = grid.measure_grid(torch.device("cpu"), lambda fn, operations, label: 1.0, True,
+                                       lambda text: None)
     expected = {machine.kernel_key(k, layout) for k in machine.KERNELS for layout in machine.LAYOUTS}
     assert set(kernels) == set(fixed) == expected
     assert calibrate.VERSION is machine.VERSION

@@ -70,3 +70,20 @@ def tiny_model_code():
 
     spec = load_spec(ROOT / "specs" / "googlenet-small.yaml")
     return generate(annotated_graph(spec), spec).source
+
+
+def test_every_helper_is_named_from_runtime_and_its_text_runs_where_generated_modules_put_it():
+    """The helpers live in runtime.py and its sibling modules (runtime_tokens, runtime_windows); ops name
+    each ``archcompiler.backends.torch.runtime:Name``, and a generated module holds its text beside only
+    the imports that module has: each text, run there, defines its name."""
+    from archcompiler.ir import OPS
+
+    named = {op.torch.helper.partition(":")[2] for op in OPS.values()
+             if op.torch.helper and op.torch.helper.startswith(runtime.__name__ + ":")}
+    assert named <= set(runtime.IN_GENERATED)
+    header = ("from typing import List, NamedTuple, Optional\n\nimport torch\n"
+              "import torch.nn.functional as F\nfrom torch import Tensor, nn\n")
+    for name in runtime.IN_GENERATED:
+        space: dict = {}
+        exec(compile(header + runtime.helper_source(getattr(runtime, name)), name, "exec"), space)
+        assert callable(space[name]), name

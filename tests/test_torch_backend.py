@@ -402,3 +402,14 @@ def test_predict_proba_without_a_final_softmax_gives_what_the_loss_trains_for(lo
     expected = torch.softmax(logits, 1) if loss == "cross_entropy" else torch.sigmoid(logits)
     torch.testing.assert_close(p, expected)
     assert ((p >= 0) & (p <= 1)).all()
+
+
+def test_the_generated_class_never_takes_a_helpers_name():
+    """A spec named after a helper class the generated file holds (window_attention -> WindowAttention) gets
+    another class name; a torch.class_name that is one is refused at the spec (it was an internal error)."""
+    from archcompiler.backends.torch.codegen import class_name
+
+    base = "input: [3, 16, 16]\nlayers:\n  - {name: c, op: conv, out: 4, kernel: 3}\n"
+    assert class_name(archcompiler.load_spec("name: window_attention\n" + base)) == "WindowAttentionNet"
+    with pytest.raises(BackendError, match="a helper the generated code holds"):
+        archcompiler.build(archcompiler.load_spec("name: n\n" + base + "torch: {class_name: WindowAttention}\n"))

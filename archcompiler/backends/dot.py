@@ -107,48 +107,82 @@ def _instance_depth(spec: Spec, name: str) -> int:
     return depth
 
 
-def build_dot(spec: Spec, collapse: bool = False, depth: int | None = None, color: str = "none",
-              rankdir: str = "TB", g: nx.DiGraph | None = None) -> Any:
-    """A ``graphviz.Digraph`` for ``spec``."""
-    import graphviz
+@dataclass
+class _Units:
+    """The drawn nodes of a diagram: each a spec layer or a collapsed block instance, with the IR nodes
+    it stands for (in schedule order)."""
+    spec: Spec
+    g: nx.DiGraph
+    limit: int | None                    # instances nested deeper are one node (None: expand everything)
+    members: dict[str, list[str]]
+    collapsed: set[str]
 
-    g = g if g is not None else annotated_graph(spec)
-    # block instances nested deeper than `limit` are drawn as one node (None: expand everything)
-    limit = depth if depth is not None else (0 if collapse else None)
+    @classmethod
+    def of(cls, spec: Spec, g: nx.DiGraph, limit: int | None) -> _Units:
+        """Group ``g``'s nodes, in schedule order, into the drawn nodes they belong to."""
+        units = cls(spec, g, limit, {}, set())
+        for n in schedule(g):
+            units.members.setdefault(units.unit(n), []).append(n)
+        units.collapsed = {u for u in units.members if u in spec.instances}
+        return units
 
-    # which drawn node each IR node belongs to: a spec layer, or a collapsed block instance
-    def unit(n: str) -> str:
-        data = g.nodes[n]
+    def unit(self, n: str) -> str:
+        """The drawn node that IR node ``n`` belongs to: its spec layer, or the outermost block
+        instance deeper than the limit."""
+        data = self.g.nodes[n]
         group = data["group"]
         chain: list[str] = []
         while group:
             chain.append(group)
-            group = spec.instances[group].parent
+            group = self.spec.instances[group].parent
         chain.reverse()                               # outermost first
-        if limit is not None:
+        if self.limit is not None:
             for inst in chain:
-                if _instance_depth(spec, inst) > limit:
+                if _instance_depth(self.spec, inst) > self.limit:
                     return inst
         return data["layer"]
 
-    order = [n for n in schedule(g)]
-    units: dict[str, list[str]] = {}
-    for n in order:
-        units.setdefault(unit(n), []).append(n)
-    collapsed = {u for u in units if u in spec.instances}
-
-    total_cost = {"flops": sum(g.nodes[n]["macs"] for n in g.nodes),
-                  "params": sum(g.nodes[n]["params"].total for n in g.nodes)}
-
-    def cost(u: str) -> int:
-        key = "macs" if color == "flops" else "params"
-        return sum(g.nodes[n][key] if key == "macs" else g.nodes[n]["params"].total for n in units[u])
-
-    def out_node(u: str) -> str:
-        if u in spec.instances:
+    def out_node(self, u: str) -> str:
+        """The IR node whose tensor leaves drawn node ``u``."""
+        if u in self.spec.instances:
             # (a row that features: cut short, or the inference graph thinned, ends at its last node)
-            return g.graph["layer_output"].get(spec.instances[u].output, units[u][-1])
-        return units[u][-1]
+            return self.g.graph["layer_output"].get(self.spec.instances[u].output, self.members[u][-1])
+        return self.members[u][-1]
+
+    def cost(self, u: str, color: str) -> int:
+        """The MACs (``color='flops'``) or parameters of drawn node ``u``."""
+        if color == "flops":
+            return sum(self.g.nodes[n]["macs"] for n in self.members[u])
+        return sum(self.g.nodes[n]["params"].total for n in self.members[u])
+
+    def cluster_path(self, u: str) -> list[str]:
+        """The expanded block instances around drawn node ``u``, outermost first."""
+        data = self.g.nodes[self.members[u][0]]
+        group = data["group"] if u not in self.collapsed else self.spec.instances[u].parent
+        chain = []
+        while group:
+            if group not in self.collapsed:
+                chain.append(group)
+            group = self.spec.instances[group].parent
+        return list(reversed(chain))
+
+
+def build_dot(spec: Spec, collapse: bool = False, depth: int | None = None, color: str = "none",
+              rankdir: str = "TB", g: nx.DiGraph | None = None) -> Any:
+    """A ``graphviz.Digraph`` for ``spec``."""
+    g = g if g is not None else annotated_graph(spec)
+    units = _Units.of(spec, g, depth if depth is not None else (0 if collapse else None))
+    dot = _digraph(spec, rankdir)
+    _Clusters(units, color).emit(dot, ())
+    _edges(units, dot)
+    if color in ("flops", "params"):
+        _legend(dot, color)
+    return dot
+
+
+def _digraph(spec: Spec, rankdir: str) -> Any:
+    """An empty diagram titled with the spec's name and description, in archc's house style."""
+    import graphviz
 
     dot = graphviz.Digraph(name=spec.name, format="svg")
     dot.attr(comment="drawn by archc", rankdir=rankdir, fontname=FONT, fontsize="11", nodesep="0.25", ranksep="0.35",
@@ -157,62 +191,68 @@ def build_dot(spec: Spec, collapse: bool = False, depth: int | None = None, colo
     dot.attr("node", fontname=FONT, fontsize="10", style="rounded,filled", shape="box", margin="0.12,0.04",
              color="#555555", penwidth="0.8")
     dot.attr("edge", fontname=FONT, fontsize="8", color="#777777", fontcolor="#555555", arrowsize="0.6")
+    return dot
 
-    def node_attrs(u: str) -> dict[str, str]:
-        nodes = units[u]
-        training = all(g.nodes[n]["training_only"] for n in nodes)
-        if u in collapsed:
-            inst = spec.instances[u]
-            first_inputs = [i for n in nodes for i in g.nodes[n]["inputs"] if i not in nodes]
-            in_shape = _shape(g.nodes[first_inputs[0]]["shape"]) if first_inputs else ""
-            params = sum(g.nodes[n]["params"].total for n in nodes)
-            macs = sum(g.nodes[n]["macs"] for n in nodes)
-            times = inst.args.get("repeat", 1)       # a row the table repeats: the paper's "x3"
-            block = f"{inst.block} x{times}" if isinstance(times, int) and times > 1 else inst.block
-            label = (f"{_esc(u.rsplit('/', 1)[-1])}\\n{_esc(block)}\\n{in_shape} -> "
-                     f"{_shape(g.nodes[out_node(u)]['shape'])}\\n{_human(params)} params, {_human(macs)} MACs")
-            shape, fill = BLOCK.shape, BLOCK.fill
-        elif u == INPUT:
-            label = f"input\\n{_shape(g.nodes[INPUT]['shape'])}"
-            style = OPS[g.nodes[INPUT]["op"]].style
-            shape, fill = style.shape, style.fill
-        else:
-            label = _layer_label(g, nodes, spec)
-            style = OPS[g.nodes[_main(g, nodes)]["op"]].style
-            shape, fill = style.shape, style.fill
-        if color in ("flops", "params") and u != INPUT:
-            total = total_cost[color] or 1
-            share = cost(u) / total
-            fill = PALETTE[0 if share == 0 else min(len(PALETTE) - 1, int(share * 100 / 2.5) + 1)]
-        attrs = {"label": label, "shape": shape, "fillcolor": fill}
-        if fill in PALETTE[6:]:
-            attrs["fontcolor"] = "white"          # readable on the darkest shades
-        if training:
-            attrs["style"] = "rounded,filled,dashed"
-            attrs["fontcolor"] = "#666666"
-        return attrs
 
-    # clusters for expanded block instances (nested as the instances are)
-    def cluster_path(u: str) -> list[str]:
-        data = g.nodes[units[u][0]]
-        group = data["group"] if u not in collapsed else spec.instances[u].parent
-        chain = []
-        while group:
-            if group not in collapsed:
-                chain.append(group)
-            group = spec.instances[group].parent
-        return list(reversed(chain))
+def _block_label(units: _Units, u: str) -> str:
+    """A collapsed block instance's label: its name, block (with the row's repeat count), input and
+    output shapes, params and MACs."""
+    g, nodes, inst = units.g, units.members[u], units.spec.instances[u]
+    first_inputs = [i for n in nodes for i in g.nodes[n]["inputs"] if i not in nodes]
+    in_shape = _shape(g.nodes[first_inputs[0]]["shape"]) if first_inputs else ""
+    params = sum(g.nodes[n]["params"].total for n in nodes)
+    macs = sum(g.nodes[n]["macs"] for n in nodes)
+    times = inst.args.get("repeat", 1)       # a row the table repeats: the paper's "x3"
+    block = f"{inst.block} x{times}" if isinstance(times, int) and times > 1 else inst.block
+    return (f"{_esc(u.rsplit('/', 1)[-1])}\\n{_esc(block)}\\n{in_shape} -> "
+            f"{_shape(g.nodes[units.out_node(u)]['shape'])}\\n{_human(params)} params, {_human(macs)} MACs")
 
-    tree: dict[tuple, list[str]] = {}
-    for u in units:
-        tree.setdefault(tuple(cluster_path(u)), []).append(u)
 
-    inside: dict[tuple, list[str]] = {}       # cluster path -> every IR node drawn inside it
-    for path, us in tree.items():
-        for k in range(1, len(path) + 1):
-            inside.setdefault(path[:k], []).extend(n for u in us for n in units[u])
+def _node_attrs(units: _Units, u: str, color: str, total: int) -> dict[str, str]:
+    """Drawn node ``u``'s graphviz attributes: label, shape and fill (shaded by its share ``total``
+    of the cost when ``color`` asks), dashed when only training computes it."""
+    g, nodes = units.g, units.members[u]
+    if u in units.collapsed:
+        label, (shape, fill) = _block_label(units, u), (BLOCK.shape, BLOCK.fill)
+    elif u == INPUT:
+        label = f"input\\n{_shape(g.nodes[INPUT]['shape'])}"
+        style = OPS[g.nodes[INPUT]["op"]].style
+        shape, fill = style.shape, style.fill
+    else:
+        label = _layer_label(g, nodes, units.spec)
+        style = OPS[g.nodes[_main(g, nodes)]["op"]].style
+        shape, fill = style.shape, style.fill
+    if color in ("flops", "params") and u != INPUT:
+        share = units.cost(u, color) / (total or 1)
+        fill = PALETTE[0 if share == 0 else min(len(PALETTE) - 1, int(share * 100 / 2.5) + 1)]
+    attrs = {"label": label, "shape": shape, "fillcolor": fill}
+    if fill in PALETTE[6:]:
+        attrs["fontcolor"] = "white"          # readable on the darkest shades
+    if all(g.nodes[n]["training_only"] for n in nodes):
+        attrs["style"] = "rounded,filled,dashed"
+        attrs["fontcolor"] = "#666666"
+    return attrs
 
-    def cluster_label(inst_name: str, training: bool) -> str:
+
+class _Clusters:
+    """The drawn nodes placed in clusters, one per expanded block instance, nested as the instances are."""
+
+    def __init__(self, units: _Units, color: str) -> None:
+        self.units, self.color = units, color
+        g = units.g
+        self.total = (sum(g.nodes[n]["macs"] for n in g.nodes) if color == "flops"
+                      else sum(g.nodes[n]["params"].total for n in g.nodes))
+        self.tree: dict[tuple, list[str]] = {}        # cluster path -> the drawn nodes directly inside it
+        for u in units.members:
+            self.tree.setdefault(tuple(units.cluster_path(u)), []).append(u)
+        self.inside: dict[tuple, list[str]] = {}      # cluster path -> every IR node drawn inside it
+        for path, us in self.tree.items():
+            for k in range(1, len(path) + 1):
+                self.inside.setdefault(path[:k], []).extend(n for u in us for n in units.members[u])
+
+    def label(self, inst_name: str, training: bool) -> str:
+        """A cluster's label: the instance's name and its table row's cells (or its block)."""
+        spec = self.units.spec
         inst = spec.instances[inst_name]
         label = _esc(inst_name.rsplit("/", 1)[-1])
         if inst.from_table and inst.args:
@@ -224,39 +264,49 @@ def build_dot(spec: Spec, collapse: bool = False, depth: int | None = None, colo
             label += "\\ltraining only"
         return label + "\\l"          # left-justified lines
 
-    def emit(container: Any, path: tuple) -> None:
-        here = tree.get(path, [])
+    def emit(self, container: Any, path: tuple) -> None:
+        """Draw the nodes at cluster ``path`` into ``container``, then its child clusters (in the
+        order their first nodes run)."""
+        units, g = self.units, self.units.g
+        here = self.tree.get(path, [])
         for u in here:
-            container.node(_id(u), **node_attrs(u))
+            container.node(_id(u), **_node_attrs(units, u, self.color, self.total))
         if path:     # inside a block: the first layer of every branch on one line
-            members = {n for u in here for n in units[u]}
-            entries = [u for u in here if any(i not in members for n in units[u] for i in g.nodes[n]["inputs"])]
-            if len(entries) > 1:
-                with container.subgraph() as same:
-                    same.attr(rank="same")
-                    for u in entries:
-                        same.node(_id(u))
-        children = sorted((p for p in inside if len(p) == len(path) + 1 and p[:len(path)] == path),
-                          key=lambda p: min(g.nodes[n]["order"] for n in inside[p]))
+            self._entries_level(container, here)
+        children = sorted((p for p in self.inside if len(p) == len(path) + 1 and p[:len(path)] == path),
+                          key=lambda p: min(g.nodes[n]["order"] for n in self.inside[p]))
         for child in children:
-            training = all(g.nodes[n]["training_only"] for n in inside[child])
+            training = all(g.nodes[n]["training_only"] for n in self.inside[child])
             with container.subgraph(name="cluster_" + _id(child[-1])) as sub:
-                sub.attr(label=cluster_label(child[-1], training), style="rounded,dashed" if training else "rounded",
+                sub.attr(label=self.label(child[-1], training), style="rounded,dashed" if training else "rounded",
                          color="#999999", fontsize="10", labeljust="l", margin="10", fontname=FONT)
-                emit(sub, child)
+                self.emit(sub, child)
 
-    emit(dot, ())
+    def _entries_level(self, container: Any, here: list[str]) -> None:
+        """Rank the drawn nodes that take a tensor from outside the cluster side by side."""
+        units, g = self.units, self.units.g
+        members = {n for u in here for n in units.members[u]}
+        entries = [u for u in here if any(i not in members for n in units.members[u] for i in g.nodes[n]["inputs"])]
+        if len(entries) > 1:
+            with container.subgraph() as same:
+                same.attr(rank="same")
+                for u in entries:
+                    same.node(_id(u))
 
+
+def _edges(units: _Units, dot: Any) -> None:
+    """One edge per pair of drawn nodes a tensor flows between, labelled with its shape (dashed for
+    training only); the inputs an op reads only for their shape are left out: its label names them."""
+    g = units.g
     edges = []
-    for u, nodes in units.items():
+    for u, nodes in units.members.items():
         member = set(nodes)
         for n in nodes:
-            shape_only = OPS[g.nodes[n]["op"]].shape_inputs(g.nodes[n]["attrs"])     # the label names them
+            shape_only = OPS[g.nodes[n]["op"]].shape_inputs(g.nodes[n]["attrs"])
             for k, i in enumerate(g.nodes[n]["inputs"]):
                 if i in member or k in shape_only:
                     continue
-                src = unit(i)
-                edges.append((src, u, g.nodes[i]["shape"], g.nodes[n]["training_only"]))
+                edges.append((units.unit(i), u, g.nodes[i]["shape"], g.nodes[n]["training_only"]))
     seen = set()
     for src, dst, shape, training in edges:
         if (src, dst) in seen:
@@ -267,18 +317,30 @@ def build_dot(spec: Spec, collapse: bool = False, depth: int | None = None, colo
             attrs["style"] = "dashed"
         dot.edge(_id(src), _id(dst), **attrs)
 
-    if color in ("flops", "params"):
-        what = "multiply-adds" if color == "flops" else "parameters"
-        cells = "".join(f'<TD BGCOLOR="{PALETTE[k]}">{text}</TD>' for k, text in enumerate(LEGEND))
-        dot.node("legend", shape="plaintext", style="", fontsize="9", label=(
-            f'<<TABLE BORDER="0" CELLBORDER="1" CELLSPACING="0" CELLPADDING="4">'
-            f'<TR><TD COLSPAN="{len(LEGEND)}">share of the network\'s {what}</TD></TR><TR>{cells}</TR></TABLE>>'))
-    return dot
+
+def _legend(dot: Any, color: str) -> None:
+    """The shading's key: what share of the network's MACs or parameters each fill stands for."""
+    what = "multiply-adds" if color == "flops" else "parameters"
+    cells = "".join(f'<TD BGCOLOR="{PALETTE[k]}">{text}</TD>' for k, text in enumerate(LEGEND))
+    dot.node("legend", shape="plaintext", style="", fontsize="9", label=(
+        f'<<TABLE BORDER="0" CELLBORDER="1" CELLSPACING="0" CELLPADDING="4">'
+        f'<TR><TD COLSPAN="{len(LEGEND)}">share of the network\'s {what}</TD></TR><TR>{cells}</TR></TABLE>>'))
+
+
+@dataclass(frozen=True)
+class View:
+    """What a drawing shows: ``collapse`` (or ``depth``) folds block instances into single nodes,
+    ``color`` shades nodes by their share of ``flops`` or ``params``, ``rankdir`` is ``TB`` or ``LR``,
+    ``optimized`` draws the inference graph (BatchNorm folded, ReLU fused, heads removed)."""
+    collapse: bool = False
+    depth: int | None = None
+    color: str = "none"
+    rankdir: str = "TB"
+    optimized: bool = False
 
 
 def draw(spec_or_path: Spec | str | Path, output: str | Path | None = None, format: str | None = None,
-         collapse: bool = False, depth: int | None = None, color: str = "none", rankdir: str = "TB",
-         overrides: dict | list | None = None, force: bool = False, optimized: bool = False) -> Drawing:
+         view: View = View(), overrides: dict | list | None = None, force: bool = False) -> Drawing:
     """Render the diagram to ``output`` (format from its extension unless given; default
     ``<spec name>.svg`` in the current folder). ``output="-"`` writes no file: the drawing comes back
     as ``data`` (SVG unless ``format`` says otherwise), for the caller to print. Without the ``dot``
@@ -290,6 +352,28 @@ def draw(spec_or_path: Spec | str | Path, output: str | Path | None = None, form
 
     spec = _spec(spec_or_path, overrides)
     to_stdout = str(output) == "-"
+    format = _format(output, format, to_stdout)
+    path = Path(output) if output else Path(f"{spec.name}.{format}")
+    if isinstance(spec_or_path, (str, Path)) and not to_stdout:
+        refuse_inputs(path, [spec_or_path])
+    if not output:
+        check_default_output(path, force)
+    graph = None
+    if view.optimized:
+        from ..passes.optimize import optimize
+
+        graph = optimize(annotated_graph(spec))
+    dot = build_dot(spec, collapse=view.collapse, depth=view.depth, color=view.color, rankdir=view.rankdir, g=graph)
+    source = dot.source
+    data = source.encode() if format == "dot" else _render(dot, format, path, to_stdout)
+    if not to_stdout:
+        write_bytes(path, data)
+    return Drawing(source, None if to_stdout else path, format, rendered=format != "dot", data=data)
+
+
+def _format(output: str | Path | None, format: str | None, to_stdout: bool) -> str:
+    """The drawing's format: ``format`` if given, else ``output``'s extension (SVG for standard
+    output or no output); an extension that names no format is refused rather than guessed."""
     if format is None:
         suffix = "svg" if to_stdout or not output else Path(output).suffix.lstrip(".").lower()
         format = suffix if suffix in FORMATS else "svg"
@@ -298,22 +382,7 @@ def draw(spec_or_path: Spec | str | Path, output: str | Path | None = None, form
                                       hint=f"use one of .{', .'.join(FORMATS)} or give --format")])
     if format not in FORMATS:
         raise BackendError([error(f"unknown format {format!r}", "--format", hint=f"one of {', '.join(FORMATS)}")])
-    path = Path(output) if output else Path(f"{spec.name}.{format}")
-    if isinstance(spec_or_path, (str, Path)) and not to_stdout:
-        refuse_inputs(path, [spec_or_path])
-    if not output:
-        check_default_output(path, force)
-    graph = None
-    if optimized:
-        from ..passes.optimize import optimize
-
-        graph = optimize(annotated_graph(spec))
-    dot = build_dot(spec, collapse=collapse, depth=depth, color=color, rankdir=rankdir, g=graph)
-    source = dot.source
-    data = source.encode() if format == "dot" else _render(dot, format, path, to_stdout)
-    if not to_stdout:
-        write_bytes(path, data)
-    return Drawing(source, None if to_stdout else path, format, rendered=format != "dot", data=data)
+    return format
 
 
 def _render(dot: Any, format: str, path: Path, to_stdout: bool) -> bytes:

@@ -204,32 +204,17 @@ def analyze(spec_or_path: Spec | str | Path, overrides: dict | list | None = Non
     g = annotated_graph(spec)
     removed = None
     if optimized:
-        from .optimize import optimize
-
-        before = totals(g, batch)
-        g = optimize(g)
-        after = totals(g, batch)
-        removed = {"passes": g.graph.get("optimizations", []),
-                   "macs": before["macs"] - after["macs"], "elementwise": before["elementwise"] - after["elementwise"],
-                   "params": before["params"] - after["params"]}
+        g, removed = _optimized(g, batch)
     training = None
     if train_memory is not None:
         from .memory import training_memory
 
         training = training_memory(g, batch=batch, optimizer=train_memory)
-    predicted = None
+    predicted = cache = None
     if latency is not None:
-        from .latency import cache_speed, cache_use, predict_rows, unsteady
-        from .machine import default_note
-
-        predicted = predict_rows(g, latency, batch, depth)
-        cache = {**cache_use(g, latency, batch), "calibration_warning": unsteady(latency),
-                 "profile_note": default_note(latency)}
-        cache["cache_speed"] = cache_speed(cache["cold"])
+        predicted, cache = _predicted(g, latency, batch, depth)
     peak = annotate_memory(g, batch=batch)
-    main = g.graph["outputs"]
-    ends = [o["node"] for o in main.values() if not o["training_only"]]
-    final = (ends[-1] if g.graph.get("features") else ends[0]) if ends else None     # the deepest feature map
+    final = _final(g)
     rf = g.nodes[final]["rf"] if final else None
     row_list = rows(g, spec, batch, depth)
     if predicted is not None:
@@ -263,6 +248,40 @@ def analyze(spec_or_path: Spec | str | Path, overrides: dict | list | None = Non
                         "predicted_ms": sum(p["ms"] for p in predicted.values()), **cache}}
            if predicted is not None else {}),
     }
+
+
+def _optimized(g: nx.DiGraph, batch: int) -> tuple[nx.DiGraph, dict[str, Any]]:
+    """The inference graph after the optimizing passes, and what they removed (passes, MACs,
+    element operations, parameters)."""
+    from .optimize import optimize
+
+    before = totals(g, batch)
+    g = optimize(g)
+    after = totals(g, batch)
+    return g, {"passes": g.graph.get("optimizations", []),
+               "macs": before["macs"] - after["macs"], "elementwise": before["elementwise"] - after["elementwise"],
+               "params": before["params"] - after["params"]}
+
+
+def _predicted(g: nx.DiGraph, latency: dict[str, Any], batch: int,
+               depth: int) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Each row's predicted latency from the machine profile, and the cache block: the working set
+    against the cache, and whether the profile is suspect or archc's shipped default."""
+    from .latency import cache_speed, cache_use, predict_rows, unsteady
+    from .machine import default_note
+
+    predicted = predict_rows(g, latency, batch, depth)
+    cache = {**cache_use(g, latency, batch), "calibration_warning": unsteady(latency),
+             "profile_note": default_note(latency)}
+    cache["cache_speed"] = cache_speed(cache["cold"])
+    return predicted, cache
+
+
+def _final(g: nx.DiGraph) -> str | None:
+    """The node whose receptive field the report gives: the main output, or with ``features:`` the
+    deepest feature map."""
+    ends = [o["node"] for o in g.graph["outputs"].values() if not o["training_only"]]
+    return (ends[-1] if g.graph.get("features") else ends[0]) if ends else None
 
 
 def _with_input(overrides: dict | list | None, input: tuple[int, int, int] | None) -> dict | list | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,27 +56,41 @@ def _check_memory(g: Any, spec: Spec, heads: bool) -> None:
             "pass --no-memory-check (check_memory=False)")])
 
 
-def build(spec: Spec, seed: int | None = None, weights: str | Path | dict | ModelFile | None = None,
-          drop_missing: bool = False, heads: bool | None = None, check_memory: bool = True,
-          optimize: bool | list[str] = False, compile: bool = False, profile: bool = False,
-          new_heads: bool = True, log: Any = None) -> torch.nn.Module:
+@dataclass(frozen=True)
+class Weights:
+    """Weights for :func:`build` with how to load them: ``source`` (a state_dict, a ``.pt`` or
+    ``.safetensors`` file, a :class:`ModelFile`; None: none); ``drop_missing`` builds without the
+    training-only heads when ``heads`` is not given (for weights that lack them); with ``new_heads``,
+    a classifier layer whose shape differs from the weights' (another class count) is initialised
+    afresh and passed to ``log`` (a :class:`~.weights.NewHead`, one line as text; default: printed
+    to stderr), otherwise every tensor must fit."""
+    source: str | Path | dict | ModelFile | None
+    drop_missing: bool = False
+    new_heads: bool = True
+    log: Any = None
+
+
+def build(spec: Spec, seed: int | None = None, weights: str | Path | dict | ModelFile | Weights | None = None,
+          heads: bool | None = None, check_memory: bool = True, optimize: bool | list[str] = False,
+          compile: bool = False, profile: bool = False) -> torch.nn.Module:
     """A ``torch.nn.Module`` for ``spec``.
 
     - eval mode: ``forward`` returns the main logits ``(N, num_classes)``;
     - training mode with training-only heads: a named tuple, main output first, then each head;
     - ``model.loss(outputs, target)``, ``model.predict_proba(x)``, ``model.code`` (the source);
     - ``seed`` makes initialisation reproducible; ``weights`` loads a state_dict, a file saved
-      by ``archc build -o`` or ``archc train`` (``.pt`` or ``.safetensors``); ``heads=False`` (or
-      ``drop_missing=True`` with weights that lack them) builds without the training-only heads;
-    - with ``new_heads`` (the default), a classifier layer whose shape differs from the weights'
-      (another class count) is initialised afresh from ``seed`` (0 when None) and passed to ``log``
-      (a :class:`~.weights.NewHead`, one line as text; default: printed to stderr); every other
+      by ``archc build -o`` or ``archc train`` (``.pt`` or ``.safetensors``), or a :class:`Weights`
+      that says how (``Weights(path, drop_missing=True)`` with weights that lack the training-only
+      heads builds without them; ``heads=False`` always does);
+    - a classifier layer whose shape differs from the weights' (another class count) is initialised
+      afresh from ``seed`` (0 when None), unless ``Weights(..., new_heads=False)``; every other
       tensor must fit.
     """
-    state = read_weights(weights) if weights is not None else None
+    load = weights if isinstance(weights, Weights) else Weights(weights)
+    state = read_weights(load.source) if load.source is not None else None
     if heads is None:
         heads = True
-        if drop_missing and state is not None:
+        if load.drop_missing and state is not None:
             heads = False
     g = annotated_graph(spec)
     if check_memory:
@@ -91,8 +106,8 @@ def build(spec: Spec, seed: int | None = None, weights: str | Path | dict | Mode
     if state is not None:
         from .weights import load_weights
 
-        for head in load_weights(model, state, g, spec, new_heads=new_heads, seed=seed):
-            (log or _stderr)(head)
+        for head in load_weights(model, state, g, spec, new_heads=load.new_heads, seed=seed):
+            (load.log or _stderr)(head)
     if optimize:
         model = optimize_module(model, g, spec, None if optimize is True else list(optimize), profile=profile)
     if compile:
@@ -119,5 +134,5 @@ def load_model(path: str | Path, optimize: bool = False, compile: bool = False) 
         raise BackendError([error(f"{path} holds weights but no spec (it was not written by 'archc build -o' or "
                                   "'archc train')", "", Location(str(path)),
                                   hint="give the spec: archcompiler.build(SPEC, weights=FILE)")])
-    return build(embedded_spec(mf, file=str(path)), heads=True if mf.heads is None else mf.heads, weights=mf,
-                 optimize=optimize, compile=compile, new_heads=False)
+    return build(embedded_spec(mf, file=str(path)), heads=True if mf.heads is None else mf.heads,
+                 weights=Weights(mf, new_heads=False), optimize=optimize, compile=compile)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import networkx as nx
 
-from ...errors import BackendError, error
+from ...errors import BackendError, Location, error
 from ...ir import OPS
 from ...ir.plan import Plan, plan
 from ...spec import Spec
@@ -59,9 +59,14 @@ def class_name(spec: Spec) -> str:
     """The generated class's name: ``torch.class_name`` (validated as an identifier), or the spec's
     name in CamelCase; never a name the generated module already uses."""
     if spec.torch.class_name:
+        if spec.torch.class_name in runtime.IN_GENERATED:
+            raise BackendError([error(f"{spec.torch.class_name!r} is the name of a helper the generated code holds",
+                                      "torch.class_name", Location(spec.file),
+                                      hint="choose another class name")])
         return spec.torch.class_name
     name = "".join(p[:1].upper() + p[1:] for p in identifier(spec.name).split("_") if p) or "Net"
-    return name + "Net" if name in RESERVED_VARIABLES or name[0].isdigit() else name
+    taken = name in RESERVED_VARIABLES or name in runtime.IN_GENERATED or name[0].isdigit()
+    return name + "Net" if taken else name
 
 
 def _docstring_text(text: str) -> str:
@@ -126,101 +131,121 @@ def emit(g: nx.DiGraph, spec: Spec, run: Plan, outputs: dict[str, dict], paths: 
     """forward's statements after the input check: the graph in schedule order (``run``, from
     :func:`~archcompiler.ir.plan.plan`), the training-only heads inside ``if self.training:``,
     tensors deleted after their last use, and the return."""
-    order, result_of = run.order, run.result_of
-    result_nodes = set(result_of.values())
-    last_use = {n: max(c, default=len(order)) if n not in result_nodes else len(order) + 1
-                for n, c in run.consumers.items()}
-    last_use["input"] = max(run.consumers["input"], default=0)
-    var: dict[str, str] = {"input": "x"}
-    holder: dict[str, str] = {"x": "input"}
-    bound: dict[str, set[str]] = {"x": {"input"}}        # variable -> the nodes whose value it holds
-    pending: list[str] = []                              # variables to delete before the next statement
+    heads = {k: f"{variable(k)}_logits" for k, v in outputs.items() if v["training_only"]}
+    forward = _Forward(g, spec, run, paths, profile)
+    forward.head_of = {run.result_of[k]: holder_var for k, holder_var in heads.items()}
+    c, h, w = spec.input
+    forward.body.append(f"        # N x {c} x {h} x {w}")
+    for holder_var in heads.values():          # typed for TorchScript: set in training mode only
+        forward.body.append(f"        {holder_var}: Optional[Tensor] = None")
+    for i, n in enumerate(run.order):
+        forward.statement(i, n)
+    forward.close_block()
+    return forward.body + _returns(g, spec, outputs, {k: forward.var[v] for k, v in run.result_of.items()},
+                                   heads, tuple_name)
 
-    def dead(v: str, i: int) -> bool:
+
+class _Forward:
+    """forward's statements as they are written: which variable holds each node's value, which nodes'
+    values each variable holds, and the variables to delete once nothing reads them again."""
+
+    def __init__(self, g: nx.DiGraph, spec: Spec, run: Plan, paths: dict[str, str], profile: bool) -> None:
+        self.g, self.spec, self.run, self.paths, self.profile = g, spec, run, paths, profile
+        order, result_nodes = run.order, set(run.result_of.values())
+        self.last_use = {n: max(c, default=len(order)) if n not in result_nodes else len(order) + 1
+                         for n, c in run.consumers.items()}
+        self.last_use["input"] = max(run.consumers["input"], default=0)
+        self.var: dict[str, str] = {"input": "x"}
+        self.holder: dict[str, str] = {"x": "input"}
+        self.bound: dict[str, set[str]] = {"x": {"input"}}     # variable -> the nodes whose value it holds
+        self.pending: list[str] = []                           # variables to delete before the next statement
+        self.head_of: dict[str, str] = {}                      # a training head's node -> its logits variable
+        self.body: list[str] = []
+        self.open_training, self.block_start = False, 0
+
+    def dead(self, v: str, i: int) -> bool:
         """Whether variable ``v`` holds nothing that is read after position ``i`` (and was bound by
         code that runs in eval mode too, so deleting it is always valid)."""
-        nodes = bound.get(v, set())
-        return bool(nodes) and all(last_use.get(m, 0) <= i and not g.nodes[m]["training_only"] for m in nodes)
+        nodes = self.bound.get(v, set())
+        return bool(nodes) and all(self.last_use.get(m, 0) <= i and not self.g.nodes[m]["training_only"]
+                                   for m in nodes)
 
-    def flush(i: int) -> None:
+    def flush(self, i: int) -> None:
         """Free tensors right after their last use: a block's branch outputs would otherwise stay
         alive in their variables until the next block reuses the names."""
-        names = sorted({v for v in pending if dead(v, i)})
-        pending.clear()
+        names = sorted({v for v in self.pending if self.dead(v, i)})
+        self.pending.clear()
         if names:
-            body.append(f"        del {', '.join(names)}")
+            self.body.append(f"        del {', '.join(names)}")
             for v in names:
-                bound.pop(v, None)
-                holder.pop(v, None)
+                self.bound.pop(v, None)
+                self.holder.pop(v, None)
 
-    heads = {k: f"{variable(k)}_logits" for k, v in outputs.items() if v["training_only"]}
-    head_of = {result_of[k]: holder_var for k, holder_var in heads.items()}
-    body: list[str] = []
-    c, h, w = spec.input
-    body.append(f"        # N x {c} x {h} x {w}")
-    for holder_var in heads.values():          # typed for TorchScript: set in training mode only
-        body.append(f"        {holder_var}: Optional[Tensor] = None")
-    open_training, block_start = False, 0
+    def close_block(self) -> None:
+        """End an ``if self.training:`` block (with ``pass`` when it has no statement)."""
+        if self.open_training and len(self.body) == self.block_start:
+            self.body.append("            pass")
 
-    def close_block() -> None:
-        if open_training and len(body) == block_start:
-            body.append("            pass")
-
-    for i, n in enumerate(order):
-        data = g.nodes[n]
+    def statement(self, i: int, n: str) -> None:
+        """Node ``n``'s statement (none for an op whose value passes through), entering or leaving the
+        training-only block as ``n`` asks, after deleting what the previous statement left dead."""
+        data = self.g.nodes[n]
         training = data["training_only"]
-        if training != open_training:
-            close_block()
+        if training != self.open_training:
+            self.close_block()
             if training:
-                body.append("        if self.training:")
-                block_start = len(body)
-            open_training = training
+                self.body.append("        if self.training:")
+                self.block_start = len(self.body)
+            self.open_training = training
         indent = " " * (12 if training else 8)
         if not training:
-            flush(i - 1)
-        xs = [var[p] for p in data["inputs"]]
-        ins = [g.nodes[p]["shape"] for p in data["inputs"]]
+            self.flush(i - 1)
+        xs = [self.var[p] for p in data["inputs"]]
+        ins = [self.g.nodes[p]["shape"] for p in data["inputs"]]
         if OPS[data["op"]].passthrough(data["attrs"], ins):
-            var[n] = xs[0]          # nothing to compute: the value passes through
-            bound[xs[0]].add(n)
+            self.var[n] = xs[0]          # nothing to compute: the value passes through
+            self.bound[xs[0]].add(n)
         else:
-            out = _choose_var(n, g, spec, i, var, holder, last_use, result_of)
-            expr = OPS[data["op"]].torch.call_on(data["attrs"], xs, attr_expr("self", paths[n]) if n in paths else "",
-                                                 n in run.inplace, ins)
-            body.append(f"{indent}{out} = {expr}  {shape_comment(data['shape'])}")
-            if profile and not training:
-                body.append(f"{indent}self.archc_mark({n!r})")
-            var[n] = out
-            holder[out] = n
-            bound[out] = {n}
-        pending.extend(v for v in xs if v != var[n])
-        if n in head_of:
-            body.append(f"{indent}{head_of[n]} = {var[n]}")
-    close_block()
+            out = _choose_var(n, self.g, self.spec, i, self.var, self.holder, self.last_use, self.run.result_of)
+            module = attr_expr("self", self.paths[n]) if n in self.paths else ""
+            expr = OPS[data["op"]].torch.call_on(data["attrs"], xs, module, n in self.run.inplace, ins)
+            self.body.append(f"{indent}{out} = {expr}  {shape_comment(data['shape'])}")
+            if self.profile and not training:
+                self.body.append(f"{indent}self.archc_mark({n!r})")
+            self.var[n] = out
+            self.holder[out] = n
+            self.bound[out] = {n}
+        self.pending.extend(v for v in xs if v != self.var[n])
+        if n in self.head_of:
+            self.body.append(f"{indent}{self.head_of[n]} = {self.var[n]}")
+
+
+def _returns(g: nx.DiGraph, spec: Spec, outputs: dict[str, dict], value: dict[str, str], heads: dict[str, str],
+             tuple_name: str) -> list[str]:
+    """forward's return statements (``value``: each output's variable; ``heads``: the training heads'
+    logits variables): a dict of feature maps, a dict of outputs (``torch.returns: dict``), the named
+    tuple in training with heads (only the main output in eval mode), the tuple, or the one tensor."""
     main_names = [k for k, v in outputs.items() if not v["training_only"]]
-    ret_main = var[result_of[main_names[0]]]
-    fields = ", ".join(f"{k}={heads.get(k) or var[result_of[k]]}" for k in outputs)
+    ret_main = value[main_names[0]]
+    fields = ", ".join(f"{k}={heads.get(k) or value[k]}" for k in outputs)
     if g.graph.get("features"):         # a feature extractor: {name: map}, as IntermediateLayerGetter
-        body.append("        return {" + ", ".join(f"{k!r}: {var[result_of[k]]}" for k in outputs) + "}")
-    elif spec.torch.returns == "dict":  # {name: tensor}, as torchvision's segmentation models
-        every = "{" + ", ".join(f"{k!r}: {heads.get(k) or var[result_of[k]]}" for k in outputs) + "}"
-        inference = "{" + ", ".join(f"{k!r}: {var[result_of[k]]}" for k in main_names) + "}"
+        return ["        return {" + ", ".join(f"{k!r}: {value[k]}" for k in outputs) + "}"]
+    if spec.torch.returns == "dict":    # {name: tensor}, as torchvision's segmentation models
+        every = "{" + ", ".join(f"{k!r}: {heads.get(k) or value[k]}" for k in outputs) + "}"
+        inference = "{" + ", ".join(f"{k!r}: {value[k]}" for k in main_names) + "}"
         if heads:
-            body += ["        if self.training:", f"            return {every}", f"        return {inference}"]
-        else:
-            body.append(f"        return {every}")
-    elif heads:
-        body += ["        if torch.jit.is_scripting():   # TorchScript needs one return type, as torchvision's",
-                 f"            return {tuple_name}({fields})",
-                 "        else:",
-                 "            if self.training:",
-                 f"                return {tuple_name}({fields})",
-                 f"            return {ret_main}"]
-    elif len(outputs) > 1:
-        body.append(f"        return {tuple_name}({fields})")
-    else:
-        body.append(f"        return {ret_main}")
-    return body
+            return ["        if self.training:", f"            return {every}", f"        return {inference}"]
+        return [f"        return {every}"]
+    if heads:
+        return ["        if torch.jit.is_scripting():   # TorchScript needs one return type, as torchvision's",
+                f"            return {tuple_name}({fields})",
+                "        else:",
+                "            if self.training:",
+                f"                return {tuple_name}({fields})",
+                f"            return {ret_main}"]
+    if len(outputs) > 1:
+        return [f"        return {tuple_name}({fields})"]
+    return [f"        return {ret_main}"]
 
 
 def render(g: nx.DiGraph, spec: Spec, name: str, tuple_name: str, outputs: dict[str, dict], init_lines: list[str],

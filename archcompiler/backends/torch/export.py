@@ -39,8 +39,7 @@ def export(model: torch.nn.Module, spec: Spec, kind: str, path: str | Path, keep
         with torch.no_grad():   # the outputs under their names: a dict's keys, a named tuple's fields
             given = model.eval()(example)
         names = list(given) if isinstance(given, dict) else list(getattr(given, "_fields", ["logits"]))
-        program = torch.onnx.export(model, (example,), None, input_names=["image"], output_names=names,
-                                    dynamo=True, optimize=False)
+        program = _onnx_program(model, example, names)
         with _batch_norm_kept(keep_batch_norm):
             program.optimize()          # constant folding and onnxscript's rewrite rules
         if _bytes(model) < ONNX_ONE_FILE_BYTES:
@@ -50,6 +49,26 @@ def export(model: torch.nn.Module, spec: Spec, kind: str, path: str | Path, keep
             _save_with_external_data(program.model, Path(path))
         return Path(path)
     raise BackendError([error(f"unknown export kind {kind!r}", "--emit")])
+
+
+def _onnx_program(model: torch.nn.Module, example: torch.Tensor, names: list[str]) -> object:
+    """torch's ONNX program of ``model``, traced with scaled_dot_product_attention's math kernel: torch 2.13's
+    decomposition of the CPU flash kernel with an attention mask (a position bias: BEiT's, MaxViT's
+    attention as archc lays them out) gives its output strides that a later view of it refuses, and a failed
+    export leaves the process unable to export again; the math kernel gives the same ONNX graph for the
+    others (ViT, Swin, MaxViT: the same nodes). A failure of the exporter is refused in one line."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    try:
+        with sdpa_kernel([SDPBackend.MATH]):
+            return torch.onnx.export(model, (example,), None, input_names=["image"], output_names=names,
+                                     dynamo=True, optimize=False)
+    except Exception as exc:  # noqa: BLE001 (torch's exporter raises many kinds: refused, its cause named)
+        cause = exc.__cause__ or exc
+        reason = " ".join(str(cause).split())[:300]
+        reason = reason if reason.isprintable() else repr(reason)[1:-1]
+        raise BackendError([error(f"torch's ONNX exporter fails on this model: {type(cause).__name__}: {reason}",
+                                  "--emit onnx")]) from None
 
 
 ONNX_ONE_FILE_BYTES = 2 ** 31 - 2 ** 24     # protobuf's limit for one file, less room for the graph itself

@@ -112,92 +112,122 @@ def load_weights(model: torch.nn.Module, weights: ModelFile, g: Any, spec: Spec,
     afresh, seeded by ``seed`` (0 when None). Returns those layers (``str()``: one line each). Any
     other mismatch is an error naming the first layer that differs (then at most a few of each
     kind, and a count); a checkpoint of another spec is said once, with what to do instead."""
-    state, label = weights.state_dict, weights.label
-    own = model.state_dict()
-    paths = module_paths(model)
-    by_path = {path: node for node, path in paths.items()}
-    heads = {paths[n] for n in classifier_nodes(g) if n in paths}
-    source = Location(label)
-
-    def layer(key: str) -> tuple[str, Location]:
-        node = _owner(key, by_path)
-        return (g.nodes[node]["layer"], g.nodes[node]["loc"]) if node else ("?", source)
-
-    differ = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    renew = {k.rsplit(".", 1)[0] for k in differ} & heads if new_heads else set()
-    missing = [k for k in own if k not in state]
-    # a feature extractor (features:) loads the whole network's checkpoint: the layers it dropped are left out
-    dropped = set(g.graph.get("dropped_modules", ()))
-    state = {k: v for k, v in state.items() if k in own or k.rsplit(".", 1)[0] not in dropped}
-    unexpected = [k for k in state if k not in own]
-    shapes = [k for k in differ if k.rsplit(".", 1)[0] not in renew]
-    # values of another kind (integers for weights, complex numbers) are not cast: refused like a shape
-    kinds = [k for k in own if k in state and k not in differ and _kind(state[k]) != _kind(own[k])]
-
-    def first_difference(among: list[str]) -> tuple[str, Location, str]:
-        """The layer of the first tensor (in the model's order) among ``among`` or missing, its
-        place in the spec, and what differs."""
-        differing = set(missing) | set(among)
-        first = next((k for k in own if k in differing), None)
-        if first is None:
-            return "?", source, f"{label} has tensors the model lacks, first {shown(unexpected[0])}"
-        name, loc = layer(first)
-        if first in missing:
-            return name, loc, f"{first} is not in {label}"
-        if first in kinds:
-            return name, loc, (f"{first}: {_kind(state[first])} values ({state[first].dtype}) in {label}, "
-                               f"{_kind(own[first])} in the model")
-        return name, loc, f"{first}: {tuple(state[first].shape)} in {label}, {tuple(own[first].shape)} in the model"
-
-    if missing or unexpected or shapes or kinds:
+    fit = _Fit.of(model, weights, g, new_heads)
+    if fit.missing or fit.unexpected or fit.shapes or fit.kinds:
         if weights.spec_name and weights.spec_name != spec.name:
-            # said the same whatever the command: every tensor that does not fit counts, the
-            # classifier layers' too (a new head is for a checkpoint of the same network)
-            held = f"spec {weights.spec_name}" + (f" (from {shown(weights.spec_file)})" if weights.spec_file else "")
-            name, _, why = first_difference(differ + kinds)
-            raise BackendError([error(
-                f"{label} holds {held}, but the command was given spec {spec.name} ({spec.file}): "
-                f"{len(missing) + len(unexpected) + len(differ) + len(kinds)} tensors do not fit; the "
-                f"first layer that differs is {name} ({why})", "--weights", source,
-                hint=f"pass the checkpoint itself as SPEC (archc predict {label} IMAGE ..., archc evaluate "
-                     f"{label} --data DIR), or give the spec it was trained with")])
-        name, loc, why = first_difference(shapes + kinds)
-        problems = [error(f"{label} does not fit spec {spec.name}: the first layer that differs is {name} ({why})",
-                          "weights", loc)]
-        shape_list = []
-        for k in shapes:
-            name, loc = layer(k)
-            shape_list.append(error(f"shape mismatch for {k} (layer {name}): checkpoint {tuple(state[k].shape)}, "
-                                    f"model {tuple(own[k].shape)}", "weights", loc))
-        kind_list = []
-        for k in kinds:
-            name, loc = layer(k)
-            kind_list.append(error(f"values of another kind for {k} (layer {name}): checkpoint {_kind(state[k])} "
-                                   f"({state[k].dtype}), model {_kind(own[k])} ({own[k].dtype})", "weights", loc))
-        missing_list = []
-        for k in missing:
-            name, loc = layer(k)
-            missing_list.append(error(f"missing key {k} (layer {name})", "weights", loc,
-                                      hint=f"{label} lacks this tensor"))
-        unexpected_list = [error(f"unexpected key {shown(k)}", "weights", source,
-                                 hint="the model has no such tensor; wrong spec or rename rules?") for k in unexpected]
-        problems += _capped(shape_list, "shape mismatches", source)
-        problems += _capped(kind_list, "tensors of another kind", source)
-        problems += _capped(missing_list, "missing keys", source)
-        problems += _capped(unexpected_list, "unexpected keys", source)
-        nodes = [_owner(k, by_path) for k in missing]
-        if missing and all(n is not None and g.nodes[n]["training_only"] for n in nodes):
-            problems.append(error(f"{label} lacks only the training-only heads: it loads with "
-                                  "--drop-training-heads (drop_missing=True)", "weights", source))
-        raise BackendError(problems)
+            raise BackendError([fit.other_spec(weights, spec)])
+        raise BackendError(fit.problems(spec))
+    state, own, renew = fit.state, fit.own, fit.renew
     notes = []
     if renew:
         notes = _renew(model, [p for p in dict.fromkeys(k.rsplit(".", 1)[0] for k in own) if p in renew],
-                       state, own, by_path, g, label, 0 if seed is None else seed)
+                       state, own, fit.by_path, g, fit.label, 0 if seed is None else seed)
         own = model.state_dict()
         state = {k: (own[k] if k.rsplit(".", 1)[0] in renew else v) for k, v in state.items()}
     model.load_state_dict(state, strict=True)
     return notes
+
+
+@dataclass
+class _Fit:
+    """How a checkpoint's tensors fit a model's: the keys each lacks, the shapes and kinds of values
+    that differ, and the classifier layers that start afresh."""
+    g: Any
+    label: str                      # the checkpoint, as messages name it
+    state: dict[str, Any]           # the checkpoint's tensors (less the layers a feature extractor dropped)
+    own: dict[str, Any]             # the model's
+    by_path: dict[str, str]         # module path -> IR node
+    differ: list[str]               # keys in both whose shapes differ
+    renew: set[str]                 # the classifier layers initialised afresh (module paths)
+    missing: list[str]
+    unexpected: list[str]
+    shapes: list[str]               # shape mismatches that are refused (not renewed)
+    kinds: list[str]                # values of another kind (integers for weights, complex numbers)
+
+    @classmethod
+    def of(cls, model: torch.nn.Module, weights: ModelFile, g: Any, new_heads: bool) -> _Fit:
+        state, own = weights.state_dict, model.state_dict()
+        paths = module_paths(model)
+        heads = {paths[n] for n in classifier_nodes(g) if n in paths}
+        differ = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+        renew = {k.rsplit(".", 1)[0] for k in differ} & heads if new_heads else set()
+        missing = [k for k in own if k not in state]
+        # a feature extractor (features:) loads the whole network's checkpoint: the layers it dropped are left out
+        dropped = set(g.graph.get("dropped_modules", ()))
+        state = {k: v for k, v in state.items() if k in own or k.rsplit(".", 1)[0] not in dropped}
+        unexpected = [k for k in state if k not in own]
+        shapes = [k for k in differ if k.rsplit(".", 1)[0] not in renew]
+        # values of another kind are not cast: refused like a shape
+        kinds = [k for k in own if k in state and k not in differ and _kind(state[k]) != _kind(own[k])]
+        return cls(g, weights.label, state, own, {path: node for node, path in paths.items()}, differ, renew,
+                   missing, unexpected, shapes, kinds)
+
+    def layer(self, key: str) -> tuple[str, Location]:
+        """The spec layer that owns tensor ``key``, and its place in the spec."""
+        node = _owner(key, self.by_path)
+        return (self.g.nodes[node]["layer"], self.g.nodes[node]["loc"]) if node else ("?", Location(self.label))
+
+    def first_difference(self, among: list[str]) -> tuple[str, Location, str]:
+        """The layer of the first tensor (in the model's order) among ``among`` or missing, its
+        place in the spec, and what differs."""
+        state, own, label = self.state, self.own, self.label
+        differing = set(self.missing) | set(among)
+        first = next((k for k in own if k in differing), None)
+        if first is None:
+            return "?", Location(label), f"{label} has tensors the model lacks, first {shown(self.unexpected[0])}"
+        name, loc = self.layer(first)
+        if first in self.missing:
+            return name, loc, f"{first} is not in {label}"
+        if first in self.kinds:
+            return name, loc, (f"{first}: {_kind(state[first])} values ({state[first].dtype}) in {label}, "
+                               f"{_kind(own[first])} in the model")
+        return name, loc, f"{first}: {tuple(state[first].shape)} in {label}, {tuple(own[first].shape)} in the model"
+
+    def other_spec(self, weights: ModelFile, spec: Spec) -> Diagnostic:
+        """A checkpoint of another spec, said the same whatever the command: every tensor that does
+        not fit counts, the classifier layers' too (a new head is for a checkpoint of the same network)."""
+        label = self.label
+        held = f"spec {weights.spec_name}" + (f" (from {shown(weights.spec_file)})" if weights.spec_file else "")
+        name, _, why = self.first_difference(self.differ + self.kinds)
+        count = len(self.missing) + len(self.unexpected) + len(self.differ) + len(self.kinds)
+        return error(
+            f"{label} holds {held}, but the command was given spec {spec.name} ({spec.file}): "
+            f"{count} tensors do not fit; the "
+            f"first layer that differs is {name} ({why})", "--weights", Location(label),
+            hint=f"pass the checkpoint itself as SPEC (archc predict {label} IMAGE ..., archc evaluate "
+                 f"{label} --data DIR), or give the spec it was trained with")
+
+    def problems(self, spec: Spec) -> list[Diagnostic]:
+        """Every mismatch, the first layer that differs first, then at most a few of each kind."""
+        state, own, label, source = self.state, self.own, self.label, Location(self.label)
+        name, loc, why = self.first_difference(self.shapes + self.kinds)
+        problems = [error(f"{label} does not fit spec {spec.name}: the first layer that differs is {name} ({why})",
+                          "weights", loc)]
+        shape_list, kind_list, missing_list = [], [], []
+        for k in self.shapes:
+            name, loc = self.layer(k)
+            shape_list.append(error(f"shape mismatch for {k} (layer {name}): checkpoint {tuple(state[k].shape)}, "
+                                    f"model {tuple(own[k].shape)}", "weights", loc))
+        for k in self.kinds:
+            name, loc = self.layer(k)
+            kind_list.append(error(f"values of another kind for {k} (layer {name}): checkpoint {_kind(state[k])} "
+                                   f"({state[k].dtype}), model {_kind(own[k])} ({own[k].dtype})", "weights", loc))
+        for k in self.missing:
+            name, loc = self.layer(k)
+            missing_list.append(error(f"missing key {k} (layer {name})", "weights", loc,
+                                      hint=f"{label} lacks this tensor"))
+        unexpected_list = [error(f"unexpected key {shown(k)}", "weights", source,
+                                 hint="the model has no such tensor; wrong spec or rename rules?")
+                           for k in self.unexpected]
+        problems += _capped(shape_list, "shape mismatches", source)
+        problems += _capped(kind_list, "tensors of another kind", source)
+        problems += _capped(missing_list, "missing keys", source)
+        problems += _capped(unexpected_list, "unexpected keys", source)
+        nodes = [_owner(k, self.by_path) for k in self.missing]
+        if self.missing and all(n is not None and self.g.nodes[n]["training_only"] for n in nodes):
+            problems.append(error(f"{label} lacks only the training-only heads: it loads with "
+                                  "--drop-training-heads (drop_missing=True)", "weights", source))
+        return problems
 
 
 def _renew(model: torch.nn.Module, paths: list[str], state: dict, own: dict, by_path: dict[str, str], g: Any,

@@ -243,6 +243,9 @@ class Resolver(Tables, Conditions, References):
         return out
 
     def _define_layer(self, item: dict, ipath: tuple, scope: _Scope, previous: str, top_level: bool) -> str:
+        """One layer entry: its op's fields (the spec's defaults for the op, then its own) evaluated
+        and validated, its name claimed, its inputs queued for resolution; returns its full name
+        (``previous`` when it fails or its ``when`` is false)."""
         where = getattr(item, "loc", Location(self.file))
         op = item.get("op")
         name = item.get("name")
@@ -255,17 +258,54 @@ class Resolver(Tables, Conditions, References):
                                      value=op, hint=unknown_op_hint(op)))
             return previous
         if item.get("when") is not None:
-            holds = self._condition(item["when"], scope, locate(item, ("when",)), f"{logical}.when")
-            if holds is None:
-                return previous
-            if not holds:
-                refs = item.get("inputs") if isinstance(item.get("inputs"), list) else item.get("input")
-                refs = [refs] if isinstance(refs, str) else refs
-                if not isinstance(name, str) or (refs is not None and not (
-                        isinstance(refs, list) and all(isinstance(r, str) for r in refs))):
-                    holds = True                # the layer's own validation below says what is wrong
-                else:
-                    return self._skip(name, refs or None, scope, previous, where, logical)
+            skipped = self._when_layer(item, scope, previous, where, logical)
+            if skipped is not None:
+                return skipped
+        fields = self._layer_fields(item, op, model, scope, logical)
+        if fields is None:
+            return previous
+        data, field_locs, field_paths = fields
+        for key in data:
+            field_locs.setdefault(key, where)
+        try:
+            spec = model.model_validate(data)
+        except ValidationError as exc:
+            self._field_errors(exc, item, logical, field_locs, field_paths)
+            return previous
+        full = self._claim_name(spec.name, scope, where, logical)
+        if full is None:
+            return previous
+        scope.local[spec.name] = full
+        scope.local_loc[spec.name] = where
+        index = len(self.layers)
+        row = scope.row if scope.row is not None else full
+        self.layers.append(Layer(full, spec, (), scope.group, row, where, field_locs))
+        self.index[full] = index
+        if top_level and scope.row is None:
+            self.rows.append(full)
+        self._layer_inputs(index, spec, item, scope, previous, logical)
+        return full
+
+    def _when_layer(self, item: dict, scope: _Scope, previous: str, where: Location, logical: str) -> str | None:
+        """A layer's ``when``: None when it holds (the layer is made), else what the layer leaves in
+        its place: ``previous`` when the condition fails (said), its input when it is false."""
+        holds = self._condition(item["when"], scope, locate(item, ("when",)), f"{logical}.when")
+        if holds is None:
+            return previous
+        if holds:
+            return None
+        name = item.get("name")
+        refs = item.get("inputs") if isinstance(item.get("inputs"), list) else item.get("input")
+        refs = [refs] if isinstance(refs, str) else refs
+        if not isinstance(name, str) or (refs is not None and not (
+                isinstance(refs, list) and all(isinstance(r, str) for r in refs))):
+            return None                 # the layer's own validation says what is wrong
+        return self._skip(name, refs or None, scope, previous, where, logical)
+
+    def _layer_fields(self, item: dict, op: str, model: Any, scope: _Scope,
+                      logical: str) -> tuple[dict[str, Any], dict[str, Location], dict[str, str]] | None:
+        """A layer's field values, each field's place (and, for a value a block argument gave, that
+        argument's path); None when a value fails (said once)."""
         defaults: dict[str, Any] = dict((self.doc.get("defaults") or {}).get(op) or {})
         data: dict[str, Any] = {}
         field_locs: dict[str, Location] = {k: locate(self.doc, ("defaults", op, k)) for k in defaults}
@@ -279,51 +319,51 @@ class Resolver(Tables, Conditions, References):
             if key in _RAW_FIELDS or key not in model.model_fields:
                 data[key] = self._claim_values(plain(value), scope) if key == "claims" else plain(value)
                 continue
-            try:
-                data[key], src = self._substitute(value, key, op, scope)
-            except _Located as exc:
-                d = exc.diagnostic
-                if not d.location.line:       # located at the field itself
-                    d = error(d.message, f"{logical}.{key}", locate(item, (key,)), hint=d.hint, value=d.value)
-                self.errors.append(d)
-                return previous
-            except expr.ExprError as exc:
-                if exc.unknown in self.failed_params:
-                    return previous          # the parameter's own error says it once
-                hint = None
-                if "never closed" in str(exc) or "unmatched" in str(exc):
-                    hint = "inside { } or [ ] YAML splits at commas: quote the expression"
-                self.errors.append(error(str(exc), f"{logical}.{key}", locate(item, (key,)), value=value,
-                                         hint=hint))
-                return previous
+            evaluated = self._field_value(item, key, value, op, scope, logical)
+            if evaluated is None:
+                return None
+            data[key], src = evaluated
             if src is not None:
                 field_locs[key], field_paths[key] = src
-        for key in data:
-            field_locs.setdefault(key, where)
+        return data, field_locs, field_paths
+
+    def _field_value(self, item: dict, key: str, value: Any, op: str, scope: _Scope,
+                     logical: str) -> tuple[Any, Any] | None:
+        """A field's value with its expressions evaluated, and where a bare argument came from; None
+        when it fails (said, unless a failed parameter it reads was said already)."""
         try:
-            spec = model.model_validate(data)
-        except ValidationError as exc:
-            for d in pydantic_errors(exc, item, logical):
-                key = d.path[len(logical) + 1:].split(".")[0] if d.path.startswith(logical + ".") else ""
-                if key in field_paths:
-                    d = error(d.message, field_paths[key], field_locs[key], value=d.value,
-                              hint=f"used as {key!r} of {logical}")
-                elif key in field_locs and d.location == getattr(item, "loc", None):
-                    d = d.at(field_locs[key])
-                self.errors.append(d)
-            return previous
-        full = self._claim_name(spec.name, scope, where, logical)
-        if full is None:
-            return previous
-        scope.local[spec.name] = full
-        scope.local_loc[spec.name] = where
+            return self._substitute(value, key, op, scope)
+        except _Located as exc:
+            d = exc.diagnostic
+            if not d.location.line:       # located at the field itself
+                d = error(d.message, f"{logical}.{key}", locate(item, (key,)), hint=d.hint, value=d.value)
+            self.errors.append(d)
+        except expr.ExprError as exc:
+            if exc.unknown in self.failed_params:
+                return None          # the parameter's own error says it once
+            hint = None
+            if "never closed" in str(exc) or "unmatched" in str(exc):
+                hint = "inside { } or [ ] YAML splits at commas: quote the expression"
+            self.errors.append(error(str(exc), f"{logical}.{key}", locate(item, (key,)), value=value, hint=hint))
+        return None
+
+    def _field_errors(self, exc: ValidationError, item: dict, logical: str, field_locs: dict[str, Location],
+                      field_paths: dict[str, str]) -> None:
+        """The op model's validation errors, each at the field's place: a value a block argument gave
+        is said at that argument."""
+        for d in pydantic_errors(exc, item, logical):
+            key = d.path[len(logical) + 1:].split(".")[0] if d.path.startswith(logical + ".") else ""
+            if key in field_paths:
+                d = error(d.message, field_paths[key], field_locs[key], value=d.value,
+                          hint=f"used as {key!r} of {logical}")
+            elif key in field_locs and d.location == getattr(item, "loc", None):
+                d = d.at(field_locs[key])
+            self.errors.append(d)
+
+    def _layer_inputs(self, index: int, spec: Any, item: dict, scope: _Scope, previous: str, logical: str) -> None:
+        """Queue the references to layer ``index``'s inputs (``previous`` where it names none)."""
+        where = getattr(item, "loc", Location(self.file))
         refs = spec.input_names()
-        index = len(self.layers)
-        row = scope.row if scope.row is not None else full
-        self.layers.append(Layer(full, spec, (), scope.group, row, where, field_locs))
-        self.index[full] = index
-        if top_level and scope.row is None:
-            self.rows.append(full)
         start = len(self.pending)
         if refs is None:
             self.pending.append(_Ref(index, previous, scope, where, None))
@@ -336,7 +376,6 @@ class Resolver(Tables, Conditions, References):
                 loc = locate(item, (key, k)) if key == "inputs" else locate(item, (key,))
                 self.pending.append(_Ref(index, ref, scope, loc, f"{logical}.{key}"))
         self.layer_refs[index] = self.pending[start:]
-        return full
 
     def _substitute(self, value: Any, key: str, op: str, scope: _Scope) -> tuple[Any, Any]:
         """Evaluate expressions in a field value; also say where a bare argument came from."""

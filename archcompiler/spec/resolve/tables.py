@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pydantic import ValidationError
@@ -19,86 +20,68 @@ from ..resolved import Instance
 from ..source import YDict, YList, locate, plain
 from .scope import CLAIM_COLUMNS, REPEAT, SHAPE_NAMES, _Located, _logical, _Ref, _Scope, _Stop
 
+_FAILED = object()      # an argument whose value could not be computed (and was said)
+
+
+@dataclass(frozen=True)
+class _Use:
+    """A block used at one place: a ``use:`` entry, a table's row, or one instance of a repeated row.
+    What it names and where it stands, for its messages and the instance it records."""
+    name: str
+    block: str                      # the block's name as written (or a parameter whose value names one)
+    args: dict
+    args_node: Any                  # the arguments' YAML mapping (for locations); None for a table row
+    input_ref: str | None           # the entry's ``input:``, None for the previous layer
+    claims: Any
+    item: Any                       # the entry or row (for locations)
+    ipath: tuple
+    from_table: bool
+    arg_src: dict[str, tuple[Location, str]] | None = None     # a table row's cells: each argument's place
+
+    def where(self, file: str) -> Location:
+        """The entry's place in the spec (the file itself when the entry has none)."""
+        return getattr(self.item, "loc", Location(file))
+
+    def logical(self, scope: _Scope) -> str:
+        """The dotted path messages name it by."""
+        return f"{scope.prefix}{self.name}" if scope.prefix else f"{_logical(self.ipath[:-1])}.{self.name}"
+
 
 class Tables:
     """The resolver's tables and repeats; its state is :class:`Resolver`'s."""
 
     # ------------------------------------------------------------------ blocks
-    def _instance(self, name: str, block_name: str, args: dict, args_node: Any, input_ref: str | None,
-                  claims: Any, item: Any, ipath: tuple, scope: _Scope, previous: str, top_level: bool,
-                  from_table: bool, arg_src: dict[str, tuple[Location, str]] | None = None) -> str:
+    def _instance(self, use: _Use, scope: _Scope, previous: str, top_level: bool) -> str:
+        """One block instance (see :meth:`_define_instance`); a name whose instance failed is marked
+        failed, so that what reads it is not said wrong again."""
         before = len(self.errors)
-        out = self._define_instance(name, block_name, args, args_node, input_ref, claims, item, ipath, scope,
-                                    previous, top_level, from_table, arg_src)
-        if len(self.errors) > before and name not in scope.local:
-            scope.failed.add(name)
+        out = self._define_instance(use, scope, previous, top_level)
+        if len(self.errors) > before and use.name not in scope.local:
+            scope.failed.add(use.name)
         return out
 
-    def _define_instance(self, name: str, block_name: str, args: dict, args_node: Any, input_ref: str | None,
-                         claims: Any, item: Any, ipath: tuple, scope: _Scope, previous: str, top_level: bool,
-                         from_table: bool, arg_src: dict[str, tuple[Location, str]] | None = None) -> str:
-        where = getattr(item, "loc", Location(self.file))
-        logical = f"{scope.prefix}{name}" if scope.prefix else f"{_logical(ipath[:-1])}.{name}"
-        blocks: dict[str, BlockDef] = self.model.blocks
+    def _define_instance(self, use: _Use, scope: _Scope, previous: str, top_level: bool) -> str:
+        """One block instance: its arguments evaluated, its layers expanded in a scope of their own;
+        returns the node of its output (``previous`` when it fails)."""
+        where, logical = use.where(self.file), use.logical(scope)
         if len(self.instances) > MAX_LAYERS:     # blocks whose layers are all skipped add no layers
             raise _Stop(error(f"the spec expands to more than {MAX_LAYERS:,} block instances", logical, where,
                               hint="repeats multiply; is a row repeated more often than meant?"))
-        block_name = self._block_name(block_name, scope)
-        if block_name not in blocks:
-            self.errors.append(error(f"unknown block {block_name!r}", f"{logical}.use",
-                                     locate(item, ("use",)) if isinstance(item, dict) else where,
-                                     value=block_name, hint=suggest(block_name, set(blocks)) or
-                                     "define it under 'blocks:'"))
+        block_name = self._block_name(use.block, scope)
+        block = self._usable_block(block_name, use, scope, where, logical)
+        if block is None:
             return previous
-        if len(scope.stack) >= MAX_BLOCK_NESTING:
-            self.errors.append(error(f"blocks are nested more than {MAX_BLOCK_NESTING} deep", logical, where))
-            return previous
-        if block_name in scope.stack:
-            chain = " -> ".join((*scope.stack, block_name))
-            self.errors.append(error(f"block {block_name!r} uses itself ({chain})", logical, where,
-                                     hint="blocks cannot be recursive"))
-            return previous
-        block = blocks[block_name]
-        declared = block.arg_names()
-        values = dict(block.arg_defaults())
-        arg_src = dict(arg_src or {})
-        ok = True
-        for arg, value in args.items():
-            aloc = arg_src.get(arg, (locate(args_node, (arg,), key=True), f"{logical}.{arg}"))
-            if arg not in declared:
-                self.errors.append(error(f"block {block_name!r} has no argument {arg!r}", aloc[1], aloc[0],
-                                         value=arg, hint=suggest(arg, set(declared))))
-                ok = False
-                continue
-            if isinstance(value, str):
-                try:       # inside a block, an argument may read that block's input (RegNetY's SE width)
-                    value = expr.evaluate(value, self._with_input_shape(value, scope), self.used)
-                except _Located as exc:
-                    d = exc.diagnostic
-                    self.errors.append(error(d.message, aloc[1], aloc[0], hint=d.hint, value=d.value))
-                    ok = False
-                    continue
-                except expr.ExprError as exc:
-                    if exc.unknown in SHAPE_NAMES and scope.block_input is None and exc.unknown not in scope.values:
-                        self.errors.append(error(f"{exc.unknown!r} is the shape of a block's input; at the top "
-                                                 "level there is none", aloc[1], aloc[0], value=value,
-                                                 hint="a block used inside a block may read its input's shape"))
-                    elif exc.unknown not in self.failed_params:
-                        self.errors.append(error(str(exc), aloc[1], aloc[0], value=value))
-                    ok = False
-                    continue
-            values[arg] = plain(value)
-            arg_src[arg] = aloc
-        missing = [a for a in declared if a not in values and a not in args]   # a failed value: said above
+        values, arg_src, ok = self._block_args(block, block_name, use, scope, logical)
+        missing = [a for a in block.arg_names() if a not in values and a not in use.args]   # a failed value: said above
         if missing:
             self.errors.append(error(f"block {block_name!r} needs argument(s) {', '.join(missing)}",
-                                     logical, where, hint=f"arguments: {', '.join(declared)}"))
+                                     logical, where, hint=f"arguments: {', '.join(block.arg_names())}"))
             ok = False
-        full = self._claim_name(name, scope, where, logical)
+        full = self._claim_name(use.name, scope, where, logical)
         if not ok or full is None:
             return previous
-        claim_model = self._claims(claims, logical, where, scope)
-        block_input = f"@{full}"              # placeholder, resolved below
+        claim_model = self._claims(use.claims, logical, where, scope)
+        block_input = self._input_placeholder(use, scope, previous, full)
         inherited = {k: v for k, v in scope.value_src.items() if k not in values}   # params used bare inside
         position: dict[str, int] = {}
         if scope.block_input is None:         # a top-level instance: its position in the network
@@ -108,18 +91,93 @@ class Tables:
                        {**inherited, **{a: (loc, path) for a, (loc, path) in arg_src.items()}},
                        block_input=block_input, stack=(*scope.stack, block_name), group=full,
                        row=scope.row if scope.row is not None else full, args=frozenset(values))
-        # the block's own input reference is resolved in the outer scope (known before its layers
-        # expand: their conditions may ask for its shape)
-        iloc = locate(item, ("input",)) if isinstance(item, dict) and "input" in item else where
-        if input_ref is None:
-            self.pending.append(_Ref(None, previous, scope, iloc, None, block_input))
-        else:
-            self.pending.append(_Ref(None, input_ref, scope, iloc, f"{logical}.input", block_input))
-        self.input_refs[block_input] = self.pending[-1]
+        output = self._block_output(block, block_name, inner, block_input)
+        self._record(use, scope, top_level, Instance(full, block_name, values, output, claim_model, where,
+                                                     scope.group, use.from_table))
+        return output
+
+    def _usable_block(self, block_name: str, use: _Use, scope: _Scope, where: Location,
+                      logical: str) -> BlockDef | None:
+        """The block ``use`` names, or None (said) when there is none, or using it here would nest
+        blocks too deep or make a block use itself."""
+        blocks: dict[str, BlockDef] = self.model.blocks
+        if block_name not in blocks:
+            item = use.item
+            self.errors.append(error(f"unknown block {block_name!r}", f"{logical}.use",
+                                     locate(item, ("use",)) if isinstance(item, dict) else where,
+                                     value=block_name, hint=suggest(block_name, set(blocks)) or
+                                     "define it under 'blocks:'"))
+            return None
+        if len(scope.stack) >= MAX_BLOCK_NESTING:
+            self.errors.append(error(f"blocks are nested more than {MAX_BLOCK_NESTING} deep", logical, where))
+            return None
+        if block_name in scope.stack:
+            chain = " -> ".join((*scope.stack, block_name))
+            self.errors.append(error(f"block {block_name!r} uses itself ({chain})", logical, where,
+                                     hint="blocks cannot be recursive"))
+            return None
+        return blocks[block_name]
+
+    def _block_args(self, block: BlockDef, block_name: str, use: _Use, scope: _Scope,
+                    logical: str) -> tuple[dict[str, Any], dict[str, tuple[Location, str]], bool]:
+        """The instance's argument values (the block's defaults, then ``use``'s arguments evaluated),
+        each argument's place, and whether all of them were good (each bad one is said)."""
+        declared = block.arg_names()
+        values = dict(block.arg_defaults())
+        arg_src = dict(use.arg_src or {})
+        ok = True
+        for arg, value in use.args.items():
+            aloc = arg_src.get(arg, (locate(use.args_node, (arg,), key=True), f"{logical}.{arg}"))
+            if arg not in declared:
+                self.errors.append(error(f"block {block_name!r} has no argument {arg!r}", aloc[1], aloc[0],
+                                         value=arg, hint=suggest(arg, set(declared))))
+                ok = False
+                continue
+            if isinstance(value, str):
+                value = self._arg_value(value, scope, aloc)
+                if value is _FAILED:
+                    ok = False
+                    continue
+            values[arg] = plain(value)
+            arg_src[arg] = aloc
+        return values, arg_src, ok
+
+    def _arg_value(self, value: str, scope: _Scope, aloc: tuple[Location, str]) -> Any:
+        """An argument's expression evaluated; inside a block it may read that block's input (RegNetY's
+        SE width). ``_FAILED`` (said) when it cannot be."""
+        try:
+            return expr.evaluate(value, self._with_input_shape(value, scope), self.used)
+        except _Located as exc:
+            d = exc.diagnostic
+            self.errors.append(error(d.message, aloc[1], aloc[0], hint=d.hint, value=d.value))
+        except expr.ExprError as exc:
+            if exc.unknown in SHAPE_NAMES and scope.block_input is None and exc.unknown not in scope.values:
+                self.errors.append(error(f"{exc.unknown!r} is the shape of a block's input; at the top "
+                                         "level there is none", aloc[1], aloc[0], value=value,
+                                         hint="a block used inside a block may read its input's shape"))
+            elif exc.unknown not in self.failed_params:
+                self.errors.append(error(str(exc), aloc[1], aloc[0], value=value))
+        return _FAILED
+
+    def _input_placeholder(self, use: _Use, scope: _Scope, previous: str, full: str) -> str:
+        """``@full``: the placeholder an instance's (or a repeated row's) layers read as their input.
+        Its reference (``use``'s ``input:``, else ``previous``) is resolved in the outer scope, known
+        before the layers expand: their conditions may ask for its shape."""
+        placeholder = f"@{full}"
+        item = use.item
+        iloc = locate(item, ("input",)) if isinstance(item, dict) and "input" in item else use.where(self.file)
+        ref = (_Ref(None, previous, scope, iloc, None, placeholder) if use.input_ref is None else
+               _Ref(None, use.input_ref, scope, iloc, f"{use.logical(scope)}.input", placeholder))
+        self.pending.append(ref)
+        self.input_refs[placeholder] = ref
+        return placeholder
+
+    def _block_output(self, block: BlockDef, block_name: str, inner: _Scope, block_input: str) -> str:
+        """Expand the block's layers in ``inner``; the node of its output (its ``output:`` layer, else
+        its last)."""
         raw_layers = self.doc["blocks"][block_name]["layers"]      # keeps source locations
-        last = self._items(raw_layers, ("blocks", block_name, "layers"), inner,
-                           default_input=block_input, top_level=False)
-        output = last
+        output = self._items(raw_layers, ("blocks", block_name, "layers"), inner,
+                             default_input=block_input, top_level=False)
         if block.output is not None:
             if block.output not in inner.local:
                 self.errors.append(error(f"block {block_name!r} has no layer {block.output!r} to return",
@@ -128,13 +186,16 @@ class Tables:
                                          hint=suggest(block.output, set(inner.local))))
             else:
                 output = inner.local[block.output]
-        scope.local[name] = output
-        scope.local_loc[name] = where
-        self.instances[full] = Instance(full, block_name, values, output, claim_model, where,
-                                        scope.group, from_table)
-        if top_level and scope.row is None:
-            self.rows.append(full)
         return output
+
+    def _record(self, use: _Use, scope: _Scope, top_level: bool, instance: Instance) -> None:
+        """Keep an instance (or a repeated row's group): its name in the scope, and a row of the
+        network's table when it stands at the top level."""
+        scope.local[use.name] = instance.output
+        scope.local_loc[use.name] = instance.loc
+        self.instances[instance.name] = instance
+        if top_level and scope.row is None:
+            self.rows.append(instance.name)
 
     def _table(self, item: dict, ipath: tuple, scope: _Scope, previous: str, top_level: bool) -> str:
         raw = item["table"]
@@ -182,19 +243,17 @@ class Tables:
             claims_node = YDict(loc=rloc)
             for c, v in claims.items():
                 claims_node.put(c, v, cell_src[c][0])
+            use = _Use(name, table.use, args, None, None, claims_node or None, row, rpath, True, cell_src)
             if table.repeat in cells:
-                previous = self._repeated(name, table.use, args, None, None, claims_node or None, row, rpath,
-                                          scope, previous, top_level, True, cell_src, cells[table.repeat],
+                previous = self._repeated(use, scope, previous, top_level, cells[table.repeat],
                                           cell_src[table.repeat], table.repeat)
                 continue
             if not table.repeat.isidentifier():       # an expression over the row's counted columns
                 given = {c: cells[c] for c in counted}
-                previous = self._repeated(name, table.use, args, None, None, claims_node or None, row, rpath,
-                                          scope, previous, top_level, True, cell_src, table.repeat,
+                previous = self._repeated(use, scope, previous, top_level, table.repeat,
                                           (locate(raw, ("repeat",)), f"{row_path}.repeat"), REPEAT, given)
                 continue
-            previous = self._instance(name, table.use, args, None, None, claims_node or None, row, rpath,
-                                      scope, previous, top_level, from_table=True, arg_src=cell_src)
+            previous = self._instance(use, scope, previous, top_level)
         return previous
 
     def _check_columns(self, table: Table, raw: dict, path: str, scope: _Scope) -> bool:
@@ -240,12 +299,11 @@ class Tables:
                 return self._skip(use.name, [use.input] if use.input else None, scope, previous,
                                   getattr(item, "loc", Location(self.file)), logical)
         args = dict(item.get("args") or {})
+        entry = _Use(use.name, use.use, args, item.get("args"), use.input, item.get("claims"), item, ipath, False)
         if use.repeat is not None:
             count_src = (locate(item, ("repeat",)), f"{_logical(ipath)}.repeat")
-            return self._repeated(use.name, use.use, args, item.get("args"), use.input, item.get("claims"), item,
-                                  ipath, scope, previous, top_level, False, None, use.repeat, count_src)
-        return self._instance(use.name, use.use, args, item.get("args"), use.input, item.get("claims"), item,
-                              ipath, scope, previous, top_level, from_table=False)
+            return self._repeated(entry, scope, previous, top_level, use.repeat, count_src)
+        return self._instance(entry, scope, previous, top_level)
 
     # ------------------------------------------------------------------ repeats, conditions, positions
     def _repeat_count(self, value: Any, scope: _Scope, src: tuple[Location, str], report: bool = True,
@@ -324,27 +382,19 @@ class Tables:
                     n += self._repeat_count(value, scope, (Location(), ""), report=False) or 1
         return n
 
-    def _repeated(self, name: str, block_name: str, args: dict, args_node: Any, input_ref: str | None,
-                  claims: Any, item: Any, ipath: tuple, scope: _Scope, previous: str, top_level: bool,
-                  from_table: bool, arg_src: dict | None, count_value: Any, count_src: tuple[Location, str],
-                  count_name: str = REPEAT, count_cells: dict | None = None) -> str:
+    def _repeated(self, use: _Use, scope: _Scope, previous: str, top_level: bool, count_value: Any,
+                  count_src: tuple[Location, str], count_name: str = REPEAT, count_cells: dict | None = None) -> str:
         """A row repeated ``count`` times (the paper's ``x3``): a group ``name`` holding the instances
         ``name/0`` ... in a chain; the first takes the row's arguments and input, the others stride 1."""
-        where = getattr(item, "loc", Location(self.file))
-        logical = f"{scope.prefix}{name}" if scope.prefix else f"{_logical(ipath[:-1])}.{name}"
+        where, logical = use.where(self.file), use.logical(scope)
         count = self._repeat_count(count_value, scope, count_src, cells=count_cells)
-        block = self._block_name(block_name, scope)
-        full = self._claim_name(name, scope, where, logical)
+        block = self._block_name(use.block, scope)
+        full = self._claim_name(use.name, scope, where, logical)
         if count is None or full is None:
-            scope.failed.add(name)
+            scope.failed.add(use.name)
             return previous
-        claim_model = self._claims(claims, logical, where, scope)
-        group_input = f"@{full}"
-        iloc = locate(item, ("input",)) if isinstance(item, dict) and "input" in item else where
-        ref = (_Ref(None, previous, scope, iloc, None, group_input) if input_ref is None else
-               _Ref(None, input_ref, scope, iloc, f"{logical}.input", group_input))
-        self.pending.append(ref)
-        self.input_refs[group_input] = ref
+        claim_model = self._claims(use.claims, logical, where, scope)
+        group_input = self._input_placeholder(use, scope, previous, full)
         self.instances[full] = None       # keeps the group before its instances; set below
         inner = _Scope(full + "/", scope.values, scope.value_src, block_input=scope.block_input,
                        stack=scope.stack, group=full, row=scope.row if scope.row is not None else full,
@@ -355,18 +405,15 @@ class Tables:
         last = group_input
         before = len(self.errors)
         for k in range(count):
-            kargs = dict(args) if k == 0 or not has_stride else {**args, stride: 1}
-            last = self._instance(str(k), block_name, kargs, args_node, None, None, item, ipath, inner, last,
-                                  top_level, from_table, arg_src)
+            kargs = dict(use.args) if k == 0 or not has_stride else {**use.args, stride: 1}
+            last = self._instance(replace(use, name=str(k), args=kargs, input_ref=None, claims=None), inner, last,
+                                  top_level)
             if len(self.errors) > before:
                 break                     # the same mistake in every repeat says it once
-        values = {**{k: plain(v) for k, v in args.items()}, **{k: plain(v) for k, v in (count_cells or {}).items()},
-                  count_name: count}
-        self.instances[full] = Instance(full, block, values, last, claim_model, where, scope.group, from_table)
-        scope.local[name] = last
-        scope.local_loc[name] = where
-        if top_level and scope.row is None:
-            self.rows.append(full)
+        values = {**{k: plain(v) for k, v in use.args.items()},
+                  **{k: plain(v) for k, v in (count_cells or {}).items()}, count_name: count}
+        self._record(use, scope, top_level, Instance(full, block, values, last, claim_model, where, scope.group,
+                                                     use.from_table))
         return last
 
     def _block_name(self, name: str, scope: _Scope) -> str:

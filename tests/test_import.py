@@ -928,3 +928,22 @@ def test_a_module_ending_in_its_softmax_is_verified_on_its_probabilities():
 
     text = archcompiler.import_module(Net(), input=(3, 16, 16))
     assert text.rstrip().endswith("{name: softmax, op: softmax}")
+
+
+def test_a_patch_convolutions_flattened_map_read_as_it_is_is_refused_not_an_internal_error():
+    """x = conv(x).flatten(2) (C x N, a ViT's patches before their transpose) read by another call: a one-line
+    refusal; it was an IndexError inside the MobileViT patch reading, which shared the state's name."""
+    import torch.nn as nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = nn.Conv2d(3, 16, 4, 4)
+            self.norm = nn.LayerNorm(64)
+            self.fc = nn.Linear(16, 10)
+
+        def forward(self, x):
+            return self.fc(self.norm(self.proj(x).flatten(2)).mean(2))
+
+    with pytest.raises(BackendError, match="norm"):
+        archcompiler.import_module(Net(), input=(3, 32, 32))

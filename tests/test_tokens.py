@@ -80,7 +80,7 @@ def test_attention_sees_the_whole_image():
 # ----------------------------------------------------------------------------- errors
 
 @pytest.mark.parametrize("layer", ["{name: c, op: conv, out: 8, kernel: 1}", "{name: c, op: max_pool, kernel: 2}",
-                                   "{name: c, op: batch_norm}", "{name: c, op: global_avg_pool}",
+                                   "{name: c, op: lrn, size: 3}", "{name: c, op: global_avg_pool}",
                                    "{name: c, op: linear, over: channels, out: 4}"])
 def test_a_sequence_fed_to_an_image_op_names_both_shapes(layer):
     (message,) = _errors(TOKENS + f"  - {layer}\n")

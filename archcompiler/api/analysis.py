@@ -49,7 +49,7 @@ def draw(spec_or_path: Spec | str | Path, output: str | Path | None = None, *, f
             ``<spec name>.svg`` here; ``"-"`` writes nothing and returns the drawing in ``data``.
         format: the format, when not the output's extension.
         collapse: one box per row (block instances folded); ``depth``: how many levels to unfold.
-        color: ``none``, ``cost`` or ``memory`` (boxes shaded by that row's share).
+        color: ``none``, ``flops`` or ``params`` (boxes shaded by their share of it).
         rankdir: ``TB`` (top to bottom) or ``LR``.
         overrides: ``--set`` values (``{"num_classes": 2}`` or ``["num_classes=2"]``).
         force: replace a default-named file archc did not write.

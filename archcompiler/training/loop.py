@@ -37,6 +37,7 @@ from ..spec import Spec, load_spec
 from .console import Progress
 from .data import ImageFolder, Preprocess, collate, refuse_feature_extractor, scan, split
 from .masks import IGNORE_INDEX, MaskFolder, scan_masks
+from .processes import World, all_sum, all_union, distributed
 from .recipe import _optimizer, lr_factor
 from .run import RunFolder, _tensorboard_writer
 
@@ -57,40 +58,6 @@ class TrainResult:
     spared: list[str] = field(default_factory=list)      # new heads inside the frozen part, which train
     trainable: int = 0                # parameters that train
     parameters: int = 0               # all parameters
-
-
-# ----------------------------------------------------------------------------- processes
-
-@dataclass(frozen=True)
-class World:
-    rank: int = 0
-    size: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def _world(device: torch.device) -> World:
-    """One process, or the torchrun group this process belongs to (joined here)."""
-    size = int(os.environ.get("WORLD_SIZE", "1"))
-    if size <= 1:
-        return World()
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RunError([error("--device cuda, but torch sees no CUDA device", "--device",
-                               hint="use --device cpu (or auto)")])
-    if name == "cuda" and "LOCAL_RANK" in os.environ:
-        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
-    return torch.device(name)
 
 
 def main_shape(spec: Spec) -> tuple[int, ...]:
@@ -152,14 +119,6 @@ def _quiet_when_the_reader_is_gone(exc_type: type[BaseException], exc: BaseExcep
     sys.__excepthook__(exc_type, exc, tb)
 
 
-def _sum(values: list[float], world: World, device: torch.device) -> list[float]:
-    if world.size == 1:
-        return values
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return t.tolist()
-
-
 def evaluate_loader(model: torch.nn.Module, loader: Any, device: torch.device, n_classes: int,
                     amp: bool = False) -> dict[str, Any]:
     """Loss, accuracy and the confusion matrix (rows: true class, columns: predicted) of the main output;
@@ -217,16 +176,6 @@ def _autocast(device: torch.device, amp: bool) -> Any:
 
 # ----------------------------------------------------------------------------- set-up
 
-def _distributed(spec: Spec, device: str) -> tuple[torch.device, World]:
-    """The device and the process group (joined when launched by torchrun)."""
-    dev = _device(device)
-    world = _world(dev)
-    if spec.train.batch_size % world.size:
-        raise RunError([error(f"the batch of {spec.train.batch_size} does not split over {world.size} processes",
-                               "--batch-size", hint=f"use a multiple of {world.size}")])
-    return dev, world
-
-
 @dataclass
 class Data:
     classes: list[str]
@@ -281,14 +230,6 @@ def _data(spec: Spec, data: str | Path, val: str | Path | None, val_split: float
 
 
 # ----------------------------------------------------------------------------- one epoch
-
-def _union(indices: set[int], world: World) -> set[int]:
-    if world.size == 1:
-        return indices
-    gathered: list[Any] = [None] * world.size
-    dist.all_gather_object(gathered, sorted(indices))
-    return {i for part in gathered for i in part}
-
 
 @dataclass
 class _Session:
@@ -356,7 +297,7 @@ def _epoch(s: _Session, epoch: int, show: Progress, bad_files: set[int]) -> dict
         count += len(y)
         elapsed = time.perf_counter() - began
         show.update(loss_sum / count, correct / max(labelled, 1), count * s.world.size / max(elapsed, 1e-9))
-    loss_sum, correct, count, labelled, skipped = _sum([loss_sum, correct, count, labelled, skipped], s.world, s.dev)
+    loss_sum, correct, count, labelled, skipped = all_sum([loss_sum, correct, count, labelled, skipped], s.world, s.dev)
     seconds = time.perf_counter() - began
     return {"epoch": epoch + 1, "train_loss": loss_sum / count if count else float("nan"),
             "train_accuracy": correct / labelled if labelled else 0.0, "val_loss": None, "val_accuracy": None,
@@ -396,7 +337,7 @@ def _check_options(o: TrainOptions) -> None:
 def _model(spec: Spec, weights: Any, freeze: str | None, world: World, dev: torch.device) -> tuple[Any, ...]:
     """The module with its starting weights, the classifier heads started afresh (each said on stderr),
     the frozen modules and the new heads spared inside the frozen part."""
-    from ..backends.torch import build
+    from ..backends.torch import Weights, build
     from ..backends.torch.weights import freeze as freeze_layers
     from ..passes import annotated_graph
 
@@ -407,7 +348,7 @@ def _model(spec: Spec, weights: Any, freeze: str | None, world: World, dev: torc
         if world.main:
             print(f"archc: {head}", file=sys.stderr, flush=True)
 
-    model = build(spec, seed=spec.train.seed, weights=weights, log=note).to(dev)
+    model = build(spec, seed=spec.train.seed, weights=Weights(weights, log=note)).to(dev)
     # new heads train even inside the frozen part (an auxiliary head before LAYER)
     frozen, spared = freeze_layers(model, annotated_graph(spec), spec, freeze, keep={h.path for h in new_heads}) \
         if freeze else ([], [])
@@ -434,12 +375,12 @@ def _epochs(s: _Session, run: RunFolder, o: TrainOptions, scheduler: Any, board:
             show.end(row, t.epochs)
             stop = o.patience is not None and world.main and _since_best(run.history, run.best) >= o.patience
             if world.size > 1:
-                stop = bool(_sum([float(stop)], world, s.dev)[0])
+                stop = bool(all_sum([float(stop)], world, s.dev)[0])
                 dist.barrier()
             if stop:
                 met["stopped"] = {"epoch": row["epoch"], "patience": o.patience}
                 break
-        bad_train = _union(bad_train, world)
+        bad_train = all_union(bad_train, world)
     except KeyboardInterrupt:
         met["interrupted"] = True
         if show.bar is not None:
@@ -490,7 +431,7 @@ def train(spec_or_path: Spec | str | Path, data: str | Path, options: TrainOptio
     refuse_feature_extractor(spec, "train")
     _check_options(o)
     writer = _tensorboard_writer(o.write) if o.tensorboard else None
-    dev, world = _distributed(spec, o.device)
+    dev, world = distributed(spec, o.device)
     d = _data(spec, data, o.val, o.val_split, world, o.workers)
 
     model, new_heads, frozen, spared = _model(spec, published.weights, o.freeze, world, dev)

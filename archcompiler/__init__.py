@@ -31,7 +31,7 @@ _LAZY = {
                      "predict", "profile", "report", "resolve", "resume_arguments", "save_model", "schema", "sweep",
                      "sweep_report", "sweep_table", "train", "train_summary", "validate", "write_model", "zoo"],
                     ".api"),
-    **dict.fromkeys(["BuildOptions", "TrainOptions", "SweepOptions"], ".options"),
+    **dict.fromkeys(["BuildOptions", "DrawOptions", "TrainOptions", "SweepOptions"], ".options"),
     "lower": ".ir",
     "analyze": ".passes",
     "Spec": ".spec",
@@ -71,7 +71,7 @@ if TYPE_CHECKING:       # what the names are, for type checkers and editors
         zoo,
     )
     from .ir import lower
-    from .options import BuildOptions, SweepOptions, TrainOptions
+    from .options import BuildOptions, DrawOptions, SweepOptions, TrainOptions
     from .passes import analyze
     from .spec import Spec, load_spec
 
@@ -95,5 +95,5 @@ __all__ = ["load_spec", "lower", "analyze", "Spec", "build", "calibrate", "check
            "evaluate", "import_model", "import_module", "is_published", "load_model", "op_catalog", "op_markdown",
            "plugin_problems", "predict", "profile", "report", "resolve", "resume_arguments", "save_model", "schema",
            "sweep", "sweep_report", "sweep_table", "train", "train_summary", "validate", "write_model", "zoo",
-           "BuildOptions", "TrainOptions", "SweepOptions", "SpecError", "GraphError", "BackendError", "RunError",
+           "BuildOptions", "DrawOptions", "TrainOptions", "SweepOptions", "SpecError", "GraphError", "BackendError", "RunError",
            "ArchcError", "Diagnostic", "Location", "__version__"]

@@ -1,4 +1,4 @@
-"""The options of a training run and of a sweep, as records: the command line, the Python API and the
+"""The options of a training run, a sweep, a build and a drawing, as records: the command line, the Python API and the
 sweep pass them along whole (``archc train``'s flags are :class:`TrainOptions`' fields). Torch-free."""
 
 from __future__ import annotations
@@ -112,3 +112,22 @@ class BuildOptions:
     check_memory: bool = True
     optimize: bool = False
     compile: bool = False
+
+
+@dataclass(frozen=True)
+class DrawOptions:
+    """What a drawing shows (``archc draw``'s flags).
+
+    Args:
+        collapse: one box per row (block instances folded); ``depth``: how many levels of block instances
+            to unfold instead.
+        color: ``none``, ``flops`` or ``params``: boxes shaded by their share of it.
+        rankdir: ``TB`` (top to bottom) or ``LR``.
+        optimized: the inference graph (BatchNorm folded, ReLU fused, heads removed).
+    """
+
+    collapse: bool = False
+    depth: int | None = None
+    color: str = "none"
+    rankdir: str = "TB"
+    optimized: bool = False

@@ -141,7 +141,7 @@ def test_bad_output_extension():
 
 @pytest.mark.parametrize("path", sorted(SPECS.glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_shipped_spec_draws(path, tmp_path):
-    result = archcompiler.draw(path, tmp_path / "d.svg", collapse="resnet" in path.name)
+    result = archcompiler.draw(path, tmp_path / "d.svg", archcompiler.DrawOptions(collapse="resnet" in path.name))
     assert result.rendered
     ET.parse(tmp_path / "d.svg")
 
@@ -160,7 +160,7 @@ def test_the_readmes_diagrams_are_what_archc_draws_today(name, options, tmp_path
         return [t.text for t in ET.parse(path).getroot().iter(f"{ns}text")]
 
     today = tmp_path / name
-    archcompiler.draw(PAPER, today, **options)
+    archcompiler.draw(PAPER, today, archcompiler.DrawOptions(**options))
     committed = ROOT / "docs" / name
     assert texts(committed) == texts(today), (
         f"regenerate it: archc draw specs/googlenet.yaml {'--collapse --color flops ' if options else ''}-o docs/{name}")

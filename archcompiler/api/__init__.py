@@ -9,7 +9,7 @@ library: each function imports what it needs when called."""
 
 from __future__ import annotations
 
-from ..options import BuildOptions, SweepOptions, TrainOptions
+from ..options import BuildOptions, DrawOptions, SweepOptions, TrainOptions
 from ..util import mib, shape_text
 from ..version import __version__
 from .analysis import analyze, calibrate, draw, profile, report
@@ -23,5 +23,5 @@ __all__ = ["load_spec", "validate", "resolve", "schema", "check", "diff", "zoo",
            "plugin_problems", "analyze", "draw", "report", "profile", "calibrate", "build", "compile_model",
            "write_model", "save_model", "load_model", "EMIT_EXTENSIONS", "train", "resume_arguments",
            "train_summary", "evaluate", "is_published", "predict", "sweep", "sweep_table", "sweep_report",
-           "import_module", "import_model", "BuildOptions", "SweepOptions", "TrainOptions", "mib", "shape_text",
+           "import_module", "import_model", "BuildOptions", "DrawOptions", "SweepOptions", "TrainOptions", "mib", "shape_text",
            "__version__"]

@@ -1,4 +1,5 @@
-"""What a spec costs and how it looks: the analysis, the diagram, the report page, measured and predicted latency, the machine profile."""
+"""What a spec costs and how it looks: the analysis, the diagram, the report page, measured and predicted
+latency, the machine profile."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import SpecError
+from ..options import DrawOptions
 from .specs import load_spec
 
 if TYPE_CHECKING:
@@ -38,35 +40,33 @@ def analyze(spec_or_path: Spec | str | Path, overrides: dict | list | None = Non
     return _analyze(spec_or_path, overrides, batch=batch, depth=depth, input=input, optimized=optimized,
                     train_memory=train_memory, latency=latency)
 
-def draw(spec_or_path: Spec | str | Path, output: str | Path | None = None, *, format: str | None = None,
-         collapse: bool = False, depth: int | None = None, color: str = "none", rankdir: str = "TB",
-         overrides: dict | list | None = None, force: bool = False, optimized: bool = False) -> Any:
+
+def draw(spec_or_path: Spec | str | Path, output: str | Path | None = None, options: DrawOptions | None = None, *,
+         format: str | None = None, overrides: dict | list | None = None, force: bool = False) -> Any:
     """Render the architecture diagram (``archc draw``).
 
     Args:
         spec_or_path: a spec, its file, or a zoo name (``resnet50``).
         output: the file to write (its extension gives the format: svg, png, pdf, dot); default
             ``<spec name>.svg`` here; ``"-"`` writes nothing and returns the drawing in ``data``.
+        options: what the drawing shows (:class:`DrawOptions`: collapsed rows or a depth, colour by FLOPs or
+            params, direction, the inference graph).
         format: the format, when not the output's extension.
-        collapse: one box per row (block instances folded); ``depth``: how many levels to unfold.
-        color: ``none``, ``flops`` or ``params`` (boxes shaded by their share of it).
-        rankdir: ``TB`` (top to bottom) or ``LR``.
         overrides: ``--set`` values (``{"num_classes": 2}`` or ``["num_classes=2"]``).
         force: replace a default-named file archc did not write.
-        optimized: the inference graph (BatchNorm folded, ReLU fused).
 
     Returns:
         the drawing: its ``path`` (None with ``"-"``), ``format`` and ``data``.
 
     Example::
 
-        archcompiler.draw("resnet50", "resnet50.svg", collapse=True)
+        archcompiler.draw("resnet50", "resnet50.svg", DrawOptions(collapse=True))
     """
-    from ..backends.dot import View
     from ..backends.dot import draw as _draw
 
-    view = View(collapse=collapse, depth=depth, color=color, rankdir=rankdir, optimized=optimized)
-    return _draw(spec_or_path, output, format=format, view=view, overrides=overrides, force=force)
+    return _draw(spec_or_path, output, format=format, view=options or DrawOptions(), overrides=overrides,
+                 force=force)
+
 
 def report(spec_or_path: Spec | str | Path, output: str | Path | None = None,
            overrides: dict | list | None = None, *, batch: int = 1, machine: str | Path | None = None,
@@ -117,6 +117,7 @@ def report(spec_or_path: Spec | str | Path, output: str | Path | None = None,
     return write_text(out, report_html(spec, collapsed_svg(spec), batch=batch, machine=machine, measured=measured,
                                        device=device))
 
+
 def profile(spec_or_path: Spec | str | Path, overrides: dict | list | None = None, *, batch: int = 1,
             device: str = "cpu", optimize: bool = False, repeats: int = 10,
             machine: str | Path | None = None) -> dict[str, Any]:
@@ -139,6 +140,7 @@ def profile(spec_or_path: Spec | str | Path, overrides: dict | list | None = Non
     from ..measure.profile import profile_report
 
     return profile_report(spec_or_path, batch, device, optimize, repeats, machine, overrides)
+
 
 def calibrate(device: str = "cpu", output: str | Path | None = None, *, quick: bool = False, force: bool = False,
               progress: bool = True) -> dict[str, Any]:

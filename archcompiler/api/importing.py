@@ -34,6 +34,7 @@ def import_module(model: Any, input: tuple[int, ...] | list[int] | None = None, 
     text, _ = verified_spec(model, flat, blocks=blocks, verify=verify)
     return text
 
+
 def import_model(target: str, output: str | Path | None = None, *, weights: str | Path | None = None,
                  name: str | None = None, args: list[str] | None = None, input: str | tuple[int, ...] | None = None,
                  blocks: bool = True, verify: bool = True) -> dict[str, Any]:
@@ -65,6 +66,7 @@ def import_model(target: str, output: str | Path | None = None, *, weights: str 
     return import_target(str(target), None if output is None else str(output),
                          weights=None if weights is None else str(weights), name=name, args=args, input=input,
                          blocks=blocks, verify=verify)
+
 
 def _snake(text: str) -> str:
     import re

@@ -39,7 +39,9 @@ def build(spec_or_path: Spec | str | Path, overrides: dict | list | None = None,
                   weights=Weights(published.weights, drop_missing=drop_missing), check_memory=check_memory,
                   optimize=optimize, compile=compile)
 
+
 EMIT_EXTENSIONS = {"model": "pt", "python": "py", "torchscript": "ts", "onnx": "onnx"}
+
 
 def compile_model(spec_or_path: Spec | str | Path, output: str | Path | None = None,
                   options: BuildOptions | None = None, *, overrides: dict | list | None = None, emit: str = "model",
@@ -109,6 +111,7 @@ def compile_model(spec_or_path: Spec | str | Path, output: str | Path | None = N
                                        progress=progress)
     return built
 
+
 def write_model(model: Any, output: str | Path, *, emit: str = "model", spec: Spec | None = None,
                 keep_batch_norm: bool = False, progress: bool = False) -> Path:
     """Write a module archc built (atomically): ``model`` (weights and spec: :func:`save_model`), ``python``
@@ -138,12 +141,14 @@ def write_model(model: Any, output: str | Path, *, emit: str = "model", spec: Sp
            keep_batch_norm=keep_batch_norm)
     return out
 
+
 def save_model(model: Any, path: str | Path) -> Path:
     """Save a module built by archc: its weights and the resolved spec in one file, written
     atomically, which :func:`load_model` (and ``archc draw``) read back without the YAML."""
     from ..backends.torch import save_model as _save
 
     return _save(model, path)
+
 
 def load_model(path: str | Path, optimize: bool = False, compile: bool = False) -> Any:
     """Reload a module saved by ``archc build -o model.pt`` or ``archc train`` (the spec is inside

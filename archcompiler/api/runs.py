@@ -42,6 +42,7 @@ def train(spec_or_path: Spec | str | Path, data: str | Path, options: TrainOptio
 
     return _train(spec_or_path, data, options, overrides=overrides)
 
+
 def resume_arguments(run_dir: str | Path | None, given: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """What ``archc train --resume`` trains with: the arguments a run folder's ``args.json`` recorded
     (``spec``, ``data``, ``overrides`` and :class:`TrainOptions`' fields), each one in ``given`` (not
@@ -61,6 +62,7 @@ def resume_arguments(run_dir: str | Path | None, given: dict[str, Any]) -> tuple
 
     return _resume(run_dir, given)
 
+
 def train_summary(result: Any) -> str:
     """The summary ``archc train`` prints at the end of a run: epochs, classes, the last epoch's loss and
     accuracy, speed, the best checkpoint (``result``: what :func:`train` returned).
@@ -73,6 +75,7 @@ def train_summary(result: Any) -> str:
     from ..training import summary
 
     return summary(result, archc_info(result.model).name)
+
 
 def evaluate(spec_or_checkpoint: Spec | str | Path, data: str | Path, *, weights: str | Path | None = None,
              overrides: dict | list | None = None, device: str = "cpu", batch_size: int = 64,
@@ -103,6 +106,7 @@ def evaluate(spec_or_checkpoint: Spec | str | Path, data: str | Path, *, weights
     return _evaluate(spec_or_checkpoint, data, weights=weights, overrides=overrides, device=device,
                      batch_size=batch_size, plot=plot, pretrained=pretrained)
 
+
 def is_published(weights: str | Path | None, pretrained: bool = False) -> bool:
     """Whether ``weights`` (with ``pretrained``) name published weights (``IMAGENET1K_V1``, ``DEFAULT``, a URL)
     rather than a file of the user's, as :func:`evaluate` and :func:`predict` take them.
@@ -114,6 +118,7 @@ def is_published(weights: str | Path | None, pretrained: bool = False) -> bool:
     from ..pretrained import is_url, is_weights_name
 
     return bool(pretrained or is_url(weights) or is_weights_name(weights))
+
 
 def predict(spec_or_checkpoint: Spec | str | Path, images: list[str | Path], *, weights: str | Path | None = None,
             overrides: dict | list | None = None, top: int = 5, device: str = "cpu",

@@ -1,4 +1,5 @@
-"""Reading and checking specs: load, validate, resolve, check, diff, the schema, the zoo and the op catalogue (torch-free)."""
+"""Reading and checking specs: load, validate, resolve, check, diff, the schema, the zoo and the op catalogue
+(torch-free)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ def load_spec(spec_or_path: Spec | str | Path, overrides: dict | list | None = N
     from ..spec import load_spec as _load
 
     return _load(spec_or_path, overrides)
+
 
 def validate(specs: list[Spec | str | Path], overrides: dict | list | None = None) -> list[dict[str, Any]]:
     """Validate spec files (``archc validate``): each read, composed, checked against the op schemas and
@@ -60,6 +62,7 @@ def validate(specs: list[Spec | str | Path], overrides: dict | list | None = Non
             results.append({"file": str(path), "valid": False, "errors": list(exc.errors)})
     return results
 
+
 def resolve(spec_or_path: Spec | str | Path, overrides: dict | list | None = None, *, format: str = "yaml",
             origins: bool = True) -> str:
     """The spec as archc reads it (``archc resolve``): ``extends``, ``edits`` and ``--set`` applied,
@@ -81,6 +84,7 @@ def resolve(spec_or_path: Spec | str | Path, overrides: dict | list | None = Non
         return json.dumps({"spec": plain(spec.document), "origins": origin_map(spec.document)}, indent=2) + "\n"
     return annotated_yaml(spec.document, with_origins=origins)
 
+
 def schema(output: str | Path | None = None) -> str:
     """The JSON Schema of a spec file (``archc schema``) for editors; with ``output``, also written there
     (atomically). Numbers in layer fields also take expressions (``round_to(64 * width, 8)``).
@@ -98,6 +102,7 @@ def schema(output: str | Path | None = None) -> str:
         write_text(output, text)
     return text
 
+
 def check(spec_or_path: Spec | str | Path, overrides: dict | list | None = None,
           tolerance: float = 0.02) -> list[Diagnostic]:
     """Compare every claim of the spec with the computed value; return the mismatches.
@@ -113,6 +118,7 @@ def check(spec_or_path: Spec | str | Path, overrides: dict | list | None = None,
         spec = dataclasses.replace(spec, features=[])
     g = annotated_graph(spec)
     return check_claims(spec, rows(g, spec), tolerance, totals(g))
+
 
 def diff(a: Spec | str | Path, b: Spec | str | Path, overrides_a: dict | list | None = None,
          overrides_b: dict | list | None = None, layers: bool = False) -> dict[str, Any]:
@@ -131,6 +137,7 @@ def diff(a: Spec | str | Path, b: Spec | str | Path, overrides_a: dict | list | 
     result["a_source"], result["b_source"] = _shown(result["a_file"]), _shown(result["b_file"])
     return result
 
+
 def _shown(path: Any) -> str:
     """A shipped spec as ``specs/NAME.yaml``; any other file as given."""
     from ..spec.zoo import SPEC_DIR
@@ -139,6 +146,7 @@ def _shown(path: Any) -> str:
         return f"specs/{Path(path).resolve().relative_to(SPEC_DIR)}"
     except (ValueError, OSError, TypeError):
         return str(path)
+
 
 def zoo(pattern: str | None = None, progress: bool = False) -> list[dict[str, Any]]:
     """The names archc answers to without a path (``archc zoo``): torchvision's builders that the shipped
@@ -159,6 +167,7 @@ def zoo(pattern: str | None = None, progress: bool = False) -> list[dict[str, An
         entries.append({"name": name, "spec": f"specs/{builder.file.name}", "sets": builder.sets,
                         "input": list(spec.input), "params": total["params"], "macs": total["macs"]})
     return entries
+
 
 def op_catalog(op: str | None = None) -> list[dict[str, Any]]:
     """Every op a spec can use (``archc ops``): archc's own, then the installed plugins' (entry-point group
@@ -183,6 +192,7 @@ def op_catalog(op: str | None = None) -> list[dict[str, Any]]:
         raise SpecError([error(message, "ops", hint=hint)])
     return found
 
+
 def op_markdown(entries: list[dict[str, Any]] | None = None) -> str:
     """The README's op table (``archc ops --format markdown``) of :func:`op_catalog`'s entries (default: all).
 
@@ -193,6 +203,7 @@ def op_markdown(entries: list[dict[str, Any]] | None = None) -> str:
     from ..ops import markdown
 
     return markdown(op_catalog() if entries is None else entries)
+
 
 def plugin_problems() -> list[str]:
     """Why each installed op plugin that was left out was (it failed to load, or reuses a name): one line each.

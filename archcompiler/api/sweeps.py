@@ -41,6 +41,7 @@ def sweep(spec_or_path: Spec | str | Path, grid: list[str] | dict[str, list[Any]
 
     return run(spec_or_path, grid, options or SweepOptions(), overrides, training, data)
 
+
 def sweep_table(result: dict[str, Any], raw: bool = False) -> tuple[list[str], list[list[Any]]]:
     """A sweep's table as ``archc sweep`` prints it: the headers and one row of cells per variant
     (``raw``: numbers unformatted, as its CSV has them; an ``error`` column when a variant has errors).
@@ -52,6 +53,7 @@ def sweep_table(result: dict[str, Any], raw: bool = False) -> tuple[list[str], l
     from ..sweeps import table
 
     return table(result, raw)
+
 
 def sweep_report(sweep_dir_or_json: str | Path, output: str | Path | None = None, force: bool = False) -> Path:
     """``archc report --sweep DIR``: a page with a sweep's table and its plot (``sweep.json`` and

@@ -25,6 +25,7 @@ from ..ir import INPUT, OPS, schedule
 from ..modelfile import is_model_file, read_model_file
 from ..modelspec import embedded_spec
 from ..ops import Style
+from ..options import DrawOptions
 from ..passes import annotated_graph
 from ..spec import Spec, load_spec
 from ..util import shape_text
@@ -327,16 +328,7 @@ def _legend(dot: Any, color: str) -> None:
         f'<TR><TD COLSPAN="{len(LEGEND)}">share of the network\'s {what}</TD></TR><TR>{cells}</TR></TABLE>>'))
 
 
-@dataclass(frozen=True)
-class View:
-    """What a drawing shows: ``collapse`` (or ``depth``) folds block instances into single nodes,
-    ``color`` shades nodes by their share of ``flops`` or ``params``, ``rankdir`` is ``TB`` or ``LR``,
-    ``optimized`` draws the inference graph (BatchNorm folded, ReLU fused, heads removed)."""
-    collapse: bool = False
-    depth: int | None = None
-    color: str = "none"
-    rankdir: str = "TB"
-    optimized: bool = False
+View = DrawOptions         # what a drawing shows (archcompiler.options.DrawOptions)
 
 
 def draw(spec_or_path: Spec | str | Path, output: str | Path | None = None, format: str | None = None,

@@ -31,11 +31,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..api import draw
+    from ..api import DrawOptions, draw
 
-    result = draw(args.spec, args.output, format=args.format, collapse=args.collapse, depth=args.depth,
-                  color=args.color, rankdir=args.rankdir, overrides=args.set, force=args.force,
-                  optimized=args.optimized)
+    options = DrawOptions(collapse=args.collapse, depth=args.depth, color=args.color, rankdir=args.rankdir,
+                          optimized=args.optimized)
+    result = draw(args.spec, args.output, options, format=args.format, overrides=args.set, force=args.force)
     if result.path is None:         # -o -: the drawing itself on standard output, for a pipe
         sys.stdout.buffer.write(result.data)
         sys.stdout.flush()

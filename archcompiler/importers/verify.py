@@ -81,7 +81,9 @@ def _perturbed(state: dict[str, Any], seed: int) -> dict[str, Any]:
     return out
 
 
-def _recorder(model: Any, names: list[str]) -> tuple[dict[str, Any], list[Any]]:
+def _recorder(model: Any, names: list[str], keep: Any = None) -> tuple[dict[str, Any], list[Any]]:
+    """Forward hooks on the named sub-modules that record, in the order they run, what ``keep`` makes of each
+    one's first output (default: a copy of the tensor; None where it gives no tensor); and their handles."""
     seen: dict[str, Any] = {}
     handles = []
     for name in names:
@@ -93,7 +95,7 @@ def _recorder(model: Any, names: list[str]) -> tuple[dict[str, Any], list[Any]]:
         def hook(mod: Any, args: Any, output: Any, name: str = name) -> None:
             if name not in seen:                       # a module used twice: its first use
                 t = _first_tensor(output)
-                seen[name] = None if t is None else t.detach().clone()
+                seen[name] = None if t is None else keep(t) if keep else t.detach().clone()
         handles.append(module.register_forward_hook(hook))
     return seen, handles
 
@@ -273,7 +275,7 @@ def _first_onnx_difference(path: Any, built: Any, x: Any, given: Any, probes: di
     ``MAX_PROBE_ELEMENTS`` elements (what it keeps), at most ``MAX_PROBE_RUNS`` runs."""
     import onnx
 
-    from .onnx.graph import _safe
+    from .onnx.graph import safe_text
 
     order = _run_order(built, x, list(probes))
     if not order:
@@ -296,7 +298,7 @@ def _first_onnx_difference(path: Any, built: Any, x: Any, given: Any, probes: di
         first, agrees = _first_in(model, built, x, given, {name: probes[name] for name in group}, agrees)
         if first is not None:
             node = producer.get(probes[first][0])
-            return first, "" if node is None else f"{_safe(node.name) or '(unnamed)'} ({_safe(node.op_type, 60)})", \
+            return first, "" if node is None else f"{safe_text(node.name) or '(unnamed)'} ({safe_text(node.op_type, 60)})", \
                 agrees
         if first is None and agrees is None:          # (onnxruntime gave no values)
             break
@@ -310,26 +312,14 @@ def _run_order(built: Any, x: Any, names: list[str]) -> list[tuple[str, int]]:
 
     import torch
 
-    seen: dict[str, int] = {}
-    handles = []
-    for name in names:
-        try:
-            module = built.get_submodule(name)
-        except AttributeError:
-            continue
-
-        def hook(mod: Any, args: Any, output: Any, name: str = name) -> None:
-            t = _first_tensor(output)
-            if name not in seen and t is not None:
-                seen[name] = math.prod(t.shape)
-        handles.append(module.register_forward_hook(hook))
+    seen, handles = _recorder(built, names, keep=lambda t: math.prod(t.shape))
     try:
         with torch.no_grad():
             built(x)
     finally:
         for h in handles:
             h.remove()
-    return list(seen.items())
+    return [(name, n) for name, n in seen.items() if n is not None]
 
 
 def _first_in(model: Any, built: Any, x: Any, given: Any, probes: dict[str, tuple[str, bool]], agrees: str) \

@@ -40,7 +40,8 @@ def _order(g: nx.DiGraph, heads: bool) -> list[str]:
 def _may_overwrite(g: nx.DiGraph, tensor: str, consumers: dict[str, list[int]], results: set[str],
                    alias: dict[str, str]) -> bool:
     """Whether an op may compute in place over ``tensor``: this op is its only reader, it is no model output,
-    and the op that made it (through views) does not keep it for its backward pass (a ReLU keeps its output)."""
+    and the op that made it (through views) does not keep it for its backward pass (a ReLU keeps its output) nor
+    gives it as a view of what it computed (autograd would copy that back in backward)."""
     if tensor == INPUT or len(consumers[tensor]) != 1 or tensor in results:
         return False
     while tensor in alias:           # a view of another tensor: the same memory, so the same question
@@ -48,8 +49,9 @@ def _may_overwrite(g: nx.DiGraph, tensor: str, consumers: dict[str, list[int]], 
         if tensor == INPUT or len(consumers[tensor]) != 1 or tensor in results:
             return False
     d = g.nodes[tensor]
-    kinds, _ = OPS[d["op"]].saves(d["attrs"], [g.nodes[p]["shape"] for p in d["inputs"]], d["shape"])
-    return "output" not in kinds
+    ins = [g.nodes[p]["shape"] for p in d["inputs"]]
+    kinds, _ = OPS[d["op"]].saves(d["attrs"], ins, d["shape"])
+    return "output" not in kinds and not OPS[d["op"]].view_out(d["attrs"], ins)
 
 
 def plan(g: nx.DiGraph, heads: bool = True) -> Plan:

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 from ..util import shape_text
+from ._windows import out_size, pad_call, same_pads  # noqa: F401  (the op modules' helpers, re-exported)
 
 Shape = tuple[int, ...]
 Attrs = dict[str, Any]
@@ -212,6 +213,9 @@ class OpDef:
       absorbs when archc imports a model); ``shape_inputs``: the positions of the inputs it reads for their
       shape alone (interpolate's ``size_of``), whose values reach no output pixel (the receptive field leaves
       them out);
+    - ``view_out``: for these input shapes its output is a view of the tensor it computes (batch_norm over a
+      sequence: the N S x D tokens' norm viewed as N x S x D): nothing computes in place over it, as
+      autograd would copy the whole tensor back in backward (measured: tests/test_levit.py);
     - ``torch``: its code in the generated module; ``style``: how the diagram draws it;
       ``init``: the name of its weight-initialisation family (``"conv"``, ``"linear"``, ``"norm"``) or None.
     """
@@ -246,6 +250,8 @@ class OpDef:
     mixes: bool = False
     pointwise: bool = False             # each element from the same element of its one input (an activation)
     shape_inputs: Callable[[Attrs], tuple[int, ...]] = lambda a: ()     # inputs read for their shape alone
+    # its output, for these input shapes, is a view of the tensor it computes (see view_out above)
+    view_out: Callable[[Attrs, list[Shape]], bool] = lambda a, i: False
 
     def __post_init__(self) -> None:
         _check("depth", () if self.depth is None else (self.depth,), Depth)
@@ -261,18 +267,26 @@ class FromTorch:
     """A torch call that means an op: ``kind`` the IR kind it becomes, ``layer(seen)`` the spec
     layer's fields (``{"op": ...}``), None where the call gives its input back, or :class:`Unmappable`;
     ``params``: a function's arguments after its tensor inputs, in order; ``modules``: the packages
-    whose classes of that name it reads (a class name alone would match anyone's)."""
+    whose classes of that name it reads (a class name alone would match anyone's); ``first``: the call returns
+    a tuple whose first element is the layer's output (``x.max(dim)``: the values and the indices), read as
+    ``[0]`` or ``.values``; a read of the rest is refused.
+
+    A key ``else:KEY`` is what a call of ``KEY`` is where ``KEY``'s own op refuses it (a mean over H and W is
+    a global average pool, any other mean a ``reduce``); it reads the same arguments as ``KEY``'s entry."""
 
     kind: str
     layer: Callable[[Any], dict | None]
     params: tuple[str, ...] = ()
     modules: tuple[str, ...] = ("torch.nn", "torchvision")
+    first: bool = False
 
 
 @dataclass(frozen=True)
 class FromOnnx:
     """An ONNX node that means an op: ``layer(node)`` the spec layer's fields or :class:`Unmappable`;
-    ``weights``: its initializer inputs by position -> the ``state_dict`` suffix each becomes."""
+    ``weights``: its initializer inputs by position -> the ``state_dict`` suffix each becomes. A key
+    ``else:OP_TYPE`` is what a node of that type is where its own entry refuses it (a MatMul of two layers'
+    outputs, not by a constant matrix)."""
 
     layer: Callable[[Any], dict | None]
     weights: dict[int, str] = field(default_factory=dict)
@@ -323,6 +337,9 @@ def image(kind: str, shapes: list[Shape]) -> Shape:
     s = shapes[0]
     if len(s) == 2:
         raise ShapeError(f"{kind} needs an image (H x W x C) input, got a sequence {fmt(s)} (tokens x dim)")
+    if len(s) == 4:
+        raise ShapeError(f"{kind} needs an image (H x W x C) input, got a clip {fmt(s)} (T x H x W x C: a clip "
+                         f"goes through conv3d, batch_norm, global_avg_pool3d, flatten and element-wise ops)")
     if len(s) != 3:
         raise ShapeError(f"{kind} needs an image (H x W x C) input, got a flat {fmt(s)}")
     return s
@@ -334,7 +351,7 @@ def sequence(kind: str, shapes: list[Shape]) -> Shape:
         raise ShapeError(f"{kind} takes one input, got {len(shapes)}")
     s = shapes[0]
     if len(s) != 2:
-        what = "an image" if len(s) == 3 else "a flat"
+        what = {3: "an image", 4: "a clip"}.get(len(s), "a flat")
         raise ShapeError(f"{kind} needs a sequence (tokens x dim) input, got {what} {fmt(s)}")
     return s
 
@@ -362,6 +379,12 @@ def channels_same(kind: str) -> Callable[[Attrs, list[Shape]], Shape]:
         image(kind, shapes)
         return shapes[0]
     return rule
+
+
+# the broadcasting rule of broadcast() in words, for the field docs of the ops that use it
+BROADCASTS = ("they broadcast as torch broadcasts the batched tensors: the same number of dims, each equal or 1 in "
+              "one of them (a C x 1 x 1 gate or a 1 x H x W map against C x H x W, a 1 x D row against S x D; a flat "
+              "D against S x D does not)")
 
 
 def broadcast(kind: str) -> Callable[[Attrs, list[Shape]], Shape]:
@@ -393,16 +416,6 @@ def two_layers(kind: str, what: str) -> tuple[Callable[[Any], dict], Callable[[A
     return torch_layer, onnx_layer
 
 
-def out_size(size: int, k: int, s: int, before: int, after: int, d: int, ceil: bool = False) -> int:
-    """PyTorch's output size of a window of ``k`` (dilation ``d``), stride ``s`` over ``size``
-    padded by ``before`` and ``after``."""
-    span = size + before + after - d * (k - 1) - 1
-    out = (-(-span // s) if ceil else span // s) + 1
-    if ceil and (out - 1) * s >= size + before:
-        out -= 1           # PyTorch: the last window must start inside the input or left padding
-    return out
-
-
 def spatial(a: Attrs, h: int, w: int, pads: tuple[tuple[int, int], tuple[int, int]], ceil: bool = False) -> tuple[int, int]:
     """Output height and width of a window op (kernel, stride, dilation in ``a``), or :class:`TooSmall`."""
     dil = a.get("dilation", (1, 1))
@@ -412,20 +425,6 @@ def spatial(a: Attrs, h: int, w: int, pads: tuple[tuple[int, int], tuple[int, in
         raise TooSmall(f"output would be {oh}x{ow}: the {h}x{w} input is too small for kernel "
                        f"{a['kernel'][0]}x{a['kernel'][1]}, stride {a['stride'][0]}")
     return oh, ow
-
-
-def same_pads(size: int, k: int, s: int, d: int = 1) -> tuple[int, int]:
-    """TensorFlow's and Keras's 'same' padding of one axis (before, after): the output is ceil(size / s),
-    the total pad ``max((ceil(size / s) - 1) * s + (k - 1) * d + 1 - size, 0)``, the odd pixel after. At
-    stride 1 it is PyTorch's ``padding='same'``."""
-    total = max((-(-size // s) - 1) * s + (k - 1) * d + 1 - size, 0)
-    return total // 2, total - total // 2
-
-
-def pad_call(x: str, pads: tuple[tuple[int, int], tuple[int, int]], value: str = "") -> str:
-    """``F.pad`` of a map by ((top, bottom), (left, right)): torch's order is left, right, top, bottom."""
-    (t, b), (left, r) = pads
-    return f"F.pad({x}, ({left}, {r}, {t}, {b}){', value=' + value if value else ''})"
 
 
 def positions(o: Shape) -> int:

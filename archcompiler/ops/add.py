@@ -29,7 +29,8 @@ KIND = "add"
 
 
 class Add(ManyInputs):
-    """Element-wise sum (a residual connection), optionally followed by an activation."""
+    """Element-wise sum (a residual connection), optionally followed by an activation. Its inputs have one shape:
+    it does not broadcast (`mul`, `sub` and `div` do)."""
 
     op: Literal["add"]
     act: Activation = "none"
@@ -43,7 +44,8 @@ def _shape(a: Attrs, shapes: list[Shape]) -> Shape:
 
 def _from_torch(s: Any) -> dict:
     need(len(s.shapes) >= 2, "an operation with a constant (archc's add joins two layers)")
-    need(all(sh == s.shape for sh in s.shapes), "a add of tensors of different shapes")
+    need(all(sh == s.shape for sh in s.shapes), "an add of tensors of different shapes (archc's add sums inputs of "
+                                                "one shape; it does not broadcast)")
     return {"op": "add"}
 
 

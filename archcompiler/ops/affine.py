@@ -267,7 +267,9 @@ OP = Op(
         "scalar:add": FromTorch(LEARNED, _from_scalar("bias")), "scalar:add_": FromTorch(LEARNED, _from_scalar("bias")),
         "params:addcmul": FromTorch(LEARNED, _from_addcmul, ("value",)),
     },
-    # a one-number constant and a layer's output (the ONNX reader's constant step)
-    from_onnx={f"const:{op}": FromOnnx(lambda n, how=how: _const_fields(how, n.attrs["value"], n.attrs["first"]))
-               for op, how in (("Mul", "mul"), ("Add", "add"), ("Sub", "sub"), ("Div", "div"))},
+    # a one-number constant and a layer's output (the ONNX reader's constant step); a C x 1 x 1 parameter added to
+    # an image, a D one to a sequence (its parameter step: a learned affine's bias, as archc exports it)
+    from_onnx={**{f"const:{op}": FromOnnx(lambda n, how=how: _const_fields(how, n.attrs["value"], n.attrs["first"]))
+                  for op, how in (("Mul", "mul"), ("Add", "add"), ("Sub", "sub"), ("Div", "div"))},
+               "bias:Add": FromOnnx(lambda n: {"op": KIND, "bias": "learned", "per": "channel"})},
 )

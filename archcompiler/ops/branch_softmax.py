@@ -11,6 +11,7 @@ from pydantic import Field
 from ..spec.layers import LayerBase, PosInt
 from ._base import (
     Attrs,
+    FromOnnx,
     FromTorch,
     LayerOp,
     Op,
@@ -95,4 +96,6 @@ OP = Op(
     from_torch={"pattern:branch_softmax": FromTorch(KIND, _pattern),
                 # timm's module, a leaf of the trace (its class in timm's packages)
                 "RadixSoftmax": FromTorch(KIND, _radix_softmax, modules=("timm.layers", "timm.models"))},
+    # the ONNX reader's pattern (importers/onnx/layouts.py)
+    from_onnx={"pattern:branch_softmax": FromOnnx(lambda n: _layer(int(n.attrs["branches"]), int(n.attrs["groups"])))},
 )

@@ -11,6 +11,7 @@ from pydantic import Field
 from ..spec.layers import LayerBase, PosInt
 from ._base import (
     Attrs,
+    FromOnnx,
     FromTorch,
     LayerOp,
     Op,
@@ -64,4 +65,6 @@ OP = Op(
         torch=TorchCode(None, lambda a, x, m, ip: f"{x[0]}.unflatten(1, ({a['branches']}, -1)).sum(1)"),
         style=Style("circle", "#eeeeee", lambda a: f"{a['branches']} branches")),),
     from_torch={"pattern:branch_sum": FromTorch(KIND, _from_torch)},
+    # the ONNX reader's pattern (importers/onnx/layouts.py)
+    from_onnx={"pattern:branch_sum": FromOnnx(lambda n: {"op": KIND, "branches": int(n.attrs["branches"])})},
 )

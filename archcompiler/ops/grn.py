@@ -8,8 +8,10 @@ from typing import Any, Literal
 from pydantic import Field
 
 from ..spec.layers import LayerBase, PosFloat
+from . import _onnx
 from ._base import (
     Attrs,
+    FromOnnx,
     FromTorch,
     LayerOp,
     Op,
@@ -75,4 +77,6 @@ OP = Op(
         style=Style("box", "#f2e6f7")),),
     # timm's class, and archc's own as a built spec holds it (runtime.py's, read by the importer as archc's)
     from_torch={"GlobalResponseNorm": FromTorch(KIND, _from_torch, modules=("timm.layers", "timm.models"))},
+    # the ONNX reader's pattern (importers/onnx/layouts.py): ReduceL2, ReduceMean, the division, the addcmul
+    from_onnx={"pattern:grn": FromOnnx(lambda n: {"op": KIND, "eps": _onnx.eps(n)})},
 )

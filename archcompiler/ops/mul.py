@@ -10,6 +10,7 @@ from pydantic import Field
 from ..spec.layers import ManyInputs
 from . import _onnx
 from ._base import (
+    BROADCASTS,
     FromOnnx,
     FromTorch,
     LayerOp,
@@ -31,7 +32,8 @@ class Mul(ManyInputs):
     times a C x 1 x 1 gate)."""
 
     op: Literal["mul"]
-    inputs: Annotated[list[str], Field(min_length=2, max_length=2)] = Field(description="the two layers to multiply")
+    inputs: Annotated[list[str], Field(min_length=2, max_length=2)] = Field(
+        description="the two layers to multiply; " + BROADCASTS)
 
 
 def _from_torch(s: Any) -> dict:

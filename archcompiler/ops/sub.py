@@ -9,6 +9,7 @@ from pydantic import Field
 
 from ..spec.layers import ManyInputs
 from ._base import (
+    BROADCASTS,
     FromOnnx,
     FromTorch,
     LayerOp,
@@ -32,7 +33,7 @@ class Sub(ManyInputs):
 
     op: Literal["sub"]
     inputs: Annotated[list[str], Field(min_length=2, max_length=2)] = Field(
-        description="the two layers: the first minus the second")
+        description="the two layers: the first minus the second; " + BROADCASTS)
 
 
 _two, _from_onnx = two_layers(KIND, "takes the difference of two layers")

@@ -4,12 +4,25 @@ W)``, as timm's feature maps of a vision transformer, ``forward_intermediates``,
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
 from ..spec.layers import LayerBase, NonNegInt, PosInt
-from ._base import AT_MEMORY_SPEED, Attrs, LayerOp, Op, OpDef, Shape, ShapeError, Style, TorchCode, sequence
+from ._base import (
+    AT_MEMORY_SPEED,
+    Attrs,
+    FromTorch,
+    LayerOp,
+    Op,
+    OpDef,
+    Shape,
+    ShapeError,
+    Style,
+    TorchCode,
+    need,
+    sequence,
+)
 
 KIND = "to_map"
 
@@ -45,6 +58,15 @@ def _call(a: Attrs, x: list[str], m: str, ip: bool) -> str:
     return f"{x[0]}{skip}.transpose(1, 2).reshape({x[0]}.shape[0], {x[0]}.shape[2], {height}, -1)"
 
 
+def _from_torch(s: Any) -> dict:
+    """A sequence's tokens reshaped to H x W x D (``s.arg["height"]``: H), the map held channels-last."""
+    h = s.arg["height"]
+    need(len(s.shapes) == 1 and len(s.shapes[0]) == 2 and h > 0 and s.shapes[0][0] % h == 0,
+         "a reshape of other than a sequence's tokens into rows")
+    n = s.shapes[0][0]
+    return {"op": KIND} if h * h == n else {"op": KIND, "height": h}
+
+
 def _detail(a: Attrs) -> str:
     return "tokens -> image" + (f", skip {a['skip']}" if a["skip"] else "")
 
@@ -54,4 +76,6 @@ OP = Op(
     # the reshape of the transposed view copies: the memory passes see a new tensor, autograd keeps nothing
     kinds=(OpDef(KIND, _shape, attrs=("skip", "height"), elementwise=lambda a, i, o: math.prod(o),
                  latency=AT_MEMORY_SPEED, torch=TorchCode(None, _call), style=Style("box", "#f5f5f5", _detail)),),
+    # the importer recognises the pattern (a sequence reshaped to N x H x W x D: EdgeNeXt's x.reshape(B, H, W, C))
+    from_torch={"pattern:map": FromTorch(KIND, _from_torch)},
 )

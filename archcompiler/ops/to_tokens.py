@@ -7,7 +7,7 @@ import math
 from typing import Any, Literal
 
 from ..spec.layers import LayerBase
-from ._base import AT_MEMORY_SPEED, Attrs, FromTorch, LayerOp, Op, OpDef, Shape, Style, TorchCode, image, need
+from ._base import AT_MEMORY_SPEED, Attrs, FromOnnx, FromTorch, LayerOp, Op, OpDef, Shape, Style, TorchCode, image, need
 
 KIND = "to_tokens"
 
@@ -40,4 +40,6 @@ OP = Op(
                  style=Style("box", "#f5f5f5", lambda a: "image -> tokens")),),
     # the importer recognises the pattern (a flatten of the map's positions, then a transpose of its two axes)
     from_torch={"pattern:tokens": FromTorch(KIND, _from_torch)},
+    # the ONNX reader's pattern (importers/onnx/layouts.py)
+    from_onnx={"pattern:tokens": FromOnnx(lambda n: {"op": KIND})},
 )

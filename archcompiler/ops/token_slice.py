@@ -11,6 +11,7 @@ from ..spec.layers import LayerBase, NonNegInt, PosInt
 from ._base import (
     A_STATEMENT,
     Attrs,
+    FromOnnx,
     FromTorch,
     LayerOp,
     Op,
@@ -21,6 +22,7 @@ from ._base import (
     TorchCode,
     axis1_slice,
     fmt,
+    need,
     sequence,
 )
 
@@ -57,6 +59,24 @@ def _from_torch(s: Any) -> dict:
     return {"op": KIND, "start": start} | ({} if end == tokens else {"end": end})
 
 
+def _from_onnx(n: Any) -> dict:
+    """A Slice of a sequence (N x S x D) along its tokens (axis 1) with constant bounds and step 1 (what the
+    exporters write for ``x[:, a:b]``); read where channel_slice, the Slice of an image, refuses it."""
+    need(len(n.shapes) == 1 and len(n.shapes[0]) == 2 and not n.last,
+         "a Slice other than x[:, a:b] of an image's channels (channel_slice) or of a sequence's tokens")
+    tokens = n.shapes[0][0]
+    bounds = (n.consts + [None] * 5)[1:5]
+    need(bounds[0] is not None and bounds[1] is not None, "a Slice whose bounds are computed, not constants")
+    need(all(v is None or v.dtype.kind in "iu" and v.size == 1 for v in bounds),
+         "a Slice of a sequence along more than one axis")
+    start, end, axis, step = (None if v is None else int(v.reshape(-1)[0]) for v in bounds)
+    need(axis in (None, 1, -2) and step in (None, 1), f"a Slice of a sequence along axis {axis}, step {step} "
+                                                       "(archc's token_slice is x[:, a:b])")
+    start, end, _ = slice(start, end).indices(tokens)
+    need(end > start, f"an empty Slice {start}:{end} of the tokens")
+    return {"op": KIND, "start": start} | ({} if end == tokens else {"end": end})
+
+
 def _call(a: Attrs, x: list[str], m: str, ip: bool) -> str:
     return f"{x[0]}[:, {a['start']}:{'' if a['end'] is None else a['end']}]"
 
@@ -71,4 +91,6 @@ OP = Op(
                  latency=A_STATEMENT, torch=TorchCode(None, _call), style=Style("box", "#f5f5f5", _detail)),),
     # x[:, a:b] of a sequence (the importer gives the index)
     from_torch={"index:tokens": FromTorch(KIND, _from_torch, ("index",))},
+    # (an ONNX Slice of an image is channel_slice's; of a sequence, this)
+    from_onnx={"else:Slice": FromOnnx(_from_onnx)},
 )

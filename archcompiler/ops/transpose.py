@@ -7,7 +7,20 @@ import math
 from typing import Any, Literal
 
 from ..spec.layers import LayerBase
-from ._base import AT_MEMORY_SPEED, Attrs, FromTorch, LayerOp, Op, OpDef, Shape, Style, TorchCode, need, sequence
+from ._base import (
+    AT_MEMORY_SPEED,
+    Attrs,
+    FromOnnx,
+    FromTorch,
+    LayerOp,
+    Op,
+    OpDef,
+    Shape,
+    Style,
+    TorchCode,
+    need,
+    sequence,
+)
 
 KIND = "transpose"
 
@@ -31,6 +44,15 @@ def _from_torch(s: Any) -> dict:
     return {"op": KIND}
 
 
+def _from_onnx(n: Any) -> dict:
+    """Transpose perm 0 2 1 of a sequence (N x S x D): what the exporters write for ``x.transpose(1, 2)``."""
+    need(len(n.shapes) == 1 and len(n.shapes[0]) == 2 and not n.last,
+         "a Transpose of other than a sequence (N x tokens x features)")
+    perm = [int(v) for v in n.attrs.get("perm", [2, 1, 0])]
+    need(perm == [0, 2, 1], f"perm {perm} (archc's transpose swaps tokens and features: 0 2 1)")
+    return {"op": KIND}
+
+
 OP = Op(
     layers=(LayerOp(Transpose, lambda s: [("", KIND, {})]),),
     # a copy in archc's module (.contiguous()): the Linear that reads a transposed view copies it anyway (measured:
@@ -40,4 +62,5 @@ OP = Op(
                  style=Style("box", "#f5f5f5", lambda a: "tokens <-> features")),),
     from_torch={"method:transpose": FromTorch(KIND, _from_torch, ("dim0", "dim1")),
                 "fn:transpose": FromTorch(KIND, _from_torch, ("dim0", "dim1"))},
+    from_onnx={"Transpose": FromOnnx(_from_onnx)},
 )

@@ -27,6 +27,10 @@ def annotate_receptive_field(g: nx.DiGraph) -> nx.DiGraph:
         shape_only = OPS[data["op"]].shape_inputs(data["attrs"])
         read = [i for k, i in enumerate(data["inputs"]) if k not in shape_only]
         fields = [g.nodes[i]["rf"] for i in read]
+        if not fields:                  # a constant of the grid (a position encoding): it sees no pixel
+            shaped = g.nodes[data["inputs"][0]]["rf"]
+            data["rf"] = {"size": (0, 0), "jump": shaped["jump"], "start": shaped["start"]}
+            continue
         base = max(fields, key=lambda f: f["size"][0] * f["size"][1])
         # a broadcast input (squeeze-and-excitation's 1x1 gate) widens the field, but the output's
         # pixels step like those of the full-size input

@@ -23,7 +23,8 @@ def mib(n_bytes: float) -> str:
 
 def shape_text(shape: tuple[int, ...] | list[int]) -> str:
     """A per-sample shape as people read it everywhere in archc, the paper's way: H x W x C
-    (``(256, 28, 28)`` -> ``28x28x256``); a flat ``(F,)`` -> ``1x1xF``, as Table 1 prints the
+    (``(256, 28, 28)`` -> ``28x28x256``; a clip ``(C, T, H, W)`` -> ``TxHxWxC``, ``16x112x112x3``); a flat
+    ``(F,)`` -> ``1x1xF``, as Table 1 prints the
     classifier. JSON keeps ``[C, H, W]``; generated code comments keep torch's ``N x C x H x W``."""
     shape = tuple(shape)
     if len(shape) == 3:
@@ -31,6 +32,9 @@ def shape_text(shape: tuple[int, ...] | list[int]) -> str:
         return f"{h}x{w}x{c}"
     if len(shape) == 1:
         return f"1x1x{shape[0]}"
+    if len(shape) == 4:                 # a clip, C x T x H x W: T x H x W x C
+        c, t, h, w = shape
+        return f"{t}x{h}x{w}x{c}"
     return "x".join(map(str, shape))
 
 

@@ -110,7 +110,6 @@ def run(args: argparse.Namespace) -> int:
     t, tt = report["total"], report["total"]["with_training_heads"]
     unit = "multiply-adds (MACs)" if args.units == "macs" else "FLOPs"
     ops, ops_t = (t["macs"], tt["macs"]) if args.units == "macs" else (t["flops"], tt["flops"])
-    c, h, w = report["input"]
     lines = [
         f"input {size(report['input'])}, batch {report['batch']}",
         f"total (inference):        {t['params']:,} params, {ops:,} {unit}",

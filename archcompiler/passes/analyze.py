@@ -138,7 +138,7 @@ def stages(row_list: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if r["training_only"]:
             continue
         shape = r["output"]
-        size = "x".join(map(str, shape[1:])) if len(shape) == 3 else f"{shape[0]} tokens" if len(shape) == 2 else "flat"
+        size = "x".join(map(str, shape[1:])) if len(shape) in (3, 4) else f"{shape[0]} tokens" if len(shape) == 2 else "flat"
         if not out or out[-1]["resolution"] != size:
             out.append({"resolution": size, "rows": [], "params": 0, "macs": 0, "flops": 0})
         stage = out[-1]

@@ -285,9 +285,11 @@ def _as_map(g: nx.DiGraph, spec: Spec, node: str, key: str) -> str:
     found = _grid(spec, shape[0]) if len(shape) == 2 else None
     if found is None:
         what = "a flat vector" if len(shape) == 1 else f"{shape[0]} tokens that lay out as no grid of the input"
+        if len(shape) == 4:
+            what = "a clip (T x H x W x C; features of video networks are not supported yet)"
         raise GraphError([error(f"feature {key!r} ({data['layer']}) gives {shape_text(shape)}, {what}: a feature "
                                 "is an image", "features", data["loc"],
-                                hint="choose a layer before the head's pooling")])
+                                hint="choose a layer before the head's pooling" if len(shape) != 4 else None)])
     _, skip, height = found
     name = f"{node}/map"
     g.add_node(name, op="to_map", attrs={"skip": skip, "height": height}, inputs=[node], layer=f"{data['layer']}/map",

@@ -306,8 +306,9 @@ class Document(Strict):
     edits: list[Edit] = Field(default_factory=list, description="changes to the inherited layers, in order")
     keep_claims: Bool = Field(False, description="with extends: keep the parent's claims (by default a "
                                                  "variant drops them: they describe the paper)")
-    input: Annotated[list[Union[PosInt, str]], Field(min_length=3, max_length=3)] = Field(
-        description="C, H, W: numbers, or expressions of the parameters (EfficientNet: [3, resolution, resolution])")
+    input: Annotated[list[Union[PosInt, str]], Field(min_length=3, max_length=4)] = Field(
+        description="C, H, W: numbers, or expressions of the parameters (EfficientNet: [3, resolution, resolution]); "
+                    "a clip's C, T, H, W (video: [3, 16, 112, 112])")
     params: dict[str, Scalar] = Field(default_factory=dict)
     builders: dict[Name, dict[Name, Union[Scalar, NetworkClaims]]] = Field(
         default_factory=dict, description="names a user can give instead of the file (torchvision's builders: "

@@ -123,6 +123,6 @@ class Spec:
             return None
 
     def summary(self) -> str:
-        n_conv = sum(1 for layer in self.layers if layer.op in ("conv", "linear"))
+        n_conv = sum(1 for layer in self.layers if layer.op in ("conv", "conv3d", "linear"))
         return (f"{self.name}: {len(self.layers)} layers ({n_conv} conv/linear) in {len(self.rows)} rows, "
                 f"input {shape_text(self.input)}, outputs: {', '.join(self.outputs)}")

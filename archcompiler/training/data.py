@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from ..errors import Location, RunError, SpecError, error
+from ..util import shape_text
 
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 # evaluation resizes the whole image (shorter side to ``resize``) before its center crop; an image so
@@ -69,6 +70,14 @@ def _fail(message: str, where: str | Path, hint: str | None = None) -> RunError:
     return RunError([error(message, "--data", Location(str(where)), hint=hint)])
 
 
+def refuse_clips(spec: Any, what: str = "train, evaluate and predict") -> None:
+    """archc's runs read images: a network over clips (C x T x H x W, video) is refused, saying so."""
+    if len(spec.input) != 3:
+        raise SpecError([error(f"the network takes clips of {shape_text(spec.input)} (T x H x W x C); archc can "
+                               f"{what} on images only (video data is not supported yet)", "input",
+                               Location(spec.file))])
+
+
 @dataclass(frozen=True)
 class Preprocess:
     """How an image becomes the network's input; saved in checkpoints (``as_dict``)."""
@@ -84,6 +93,7 @@ class Preprocess:
 
     @classmethod
     def from_spec(cls, spec: Any) -> Preprocess:
+        refuse_clips(spec)
         c, h, w = spec.input
         d = spec.data
         crop = d.crop or h

@@ -18,7 +18,7 @@ import torch
 
 from ..errors import Location, RunError, SpecError, error
 from ..spec import Spec, load_spec
-from .data import ImageError, ImageFolder, Preprocess, collate, read_image, refuse_feature_extractor, scan
+from .data import ImageError, ImageFolder, Preprocess, collate, read_image, refuse_clips, refuse_feature_extractor, scan
 from .masks import MaskFolder, scan_masks
 
 
@@ -56,6 +56,7 @@ def load_trained(spec_or_checkpoint: Spec | str | Path, weights: str | Path | No
     # what the checkpoint says besides its tensors must fit the network: one name per output, one
     # mean and std per input channel, images of the input's size
     check_classes(mf.classes, mf.label, class_count(spec))
+    refuse_clips(spec)
     c, h, w = spec.input
     pre = (Preprocess.from_dict(mf.preprocess, mf.label, channels=c, side=(h, w)) if mf.preprocess
            else Preprocess.from_spec(spec))

@@ -20,7 +20,7 @@ from ...ir.plan import Plan, plan
 from ...spec import Spec
 from . import runtime
 from .naming import RESERVED_VARIABLES, attr_expr, identifier, module_paths, variable
-from .runtime import _log1m_softmax, check_input, conv_act, helper_source, spec_loss
+from .runtime import _log1m_softmax, check_clip, check_input, conv_act, helper_source, spec_loss
 from .verify import check_source
 
 
@@ -134,8 +134,7 @@ def emit(g: nx.DiGraph, spec: Spec, run: Plan, outputs: dict[str, dict], paths: 
     heads = {k: f"{variable(k)}_logits" for k, v in outputs.items() if v["training_only"]}
     forward = _Forward(g, spec, run, paths, profile)
     forward.head_of = {run.result_of[k]: holder_var for k, holder_var in heads.items()}
-    c, h, w = spec.input
-    forward.body.append(f"        # N x {c} x {h} x {w}")
+    forward.body.append(f"        # N x {' x '.join(map(str, spec.input))}")     # C x H x W, or a clip's C x T x H x W
     for holder_var in heads.values():          # typed for TorchScript: set in training mode only
         forward.body.append(f"        {holder_var}: Optional[Tensor] = None")
     for i, n in enumerate(run.order):
@@ -272,7 +271,9 @@ def render(g: nx.DiGraph, spec: Spec, name: str, tuple_name: str, outputs: dict[
         proba=_final_call(g, outputs[main_names[0]]["node"]) if final_softmax[main_names[0]]
         else _proba_of_loss(outputs[main_names[0]]["loss"] or "cross_entropy"), no_classes=_NO_CLASSES if features else "",
         # the helpers' text from runtime.py (one blank line after the named tuple, then two between definitions)
-        loss_helpers=helper_source(_log1m_softmax, spec_loss)[1:], check_input=helper_source(check_input),
+        loss_helpers=helper_source(_log1m_softmax, spec_loss)[1:],
+        check_input=helper_source(check_input if len(spec.input) == 3 else check_clip),    # an image's, a clip's
+        check_name="check_input" if len(spec.input) == 3 else "check_clip",
         spec_repr=repr(spec.name),
         conv_act=(helper_source(conv_act) if fused else "") + helper_source(*own),
         imports="".join(f"from {module} import {name}\n" for module, name in imports),
@@ -383,7 +384,7 @@ class {name}(nn.Module):
     def forward(self, x: Tensor):
         if not torch.jit.is_scripting():
             if not torch.jit.is_tracing():
-                check_input(x, self.INPUT_SHAPE, {spec_repr}){layout}
+                {check_name}(x, self.INPUT_SHAPE, {spec_repr}){layout}
 {body}
 {inference_only}
     def loss(self, outputs, target: Tensor, label_smoothing: float = 0.0) -> Tensor:

@@ -76,6 +76,16 @@ def check_input(x: Tensor, expected: List[int], spec: str) -> None:
             f"(in Python: build(spec, overrides={{'input': [C, H, W]}})).")
 
 
+def check_clip(x: Tensor, expected: List[int], spec: str) -> None:
+    """Refuse an input of another size than the spec's clips (C x T x H x W), with a message that says what to do."""
+    if x.dim() != 5 or list(x.shape[1:]) != expected:
+        c, t, h, w = expected
+        raise ValueError(
+            f"{spec} takes clips of {t}x{h}x{w}x{c} ({t} frames: a tensor N x {c} x {t} x {h} x {w}); got a tensor of "
+            f"shape {tuple(x.shape)}. To build it for another size: archc build SPEC --set input=[C,T,H,W] "
+            f"(in Python: build(spec, overrides={{'input': [C, T, H, W]}})).")
+
+
 def conv_act(x: Tensor, conv: nn.Conv2d, act: str) -> Tensor:
     """A convolution with its activation fused (archc --optimize): one oneDNN kernel on CPU, the
     convolution and then the activation in place elsewhere (and under torch.compile, which fuses)."""
@@ -233,13 +243,13 @@ def helper_source(*functions) -> str:
 
 
 # the functions whose text a generated module may hold
-IN_GENERATED = ("_log1m_softmax", "spec_loss", "check_input", "conv_act", "stochastic_depth", "WindowAttention",
+IN_GENERATED = ("_log1m_softmax", "spec_loss", "check_input", "check_clip", "conv_act", "stochastic_depth", "WindowAttention",
                 "PatchMerging", "TokenAttention", "GlobalResponseNorm", "ScaledStdConv2d", "PartitionAttention",
                 "BiasedAttention", "LevitAttention", "RopeAttention", "GatedMlp", "BeitAttention",
                 "TalkingHeadAttention", "ClassAttention", "PatchAttention", "FourierPosition",
                 "CrossCovarianceAttention")
 
-__all__ = ["spec_loss", "check_input", "conv_act", "stochastic_depth", "WindowAttention", "PatchMerging",
+__all__ = ["spec_loss", "check_input", "check_clip", "conv_act", "stochastic_depth", "WindowAttention", "PatchMerging",
            "TokenAttention", "GlobalResponseNorm", "ScaledStdConv2d", "PartitionAttention",
            "BiasedAttention", "LevitAttention", "RopeAttention", "GatedMlp", "BeitAttention", "TalkingHeadAttention", "ClassAttention",
            "PatchAttention", "FourierPosition", "CrossCovarianceAttention", "helper_source"]

@@ -437,12 +437,12 @@ class Resolver(Tables, Conditions, References):
         shape = self._shape(scope.block_input)
         if shape is None and self.refused:
             raise _Located(self.refused[0])       # the cause: a layer above refused its input's shape
-        if shape is None or len(shape) != 3:
+        if shape is None or len(shape) not in (3, 4):      # an image, or a clip (C, T, H, W)
             raise _Located(error("cannot compute the value: the shape of the block's input is not known here",
                                  value=text,
                                  hint="the layers before the block must be valid, read only layers above "
-                                      "them, and give an image (C, H, W)"))
-        return {**scope.values, **dict(zip(SHAPE_NAMES, shape))}
+                                      "them, and give an image (C, H, W) or a clip (C, T, H, W)"))
+        return {**scope.values, **dict(zip(SHAPE_NAMES, (shape[0], *shape[-2:])))}
 
 
 def resolve(doc: YDict, file: str) -> Spec:

@@ -59,13 +59,13 @@ class Conditions:
             if shape is None and self.refused:
                 self.errors.append(self.refused[0])     # the cause: a layer above refused its input's shape
                 return None
-            if shape is None or len(shape) != 3:
+            if shape is None or len(shape) not in (3, 4):      # an image, or a clip (C, T, H, W)
                 self.errors.append(error("cannot decide the condition: the shape of the block's input is not "
                                          "known here", path, where, value=text,
                                          hint="the layers before the block must be valid, read only layers "
-                                              "above them, and give an image (C, H, W)"))
+                                              "above them, and give an image (C, H, W) or a clip (C, T, H, W)"))
                 return None
-            values = {**values, **dict(zip(SHAPE_NAMES, shape))}
+            values = {**values, **dict(zip(SHAPE_NAMES, (shape[0], *shape[-2:])))}
         words = {w: w == "true" for w in ("true", "false") if w in mentioned}    # YAML's spelling, quoted
         values = {**words, **values}
         try:

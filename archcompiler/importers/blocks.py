@@ -40,10 +40,38 @@ def _short(rel: str, taken: set) -> str:
 
 
 def _arguments(name: str, fam: Family, removed: dict[str, set[str]], position: dict[str, int]) -> Block:
+    """The block of a family: the fields of its fullest use, each number that differs between uses written
+    as an expression of another (``in_channels * 4``, ``(kernel - 1) // 2``) or as an argument, the
+    arguments' values per use, and a ``when:`` for each layer some uses leave out."""
     insts = fam.instances
-    pos = [position[i.path] for i in insts]
     full = next(i for i in insts if not removed[i.path])
     fields = {rel: dict(it.fields) for rel, it in full.members.items()}
+    vectors = _vectors(full, insts)
+    pos = [position[i.path] for i in insts]
+    args: list[str] = []
+    vec_of: dict[str, list] = {}
+    for (rel, k), vec in vectors.items():
+        value = _derived(vec, pos, len(position), [i.in_channels for i in insts], vec_of)
+        if value is None:
+            value = _new_argument(k, rel, vec, vec_of)
+            args.append(value)
+        fields[rel][k] = value
+    args, vec_of, field_of = _named_by_layer(vectors, fields, args, vec_of)
+    _name_constants(fields, full, insts, vectors, field_of, vec_of)
+    values = {}
+    for j, inst in enumerate(insts):
+        vals = {}
+        for a in args:
+            v = vec_of[a][j]
+            vals[a] = v if v is not None else next(x for x in vec_of[a] if x is not None)
+        values[inst.path] = vals
+    when = _conditions(fam, removed, args, values, fields, position)
+    return Block(name, fam, args, values, fields, when)
+
+
+def _vectors(full: Instance, insts: list[Instance]) -> dict[tuple[str, str], list]:
+    """(member, field) -> its value in each use (None where the use leaves the member out), for the
+    numeric fields whose values differ between uses."""
     vectors: dict[tuple[str, str], list] = {}
     for rel, it in full.members.items():
         for k, v in it.fields.items():
@@ -51,56 +79,72 @@ def _arguments(name: str, fam: Family, removed: dict[str, set[str]], position: d
                 vec = [i.members[rel].fields[k] if rel in i.members else None for i in insts]
                 if len({scalar(x) for x in vec if x is not None}) > 1:
                     vectors[(rel, k)] = vec
-    ins = [i.in_channels for i in insts]
-    args: list[str] = []
-    vec_of: dict[str, list] = {}
-    for (rel, k), vec in vectors.items():
-        by_pos = _by_position(vec, pos, len(position))
-        if by_pos is not None:
-            fields[rel][k] = by_pos
+    return vectors
+
+
+def _derived(vec: list, pos: list[int], uses: int, ins: list[int], vec_of: dict[str, list]) -> Any:
+    """A field's values per use written without a new argument, or None: by the use's position, as an
+    argument with the same values (whose missing values it fills in ``vec_of``), from ``in_channels``,
+    or from another argument."""
+    by_pos = _by_position(vec, pos, uses)
+    if by_pos is not None:
+        return by_pos
+    same = next((a for a, v in vec_of.items()
+                 if all(x is None or y is None or scalar(x) == scalar(y) for x, y in zip(vec, v))), None)
+    if same is not None:
+        vec_of[same] = [y if y is not None else x for x, y in zip(vec, vec_of[same])]
+        return same
+    channels = _from_channels(vec, ins)
+    return channels if channels is not None else _scaled(vec, vec_of)
+
+
+def _from_channels(vec: list, ins: list[int]) -> str | None:
+    """Integer values per use as an expression of each use's ``in_channels`` (equal, a multiple, a
+    squeeze: ``in_channels // 4``), or None."""
+    present = [(x, c) for x, c in zip(vec, ins) if x is not None]
+    if not all(isinstance(x, int) for x, _ in present):
+        return None
+    if all(x == c for x, c in present):
+        return "in_channels"
+    ratios = {x // c if x % c == 0 else None for x, c in present}
+    if len(ratios) == 1 and None not in ratios:
+        return f"in_channels * {ratios.pop()}"
+    parts = {c // x for x, c in present if x > 0}       # a squeeze: in_channels // 4
+    if len(parts) == 1 and min(parts) > 1 and all(x > 0 and c // min(parts) == x for x, c in present):
+        return f"in_channels // {parts.pop()}"
+    return None
+
+
+def _scaled(vec: list, vec_of: dict[str, list]) -> str | None:
+    """Integer values per use as an expression of an argument: a multiple of it, or a kernel's "same"
+    padding (``(kernel - 1) // 2``); None when none fits."""
+    for a, v in vec_of.items():
+        pairs = [(x, y) for x, y in zip(vec, v) if x is not None and y is not None]
+        if not pairs or not all(isinstance(x, int) and isinstance(y, int) for x, y in pairs):
             continue
-        same = next((a for a, v in vec_of.items()
-                     if all(x is None or y is None or scalar(x) == scalar(y) for x, y in zip(vec, v))), None)
-        if same is not None:
-            fields[rel][k] = same
-            vec_of[same] = [y if y is not None else x for x, y in zip(vec, vec_of[same])]
-            continue
-        present = [(x, c) for x, c in zip(vec, ins) if x is not None]
-        if all(isinstance(x, int) for x, _ in present):
-            if all(x == c for x, c in present):
-                fields[rel][k] = "in_channels"
-                continue
-            ratios = {x // c if x % c == 0 else None for x, c in present}
-            if len(ratios) == 1 and None not in ratios:
-                fields[rel][k] = f"in_channels * {ratios.pop()}"
-                continue
-            parts = {c // x for x, c in present if x > 0}       # a squeeze: in_channels // 4
-            if len(parts) == 1 and min(parts) > 1 and all(x > 0 and c // min(parts) == x for x, c in present):
-                fields[rel][k] = f"in_channels // {parts.pop()}"
-                continue
-        scaled = None
-        for a, v in vec_of.items():
-            pairs = [(x, y) for x, y in zip(vec, v) if x is not None and y is not None]
-            if not pairs or not all(isinstance(x, int) and isinstance(y, int) for x, y in pairs):
-                continue
-            if all(y and x % y == 0 for x, y in pairs):
-                r = {x // y for x, y in pairs}
-                if len(r) == 1 and r != {1}:
-                    scaled = f"{a} * {r.pop()}"
-                    break
-            if all(x == (y - 1) // 2 for x, y in pairs):          # a kernel's "same" padding
-                scaled = f"({a} - 1) // 2"
-                break
-        if scaled is not None:
-            fields[rel][k] = scaled
-            continue
-        arg = k if k not in vec_of else _ident(f"{k}_{_short(rel, set())}")
-        while arg in vec_of or arg in ("in", "in_channels", "in_height", "in_width", "i", "N"):
-            arg += "_"
-        vec_of[arg] = list(vec)
-        fields[rel][k] = arg
-        args.append(arg)
-    # several arguments from one field (an inception's out channels): each named after its layer
+        if all(y and x % y == 0 for x, y in pairs):
+            r = {x // y for x, y in pairs}
+            if len(r) == 1 and r != {1}:
+                return f"{a} * {r.pop()}"
+        if all(x == (y - 1) // 2 for x, y in pairs):          # a kernel's "same" padding
+            return f"({a} - 1) // 2"
+    return None
+
+
+def _new_argument(k: str, rel: str, vec: list, vec_of: dict[str, list]) -> str:
+    """A new argument for field ``k`` of member ``rel`` (its values ``vec`` kept in ``vec_of``): named
+    after the field, or after the field and the member where the field's name is taken."""
+    arg = k if k not in vec_of else _ident(f"{k}_{_short(rel, set())}")
+    while arg in vec_of or arg in ("in", "in_channels", "in_height", "in_width", "i", "N"):
+        arg += "_"
+    vec_of[arg] = list(vec)
+    return arg
+
+
+def _named_by_layer(vectors: dict, fields: dict, args: list[str],
+                    vec_of: dict[str, list]) -> tuple[list[str], dict[str, list], dict[str, str]]:
+    """Several arguments from one field (an inception's out channels): each named after its layer, in
+    ``fields`` too. The arguments, their values, and the field each argument comes from."""
     origin = {}
     for rel, k in vectors:
         if fields[rel][k] in args and fields[rel][k] not in origin:
@@ -116,17 +160,8 @@ def _arguments(name: str, fam: Family, removed: dict[str, set[str]], position: d
             if isinstance(v, str):
                 fields[rel][k] = re.sub(r"[A-Za-z_][A-Za-z0-9_]*", lambda m: rename.get(m.group(0), m.group(0)), v)
     vec_of = {rename.get(a, a): v for a, v in vec_of.items()}
-    args = [rename.get(a, a) for a in args]
-    _name_constants(fields, full, insts, vectors, {rename.get(a, a): k for a, (_, k) in origin.items()}, vec_of)
-    values = {}
-    for j, inst in enumerate(insts):
-        vals = {}
-        for a in args:
-            v = vec_of[a][j]
-            vals[a] = v if v is not None else next(x for x in vec_of[a] if x is not None)
-        values[inst.path] = vals
-    when = _conditions(fam, removed, args, values, fields, position)
-    return Block(name, fam, args, values, fields, when)
+    field_of = {rename.get(a, a): k for a, (_, k) in origin.items()}
+    return [rename.get(a, a) for a in args], vec_of, field_of
 
 
 def _name_constants(fields: dict, full: Instance, insts: list[Instance], vectors: dict, field_of: dict[str, str],
@@ -219,7 +254,19 @@ def block_lines(flat: Flat) -> list[str] | None:
         for inst in b.family.instances:
             for it in inst.members.values():
                 owner[it.name] = (b, inst)
+    flat.rules = _bn_rules(flat, blocks, owner)
     lines = ["", "blocks:"]
+    for b in blocks:
+        lines += _block_section(b)
+    lines += ["", "layers:"]
+    lines += _layer_lines(flat, owner)
+    flat.rules = [r for b in blocks for r in b.rules] + flat.rules
+    return lines
+
+
+def _bn_rules(flat: Flat, blocks: list[Block], owner: dict[str, tuple[Block, Instance]]) -> list[list[str]]:
+    """The torch.rename rules that give a conv fused with its BatchNorm its module paths back: the plain
+    layers' (by name), then the blocks' members' (relative to the use)."""
     rules: dict[str, str] = {}
     for b in blocks:
         full = next(i for i in b.family.instances if not any(m not in i.members for m in b.fields))
@@ -230,31 +277,36 @@ def block_lines(flat: Flat) -> list[str] | None:
                 rules.setdefault(f"/{re.escape(rel)}/bn$", f"/{bn_rel}")
     top = [[f"^{re.escape(it.name)}/conv$", it.name] for it in flat.items if it.bn and it.name not in owner] + \
         [[f"^{re.escape(it.name)}/bn$", it.bn] for it in flat.items if it.bn and it.name not in owner]
-    flat.rules = top + [[k, v] for k, v in rules.items()]
-    for b in blocks:
-        lines.append(f"  {b.name}:")
-        fam = b.family
-        cls = fam.instances[0]
-        lines.append(f"    doc: {scalar(f'{len(fam.instances)} uses, the first {cls.path}')}")
-        if b.args:
-            lines.append(f"    args: {scalar(b.args)}")
-        lines.append("    layers:")
-        full = next(i for i in fam.instances if not any(m not in i.members for m in b.fields))
-        previous = IN
-        rels = list(b.fields)
-        for rel in rels:
-            it = full.members[rel]
-            f = dict(b.fields[rel])
-            line_fields = without_defaults(f)
-            if rel in b.when:
-                line_fields["when"] = b.when[rel]
-            ins = [_rel(s, full, full.members) for s in it.inputs]
-            lines.append(layer_line(rel, line_fields, ins, previous, "      "))
-            previous = rel if rel not in b.when else None   # after a conditional layer, inputs are explicit
-        if full.output != rels[-1]:
-            lines.append(f"    output: {scalar(full.output)}")
-    lines += ["", "layers:"]
-    # top-level units in order: plain layers and block uses
+    return top + [[k, v] for k, v in rules.items()]
+
+
+def _block_section(b: Block) -> list[str]:
+    """One block's lines under ``blocks:``: its doc, arguments and layers (those of its fullest use)."""
+    fam = b.family
+    cls = fam.instances[0]
+    lines = [f"  {b.name}:", f"    doc: {scalar(f'{len(fam.instances)} uses, the first {cls.path}')}"]
+    if b.args:
+        lines.append(f"    args: {scalar(b.args)}")
+    lines.append("    layers:")
+    full = next(i for i in fam.instances if not any(m not in i.members for m in b.fields))
+    previous = IN
+    rels = list(b.fields)
+    for rel in rels:
+        it = full.members[rel]
+        f = dict(b.fields[rel])
+        line_fields = without_defaults(f)
+        if rel in b.when:
+            line_fields["when"] = b.when[rel]
+        ins = [_rel(s, full, full.members) for s in it.inputs]
+        lines.append(layer_line(rel, line_fields, ins, previous, "      "))
+        previous = rel if rel not in b.when else None   # after a conditional layer, inputs are explicit
+    if full.output != rels[-1]:
+        lines.append(f"    output: {scalar(full.output)}")
+    return lines
+
+
+def _units(flat: Flat, owner: dict[str, tuple[Block, Instance]]) -> list[tuple[int, Any]]:
+    """The top-level units in order: plain layers and block uses (a use where its first layer is)."""
     units: list[tuple[int, Any]] = []
     seen: set[str] = set()
     for pos, it in enumerate(flat.items):
@@ -265,6 +317,13 @@ def block_lines(flat: Flat) -> list[str] | None:
                 units.append((pos, (b, inst)))
         else:
             units.append((pos, it))
+    return units
+
+
+def _layer_lines(flat: Flat, owner: dict[str, tuple[Block, Instance]]) -> list[str]:
+    """The lines under ``layers:``: plain layers, block uses and tables of consecutive uses; the outputs
+    (``flat.result``, ``flat.heads``) are renamed to what the lines call them."""
+    units = _units(flat, owner)
     value_name = {name: inst.path for name, (b, inst) in owner.items() if inst.members[inst.output].name == name}
     names = {it.name for it in flat.items} | {p.rpartition(".")[0] for p in flat.classes}
 
@@ -276,6 +335,7 @@ def block_lines(flat: Flat) -> list[str] | None:
         for source in it.inputs:
             readers.setdefault(source, set()).add(it.name)
     outputs = {flat.result, *flat.heads.values()}
+    lines: list[str] = []
     previous = "input"
     k = 0
     while k < len(units):
@@ -286,15 +346,8 @@ def block_lines(flat: Flat) -> list[str] | None:
             previous = unit.name
             k += 1
             continue
-        # a run of uses of one block, each reading the one before, and nothing else reading it: a table row
-        # names only its last instance's output (DLA's root reads two consecutive trees' outputs)
         b = unit[0]
-        run = [unit[1]]
-        while k + len(run) < len(units) and isinstance(units[k + len(run)][1], tuple) \
-                and units[k + len(run)][1][0] is b and units[k + len(run)][1][1].entry == \
-                run[-1].members[run[-1].output].name \
-                and _read_only_by(run[-1], units[k + len(run)][1][1], readers, outputs):
-            run.append(units[k + len(run)][1][1])
+        run = _run(units, k, readers, outputs)
         k += len(run)
         if ref(run[0].entry) != previous:
             first = run.pop(0)
@@ -313,8 +366,20 @@ def block_lines(flat: Flat) -> list[str] | None:
         previous = rows[-1][0]
     flat.result = ref(flat.result)
     flat.heads = {h: ref(v) for h, v in flat.heads.items()}
-    flat.rules = [r for b in blocks for r in b.rules] + flat.rules
     return lines
+
+
+def _run(units: list[tuple[int, Any]], k: int, readers: dict[str, set[str]], outputs: set[str]) -> list[Instance]:
+    """The run of uses of one block from unit ``k``, each reading the one before, and nothing else reading
+    it: a table row names only its last instance's output (DLA's root reads two consecutive trees' outputs)."""
+    b, first = units[k][1]
+    run = [first]
+    while k + len(run) < len(units) and isinstance(units[k + len(run)][1], tuple) \
+            and units[k + len(run)][1][0] is b and units[k + len(run)][1][1].entry == \
+            run[-1].members[run[-1].output].name \
+            and _read_only_by(run[-1], units[k + len(run)][1][1], readers, outputs):
+        run.append(units[k + len(run)][1][1])
+    return run
 
 
 def _read_only_by(inst: Instance, following: Instance, readers: dict[str, set[str]], outputs: set[str]) -> bool:

@@ -119,10 +119,11 @@ def _sized_proxy(sized: tuple[int, ...]) -> tuple[Any, Any]:
     return SizedProxy, value_of
 
 
-def _batch_source(node: Any, by_node: dict, sizes: set) -> list:
+def _batch_source(node: Any, by_node: dict, sizes: set, first: int = 1) -> list:
     """The layer output whose size an expansion reads (``token.expand(x.shape[0], -1, -1)``: x), found back
-    through the size arithmetic of its arguments (a few steps at most); [] where there is none."""
-    todo = [a for a in _flat_args(node.args[1:]) if hasattr(a, "op") and a in sizes]
+    through the size arithmetic of its arguments from the ``first`` (a few steps at most); [] where there is
+    none."""
+    todo = [a for a in _flat_args(node.args[first:]) if hasattr(a, "op") and a in sizes]
     for _ in range(16):
         if not todo:
             break

@@ -1,6 +1,6 @@
 """The view patterns, read as small state machines over the calls: channel shuffle and split, MaxViT's and
-Swin's window partitions and their way back, the roll of a shifted window, the patch and token layouts,
-branches held as one tensor, and the arithmetic on sizes they read."""
+Swin's window partitions and their way back and the roll of a shifted window (in :mod:`.windows`), the patch
+and token layouts, branches held as one tensor, and the arithmetic on sizes they read."""
 
 from __future__ import annotations
 
@@ -11,150 +11,7 @@ from ...ops import FROM_TORCH
 from ...ops import KINDS as OPS
 from .calls import Seen
 from .tracer import _flat_args, _is_node_list, _resolved
-
-
-def _partition_step(step: str, node: Any, src: Any, state: Any, shape: tuple, by_node: dict, pending: dict) -> Any:
-    """MaxViT's WindowPartition (N x C x H x W to N x G x P^2 x C: G windows of P x P positions), the swap
-    of its last two axes that makes it a grid (G' = P^2 groups of positions H / P apart), and the way back
-    (WindowDepartition): True when the node is a step (its state in ``pending``), the layer's value again
-    at the end, None when it is no such step. Per-position ops read the cut map as the map itself."""
-    dims = [d for d in _flat_args([*node.args[1:], *node.kwargs.values()]) if isinstance(d, int)]
-    kind = state[0] if state is not None else None
-    done = _maxxvit_step(step, node, state, shape, dims, pending)
-    if done is not None:
-        return done
-    if step == "reshape" and state is None and src in by_node and len(shape) == 5:
-        c = tuple(src.meta["tensor_meta"].shape[1:])
-        if len(c) == 3 and shape[0] == c[0] and shape[1] * shape[2] == c[1] and shape[3] * shape[4] == c[2] \
-                and shape[2] == shape[4]:
-            pending[node] = ("cut", by_node[src], shape[2])
-            return True
-    if step == "permute" and kind == "cut" and dims == [0, 2, 4, 3, 5, 1]:
-        pending[node] = ("cut2", *state[1:])
-        return True
-    if step == "reshape" and kind == "cut2" and len(shape) == 3 and shape[1] == state[2] ** 2:
-        pending[node] = ("part", state[1], False, state[2])
-        return True
-    if step == "swap" and kind == "part" and sorted(d % 4 for d in dims) == [1, 2]:
-        pending[node] = ("part", state[1], not state[2], state[3])
-        return True
-    if step == "reshape" and kind == "part" and not state[2] and len(shape) == 5 and shape[2] == shape[3] == state[3]:
-        pending[node] = ("uncut", state[1], state[3])
-        return True
-    if step == "permute" and kind == "uncut" and dims == [0, 5, 1, 3, 2, 4]:
-        pending[node] = ("uncut2", *state[1:])
-        return True
-    if step == "reshape" and kind == "uncut2" and len(shape) == 3:
-        by_node[node] = state[1]
-        return True
-    return None
-
-
-def _maxxvit_step(step: str, node: Any, state: Any, shape: tuple, dims: list, pending: dict) -> Any:
-    """timm's MaxViT partition of its channels-last map (timm/models/maxxvit.py), where it differs from the
-    window steps of timm's Swin (which read its window_partition, "wcut" to "wcut3", and window_reverse's
-    permute and view back): the grid (grid_partition: a view to N x G x H/G x G x W/G x C, read first as a
-    window cut of H/G, a permute (0, 2, 4, 1, 3, 5) and a view to N' x G x G x C: the state MaxViT's grid has,
-    ("part", layer, True, H / G)), the view back of the attention's windows (window_reverse's first view) and
-    of its grid (grid_reverse: a view, a permute (0, 3, 1, 4, 2, 5), a view to N x H x W x C). True when the
-    node is a step, None when it is no such step."""
-    kind = state[0] if state is not None else None
-    if step == "permute" and kind == "wcut" and not state[2] and dims == [0, 2, 4, 1, 3, 5]:
-        (h, w), p = state[4], state[3]
-        if h == w and h % p == 0:               # a square grid of G x G positions p apart
-            pending[node] = ("gcut", state[1], p, h // p)
-            return True
-    if step == "reshape" and kind == "gcut" and shape[:2] == (state[3], state[3]) and len(shape) == 3:
-        pending[node] = ("part", state[1], True, state[2])
-        return True
-    if step == "reshape" and kind == "wcut3" and not state[2] and len(shape) == 5:
-        win, (h, w) = state[3], state[4]
-        if shape[:4] == (h // win, w // win, win, win):
-            pending[node] = ("wback2", *state[1:])
-            return True
-    if step == "reshape" and kind == "part" and state[2] and len(shape) == 5 and shape[:2] == (state[3], state[3]) \
-            and shape[2] == shape[3]:
-        pending[node] = ("guncut", state[1])
-        return True
-    if step == "permute" and kind == "guncut" and dims == [0, 3, 1, 4, 2, 5]:
-        pending[node] = ("guncut2", state[1])
-        return True
-    if step == "reshape" and kind == "guncut2" and len(shape) == 3:
-        pending[node] = ("last", state[1])
-        return True
-    return None
-
-
-def _window_step(step: str, node: Any, src: Any, state: Any, shape: tuple, pending: dict, sizes: set) -> Any:
-    """timm's Swin block on its channels-last map: the cyclic shift (torch.roll by -s along H and W), the cut
-    into w x w windows (window_partition: a view to N x H/w x w x W/w x w x C, a permute, views to N' x w x w x C
-    and N' x w^2 x C), and the way back (window_reverse, then the roll by s); and the map as H * W rows
-    (x.reshape(N, -1, C)) and back. True when the node is a step (its state in ``pending``), None when it is
-    no such step. The window attention reads the windows ("windows": the layer, the shift, the window, the
-    map's H and W); per-position ops read the rows as the map."""
-    kind, layer = state[0], state[1] if len(state) > 1 else None
-    here = _full_shape(src)[1:]
-    if step == "roll":
-        shifts, dims = _roll_args(node, sizes)
-        if dims not in ((1, 2), (-3, -2)) or len(here) != 3 or len(set(shifts)) != 1:
-            return None
-        if kind == "last" and shifts[0] < 0:
-            pending[node] = ("rolled", layer, -shifts[0])
-            return True
-        if kind == "unrolled" and shifts[0] == state[2]:
-            pending[node] = ("last", layer)
-            return True
-        return None
-    dims = [d for d in _flat_args([*node.args[1:], *node.kwargs.values()]) if isinstance(d, int)]
-    if step == "permute" and kind in ("wcut", "wback2") and dims == [0, 1, 3, 2, 4, 5]:
-        pending[node] = ("wcut2" if kind == "wcut" else "wback3", *state[1:])
-        return True
-    if step != "reshape":
-        return None
-    if kind in ("last", "rolled") and len(here) == 3 and len(shape) == 5 and shape[1] == shape[3] \
-            and shape[0] * shape[1] == here[0] and shape[2] * shape[3] == here[1] and shape[4] == here[2]:
-        pending[node] = ("wcut", layer, state[2] if kind == "rolled" else 0, shape[1], here[:2])
-        return True
-    if kind == "last" and len(here) == 3 and shape == (here[0] * here[1], here[2]):
-        pending[node] = ("rows", layer)
-        return True
-    if kind == "rows" and len(here) == 2 and len(shape) == 3 and shape[0] * shape[1] == here[0] \
-            and shape[2] == here[1]:
-        pending[node] = ("last", layer)
-        return True
-    if len(state) < 5:
-        return None
-    win, (h, w) = state[3], state[4]
-    c = shape[-1]
-    steps = {("wcut2", (win, win, c)): "wcut3", ("wcut3", (win * win, c)): "windows",
-             ("windows", (win, win, c)): "wback", ("wback", (h // win, w // win, win, win, c)): "wback2"}
-    if (kind, shape) in steps:
-        pending[node] = (steps[kind, shape], *state[1:])
-        return True
-    if kind == "wback3" and shape == (h, w, c):
-        pending[node] = ("unrolled", layer, state[2]) if state[2] else ("last", layer)
-        return True
-    return None
-
-
-def _roll_args(node: Any, sizes: set) -> tuple[tuple, tuple]:
-    """torch.roll's shifts and dims as tuples of ints (empty where they are not)."""
-    args = [*node.args[1:3]]
-    shifts = _resolved(node.kwargs.get("shifts", args[0] if args else ()), sizes)
-    dims = _resolved(node.kwargs.get("dims", args[1] if len(args) > 1 else ()), sizes)
-    shifts, dims = _as_tuple(shifts), _as_tuple(dims)
-    ok = all(isinstance(v, int) for v in (*shifts, *dims)) and len(shifts) == len(dims)
-    return (shifts, dims) if ok else ((), ())
-
-
-def _full_shape(node: Any) -> tuple:
-    """A node's tensor shape, batch included; () where it gives no one tensor (a split's parts)."""
-    meta = node.meta.get("tensor_meta")
-    return tuple(meta.shape) if hasattr(meta, "shape") else ()
-
-
-def _as_tuple(v: Any) -> tuple:
-    return tuple(v) if isinstance(v, (list, tuple)) else (v,)
+from .windows import _full_shape, _partition_step, _window_step
 
 
 def _keeps_all(step: str, node: Any, src: Any, sizes: set) -> bool:
@@ -176,8 +33,9 @@ def _keeps_all(step: str, node: Any, src: Any, sizes: set) -> bool:
 # the views of a layer's output that per-position ops read as the layer itself: channels-last (x.permute(0, 2,
 # 3, 1), state ("last", layer)), cut into windows or a grid (MaxViT's partition, ("part", layer, grid, P)), and
 # a C x 1 x 1 map flattened, as a LayerNorm reads it (("flat", layer): what it gives is flat again), and MobileViT's
-# patch groups (("patches", layer, p, ...), see _patch_step)
-_VIEWS = ("last", "part", "flat", "windows", "rows", "wcut3", "patches")
+# patch groups (("patches", layer, p, ...), see _patch_step), and a sequence's tokens flattened into the batch
+# (("batched", layer), see _batched_step)
+_VIEWS = ("last", "part", "flat", "windows", "rows", "wcut3", "patches", "batched")
 
 
 def _after_earlier_cat(node: Any, ins: list, cats: dict) -> list:
@@ -257,7 +115,8 @@ _PATCH_NEXT = {"pcut1": "pcut2", "pcut2": "pcut3", "pcut3": "pcut4", "pcut4": "p
 def _view_step(step: str, node: Any, ins: list, meta: Any, by_node: dict, pending: dict, sizes: set) -> Any:
     """One step of a channel shuffle or split (see VIEW_STEPS): True when the node is absorbed (its state
     in ``pending``, or a size in ``sizes``), the finished layer's (fields, input) when the pattern is
-    complete, None when it is no such step (the reverse table then decides)."""
+    complete (fields, input, view: its output held as that view, ``"last"``: channels-last), None when it
+    is no such step (the reverse table then decides)."""
     shape = tuple(meta.shape[1:]) if meta is not None and hasattr(meta, "shape") else None
     if step == "size":
         if shape is None or not ins or all(a in sizes or a not in by_node and a not in pending for a in ins):
@@ -289,23 +148,45 @@ def _view_step(step: str, node: Any, ins: list, meta: Any, by_node: dict, pendin
         if done is not None:
             return done
     if step == "reshape" and shape is not None:
-        if state is None and src in by_node and shape == tuple(src.meta["tensor_meta"].shape[1:]):
-            by_node[node] = by_node[src]           # to the shape it has: x.reshape(n, -1) of a flat x
+        return _reshape_step(node, src, state, shape, by_node, pending)
+    if step in ("swap", "permute"):
+        return _order_step(step, node, src, state, shape, by_node, pending)
+    return _part_step(step, node, src, by_node, pending, sizes)
+
+
+def _reshape_step(node: Any, src: Any, state: Any, shape: tuple, by_node: dict, pending: dict) -> Any:
+    """A reshape that no window, partition or patch pattern reads (see _view_step): a no-op, a map's channels
+    in groups, a channel shuffle's end, a sequence as a map held channels-last, a map's positions in a row."""
+    if state is None and src in by_node and shape == tuple(src.meta["tensor_meta"].shape[1:]):
+        by_node[node] = by_node[src]           # to the shape it has: x.reshape(n, -1) of a flat x
+        return True
+    if state is None and src in by_node and len(shape) == 4:
+        c = tuple(src.meta["tensor_meta"].shape[1:])
+        if len(c) == 3 and shape[0] * shape[1] == c[0] and shape[2:] == c[1:]:
+            pending[node] = ("grouped", by_node[src], shape[0])
             return True
-        if state is None and src in by_node and len(shape) == 4:
-            c = tuple(src.meta["tensor_meta"].shape[1:])
-            if len(c) == 3 and shape[0] * shape[1] == c[0] and shape[2:] == c[1:]:
-                pending[node] = ("grouped", by_node[src], shape[0])
-                return True
-        if state is not None and state[0] == "swapped" and len(shape) == 3:
-            return FROM_TORCH["pattern:shuffle"].layer(Seen(None, {"groups": state[2]}, [], ())), state[1]
-        if state is None and src in by_node and len(shape) == 2:
-            c = tuple(src.meta["tensor_meta"].shape[1:])
-            if len(c) == 3 and shape == (c[0], c[1] * c[2]):
-                pending[node] = ("positions", by_node[src], c)      # the map's positions in a row: x.flatten(2)
-                return True
-        return None
-    if step in ("swap", "permute") and state is not None and state[0] == "positions" and shape is not None:
+    if state is not None and state[0] == "swapped" and len(shape) == 3:
+        return FROM_TORCH["pattern:shuffle"].layer(Seen(None, {"groups": state[2]}, [], ())), state[1]
+    if state is None and src in by_node and len(shape) == 3:
+        s = tuple(src.meta["tensor_meta"].shape[1:])
+        if len(s) == 2 and shape[0] * shape[1] == s[0] and shape[2] == s[1]:
+            # a sequence's tokens as an H x W x D map, row by row (EdgeNeXt's x.reshape(B, H, W, C)): the map,
+            # held channels-last (per-position ops read it so; x.permute(0, 3, 1, 2) gives it)
+            fields = FROM_TORCH["pattern:map"].layer(Seen(None, {"height": shape[0]}, [s], shape))
+            return fields, by_node[src], "last"
+    if state is None and src in by_node and len(shape) == 2:
+        c = tuple(src.meta["tensor_meta"].shape[1:])
+        if len(c) == 3 and shape == (c[0], c[1] * c[2]):
+            pending[node] = ("positions", by_node[src], c)      # the map's positions in a row: x.flatten(2)
+            return True
+    return None
+
+
+def _order_step(step: str, node: Any, src: Any, state: Any, shape: tuple | None, by_node: dict,
+                pending: dict) -> Any:
+    """A transpose or permute (see _view_step): a map's positions in a row made tokens, a channel shuffle's
+    swap of groups, a map held channels-last and back."""
+    if state is not None and state[0] == "positions" and shape is not None:
         dims = [int(d) % 3 for d in _flat_args([*node.args[1:], *node.kwargs.values()])]
         if (sorted(dims) if step == "swap" else dims) in ([1, 2], [0, 2, 1]):       # then tokens: .transpose(1, 2)
             return FROM_TORCH["pattern:tokens"].layer(Seen(None, {}, [state[2]], shape)), state[1]
@@ -324,7 +205,12 @@ def _view_step(step: str, node: Any, ins: list, meta: Any, by_node: dict, pendin
         if dims == [0, 3, 1, 2] and state is not None and state[0] == "last":
             by_node[node] = state[1]
             return True
-        return None
+    return None
+
+
+def _part_step(step: str, node: Any, src: Any, by_node: dict, pending: dict, sizes: set) -> Any:
+    """A split of a map's channels and the parts read from it (see _view_step): a channel split or slice
+    layer; an index of sizes is a size."""
     if step == "split" and src in by_node:
         bounds = _split_bounds(node, src, sizes)
         if bounds is not None:
@@ -419,6 +305,26 @@ def _split_bounds(node: Any, src: Any, sizes: set) -> list[int] | None:
 
 
 _FLATTEN = {"method:flatten", "fn:flatten", "method:reshape", "fn:reshape", "method:view"}
+_AS = {"method:reshape_as", "method:view_as"}
+
+
+def _batched_step(key: str, node: Any, src: Any, state: Any, by_node: dict, item_of: dict, pending: dict) -> bool:
+    """A sequence's N x S x D tokens flattened into the batch (N S x D: ``x.flatten(0, 1)``, or a reshape to
+    that shape of a sequence of more than one token) and back (``reshape_as`` / ``view_as`` the sequence, or
+    a reshape to N x S x D): LeViT's ``LinearNorm`` normalises each token's features so. Between the two,
+    ops that keep the rows read the view as the sequence ("batched": the layer); True when the node is a step."""
+    full, here = _full_shape(node), _full_shape(src) if src is not None else ()
+    if key in _FLATTEN and state is None and src in by_node and len(here) == 3 and len(full) == 2 \
+            and full == (here[0] * here[1], here[2]):
+        starts = [d for d in node.args[1:2] if isinstance(d, int)] if key.endswith("flatten") else []
+        if starts == [0] or not key.endswith("flatten") and here[1] > 1:
+            pending[node] = ("batched", by_node[src])
+            return True
+    if key in _FLATTEN | _AS and state is not None and state[0] == "batched" and len(full) == 3 \
+            and full[0] * full[1] == here[0] and state[1] in item_of and item_of[state[1]].shape == full[1:]:
+        by_node[node] = state[1]
+        return True
+    return False
 _TRANSPOSE = {"method:transpose", "fn:transpose", "method:permute", "fn:permute"}
 
 
@@ -431,6 +337,8 @@ def _token_step(key: str, node: Any, ins: list, meta: Any, by_node: dict, item_o
     src = ins[0] if ins else None
     shape = tuple(meta.shape[1:]) if meta is not None and hasattr(meta, "shape") else None
     state = pending.get(src)
+    if _batched_step(key, node, src, state, by_node, item_of, pending):
+        return True
     if key == "method:expand" and state is not None and state[0] == "param" and len(node.users) < 2:
         pending[node] = state
         return True
@@ -446,9 +354,9 @@ def _token_step(key: str, node: Any, ins: list, meta: Any, by_node: dict, item_o
         if conv is not None and conv.cls == "Conv2d" and f.get("kernel") == f.get("stride") and isinstance(f.get("kernel"), int) \
                 and f.get("padding") == 0 and f.get("dilation") == 1 and f.get("groups") == 1 \
                 and shape == (f["out"], conv.shape[1] * conv.shape[2]):
-            pending[node] = ("patches", by_node[src])
+            pending[node] = ("conv_patches", by_node[src])        # C x N: a ViT's patches, once transposed
             return True
-    if key in _TRANSPOSE and state is not None and state[0] == "patches":
+    if key in _TRANSPOSE and state is not None and state[0] == "conv_patches":
         dims = sorted(int(d) % 3 for d in [*node.args[1:], *node.kwargs.values()])
         if dims in ([1, 2], [0, 1, 2]) and [int(d) for d in node.args[1:]] != [0, 1, 2]:
             conv = item_of[state[1]]

@@ -44,7 +44,7 @@ def test_shape():
 SEGMENTATION = {"fcn_resnet50", "fcn_resnet101", "deeplabv3_resnet50", "deeplabv3_resnet101",
                 "deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large"}
 # and its video builders (tests/test_video.py): their KINETICS400_V1 weights are not in the table yet either
-VIDEO = {"r3d_18", "mc3_18", "r2plus1d_18"}
+VIDEO = {"r3d_18", "mc3_18", "r2plus1d_18", "s3d"}
 
 
 def test_covers_the_zoo():

@@ -244,7 +244,7 @@ def test_every_torchvision_cnn_builder_is_a_name():
                     "swin_v2_b maxvit_t").split()
     segmentation = ("fcn_resnet50 fcn_resnet101 deeplabv3_resnet50 deeplabv3_resnet101 deeplabv3_mobilenet_v3_large "
                     "lraspp_mobilenet_v3_large").split()         # issue 34
-    video = "r3d_18 mc3_18 r2plus1d_18".split()                 # issue 34 (tests/test_video.py)
+    video = "r3d_18 mc3_18 r2plus1d_18 s3d".split()             # issue 34 (tests/test_video.py, test_s3d.py)
     assert sorted(zoo.builders()) == sorted(cnns + transformers + segmentation + video)
 
 

@@ -38,6 +38,11 @@ def _shape(a: Attrs, shapes: list[Shape]) -> Shape:
         if len({s[1] for s in shapes}) != 1:
             raise ShapeError("concat needs sequences of the same dimension, got " + ", ".join(fmt(s) for s in shapes))
         return (sum(s[0] for s in shapes), shapes[0][1])
+    if shapes and all(len(s) == 4 for s in shapes):           # clips: along channels, of the same T x H x W
+        if len({s[1:] for s in shapes}) != 1:
+            raise ShapeError("concat needs clips of the same frames, height and width, got "
+                             + ", ".join(fmt(s) for s in shapes))
+        return (sum(s[0] for s in shapes), *shapes[0][1:])
     if any(len(s) != 3 for s in shapes) or len({s[1:] for s in shapes}) != 1:
         raise ShapeError("concat needs inputs of the same height and width, got " + ", ".join(fmt(s) for s in shapes))
     return (sum(s[0] for s in shapes), *shapes[0][1:])

@@ -15,7 +15,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                 "confusion matrix, and draws the matrix to a PNG.")
     p.add_argument("spec", metavar="SPEC", help="the spec file, or a checkpoint written by archc train (best.pt or best.safetensors)")
     add_checkpoint_options(p, " (the folder's classes must be among them)")
-    p.add_argument("--data", required=True, metavar="DIR", help="images: DIR/CLASS/*.jpg")
+    p.add_argument("--data", required=True, metavar="DIR",
+                   help="images: DIR/CLASS/*.jpg (a clip network's clips: DIR/CLASS/CLIP/00001.jpg, ...)")
     p.add_argument("--plot", metavar="FILE", default=None,
                    help="where to draw the confusion matrix (default: confusion.png beside the checkpoint, none for "
                         "published weights; 'none' for no picture)")
@@ -52,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
             iou, acc = report["iou"][c], report["per_class_accuracy"][c]
             print(f"  {c:<{width}} {'-' if iou is None else f'{iou:.4f}':>8} {'-' if acc is None else f'{acc:.4f}':>8}")
     else:
-        print(f"{report['spec']}: accuracy {report['accuracy']:.4f} on {report['images']} images"
+        print(f"{report['spec']}: accuracy {report['accuracy']:.4f} on {report['images']} "
+              f"{'clips' if 'clips' in report else 'images'}"
               + (f" ({report['skipped']} unreadable, skipped)" if report["skipped"] else ""))
         for c in classes:
             acc = report["per_class_accuracy"][c]

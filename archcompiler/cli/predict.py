@@ -14,7 +14,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                 description="Classify images with trained weights, prepared with the preprocessing saved in the "
                 "checkpoint; prints the top-k classes and their probabilities.")
     p.add_argument("spec", metavar="SPEC", help="the spec file, or a checkpoint written by archc train (best.pt or best.safetensors)")
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    p.add_argument("images", nargs="+", metavar="IMAGE",
+                   help="image files (a clip network's: clip folders, each a folder of frames)")
     add_checkpoint_options(p, ': archc predict resnet50 --pretrained cat.jpg')
     p.add_argument("--top", type=positive, default=5, metavar="K", help="how many classes per image (default 5)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where to run (default cpu)")
@@ -33,8 +34,10 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps(results, indent=2))
         return 0
+    from ..errors import printable
+
     for r in results:
-        print(r["image"])
+        print(printable(r["image"]))
         if "mask" in r:                  # a segmentation network: the mask written, the classes it shows
             print(f"  mask: {r['mask']}")
             for name, share in sorted(r["classes"].items(), key=lambda kv: -kv[1]):

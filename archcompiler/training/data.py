@@ -21,7 +21,6 @@ from typing import Any
 import torch
 
 from ..errors import Location, RunError, SpecError, error
-from ..util import shape_text
 
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 # evaluation resizes the whole image (shorter side to ``resize``) before its center crop; an image so
@@ -70,14 +69,6 @@ def _fail(message: str, where: str | Path, hint: str | None = None) -> RunError:
     return RunError([error(message, "--data", Location(str(where)), hint=hint)])
 
 
-def refuse_clips(spec: Any, what: str = "train, evaluate and predict") -> None:
-    """archc's runs read images: a network over clips (C x T x H x W, video) is refused, saying so."""
-    if len(spec.input) != 3:
-        raise SpecError([error(f"the network takes clips of {shape_text(spec.input)} (T x H x W x C); archc can "
-                               f"{what} on images only (video data is not supported yet)", "input",
-                               Location(spec.file))])
-
-
 @dataclass(frozen=True)
 class Preprocess:
     """How an image becomes the network's input; saved in checkpoints (``as_dict``)."""
@@ -93,15 +84,15 @@ class Preprocess:
 
     @classmethod
     def from_spec(cls, spec: Any) -> Preprocess:
-        refuse_clips(spec)
-        c, h, w = spec.input
+        # a clip network (C x T x H x W) prepares each of its T frames so (training/clips.py)
+        c, h, w = (spec.input[0], *spec.input[-2:])
         d = spec.data
         crop = d.crop or h
         where = Location(spec.file)
         if h != w or crop != h:
             raise SpecError([error(f"the network takes {h}x{w}x{c} images but data.crop is {crop}", "data.crop",
                                    where, hint=f"crop to the spec's size (data.crop={h}), or build the network "
-                                               f"for {crop}x{crop} with --set input=[{c},{crop},{crop}]")])
+                                               f"for {crop}x{crop} with --set input=[{','.join(map(str, spec.input[:-2]))},{crop},{crop}]")])
         if c not in (1, 3):
             raise SpecError([error(f"images have 1 or 3 channels; the spec's input has {c}", "input", where)])
         if len(d.mean) != c or len(d.std) != c:
@@ -208,6 +199,8 @@ def scan(folder: str | Path) -> tuple[list[str], list[tuple[Path, int]]]:
 class ImageFolder(torch.utils.data.Dataset):
     """Samples of one split; ``__getitem__`` gives ``(image, label, index)`` or, for an image Pillow
     cannot read, ``(None, label, index)``, which :func:`collate` drops and counts."""
+
+    what = "image"                  # a sample, in messages
 
     def __init__(self, samples: list[tuple[Path, int]], preprocess: Preprocess, train: bool, seed: int):
         self.samples = samples

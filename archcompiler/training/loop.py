@@ -19,6 +19,7 @@ writes.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shlex
@@ -34,6 +35,7 @@ import torch.distributed as dist
 from ..errors import ArchcError, Location, RunError, SpecError, error
 from ..options import TrainOptions
 from ..spec import Spec, load_spec
+from .clips import ClipFolder, is_clip_network, scan_clips
 from .console import Progress
 from .data import ImageFolder, Preprocess, collate, refuse_feature_extractor, scan, split
 from .masks import IGNORE_INDEX, MaskFolder, scan_masks
@@ -190,37 +192,43 @@ class Data:
 
 def _data(spec: Spec, data: str | Path, val: str | Path | None, val_split: float | None, world: World,
           workers: int | None) -> Data:
-    """The class folders (or, for a segmentation network, the images and their masks), the training and
-    validation split, and their loaders."""
+    """The class folders (or, for a segmentation network, the images and their masks; for a clip network,
+    the class folders of clip folders), the training and validation split, and their loaders."""
     t = spec.train
     pre = Preprocess.from_spec(spec)
     shape = main_shape(spec)
+    what = "images"
     if len(shape) == 3:
         classes, samples = scan_masks(data, shape[0])
         dataset: Any = MaskFolder
         val_classes, val_samples = scan_masks(val, shape[0]) if val is not None else (classes, [])
     else:
-        classes, samples = scan(data)
-        _check_classes(spec, classes, str(data))
+        folders = scan
         dataset = ImageFolder
-        val_classes, val_samples = scan(val) if val is not None else (classes, [])
+        if is_clip_network(spec):                   # DATA/CLASS/CLIP/frames, T frames a clip
+            folders, dataset, what = scan_clips, functools.partial(ClipFolder, frames=spec.input[1]), "clips"
+        classes, samples = folders(data)
+        _check_classes(spec, classes, str(data))
+        val_classes, val_samples = folders(val) if val is not None else (classes, [])
     if val is not None:
         if val_classes != classes:
             raise RunError([error(f"the validation folder's classes ({', '.join(val_classes)}) differ from the "
                                    f"training folder's ({', '.join(classes)})", "--val", Location(str(val)))])
         train_samples = samples
     elif val_split:
-        labelled = samples if dataset is ImageFolder else [(pair, 0) for pair in samples]
+        labelled = samples if dataset is not MaskFolder else [(pair, 0) for pair in samples]
         train_samples, val_samples = split(labelled, val_split, t.seed)
         if dataset is MaskFolder:
             train_samples, val_samples = [s for s, _ in train_samples], [s for s, _ in val_samples]
     else:
         train_samples = samples
     if not train_samples:
-        raise RunError([error(f"no images to train on in {data}", "--data", Location(str(data)),
-                               hint=f"images end in {', '.join(sorted(['.jpg', '.png', '.bmp', '.webp']))} ...")])
+        hint = f"images end in {', '.join(sorted(['.jpg', '.png', '.bmp', '.webp']))} ..."
+        raise RunError([error(f"no {what} to train on in {data}", "--data", Location(str(data)),
+                               hint=hint if what == "images" else "a clip is a folder of frames: DIR/CLASS/CLIP/00001.jpg, "
+                               "...")])
     if val is not None and not val_samples:
-        raise RunError([error(f"no images in the validation folder {val}", "--val", Location(str(val)))])
+        raise RunError([error(f"no {what} in the validation folder {val}", "--val", Location(str(val)))])
     train_set = dataset(train_samples, pre, train=True, seed=t.seed)
     val_set = dataset(val_samples, pre, train=False, seed=t.seed)
     workers = min(4, os.cpu_count() or 1) if workers is None else workers
@@ -282,9 +290,10 @@ def _epoch(s: _Session, epoch: int, show: Progress, bad_files: set[int]) -> dict
         skipped += len(bad)
         bad_files.update(bad)
         if s.strict and bad:
-            raise RunError([error(f"unreadable image {d.train_samples[bad[0]][0]}", "--strict",
+            what = getattr(d.train_set, "what", "image")     # a clip: one of its frames, or it has none
+            raise RunError([error(f"unreadable {what} {d.train_samples[bad[0]][0]}", "--strict",
                                    Location(str(d.train_samples[bad[0]][0])),
-                                   hint="without --strict, unreadable images are skipped and counted")])
+                                   hint=f"without --strict, unreadable {what}s are skipped and counted")])
         if len(y) == 0:
             continue
         x, y = x.to(s.dev), y.to(s.dev)

@@ -18,7 +18,8 @@ import torch
 
 from ..errors import Location, RunError, SpecError, error
 from ..spec import Spec, load_spec
-from .data import ImageError, ImageFolder, Preprocess, collate, read_image, refuse_clips, refuse_feature_extractor, scan
+from .clips import ClipFolder, is_clip_network, scan_clips
+from .data import ImageError, ImageFolder, Preprocess, collate, read_image, refuse_feature_extractor, scan
 from .masks import MaskFolder, scan_masks
 
 
@@ -56,8 +57,7 @@ def load_trained(spec_or_checkpoint: Spec | str | Path, weights: str | Path | No
     # what the checkpoint says besides its tensors must fit the network: one name per output, one
     # mean and std per input channel, images of the input's size
     check_classes(mf.classes, mf.label, class_count(spec))
-    refuse_clips(spec)
-    c, h, w = spec.input
+    c, h, w = (spec.input[0], *spec.input[-2:])         # a clip network's: its frames'
     pre = (Preprocess.from_dict(mf.preprocess, mf.label, channels=c, side=(h, w)) if mf.preprocess
            else Preprocess.from_spec(spec))
     return model, spec, mf.classes, pre
@@ -90,7 +90,8 @@ def evaluate(spec_or_checkpoint: Spec | str | Path, data: str | Path, weights: s
     shape = main_shape(spec)
     if len(shape) == 3:
         return _evaluate_masks(model, spec, classes, pre, data, (device, batch_size), plot)
-    folder_classes, samples = scan(data)
+    clips = is_clip_network(spec)               # DATA/CLASS/CLIP/frames (training/clips.py)
+    folder_classes, samples = (scan_clips if clips else scan)(data)
     classes = classes or folder_classes
     unknown = [c for c in folder_classes if c not in classes]
     if unknown:
@@ -98,17 +99,20 @@ def evaluate(spec_or_checkpoint: Spec | str | Path, data: str | Path, weights: s
         raise RunError([error(f"the folder has classes the model was not trained on: {', '.join(unknown)}",
                                "--data", Location(str(data)), hint=f"the model knows: {known}")])
     if not samples:
-        raise RunError([error(f"no images in {data}", "--data", Location(str(data)))])
+        raise RunError([error(f"no {'clips' if clips else 'images'} in {data}", "--data", Location(str(data)))])
     index = {c: i for i, c in enumerate(classes)}
     samples = [(p, index[folder_classes[label]]) for p, label in samples]
-    loader = torch.utils.data.DataLoader(ImageFolder(samples, pre, train=False, seed=0), batch_size=batch_size,
-                                         collate_fn=collate)
+    dataset = ClipFolder(samples, pre, train=False, seed=0, frames=spec.input[1]) if clips else \
+        ImageFolder(samples, pre, train=False, seed=0)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=collate)
     result = evaluate_loader(model, loader, torch.device(device), len(classes))
     confusion = result["confusion"]
     per_class = _per_class_accuracy(confusion, classes)
     report = {"spec": spec.name, "images": result["count"], "skipped": result["skipped"],
               "accuracy": result["accuracy"], "per_class_accuracy": per_class, "classes": classes,
               "confusion": confusion.tolist()}
+    if clips:                                   # "images" counts the clips (the key the text output reads)
+        report["clips"] = result["count"]
     if (pretrained or is_url(weights) or is_weights_name(weights)) and len(classes) > len(folder_classes):
         # published weights know many categories (ImageNet's 1000): the folder's alone are reported,
         # and how many images were taken for a category outside them
@@ -193,6 +197,8 @@ def predict(spec_or_checkpoint: Spec | str | Path, images: list[str | Path], wei
     from .loop import main_shape
 
     dense = len(main_shape(spec)) == 3
+    if is_clip_network(spec):
+        return _predict_clips(model, spec, classes, pre, images, top, device)
     results = []
     for path in images:
         try:
@@ -209,14 +215,47 @@ def predict(spec_or_checkpoint: Spec | str | Path, images: list[str | Path], wei
         if dense:
             results.append(_predict_mask(model, x.to(torch.device(device)), path, img.size, classes, masks))
             continue
-        probs = model.predict_proba(x.to(torch.device(device)))[0]
-        if probs.numel() == 1:            # one sigmoid unit: P(class 1)
-            probs = torch.cat([1 - torch.sigmoid(probs), torch.sigmoid(probs)])
-        names = classes or [str(i) for i in range(probs.numel())]
-        k = min(top, probs.numel())
-        values, idx = probs.topk(k)
-        results.append({"image": str(path), "top": [{"class": names[i], "probability": float(v)}
-                                                    for v, i in zip(values.tolist(), idx.tolist())]})
+        results.append({"image": str(path), "top": _top(model, x.to(torch.device(device)), classes, top)})
+    return results
+
+
+def _top(model: Any, x: torch.Tensor, classes: list[str] | None, top: int) -> list[dict[str, Any]]:
+    """The ``top`` classes of one input (a batch of one) with their probabilities."""
+    probs = model.predict_proba(x)[0]
+    if probs.numel() == 1:            # one sigmoid unit: P(class 1)
+        probs = torch.cat([1 - torch.sigmoid(probs), torch.sigmoid(probs)])
+    names = classes or [str(i) for i in range(probs.numel())]
+    values, idx = probs.topk(min(top, probs.numel()))
+    return [{"class": names[i], "probability": float(v)} for v, i in zip(values.tolist(), idx.tolist())]
+
+
+def _predict_clips(model: Any, spec: Spec, classes: list[str] | None, pre: Preprocess, clips: list[str | Path],
+                   top: int, device: str) -> list[dict[str, Any]]:
+    """The top classes of each clip folder (its frames chosen and prepared as in evaluation); a video
+    file, or a missing or unreadable clip, is refused naming it. Each result's ``image`` and ``clip``
+    name the folder."""
+    from ..errors import printable
+    from .clips import MAX_CLIPS, VIDEO_EXTENSIONS, extract_hint, read_clip
+
+    if len(clips) > MAX_CLIPS:
+        raise RunError([error(f"{len(clips):,} clips given; archc predicts at most {MAX_CLIPS:,} at once", "CLIP")])
+    results = []
+    for path in clips:
+        shown = printable(str(path))
+        if Path(path).suffix.lower() in VIDEO_EXTENSIONS and not Path(path).is_dir():
+            raise RunError([error(f"{shown} is a video file, which archc does not decode", "CLIP", Location(shown),
+                                   hint=extract_hint(path))])
+        if not Path(path).is_dir():
+            what = "no such clip folder" if not Path(path).exists() else "not a clip folder (a folder of frames)"
+            raise RunError([error(f"{what}: {shown}", "CLIP", Location(shown),
+                                   hint="a clip network predicts on folders of frames: CLIP/00001.jpg, ...")])
+        try:
+            x = read_clip(path, pre, spec.input[1]).unsqueeze(0)
+        except (OSError, ValueError, SyntaxError) as exc:      # ImageError is a ValueError
+            text = printable(str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__)
+            raise RunError([error(f"cannot read the clip {shown}: {text}", "CLIP", Location(shown))]) from None
+        results.append({"image": str(path), "clip": str(path), "top": _top(model, x.to(torch.device(device)),
+                                                                            classes, top)})
     return results
 
 

@@ -281,3 +281,54 @@ def test_a_constant_operand_is_refused_by_node(node, tmp_path):
     with pytest.raises(BackendError) as info:
         import_onnx(tmp_path / "c.onnx", None)
     assert f"({node})" in str(info.value) and f"a {node.lower()} with a constant" in str(info.value)
+
+
+# ----------------------------------------------------------------------------- add, broadcasting (issue #32)
+
+@pytest.mark.parametrize("text", [GATE, GATE.replace("[fc2, c]", "[c, fc2]")], ids=["gate", "gate-swapped"])
+def test_an_add_that_broadcasts_matches_torch_in_memory(text):
+    """A map plus a per-channel C x 1 x 1 term (either order), measured: the broadcast input's gradient is its
+    own, made at the output's size and summed down, as sub's."""
+    assert_memory_measured(text.replace("OP", "add"))
+
+
+@pytest.mark.parametrize("order", [["g", "c"], ["c", "g"]])
+def test_an_add_that_broadcasts_gives_torchs_values_and_never_runs_in_place_over_the_smaller_input(order):
+    text = ("name: b\ninput: [3, 10, 10]\nlayers:\n  - {name: c, op: conv, out: 8, kernel: 3, padding: 1, act: relu}\n"
+            "  - {name: p, op: global_avg_pool}\n  - {name: g, op: conv, out: 8, kernel: 1, act: sigmoid}\n"
+            f"  - {{name: s, op: add, inputs: [{order[0]}, {order[1]}]}}\n"
+            "  - {name: q, op: global_avg_pool}\n  - {name: f, op: flatten}\n  - {name: fc, op: linear, out: 2}\n")
+    model = archcompiler.build(archcompiler.load_spec(text), seed=0).eval()
+    x = torch.randn(2, 3, 10, 10, generator=torch.Generator().manual_seed(0))
+    c = F.relu(F.conv2d(x, model.c.weight, model.c.bias, padding=1))
+    g = torch.sigmoid(F.conv2d(F.adaptive_avg_pool2d(c, 1), model.g.weight, model.g.bias))
+    want = F.linear(torch.flatten(F.adaptive_avg_pool2d(g + c, 1), 1), model.fc.weight, model.fc.bias)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), want)
+    assert ".add_(" not in model.code or order == ["c", "g"]
+
+
+def test_an_add_that_does_not_broadcast_is_refused_at_its_inputs_line():
+    text = GATE.replace("OP", "add").replace("{name: fc2, op: conv, out: 16, kernel: 1, act: sigmoid}",
+                                             "{name: fc2, op: conv, out: 4, kernel: 1, act: sigmoid}")
+    with pytest.raises(GraphError) as info:
+        archcompiler.analyze(text)
+    assert "1x1x4" in str(info.value) or "10x10x16" in str(info.value)
+
+
+def test_a_broadcasting_add_imports_from_torch_and_onnx():
+    """x + gate (a C x 1 x 1 term from the map itself, squeeze-and-excitation's shape with a sum)."""
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = nn.Conv2d(3, 8, 3, padding=1)
+            self.g = nn.Conv2d(8, 8, 1)
+            self.fc = nn.Linear(8, 2)
+
+        def forward(self, x):
+            x = self.c(x)
+            x = x + torch.sigmoid(self.g(F.adaptive_avg_pool2d(x, 1)))
+            return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+    text = archcompiler.import_module(Net(), input=(3, 12, 12))
+    assert "op: add" in text

@@ -77,10 +77,10 @@ def plan(g: nx.DiGraph, heads: bool = True) -> Plan:
         if op.alias:
             alias[n] = ins[0]            # a view, or (dropout in eval mode) the input itself
         elif op.inplace(data["attrs"]) and _may_overwrite(g, ins[0], consumers, results, alias) and \
-                (op.join != "sum" or len(data["shape"]) == 3):
+                (op.join != "sum" or len(data["shape"]) == 3) and g.nodes[ins[0]]["shape"] == data["shape"]:
             # a sum in place over images only: what torchvision's CNN blocks do (out += identity); its
             # transformers add out of place, and overwriting a sequence a linear layer made has autograd keep
-            # a copy of it (measured)
+            # a copy of it (measured); never over an input the result is larger than (one that broadcasts)
             inplace.add(n)               # over its first input: its only reader, no output, not kept for backward
             alias[n] = ins[0]
     return Plan(order, result_of, consumers, frozenset(inplace), alias)

@@ -200,7 +200,8 @@ class OpDef:
       whole batch, where part of it does not grow with the batch); ``saves`` (``saves_once``: kept once
       per forward): what autograd keeps for backward, ``"input"`` and/or ``"output"`` and extra
       elements; ``backward_workspace``: transient memory while its backward runs;
-      ``grad_passthrough``: the backward pass hands the gradient on as views, allocating none;
+      ``grad_passthrough``: the backward pass hands the gradient on as views, allocating none (a bool, or a
+      function of the attributes and the input and output shapes: an add of one shape, not one that broadcasts);
     - ``probabilities``: it turns logits into class probabilities (softmax): as a model's final op,
       forward() returns the logits before it and ``predict_proba`` applies it;
     - ``latency``: the kernel class it runs as on a machine profile and its work, see :class:`Latency`;
@@ -240,7 +241,7 @@ class OpDef:
     alias: Alias | None = None
     passthrough: Callable[[Attrs, list[Shape]], bool] = lambda a, i: False
     inplace: Callable[[Attrs], bool] = lambda a: False
-    grad_passthrough: bool = False
+    grad_passthrough: bool | Callable[[Attrs, list[Shape], Shape], bool] = False
     probabilities: bool = False
     latency: Latency = AT_MEMORY_SPEED
     eval_affine: bool = False
@@ -252,6 +253,10 @@ class OpDef:
     shape_inputs: Callable[[Attrs], tuple[int, ...]] = lambda a: ()     # inputs read for their shape alone
     # its output, for these input shapes, is a view of the tensor it computes (see view_out above)
     view_out: Callable[[Attrs, list[Shape]], bool] = lambda a, i: False
+
+    def passes_gradient(self, a: Attrs, i: list[Shape], o: Shape) -> bool:
+        """Whether the backward pass of this op with these shapes hands the gradient on as views."""
+        return self.grad_passthrough(a, i, o) if callable(self.grad_passthrough) else self.grad_passthrough
 
     def __post_init__(self) -> None:
         _check("depth", () if self.depth is None else (self.depth,), Depth)

@@ -18,6 +18,7 @@ from ._base import (
     ShapeError,
     Style,
     TorchCode,
+    broadcast,
     elements,
     fmt,
     need,
@@ -29,31 +30,47 @@ KIND = "add"
 
 
 class Add(ManyInputs):
-    """Element-wise sum (a residual connection), optionally followed by an activation. Its inputs have one shape:
-    it does not broadcast (`mul`, `sub` and `div` do)."""
+    """Element-wise sum (a residual connection), optionally followed by an activation. Its inputs have one
+    shape, or two inputs broadcast as `mul`'s do (a map plus a C x 1 x 1 or 1 x H x W one); it runs in place
+    over its first input when that input has the sum's shape and nothing else reads it."""
 
     op: Literal["add"]
     act: Activation = "none"
 
 
 def _shape(a: Attrs, shapes: list[Shape]) -> Shape:
-    if len(set(shapes)) != 1:
-        raise ShapeError("add needs inputs of one shape, got " + ", ".join(fmt(s) for s in shapes))
-    return shapes[0]
+    if len(set(shapes)) == 1:
+        return shapes[0]
+    if len(shapes) == 2:
+        return broadcast(KIND)(a, shapes)
+    raise ShapeError("add needs inputs of one shape (two inputs may broadcast), got " + ", ".join(fmt(s) for s in shapes))
+
+
+def _fits(shapes: list[Shape]) -> bool:
+    try:
+        _shape({}, shapes)
+    except ShapeError:
+        return False
+    return True
 
 
 def _from_torch(s: Any) -> dict:
     need(len(s.shapes) >= 2, "an operation with a constant (archc's add joins two layers)")
-    need(all(sh == s.shape for sh in s.shapes), "an add of tensors of different shapes (archc's add sums inputs of "
-                                                "one shape; it does not broadcast)")
+    need(_fits(s.shapes), "an add of tensors that do not broadcast (archc's add sums inputs of one shape, or two that "
+                          "broadcast: each dimension equal or 1 in one of them)")
     return {"op": "add"}
 
 
 def _from_onnx(n: Any) -> dict:
     _onnx.no_constants(n, "add")
     need(len(n.consts) >= 2, f"{len(n.consts)} input{'s' * (len(n.consts) != 1)} (archc's add joins two or more)")
-    need(all(s == n.shape for s in n.shapes), "a add of different shapes")
+    need(_fits(n.shapes), "an add of shapes that do not broadcast")
     return {"op": "add"}
+
+
+def _broadcast_inputs(i: list[Shape], o: Shape) -> int:
+    """The elements of the output-sized gradient each broadcast input's backward makes before summing it down."""
+    return sum(math.prod(o) for s in i if tuple(s) != tuple(o))
 
 
 def _call(a: Attrs, x: list[str], m: str, inplace: bool) -> str:
@@ -63,8 +80,11 @@ def _call(a: Attrs, x: list[str], m: str, inplace: bool) -> str:
 OP = Op(
     layers=(LayerOp(Add, lambda s: [("", KIND, {}), *lower_act(s.act)]),),
     # in place over its first input, as torchvision's blocks do (out += identity): no new map
+    # inputs of one shape: the gradient passes on as views; one that broadcasts: like sub's, each input's gradient
+    # its own, the broadcast one made at the output's size and summed down (measured, tests/test_elementwise.py)
     kinds=(OpDef(KIND, _shape, elementwise=lambda a, i, o: (len(i) - 1) * math.prod(o), join="sum",
-                 inplace=lambda a: True, grad_passthrough=True, latency=per_map(("add",), lambda a: "add", elements),
+                 inplace=lambda a: True, grad_passthrough=lambda a, i, o: not _broadcast_inputs(i, o),
+                 backward_workspace=lambda a, i, o: _broadcast_inputs(i, o), latency=per_map(("add",), lambda a: "add", elements),
                  torch=TorchCode(None, _call), style=Style("circle", "#eeeeee")),),
     from_torch={key: FromTorch(KIND, _from_torch) for key in ("fn:add", "fn:iadd", "method:add",
                                                               "method:add_")},   # archc's own sums: x.add_(y)

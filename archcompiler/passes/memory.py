@@ -193,7 +193,8 @@ class _TrainingStep:
         param_grads = 0
         for n in reversed(self.order):
             d = g.nodes[n]
-            if OPS[d["op"]].grad_passthrough:       # the gradient passes through as a view
+            ins = [g.nodes[p]["shape"] for p in d["inputs"]]
+            if OPS[d["op"]].passes_gradient(d["attrs"], ins, d["shape"]):     # the gradient passes on as a view
                 for p in d["inputs"]:
                     if p != INPUT and p not in grads:
                         grads[p] = 0
@@ -208,7 +209,6 @@ class _TrainingStep:
                 grow = d["params"].total * self.bytes
                 param_grads += grow
                 self.live += grow
-                ins = [g.nodes[p]["shape"] for p in d["inputs"]]
                 transient = self.batch * self.bytes * OPS[d["op"]].backward_workspace(d["attrs"], ins, d["shape"])
                 self.peak = max(self.peak, fixed + self.live + transient)
                 self.live -= grads.pop(n, 0)

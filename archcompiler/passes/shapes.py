@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import networkx as nx
 
@@ -72,6 +73,15 @@ def _mismatch_hint(g: nx.DiGraph, data: dict, source: str, got: tuple[int, ...],
     return f"{need}: check {also}kernel, stride and padding of {layer} and the layers before it"
 
 
+def _accepts(op: Any, attrs: dict, ins: list[tuple[int, ...]]) -> bool:
+    """Whether the op's own shape rule takes these inputs."""
+    try:
+        op.shape(attrs, ins)
+    except ShapeError:
+        return False
+    return True
+
+
 def infer_shapes(g: nx.DiGraph) -> nx.DiGraph:
     """Annotate ``g`` in place (and return it); raise :class:`GraphError` with every located
     problem, each at the spec line of the layer that caused it."""
@@ -85,7 +95,7 @@ def infer_shapes(g: nx.DiGraph) -> nx.DiGraph:
             continue
         op = OPS[data["op"]]
         odd = _odd_inputs(op.join, ins)
-        if odd:
+        if odd and not _accepts(op, data["attrs"], ins):     # (inputs that broadcast, as an add's may: no problem)
             # blame the branch whose size differs, at its own line; carry on with the size the
             # others agree on, so every module with the same problem is reported too
             common, majority = odd

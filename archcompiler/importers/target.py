@@ -60,13 +60,13 @@ def _shape(input: str | tuple[int, ...] | None) -> tuple[int, ...] | None:
 
 def _import_onnx(target: str, output: str | None, weights: str | None, name: str | None, blocks: bool,
                  verify: bool) -> dict[str, Any]:
-    from .onnx import import_onnx
+    from .onnx import Outputs, import_onnx
 
     notes: list[str] = [] if weights else ["the weights are written only with -o or --weights"]
     # every output checked (against the model, its external data and each other) before either is
     # written; both written atomically, together
-    text = import_onnx(target, output, weights=weights, name=name, schema=_schema_line(output), blocks=blocks,
-                       write_spec=True, verify=verify, notes=notes)
+    text = import_onnx(target, Outputs(output, weights, write_spec=True), name=name, schema=_schema_line(output),
+                       blocks=blocks, verify=verify, notes=notes)
     return {"text": text, "notes": notes, "written": [p for p in (output, weights) if p and output]}
 
 

@@ -1,6 +1,5 @@
-"""The attention patterns: nn.MultiheadAttention's nodes (ViT), and the window attention of Swin, Swin V2
-(its continuous position bias) and MaxViT (block and grid partitions, the shift and its mask), each read
-back as one archc op when its constants (the scale, the position bias, the shift's mask) are the op's."""
+"""The attention pattern of nn.MultiheadAttention's nodes (ViT), read back as one archc op when its constants
+(the scale, the projections) are the op's; the window attentions are in :mod:`.windows`."""
 
 from __future__ import annotations
 
@@ -8,7 +7,7 @@ from typing import Any
 
 from ...ops import FROM_ONNX
 from .fold import _attrs
-from .graph import Node, _f32, _Graph, _only_reader, _slice, _standard
+from .graph import Node, _Graph, _only_reader, _standard
 
 # the ops torch's nn.MultiheadAttention is written as (batch_first: the sequence transposed to S x N x D and
 # back; the in-projection, q, k and v split into heads, the scaled product, softmax, the product with v, the
@@ -34,6 +33,37 @@ def _attention_step(node: Any, ctx: _Graph) -> bool:
     if len(full) != 3 or full[0] != 1 or src in ctx.last:
         return False
     seq, dim = full[1], full[2]
+    found = _attention_region(node, ctx, seq, dim)
+    if found is None:
+        return False
+    region, exit_node = found
+    products = [(r, _weight_of(ctx, r)) for r in region if r.op_type in ("MatMul", "Gemm")
+                and _weight_of(ctx, r) is not None]
+    softmax = [r for r in region if r.op_type == "Softmax"]
+    if len(products) != 2 or len(softmax) != 1 or _attrs(softmax[0]).get("axis", -1) not in (-1, 3):
+        return False
+    scores = ctx.shapes.get(softmax[0].output[0], ())
+    if len(scores) != 4 or scores[0] != 1 or scores[2:] != (seq, seq) or dim % scores[1]:
+        return False
+    heads = scores[1]
+    params = _projections(ctx, products, dim)
+    if params is None or abs(_scale_of(ctx, region) * (dim // heads) ** 0.5 - 1) > 1e-5:
+        return False
+    for r in region:
+        ctx.skip.add(id(r))
+    ctx.skip.discard(id(node))
+    order = ["in_proj_weight", "in_proj_bias", "out_proj.weight", "out_proj.bias"]
+    ctx.emit(exit_node, exit_node.output[0],
+             FROM_ONNX["pattern:attention"].layer(Node(exit_node.name, {"heads": heads}, [], [], ())),
+             [ctx.value_of[src]], {k: params[k] for k in order}, ctx.shape(src))
+    return True
+
+
+def _attention_region(node: Any, ctx: _Graph, seq: int, dim: int) -> tuple[list[Any], Any] | None:
+    """The nodes read from the Transpose ``node`` up to the one Transpose 1 0 2 back to 1 x ``seq`` x ``dim``
+    (the region, that exit), each of _ATTENTION_OPS and reading only the region's values and constants (a
+    node that computes a constant, a size read, is not the region's); None where the nodes are no such region
+    or more than MAX_ATTENTION_NODES."""
     inside, region, exits = {node.output[0]}, [], []
     frontier = [node.output[0]]
     seen: set[int] = {id(node)}
@@ -45,7 +75,7 @@ def _attention_step(node: Any, ctx: _Graph) -> bool:
             seen.add(id(r))
             region.append(r)
             if len(region) > MAX_ATTENTION_NODES or r.op_type not in _ATTENTION_OPS or not _standard(r):
-                return False
+                return None
             if r.op_type == "Transpose" and list(_attrs(r).get("perm", [])) == [1, 0, 2] \
                     and ctx.shapes.get(r.output[0]) == (1, seq, dim):
                 exits.append(r)
@@ -53,30 +83,31 @@ def _attention_step(node: Any, ctx: _Graph) -> bool:
             inside.update(r.output)
             frontier.extend(r.output)
     if len(exits) != 1 or any(i and i not in inside and i not in ctx.consts for r in region for i in r.input):
-        return False
+        return None
+    return region, exits[0]
 
-    def weight(r: Any) -> tuple[str, Any] | None:
-        consts = [(i, ctx.consts[i]) for i in r.input[1:2] if i in ctx.consts]
-        return consts[0] if consts and getattr(consts[0][1], "ndim", 0) == 2 else None
 
-    products = [(r, weight(r)) for r in region if r.op_type in ("MatMul", "Gemm") and weight(r) is not None]
-    softmax = [r for r in region if r.op_type == "Softmax"]
-    if len(products) != 2 or len(softmax) != 1 or _attrs(softmax[0]).get("axis", -1) not in (-1, 3):
-        return False
-    scores = ctx.shapes.get(softmax[0].output[0], ())
-    if len(scores) != 4 or scores[0] != 1 or scores[2:] != (seq, seq) or dim % scores[1]:
-        return False
-    heads = scores[1]
+def _weight_of(ctx: _Graph, r: Any) -> tuple[str, Any] | None:
+    """The constant matrix a MatMul or Gemm multiplies by (its second input: name and value), or None."""
+    consts = [(i, ctx.consts[i]) for i in r.input[1:2] if i in ctx.consts]
+    return consts[0] if consts and getattr(consts[0][1], "ndim", 0) == 2 else None
+
+
+def _projections(ctx: _Graph, products: list[tuple[Any, tuple[str, Any]]],
+                 dim: int) -> dict[str, tuple[str, Any]] | None:
+    """nn.MultiheadAttention's four parameters (in torch's layout, out x in) from its two products by a
+    constant: the in-projection (3D x D) and the out-projection (D x D), each with its bias (a Gemm's, the
+    Add that reads a MatMul, or zeros where the exporter dropped a zero one); None where they are not so."""
     params: dict[str, tuple[str, Any]] = {}
     for r, (init, w) in products:
         gemm = r.op_type == "Gemm"
         a = _attrs(r)
         if gemm and (a.get("alpha", 1.0) != 1.0 or a.get("beta", 1.0) != 1.0 or a.get("transA", 0)):
-            return False
+            return None
         w = w if gemm and a.get("transB", 0) else w.T          # torch's layout: out x in
         names = {(3 * dim, dim): ("in_proj_weight", "in_proj_bias"), (dim, dim): ("out_proj.weight", "out_proj.bias")}
         if w.shape not in names or names[w.shape][0] in params:
-            return False
+            return None
         bias = (r.input[2], ctx.consts.get(r.input[2])) if gemm and len(r.input) > 2 and r.input[2] else None
         add = _only_reader(ctx, r.output[0], "Add") if not gemm else None
         if add is not None:
@@ -87,334 +118,17 @@ def _attention_step(node: Any, ctx: _Graph) -> bool:
 
             bias = ("", np.zeros(w.shape[0], dtype=w.dtype))
         if bias is None or bias[1] is None or tuple(bias[1].shape) != (w.shape[0],):
-            return False
+            return None
         params[names[w.shape][0]], params[names[w.shape][1]] = (init, w), bias
-    if len(params) != 4:
-        return False
+    return params if len(params) == 4 else None
+
+
+def _scale_of(ctx: _Graph, region: list[Any]) -> float:
+    """The product of the region's scalar constant factors (a Mul's, or a Div's divisor inverted)."""
     scale = 1.0
     for r in region:
         for i in r.input[1:] if r.op_type == "Div" else r.input:
             v = ctx.consts.get(i) if r.op_type in ("Mul", "Div") else None
             if v is not None and getattr(v, "size", 0) == 1:
                 scale *= float(v.reshape(-1)[0]) ** (-1 if r.op_type == "Div" else 1)
-    if abs(scale * (dim // heads) ** 0.5 - 1) > 1e-5:
-        return False
-    for r in region:
-        ctx.skip.add(id(r))
-    ctx.skip.discard(id(node))
-    order = ["in_proj_weight", "in_proj_bias", "out_proj.weight", "out_proj.bias"]
-    ctx.emit(exits[0], exits[0].output[0], FROM_ONNX["pattern:attention"].layer(Node(exits[0].name, {"heads": heads},
-                                                                                     [], [], ())), [ctx.value_of[src]],
-             {k: params[k] for k in order}, ctx.shape(src))
-    return True
-
-
-def _relative_index(window: int) -> Any:
-    """Swin's relative position index, window^2 x window^2 (as archc's WindowAttention builds it)."""
-    import numpy as np
-
-    coords = np.stack(np.meshgrid(np.arange(window), np.arange(window), indexing="ij")).reshape(2, -1)
-    rel = (coords[:, :, None] - coords[:, None, :]).transpose(1, 2, 0) + (window - 1)
-    return rel[:, :, 0] * (2 * window - 1) + rel[:, :, 1]
-
-
-def _shift_mask(height: int, width: int, window: int, shift: tuple[int, int]) -> Any:
-    """The mask of Swin's shifted windows (-100 between positions rolled in from different sides), as
-    archc's WindowAttention (and torchvision) builds it: windows x 1 x window^2 x window^2."""
-    import numpy as np
-
-    sh, sw = shift
-    labels = np.zeros((height, width), dtype=np.float32)
-    count = 0
-    for h0, h1 in ((0, height - window), (height - window, height - sh), (height - sh, height)):
-        for w0, w1 in ((0, width - window), (width - window, width - sw), (width - sw, width)):
-            labels[h0:h1, w0:w1] = count
-            count += 1
-    labels = labels.reshape(height // window, window, width // window, window).transpose(0, 2, 1, 3)
-    labels = labels.reshape(-1, window * window)
-    mask = labels[:, None, :] - labels[:, :, None]
-    return np.where(mask != 0, np.float32(-100.0), np.float32(0.0))[:, None]
-
-
-# the ops archc's WindowAttention is written as: pad, roll (Slice and Concat), the windows cut out
-# (Reshape, Transpose), the projections, heads, scaled product (V2: q and k normalised, ReduceL2, Clip,
-# Expand, Div), position bias and mask, softmax, and back; a reader of another op type is outside it
-_WINDOW_OPS = {"Transpose", "Reshape", "Slice", "Concat", "Pad", "Gather", "Mul", "MatMul", "Add", "Softmax",
-               "Squeeze", "Unsqueeze", "ReduceL2", "Clip", "Expand", "Div"}
-MAX_WINDOW_NODES = 96
-
-
-def _window_step(node: Any, ctx: _Graph) -> bool:
-    """The window attention of Swin, Swin V2 and MaxViT on a channels-last view, as the exporter writes
-    archc's WindowAttention: every reader of the view and what they compute (ops of _WINDOW_OPS that read
-    only values of the pattern and constants) up to the one value read from outside, channels-last again,
-    with one qkv projection (C x 3C and 3C), one output projection (C x C and C), one softmax over
-    windows x heads x N x N (N = window^2), the windows cut out as windows (or MaxViT's grid), and a
-    position bias heads x N x N: a table that the relative position index maps (read back from it), or
-    (V2, cosine attention) the exporter's steps of the position MLP; q scaled by (C / heads)^-0.5 (Swin),
-    k by C^-0.5 (MaxViT), or (V2) q and k normalised and the product times exp(logit_scale); for shifted
-    windows, a roll (Slice, Concat) before and after and the mask archc builds for that shift: one
-    ``window_attention`` layer."""
-    import numpy as np
-
-    if node.op_type not in ("Reshape", "Slice", "Pad") or not node.input or node.input[0] not in ctx.last:
-        return False
-    src = node.input[0]
-    full = ctx.shapes.get(src, ())
-    if len(full) != 4 or full[0] != 1:
-        return False
-    _, height, width, c = full
-    region, outside, inside, seen = [], [], {src}, set()
-    frontier = [src]
-    while frontier:
-        value = frontier.pop()
-        for r in ctx.readers.get(value, []):
-            if r.op_type not in _WINDOW_OPS or not _standard(r) \
-                    or r.op_type == "Transpose" and list(_attrs(r).get("perm", [])) == [0, 3, 1, 2]:
-                outside.append(value)
-                continue
-            if id(r) in seen:
-                continue
-            seen.add(id(r))
-            region.append(r)
-            if len(region) > MAX_WINDOW_NODES:
-                return False
-            inside.update(r.output)
-            frontier.extend(r.output)
-    outside = [v for v in outside if v != src]      # the view itself may be read elsewhere too (a residual)
-    if len(set(outside)) != 1 or ctx.shapes.get(outside[0]) != full:
-        return False
-    softmax = [r for r in region if r.op_type == "Softmax"]
-    scores = ctx.shapes.get(softmax[0].output[0], ()) if len(softmax) == 1 else ()
-    window = int(round(scores[-1] ** 0.5)) if len(scores) == 4 else 0
-    if not window or window * window != scores[-1] or scores[-2] != scores[-1] \
-            or _attrs(softmax[0]).get("axis", -1) not in (-1, 3) or c % scores[1]:
-        return False
-    heads, n = scores[1], scores[-1]
-    ph, pw = -(-height // window) * window, -(-width // window) * window
-    cosine = any(r.op_type == "ReduceL2" for r in region)
-    # the position bias: a constant (Swin, MaxViT) or the position MLP's steps (V2), added to the scores
-    bias_nodes: list[Any] = []
-    extra: dict[str, tuple[str, Any]] = {}
-    table = None
-    masks = []
-    for r in region:
-        for i in r.input if r.op_type == "Add" else []:
-            if i in inside:
-                continue
-            v = ctx.consts.get(i)
-            if v is not None and v.ndim == 4 and v.shape[1:] == (1, n, n):
-                masks.append(v)
-            elif v is not None and v.shape in ((heads, n, n), (1, heads, n, n)) and table is None and not cosine:
-                table = _table_of(v.reshape(heads, n, n), window)
-                if table is None:
-                    return False
-                extra["relative_position_bias_table"] = (i, table)
-            elif v is None and cosine and not bias_nodes:
-                found = _cpb_branch(ctx, i, window, heads)
-                if found is None:
-                    return False
-                bias_nodes, extra = found
-            elif v is None or v.ndim > 1:
-                return False
-    if (not bias_nodes if cosine else table is None) or len(masks) > 1:
-        return False
-    region_inputs = inside | {o for b in bias_nodes for o in b.output}
-    if any(i and i not in region_inputs and i not in ctx.consts for r in region for i in r.input):
-        return False
-    # the projections, and which of q and k the scale multiplies (Swin: q, MaxViT: k)
-    scaled = [(r, i) for r in region if r.op_type == "Mul" for i in r.input if i in ctx.consts]
-    scales = [(r, ctx.consts[i]) for r, i in scaled]
-    maxvit = False
-    if cosine:
-        logit = [v for _, v in scales if v.shape == (heads, 1, 1)]
-        clips = [r for r in region if r.op_type == "Clip"]
-        if len(logit) != 1 or len(scales) != 1 or len(clips) != 2 or np.any(logit[0] <= 0) or any(
-                _clip_floor(ctx, r) != 1e-12 for r in clips):
-            return False
-        extra["logit_scale"] = ("", np.log(logit[0]).astype(logit[0].dtype))
-    else:
-        if len(scales) != 1 or scales[0][1].size != 1:
-            return False
-        which = next((ctx.producer.get(i) for i in scales[0][0].input if i in inside), None)
-        picked = ctx.consts.get(which.input[1]) if which is not None and which.op_type == "Gather" else None
-        if picked is None or picked.size != 1 or int(picked) not in (0, 1):
-            return False
-        maxvit = int(picked) == 1
-        expected = c ** -0.5 if maxvit else (c // heads) ** -0.5
-        if abs(float(scales[0][1].reshape(-1)[0]) / expected - 1) > 1e-5:
-            return False
-    names = {(c, 3 * c): "to_qkv" if maxvit else "qkv", (c, c): "merge" if maxvit else "proj"}
-    params: dict[str, tuple[str, Any]] = {}
-    for r in region:
-        w = ctx.consts.get(r.input[1]) if r.op_type == "MatMul" and len(r.input) == 2 else None
-        if w is None or w.ndim != 2:
-            continue
-        name = names.get(w.shape)
-        add = _only_reader(ctx, r.output[0], "Add")
-        bias = next(((i, ctx.consts[i]) for i in add.input if i in ctx.consts), None) if add is not None else None
-        if name is None or name + ".weight" in params or bias is None or bias[1].shape != (w.shape[1],):
-            return False
-        params[name + ".weight"], params[name + ".bias"] = (r.input[1], w.T), bias
-    if len(params) != 4 or cosine and np.any(params["qkv.bias"][1][c:2 * c] != 0):
-        return False
-    grid = _partition(ctx, region, window, ph, pw)
-    if grid is None:
-        return False
-    shift = _shift(ctx, region, window, ph, pw, masks)
-    if shift is None:
-        return False
-    ctx.skip.update(id(r) for r in [*region, *bias_nodes])
-    ctx.skip.discard(id(node))
-    found: dict[str, Any] = {"heads": heads, "window": window}
-    if maxvit:
-        found.update(({"grid": True} if grid else {}), layout="maxvit")
-        if (ph, pw) != (height, width):
-            found["pad"] = True
-    else:
-        found.update(shift=shift, pad=True, **({"cosine": True} if cosine else {}))
-    fields = FROM_ONNX["pattern:windows"].layer(Node(outside[0], found, [], [], ()))
-    index = _relative_index(window)
-    out = outside[0]
-    ctx.last.add(out)
-    producer = ctx.producer[out]
-    ctx.emit(producer, out, fields, [ctx.value_of[src]],
-             {**extra, "relative_position_index": ("", (index if maxvit else index.reshape(-1)).astype(np.int64)),
-              **params}, ctx.shape(src))
-    return True
-
-
-def _table_of(bias: Any, window: int) -> Any:
-    """The relative position bias table ((2 window - 1)^2 x heads) that gives ``bias`` (heads x N x N) through
-    the relative position index; None where no table does."""
-    import numpy as np
-
-    heads = bias.shape[0]
-    index = _relative_index(window).reshape(-1)
-    table = np.zeros(((2 * window - 1) ** 2, heads), dtype=bias.dtype)
-    table[index] = bias.reshape(heads, -1).T
-    return table if np.array_equal(table[index].T.reshape(bias.shape), bias) else None
-
-
-def _coords_table(window: int) -> Any:
-    """Swin V2's log-spaced relative coordinates, 1 x (2 window - 1) x (2 window - 1) x 2 (as archc's
-    WindowAttention computes them, in float32)."""
-    import numpy as np
-
-    span = np.arange(-(window - 1), window, dtype=np.float32)
-    table = np.stack(np.meshgrid(span, span, indexing="ij")).transpose(1, 2, 0)[None]
-    table = table / np.float32(window - 1) * np.float32(8)
-    return (np.sign(table) * np.log2(np.abs(table) + np.float32(1)) / np.float32(3)).astype(np.float32)
-
-
-def _cpb_branch(ctx: _Graph, value: str, window: int, heads: int) -> tuple[list[Any], dict] | None:
-    """Swin V2's position bias as the exporter writes it, from the scores' Add back: Mul by 16, Sigmoid,
-    Reshape / Transpose, GatherND by the relative position index, Reshape, the MLP's second Linear
-    (MatMul by 512 x heads), Relu, and the Add of its first Linear's bias to the first Linear applied to the
-    coordinates table (folded into a constant: the weight is read back from it). The nodes and parameters."""
-    import numpy as np
-
-    nodes, v = [], value
-    expect = ["Mul", "Sigmoid", "view", "GatherND", "view", "MatMul", "Relu", "Add"]
-    found: dict[str, Any] = {}
-    for kind in expect:
-        r = ctx.producer.get(v)
-        while kind == "view" and r is not None and r.op_type in ("Reshape", "Transpose"):
-            nodes.append(r)
-            v = r.input[0]
-            r = ctx.producer.get(v)
-        if kind == "view":
-            continue
-        if r is None or r.op_type != kind or len(ctx.readers.get(v, [])) != 1 and v != value:
-            return None
-        nodes.append(r)
-        found[kind] = r
-        tensors = [i for i in r.input if i and i not in ctx.consts]
-        if kind != "Add" and len(tensors) != 1:
-            return None
-        v = tensors[0] if tensors else ""
-    mul, gather, second, first = found["Mul"], found["GatherND"], found["MatMul"], found["Add"]
-    sixteen = [ctx.consts[i] for i in mul.input if i in ctx.consts]
-    index = ctx.consts.get(gather.input[1])
-    w2 = ctx.consts.get(second.input[1])
-    consts = sorted((ctx.consts[i] for i in first.input if i in ctx.consts), key=lambda a: a.ndim)
-    span = 2 * window - 1
-    if len(sixteen) != 1 or sixteen[0].size != 1 or float(sixteen[0]) != 16 or index is None \
-            or not np.array_equal(index.reshape(-1), _relative_index(window).reshape(-1)) or w2 is None \
-            or w2.shape != (512, heads) or len(consts) != 2 or consts[0].shape != (512,) \
-            or consts[1].shape != (1, span, span, 512) or len(first.input) != 2:
-        return None
-    coords = _coords_table(window)
-    solved, *_ = np.linalg.lstsq(coords.reshape(-1, 2).astype(np.float64), consts[1].reshape(-1, 512).astype(np.float64),
-                                 rcond=None)
-    w1 = solved.T.astype(np.float32)              # 512 x 2
-    again = coords.reshape(-1, 2) @ w1.T
-    if np.max(np.abs(again - consts[1].reshape(-1, 512))) > 1e-5 * max(1.0, float(np.max(np.abs(consts[1])))):
-        return None
-    bias_name = next(i for i in first.input if i in ctx.consts and ctx.consts[i].ndim == 1)
-    folded = next(i for i in first.input if i in ctx.consts and ctx.consts[i].ndim == 4)
-    return nodes, {"relative_coords_table": ("", coords), "cpb_mlp.0.weight": (folded, w1),
-                   "cpb_mlp.0.bias": (bias_name, consts[0]), "cpb_mlp.2.weight": (second.input[1], w2.T)}
-
-
-def _clip_floor(ctx: _Graph, node: Any) -> float | None:
-    lo = ctx.consts.get(node.input[1]) if len(node.input) > 1 and node.input[1] else None
-    hi = node.input[2] if len(node.input) > 2 else ""
-    return _f32(lo.reshape(-1)[0]) if lo is not None and lo.size == 1 and not hi else None
-
-
-def _partition(ctx: _Graph, region: list[Any], window: int, ph: int, pw: int) -> bool | None:
-    """Whether the region cuts the map into MaxViT's grid (True) or into windows (False), from its 6-d
-    Transposes (the partition and its reverse); None where they are neither."""
-    found = sorted((tuple(ctx.shapes.get(r.input[0], ())), tuple(_attrs(r).get("perm", []))) for r in region
-                   if r.op_type == "Transpose" and len(ctx.shapes.get(r.input[0], ())) == 6)
-    if len(found) != 2:
-        return None
-    gh, gw, c = ph // window, pw // window, found[0][0][-1]
-    windows = sorted([((1, gh, window, gw, window, c), (0, 1, 3, 2, 4, 5)), ((1, gh, gw, window, window, c), (0, 1, 3, 2, 4, 5))])
-    grid = sorted([((1, window, gh, window, gw, c), (0, 2, 4, 1, 3, 5)), ((1, gh, gw, window, window, c), (0, 3, 1, 4, 2, 5))])
-    if sorted(found) == windows:
-        return False
-    if sorted(found) == grid:
-        return True
-    return None
-
-
-def _shift(ctx: _Graph, region: list[Any], window: int, ph: int, pw: int, masks: list) -> int | None:
-    """The shift of shifted windows: the rolls (Concat of two Slices) before the windows and back after them,
-    and the mask archc builds for it; 0 without rolls and mask; None where they disagree."""
-    import numpy as np
-
-    position = {id(x): k for k, x in enumerate(ctx.order)}
-    rolls = sorted((position[id(r)], _roll(ctx, r)) for r in region if r.op_type == "Concat")
-    if any(roll is None for _, roll in rolls):
-        return None
-    if not rolls:
-        return None if masks else 0
-    forward = [roll for _, roll in rolls[:len(rolls) // 2]]
-    back = [roll for _, roll in rolls[len(rolls) // 2:]]
-    sizes = {1: ph, 2: pw}
-    shifts = {axis: a for axis, a in forward}
-    if len(rolls) % 2 or len(shifts) != len(forward) or len(set(shifts.values())) != 1 \
-            or sorted((axis, sizes[axis] - a) for axis, a in back) != sorted(shifts.items()):
-        return None
-    shift = next(iter(shifts.values()))
-    per_axis = tuple(shifts.get(axis, 0) for axis in (1, 2))
-    if per_axis != tuple(0 if window >= size else shift for size in (ph, pw)) or len(masks) != 1 \
-            or not np.array_equal(masks[0], _shift_mask(ph, pw, window, per_axis)):
-        return None
-    return shift
-
-
-def _roll(ctx: _Graph, node: Any) -> tuple[int, int] | None:
-    """(axis, a) of a Concat that is x[a:] then x[:a] along one axis (torch.roll as the exporter writes it)."""
-    cuts = [_slice(ctx, ctx.producer.get(i)) if ctx.producer.get(i) is not None else None for i in node.input]
-    sources = {ctx.producer[i].input[0] for i in node.input if i in ctx.producer}
-    if len(cuts) != 2 or None in cuts or len(sources) != 1:
-        return None
-    (axis, a0, e0, s0), (axis1, a1, e1, s1) = cuts
-    size = ctx.shapes.get(next(iter(sources)), ())[axis]
-    if axis != axis1 or (s0, s1) != (1, 1) or (a0, e0, a1, e1) != (a0, size, 0, a0) or not 0 < a0 < size \
-            or _attrs(node).get("axis") % 4 != axis:
-        return None
-    return axis, a0
+    return scale

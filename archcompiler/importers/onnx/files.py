@@ -12,7 +12,7 @@ from typing import Any
 
 from ...errors import BackendError, Location, error
 from ...spec.limits import MAX_LAYERS
-from .graph import _fail, _safe
+from .graph import _fail, safe_text
 
 MAX_ONNX_BYTES = 2 * 1024 ** 3          # an ONNX file (its protobuf limit)
 MAX_NODES = 4 * MAX_LAYERS
@@ -32,7 +32,7 @@ def _onnx() -> Any:
         from onnx import numpy_helper, shape_inference  # noqa: F401 (both used once the model is read)
     except ImportError as exc:
         raise BackendError([error(f"reading an ONNX file needs the onnx package, which cannot be imported "
-                                  f"({_safe(exc)})", "import", hint="pip install 'archcompiler[onnx]'")]) from None
+                                  f"({safe_text(exc)})", "import", hint="pip install 'archcompiler[onnx]'")]) from None
     return onnx
 
 
@@ -54,9 +54,9 @@ def _load(path: Path) -> Any:
     except OSError as exc:
         raise _fail(path, _stat_error(path, exc)) from None
     if stat.S_ISDIR(st.st_mode):
-        raise _fail(path, f"{_safe(path)} is a folder, not an ONNX file", hint="give the path of the .onnx file")
+        raise _fail(path, f"{safe_text(path)} is a folder, not an ONNX file", hint="give the path of the .onnx file")
     if not stat.S_ISREG(st.st_mode):
-        raise _fail(path, f"{_safe(path)} is not a regular file: it is {_kind(st.st_mode)}",
+        raise _fail(path, f"{safe_text(path)} is not a regular file: it is {_kind(st.st_mode)}",
                     hint="archc reads an ONNX model from a plain file")
     onnx = _onnx()
     try:        # O_NONBLOCK: a file swapped for a pipe since the stat is never waited on
@@ -66,32 +66,32 @@ def _load(path: Path) -> Any:
     with os.fdopen(fd, "rb") as f:
         st = os.fstat(f.fileno())
         if not stat.S_ISREG(st.st_mode):
-            raise _fail(path, f"{_safe(path)} is not a regular file: it is {_kind(st.st_mode)}")
+            raise _fail(path, f"{safe_text(path)} is not a regular file: it is {_kind(st.st_mode)}")
         size = st.st_size
         if size == 0:
-            raise _fail(path, f"{_safe(path)} is empty, not an ONNX model")
+            raise _fail(path, f"{safe_text(path)} is empty, not an ONNX model")
         if size > MAX_ONNX_BYTES:
-            raise _fail(path, f"{_safe(path)} is {size} bytes; at most {MAX_ONNX_BYTES} are read")
+            raise _fail(path, f"{safe_text(path)} is {size} bytes; at most {MAX_ONNX_BYTES} are read")
         why = _not_a_model(f, size)
         if why:
-            raise _fail(path, f"{_safe(path)} is not a readable ONNX model: {why}",
+            raise _fail(path, f"{safe_text(path)} is not a readable ONNX model: {why}",
                         hint="archc imports an ONNX ModelProto file (what torch.onnx.export writes)")
         f.seek(0)
         data = f.read(size + 1)
     if len(data) != size:
-        raise _fail(path, f"{_safe(path)} changed while it was read ({size} bytes, then {len(data)})")
+        raise _fail(path, f"{safe_text(path)} changed while it was read ({size} bytes, then {len(data)})")
     try:
         return onnx.load_model_from_string(data)
     except Exception as exc:  # noqa: BLE001 (a malformed file: say so, without a traceback)
-        raise _fail(path, f"{_safe(path)} is not a readable ONNX model: {_safe(exc)}") from None
+        raise _fail(path, f"{safe_text(path)} is not a readable ONNX model: {safe_text(exc)}") from None
 
 
 def _stat_error(path: Path, exc: OSError) -> str:
     if exc.errno == errno.ELOOP:
-        return f"{_safe(path)} is a symbolic link that leads back to itself (a loop)"
+        return f"{safe_text(path)} is a symbolic link that leads back to itself (a loop)"
     if exc.errno in (errno.ENOENT, errno.ENOTDIR):
-        return f"{_safe(path)} does not exist"
-    return f"cannot read {_safe(path)}: {_safe(exc.strerror or exc)}"
+        return f"{safe_text(path)} does not exist"
+    return f"cannot read {safe_text(path)}: {safe_text(exc.strerror or exc)}"
 
 
 def _varint(data: bytes, at: int) -> tuple[int | None, int]:
@@ -156,24 +156,24 @@ def check_outputs(outputs: list[tuple[str, str]], inputs: dict[Path, str]) -> No
     """Refuse, before anything is written, outputs ((option, path)) that name an input (path -> what it
     is), one another, a folder, or a symbolic link loop."""
     def refuse(out: str, message: str, hint: str) -> BackendError:
-        return BackendError([error(message, "output", Location(_safe(out, 1000)), hint=hint)])
+        return BackendError([error(message, "output", Location(safe_text(out, 1000)), hint=hint)])
     for k, (option, out) in enumerate(outputs):
         for src, what in inputs.items():
             if _same(out, src):
-                raise refuse(out, f"{option} {_safe(out)} is {what} ({_safe(src)}), an input of this command; "
+                raise refuse(out, f"{option} {safe_text(out)} is {what} ({safe_text(src)}), an input of this command; "
                                   "archc will not write over it", f"choose another {option} name")
         for other_option, other in outputs[:k]:
             if _same(out, other):
-                raise refuse(out, f"{other_option} and {option} both name {_safe(out)}: the spec and the weights "
+                raise refuse(out, f"{other_option} and {option} both name {safe_text(out)}: the spec and the weights "
                                   "would be written over one another", "give --weights another file name")
         if os.path.isdir(out):
-            raise refuse(out, f"{option} {_safe(out)} is a folder", f"give a file name, e.g. {option} "
-                                                                    f"{_safe(Path(out) / 'net')}")
+            raise refuse(out, f"{option} {safe_text(out)} is a folder", f"give a file name, e.g. {option} "
+                                                                    f"{safe_text(Path(out) / 'net')}")
         try:
             os.stat(out)
         except OSError as exc:
             if exc.errno == errno.ELOOP:
-                raise refuse(out, f"{option} {_safe(out)} is a symbolic link that leads back to itself (a loop)",
+                raise refuse(out, f"{option} {safe_text(out)} is a symbolic link that leads back to itself (a loop)",
                              "remove the link or choose another name") from None
 
 
@@ -183,8 +183,8 @@ def _weights_bytes(state: dict[str, Any], target: Path) -> bytes:
     try:
         return save(state, metadata={"archc": "imported from ONNX"})
     except Exception as exc:  # noqa: BLE001 (a number type safetensors cannot hold: said, not a traceback)
-        raise BackendError([error(f"the weights cannot be written as safetensors: {_safe(exc)}", "--weights",
-                                  Location(_safe(target, 1000)))]) from None
+        raise BackendError([error(f"the weights cannot be written as safetensors: {safe_text(exc)}", "--weights",
+                                  Location(safe_text(target, 1000)))]) from None
 
 
 def _write(files: dict[str, bytes]) -> None:
@@ -201,8 +201,8 @@ def _write(files: dict[str, bytes]) -> None:
             try:
                 tmp.write_bytes(data)
             except OSError as exc:
-                raise BackendError([error(f"cannot write {_safe(p)}: {_safe(exc.strerror or exc)}", "output",
-                                          Location(_safe(p, 1000)))]) from None
+                raise BackendError([error(f"cannot write {safe_text(p)}: {safe_text(exc.strerror or exc)}", "output",
+                                          Location(safe_text(p, 1000)))]) from None
 
 
 def save_weights(state: dict[str, Any], target: str | Path) -> Path:

@@ -15,7 +15,8 @@ from typing import Any
 from ...errors import BackendError, error
 from ...spec.limits import MAX_DIM
 from .files import _DATA_TYPES, MAX_ELEMENTS, _kind, _onnx
-from .graph import _Graph, _q, _refuse, _safe, _standard
+from .graph import _Graph, _q, _refuse, _standard, safe_text
+from .values import MAX_CHAIN_ELEMENTS, MAX_GIVEN, _folded, _size
 
 
 def _fix_batch(model: Any) -> None:
@@ -43,13 +44,6 @@ def _concat_of_one(node: Any, ctx: _Graph) -> bool:
     return isinstance(axis, int) and rank > 0 and -rank <= axis < rank
 
 
-def _size(shape: tuple[int, ...]) -> int:
-    out = 1
-    for d in shape:
-        out *= d
-    return out
-
-
 def _initializers(g: Any, path: Path, external: set[Path], budget: list[int]) -> dict[str, Any]:
     consts: dict[str, Any] = {}
     for t in g.initializer:
@@ -68,9 +62,6 @@ def _initializers(g: Any, path: Path, external: set[Path], budget: list[int]) ->
 _FOLDED = {"Constant", "Identity", "Shape", "Size", "Gather", "Unsqueeze", "Squeeze", "Concat", "Cast", "Slice",
            "Reshape", "Transpose", "Add", "Sub", "Mul", "Div", "Mod", "Neg", "Sqrt", "Equal", "Where",
            "ConstantOfShape", "Expand"}
-# the number types a Cast is folded to: TensorProto.DataType -> numpy's name
-_CASTS = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64", 9: "bool", 10: "float16",
-          11: "float64"}
 
 
 def _fold(g: Any, consts: dict[str, Any], shapes: dict[str, tuple[int, ...]], verified: set[str], path: Path,
@@ -97,7 +88,7 @@ def _fold(g: Any, consts: dict[str, Any], shapes: dict[str, tuple[int, ...]], ve
             key, a = next(iter(attr.items()))
             if key == "value" and a.type == onnx.AttributeProto.TENSOR:
                 consts[node.output[0]] = _tensor(a.t, path, external, budget,
-                                                 f"node {_safe(node.name) or '(unnamed)'} (Constant): its value")
+                                                 f"node {safe_text(node.name) or '(unnamed)'} (Constant): its value")
             elif key in ("value_int", "value_ints") and a.type in (onnx.AttributeProto.INT, onnx.AttributeProto.INTS):
                 consts[node.output[0]] = np.asarray(a.i if key == "value_int" else list(a.ints), dtype=np.int64)
             elif key in ("value_float", "value_floats") and a.type in (onnx.AttributeProto.FLOAT,
@@ -125,7 +116,7 @@ def _fold(g: Any, consts: dict[str, Any], shapes: dict[str, tuple[int, ...]], ve
         if not view:
             budget[0] -= value.size
             if budget[0] < 0:
-                raise BackendError([error(f"node {_safe(node.name) or '(unnamed)'} ({node.op_type}): the tensors hold "
+                raise BackendError([error(f"node {safe_text(node.name) or '(unnamed)'} ({node.op_type}): the tensors hold "
                                           f"more than {MAX_ELEMENTS} numbers", "import")])
         consts[node.output[0]] = value
         shapes[node.output[0]] = value.shape
@@ -135,9 +126,7 @@ def _fold(g: Any, consts: dict[str, Any], shapes: dict[str, tuple[int, ...]], ve
 
 
 MAX_FOLD_ROUNDS = 64    # (each round makes known the sizes that the last one's constants decide)
-MAX_GIVEN = 4096        # the constants shape inference is given whole (their values may be sizes); the rest by shape
 MAX_PROPAGATED = 2 ** 16
-MAX_RANK = 64           # the numbers of a shape, of axes or of a Slice's bounds that are read
 
 
 def _computed(model: Any, consts: dict[str, Any], shapes: dict[str, tuple[int, ...]], verified: set[str]) -> None:
@@ -188,177 +177,6 @@ def _computed(model: Any, consts: dict[str, Any], shapes: dict[str, tuple[int, .
         verified.add(vi.name)
 
 
-def _folded(kind: str, attrs: dict[str, Any], ins: list[str], consts: dict[str, Any],
-            shapes: dict[str, tuple[int, ...]]) -> Any:
-    """The value of one node of _FOLDED (its attributes, its input names), or None where it is not computed here."""
-    import numpy as np
-
-    def ints(v: Any) -> list[int] | None:       # (sizes, axes, bounds: a few numbers)
-        ok = v is not None and v.dtype.kind in "iu" and v.ndim <= 1 and v.size <= MAX_RANK
-        return [int(x) for x in v.reshape(-1)] if ok else None
-
-    def axis(a: int, rank: int) -> int:
-        if not -rank <= a < rank:
-            raise ValueError(f"axis {a} of a rank {rank} tensor")
-        return a % rank
-
-    if kind in ("Shape", "Size"):
-        full = shapes.get(ins[0]) if len(ins) == 1 else None
-        if full is None or min(full, default=0) < 0 or len(shapes.get(ins[0], ())) != len(full):
-            return None
-        if kind == "Size":
-            return np.asarray(_size(full), dtype=np.int64)
-        rank = len(full)
-        start, end = int(attrs.get("start", 0)), int(attrs.get("end", rank))
-        start, end = (max(0, min(rank, v + rank if v < 0 else v)) for v in (start, end))
-        return np.asarray(full[start:end], dtype=np.int64)
-    if kind == "ConstantOfShape":
-        dims = ints(consts.get(ins[0])) if len(ins) == 1 else None
-        t = attrs.get("value")
-        fill = np.zeros(1, np.float32) if t is None else _onnx().numpy_helper.to_array(t).reshape(-1)
-        if dims is None or min(dims, default=0) < 0 or fill.size != 1 or _size(tuple(dims)) > MAX_CHAIN_ELEMENTS:
-            return None
-        return np.full(dims, fill[0], dtype=fill.dtype)
-    if not ins or any(i not in consts for i in ins if i):
-        return None
-    v = [consts[i] if i else None for i in ins]
-    x = v[0]
-    if kind == "Identity":
-        return x if len(ins) == 1 else None
-    if kind == "Gather":
-        idx = v[1] if len(v) == 2 else None
-        if idx is None or idx.dtype.kind not in "iu" or x.ndim < 1:
-            return None
-        ax = axis(int(attrs.get("axis", 0)), x.ndim)
-        n = x.shape[ax]
-        if idx.size and (idx.min() < -n or idx.max() >= n) or idx.size * (x.size // max(n, 1)) > MAX_CHAIN_ELEMENTS:
-            return None
-        return np.take(x, np.where(idx < 0, idx + n, idx).astype(np.int64), axis=ax)
-    if kind in ("Unsqueeze", "Squeeze"):
-        axes = [int(a) for a in attrs["axes"]] if "axes" in attrs else ints(v[1]) if len(v) > 1 else None
-        if kind == "Unsqueeze":
-            rank = x.ndim + len(axes or [])
-            axes = sorted(axis(a, rank) for a in axes or [])
-            if not axes or len(set(axes)) != len(axes):
-                return None
-            return x.reshape(_unsqueezed(x.shape, axes))
-        if axes is None:
-            return x.reshape([d for d in x.shape if d != 1])
-        axes = sorted({axis(a, x.ndim) for a in axes})
-        if any(x.shape[a] != 1 for a in axes):
-            return None
-        return x.reshape([d for k, d in enumerate(x.shape) if k not in axes])
-    if kind == "Concat":
-        if len({a.dtype for a in v}) != 1 or len({a.ndim for a in v}) != 1 or x.ndim < 1:
-            return None
-        return np.concatenate(v, axis=axis(int(attrs["axis"]), x.ndim))
-    if kind == "Cast":
-        to = _CASTS.get(int(attrs.get("to", 0)))
-        if to is None or len(v) != 1 or x.dtype.kind not in "biuf":
-            return None
-        if np.dtype(to).kind in "iu" and x.dtype.kind == "f":
-            info = np.iinfo(to)
-            if not np.all(np.isfinite(x)) or x.size and (x.min() < info.min or x.max() > info.max):
-                return None
-        return x.astype(to)
-    if kind == "Slice":
-        if "starts" in attrs:           # (before opset 10: attributes)
-            starts, ends = [int(a) for a in attrs["starts"]], [int(a) for a in attrs["ends"]]
-            axes = [int(a) for a in attrs.get("axes", range(len(starts)))]
-            steps = [1] * len(starts)
-        else:
-            starts, ends = ints(v[1]) if len(v) > 1 else None, ints(v[2]) if len(v) > 2 else None
-            axes = ints(v[3]) if len(v) > 3 and v[3] is not None else list(range(len(starts or [])))
-            steps = ints(v[4]) if len(v) > 4 and v[4] is not None else [1] * len(starts or [])
-        if starts is None or ends is None or axes is None or steps is None \
-                or not len(starts) == len(ends) == len(axes) == len(steps) or 0 in steps:
-            return None
-        axes = [axis(a, x.ndim) for a in axes]
-        if len(set(axes)) != len(axes):
-            return None
-        out = x
-        for a, start, end, step in zip(axes, starts, ends, steps):
-            n = x.shape[a]
-            if step > 0:
-                lo, hi = (max(0, min(n, p + n if p < 0 else p)) for p in (start, end))
-            elif n == 0:
-                return None
-            else:
-                lo = max(0, min(n - 1, start + n if start < 0 else start))
-                hi = max(-1, min(n - 1, end + n if end < 0 else end))
-            out = np.take(out, np.arange(lo, hi, step, dtype=np.int64), axis=a)
-        return out
-    if kind == "Reshape":
-        target = ints(v[1]) if len(v) == 2 else None
-        if target is None or target.count(-1) > 1 or min(target, default=0) < -1:
-            return None
-        if not attrs.get("allowzero", 0):
-            if any(t == 0 and k >= x.ndim for k, t in enumerate(target)):
-                return None
-            target = [x.shape[k] if t == 0 else t for k, t in enumerate(target)]
-        known = _size(tuple(t for t in target if t != -1))
-        if -1 in target:
-            if known == 0 or x.size % known:
-                return None
-            target[target.index(-1)] = x.size // known
-        return x.reshape(target) if _size(tuple(target)) == x.size else None
-    if kind == "Transpose":
-        perm = [int(p) for p in attrs.get("perm", range(x.ndim - 1, -1, -1))]
-        return np.ascontiguousarray(x.transpose(perm)) if sorted(perm) == list(range(x.ndim)) else None
-    if kind in ("Neg", "Sqrt"):
-        if len(v) != 1 or x.dtype.kind not in "if" or kind == "Sqrt" and x.dtype.kind != "f" or x.size > MAX_GIVEN:
-            return None
-        with np.errstate(all="raise"):
-            return -x if kind == "Neg" else np.sqrt(x)
-    if kind == "Where":
-        if len(v) != 3 or v[0].dtype != np.bool_ or v[1].dtype != v[2].dtype \
-                or _size(np.broadcast_shapes(*(a.shape for a in v))) > MAX_CHAIN_ELEMENTS:
-            return None
-        return np.where(*v)
-    if kind == "Expand":
-        dims = ints(v[1]) if len(v) == 2 else None
-        if dims is None or min(dims, default=1) < 0:
-            return None
-        shape = np.broadcast_shapes(x.shape, tuple(dims))
-        if _size(shape) > MAX_CHAIN_ELEMENTS:
-            return None
-        return np.array(np.broadcast_to(x, shape))
-    # element-wise on two constants of one type (ONNX broadcasts as numpy does); on numbers, only sizes and
-    # scalars (a product of weights is left to the steps that read it back: Swin V2's position MLP)
-    if len(v) != 2 or v[0].dtype != v[1].dtype or x.dtype.kind not in "biuf" \
-            or _size(np.broadcast_shapes(x.shape, v[1].shape)) > (MAX_GIVEN if x.dtype.kind == "f" else
-                                                                   MAX_CHAIN_ELEMENTS):
-        return None
-    a, b = v
-    if kind == "Equal":
-        return np.equal(a, b)
-    if x.dtype.kind == "b":
-        return None
-    with np.errstate(all="raise"):
-        if kind in ("Add", "Sub", "Mul"):
-            return {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply}[kind](a, b)
-        if kind == "Div":
-            if x.dtype.kind == "f":
-                return np.divide(a, b)
-            if np.any(b == 0):
-                return None
-            q = np.abs(a) // np.abs(b)            # integers: the quotient truncated toward zero
-            return np.where((a < 0) != (b < 0), -q, q).astype(x.dtype)
-        if kind == "Mod":
-            if np.any(b == 0):
-                return None
-            if attrs.get("fmod", 0):
-                return np.fmod(a, b)
-            return np.mod(a, b) if x.dtype.kind in "iu" else None
-    return None
-
-
-def _unsqueezed(shape: tuple[int, ...], axes: list[int]) -> list[int]:
-    """The shape with a 1 inserted at each of ``axes`` (positions in the output)."""
-    dims = iter(shape)
-    return [1 if k in axes else next(dims) for k in range(len(shape) + len(axes))]
-
-
 def _type_name(data_type: int) -> str:
     from onnx import TensorProto
 
@@ -383,7 +201,7 @@ def _tensor(t: Any, path: Path, external: set[Path], budget: list[int], what: st
 
     def refuse(why: str, hint: str | None = None) -> BackendError:
         return BackendError([error(f"{what or 'initializer ' + _q(t.name)} ({kind or _type_name(t.data_type)} "
-                                   f"{_safe(dims, 80)}): {why}", "import", hint=hint)])
+                                   f"{safe_text(dims, 80)}): {why}", "import", hint=hint)])
     if any(d < 0 or d > MAX_DIM for d in dims):
         raise refuse(f"a dimension is negative or over {MAX_DIM}")
     if kind is None:
@@ -410,7 +228,7 @@ def _tensor(t: Any, path: Path, external: set[Path], budget: list[int], what: st
         try:
             array = numpy_helper.to_array(t)
         except Exception as exc:  # noqa: BLE001 (onnx's own reading of numbers checked above: a backstop)
-            raise refuse(f"its numbers cannot be read ({type(exc).__name__}: {_safe(exc, 100)})") from None
+            raise refuse(f"its numbers cannot be read ({type(exc).__name__}: {safe_text(exc, 100)})") from None
     if tuple(array.shape) != tuple(dims):
         raise refuse(f"its numbers have the shape {list(array.shape)}")
     return array
@@ -440,8 +258,8 @@ def _external(t: Any, path: Path, dtype: Any, count: int, refuse: Callable[..., 
         fd = os.open(file, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
                      | getattr(os, "O_NOCTTY", 0))
     except OSError as exc:
-        why = "is a symbolic link" if exc.errno == errno.ELOOP else f"no such file beside {_safe(path.name)}" \
-            if exc.errno == errno.ENOENT else f"cannot be read ({_safe(exc.strerror or exc)})"
+        why = "is a symbolic link" if exc.errno == errno.ELOOP else f"no such file beside {safe_text(path.name)}" \
+            if exc.errno == errno.ENOENT else f"cannot be read ({safe_text(exc.strerror or exc)})"
         raise refuse(f"external data {_q(where)}: {why}", hint) from None
     with os.fdopen(fd, "rb") as f:
         st = os.fstat(f.fileno())
@@ -468,6 +286,3 @@ def _attrs(node: Any) -> dict[str, Any]:
         return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
     except Exception as exc:  # noqa: BLE001 (an attribute of an unknown type: refused by node)
         raise _refuse(node, f"an attribute archc cannot read ({type(exc).__name__})") from None
-
-
-MAX_CHAIN_ELEMENTS = 2 ** 22       # the positions a reshape chain is checked on (a 32 MB index)

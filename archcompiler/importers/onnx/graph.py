@@ -26,6 +26,7 @@ class Node:
     shapes: list[tuple[int, ...]]
     shape: tuple[int, ...]
     last: bool = False              # its tensor inputs are channels-last views (archc's shapes given: C x H x W)
+    opset: int = 0                  # the file's version of ONNX's standard operators (0: not known)
 
 
 _f32 = onnx_fields.f32
@@ -38,7 +39,7 @@ def _standard(node: Any) -> bool:
     return node.domain in ("", "ai.onnx")
 
 
-def _safe(text: Any, limit: int = 200) -> str:
+def safe_text(text: Any, limit: int = 200) -> str:
     """Text from the file (a name, an op type) as a message may show it: on one line, its control and
     other unprintable characters escaped as repr would (an ANSI escape in a node's name is shown as
     ``\\x1b``, never sent to the terminal), cut after ``limit`` characters."""
@@ -56,14 +57,14 @@ def _q(text: Any) -> str:
 
 def _refuse(node: Any, why: str, hint: str | None = None) -> BackendError:
     close = difflib.get_close_matches(node.op_type, sorted(k for k in FROM_ONNX if ":" not in k), n=1, cutoff=0.0)
-    name, op = _safe(node.name), _safe(node.op_type, 60)
+    name, op = safe_text(node.name), safe_text(node.op_type, 60)
     return BackendError([error(f"node {name or '(unnamed)'} ({op}): {why}", name or op,
                                hint=hint or f"the closest op type archc reads is {close[0] if close else 'Conv'}")])
 
 
 def _fail(path: Path, message: str, hint: str | None = None) -> BackendError:
     """A refusal of the file as a whole, located at it."""
-    return BackendError([error(message, "import", Location(_safe(path, 1000)), hint=hint)])
+    return BackendError([error(message, "import", Location(safe_text(path, 1000)), hint=hint)])
 
 
 @dataclass
@@ -87,6 +88,7 @@ class _Graph:
     order: list[Any] = field(default_factory=list)            # the nodes in the file's (topological) order
     index: list[Item] = field(default_factory=list)           # the items layer() has indexed by name, in order
     by_name: dict[str, Item] = field(default_factory=dict)
+    opset: int = 0                                            # the file's version of ONNX's standard operators
 
     def layer(self, name: str) -> Item | None:
         """The layer of that name (an index of ``items``, brought up to date here: one lookup per node, not a

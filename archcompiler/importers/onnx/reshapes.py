@@ -154,42 +154,56 @@ def _groups_step(node: Any, ctx: _Graph) -> bool:
     taken at the first Reshape (or at the Shape, where that comes first) and the layer is made at the Add,
     once the Constant nodes the TorchScript exporter writes between them have been read; archc reads no
     InstanceNormalization otherwise, so constants that do not fit are refused there, saying which."""
+    state = ctx.pending.get(node.output[0]) if node.op_type == "Add" and node.output else None
+    if state is not None and state[0] == "instance_norm_groups":
+        del ctx.pending[node.output[0]]
+        _groups_layer(node, ctx, state)
+        return True
+    return _groups_taken(node, ctx)
+
+
+def _groups_layer(node: Any, ctx: _Graph, state: tuple) -> None:
+    """The group norm's layer at its Add (``node``), from the nodes _groups_taken took (``state``: the image,
+    the InstanceNormalization, the Reshape back, the Mul, the groups), their constants checked now that the
+    Constant nodes are read: Unmappable, saying which, where they do not fit."""
     from types import SimpleNamespace
 
     import numpy as np
 
-    state = ctx.pending.get(node.output[0]) if node.op_type == "Add" and node.output else None
-    if state is not None and state[0] == "instance_norm_groups":
-        del ctx.pending[node.output[0]]
-        _, src, norm, back, mul, groups = state
-        full, consts = ctx.shapes[src], ctx.consts
-        c = full[1]
+    _, src, norm, back, mul, groups = state
+    full, consts = ctx.shapes[src], ctx.consts
+    c = full[1]
 
-        def need(ok: bool, why: str) -> None:
-            if not ok:
-                raise Unmappable(f"a norm over {groups} groups of channels (Reshape, InstanceNormalization, Reshape, "
-                                 f"Mul, Add) whose {why}")
-        scale, shift = consts.get(norm.input[1]), consts.get(norm.input[2])
-        need(scale is not None and shift is not None and scale.shape == (groups,) == shift.shape
-             and bool(np.all(scale == 1)) and bool(np.all(shift == 0)),
-             f"InstanceNormalization's scale and bias are not {groups} ones and zeros")
-        target = consts.get(back.input[1])
-        if target is not None:          # a constant shape: N x C x H x W (0: as the input's, -1: the rest)
-            t = [full[k] if v == 0 else v for k, v in enumerate(int(v) for v in target.reshape(-1))]
-            need(t in ([*full], [-1, *full[1:]]), f"Reshape back gives {t}, not the input's {list(full)}")
-        params = {}
-        for step, suffix in ((mul, "weight"), (node, "bias")):
-            _, pairs = _const_of(ctx, step)
-            need(len(pairs) == 1 and tuple(pairs[0][1].shape) in ((c, 1, 1), (1, c, 1, 1)),
-                 f"{step.op_type} is not by a constant of {c} x 1 x 1")
-            params[suffix] = (step.input[pairs[0][0]], pairs[0][1].reshape(c))
-        fields = FROM_ONNX["pattern:instance_norm_groups"].layer(
-            Node(norm.name, {**_attrs(norm), "groups": groups}, [], [], ()))
-        if min(ctx.shapes.get(node.output[0]) or (-1,)) < 1:     # after a Reshape to a Shape: left unknown
-            ctx.shapes[node.output[0]] = full
-        ctx.emit(SimpleNamespace(name=norm.name, op_type="GroupNormalization"), node.output[0], fields,
-                 [ctx.value_of[src]], params, full[1:])
-        return True
+    def need(ok: bool, why: str) -> None:
+        if not ok:
+            raise Unmappable(f"a norm over {groups} groups of channels (Reshape, InstanceNormalization, Reshape, "
+                             f"Mul, Add) whose {why}")
+    scale, shift = consts.get(norm.input[1]), consts.get(norm.input[2])
+    need(scale is not None and shift is not None and scale.shape == (groups,) == shift.shape
+         and bool(np.all(scale == 1)) and bool(np.all(shift == 0)),
+         f"InstanceNormalization's scale and bias are not {groups} ones and zeros")
+    target = consts.get(back.input[1])
+    if target is not None:          # a constant shape: N x C x H x W (0: as the input's, -1: the rest)
+        t = [full[k] if v == 0 else v for k, v in enumerate(int(v) for v in target.reshape(-1))]
+        need(t in ([*full], [-1, *full[1:]]), f"Reshape back gives {t}, not the input's {list(full)}")
+    params = {}
+    for step, suffix in ((mul, "weight"), (node, "bias")):
+        _, pairs = _const_of(ctx, step)
+        need(len(pairs) == 1 and tuple(pairs[0][1].shape) in ((c, 1, 1), (1, c, 1, 1)),
+             f"{step.op_type} is not by a constant of {c} x 1 x 1")
+        params[suffix] = (step.input[pairs[0][0]], pairs[0][1].reshape(c))
+    fields = FROM_ONNX["pattern:instance_norm_groups"].layer(
+        Node(norm.name, {**_attrs(norm), "groups": groups}, [], [], ()))
+    if min(ctx.shapes.get(node.output[0]) or (-1,)) < 1:     # after a Reshape to a Shape: left unknown
+        ctx.shapes[node.output[0]] = full
+    ctx.emit(SimpleNamespace(name=norm.name, op_type="GroupNormalization"), node.output[0], fields,
+             [ctx.value_of[src]], params, full[1:])
+
+
+def _groups_taken(node: Any, ctx: _Graph) -> bool:
+    """At the first Reshape of the image (or the Shape of it the TorchScript exporter reads first): where the
+    nodes of _groups_step's pattern follow, each the only reader of the one before, they are taken (skipped by
+    the walk) and the Add is marked in ``pending`` for _groups_layer; False where they do not follow."""
     if node.op_type not in ("Reshape", "Shape") or not node.input or node.input[0] not in ctx.value_of \
             or node.input[0] in ctx.last:
         return False

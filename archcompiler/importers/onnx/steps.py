@@ -48,12 +48,12 @@ def _mapped(node: Any, ctx: _Graph) -> None:
                       f"archc reads {', '.join(sorted(_ANY_LAYOUT))} on a channels-last view")
     attrs = _attrs(node)
     n = Node(node.name, attrs, [consts.get(i) if i else None for i in node.input],
-             [ctx.shape(i) for i in tensor_ins], ctx.shapes.get(node.output[0], ())[1:], any(last))
+             [ctx.shape(i) for i in tensor_ins], ctx.shapes.get(node.output[0], ())[1:], any(last), ctx.opset)
     if any(last):
         s = n.shape
         n.shape = (s[2], s[0], s[1]) if len(s) == 3 else s
     try:
-        fields = entry.layer(n)
+        entry, fields = _general(entry, node.op_type, n)
     except Unmappable as exc:
         raise _refuse(node, str(exc), f"archc reads {node.op_type} only where the reason above does not hold") \
             from None
@@ -74,6 +74,19 @@ def _mapped(node: Any, ctx: _Graph) -> None:
     if node.op_type == "BatchNormalization":
         import numpy as np
         ctx.weights[f"{item.name}.num_batches_tracked"] = np.zeros((), dtype=np.int64)
+
+
+def _general(entry: Any, op_type: str, n: Node) -> tuple[Any, dict | None]:
+    """The entry that maps the node and the layer's fields: ``entry``'s, or where it refuses, those of
+    ``else:OP_TYPE`` (the general op: a MatMul of two layers' outputs is a ``matmul``), whose refusal is the one
+    raised where both refuse."""
+    try:
+        return entry, entry.layer(n)
+    except Unmappable:
+        general = FROM_ONNX.get(f"else:{op_type}")
+        if general is None:
+            raise
+    return general, general.layer(n)
 
 
 def _lrn_step(node: Any, consts: dict, value_of: dict, pending: dict) -> Any:
@@ -190,8 +203,9 @@ def _bias_step(node: Any, ctx: _Graph) -> bool:
 
 
 def _parameter_step(node: Any, ctx: _Graph) -> bool:
-    """A layer times or plus a parameter, or joined with one: a C x 1 x 1 scale times an image (ConvNeXt's
-    layer scale), a 1 x S x D embedding added to a sequence (ViT's pos_embedding), a 1 x 1 x D token
+    """A layer times or plus a parameter, or joined with one: a C x 1 x 1 scale times an image, a D scale times
+    a sequence (ConvNeXt's and CaiT's layer scale), the same shapes added (a learned affine's bias), a 1 x S x D
+    embedding added to a sequence (ViT's pos_embedding), a 1 x 1 x D token
     concatenated before it (ViT's class_token); and a sequence's token i (Gather along axis 1: ViT's
     select_token)."""
     import numpy as np
@@ -203,10 +217,13 @@ def _parameter_step(node: Any, ctx: _Graph) -> bool:
     shape, kind = ctx.shape(src), node.op_type
     value_shape = tuple(getattr(value, "shape", ()))
     name = node.input[pos]
-    if kind == "Mul" and len(shape) == 3 and value_shape == (shape[0], 1, 1):
+    per_channel = len(shape) == 3 and value_shape == (shape[0], 1, 1) or len(shape) == 2 and value_shape == (shape[1],)
+    if kind == "Mul" and per_channel:
         fields = FROM_ONNX["param:Mul"].layer(node)
     elif kind == "Add" and len(shape) == 2 and value_shape == (1, *shape):
         fields = FROM_ONNX["param:Add"].layer(node)
+    elif kind == "Add" and per_channel:
+        fields = FROM_ONNX["bias:Add"].layer(node)
     elif kind == "Concat" and pos == 0 and _attrs(node).get("axis") == 1 and len(shape) == 2 \
             and value_shape == (1, 1, shape[1]):
         fields = FROM_ONNX["param:Concat"].layer(node)

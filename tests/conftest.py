@@ -261,6 +261,24 @@ def meta_layout(spec, overrides=None) -> tuple[list, int]:
     return [[k, list(v.shape)] for k, v in model.state_dict().items()], sum(p.numel() for p in model.parameters())
 
 
+def randomized(model):
+    """Seeded weights, far from a fresh module's (a fresh norm's ones and zeros would hide a swapped or dropped
+    tensor): every parameter N(0, 0.25), vectors around 1; running means 0.1 N(0, 1), running variances in
+    [0.5, 1.5)."""
+    import torch
+
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.5 + (1 if p.dim() == 1 else 0))
+        for name, b in model.named_buffers():
+            if name.endswith("running_mean"):
+                b.copy_(0.1 * torch.randn(b.shape, generator=g))
+            elif name.endswith("running_var"):
+                b.copy_(torch.rand(b.shape, generator=g) + 0.5)
+    return model
+
+
 def trained_like(model):
     """Trained-like weights (seeded): every parameter times 1 + 0.1 N(0, 1) plus 1e-3 N(0, 1) (zero biases no
     longer zero, equal tensors no longer equal), running means 0.1 N(0, 1), running variances in [0.5, 1.5)

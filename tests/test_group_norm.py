@@ -7,7 +7,7 @@ own export writes, opset 21's GroupNormalization and the TorchScript exporter's 
 from __future__ import annotations
 
 import pytest
-from conftest import ROOT, assert_memory_measured, run_archc
+from conftest import ROOT, assert_memory_measured, randomized, run_archc
 
 import archcompiler
 from archcompiler import GraphError
@@ -24,16 +24,6 @@ SPEC = ("name: gn\ninput: [3, 12, 12]\nlayers:\n"
         "  - {name: gn2, op: group_norm, groups: 2, eps: 0.001}\n"
         "  - {name: p, op: global_avg_pool}\n"
         "  - {name: fc, op: linear, out: 2}\n")
-
-
-def _randomized(model):
-    """Seeded weights everywhere (a fresh GroupNorm's are ones and zeros: a mapping that swapped or dropped
-    them would go unseen)."""
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.5 + (1 if p.dim() == 1 else 0))
-    return model
 
 
 def _reference(m, x):
@@ -75,7 +65,7 @@ def test_shape_params_and_flops_agree_with_torch():
 
 
 def test_logits_equal_a_hand_written_reference():
-    model = _randomized(archcompiler.build(SPEC, seed=0)).eval()
+    model = randomized(archcompiler.build(SPEC, seed=0)).eval()
     x = torch.randn(2, 3, 12, 12, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert torch.equal(model(x), _reference(model, x))
@@ -171,7 +161,7 @@ class Net(nn.Module):
 
 
 def test_import_from_torch_gives_the_same_logits():
-    original = _randomized(Net()).eval()
+    original = randomized(Net()).eval()
     text = archcompiler.import_module(original, input=(3, 12, 12))
     assert "{name: norm, op: group_norm, groups: 4, eps: 0.001, act: relu}" in text
     assert "{name: norm2, op: group_norm, groups: 8}" in text
@@ -201,7 +191,7 @@ def test_archc_import_of_a_torch_module_in_a_fresh_process(tmp_path):
     assert done.returncode == 0, done.stderr
     spec = archcompiler.load_spec(tmp_path / "net.yaml")
     assert archcompiler.analyze(spec)["by_op"]["group_norm"]["count"] == 2
-    original = _randomized(Net()).eval()
+    original = randomized(Net()).eval()
     rebuilt = archcompiler.build(spec).eval()
     rebuilt.load_state_dict(original.state_dict())
     x = torch.randn(2, 3, 12, 12)
@@ -232,7 +222,7 @@ def test_archcs_onnx_export_imports_with_the_same_logits(tmp_path):
     from archcompiler.backends.torch.export import export
 
     spec = archcompiler.load_spec(SPEC)
-    original = _randomized(archcompiler.build(spec, seed=0)).eval()
+    original = randomized(archcompiler.build(spec, seed=0)).eval()
     export(original, spec, "onnx", tmp_path / "gn.onnx")
     ops = [n.op_type for n in onnx.load(str(tmp_path / "gn.onnx")).graph.node]
     assert ops[:6] == ["Conv", "Reshape", "InstanceNormalization", "Reshape", "Mul", "Add"]
@@ -264,7 +254,7 @@ def test_the_other_onnx_forms_import_with_the_same_logits(how, tmp_path):
                    .replace("  - {name: gn2, op: group_norm, groups: 2, eps: 0.001}\n", "")
         kwargs = {"dynamo": False, "opset_version": 17}
     spec = archcompiler.load_spec(text)
-    original = _randomized(archcompiler.build(spec, seed=0)).eval()
+    original = randomized(archcompiler.build(spec, seed=0)).eval()
     x = torch.randn(1, 3, 12, 12)
     torch.onnx.export(original, (x,), str(tmp_path / "m.onnx"), input_names=["image"], output_names=["logits"],
                       **kwargs)

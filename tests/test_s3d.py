@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import DATA, assert_memory_measured, meta_layout, recipe_weights, run_archc
+from conftest import DATA, assert_memory_measured, meta_layout, randomized, recipe_weights, run_archc
 
 import archcompiler
 from archcompiler import GraphError, SpecError
@@ -111,21 +111,6 @@ def test_the_command_line_in_a_fresh_process_never_imports_torch():
 # ----------------------------------------------------------------------------- the ops against torch
 
 
-def _randomized(model):
-    import torch
-
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.5 + (1 if p.dim() == 1 else 0))
-        for name, b in model.named_buffers():
-            if name.endswith("running_mean"):
-                b.copy_(0.1 * torch.randn(b.shape, generator=g))
-            elif name.endswith("running_var"):
-                b.copy_(torch.rand(b.shape, generator=g) + 0.5)
-    return model
-
-
 def test_ops_shape_params_and_flops_agree_with_torch():
     """Each pool's output size is nn.MaxPool3d's / nn.AvgPool3d's (ceil_mode's last window dropped where it would
     start in the right padding); the pools have no parameters and FlopCounterMode counts none of their work,
@@ -165,7 +150,7 @@ def test_ops_values_equal_a_hand_written_reference():
     torch = pytest.importorskip("torch")
     from torch.nn import functional as F
 
-    m = _randomized(archcompiler.build(POOLS, seed=0)).eval()
+    m = randomized(archcompiler.build(POOLS, seed=0)).eval()
     x = torch.randn(2, 3, 5, 9, 9, generator=torch.Generator().manual_seed(0))
 
     def cbr(t, mod, **kw):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import DATA, assert_memory_measured, meta_layout, recipe_weights, run_archc
+from conftest import DATA, assert_memory_measured, meta_layout, randomized, recipe_weights, run_archc
 
 import archcompiler
 from archcompiler import GraphError, SpecError
@@ -170,21 +170,6 @@ def test_features_refuse_a_clip_saying_so_training_prepares_its_frames():
 # ----------------------------------------------------------------------------- the ops against torch
 
 
-def _randomized(model):
-    import torch
-
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.5 + (1 if p.dim() == 1 else 0))
-        for name, b in model.named_buffers():
-            if name.endswith("running_mean"):
-                b.copy_(0.1 * torch.randn(b.shape, generator=g))
-            elif name.endswith("running_var"):
-                b.copy_(torch.rand(b.shape, generator=g) + 0.5)
-    return model
-
-
 def test_ops_shape_params_and_flops_agree_with_torch():
     """conv3d: nn.Conv3d (out x in / groups x kt x kh x kw weights, a bias without norm), its `norm` an
     nn.BatchNorm3d (2 C parameters, 2 C + 1 buffers); the pool nn.AdaptiveAvgPool3d(1)'s shape; FLOPs as
@@ -217,7 +202,7 @@ def test_ops_values_equal_a_hand_written_reference():
     torch = pytest.importorskip("torch")
     from torch.nn import functional as F
 
-    m = _randomized(archcompiler.build(CLIP, seed=0)).eval()
+    m = randomized(archcompiler.build(CLIP, seed=0)).eval()
     x = torch.randn(2, 3, 4, 10, 10, generator=torch.Generator().manual_seed(0))
 
     def bn(t, mod):

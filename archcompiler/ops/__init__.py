@@ -8,6 +8,8 @@ entry-point group ``archcompiler.ops``. An op module (archc's or a plugin's) imp
 from here: the records it declares and the helpers for shapes, latency and mappings.
 """
 
+from typing import Any
+
 from . import _onnx as onnx_fields
 from ._base import (
     A_STATEMENT,
@@ -50,8 +52,22 @@ LAYERS = View("layers")
 FROM_TORCH = View("from_torch")
 FROM_ONNX = View("from_onnx")
 
+
+def layer_or_general(table: View, entry: Any, key: str, arg: Any) -> tuple[Any, dict | None]:
+    """The entry that maps a torch call or an ONNX node (``table``: FROM_TORCH or FROM_ONNX) and the layer's
+    fields: ``entry``'s, or where it refuses, those of ``else:KEY`` (the general op: a mean over other dims than H
+    and W is a ``reduce``, a MatMul of two layers' outputs a ``matmul``), whose refusal is the one raised where
+    both refuse."""
+    try:
+        return entry, entry.layer(arg)
+    except Unmappable:
+        general = table.get(f"else:{key}")
+        if general is None:
+            raise
+    return general, general.layer(arg)
+
 __all__ = ["KINDS", "LAYERS", "FROM_TORCH", "FROM_ONNX", "GROUP", "KNOWN_PLUGINS", "Registry", "registry",
            "Op", "OpDef", "LayerOp", "TorchCode", "Style", "FromTorch", "FromOnnx", "Unmappable", "Params",
            "Window", "Kernel", "Latency", "Shape", "ShapeError", "TooSmall", "STATEMENT", "MEMORY", "A_STATEMENT",
            "AT_MEMORY_SPEED", "image", "sequence", "same", "channels_same", "per_map", "elements", "need", "one", "owns", "same_pads", "fmt",
-           "onnx_fields", "catalog", "markdown", "unknown", "plugin_problems"]
+           "onnx_fields", "catalog", "markdown", "unknown", "plugin_problems", "layer_or_general"]

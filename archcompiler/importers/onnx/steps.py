@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...ops import FROM_ONNX, Unmappable
+from ...ops import FROM_ONNX, Unmappable, layer_or_general
 from ...spec.limits import MAX_DIM
 from ..text import model as layer_model
 from .fold import MAX_CHAIN_ELEMENTS, _attrs, _size
@@ -53,7 +53,7 @@ def _mapped(node: Any, ctx: _Graph) -> None:
         s = n.shape
         n.shape = (s[2], s[0], s[1]) if len(s) == 3 else s
     try:
-        entry, fields = _general(entry, node.op_type, n)
+        entry, fields = layer_or_general(FROM_ONNX, entry, node.op_type, n)
     except Unmappable as exc:
         raise _refuse(node, str(exc), f"archc reads {node.op_type} only where the reason above does not hold") \
             from None
@@ -74,19 +74,6 @@ def _mapped(node: Any, ctx: _Graph) -> None:
     if node.op_type == "BatchNormalization":
         import numpy as np
         ctx.weights[f"{item.name}.num_batches_tracked"] = np.zeros((), dtype=np.int64)
-
-
-def _general(entry: Any, op_type: str, n: Node) -> tuple[Any, dict | None]:
-    """The entry that maps the node and the layer's fields: ``entry``'s, or where it refuses, those of
-    ``else:OP_TYPE`` (the general op: a MatMul of two layers' outputs is a ``matmul``), whose refusal is the one
-    raised where both refuse."""
-    try:
-        return entry, entry.layer(n)
-    except Unmappable:
-        general = FROM_ONNX.get(f"else:{op_type}")
-        if general is None:
-            raise
-    return general, general.layer(n)
 
 
 def _lrn_step(node: Any, consts: dict, value_of: dict, pending: dict) -> Any:

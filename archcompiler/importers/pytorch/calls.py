@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...errors import BackendError, error
-from ...ops import FROM_TORCH, Unmappable
+from ...ops import FROM_TORCH
 from .tracer import _attribute
 
 
@@ -64,19 +64,6 @@ def _refuse(path: str, cls: str, what: str, key: str, why: str = "") -> BackendE
     return BackendError([error(f"{where} ({cls}): {what}{because}", path or "model",
                                hint=f"the closest call archc maps is {_closest(key)!r}; see the README's "
                                     "'Import' section for what maps")])
-
-
-def _mapping(entry: Any, key: str, seen: Seen) -> tuple[Any, dict | None]:
-    """The entry that maps the call and the layer's fields: ``entry``'s, or where it refuses, those of
-    ``else:KEY`` (the general op: a mean over other dims than H and W is a ``reduce``), whose refusal is the
-    one raised where both refuse."""
-    try:
-        return entry, entry.layer(seen)
-    except Unmappable:
-        general = FROM_TORCH.get(f"else:{key}")
-        if general is None:
-            raise
-    return general, general.layer(seen)
 
 
 def _branches(exc: BaseException) -> bool:

@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...errors import BackendError, error
-from ...ops import FROM_TORCH, Unmappable
+from ...ops import FROM_TORCH, Unmappable, layer_or_general
 from ...ops import KINDS as OPS
 from ...spec.limits import MAX_LAYERS
 from ..flat import Item
-from .calls import _PASSTHROUGH, VIEW_STEPS, Seen, _mapping, _number, _prepended, _refuse, _two_params
+from .calls import _PASSTHROUGH, VIEW_STEPS, Seen, _number, _prepended, _refuse, _two_params
 from .loading import module_key
 from .tracer import (
     _attribute,
@@ -454,7 +454,7 @@ class _Walk:
         """The layer's fields from its registry entry (None: the call computes its input); what the
         mapping cannot read is refused, located."""
         try:
-            c.entry, fields = _mapping(c.entry, c.key, seen)
+            c.entry, fields = layer_or_general(FROM_TORCH, c.entry, c.key, seen)
         except Unmappable as exc:
             raise _refuse(c.path, c.cls, _what(c.node), c.key, str(exc)) from None
         except (AttributeError, TypeError, ValueError, KeyError, IndexError) as exc:
